@@ -1,0 +1,12 @@
+//! herd-core: the vocabulary every other herd crate shares.
+//!
+//! - [`model`]: virtual services, real servers, schedulers, timeouts.
+//! - [`config`]: the strict TOML config and its validation (errors name file, line and key).
+//! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
+//! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
+//!
+//! This crate does no I/O beyond reading a config file on request.
+
+pub mod api;
+pub mod config;
+pub mod model;

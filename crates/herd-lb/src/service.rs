@@ -1,0 +1,689 @@
+//! A virtual service at run time.
+//!
+//! The data plane asks [`Service::schedule`] for a real server for every new connection and
+//! holds the returned [`Conn`] for the connection's lifetime; dropping it ends the connection
+//! in the books (counts, overload flag, persistence template, connection table).
+//!
+//! Locking: one mutex per service, held for a scheduling decision and at the two state changes
+//! of a connection (half-close, close). Byte and packet counters are atomics and never take it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use herd_core::api::{ConnEntry, RealStatus, ServiceStatus};
+use herd_core::model::{mask_addr, Protocol, RealSpec, ServiceKey, ServiceSpec, Timeouts};
+
+use crate::sched::{new_scheduler, ConnInfo, DestView, Scheduler};
+use crate::stats::{Counters, RateEst};
+
+/// A real server's live state, shared by the service and every connection to it.
+#[derive(Debug)]
+pub struct Dest {
+    addr: SocketAddr,
+    active: AtomicU32,
+    inactive: AtomicU32,
+    overloaded: AtomicBool,
+    upper: AtomicU32,
+    lower: AtomicU32,
+    pub stats: Counters,
+}
+
+impl Dest {
+    fn new(spec: &RealSpec) -> Self {
+        Dest {
+            addr: spec.address,
+            active: AtomicU32::new(0),
+            inactive: AtomicU32::new(0),
+            overloaded: AtomicBool::new(false),
+            upper: AtomicU32::new(spec.upper_threshold),
+            lower: AtomicU32::new(spec.lower_threshold),
+            stats: Counters::default(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn total_conns(&self) -> u32 {
+        self.active.load(Relaxed) + self.inactive.load(Relaxed)
+    }
+
+    /// The kernel's `ip_vs_bind_dest` rule: at or above the upper threshold → overloaded.
+    fn check_overload_on_bind(&self) {
+        let upper = self.upper.load(Relaxed);
+        if upper != 0 && self.total_conns() >= upper {
+            self.overloaded.store(true, Relaxed);
+        }
+    }
+
+    /// The kernel's `ip_vs_unbind_dest` rule: below the lower threshold (or, without one, below
+    /// ¾ of the upper) → accepting again.
+    fn check_overload_on_unbind(&self) {
+        if !self.overloaded.load(Relaxed) {
+            return;
+        }
+        let (upper, lower, total) = (
+            self.upper.load(Relaxed),
+            self.lower.load(Relaxed),
+            self.total_conns(),
+        );
+        let clear = if lower != 0 {
+            total < lower
+        } else if upper != 0 {
+            u64::from(total) * 4 < u64::from(upper) * 3
+        } else {
+            true
+        };
+        if clear {
+            self.overloaded.store(false, Relaxed);
+        }
+    }
+
+    fn set_thresholds(&self, upper: u32, lower: u32) {
+        self.upper.store(upper, Relaxed);
+        self.lower.store(lower, Relaxed);
+        if upper == 0 {
+            self.overloaded.store(false, Relaxed);
+        } else {
+            self.check_overload_on_bind();
+            self.check_overload_on_unbind();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DestEntry {
+    spec: RealSpec,
+    dest: Arc<Dest>,
+    /// Removed by a reload: weight forced to 0 until its last connection ends.
+    draining: bool,
+    est: RateEst,
+}
+
+/// A persistence template: clients of one masked address stick to one real server.
+#[derive(Debug, Clone, Copy)]
+struct Template {
+    dest: SocketAddr,
+    expires_ms: u64,
+    conns: u32,
+}
+
+/// Connection state as the connection table shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// TCP, both directions open.
+    Established,
+    /// TCP, one side has closed.
+    FinWait,
+    /// A UDP session.
+    Udp,
+}
+
+impl ConnState {
+    fn name(self) -> &'static str {
+        match self {
+            ConnState::Established => "ESTABLISHED",
+            ConnState::FinWait => "FIN_WAIT",
+            ConnState::Udp => "UDP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnRecord {
+    client: SocketAddr,
+    dest: SocketAddr,
+    state: ConnState,
+    since_ms: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    spec: ServiceSpec,
+    dests: Vec<DestEntry>,
+    sched: Box<dyn Scheduler>,
+    /// Reused for every decision, so scheduling does not allocate.
+    views: Vec<DestView>,
+    templates: HashMap<IpAddr, Template>,
+    /// The connection table: a slab, so opening and closing connections does not allocate
+    /// once it has grown to the peak number of connections.
+    conns: Vec<Option<ConnRecord>>,
+    free: Vec<usize>,
+    open: usize,
+    est: RateEst,
+}
+
+/// A virtual service at run time.
+#[derive(Debug)]
+pub struct Service {
+    key: ServiceKey,
+    pub stats: Counters,
+    inner: Mutex<Inner>,
+}
+
+/// Why no real server could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoDest {
+    /// No real server is configured, or all have weight 0, are overloaded or were excluded.
+    Unavailable,
+}
+
+impl Service {
+    /// Creates a service with its real servers, given in configuration order; the kernel's list
+    /// order (newest first) is derived from it.
+    pub fn new(spec: ServiceSpec, reals: &[RealSpec], seed: u64) -> Arc<Service> {
+        let sched = new_scheduler(spec.scheduler, spec.sched_flags, seed);
+        let svc = Service {
+            key: spec.key,
+            stats: Counters::default(),
+            inner: Mutex::new(Inner {
+                spec,
+                dests: Vec::new(),
+                sched,
+                views: Vec::new(),
+                templates: HashMap::new(),
+                conns: Vec::new(),
+                free: Vec::new(),
+                open: 0,
+                est: RateEst::default(),
+            }),
+        };
+        {
+            let mut inner = svc.lock();
+            for r in reals {
+                inner.insert_dest(*r);
+            }
+            inner.refresh_sched();
+        }
+        Arc::new(svc)
+    }
+
+    pub fn key(&self) -> ServiceKey {
+        self.key
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic while holding it; with panic = "abort" that cannot
+        // happen in the daemon, and in tests the data is still consistent enough to read.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spec(&self) -> ServiceSpec {
+        self.lock().spec.clone()
+    }
+
+    /// Real servers in the kernel's list order, without those draining after a reload.
+    pub fn reals(&self) -> Vec<RealSpec> {
+        self.lock()
+            .dests
+            .iter()
+            .filter(|d| !d.draining)
+            .map(|d| d.spec)
+            .collect()
+    }
+
+    /// Picks a real server for a new connection from `client` to `vip`, skipping the real
+    /// servers in `exclude` (those a connect attempt just failed on).
+    ///
+    /// Persistence: a client (masked to the configured prefix) with a live template goes to
+    /// the same real server while that server has weight > 0. Templates pointing at a quiesced
+    /// server are dropped, as with the kernel's `expire_quiescent_template=1`, so that setting a
+    /// weight to 0 really drains a persistent service.
+    pub fn schedule(
+        self: &Arc<Self>,
+        client: SocketAddr,
+        vip: SocketAddr,
+        now_ms: u64,
+        exclude: &[SocketAddr],
+    ) -> Result<Conn, NoDest> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let persist = inner.spec.persistence;
+        let pkey = persist.map(|p| mask_addr(client.ip(), p.prefix));
+
+        let mut chosen: Option<usize> = None;
+        if let Some(k) = pkey {
+            if let Some(t) = inner.templates.get(&k).copied() {
+                let live = t.conns > 0 || t.expires_ms > now_ms;
+                let idx = inner.dests.iter().position(|d| d.dest.addr == t.dest);
+                match idx {
+                    Some(i)
+                        if live
+                            && inner.dests[i].spec.weight > 0
+                            && !inner.dests[i].draining
+                            && !exclude.contains(&t.dest) =>
+                    {
+                        chosen = Some(i)
+                    }
+                    _ => {
+                        if t.conns == 0 || idx.is_none() || exclude.contains(&t.dest) {
+                            inner.templates.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+
+        if chosen.is_none() {
+            inner.fill_views(exclude);
+            let info = ConnInfo { client, vip };
+            chosen = inner.sched.schedule(&inner.views, &info, now_ms);
+            // A scheduler that hashes onto an excluded real server gives up; a retry after a
+            // failed connect must still reach any other available server, so fall back to the
+            // least loaded one.
+            if chosen.is_none() && !exclude.is_empty() {
+                chosen = least_loaded(&inner.views);
+            }
+            if let (Some(i), Some(k), Some(p)) = (chosen, pkey, persist) {
+                let t = inner.templates.entry(k).or_insert(Template {
+                    dest: inner.dests[i].dest.addr,
+                    expires_ms: 0,
+                    conns: 0,
+                });
+                t.dest = inner.dests[i].dest.addr;
+                t.expires_ms = now_ms + u64::from(p.timeout) * 1000;
+            }
+        }
+        let i = chosen.ok_or(NoDest::Unavailable)?;
+        let dest = inner.dests[i].dest.clone();
+        if let (Some(k), Some(p)) = (pkey, persist) {
+            if let Some(t) = inner.templates.get_mut(&k) {
+                t.conns += 1;
+                t.expires_ms = t.expires_ms.max(now_ms + u64::from(p.timeout) * 1000);
+            }
+        }
+
+        let state = match self.key.protocol {
+            Protocol::Tcp => {
+                dest.active.fetch_add(1, Relaxed);
+                ConnState::Established
+            }
+            // The kernel counts UDP "connections" as inactive.
+            Protocol::Udp => {
+                dest.inactive.fetch_add(1, Relaxed);
+                ConnState::Udp
+            }
+        };
+        dest.check_overload_on_bind();
+        dest.stats.add_conn();
+        self.stats.add_conn();
+        let slot = inner.insert_conn(ConnRecord {
+            client,
+            dest: dest.addr,
+            state,
+            since_ms: now_ms,
+        });
+        Ok(Conn {
+            service: self.clone(),
+            dest,
+            inactive: AtomicBool::new(state != ConnState::Established),
+            slot,
+            persist_key: pkey,
+            end_ms: AtomicU64::new(now_ms),
+            proxy_protocol: inner.spec.proxy_protocol,
+        })
+    }
+
+    /// Connections open through this service (for draining).
+    pub fn open_conns(&self) -> usize {
+        self.lock().open
+    }
+
+    /// Status for listings.
+    pub fn status(&self) -> ServiceStatus {
+        let inner = self.lock();
+        let mut persistent: HashMap<SocketAddr, u32> = HashMap::new();
+        for t in inner.templates.values() {
+            *persistent.entry(t.dest).or_default() += 1;
+        }
+        let reals = inner
+            .dests
+            .iter()
+            .map(|d| RealStatus {
+                spec: RealSpec {
+                    weight: if d.draining { 0 } else { d.spec.weight },
+                    ..d.spec
+                },
+                active_conns: d.dest.active.load(Relaxed),
+                inactive_conns: d.dest.inactive.load(Relaxed),
+                persistent_conns: persistent.get(&d.dest.addr).copied().unwrap_or(0),
+                overloaded: d.dest.overloaded.load(Relaxed),
+                draining: d.draining,
+                stats: d.dest.stats.snapshot(),
+                rates: d.est.rates(),
+            })
+            .collect();
+        ServiceStatus {
+            spec: inner.spec.clone(),
+            reals,
+            stats: self.stats.snapshot(),
+            rates: inner.est.rates(),
+        }
+    }
+
+    /// The connection table, with seconds to expiry from the given timeouts. An established
+    /// TCP connection shows its full idle timeout (the proxy re-arms it on every read), a
+    /// half-closed one the time left of `tcp-fin`.
+    pub fn connections(&self, now_ms: u64, t: &Timeouts, out: &mut Vec<ConnEntry>) {
+        let inner = self.lock();
+        for r in inner.conns.iter().flatten() {
+            let elapsed = (now_ms.saturating_sub(r.since_ms) / 1000) as u32;
+            let expire = match r.state {
+                ConnState::Established => t.tcp,
+                ConnState::FinWait => t.tcp_fin.saturating_sub(elapsed),
+                ConnState::Udp => t.udp,
+            };
+            out.push(ConnEntry {
+                protocol: self.key.protocol,
+                expire_secs: expire,
+                state: r.state.name().to_string(),
+                client: r.client,
+                virtual_addr: self.key.address,
+                real: r.dest,
+            });
+        }
+        for (k, tpl) in &inner.templates {
+            out.push(ConnEntry {
+                protocol: self.key.protocol,
+                expire_secs: (tpl.expires_ms.saturating_sub(now_ms) / 1000) as u32,
+                state: "NONE".to_string(),
+                client: SocketAddr::new(*k, 0),
+                virtual_addr: self.key.address,
+                real: tpl.dest,
+            });
+        }
+    }
+
+    /// Replaces scheduler, flags, persistence and PROXY protocol setting (ipvsadm `-E`).
+    pub fn set_spec(&self, spec: ServiceSpec, seed: u64) {
+        let mut inner = self.lock();
+        if spec.scheduler != inner.spec.scheduler || spec.sched_flags != inner.spec.sched_flags {
+            inner.sched = new_scheduler(spec.scheduler, spec.sched_flags, seed);
+        }
+        if spec.persistence.map(|p| p.prefix) != inner.spec.persistence.map(|p| p.prefix) {
+            inner.templates.clear();
+        }
+        inner.spec = spec;
+        inner.refresh_sched();
+    }
+
+    pub fn has_real(&self, addr: SocketAddr) -> bool {
+        self.lock()
+            .dests
+            .iter()
+            .any(|d| d.dest.addr == addr && !d.draining)
+    }
+
+    /// Adds a real server; one that is draining after a reload is revived instead.
+    pub fn add_real(&self, spec: RealSpec) {
+        let mut inner = self.lock();
+        inner.insert_dest(spec);
+        inner.refresh_sched();
+    }
+
+    /// Changes weight, thresholds and forwarding of a real server. Returns false if absent.
+    pub fn edit_real(&self, spec: RealSpec) -> bool {
+        let mut inner = self.lock();
+        let Some(d) = inner
+            .dests
+            .iter_mut()
+            .find(|d| d.dest.addr == spec.address && !d.draining)
+        else {
+            return false;
+        };
+        d.spec = spec;
+        d.dest
+            .set_thresholds(spec.upper_threshold, spec.lower_threshold);
+        inner.refresh_sched();
+        true
+    }
+
+    /// Removes a real server at once (ipvsadm `-d`); its open connections continue to the end.
+    pub fn remove_real(&self, addr: SocketAddr) -> bool {
+        let mut inner = self.lock();
+        let before = inner.dests.len();
+        inner.dests.retain(|d| d.dest.addr != addr);
+        let removed = inner.dests.len() != before;
+        if removed {
+            inner.templates.retain(|_, t| t.dest != addr);
+            inner.refresh_sched();
+        }
+        removed
+    }
+
+    /// Makes the real servers equal to `reals` (a reload): new ones are added, existing ones
+    /// updated, and missing ones quiesced — weight 0, no new connections — until their last
+    /// connection ends (see [`Service::maintain`]).
+    pub fn reconcile_reals(&self, reals: &[RealSpec]) {
+        let mut inner = self.lock();
+        for r in reals {
+            inner.insert_dest(*r);
+        }
+        for d in inner.dests.iter_mut() {
+            if !reals.iter().any(|r| r.address == d.dest.addr) {
+                d.draining = true;
+            }
+        }
+        let gone: Vec<SocketAddr> = inner
+            .dests
+            .iter()
+            .filter(|d| d.draining)
+            .map(|d| d.dest.addr)
+            .collect();
+        inner.templates.retain(|_, t| !gone.contains(&t.dest));
+        inner.refresh_sched();
+    }
+
+    /// Periodic housekeeping: expires persistence templates, forgets drained real servers and,
+    /// when `sample` is set (every [`RateEst::PERIOD_MS`]), feeds the rate estimators.
+    pub fn maintain(&self, now_ms: u64, sample: bool) {
+        let mut inner = self.lock();
+        inner
+            .templates
+            .retain(|_, t| t.conns > 0 || t.expires_ms > now_ms);
+        let before = inner.dests.len();
+        inner
+            .dests
+            .retain(|d| !(d.draining && d.dest.total_conns() == 0));
+        if inner.dests.len() != before {
+            inner.refresh_sched();
+        }
+        if sample {
+            let s = self.stats.snapshot();
+            inner.est.sample(s);
+            for d in inner.dests.iter_mut() {
+                d.est.sample(d.dest.stats.snapshot());
+            }
+        }
+    }
+
+    /// Zeroes counters and rates (ipvsadm `-Z`).
+    pub fn zero(&self) {
+        let mut inner = self.lock();
+        self.stats.zero();
+        inner.est = RateEst::default();
+        for d in inner.dests.iter_mut() {
+            d.dest.stats.zero();
+            d.est = RateEst::default();
+        }
+    }
+
+    fn conn_state_change(&self, slot: usize, state: ConnState, now_ms: u64) {
+        let mut inner = self.lock();
+        if let Some(Some(r)) = inner.conns.get_mut(slot) {
+            r.state = state;
+            r.since_ms = now_ms;
+        }
+    }
+
+    fn conn_closed(&self, slot: usize, persist_key: Option<IpAddr>, now_ms: u64) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.conns.get_mut(slot) {
+            if entry.take().is_some() {
+                inner.free.push(slot);
+                inner.open -= 1;
+            }
+        }
+        if let (Some(k), Some(p)) = (persist_key, inner.spec.persistence) {
+            if let Some(t) = inner.templates.get_mut(&k) {
+                t.conns = t.conns.saturating_sub(1);
+                t.expires_ms = t.expires_ms.max(now_ms + u64::from(p.timeout) * 1000);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn insert_dest(&mut self, spec: RealSpec) {
+        if let Some(d) = self.dests.iter_mut().find(|d| d.dest.addr == spec.address) {
+            d.spec = spec;
+            d.draining = false;
+            d.dest
+                .set_thresholds(spec.upper_threshold, spec.lower_threshold);
+            return;
+        }
+        // The kernel links a new destination at the head of the service's list.
+        self.dests.insert(
+            0,
+            DestEntry {
+                spec,
+                dest: Arc::new(Dest::new(&spec)),
+                draining: false,
+                est: RateEst::default(),
+            },
+        );
+    }
+
+    fn fill_views(&mut self, exclude: &[SocketAddr]) {
+        self.views.clear();
+        for d in &self.dests {
+            let excluded = d.draining || exclude.contains(&d.dest.addr);
+            self.views.push(DestView {
+                addr: d.dest.addr,
+                weight: if excluded { 0 } else { d.spec.weight },
+                active: d.dest.active.load(Relaxed),
+                inactive: d.dest.inactive.load(Relaxed),
+                overloaded: d.dest.overloaded.load(Relaxed),
+            });
+        }
+    }
+
+    fn refresh_sched(&mut self) {
+        self.fill_views(&[]);
+        self.sched.update(&self.views);
+    }
+
+    fn insert_conn(&mut self, r: ConnRecord) -> usize {
+        self.open += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.conns[i] = Some(r);
+                i
+            }
+            None => {
+                self.conns.push(Some(r));
+                self.conns.len() - 1
+            }
+        }
+    }
+}
+
+/// Least `overhead / weight` among usable real servers (the wlc rule).
+fn least_loaded(views: &[DestView]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, v) in views.iter().enumerate().filter(|(_, v)| v.usable()) {
+        best = match best {
+            Some(b)
+                if views[b].overhead() * u64::from(v.weight)
+                    <= v.overhead() * u64::from(views[b].weight) =>
+            {
+                Some(b)
+            }
+            _ => Some(i),
+        };
+    }
+    best
+}
+
+/// One forwarded connection. The data plane holds it while the connection lives; dropping it
+/// closes the connection in the books.
+///
+/// Its methods take `&self` so that both directions of a connection, running concurrently in
+/// one task, can account through the same handle.
+#[derive(Debug)]
+pub struct Conn {
+    service: Arc<Service>,
+    dest: Arc<Dest>,
+    /// True once the connection counts as inactive (half-closed TCP or UDP).
+    inactive: AtomicBool,
+    slot: usize,
+    persist_key: Option<IpAddr>,
+    end_ms: AtomicU64,
+    proxy_protocol: bool,
+}
+
+impl Conn {
+    pub fn dest_addr(&self) -> SocketAddr {
+        self.dest.addr
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Whether the real server expects a PROXY protocol v2 header first.
+    pub fn proxy_protocol(&self) -> bool {
+        self.proxy_protocol
+    }
+
+    /// Client → real server traffic.
+    pub fn record_in(&self, pkts: u64, bytes: u64) {
+        self.dest.stats.add_in(pkts, bytes);
+        self.service.stats.add_in(pkts, bytes);
+    }
+
+    /// Real server → client traffic.
+    pub fn record_out(&self, pkts: u64, bytes: u64) {
+        self.dest.stats.add_out(pkts, bytes);
+        self.service.stats.add_out(pkts, bytes);
+    }
+
+    /// One side of a TCP connection closed: from now on it counts as inactive, as the
+    /// kernel counts a connection in FIN_WAIT.
+    pub fn half_closed(&self, now_ms: u64) {
+        if !self.inactive.swap(true, Relaxed) {
+            self.dest.active.fetch_sub(1, Relaxed);
+            self.dest.inactive.fetch_add(1, Relaxed);
+            self.end_ms.store(now_ms, Relaxed);
+            self.service
+                .conn_state_change(self.slot, ConnState::FinWait, now_ms);
+        }
+    }
+
+    /// Ends the connection at `now_ms`: persistence templates count their timeout from
+    /// there. Dropping a `Conn` without calling this ends it at the time of its last state
+    /// change.
+    pub fn close(self, now_ms: u64) {
+        self.end_ms.store(now_ms, Relaxed);
+    }
+
+    fn release_counts(&self) {
+        if self.inactive.load(Relaxed) {
+            self.dest.inactive.fetch_sub(1, Relaxed);
+        } else {
+            self.dest.active.fetch_sub(1, Relaxed);
+        }
+        self.dest.check_overload_on_unbind();
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.service
+            .conn_closed(self.slot, self.persist_key, self.end_ms.load(Relaxed));
+        self.release_counts();
+    }
+}

@@ -1,0 +1,43 @@
+//! `herd config validate`.
+
+use std::path::PathBuf;
+
+use herd_core::config::Config;
+
+use super::exit;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Check config files; prints `file:line: key: reason` for every problem
+    Validate {
+        /// Config files to check
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn run(cmd: Cmd) -> u8 {
+    match cmd {
+        Cmd::Validate { files } => {
+            let mut code = exit::OK;
+            for f in files {
+                match Config::load(&f) {
+                    Ok(c) => {
+                        let reals: usize = c.lb.services.iter().map(|s| s.reals.len()).sum();
+                        println!(
+                            "{}: ok ({} virtual services, {} real servers)",
+                            f.display(),
+                            c.lb.services.len(),
+                            reals
+                        );
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        code = exit::CONFIG;
+                    }
+                }
+            }
+            code
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `herd daemon`.
+
+use std::path::PathBuf;
+
+use herd_core::config::Config;
+
+use super::exit;
+use crate::daemon::{bind_control, serve, worker_count, Daemon, Source};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Config file (TOML; see examples/herd.toml)
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        default_value = "/etc/herd/herd.toml"
+    )]
+    config: PathBuf,
+}
+
+pub fn run(a: Args, socket: Option<PathBuf>) -> u8 {
+    // 1. Parse and validate before anything is bound.
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    let socket = socket
+        .or_else(|| cfg.daemon.socket.clone())
+        .unwrap_or_else(|| super::socket_path(None));
+    init_logging(&cfg.daemon.log_level);
+    let Some(rt) = runtime(worker_count(cfg.lb.workers)) else {
+        return exit::SOFTWARE;
+    };
+    rt.block_on(daemon_main(
+        Source::File(a.config),
+        cfg,
+        socket,
+        std::future::pending(),
+    ))
+}
+
+/// Installs the log formatter (stderr; systemd's journal picks it up).
+pub fn init_logging(level: &str) {
+    let level = std::env::var("HERD_LOG").unwrap_or_else(|_| level.to_string());
+    let max = level.parse().unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(max)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The runtime the daemon and its data plane run on: one worker thread per data-plane worker.
+pub fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("herd-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("herd: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Binds, serves until a signal or `shutdown`, drains. Returns the exit code.
+pub async fn daemon_main(
+    source: Source,
+    cfg: Config,
+    socket: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> u8 {
+    // 2. Bind: the control socket (refusing to start beside a running daemon), then the
+    //    virtual services.
+    let control = match bind_control(&socket).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            return exit::CANTCREAT;
+        }
+    };
+    let drain = cfg.daemon.drain_timeout;
+    let daemon = match Daemon::start(source, cfg, tokio::runtime::Handle::current()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            eprintln!("herd: {}", e.message);
+            return exit::CANTCREAT;
+        }
+    };
+    // 3. Serve; 4. drain.
+    match serve(daemon, control, socket, drain, shutdown).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            exit::SOFTWARE
+        }
+    }
+}

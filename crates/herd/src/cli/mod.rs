@@ -1,0 +1,158 @@
+//! The command line: one file per subcommand.
+
+mod config;
+mod daemon;
+mod demo;
+mod ipvsadm;
+mod lb;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::{Client, DEFAULT_SOCKET};
+use herd_core::api::{ApiError, Request, Response};
+
+/// sysexits(3) codes, so scripts can tell a bad config from a daemon that is down.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The command itself failed (the daemon refused a change).
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 64;
+    pub const DATAERR: u8 = 65;
+    /// The daemon is not running or not reachable.
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const CANTCREAT: u8 = 73;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herd",
+    version,
+    about = "Run a highly available, load-balanced Linux server cluster",
+    long_about = "herd runs a load-balancing director with IPVS semantics (virtual services, real \
+servers, the fourteen IPVS schedulers), controlled through an ipvsadm-compatible command line.\n\n\
+Start here:\n  herd demo                      a director with three built-in web servers, no root needed\n  \
+herd daemon --config FILE      the node daemon\n  herd ipvsadm -L -n             what the director does now\n  \
+herd lb list                   the same, friendlier (--json for scripts)",
+    after_help = "The CLI talks to the daemon over a Unix socket: --socket or HERD_SOCKET choose it \
+(default /run/herd/herd.sock)."
+)]
+pub struct Cli {
+    /// Control socket of the daemon [default: /run/herd/herd.sock]
+    #[arg(long, global = true, env = "HERD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the node daemon in the foreground
+    Daemon(daemon::Args),
+    /// Check config files
+    #[command(subcommand)]
+    Config(config::Cmd),
+    /// Make the daemon re-read its config and apply the difference (same as SIGHUP)
+    Reload,
+    /// Show the daemon's identity and uptime
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Virtual services and real servers (the friendly front end)
+    #[command(subcommand)]
+    Lb(lb::Cmd),
+    /// ipvsadm-compatible front end to the running daemon (`herd ipvsadm -h` for its options)
+    #[command(disable_help_flag = true)]
+    Ipvsadm {
+        /// ipvsadm arguments, e.g. -A -t 127.0.0.100:80 -s wlc
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// Run a director with three built-in web servers behind 127.0.0.100:8080 (no root needed)
+    Demo(demo::Args),
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli.socket.clone();
+    let code = match cli.cmd {
+        Cmd::Daemon(a) => daemon::run(a, socket),
+        Cmd::Config(c) => config::run(c),
+        Cmd::Reload => simple(socket, Request::Reload, |_| println!("reloaded")),
+        Cmd::Status { json } => status(socket, json),
+        Cmd::Lb(c) => lb::run(c, socket),
+        Cmd::Ipvsadm { args } => ipvsadm::run(args, socket),
+        Cmd::Demo(a) => demo::run(a, socket),
+    };
+    ExitCode::from(code)
+}
+
+/// The socket to use: `--socket`, then `HERD_SOCKET` (both handled by clap), then the default.
+pub fn socket_path(socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Sends one request; prints errors and maps them to exit codes.
+pub fn call(socket: &Option<PathBuf>, req: &Request) -> Result<Response, u8> {
+    let path = socket_path(socket.clone());
+    let mut c = Client::connect(&path).map_err(|e| {
+        eprintln!("herd: {e}");
+        exit::UNAVAILABLE
+    })?;
+    match c.call(req) {
+        Ok(Response::Error(e)) => {
+            eprintln!("herd: {}", e.message);
+            Err(api_exit(&e))
+        }
+        Ok(r) => Ok(r),
+        Err(e) => {
+            eprintln!("herd: {e}");
+            Err(exit::UNAVAILABLE)
+        }
+    }
+}
+
+fn api_exit(e: &ApiError) -> u8 {
+    use herd_core::api::ErrorKind::*;
+    match e.kind {
+        Config => exit::CONFIG,
+        Invalid => exit::DATAERR,
+        Internal => exit::SOFTWARE,
+        _ => exit::FAILURE,
+    }
+}
+
+fn simple(socket: Option<PathBuf>, req: Request, on_ok: impl FnOnce(Response)) -> u8 {
+    match call(&socket, &req) {
+        Ok(r) => {
+            on_ok(r);
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+fn status(socket: Option<PathBuf>, json: bool) -> u8 {
+    simple(socket, Request::Status, |r| {
+        if let Response::Status(s) = r {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                println!("herd {} (pid {}), up {}s", s.version, s.pid, s.uptime_secs);
+                if let Some(c) = &s.config_path {
+                    println!("config:     {c}");
+                }
+                println!("data plane: {} ({} workers)", s.data_plane, s.workers);
+                println!("reloads:    {}", s.reloads);
+            }
+        }
+    })
+}

@@ -1,0 +1,342 @@
+//! `herd daemon`: the node daemon.
+//!
+//! Start-up order (the same every time, so that nothing is half-up):
+//! 1. parse and validate the config without touching the network;
+//! 2. bind the control socket and the virtual services (start-up is a reload from an empty
+//!    table, so it shares the reload path);
+//! 3. serve: the control API, the data plane, housekeeping;
+//! 4. on SIGTERM/SIGINT stop accepting and drain open connections, for at most
+//!    `daemon.drain-timeout`; SIGHUP (or `herd reload`) reloads.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use herd_core::api::{
+    ApiError, DaemonStatus, ErrorKind, Request, Response, API_VERSION, MAX_MESSAGE,
+};
+use herd_core::config::{Config, LbConfig};
+use herd_lb::dataplane::{DataPlane, Settings};
+use herd_lb::stats::RateEst;
+use herd_lb::table::Table;
+use herd_proxy::clock::now_ms;
+use herd_proxy::Proxy;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Where the config comes from: a file (reloadable) or text embedded in the binary (demo).
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Embedded { name: String, text: String },
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, herd_core::config::ConfigErrors> {
+        match self {
+            Source::File(p) => Config::load(p),
+            Source::Embedded { name, text } => Config::parse(name, text),
+        }
+    }
+}
+
+/// The running daemon's state, shared by the control API and housekeeping.
+#[derive(Debug)]
+pub struct Daemon {
+    source: Source,
+    table: Mutex<Table>,
+    /// The last config applied, for what a save keeps besides the table (daemon settings).
+    config: Mutex<Config>,
+    dp: Arc<dyn DataPlane>,
+    started: Instant,
+    reloads: AtomicU64,
+    workers: usize,
+}
+
+/// Number of data-plane workers for a config value (0 = one per core).
+pub fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+impl Daemon {
+    /// Builds the daemon and binds the virtual services of `config`. Nothing is bound if any
+    /// listener fails.
+    pub fn start(
+        source: Source,
+        config: Config,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Arc<Daemon>, ApiError> {
+        let workers = worker_count(config.lb.workers);
+        let settings = Settings {
+            timeouts: config.lb.timeouts,
+            connect_timeout: config.lb.connect_timeout,
+        };
+        let dp: Arc<dyn DataPlane> = Arc::new(Proxy::new(rt, workers, settings));
+        let mut table = Table::new(settings);
+        table.apply_config(&config.lb, dp.as_ref())?;
+        Ok(Arc::new(Daemon {
+            source,
+            table: Mutex::new(table),
+            config: Mutex::new(config),
+            dp,
+            started: Instant::now(),
+            reloads: AtomicU64::new(0),
+            workers,
+        }))
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the config and applies the difference; on any error the running state stays.
+    pub fn reload(&self) -> Result<(), ApiError> {
+        let cfg = self
+            .source
+            .load()
+            .map_err(|e| ApiError::new(ErrorKind::Config, e.to_string()))?;
+        let mut table = self.table();
+        table.apply_config(&cfg.lb, self.dp.as_ref())?;
+        if worker_count(cfg.lb.workers) != self.workers {
+            tracing::warn!("lb.workers changed: takes effect when the daemon restarts");
+        }
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        let n = self.reloads.fetch_add(1, Relaxed) + 1;
+        tracing::info!(
+            reloads = n,
+            services = table.services().len(),
+            "config reloaded"
+        );
+        Ok(())
+    }
+
+    /// Answers one API request.
+    pub fn handle(&self, req: Request) -> Response {
+        match self.dispatch(req) {
+            Ok(r) => r,
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    fn dispatch(&self, req: Request) -> Result<Response, ApiError> {
+        let dp = self.dp.as_ref();
+        let ok = |r: Result<(), ApiError>| r.map(|()| Response::Ok);
+        match req {
+            Request::Status => Ok(Response::Status(DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                api_version: API_VERSION,
+                pid: std::process::id(),
+                uptime_secs: self.started.elapsed().as_secs(),
+                config_path: match &self.source {
+                    Source::File(p) => Some(p.display().to_string()),
+                    Source::Embedded { name, .. } => Some(name.clone()),
+                },
+                data_plane: dp.name().to_string(),
+                workers: self.workers,
+                reloads: self.reloads.load(Relaxed),
+            })),
+            Request::Reload => ok(self.reload()),
+            Request::List { service } => Ok(Response::Services {
+                services: self.table().status(service.as_ref())?,
+            }),
+            Request::AddService { service } => ok(self.table().add_service(service, &[], dp)),
+            Request::EditService { service } => ok(self.table().edit_service(service)),
+            Request::DeleteService { service } => ok(self.table().delete_service(&service, dp)),
+            Request::Clear => ok(self.table().clear(dp)),
+            Request::AddReal { service, real } => ok(self.table().add_real(&service, real)),
+            Request::EditReal { service, real } => ok(self.table().edit_real(&service, real)),
+            Request::DeleteReal { service, address } => {
+                ok(self.table().delete_real(&service, address))
+            }
+            Request::Zero { service } => ok(self.table().zero(service.as_ref())),
+            Request::GetTimeouts => Ok(Response::Timeouts {
+                timeouts: self.table().settings().timeouts,
+            }),
+            Request::SetTimeouts { timeouts } => {
+                self.table().set_timeouts(timeouts, dp);
+                Ok(Response::Ok)
+            }
+            Request::Connections => Ok(Response::Connections {
+                connections: self.table().connections(now_ms()),
+            }),
+            Request::ExportConfig => {
+                let mut cfg = self
+                    .config
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let lb: LbConfig = self.table().to_config(&cfg.lb);
+                cfg.lb = lb;
+                Ok(Response::Config {
+                    toml: cfg.to_toml(),
+                })
+            }
+        }
+    }
+
+    /// Housekeeping every second; rates are sampled every two seconds as the kernel does.
+    async fn housekeeping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            let sample = n % (RateEst::PERIOD_MS / 1000) == 0;
+            self.table().maintain(now_ms(), sample);
+        }
+    }
+
+    /// Stops accepting and waits for open connections to finish, at most `timeout`.
+    async fn drain(&self, timeout: Duration) {
+        self.dp.stop_accepting();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let open = self.dp.open_connections();
+            if open == 0 {
+                tracing::info!("drained");
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(open, "drain timeout reached; closing remaining connections");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Binds the control socket: creates its directory, replaces a stale socket file (one nobody
+/// listens on) and refuses to start if another daemon answers on it.
+pub async fn bind_control(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("another herd daemon is listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    // The control API can change the director: only the daemon's user may use it.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set permissions on {}", path.display()))?;
+    Ok(l)
+}
+
+async fn serve_control(daemon: Arc<Daemon>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let d = daemon.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_client(d, stream).await {
+                        tracing::debug!(error = %e, "control connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) -> io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut rd)
+            .take(MAX_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let resp = if line.len() > MAX_MESSAGE {
+            Response::Error(ApiError::new(ErrorKind::Invalid, "request too large"))
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => {
+                    let d = daemon.clone();
+                    // Requests may bind sockets or take the table lock: keep them off the
+                    // async workers.
+                    tokio::task::spawn_blocking(move || d.handle(req))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Response::Error(ApiError::new(ErrorKind::Internal, e.to_string()))
+                        })
+                }
+                Err(e) => Response::Error(ApiError::new(
+                    ErrorKind::Invalid,
+                    format!("bad request: {e}"),
+                )),
+            }
+        };
+        let mut out =
+            serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"result\":\"error\"}".to_vec());
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+        if line.len() > MAX_MESSAGE {
+            return Ok(());
+        }
+    }
+}
+
+use tokio::io::AsyncReadExt;
+
+/// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    control: UnixListener,
+    control_path: PathBuf,
+    drain_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let ctl = tokio::spawn(serve_control(daemon.clone(), control));
+    let hk = tokio::spawn(daemon.clone().housekeeping());
+    tracing::info!(socket = %control_path.display(), "ready");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = &mut shutdown => break,
+            _ = hup.recv() => {
+                let d = daemon.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("reload refused, keeping the running config:\n{e}"),
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+        }
+    }
+    ctl.abort();
+    let _ = std::fs::remove_file(&control_path);
+    daemon.drain(drain_timeout).await;
+    hk.abort();
+    Ok(())
+}

@@ -1,0 +1,79 @@
+use std::process::Command;
+
+use crate::util::{herd_bin, repo_root, TempDir};
+
+#[test]
+fn every_shipped_example_validates() {
+    let dir = repo_root().join("examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let out = Command::new(herd_bin())
+                .args(["config", "validate"])
+                .arg(&p)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 2,
+        "expected the annotated example and the demo config, found {n}"
+    );
+}
+
+#[test]
+fn validate_reports_file_line_key_and_exits_78() {
+    let t = TempDir::new("validate_reports");
+    let f = t.path("bad.toml");
+    std::fs::write(
+        &f,
+        "[[lb.service]]\naddress = \"127.0.0.1:80\"\nscheduler = \"fastest\"\n[[lb.service.real]]\naddress = \"127.0.0.2\"\nweight = 100000\n",
+    )
+    .unwrap();
+    let out = Command::new(herd_bin())
+        .args(["config", "validate"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = f.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{name}:3: lb.service[0].scheduler: unknown scheduler \"fastest\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{name}:6: lb.service[0].real[0].weight: 100000 is out of range 0..=65535"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn daemon_refuses_a_bad_config_before_binding() {
+    let t = TempDir::new("daemon_refuses");
+    let f = t.path("bad.toml");
+    std::fs::write(&f, "[lb]\nworkers = \"many\"\n").unwrap();
+    let sock = t.path("s.sock");
+    let out = Command::new(herd_bin())
+        .args(["daemon", "--config"])
+        .arg(&f)
+        .arg("--socket")
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(!sock.exists(), "nothing may be bound for a bad config");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":2: lb.workers"));
+}

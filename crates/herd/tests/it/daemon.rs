@@ -1,0 +1,276 @@
+//! Daemon life cycle: reload without loss, refusing bad changes, draining on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::lb::service;
+use crate::util::{get, tally, wait_for, Backend, Daemon, Net};
+
+fn echo(mut s: TcpStream) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, msg);
+}
+
+#[test]
+fn reload_applies_a_diff_and_keeps_connections() {
+    let net = Net::new("reload_diff");
+    let b1 = Backend::custom(net.addr(11, 7000), echo);
+    let b2 = Backend::custom(net.addr(12, 7000), echo);
+    let b3 = Backend::custom(net.addr(13, 7000), echo);
+    let vip = net.addr(100, 7000);
+    let mut d = Daemon::start(
+        "reload_diff",
+        &service(vip, "rr", &[(b1.addr, 1), (b2.addr, 1)]),
+    );
+    let mut conns: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(vip).unwrap()).collect();
+    for c in conns.iter_mut() {
+        roundtrip(c, b"before");
+    }
+    // b2 leaves, b3 joins, the scheduler changes: a diff on a live service.
+    d.write_config(&service(vip, "wlc", &[(b1.addr, 1), (b3.addr, 1)]));
+    d.ok(&["reload"]);
+    for c in conns.iter_mut() {
+        roundtrip(c, b"after reload");
+    }
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["scheduler"], "wlc");
+    let reals = json[0]["reals"].as_array().unwrap();
+    let b2r = reals
+        .iter()
+        .find(|r| r["address"] == b2.addr.to_string().as_str())
+        .expect("b2 drains, still listed");
+    assert_eq!(b2r["draining"], true);
+    assert_eq!(b2r["weight"], 0);
+    assert_eq!(b2r["active-conns"], 2);
+    // New connections avoid the draining server.
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(vip).unwrap();
+        roundtrip(&mut s, b"new");
+    }
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    let b2r = json[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == b2.addr.to_string().as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        b2r["stats"]["conns"], 2,
+        "no new connections to a removed real server"
+    );
+    // Once its connections end, the removed server disappears.
+    drop(conns);
+    wait_for("b2 to drain", Duration::from_secs(10), || {
+        let json: serde_json::Value =
+            serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+        !json[0]["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["address"] == b2.addr.to_string().as_str())
+    });
+    // SIGHUP reloads too.
+    d.write_config(&service(vip, "sed", &[(b1.addr, 1), (b3.addr, 1)]));
+    d.signal("HUP");
+    wait_for("SIGHUP reload", Duration::from_secs(10), || {
+        let json: serde_json::Value =
+            serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+        json[0]["scheduler"] == "sed"
+    });
+    assert_eq!(
+        d.wait(Duration::from_millis(10)),
+        None,
+        "daemon still running"
+    );
+}
+
+#[test]
+fn a_bad_reload_is_refused_and_the_old_config_keeps_running() {
+    let net = Net::new("bad_reload");
+    let b1 = Backend::http(net.addr(11, 8080), "node01");
+    let vip = net.addr(100, 8080);
+    let good = service(vip, "rr", &[(b1.addr, 1)]);
+    let d = Daemon::start("bad_reload", &good);
+    d.write_config(&good.replace("scheduler = \"rr\"", "scheduler = \"nope\""));
+    let out = d.herd(&["reload"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("herd.toml:7: lb.service[0].scheduler: unknown scheduler"),
+        "{err}"
+    );
+    assert_eq!(get(vip).unwrap(), "node01");
+
+    // A new service on a port that is taken: refused as a whole, nothing changes.
+    let blocker = std::net::TcpListener::bind(net.addr(101, 8080)).unwrap();
+    let two = format!(
+        "{good}\n[[lb.service]]\naddress = \"{}\"\n",
+        net.addr(101, 8080)
+    );
+    d.write_config(&two);
+    let out = d.herd(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on TCP {}", net.addr(101, 8080))),
+        "{err}"
+    );
+    assert_eq!(get(vip).unwrap(), "node01");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    drop(blocker);
+}
+
+#[test]
+fn api_errors_are_clear_and_the_daemon_keeps_its_state() {
+    let net = Net::new("api_errors");
+    let b1 = Backend::http(net.addr(11, 8080), "node01");
+    let vip = net.addr(100, 8080);
+    let d = Daemon::start("api_errors", &service(vip, "rr", &[(b1.addr, 1)]));
+    let v = vip.to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["lb", "add", &v], "already exists"),
+        (&["lb", "add", "127.0.0.1"], "invalid address"),
+        (
+            &["lb", "add", "127.0.0.1:1", "-s", "fastest"],
+            "unknown scheduler",
+        ),
+        (
+            &["lb", "real", "add", &v, &b1.addr.to_string()],
+            "already exists",
+        ),
+        (
+            &["lb", "real", "add", &v, "127.0.0.9:80", "--weight", "70000"],
+            "out of range",
+        ),
+        (
+            &["lb", "real", "edit", &v, "127.0.0.9:80"],
+            "no real server",
+        ),
+        (&["lb", "remove", "127.0.0.1:9"], "no virtual service"),
+    ];
+    for (args, expect) in cases {
+        let out = d.herd(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{args:?}: expected {expect:?} in {err:?}"
+        );
+    }
+    let blocker = std::net::TcpListener::bind(net.addr(102, 8080)).unwrap();
+    let out = d.herd(&["lb", "add", &net.addr(102, 8080).to_string()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Address already in use"));
+    drop(blocker);
+    assert_eq!(get(vip).unwrap(), "node01");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn sigterm_drains_open_connections_then_exits() {
+    let net = Net::new("drain");
+    let b1 = Backend::custom(net.addr(11, 7000), echo);
+    let vip = net.addr(100, 7000);
+    let cfg = format!(
+        "[daemon]\ndrain-timeout = \"20s\"\n{}",
+        service(vip, "rr", &[(b1.addr, 1)])
+    );
+    let mut d = Daemon::start("drain", &cfg);
+    let mut c = TcpStream::connect(vip).unwrap();
+    roundtrip(&mut c, b"hello");
+    d.signal("TERM");
+    // New connections are refused once the listener is gone...
+    wait_for("listener to close", Duration::from_secs(5), || {
+        TcpStream::connect(vip).is_err()
+    });
+    // ...while the open one still works.
+    roundtrip(&mut c, b"still here");
+    assert_eq!(
+        d.wait(Duration::from_millis(300)),
+        None,
+        "must wait for the open connection"
+    );
+    let t = Instant::now();
+    drop(c);
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(!d.socket.exists(), "control socket removed on exit");
+}
+
+#[test]
+fn drain_timeout_bounds_the_wait() {
+    let net = Net::new("drain_timeout");
+    let b1 = Backend::custom(net.addr(11, 7000), echo);
+    let vip = net.addr(100, 7000);
+    let cfg = format!(
+        "[daemon]\ndrain-timeout = \"1s\"\n{}",
+        service(vip, "rr", &[(b1.addr, 1)])
+    );
+    let mut d = Daemon::start("drain_timeout", &cfg);
+    let mut c = TcpStream::connect(vip).unwrap();
+    roundtrip(&mut c, b"hello");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_is_refused() {
+    let net = Net::new("second");
+    let vip = net.addr(100, 7000);
+    let d = Daemon::start("second", &service(vip, "rr", &[]));
+    let out = std::process::Command::new(crate::util::herd_bin())
+        .args(["daemon", "--config"])
+        .arg(&d.config)
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another herd daemon"));
+    d.ok(&["status"]);
+}
+
+#[test]
+fn save_writes_the_running_state_as_a_loadable_config() {
+    let net = Net::new("save");
+    let b1 = Backend::http(net.addr(11, 8080), "node01");
+    let b2 = Backend::http(net.addr(12, 8080), "node02");
+    let vip = net.addr(100, 8080);
+    let d = Daemon::start("save", &service(vip, "wrr", &[(b1.addr, 1)]));
+    d.ok(&[
+        "lb",
+        "real",
+        "add",
+        &vip.to_string(),
+        &b2.addr.to_string(),
+        "-w",
+        "3",
+    ]);
+    let out = d.dir.path("saved.toml");
+    d.ok(&["lb", "save", out.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains(&format!("address = \"{}\"\nweight = 3", b2.addr)),
+        "{text}"
+    );
+    // Reloading the saved file changes nothing.
+    std::fs::copy(&out, &d.config).unwrap();
+    d.ok(&["reload"]);
+    let t = tally(vip, 8);
+    assert_eq!(t.get("node01"), Some(&2), "{t:?}");
+    assert_eq!(t.get("node02"), Some(&6), "{t:?}");
+}

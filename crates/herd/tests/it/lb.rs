@@ -1,0 +1,301 @@
+//! The director forwarding real traffic.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use crate::util::{get, tally, wait_for, Backend, Daemon, Net};
+
+pub fn service(vip: SocketAddr, sched: &str, reals: &[(SocketAddr, u32)]) -> String {
+    service_with(vip, sched, "", reals)
+}
+
+/// A config with one service; `extra` lines go into the service's table.
+pub fn service_with(
+    vip: SocketAddr,
+    sched: &str,
+    extra: &str,
+    reals: &[(SocketAddr, u32)],
+) -> String {
+    let mut s = format!(
+        "[lb]\nworkers = 2\nconnect-timeout = \"1s\"\n\n[[lb.service]]\naddress = \"{vip}\"\nscheduler = \"{sched}\"\n{extra}\n"
+    );
+    for (a, w) in reals {
+        s.push_str(&format!(
+            "[[lb.service.real]]\naddress = \"{a}\"\nweight = {w}\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn wrr_weights_1_2_3_give_10_20_30_of_60() {
+    let net = Net::new("wrr_weights");
+    let b: Vec<Backend> = (1..=3)
+        .map(|i| Backend::http(net.addr(10 + i, 8080), &format!("node0{i}")))
+        .collect();
+    let vip = net.addr(100, 8080);
+    let d = Daemon::start(
+        "wrr_weights",
+        &service(
+            vip,
+            "wrr",
+            &[(b[0].addr, 1), (b[1].addr, 2), (b[2].addr, 3)],
+        ),
+    );
+    let t = tally(vip, 60);
+    assert_eq!(t.get("node01"), Some(&10), "{t:?}");
+    assert_eq!(t.get("node02"), Some(&20), "{t:?}");
+    assert_eq!(t.get("node03"), Some(&30), "{t:?}");
+    // The counters saw the same.
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    let conns: Vec<u64> = json[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stats"]["conns"].as_u64().unwrap())
+        .collect();
+    let mut sorted = conns.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![10, 20, 30]);
+    assert_eq!(json[0]["stats"]["conns"], 60);
+    assert!(json[0]["stats"]["bytes-in"].as_u64().unwrap() > 60 * 20);
+}
+
+#[test]
+fn a_dead_real_server_is_invisible_to_clients() {
+    let net = Net::new("dead_real");
+    let b1 = Backend::http(net.addr(11, 8080), "node01");
+    let b2 = Backend::http(net.addr(12, 8080), "node02");
+    // Nothing listens on .13: every connect there is refused and must be retried elsewhere.
+    let dead = net.addr(13, 8080);
+    let vip = net.addr(100, 8080);
+    let _d = Daemon::start(
+        "dead_real",
+        &service(vip, "rr", &[(b1.addr, 1), (b2.addr, 1), (dead, 1)]),
+    );
+    let mut errors = 0;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        match get(vip) {
+            Ok(body) => *seen.entry(body).or_insert(0) += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    assert_eq!(errors, 0, "client-visible errors; answers: {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 1000);
+    assert!(seen["node01"] > 300 && seen["node02"] > 300, "{seen:?}");
+}
+
+#[test]
+fn weight_zero_quiesces_new_connections_but_open_ones_continue() {
+    let net = Net::new("quiesce");
+    // An echo backend keeps a connection open for as long as the client wants.
+    let echo = |mut s: TcpStream| {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    };
+    let b1 = Backend::custom(net.addr(11, 7000), echo);
+    let b2 = Backend::custom(net.addr(12, 7000), echo);
+    let vip = net.addr(100, 7000);
+    let d = Daemon::start(
+        "quiesce",
+        &service(vip, "rr", &[(b1.addr, 1), (b2.addr, 1)]),
+    );
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(vip).unwrap();
+        s.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).unwrap();
+        open.push(s);
+    }
+    let b1s = b1.addr.to_string();
+    d.ok(&[
+        "lb",
+        "real",
+        "edit",
+        &vip.to_string(),
+        &b1s,
+        "--weight",
+        "0",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    let r1 = json[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == b1s.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(r1["weight"], 0);
+    assert_eq!(r1["active-conns"], 2, "open connections still count: {r1}");
+    let before = r1["stats"]["conns"].as_u64().unwrap();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(vip).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut buf = [0u8; 1];
+        s.read_exact(&mut buf).unwrap();
+    }
+    // Open connections to the quiesced server still work.
+    for s in open.iter_mut() {
+        s.write_all(b"ok").unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ok");
+    }
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    let r1 = json[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == b1s.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        r1["stats"]["conns"].as_u64().unwrap(),
+        before,
+        "no new connections to a weight-0 server"
+    );
+    drop(open);
+    wait_for("connections to close", Duration::from_secs(5), || {
+        let json: serde_json::Value =
+            serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+        json[0]["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["active-conns"] == 0 && r["inactive-conns"] == 0)
+    });
+}
+
+#[test]
+fn udp_sessions_are_forwarded_and_counted() {
+    let net = Net::new("udp");
+    let mut threads = Vec::new();
+    let mut reals = Vec::new();
+    for i in 1..=2u8 {
+        let sock = UdpSocket::bind(net.addr(10 + i, 5300)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        reals.push((sock.local_addr().unwrap(), 1));
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let mut reply = format!("node0{i}:").into_bytes();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = sock.send_to(&reply, from);
+                if &buf[..n] == b"quit" {
+                    break;
+                }
+            }
+        }));
+    }
+    let vip = net.addr(100, 5300);
+    let cfg = service_with(vip, "rr", "protocol = \"udp\"", &reals);
+    let d = Daemon::start("udp", &cfg);
+    let mut answers = std::collections::BTreeMap::new();
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let s = UdpSocket::bind(net.addr(200 + c, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for k in 0..3 {
+            let msg = format!("c{c}m{k}");
+            s.send_to(msg.as_bytes(), vip).unwrap();
+            let mut buf = [0u8; 1500];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            assert_eq!(from, vip, "replies come from the VIP");
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (node, echo) = text.split_once(':').unwrap();
+            assert_eq!(echo, msg);
+            // A session sticks to its real server.
+            let prev = answers.insert(c, node.to_string());
+            assert!(
+                prev.is_none() || prev.as_deref() == Some(node),
+                "session moved: {prev:?} -> {node}"
+            );
+        }
+        clients.push(s);
+    }
+    let nodes: std::collections::BTreeSet<_> = answers.values().collect();
+    assert_eq!(nodes.len(), 2, "rr spreads sessions: {answers:?}");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    let inact: u64 = json[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["inactive-conns"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        inact, 4,
+        "UDP sessions count as InActConn, as in the kernel: {json}"
+    );
+    assert_eq!(json[0]["stats"]["pkts-in"], 12);
+    assert_eq!(json[0]["stats"]["pkts-out"], 12);
+    for (a, _) in &reals {
+        let s = UdpSocket::bind(net.addr(250, 0)).unwrap();
+        s.send_to(b"quit", a).unwrap();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn proxy_protocol_v2_tells_the_backend_the_client_address() {
+    let net = Net::new("ppv2");
+    let b = Backend::custom(net.addr(11, 8080), |mut s: TcpStream| {
+        let mut buf = vec![0u8; 512];
+        let mut got = 0;
+        loop {
+            let n = s.read(&mut buf[got..]).unwrap();
+            if n == 0 {
+                return;
+            }
+            got += n;
+            if let Some((client, local, len)) = herd_proxy::proxy_protocol::decode_v2(&buf[..got]) {
+                if buf[len..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    let body = format!("{client} {local}\n");
+                    let _ = write!(
+                        s,
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+            }
+        }
+    });
+    let vip = net.addr(100, 8080);
+    let cfg = service_with(vip, "rr", "proxy-protocol = true", &[(b.addr, 1)]);
+    let _d = Daemon::start("ppv2", &cfg);
+    let client = std::net::TcpStream::connect(vip).unwrap();
+    let me = client.local_addr().unwrap();
+    drop(client);
+    let body = get(vip).unwrap();
+    let (c, l) = body.split_once(' ').unwrap();
+    let c: SocketAddr = c.parse().unwrap();
+    assert_eq!(c.ip(), me.ip());
+    assert_eq!(l, vip.to_string());
+}
+
+#[test]
+fn ipv6_service_on_loopback() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        assert!(std::env::var("CI").is_err(), "CI must have IPv6 loopback");
+        return;
+    };
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let b = Backend::http(format!("[::1]:{port}").parse().unwrap(), "six");
+    let probe = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let vip = probe.local_addr().unwrap();
+    drop(probe);
+    let _d = Daemon::start("ipv6", &service(vip, "wlc", &[(b.addr, 1)]));
+    assert_eq!(get(vip).unwrap(), "six");
+}
