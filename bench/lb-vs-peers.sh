@@ -37,7 +37,10 @@ LBS=${LBS:-haproxy,nginx,herd}
 DIRECT=1
 MODES=${MODES:-keepalive,close}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
-PIN=${PIN:-0}
+# CPU pinning (taskset -c LIST); empty = let the scheduler place it (the default, see README).
+CPU_LB=${CPU_LB:-}
+CPU_WRK=${CPU_WRK:-}
+CPU_BACKENDS=${CPU_BACKENDS:-}
 KEEP_TMP=0
 
 usage() {
@@ -66,7 +69,7 @@ Options:
 Environment:
   HERD=PATH         use this herd binary instead of building it (cargo build --release -p herd)
   DURATION, ROUNDS, CONNS, WARMUP (s, default 1), BACKEND_WORKERS (default 1),
-  PIN=1             pin: load balancer on CPU 1, wrk on CPU 0, backends on CPU 0 (see README)
+  CPU_LB, CPU_WRK, CPU_BACKENDS=LIST   pin with taskset -c LIST (default: not pinned; README)
   CI=true           as root, missing peers are installed without --install
 
 Needs: $APT_LINE
@@ -149,10 +152,10 @@ fi
 for tool in awk sort timeout ss; do
     command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' (coreutils / gawk|mawk / iproute2)"
 done
-if [ "$PIN" = 1 ]; then
-    command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
-    [ "$(nproc)" -ge 2 ] || die "PIN=1 needs at least 2 CPUs"
+if [ -n "$CPU_LB$CPU_WRK$CPU_BACKENDS" ]; then
+    command -v taskset >/dev/null 2>&1 || die "CPU_* pinning needs taskset (util-linux)"
 fi
+PINNING="lb=${CPU_LB:-any} wrk=${CPU_WRK:-any} backends=${CPU_BACKENDS:-any}"
 
 # --- temp dir and cleanup ---
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/lb-vs-peers.XXXXXX")
@@ -270,10 +273,10 @@ check_lb() { # name addr:port logfile
 }
 
 # Runs a command in the background with optional CPU pinning; records the pid.
-spawn() { # name cpu(-|N) logfile cmd...
+spawn() { # name cpu-list("" = any) logfile cmd...
     local name=$1 cpu=$2 logf=$3
     shift 3
-    if [ "$PIN" = 1 ] && [ "$cpu" != - ]; then
+    if [ -n "$cpu" ]; then
         taskset -c "$cpu" "$@" >"$logf" 2>&1 &
     else
         "$@" >"$logf" 2>&1 &
@@ -293,6 +296,9 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# Machine-wide "busy idle" jiffies from /proc/stat, to tell a CPU-bound run from one that waits.
+box_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, $5 + $6; exit }' /proc/stat; }
+
 # --- herd binary ---
 HERD_BIN=
 if has_lb herd; then
@@ -303,7 +309,7 @@ if has_lb herd; then
         command -v cargo >/dev/null 2>&1 || die "cargo not found; build herd elsewhere and pass HERD=/path/to/herd"
         log "building herd: cargo build --release -p herd (in $REPO_ROOT)"
         if ! (cd "$REPO_ROOT" && cargo build --release -p herd) >"$TMP/cargo-build.log" 2>&1; then
-            grep -E '^(error|warning: unused)' -A6 "$TMP/cargo-build.log" | head -n 40 >&2 || true
+            grep -E '^error' -A6 "$TMP/cargo-build.log" >&2 || true
             fail "cargo build --release -p herd failed (pass HERD=/path/to/herd to use another build, or --lbs haproxy,nginx to skip herd)" "$TMP/cargo-build.log"
         fi
         HERD_BIN=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
@@ -417,11 +423,19 @@ scheduler = "rr"
 EOF
 
 # --- versions ---
-V_HAPROXY=$(haproxy -v 2>&1 | head -n 1)
-V_NGINX=$(nginx -v 2>&1 | head -n 1)
-V_WRK=$(wrk -v 2>&1 | head -n 1 | sed 's/ Copyright.*//' || true)
+# The first line of a command's output. No `| head`: head exiting early would SIGPIPE the
+# command, and with pipefail that fails the script.
+first_line() {
+    local out
+    out=$("$@" 2>&1) || true
+    printf '%s\n' "${out%%$'\n'*}"
+}
+V_HAPROXY=$(first_line haproxy -v)
+V_NGINX=$(first_line nginx -v)
+V_WRK=$(first_line wrk -v)
+V_WRK=${V_WRK% Copyright*}
 V_HERD=-
-[ -n "$HERD_BIN" ] && V_HERD=$("$HERD_BIN" --version 2>&1 | head -n 1)
+[ -n "$HERD_BIN" ] && V_HERD=$(first_line "$HERD_BIN" --version)
 V_KERNEL=$(uname -sr)
 NCPU=$(nproc)
 echo "versions:"
@@ -430,13 +444,12 @@ echo "  $V_NGINX"
 echo "  $V_WRK"
 echo "  herd: $V_HERD${HERD_BIN:+ ($HERD_BIN)}"
 echo "  kernel: $V_KERNEL, $NCPU CPUs"
-echo "settings: rounds=$ROUNDS duration=${DURATION}s conns=$CONNS wrk -t1, backend nginx workers=$BACKEND_WORKERS, pin=$PIN"
+echo "settings: rounds=$ROUNDS duration=${DURATION}s conns=$CONNS wrk -t1, backend nginx workers=$BACKEND_WORKERS, cpus: $PINNING"
 
 # --- start everything ---
-# CPU plan with PIN=1: load balancer alone on CPU 1; wrk and the backends on CPU 0.
 nginx -t -q -e "$TMP/backends.early.log" -c "$TMP/backends.conf" -p "$TMP" 2>"$TMP/backends.test.log" ||
     fail "backend nginx config is invalid" "$TMP/backends.test.log"
-spawn backends 0 "$TMP/backends.log" nginx -e "$TMP/backends.early.log" -c "$TMP/backends.conf" -p "$TMP"
+spawn backends "$CPU_BACKENDS" "$TMP/backends.log" nginx -e "$TMP/backends.early.log" -c "$TMP/backends.conf" -p "$TMP"
 for ap in "${BACKENDS[@]}"; do wait_accepts backends "$ap" "$TMP/backends.error.log"; done
 for ap in "${BACKENDS[@]}"; do
     body=$(http_get "$ap") || fail "backend $ap does not answer GET /" "$TMP/backends.error.log"
@@ -447,21 +460,21 @@ if has_lb haproxy; then
     haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy.check.log" 2>&1 ||
         fail "HAProxy config is invalid" "$TMP/haproxy.check.log"
     # -db: stay in the foreground, so the script owns the pid and sees the logs.
-    spawn haproxy 1 "$TMP/haproxy.log" haproxy -db -f "$TMP/haproxy.cfg"
+    spawn haproxy "$CPU_LB" "$TMP/haproxy.log" haproxy -db -f "$TMP/haproxy.cfg"
     wait_accepts haproxy "${VIP[haproxy]}" "$TMP/haproxy.log"
     check_lb haproxy "${VIP[haproxy]}" "$TMP/haproxy.log"
 fi
 if has_lb nginx; then
     nginx -t -q -e "$TMP/nginx-stream.early.log" -c "$TMP/nginx-stream.conf" -p "$TMP" 2>"$TMP/nginx-stream.test.log" ||
         fail "nginx stream config is invalid" "$TMP/nginx-stream.test.log"
-    spawn nginx 1 "$TMP/nginx-stream.log" nginx -e "$TMP/nginx-stream.early.log" -c "$TMP/nginx-stream.conf" -p "$TMP"
+    spawn nginx "$CPU_LB" "$TMP/nginx-stream.log" nginx -e "$TMP/nginx-stream.early.log" -c "$TMP/nginx-stream.conf" -p "$TMP"
     wait_accepts nginx "${VIP[nginx]}" "$TMP/nginx-stream.error.log"
     check_lb nginx "${VIP[nginx]}" "$TMP/nginx-stream.error.log"
 fi
 if has_lb herd; then
     "$HERD_BIN" config validate "$TMP/herd.toml" >"$TMP/herd.validate.log" 2>&1 ||
         fail "herd rejects the config" "$TMP/herd.validate.log"
-    spawn herd 1 "$TMP/herd.log" "$HERD_BIN" daemon --config "$TMP/herd.toml" --socket "$TMP/herd.sock"
+    spawn herd "$CPU_LB" "$TMP/herd.log" "$HERD_BIN" daemon --config "$TMP/herd.toml" --socket "$TMP/herd.sock"
     wait_accepts herd "${VIP[herd]}" "$TMP/herd.log"
     check_lb herd "${VIP[herd]}" "$TMP/herd.log"
 fi
@@ -496,9 +509,16 @@ run_wrk() { # target mode seconds outfile
     local target=$1 mode=$2 secs=$3 out=$4 hdr=()
     [ "$mode" = close ] && hdr=(-H "Connection: close")
     local cmd=(wrk -t1 "-c$CONNS" "-d${secs}s" --timeout 2s --latency "${hdr[@]}" "http://${VIP[$target]}/")
-    [ "$PIN" = 1 ] && cmd=(taskset -c 0 "${cmd[@]}")
-    # wrk stops by itself after -d; the timeout is a guard against a hang.
-    timeout -k 5 $((secs + 30)) "${cmd[@]}" >"$out" 2>&1
+    [ -n "$CPU_WRK" ] && cmd=(taskset -c "$CPU_WRK" "${cmd[@]}")
+    # wrk stops by itself after -d; the timeout is a guard against a hang. It runs in the
+    # background and the script `wait`s for it, because `wait` returns at once on a trapped
+    # signal (Ctrl-C), where a foreground command would delay the trap or swallow it.
+    timeout -k 5 $((secs + 30)) "${cmd[@]}" >"$out" 2>&1 &
+    PID[wrk]=$!
+    local rc=0
+    wait "${PID[wrk]}" || rc=$?
+    unset 'PID[wrk]'
+    return "$rc"
 }
 
 owner_pid() { # target -> pid whose CPU counts as the load balancer's ("-" for direct)
@@ -528,7 +548,7 @@ if [ "$WARMUP" -gt 0 ]; then
     done
 fi
 
-RESULTS=$TMP/results.tsv # mode target round rps p99_ms socket_errors non2xx requests lb_cpu_ticks
+RESULTS=$TMP/results.tsv # mode target round rps p99_ms socket_errors non2xx requests lb_cpu_ticks box_busy_pct
 : >"$RESULTS"
 NT=${#TARGETS[@]}
 total_runs=$((ROUNDS * ${#MODE_LIST[@]} * NT))
@@ -543,18 +563,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
             pid=$(owner_pid "$t")
             c0=0
             [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
+            read -r b0 i0 <<<"$(box_ticks)"
             if ! run_wrk "$t" "$mode" "$DURATION" "$out"; then
                 alive_or_fail "$t"
                 fail "wrk against $t ($mode) failed" "$out"
             fi
             c1=0
             [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
+            read -r b1 i1 <<<"$(box_ticks)"
+            busy=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
             alive_or_fail "$t"
             parsed=$(parse_wrk "$out") || fail "cannot parse wrk output for $t ($mode)" "$out"
             read -r rps p99 serr non2xx reqs <<<"$parsed"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$r" "$rps" "$p99" "$serr" "$non2xx" "$reqs" $((c1 - c0)) >>"$RESULTS"
-            printf '  [%2d/%d] round %d %-9s %-8s %10s req/s  p99 %8s ms  errors %s/%s\n' \
-                "$run" "$total_runs" "$r" "$mode" "$t" "$rps" "$p99" "$serr" "$non2xx" >&2
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$r" "$rps" "$p99" "$serr" "$non2xx" "$reqs" $((c1 - c0)) "$busy" >>"$RESULTS"
+            printf '  [%2d/%d] round %d %-9s %-8s %10s req/s  p99 %8s ms  errors %s/%s  cpu: LB %s%%, box %s%%\n' \
+                "$run" "$total_runs" "$r" "$mode" "$t" "$rps" "$p99" "$serr" "$non2xx" \
+                "$([ "$pid" = - ] && echo - || echo $(((c1 - c0) * 100 / CLK_TCK / DURATION)))" "$busy" >&2
             if [ "$serr" != 0 ] || [ "$non2xx" != 0 ]; then
                 log "$t ($mode) had errors; wrk said:"
                 sed 's/^/    /' "$out" >&2
@@ -565,7 +589,7 @@ done
 
 # --- summary ---
 # Per mode and target: medians of req/s and p99 over rounds, summed errors, LB CPU per request.
-SUMMARY=$TMP/summary.tsv # mode target rps_med p99_med socket_errors non2xx cpu_us_per_req cpu_pct
+SUMMARY=$TMP/summary.tsv # mode target rps_med p99_med socket_errors non2xx cpu_us_per_req cpu_pct box_busy_med
 awk -F'\t' -v tck="$CLK_TCK" -v dur="$DURATION" '
     function median(s,   a, n, i, j, t) {
         n = split(s, a, " ")
@@ -575,7 +599,7 @@ awk -F'\t' -v tck="$CLK_TCK" -v dur="$DURATION" '
     {
         k = $1 SUBSEP $2
         if (!(k in rps)) order[++no] = k
-        rps[k] = rps[k] " " $4; p99[k] = p99[k] " " $5
+        rps[k] = rps[k] " " $4; p99[k] = p99[k] " " $5; busy[k] = busy[k] " " $10
         serr[k] += $6; n2[k] += $7; reqs[k] += $8; ticks[k] += $9; runs[k]++
     }
     END {
@@ -583,7 +607,7 @@ awk -F'\t' -v tck="$CLK_TCK" -v dur="$DURATION" '
             k = order[i]; split(k, mt, SUBSEP)
             cpu = (mt[2] == "direct" || reqs[k] == 0) ? "-" : sprintf("%.2f", ticks[k] / tck * 1e6 / reqs[k])
             pct = (mt[2] == "direct") ? "-" : sprintf("%.0f", ticks[k] / tck / (dur * runs[k]) * 100)
-            printf "%s\t%s\t%.2f\t%.3f\t%d\t%d\t%s\t%s\n", mt[1], mt[2], median(rps[k]), median(p99[k]), serr[k], n2[k], cpu, pct
+            printf "%s\t%s\t%.2f\t%.3f\t%d\t%d\t%s\t%s\t%.0f\n", mt[1], mt[2], median(rps[k]), median(p99[k]), serr[k], n2[k], cpu, pct, median(busy[k])
         }
     }' "$RESULTS" >"$SUMMARY"
 
@@ -594,7 +618,7 @@ echo
 for mode in "${MODE_LIST[@]}"; do
     case "$mode" in keepalive) title="keep-alive" ;; close) title="Connection: close" ;; esac
     echo "== $title: wrk -t1 -c$CONNS -d${DURATION}s, median of $ROUNDS round(s) =="
-    printf '%-8s %12s %10s %8s %8s %12s %7s %12s %12s\n' LB "req/s" "p99 ms" "sockerr" "non2xx" "LB cpu us/req" "LB cpu" "req/s/HAPx" "p99/HAPx"
+    printf '%-8s %11s %8s %8s %7s %10s %7s %8s %11s %9s\n' target "req/s" "p99 ms" "sockerr" "non2xx" "LB us/req" "LB cpu" "box cpu" "req/s /HAP" "p99 /HAP"
     ha_rps=$(field "$mode" haproxy 3)
     ha_p99=$(field "$mode" haproxy 4)
     for t in "${TARGETS[@]}"; do
@@ -607,8 +631,8 @@ for mode in "${MODE_LIST[@]}"; do
         fi
         pct=$(field "$mode" "$t" 8)
         [ "$pct" != - ] && pct="$pct%"
-        printf '%-8s %12s %10s %8s %8s %12s %7s %12s %12s\n' "$t" "$rps" "$p99" \
-            "$(field "$mode" "$t" 5)" "$(field "$mode" "$t" 6)" "$(field "$mode" "$t" 7)" "$pct" "$rr" "$rp"
+        printf '%-8s %11s %8s %8s %7s %10s %7s %8s %11s %9s\n' "$t" "$rps" "$p99" \
+            "$(field "$mode" "$t" 5)" "$(field "$mode" "$t" 6)" "$(field "$mode" "$t" 7)" "$pct" "$(field "$mode" "$t" 9)%" "$rr" "$rp"
     done
     if has_lb herd && has_lb haproxy; then
         echo "herd/HAProxy: req/s x$(ratio "$(field "$mode" herd 3)" "$ha_rps") (higher is better for herd), p99 x$(ratio "$(field "$mode" herd 4)" "$ha_p99") (lower is better for herd)"
@@ -630,10 +654,10 @@ if [ -n "$JSON_OUT" ]; then
         echo "  \"benchmark\": \"lb-vs-peers\","
         echo "  \"date\": $(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),"
         echo "  \"versions\": {\"haproxy\": $(json_str "$V_HAPROXY"), \"nginx\": $(json_str "$V_NGINX"), \"wrk\": $(json_str "$V_WRK"), \"herd\": $(json_str "$V_HERD"), \"kernel\": $(json_str "$V_KERNEL")},"
-        echo "  \"settings\": {\"rounds\": $ROUNDS, \"duration_s\": $DURATION, \"connections\": $CONNS, \"wrk_threads\": 1, \"lb_threads\": 1, \"backend_workers\": $BACKEND_WORKERS, \"pinned\": $([ "$PIN" = 1 ] && echo true || echo false), \"cpus\": $NCPU},"
+        echo "  \"settings\": {\"rounds\": $ROUNDS, \"duration_s\": $DURATION, \"connections\": $CONNS, \"wrk_threads\": 1, \"lb_threads\": 1, \"backend_workers\": $BACKEND_WORKERS, \"pinning\": $(json_str "$PINNING"), \"cpus\": $NCPU},"
         echo "  \"summary\": ["
         awk -F'\t' '{
-            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"rps_median\": %s, \"p99_ms_median\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"lb_cpu_us_per_req\": %s, \"lb_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8)
+            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"rps_median\": %s, \"p99_ms_median\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"lb_cpu_us_per_req\": %s, \"lb_cpu_pct\": %s, \"box_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8), $9
         } END { print "" }' "$SUMMARY"
         echo "  ],"
         echo "  \"ratios_herd_over_haproxy\": {"
@@ -651,7 +675,7 @@ if [ -n "$JSON_OUT" ]; then
         echo "  },"
         echo "  \"runs\": ["
         awk -F'\t' -v tck="$CLK_TCK" '{
-            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"round\": %s, \"rps\": %s, \"p99_ms\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"requests\": %s, \"lb_cpu_s\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8, ($2 == "direct" ? "null" : sprintf("%.2f", $9 / tck))
+            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"round\": %s, \"rps\": %s, \"p99_ms\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"requests\": %s, \"lb_cpu_s\": %s, \"box_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8, ($2 == "direct" ? "null" : sprintf("%.2f", $9 / tck)), $10
         } END { print "" }' "$RESULTS"
         echo "  ]"
         echo "}"

@@ -610,7 +610,9 @@ fn service(
             MAX_THRESHOLD,
             0,
         );
-        if upper > 0 && lower > upper {
+        // The kernel refuses a lower threshold above the upper one, also when there is no
+        // upper threshold (0).
+        if lower > upper {
             if let Some(lt) = &rr.lower_threshold {
                 errs.push(l.err(
                     Some(lt),

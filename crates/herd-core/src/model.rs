@@ -278,8 +278,8 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    /// ipvsadm's default timeout for `-p` without a value.
-    pub const DEFAULT_TIMEOUT: u32 = 300;
+    /// ipvsadm's timeout for `-p` without a value (libipvs sends 360 s; its man page says 300).
+    pub const DEFAULT_TIMEOUT: u32 = 360;
 }
 
 /// Masks `ip` to `prefix` bits (the persistence granularity).

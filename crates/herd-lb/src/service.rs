@@ -687,3 +687,294 @@ impl Drop for Conn {
         self.release_counts();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_core::api::service_spec;
+    use herd_core::model::{Forward, Persistence, SchedulerKind};
+
+    fn real(host: u8, weight: u32) -> RealSpec {
+        RealSpec {
+            address: SocketAddr::from(([10, 0, 0, host], 80)),
+            weight,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            forward: Forward::Masq,
+        }
+    }
+
+    fn svc(kind: SchedulerKind, reals: &[RealSpec]) -> Arc<Service> {
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: "192.0.2.1:80".parse().unwrap(),
+        };
+        Service::new(service_spec(key, kind), reals, 1)
+    }
+
+    fn client(n: u8) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, n], 40000 + u16::from(n)))
+    }
+
+    fn vip() -> SocketAddr {
+        "192.0.2.1:80".parse().unwrap()
+    }
+
+    #[test]
+    fn new_real_servers_go_to_the_head_of_the_list() {
+        let s = svc(SchedulerKind::Rr, &[real(1, 1), real(2, 1)]);
+        let order: Vec<u8> = s
+            .reals()
+            .iter()
+            .map(|r| match r.address.ip() {
+                IpAddr::V4(v4) => v4.octets()[3],
+                IpAddr::V6(_) => 0,
+            })
+            .collect();
+        assert_eq!(order, vec![2, 1]);
+    }
+
+    #[test]
+    fn counts_follow_the_connection_life_cycle() {
+        let s = svc(SchedulerKind::Rr, &[real(1, 1)]);
+        let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        let st = s.status();
+        assert_eq!(
+            (st.reals[0].active_conns, st.reals[0].inactive_conns),
+            (1, 0)
+        );
+        c.half_closed(10);
+        let st = s.status();
+        assert_eq!(
+            (st.reals[0].active_conns, st.reals[0].inactive_conns),
+            (0, 1)
+        );
+        let mut table = Vec::new();
+        s.connections(1010, &Timeouts::default(), &mut table);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table[0].state, "FIN_WAIT");
+        assert_eq!(table[0].expire_secs, 119);
+        c.record_in(1, 100);
+        c.record_out(2, 300);
+        c.close(20);
+        let st = s.status();
+        assert_eq!(
+            (st.reals[0].active_conns, st.reals[0].inactive_conns),
+            (0, 0)
+        );
+        assert_eq!(st.stats.conns, 1);
+        assert_eq!(
+            (st.stats.bytes_in, st.stats.bytes_out, st.stats.pkts_out),
+            (100, 300, 2)
+        );
+        assert_eq!(s.open_conns(), 0);
+    }
+
+    #[test]
+    fn weight_zero_gets_no_new_connections() {
+        let s = svc(SchedulerKind::Wlc, &[real(1, 1), real(2, 1)]);
+        let held = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        let first = held.dest_addr();
+        assert!(s.edit_real(RealSpec {
+            weight: 0,
+            ..real(
+                if first.ip() == real(1, 1).address.ip() {
+                    1
+                } else {
+                    2
+                },
+                0
+            )
+        }));
+        for n in 2..20 {
+            let c = s.schedule(client(n), vip(), 0, &[]).unwrap();
+            assert_ne!(c.dest_addr(), first);
+        }
+        // The open connection is still counted on the quiesced server.
+        let st = s.status();
+        let q = st.reals.iter().find(|r| r.spec.address == first).unwrap();
+        assert_eq!((q.spec.weight, q.active_conns), (0, 1));
+    }
+
+    #[test]
+    fn upper_and_lower_thresholds_follow_the_kernel() {
+        let r = RealSpec {
+            upper_threshold: 4,
+            lower_threshold: 2,
+            ..real(1, 1)
+        };
+        let s = svc(SchedulerKind::Rr, &[r]);
+        let mut held: Vec<Conn> = (0..4)
+            .map(|n| s.schedule(client(n), vip(), 0, &[]).unwrap())
+            .collect();
+        assert!(s.status().reals[0].overloaded);
+        assert!(
+            s.schedule(client(9), vip(), 0, &[]).is_err(),
+            "overloaded: no new connections"
+        );
+        held.pop();
+        held.pop();
+        assert!(
+            s.status().reals[0].overloaded,
+            "3 and 2 open: not yet below the lower threshold"
+        );
+        held.pop();
+        assert!(!s.status().reals[0].overloaded, "1 open: below 2");
+        assert!(s.schedule(client(9), vip(), 0, &[]).is_ok());
+    }
+
+    #[test]
+    fn without_lower_threshold_three_quarters_of_upper_reopens() {
+        let s = svc(
+            SchedulerKind::Rr,
+            &[RealSpec {
+                upper_threshold: 8,
+                ..real(1, 1)
+            }],
+        );
+        let mut held: Vec<Conn> = (0..8)
+            .map(|n| s.schedule(client(n), vip(), 0, &[]).unwrap())
+            .collect();
+        assert!(s.status().reals[0].overloaded);
+        held.truncate(6);
+        assert!(s.status().reals[0].overloaded, "6*4 = 24 is not < 8*3 = 24");
+        held.truncate(5);
+        assert!(!s.status().reals[0].overloaded);
+    }
+
+    #[test]
+    fn persistence_sticks_by_masked_client_and_expires() {
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: vip(),
+        };
+        let mut spec = service_spec(key, SchedulerKind::Rr);
+        spec.persistence = Some(Persistence {
+            timeout: 60,
+            prefix: 24,
+        });
+        let s = Service::new(spec, &[real(1, 1), real(2, 1), real(3, 1)], 1);
+        let first = s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr();
+        // Same /24, different hosts and ports: same real server, although rr would move on.
+        for n in 2..10 {
+            let c = s.schedule(client(n), vip(), 1000, &[]).unwrap();
+            assert_eq!(c.dest_addr(), first);
+        }
+        assert_eq!(
+            s.status()
+                .reals
+                .iter()
+                .map(|r| r.persistent_conns)
+                .sum::<u32>(),
+            1
+        );
+        // A different /24 is scheduled on its own.
+        let other = SocketAddr::from(([203, 0, 113, 7], 1234));
+        let o = s.schedule(other, vip(), 1000, &[]).unwrap().dest_addr();
+        assert_ne!(o, first);
+        // After the timeout with no connections, the template is gone.
+        s.maintain(1000 + 61_000, false);
+        let moved = s
+            .schedule(client(1), vip(), 1000 + 61_000, &[])
+            .unwrap()
+            .dest_addr();
+        assert_ne!(moved, first, "rr continues once the template expired");
+    }
+
+    #[test]
+    fn persistence_to_a_quiesced_server_is_dropped() {
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: vip(),
+        };
+        let mut spec = service_spec(key, SchedulerKind::Rr);
+        spec.persistence = Some(Persistence {
+            timeout: 600,
+            prefix: 32,
+        });
+        let s = Service::new(spec, &[real(1, 1), real(2, 1)], 1);
+        let first = s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr();
+        let host = match first.ip() {
+            IpAddr::V4(v) => v.octets()[3],
+            IpAddr::V6(_) => 0,
+        };
+        assert!(s.edit_real(real(host, 0)));
+        assert_ne!(
+            s.schedule(client(1), vip(), 1, &[]).unwrap().dest_addr(),
+            first
+        );
+    }
+
+    #[test]
+    fn exclusion_retries_reach_every_other_server_even_for_hash_schedulers() {
+        // sh without fallback returns nothing when the hashed server is excluded; the retry
+        // must still find the other one.
+        let s = svc(SchedulerKind::Sh, &[real(1, 1), real(2, 1)]);
+        let first = s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr();
+        let second = s
+            .schedule(client(1), vip(), 0, &[first])
+            .unwrap()
+            .dest_addr();
+        assert_ne!(first, second);
+        assert!(s.schedule(client(1), vip(), 0, &[first, second]).is_err());
+    }
+
+    #[test]
+    fn reconcile_drains_removed_servers_until_idle() {
+        let s = svc(SchedulerKind::Rr, &[real(1, 1), real(2, 1)]);
+        let held: Vec<Conn> = (0..2)
+            .map(|n| s.schedule(client(n), vip(), 0, &[]).unwrap())
+            .collect();
+        s.reconcile_reals(&[real(1, 1), real(3, 1)]);
+        let st = s.status();
+        let two = st
+            .reals
+            .iter()
+            .find(|r| r.spec.address == real(2, 1).address)
+            .unwrap();
+        assert!(two.draining);
+        assert_eq!((two.spec.weight, two.active_conns), (0, 1));
+        for n in 10..20 {
+            assert_ne!(
+                s.schedule(client(n), vip(), 0, &[]).unwrap().dest_addr(),
+                real(2, 1).address
+            );
+        }
+        s.maintain(1, false);
+        assert!(
+            s.status()
+                .reals
+                .iter()
+                .any(|r| r.spec.address == real(2, 1).address),
+            "still has a connection"
+        );
+        drop(held);
+        s.maintain(2, false);
+        assert!(!s
+            .status()
+            .reals
+            .iter()
+            .any(|r| r.spec.address == real(2, 1).address));
+        // Re-adding a draining server revives it instead of duplicating it.
+        s.reconcile_reals(&[real(1, 1)]);
+        s.add_real(real(3, 5));
+        assert_eq!(s.reals().len(), 2);
+    }
+
+    #[test]
+    fn udp_sessions_count_as_inactive() {
+        let key = ServiceKey {
+            protocol: Protocol::Udp,
+            address: vip(),
+        };
+        let s = Service::new(service_spec(key, SchedulerKind::Rr), &[real(1, 1)], 1);
+        let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        let st = s.status();
+        assert_eq!(
+            (st.reals[0].active_conns, st.reals[0].inactive_conns),
+            (0, 1)
+        );
+        drop(c);
+        assert_eq!(s.status().reals[0].inactive_conns, 0);
+    }
+}

@@ -29,7 +29,7 @@ impl Table {
         Table {
             services: Vec::new(),
             settings,
-            seed: 0x5eed_0f_4e7d,
+            seed: 0x5eed_0f4e_7d00,
         }
     }
 
@@ -267,6 +267,12 @@ fn check_real(key: &ServiceKey, r: &RealSpec) -> Result<(), ApiError> {
         return bad(format!(
             "thresholds of real server {} are out of range 0..={MAX_THRESHOLD}",
             r.address
+        ));
+    }
+    if r.lower_threshold > r.upper_threshold {
+        return bad(format!(
+            "lower threshold {} of real server {} is above its upper threshold {}",
+            r.lower_threshold, r.address, r.upper_threshold
         ));
     }
     if r.address.is_ipv6() != key.address.is_ipv6() {

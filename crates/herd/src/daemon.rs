@@ -192,7 +192,7 @@ impl Daemon {
         loop {
             tick.tick().await;
             n += 1;
-            let sample = n % (RateEst::PERIOD_MS / 1000) == 0;
+            let sample = n.is_multiple_of(RateEst::PERIOD_MS / 1000);
             self.table().maintain(now_ms(), sample);
         }
     }

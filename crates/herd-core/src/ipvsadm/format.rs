@@ -48,7 +48,11 @@ impl Fmt {
 /// before UDP, then by address and port, with ipvsadm's comparison of addresses as a 32-bit
 /// difference (so 200.0.0.1 comes before 10.0.0.1). Draining real servers (removed, still
 /// carrying connections) are not listed, like the kernel's destinations in its trash.
-pub fn format_list(services: &[ServiceStatus], opts: &ListOptions, resolver: &dyn Resolver) -> String {
+pub fn format_list(
+    services: &[ServiceStatus],
+    opts: &ListOptions,
+    resolver: &dyn Resolver,
+) -> String {
     let fmt = Fmt::list(opts);
     let mut out = String::new();
     let mut list: Vec<&ServiceStatus> = services.iter().collect();
@@ -56,7 +60,10 @@ pub fn format_list(services: &[ServiceStatus], opts: &ListOptions, resolver: &dy
         list.retain(|s| s.spec.key == key);
         list.truncate(1);
     } else {
-        let _ = writeln!(out, "IP Virtual Server version {IPVS_VERSION} (size={CONN_TAB_SIZE})");
+        let _ = writeln!(
+            out,
+            "IP Virtual Server version {IPVS_VERSION} (size={CONN_TAB_SIZE})"
+        );
         if fmt.sort {
             msort(&mut list, &|a, b| cmp_services(&a.spec, &b.spec));
         }
@@ -90,7 +97,10 @@ pub fn format_save(services: &[ServiceStatus], numeric: bool, resolver: &dyn Res
 
 /// The output of `-L --timeout`.
 pub fn format_timeouts(t: &Timeouts) -> String {
-    format!("Timeout (tcp tcpfin udp): {} {} {}\n", t.tcp, t.tcp_fin, t.udp)
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\n",
+        t.tcp, t.tcp_fin, t.udp
+    )
 }
 
 /// The output of `-L --daemon`: one line per running sync daemon; herd runs none.
@@ -100,19 +110,23 @@ pub fn format_daemon() -> String {
 
 /// The connection table of `-L -c` (with `-n` and `--persistent-conn` as `opts` says), entries
 /// in the order given (ipvsadm prints the kernel's hash table order).
-pub fn format_connections(conns: &[ConnEntry], opts: &ListOptions, resolver: &dyn Resolver) -> String {
+pub fn format_connections(
+    conns: &[ConnEntry],
+    opts: &ListOptions,
+    resolver: &dyn Resolver,
+) -> String {
     let mut out = String::from("IPVS connection entries\n");
     if opts.persistent_conn {
         let _ = writeln!(
             out,
-            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}",
-            "state", "source", "virtual", "destination", "pe name", "pe_data"
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
+            "state", "source", "virtual", "destination", "pe name"
         );
     } else {
         let _ = writeln!(
             out,
-            "pro expire {:<11} {:<18} {:<18} {}",
-            "state", "source", "virtual", "destination"
+            "pro expire {:<11} {:<18} {:<18} destination",
+            "state", "source", "virtual"
         );
     }
     for c in conns {
@@ -284,7 +298,14 @@ fn print_service_entry(out: &mut String, s: &ServiceStatus, fmt: Fmt, resolver: 
 
     let mut reals: Vec<&RealStatus> = s.reals.iter().filter(|r| !r.draining).collect();
     if fmt.sort {
-        msort(&mut reals, &|a, b| cmp_dests(a.spec.address.ip(), a.spec.address.port(), b.spec.address.ip(), b.spec.address.port()));
+        msort(&mut reals, &|a, b| {
+            cmp_dests(
+                a.spec.address.ip(),
+                a.spec.address.port(),
+                b.spec.address.ip(),
+                b.spec.address.port(),
+            )
+        });
     }
     for r in reals {
         print_dest(out, &svc_name, proto, r, fmt, resolver);
@@ -330,7 +351,11 @@ fn print_dest(
         out.push('\n');
     } else if fmt.rate {
         let rt = &r.rates;
-        let _ = write!(out, "  -> {dname:<28} {:>8} {:>8} {:>8}", rt.cps, rt.pps_in, rt.pps_out);
+        let _ = write!(
+            out,
+            "  -> {dname:<28} {:>8} {:>8} {:>8}",
+            rt.cps, rt.pps_in, rt.pps_out
+        );
         largenum(out, rt.bps_in, fmt.exact);
         largenum(out, rt.bps_out, fmt.exact);
         out.push('\n');
@@ -347,7 +372,11 @@ fn print_dest(
             spec.weight, r.persistent_conns, r.active_conns, r.inactive_conns
         );
     } else if fmt.tun_info {
-        let info = if spec.forward == Forward::Tunnel { "ipip" } else { "n/a" };
+        let info = if spec.forward == Forward::Tunnel {
+            "ipip"
+        } else {
+            "n/a"
+        };
         let _ = writeln!(
             out,
             "  -> {dname:<28} {:<7} {:<13} {:<6} {:<10} {:<10}",

@@ -215,7 +215,10 @@ impl UsageError {
     }
 
     pub(crate) fn unsupported(what: &str) -> Self {
-        UsageError::new(UsageErrorKind::Unsupported, format!("{PROGRAM}: {what} not supported"))
+        UsageError::new(
+            UsageErrorKind::Unsupported,
+            format!("{PROGRAM}: {what} not supported"),
+        )
     }
 
     /// The exit status ipvsadm ends with for this error: 255 (popt errors, kernel refusals and
@@ -290,9 +293,7 @@ pub fn api_error_report(err: &ApiError, cmd: &Command) -> (String, i32) {
 /// `detail` is the reason, e.g. "Connection refused".
 pub fn unreachable_message(detail: &str) -> (String, i32) {
     (
-        format!(
-            "Can't initialize ipvs: {detail}\nAre you sure that the herd daemon is running?"
-        ),
+        format!("Can't initialize ipvs: {detail}\nAre you sure that the herd daemon is running?"),
         2,
     )
 }

@@ -54,8 +54,9 @@ impl Cmd {
     /// entry: `+` compulsory, `x` illegal, `1` exclusive, blank optional. (The columns of the
     /// options herd does not support are left out; their relative order is ipvsadm's.)
     fn row(self) -> &'static [u8; NOPT] {
-        //                 n c s s p M r f w x y t d s r t p s e b t t t n c r
-        //                   . v c . . . w . . . o m t t h c r x . i y p o s e
+        // Columns: -n -c svc -s -p -M -r fwd -w -x -y --timeout --daemon --stats --rate
+        // --thresholds --persistent-conn --nosort --exact -b --tun-info --tun-type --tun-port
+        // --tun-nocsum --tun-csum --tun-remcsum.
         match self {
             Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxx xxxxxx",
             Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxx",
@@ -175,7 +176,7 @@ enum Id {
     Numeric,
     Connection,
     McastInterface,
-    SyncId,
+    Syncid,
     Timeout,
     Daemon,
     Stats,
@@ -260,7 +261,7 @@ const OPTIONS: &[OptSpec] = &[
     o("numeric", b'n', Arg::No, Id::Numeric),
     o("connection", b'c', Arg::No, Id::Connection),
     o("mcast-interface", 0, Arg::Required, Id::McastInterface),
-    o("syncid", 0, Arg::Required, Id::SyncId),
+    o("syncid", 0, Arg::Required, Id::Syncid),
     o("timeout", 0, Arg::No, Id::Timeout),
     o("daemon", 0, Arg::No, Id::Daemon),
     o("stats", 0, Arg::No, Id::Stats),
@@ -399,7 +400,9 @@ impl<'a> Popt<'a> {
             (Arg::No, Some(_)) => return Err((PoptError::UnwantedArg, tok)),
             (Arg::No, None) => None,
             (_, Some(v)) => Some(v.to_string()),
-            (Arg::Required, None) => Some(self.take_required().ok_or((PoptError::MissingArg, tok))?),
+            (Arg::Required, None) => {
+                Some(self.take_required().ok_or((PoptError::MissingArg, tok))?)
+            }
             (Arg::Optional, None) => self.take_optional(),
         };
         Ok(Got {
@@ -442,7 +445,11 @@ impl<'a> Popt<'a> {
     }
 
     fn take_optional(&mut self) -> Option<String> {
-        let v = self.args.get(self.next).filter(|v| !v.starts_with('-'))?.clone();
+        let v = self
+            .args
+            .get(self.next)
+            .filter(|v| !v.starts_with('-'))?
+            .clone();
         self.next += 1;
         Some(v)
     }
@@ -603,7 +610,8 @@ pub fn parse_args_with(args: &[String], resolver: &dyn Resolver) -> Result<Comma
         udp: 0,
     };
     if cmd == Cmd::Timeout {
-        let (Some(tcp), Some(fin), Some(udp)) = (leftovers.next(), leftovers.next(), leftovers.next())
+        let (Some(tcp), Some(fin), Some(udp)) =
+            (leftovers.next(), leftovers.next(), leftovers.next())
         else {
             return Err(invalid("--set option requires 3 timeout values"));
         };
@@ -620,16 +628,17 @@ pub fn parse_args_with(args: &[String], resolver: &dyn Resolver) -> Result<Comma
     let sched_name = match e.scheduler.as_deref() {
         None | Some("") => "wlc",
         Some(s) => s,
-    };
+    }
+    .to_string();
     let sched_flags = if e.sched_flags.is_empty() {
         SchedFlags::default()
     } else {
-        parse_sched_flags(sched_name, &e.sched_flags)?
+        parse_sched_flags(&sched_name, &e.sched_flags)?
     };
 
     generic_opt_check(&e)?;
 
-    build(e, sched_name, sched_flags, timeouts)
+    build(e, &sched_name, sched_flags, timeouts)
 }
 
 /// One option of the command's option loop (ipvsadm's `parse_options`).
@@ -782,13 +791,23 @@ fn option(e: &mut Entry, got: Got<'_>, resolver: &dyn Resolver) -> Result<(), Us
         Id::TunRemCsum => e.set(Opt::TunRemCsum)?,
         Id::Ipv6 => return Err(invalid("-6 used before -f\n")),
         Id::Fwmark => {
-            return Err(UsageError::unsupported("firewall-mark services (-f, --fwmark-service) are"))
+            return Err(UsageError::unsupported(
+                "firewall-mark services (-f, --fwmark-service) are",
+            ))
         }
-        Id::Sctp => return Err(UsageError::unsupported("SCTP services (--sctp-service) are")),
-        Id::Ops => return Err(UsageError::unsupported("one-packet scheduling (-o, --ops) is")),
+        Id::Sctp => {
+            return Err(UsageError::unsupported(
+                "SCTP services (--sctp-service) are",
+            ))
+        }
+        Id::Ops => {
+            return Err(UsageError::unsupported(
+                "one-packet scheduling (-o, --ops) is",
+            ))
+        }
         Id::Pe => return Err(UsageError::unsupported("persistence engines (--pe) are")),
         Id::McastInterface
-        | Id::SyncId
+        | Id::Syncid
         | Id::McastGroup
         | Id::McastPort
         | Id::McastTtl
@@ -813,7 +832,10 @@ fn option(e: &mut Entry, got: Got<'_>, resolver: &dyn Resolver) -> Result<(), Us
         | Id::Save
         | Id::StartDaemon
         | Id::StopDaemon => {
-            return Err(UsageError::invalid(format!("invalid option `{}'", got.token)))
+            return Err(UsageError::invalid(format!(
+                "invalid option `{}'",
+                got.token
+            )))
         }
     }
     Ok(())
@@ -825,7 +847,9 @@ fn parse_sched_flags(sched: &str, arg: &str) -> Result<SchedFlags, UsageError> {
     let parts: Vec<&str> = arg.split(',').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
         // ipvsadm crashes on a -b made of commas only.
-        return Err(UsageError::invalid(format!("invalid scheduler flag `{arg}'")));
+        return Err(UsageError::invalid(format!(
+            "invalid scheduler flag `{arg}'"
+        )));
     }
     for flag in parts {
         let needs = match flag {
@@ -854,10 +878,16 @@ fn parse_sched_flags(sched: &str, arg: &str) -> Result<SchedFlags, UsageError> {
                 Some("mh")
             }
             "flag-3" => return Err(UsageError::unsupported("scheduler flag `flag-3' is")),
-            _ => return Err(UsageError::invalid(format!("invalid scheduler flag `{flag}'"))),
+            _ => {
+                return Err(UsageError::invalid(format!(
+                    "invalid scheduler flag `{flag}'"
+                )))
+            }
         };
         if needs.is_some_and(|s| s != sched) {
-            return Err(UsageError::invalid(format!("incompatible scheduler flag `{flag}'")));
+            return Err(UsageError::invalid(format!(
+                "incompatible scheduler flag `{flag}'"
+            )));
         }
     }
     Ok(flags)

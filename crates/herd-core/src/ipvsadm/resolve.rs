@@ -119,13 +119,18 @@ impl Resolver for HostTables {
     }
 
     fn host_name(&self, addr: IpAddr) -> Option<String> {
-        self.hosts.iter().find(|h| h.addr == addr).map(|h| h.name.clone())
+        self.hosts
+            .iter()
+            .find(|h| h.addr == addr)
+            .map(|h| h.name.clone())
     }
 
     fn port_by_name(&self, name: &str, protocol: Protocol) -> Option<u16> {
         self.services
             .iter()
-            .find(|s| s.protocol == protocol && (s.name == name || s.aliases.iter().any(|a| a == name)))
+            .find(|s| {
+                s.protocol == protocol && (s.name == name || s.aliases.iter().any(|a| a == name))
+            })
             .map(|s| s.port)
     }
 
@@ -225,6 +230,7 @@ pub(crate) fn inet_aton(s: &str) -> Option<Ipv4Addr> {
     let mut i = 0;
     let mut parts: Vec<u64> = Vec::with_capacity(4);
     let mut val: u64;
+    let mut digit: bool;
     let at = |i: usize| b.get(i).copied().unwrap_or(0);
     loop {
         if !at(i).is_ascii_digit() {
@@ -232,7 +238,7 @@ pub(crate) fn inet_aton(s: &str) -> Option<Ipv4Addr> {
         }
         val = 0;
         let mut base = 10;
-        let mut digit = false;
+        digit = false;
         if at(i) == b'0' {
             i += 1;
             if at(i) == b'x' || at(i) == b'X' {

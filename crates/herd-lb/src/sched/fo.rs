@@ -69,8 +69,10 @@ mod tests {
     use super::super::testutil::*;
     use super::*;
 
-    /// A list and the picks of (fo, ovf).
-    fn check(cases: Vec<(&str, Vec<DestView>, [Option<usize>; 2])>) {
+    /// A named list and the picks of (fo, ovf).
+    type Case = (&'static str, Vec<DestView>, [Option<usize>; 2]);
+
+    fn check(cases: Vec<Case>) {
         for (name, dests, [fo, ovf]) in cases {
             assert_eq!(
                 WeightedFailover.schedule(&dests, &conn(1, 1, 1), 0),

@@ -371,8 +371,9 @@ mod tests {
 
     #[test]
     fn lblc_overload_rule() {
-        // Cached server 0 has weight 2.
-        let cases: Vec<(&str, [(u32, u32); 3], Option<usize>)> = vec![
+        // Cached server 0 has weight 2. Each case: (weight, active) per server, expected pick.
+        type Case = (&'static str, [(u32, u32); 3], Option<usize>);
+        let cases: Vec<Case> = vec![
             // active == weight: not overloaded.
             ("at weight", [(2, 2), (2, 0), (2, 0)], Some(0)),
             // active > weight and server 2 is below half its weight (0*2 < 2): move to wlc.

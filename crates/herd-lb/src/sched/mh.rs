@@ -15,7 +15,9 @@
 //!   server is removed the others mostly claim the same positions as before, plus the freed
 //!   ones. Maglev does not guarantee minimal disruption: a server that reaches a freed
 //!   position earlier in its permutation finishes its quota earlier, and positions it used to
-//!   claim later go to someone else, a cascade whose size the paper only measures.
+//!   claim later go to someone else, a cascade whose size the paper only measures. The
+//!   tests pin a measured bound: the other servers lose at most four times the removed
+//!   server's share `M/N` (typically 0.4 of a share, about 2 % of the table).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -575,100 +577,117 @@ mod tests {
             }
         }
 
-        /// Removing one server moves its own positions and only a few others: at most 2 % of
-        /// the table (measured: well under 1 % typically; see `DISRUPTION_BOUND`).
+        /// Removing one server moves all of its positions and only a few of the others':
+        /// at most `DISRUPTION_SHARES` times the removed server's share `M/N`.
         #[test]
         fn removal_disrupts_little(dests in arb_servers(40), pick in any::<prop::sample::Index>()) {
             let n = dests.len() as u32;
             let m = prime_above(n);
-            let mut mh = Maglev::with_table_size(SchedFlags::default(), m).unwrap();
-            mh.update(&dests);
-            let before = mh.table_owners();
-            let gone = pick.index(dests.len());
-            let mut rest = dests.clone();
-            let removed = rest.remove(gone).addr;
-            mh.update(&rest);
-            let after = mh.table_owners();
-            let moved_others = before
-                .iter()
-                .zip(&after)
-                .filter(|(b, a)| **b != removed && b != a)
-                .count();
-            prop_assert!(!after.contains(&removed));
+            let (moved_others, removed_owned) = removal_disruption(&dests, pick.index(dests.len()), m);
+            prop_assert_eq!(removed_owned, 0);
+            let share = f64::from(m) / f64::from(n);
             prop_assert!(
-                (moved_others as f64) <= DISRUPTION_BOUND * f64::from(m),
-                "{moved_others} of {m} positions of other servers moved (N {n})"
+                (moved_others as f64) <= DISRUPTION_SHARES * share,
+                "{} of {} positions of other servers moved (N {})", moved_others, m, n
             );
         }
     }
 
-    /// The share of the table, owned by servers other than the removed one, that may change
-    /// owner when one server is removed (M > 100 N, equal weights).
-    const DISRUPTION_BOUND: f64 = 0.02;
-}
+    /// Builds the table for `dests`, removes `gone` and returns how many positions owned by
+    /// the other servers changed owner, and how many positions the removed server still owns.
+    fn removal_disruption(dests: &[DestView], gone: usize, m: u32) -> (usize, usize) {
+        let mut mh = Maglev::with_table_size(SchedFlags::default(), m).unwrap();
+        mh.update(dests);
+        let before = mh.table_owners();
+        let mut rest = dests.to_vec();
+        let removed = rest.remove(gone).addr;
+        mh.update(&rest);
+        let after = mh.table_owners();
+        let moved_others = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b != removed && b != a)
+            .count();
+        (
+            moved_others,
+            after.iter().filter(|&&a| a == removed).count(),
+        )
+    }
 
-#[cfg(test)]
-mod experiment {
-    use super::*;
-    use crate::sched::SplitMix64;
+    /// The bound on the positions of other servers that move when one server is removed,
+    /// in units of the removed server's share `M/N` (equal weights, M the kernel's prime
+    /// above 100 N).
+    ///
+    /// Maglev gives no worst-case bound: a server that reaches a freed position early
+    /// finishes its quota early, and the positions it used to claim last go to others, a
+    /// cascade that is long when two servers' permutations happen to be similar (e.g. the
+    /// same skip). The number is empirical: over 200,000 random sets of 2 to 39 servers with
+    /// one random removal (`measure_disruption`), the other positions that moved were a
+    /// median 0.39 shares, 0.90 at the 99th percentile, 1.7 at the 99.99th and 2.3 at most
+    /// (as a fraction of the whole table: median 1.9 %, 99th percentile 3.5 %, but up to
+    /// 29 % for 3 servers in a 509 table). Four shares leaves a wide margin.
+    const DISRUPTION_SHARES: f64 = 4.0;
 
+    /// The typical disruption on a fixed sample: removing one server from each of 50 fixed
+    /// random sets of 10 to 40 servers moves on average less than 3 % of the table to other
+    /// owners besides the removed server's own positions (measured: about 2 %).
+    #[test]
+    fn mean_disruption_is_a_few_percent() {
+        let mut rng = crate::sched::SplitMix64::new(2016);
+        let (mut moved, mut total) = (0usize, 0usize);
+        for _ in 0..50 {
+            let n = 10 + rng.below(31) as u32;
+            let m = prime_above(n);
+            let dests: Vec<DestView> = (0..n).map(|_| random_server(&mut rng)).collect();
+            let gone = rng.below(u64::from(n)) as usize;
+            moved += removal_disruption(&dests, gone, m).0;
+            total += m as usize;
+        }
+        let mean = moved as f64 / total as f64;
+        assert!(mean < 0.03, "mean disruption {mean}");
+    }
+
+    fn random_server(rng: &mut crate::sched::SplitMix64) -> DestView {
+        DestView {
+            addr: SocketAddr::new(
+                IpAddr::V4((rng.next_u64() as u32).into()),
+                rng.next_u64() as u16 | 1,
+            ),
+            weight: 1,
+            active: 0,
+            inactive: 0,
+            overloaded: false,
+        }
+    }
+
+    /// Prints the distribution behind `DISRUPTION_SHARES` (slow; run with `--ignored
+    /// --nocapture`, preferably in release mode).
     #[test]
     #[ignore]
     fn measure_disruption() {
-        let mut rng = SplitMix64::new(1);
-        for n in [3u32, 4, 6, 8, 10, 13, 16, 20, 25, 30, 35, 40] {
-            for m in [
-                MH_PRIMES
-                    .iter()
-                    .copied()
-                    .find(|&p| p > 100 * n)
-                    .unwrap_or(131071),
-                65521,
-            ] {
-                if m < 100 * n {
-                    continue;
-                }
-                let mut max_frac_m: f64 = 0.0;
-                let mut max_frac_share: f64 = 0.0;
-                let mut sum = 0.0;
-                let trials = 3000;
-                for _ in 0..trials {
-                    let dests: Vec<DestView> = (0..n)
-                        .map(|_| DestView {
-                            addr: SocketAddr::new(
-                                IpAddr::V4((rng.next_u64() as u32).into()),
-                                (rng.next_u64() as u16) | 1,
-                            ),
-                            weight: 1,
-                            active: 0,
-                            inactive: 0,
-                            overloaded: false,
-                        })
-                        .collect();
-                    let mut mh = Maglev::with_table_size(SchedFlags::default(), m).unwrap();
-                    mh.update(&dests);
-                    let before = mh.table_owners();
-                    let gone = rng.below(u64::from(n)) as usize;
-                    let mut rest = dests.clone();
-                    let removed = rest.remove(gone).addr;
-                    mh.update(&rest);
-                    let after = mh.table_owners();
-                    let moved = before
-                        .iter()
-                        .zip(&after)
-                        .filter(|(b, a)| **b != removed && b != a)
-                        .count() as f64;
-                    max_frac_m = max_frac_m.max(moved / f64::from(m));
-                    max_frac_share = max_frac_share.max(moved / (f64::from(m) / f64::from(n)));
-                    sum += moved / f64::from(m);
-                }
-                println!(
-                    "n {n:3} m {m:6}: mean {:.4} max/M {:.4} max/(M/N) {:.3}",
-                    sum / trials as f64,
-                    max_frac_m,
-                    max_frac_share
-                );
-            }
+        let mut rng = crate::sched::SplitMix64::new(2);
+        let mut shares = Vec::new();
+        let mut fractions = Vec::new();
+        for _ in 0..200_000 {
+            let n = 2 + rng.below(38) as u32;
+            let m = prime_above(n);
+            let dests: Vec<DestView> = (0..n).map(|_| random_server(&mut rng)).collect();
+            let gone = rng.below(u64::from(n)) as usize;
+            let moved = removal_disruption(&dests, gone, m).0 as f64;
+            shares.push(moved / (f64::from(m) / f64::from(n)));
+            fractions.push(moved / f64::from(m));
         }
+        shares.sort_by(f64::total_cmp);
+        fractions.sort_by(f64::total_cmp);
+        let l = shares.len();
+        for q in [0.5, 0.9, 0.99, 0.999, 0.9999] {
+            let k = (l as f64 * q) as usize;
+            println!("q{q}: {:.3} shares, {:.4} of M", shares[k], fractions[k]);
+        }
+        println!(
+            "max: {:.3} shares, {:.4} of M",
+            shares[l - 1],
+            fractions[l - 1]
+        );
     }
 }

@@ -213,10 +213,11 @@ mod tests {
 
     #[test]
     fn single_usable_dest_among_unusable_is_found() {
+        // The usable one has no more active connections than its weight, so that ovf takes it.
         let dests = [
             dest(1, 0, 0, 0),
             overloaded(dest(2, 5, 0, 0)),
-            dest(3, 2, 7, 1),
+            dest(3, 2, 2, 1),
             dest(4, 0, 0, 0),
         ];
         for kind in SchedulerKind::ALL {
@@ -288,6 +289,12 @@ mod tests {
                             } else {
                                 prop_assert!(dests[i].usable(), "{kind}: unusable {:?}", dests[i]);
                             }
+                        } else if kind == SchedulerKind::Ovf {
+                            // ovf also refuses servers with more active connections than weight.
+                            prop_assert!(
+                                !dests.iter().any(|d| d.usable() && d.active <= d.weight),
+                                "{kind}: None with servers below their weight"
+                            );
                         } else if !matches!(kind, SchedulerKind::Dh | SchedulerKind::Sh | SchedulerKind::Mh) {
                             // Only the hash schedulers may refuse while a usable dest exists.
                             prop_assert!(!dests.iter().any(DestView::usable), "{kind}: None with usable dests");

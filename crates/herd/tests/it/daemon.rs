@@ -274,3 +274,66 @@ fn save_writes_the_running_state_as_a_loadable_config() {
     assert_eq!(t.get("node01"), Some(&2), "{t:?}");
     assert_eq!(t.get("node02"), Some(&6), "{t:?}");
 }
+
+#[test]
+fn one_hundred_reloads_under_load_lose_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let net = Net::new("reload_load");
+    let b: Vec<Backend> = (1..=3)
+        .map(|i| Backend::http(net.addr(10 + i, 8080), &format!("node0{i}")))
+        .collect();
+    let vip = net.addr(100, 8080);
+    let a = service(
+        vip,
+        "wrr",
+        &[(b[0].addr, 1), (b[1].addr, 2), (b[2].addr, 3)],
+    );
+    let c = service(
+        vip,
+        "wlc",
+        &[(b[0].addr, 3), (b[1].addr, 2), (b[2].addr, 1)],
+    );
+    let d = Daemon::start("reload_load", &a);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                // Bounded: at most 100k requests per client even if the reloads were slow.
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match get(vip) {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("request failed: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for i in 0..100 {
+        d.write_config(if i % 2 == 0 { &c } else { &a });
+        d.ok(&["reload"]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in clients {
+        t.join().unwrap();
+    }
+    let status: serde_json::Value = serde_json::from_str(&d.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["reloads"], 100);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} ok",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+}

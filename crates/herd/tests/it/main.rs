@@ -1,4 +1,6 @@
 //! Black-box tests of the `herd` binary over real sockets on loopback.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod config;
 mod daemon;
