@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod proxy_protocol;
 pub mod splice;
+mod sys;
 mod tcp;
 mod udp;
 
@@ -138,8 +139,7 @@ impl Proxy {
             let slot2 = slot.clone();
             let task = match slot.key.protocol {
                 Protocol::Tcp => {
-                    let l = tokio::net::TcpListener::from_std(s.into())
-                        .map_err(|e| internal(&slot.key, e))?;
+                    let l = sys::register(s.into()).map_err(|e| internal(&slot.key, e))?;
                     self.rt.spawn(tcp::accept_loop(l, slot2, shared))
                 }
                 Protocol::Udp => {

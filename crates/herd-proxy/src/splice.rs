@@ -1,8 +1,18 @@
-//! Zero-copy forwarding of one direction of a TCP connection with `splice(2)`.
+//! Forwarding one direction of a TCP connection: copy small messages, splice bulk data.
 //!
-//! Bytes move socket → pipe → socket inside the kernel; they never enter this process. Pipes
-//! are pooled per thread: a connection borrows two and returns them empty, so a busy proxy
-//! does not pay `pipe2` and four `close` calls per connection.
+//! Sockets are registered with the runtime as [`AsyncFd`]s rather than tokio's `TcpStream`, for
+//! one reason: a read that returns fewer bytes than asked for has emptied the socket's receive
+//! queue, and [`AsyncFdReadyGuard::clear_ready`] lets us say so. Without it every chunk costs
+//! one more `read` that only answers `EAGAIN` — a third of the system calls of a small
+//! request/response exchange. (tokio's readiness ticks make this safe: data that arrives after
+//! the read raises a new readiness event that `clear_ready` does not erase.)
+//!
+//! A direction starts by copying through a small pooled buffer (two system calls per message).
+//! When a read fills the buffer the peer is sending bulk data, and the direction switches to
+//! `splice(2)`: socket → pipe → socket inside the kernel, the bytes never entering this
+//! process. Buffers and pipes are pooled per thread, so a connection allocates neither.
+//!
+//! [`AsyncFdReadyGuard::clear_ready`]: tokio::io::unix::AsyncFdReadyGuard::clear_ready
 
 use std::cell::RefCell;
 use std::io;
@@ -11,30 +21,34 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rustix::net::Shutdown;
 use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::io::unix::AsyncFd;
 
+/// A connected, non-blocking socket registered with the runtime.
+pub type Sock = AsyncFd<OwnedFd>;
+
+/// Size of the copy buffer; a read that fills it switches the direction to splice.
+const COPY_BUF: usize = 16 * 1024;
 /// Largest amount moved by one splice call (the default pipe capacity).
 const CHUNK: usize = 1 << 16;
-/// Pipes kept per thread for reuse.
+/// Pipes and buffers kept per thread for reuse.
 const POOL_MAX: usize = 256;
+
+thread_local! {
+    static PIPES: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
+    static BUFS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A pipe borrowed from the pool; goes back on drop if it is empty.
 #[derive(Debug)]
-pub struct Pipe {
+struct Pipe {
     fds: Option<(OwnedFd, OwnedFd)>,
     /// Bytes sitting in the pipe (moved in, not yet moved out).
     buffered: usize,
 }
 
-thread_local! {
-    static POOL: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Pipe {
-    pub fn take() -> io::Result<Pipe> {
-        let pooled = POOL.with(|p| p.borrow_mut().pop());
-        let fds = match pooled {
+    fn take() -> io::Result<Pipe> {
+        let fds = match PIPES.with(|p| p.borrow_mut().pop()) {
             Some(fds) => fds,
             None => pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?,
         };
@@ -50,7 +64,7 @@ impl Drop for Pipe {
         // A pipe that still holds bytes (the connection failed mid-transfer) is closed, never
         // reused: its leftovers would leak into another connection.
         if let (Some(fds), 0) = (self.fds.take(), self.buffered) {
-            POOL.with(|p| {
+            PIPES.with(|p| {
                 let mut p = p.borrow_mut();
                 if p.len() < POOL_MAX {
                     p.push(fds);
@@ -60,63 +74,133 @@ impl Drop for Pipe {
     }
 }
 
+/// A copy buffer borrowed from the pool.
+#[derive(Debug)]
+struct Buf(Option<Box<[u8]>>);
+
+impl Buf {
+    fn take() -> Buf {
+        let b = BUFS.with(|b| b.borrow_mut().pop());
+        Buf(Some(
+            b.unwrap_or_else(|| vec![0u8; COPY_BUF].into_boxed_slice()),
+        ))
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            BUFS.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX {
+                    p.push(b);
+                }
+            });
+        }
+    }
+}
+
+/// Writes all of `buf` to `to`.
+pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let mut g = to.writable().await?;
+        match g.try_io(|fd| rustix::io::write(fd.get_ref(), buf).map_err(io::Error::from)) {
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
 /// Moves bytes from `from` to `to` until `from` reaches end of stream, then shuts down the
 /// write side of `to` (passing the FIN on). `activity` is bumped on every chunk (the idle
 /// timer watches it) and `record(bytes)` accounts each chunk.
 pub async fn forward(
-    from: &TcpStream,
-    to: &TcpStream,
-    pipe: &mut Pipe,
+    from: &Sock,
+    to: &Sock,
     activity: &AtomicU64,
     mut record: impl FnMut(u64),
 ) -> io::Result<()> {
-    let Some((rd, wr)) = pipe.fds.as_ref() else {
-        return Err(io::Error::other("pipe already closed"));
-    };
+    let mut buf = Buf::take();
     loop {
         let n = loop {
-            from.readable().await?;
-            match from.try_io(Interest::READABLE, || {
-                splice(
-                    from,
-                    None,
-                    wr,
-                    None,
-                    CHUNK,
-                    SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                )
-                .map_err(io::Error::from)
-            }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+            let mut g = from.readable().await?;
+            match g.try_io(|fd| rustix::io::read(fd.get_ref(), buf.get()).map_err(io::Error::from))
+            {
+                Ok(Ok(n)) => {
+                    if n > 0 && n < COPY_BUF {
+                        // A short read emptied the receive queue: skip the read that would
+                        // only say EAGAIN.
+                        g.clear_ready();
+                    }
+                    break n;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
             }
         };
         if n == 0 {
-            // End of stream from `from`: pass the half-close on.
-            let _ = rustix::net::shutdown(to, Shutdown::Write);
+            let _ = rustix::net::shutdown(to.get_ref(), Shutdown::Write);
+            return Ok(());
+        }
+        bump(activity);
+        record(n as u64);
+        write_all(to, &buf.get()[..n]).await?;
+        if n == COPY_BUF {
+            // Bulk data: hand the rest of this direction to the kernel.
+            drop(buf);
+            return splice_all(from, to, activity, record).await;
+        }
+    }
+}
+
+fn bump(activity: &AtomicU64) {
+    // A plain load and store: only this connection's task writes it.
+    activity.store(activity.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+async fn splice_all(
+    from: &Sock,
+    to: &Sock,
+    activity: &AtomicU64,
+    mut record: impl FnMut(u64),
+) -> io::Result<()> {
+    let mut pipe = Pipe::take()?;
+    let Some((rd, wr)) = pipe.fds.as_ref() else {
+        return Err(io::Error::other("pipe already closed"));
+    };
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    loop {
+        let n = loop {
+            let mut g = from.readable().await?;
+            match g.try_io(|fd| {
+                splice(fd.get_ref(), None, wr, None, CHUNK, flags).map_err(io::Error::from)
+            }) {
+                Ok(Ok(n)) => break n,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        };
+        if n == 0 {
+            let _ = rustix::net::shutdown(to.get_ref(), Shutdown::Write);
             return Ok(());
         }
         pipe.buffered += n;
-        // A plain load and store: only this connection's task writes it.
-        activity.store(activity.load(Relaxed).wrapping_add(1), Relaxed);
+        bump(activity);
         record(n as u64);
         while pipe.buffered > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(
-                    rd,
-                    None,
-                    to,
-                    None,
-                    pipe.buffered,
-                    SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                )
-                .map_err(io::Error::from)
+            let mut g = to.writable().await?;
+            match g.try_io(|fd| {
+                splice(rd, None, fd.get_ref(), None, pipe.buffered, flags).map_err(io::Error::from)
             }) {
-                Ok(m) => pipe.buffered -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Ok(Ok(m)) => pipe.buffered -= m,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
             }
         }
     }

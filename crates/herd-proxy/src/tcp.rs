@@ -1,43 +1,90 @@
-//! TCP: accept, schedule, connect (retrying on other real servers), forward with splice.
+//! TCP: accept, schedule, connect (retrying on other real servers), forward.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use herd_lb::service::{Conn, Service};
-use tokio::net::{TcpListener, TcpStream};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use tokio::io::unix::AsyncFd;
 
 use crate::clock::now_ms;
 use crate::proxy_protocol::{encode_v2, Transport};
-use crate::splice::{forward, Pipe};
+use crate::splice::{forward, write_all, Sock};
 use crate::{OpenGuard, ServiceSlot, Shared};
 
-/// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted.
+/// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted; each
+/// wake-up accepts until the backlog is empty.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<OwnedFd>,
     slot: Arc<ServiceSlot>,
     shared: Arc<Shared>,
 ) {
     let vip = slot.key.address;
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let svc = slot.current();
-                let guard = OpenGuard::new(&shared);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    handle(stream, peer, vip, svc, &shared).await;
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors or memory: back off instead of spinning; the
-                // backlog holds the clients meanwhile.
-                tracing::warn!(service = %slot.key, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(mut g) = listener.readable().await else {
+            return;
+        };
+        loop {
+            match g.try_io(|fd| {
+                rustix::net::acceptfrom_with(fd.get_ref(), flags).map_err(io::Error::from)
+            }) {
+                Ok(Ok((fd, addr))) => {
+                    let Some(peer) = addr.and_then(|a| SocketAddr::try_from(a).ok()) else {
+                        continue;
+                    };
+                    let svc = slot.current();
+                    let guard = OpenGuard::new(&shared);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        handle(fd, peer, vip, svc, &shared).await;
+                    });
+                }
+                Ok(Err(e)) => {
+                    // Out of file descriptors or memory: back off instead of spinning; the
+                    // backlog holds the clients meanwhile.
+                    tracing::warn!(service = %slot.key, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                Err(_would_block) => break,
             }
         }
+    }
+}
+
+/// Opens a non-blocking connection to `addr` and waits until it is established.
+async fn connect_one(addr: SocketAddr) -> io::Result<Sock> {
+    let family = if addr.is_ipv6() {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let sock = crate::sys::register(fd)?;
+    let mut g = sock.writable().await?;
+    match rustix::net::sockopt::socket_error(sock.get_ref())? {
+        Ok(()) => {
+            g.retain_ready();
+            drop(g);
+            Ok(sock)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -48,7 +95,7 @@ async fn connect(
     peer: SocketAddr,
     vip: SocketAddr,
     timeout: Duration,
-) -> Option<(Conn, TcpStream)> {
+) -> Option<(Conn, Sock)> {
     let mut failed: Vec<SocketAddr> = Vec::new();
     loop {
         let conn = match svc.schedule(peer, vip, now_ms(), &failed) {
@@ -63,8 +110,8 @@ async fn connect(
             }
         };
         let addr = conn.dest_addr();
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Some((conn, stream)),
+        match tokio::time::timeout(timeout, connect_one(addr)).await {
+            Ok(Ok(sock)) => return Some((conn, sock)),
             Ok(Err(e)) => {
                 tracing::debug!(real = %addr, error = %e, "connect failed; trying another real server")
             }
@@ -78,18 +125,20 @@ async fn connect(
 }
 
 async fn handle(
-    client: TcpStream,
+    client: OwnedFd,
     peer: SocketAddr,
     vip: SocketAddr,
     svc: Arc<Service>,
     shared: &Shared,
 ) {
     let settings = shared.settings();
+    let _ = rustix::net::sockopt::set_tcp_nodelay(&client, true);
+    let Ok(client) = crate::sys::register(client) else {
+        return;
+    };
     let Some((conn, server)) = connect(&svc, peer, vip, settings.connect_timeout).await else {
         return;
     };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
     if conn.proxy_protocol() {
         let mut hdr = Vec::with_capacity(64);
         encode_v2(peer, vip, Transport::Stream, &mut hdr);
@@ -98,27 +147,21 @@ async fn handle(
             return;
         }
     }
-    let (mut p_in, mut p_out) = match (Pipe::take(), Pipe::take()) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "cannot create pipe");
-            conn.close(now_ms());
-            return;
-        }
-    };
+    pump(&client, &server, &conn, &settings).await;
+    conn.close(now_ms());
+}
+
+/// Forwards both directions until the connection ends: both sides closed, an error, or an
+/// idle timeout (`tcp` while both directions are open, `tcp-fin` once one side has closed).
+async fn pump(client: &Sock, server: &Sock, conn: &Conn, settings: &herd_lb::dataplane::Settings) {
     let activity = AtomicU64::new(0);
-    let conn_ref = &conn;
-    let c2s = forward(&client, &server, &mut p_in, &activity, |n| {
-        conn_ref.record_in(1, n)
-    });
-    let s2c = forward(&server, &client, &mut p_out, &activity, |n| {
-        conn_ref.record_out(1, n)
-    });
+    let c2s = forward(client, server, &activity, |n| conn.record_in(1, n));
+    let s2c = forward(server, client, &activity, |n| conn.record_out(1, n));
     tokio::pin!(c2s, s2c);
     let tcp_idle = Duration::from_secs(u64::from(settings.timeouts.tcp));
     let fin_idle = Duration::from_secs(u64::from(settings.timeouts.tcp_fin));
 
-    // Phase 1: both directions open, idle timeout `tcp`.
+    // Phase 1: both directions open.
     let first = tokio::select! {
         r = &mut c2s => Some((r, true)),
         r = &mut s2c => Some((r, false)),
@@ -131,7 +174,7 @@ async fn handle(
         // A reset or error on one side ends the connection; dropping both sockets closes them.
         return;
     }
-    // Phase 2: half-closed, idle timeout `tcp-fin`, as the kernel's FIN_WAIT.
+    // Phase 2: half-closed, as the kernel's FIN_WAIT.
     conn.half_closed(now_ms());
     if client_done {
         tokio::select! {
@@ -158,22 +201,4 @@ async fn idle(activity: &AtomicU64, period: Duration) {
         }
         seen = now;
     }
-}
-
-async fn write_all(s: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        s.writable().await?;
-        match s.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Counts how many TCP connections are open, for tests.
-#[allow(dead_code)]
-pub(crate) fn open(shared: &Shared) -> usize {
-    shared.open.load(Relaxed)
 }

@@ -299,3 +299,58 @@ fn ipv6_service_on_loopback() {
     let _d = Daemon::start("ipv6", &service(vip, "wlc", &[(b.addr, 1)]));
     assert_eq!(get(vip).unwrap(), "six");
 }
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
+}
+
+#[test]
+fn bulk_transfers_in_both_directions_arrive_intact_through_splice() {
+    const UP: usize = 3 << 20;
+    const DOWN: usize = 5 << 20;
+    let net = Net::new("bulk");
+    let b = Backend::custom(net.addr(11, 9000), |mut s: TcpStream| {
+        // Read everything the client sends (until its FIN), then answer with the hash of it
+        // followed by a large body.
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&fnv(&got).to_be_bytes()).unwrap();
+        s.write_all(&(got.len() as u64).to_be_bytes()).unwrap();
+        s.write_all(&pattern(DOWN, 7)).unwrap();
+    });
+    let vip = net.addr(100, 9000);
+    let d = Daemon::start("bulk", &service(vip, "rr", &[(b.addr, 1)]));
+    let mut c = TcpStream::connect(vip).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let up = pattern(UP, 3);
+    // Small writes first (the copy path), then bulk (the splice path).
+    for chunk in up[..4096].chunks(100) {
+        c.write_all(chunk).unwrap();
+    }
+    c.write_all(&up[4096..]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut resp = Vec::new();
+    c.read_to_end(&mut resp).unwrap();
+    assert_eq!(resp.len(), 16 + DOWN);
+    assert_eq!(
+        u64::from_be_bytes(resp[..8].try_into().unwrap()),
+        fnv(&up),
+        "upload corrupted"
+    );
+    assert_eq!(
+        u64::from_be_bytes(resp[8..16].try_into().unwrap()),
+        UP as u64
+    );
+    assert!(resp[16..] == pattern(DOWN, 7)[..], "download corrupted");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["stats"]["bytes-in"], UP as u64);
+    assert_eq!(json[0]["stats"]["bytes-out"], (16 + DOWN) as u64);
+}
