@@ -78,14 +78,18 @@ async fn connect_one(addr: SocketAddr) -> io::Result<Sock> {
     }
     let sock = crate::sys::register(fd)?;
     let mut g = sock.writable().await?;
-    match rustix::net::sockopt::socket_error(sock.get_ref())? {
-        Ok(()) => {
-            g.retain_ready();
-            drop(g);
-            Ok(sock)
-        }
-        Err(e) => Err(e.into()),
+    let ready = g.ready();
+    // A failed connect reports EPOLLERR/EPOLLHUP with its EPOLLOUT; only then is SO_ERROR
+    // worth a system call, to say why.
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(match rustix::net::sockopt::socket_error(sock.get_ref())? {
+            Err(e) => e.into(),
+            Ok(()) => io::Error::from(io::ErrorKind::ConnectionRefused),
+        });
     }
+    g.retain_ready();
+    drop(g);
+    Ok(sock)
 }
 
 /// Connects to a real server, trying others when a connect fails or times out, so the client
