@@ -33,15 +33,20 @@ CONNS=${CONNS:-64}
 WARMUP=${WARMUP:-1}
 JSON_OUT=
 INSTALL=0
-LBS=${LBS:-haproxy,nginx,herd}
+# Run order within a round (rotated every round): herd next to HAProxy, so that the pair it is
+# compared with runs close together in time.
+LBS=${LBS:-haproxy,herd,nginx}
 DIRECT=1
 MODES=${MODES:-keepalive,close}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
-# CPU pinning (taskset -c LIST); empty = let the scheduler place it (the default, see README).
-CPU_LB=${CPU_LB:-}
-CPU_WRK=${CPU_WRK:-}
-CPU_BACKENDS=${CPU_BACKENDS:-}
+# CPU pinning (taskset -c LIST). Unset: the defaults chosen below (load balancer alone on CPU 1,
+# wrk and backends on CPU 0); set to "" or use --no-pin to let the scheduler place it.
+PIN=1
 KEEP_TMP=0
+# A run during which processes not started here took more than OTHER_LIMIT % of one CPU is
+# measured again, at most RETRIES times.
+OTHER_LIMIT=${OTHER_LIMIT:-20}
+RETRIES=${RETRIES:-2}
 
 usage() {
     cat <<EOF
@@ -62,6 +67,10 @@ Options:
   --lbs LIST        load balancers to measure, comma-separated (default $LBS)
   --modes LIST      keepalive,close (default $MODES)
   --no-direct       skip the reference row (wrk straight at one backend)
+  --no-pin          do not pin anything to CPUs (default: LB alone on CPU 1; wrk and the
+                    backends on CPU 0; see README)
+  --one-core        pin everything to CPU 0: no cross-CPU traffic, far steadier numbers on a
+                    VM, compares CPU cost rather than one-core capacity (see README)
   --install         install missing peers with apt-get (needs root)
   --keep-tmp        keep the temp dir (configs, logs, raw wrk output) for inspection
   -h, --help        this help
@@ -69,7 +78,9 @@ Options:
 Environment:
   HERD=PATH         use this herd binary instead of building it (cargo build --release -p herd)
   DURATION, ROUNDS, CONNS, WARMUP (s, default 1), BACKEND_WORKERS (default 1),
-  CPU_LB, CPU_WRK, CPU_BACKENDS=LIST   pin with taskset -c LIST (default: not pinned; README)
+  OTHER_LIMIT=20, RETRIES=2   a run during which other processes took more than OTHER_LIMIT %
+                    of one CPU is measured again, at most RETRIES times
+  CPU_LB, CPU_WRK, CPU_BACKENDS=LIST   taskset -c LIST for each part ("" = not pinned)
   CI=true           as root, missing peers are installed without --install
 
 Needs: $APT_LINE
@@ -92,6 +103,8 @@ while [ $# -gt 0 ]; do
     --lbs) LBS=${2:?--lbs needs a list}; shift 2 ;;
     --modes) MODES=${2:?--modes needs a list}; shift 2 ;;
     --no-direct) DIRECT=0; shift ;;
+    --no-pin) PIN=0; shift ;;
+    --one-core) PIN=one; shift ;;
     --install) INSTALL=1; shift ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -107,6 +120,8 @@ is_uint "$CONNS" || die "--conns must be a positive integer, not '$CONNS'"
 [ "$DURATION" -le 600 ] || die "--duration is capped at 600 s"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds"
 is_uint "$BACKEND_WORKERS" || die "BACKEND_WORKERS must be a positive integer"
+[[ $OTHER_LIMIT =~ ^[0-9]+$ ]] || die "OTHER_LIMIT must be a whole number (% of one CPU)"
+[[ $RETRIES =~ ^[0-9]+$ ]] && [ "$RETRIES" -le 5 ] || die "RETRIES must be 0..5"
 
 IFS=, read -r -a LB_LIST <<<"$LBS"
 for lb in "${LB_LIST[@]}"; do
@@ -152,6 +167,20 @@ fi
 for tool in awk sort timeout ss; do
     command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' (coreutils / gawk|mawk / iproute2)"
 done
+# The system under test gets a core of its own, so that req/s measures what one load-balancer
+# thread can forward; wrk (one thread) and the backends share CPU 0. The "direct" row, wrk
+# straight at a backend on that same core, shows the ceiling of the load side. See README.
+NCPU=$(nproc)
+if [ "$PIN" = one ]; then
+    CPU_LB=0 CPU_WRK=0 CPU_BACKENDS=0
+elif [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ]; then
+    CPU_LB=${CPU_LB-1}
+    CPU_WRK=${CPU_WRK-0}
+    if [ "$NCPU" -ge 3 ]; then CPU_BACKENDS=${CPU_BACKENDS-2-$((NCPU - 1))}; else CPU_BACKENDS=${CPU_BACKENDS-0}; fi
+else
+    [ "$PIN" = 1 ] && log "only one CPU: nothing is pinned"
+    CPU_LB='' CPU_WRK='' CPU_BACKENDS=''
+fi
 if [ -n "$CPU_LB$CPU_WRK$CPU_BACKENDS" ]; then
     command -v taskset >/dev/null 2>&1 || die "CPU_* pinning needs taskset (util-linux)"
 fi
@@ -296,8 +325,20 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# Machine-wide "busy idle" jiffies from /proc/stat, to tell a CPU-bound run from one that waits.
+# Machine-wide "busy idle" jiffies from /proc/stat: to tell a CPU-bound run from one that waits,
+# and (with the processes' own ticks, which include the softirq work done in their context) how
+# much CPU something else on the box took.
 box_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, $5 + $6; exit }' /proc/stat; }
+
+# CPU ticks of this shell's waited-for children (wrk, via timeout), from the `times` builtin,
+# into CHILD_TICKS. Not called as $(...): a subshell's children start from zero.
+child_ticks() {
+    times >"$TMP/times"
+    CHILD_TICKS=$(awk -v tck="$CLK_TCK" 'NR == 2 {
+        t = 0
+        for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+        printf "%d\n", t * tck }' "$TMP/times")
+}
 
 # --- herd binary ---
 HERD_BIN=
@@ -331,6 +372,8 @@ MAXCONN=$(((NOFILE - 200) / 2))
 [ "$MAXCONN" -ge $((CONNS * 2)) ] || die "fd limit $NOFILE is too low for --conns $CONNS (raise ulimit -n)"
 
 # --- backends: one nginx, three server blocks ---
+# Every listener gets a backlog of 4096 (HAProxy's and herd's too, given somaxconn 4096), so
+# that a burst of connects (the warm-up opens --conns at once) is not dropped by nginx's 511.
 # One nginx with $BACKEND_WORKERS worker(s) serving all three addresses: three separate nginx
 # processes would be three more runnable processes fighting for the same two cores (see README).
 {
@@ -351,7 +394,7 @@ MAXCONN=$(((NOFILE - 200) / 2))
     echo "    fastcgi_temp_path $TMP/ngx-tmp; uwsgi_temp_path $TMP/ngx-tmp; scgi_temp_path $TMP/ngx-tmp;"
     i=1
     for ap in "${BACKENDS[@]}"; do
-        echo "    server { listen $ap; location / { return 200 \"node0$i\\n\"; } }"
+        printf '    server { listen %s backlog=4096; location / { return 200 "node0%d\\n"; } }\n' "$ap" "$i"
         i=$((i + 1))
     done
     echo "}"
@@ -395,7 +438,7 @@ stream {
         server $BE3;
     }
     server {
-        listen ${VIP[nginx]};
+        listen ${VIP[nginx]} backlog=4096;
         proxy_pass be;
         proxy_connect_timeout 3s;
     }
@@ -437,7 +480,6 @@ V_WRK=${V_WRK% Copyright*}
 V_HERD=-
 [ -n "$HERD_BIN" ] && V_HERD=$(first_line "$HERD_BIN" --version)
 V_KERNEL=$(uname -sr)
-NCPU=$(nproc)
 echo "versions:"
 echo "  $V_HAPROXY"
 echo "  $V_NGINX"
@@ -525,17 +567,18 @@ owner_pid() { # target -> pid whose CPU counts as the load balancer's ("-" for d
     case "$1" in direct) echo - ;; *) echo "${PID[$1]}" ;; esac
 }
 
-alive_or_fail() { # target
+alive_or_fail() { # target [more log files to show]
     local t=$1
+    shift
     [ "$t" = direct ] && t=backends
-    local logf
+    local logf rc
     case "$t" in
     backends) logf=$TMP/backends.error.log ;; haproxy) logf=$TMP/haproxy.log ;;
     nginx) logf=$TMP/nginx-stream.error.log ;; herd) logf=$TMP/herd.log ;;
     esac
     kill -0 "${PID[$t]}" 2>/dev/null || {
         wait "${PID[$t]}" 2>/dev/null && rc=0 || rc=$?
-        fail "$t (pid ${PID[$t]}) died during the benchmark (exit status $rc)" "$logf"
+        fail "$t (pid ${PID[$t]}) died during the benchmark (exit status $rc)" "$logf" "$@"
     }
 }
 
@@ -548,7 +591,38 @@ if [ "$WARMUP" -gt 0 ]; then
     done
 fi
 
-RESULTS=$TMP/results.tsv # mode target round rps p99_ms socket_errors non2xx requests lb_cpu_ticks box_busy_pct
+# One wrk run against a target, with CPU accounting. Sets M_PARSED (see parse_wrk), M_LB_TICKS
+# (the LB's CPU ticks), M_BUSY (% of all CPUs busy) and M_OTHER (% of one CPU that processes
+# not started by this script took).
+measure() { # target mode outfile
+    local t=$1 mode=$2 out=$3 pid c0=0 c1=0 w0 w1 s0 s1 b0 i0 b1 i1
+    pid=$(owner_pid "$t")
+    [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
+    child_ticks
+    w0=$CHILD_TICKS
+    s0=$(cpu_ticks "${PID[backends]}")
+    read -r b0 i0 <<<"$(box_ticks)"
+    if ! run_wrk "$t" "$mode" "$DURATION" "$out"; then
+        alive_or_fail "$t" "$out"
+        fail "wrk against $t ($mode) failed" "$out"
+    fi
+    read -r b1 i1 <<<"$(box_ticks)"
+    [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
+    s1=$(cpu_ticks "${PID[backends]}")
+    child_ticks
+    w1=$CHILD_TICKS
+    alive_or_fail "$t" "$out"
+    M_LB_TICKS=$((c1 - c0))
+    M_BUSY=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
+    # Busy time not spent by our processes: a compile or a test suite running beside the
+    # benchmark shows here. The processes' own ticks include the softirq work done in their
+    # context, so they are compared with all busy time, softirq included.
+    M_OTHER=$(awk -v u=$((b1 - b0)) -v ours=$((c1 - c0 + s1 - s0 + w1 - w0)) -v tck="$CLK_TCK" -v d="$DURATION" \
+        'BEGIN { o = (u - ours) / tck / d * 100; printf "%.0f", o < 0 ? 0 : o }')
+    M_PARSED=$(parse_wrk "$out") || fail "cannot parse wrk output for $t ($mode)" "$out"
+}
+
+RESULTS=$TMP/results.tsv # mode target round rps p99_ms socket_errors non2xx requests lb_cpu_ticks box_busy_pct other_cpu_pct
 : >"$RESULTS"
 NT=${#TARGETS[@]}
 total_runs=$((ROUNDS * ${#MODE_LIST[@]} * NT))
@@ -559,29 +633,26 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < NT; k++)); do
             t=${TARGETS[$(((k + r - 1) % NT))]}
             run=$((run + 1))
-            out=$TMP/wrk-r$r-$mode-$t.txt
-            pid=$(owner_pid "$t")
-            c0=0
-            [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
-            read -r b0 i0 <<<"$(box_ticks)"
-            if ! run_wrk "$t" "$mode" "$DURATION" "$out"; then
-                alive_or_fail "$t"
-                fail "wrk against $t ($mode) failed" "$out"
-            fi
-            c1=0
-            [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
-            read -r b1 i1 <<<"$(box_ticks)"
-            busy=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
-            alive_or_fail "$t"
-            parsed=$(parse_wrk "$out") || fail "cannot parse wrk output for $t ($mode)" "$out"
-            read -r rps p99 serr non2xx reqs <<<"$parsed"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$r" "$rps" "$p99" "$serr" "$non2xx" "$reqs" $((c1 - c0)) "$busy" >>"$RESULTS"
-            printf '  [%2d/%d] round %d %-9s %-8s %10s req/s  p99 %8s ms  errors %s/%s  cpu: LB %s%%, box %s%%\n' \
+            # A run during which other processes took much CPU is measured again, at most
+            # RETRIES times; the last attempt counts either way.
+            for ((attempt = 0; attempt <= RETRIES; attempt++)); do
+                measure "$t" "$mode" "$TMP/wrk-r$r-$mode-$t.txt"
+                [ "$M_OTHER" -le "$OTHER_LIMIT" ] && break
+                if [ "$attempt" -lt "$RETRIES" ]; then
+                    log "warning: other processes took ${M_OTHER}% of a CPU during this run; measuring it again"
+                    sleep 2
+                else
+                    log "warning: other processes took ${M_OTHER}% of a CPU during this run; its numbers are suspect"
+                fi
+            done
+            read -r rps p99 serr non2xx reqs <<<"$M_PARSED"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$r" "$rps" "$p99" "$serr" "$non2xx" "$reqs" "$M_LB_TICKS" "$M_BUSY" "$M_OTHER" >>"$RESULTS"
+            printf '  [%2d/%d] round %d %-9s %-8s %10s req/s  p99 %8s ms  errors %s/%s  cpu: LB %s%%, box %s%%, others %s%%\n' \
                 "$run" "$total_runs" "$r" "$mode" "$t" "$rps" "$p99" "$serr" "$non2xx" \
-                "$([ "$pid" = - ] && echo - || echo $(((c1 - c0) * 100 / CLK_TCK / DURATION)))" "$busy" >&2
+                "$([ "$t" = direct ] && echo - || echo $((M_LB_TICKS * 100 / CLK_TCK / DURATION)))" "$M_BUSY" "$M_OTHER" >&2
             if [ "$serr" != 0 ] || [ "$non2xx" != 0 ]; then
                 log "$t ($mode) had errors; wrk said:"
-                sed 's/^/    /' "$out" >&2
+                sed 's/^/    /' "$TMP/wrk-r$r-$mode-$t.txt" >&2
             fi
         done
     done
@@ -589,7 +660,7 @@ done
 
 # --- summary ---
 # Per mode and target: medians of req/s and p99 over rounds, summed errors, LB CPU per request.
-SUMMARY=$TMP/summary.tsv # mode target rps_med p99_med socket_errors non2xx cpu_us_per_req cpu_pct box_busy_med
+SUMMARY=$TMP/summary.tsv # mode target rps_med p99_med socket_errors non2xx cpu_us_per_req cpu_pct box_busy_med rps_spread_pct other_cpu_max rps_best
 awk -F'\t' -v tck="$CLK_TCK" -v dur="$DURATION" '
     function median(s,   a, n, i, j, t) {
         n = split(s, a, " ")
@@ -599,7 +670,7 @@ awk -F'\t' -v tck="$CLK_TCK" -v dur="$DURATION" '
     {
         k = $1 SUBSEP $2
         if (!(k in rps)) order[++no] = k
-        rps[k] = rps[k] " " $4; p99[k] = p99[k] " " $5; busy[k] = busy[k] " " $10
+        rps[k] = rps[k] " " $4; if (!(k in lo) || $4 + 0 < lo[k]) lo[k] = $4 + 0; if (!(k in hi) || $4 + 0 > hi[k]) hi[k] = $4 + 0; p99[k] = p99[k] " " $5; busy[k] = busy[k] " " $10; if ($11 + 0 > oth[k]) oth[k] = $11 + 0
         serr[k] += $6; n2[k] += $7; reqs[k] += $8; ticks[k] += $9; runs[k]++
     }
     END {
@@ -607,18 +678,35 @@ awk -F'\t' -v tck="$CLK_TCK" -v dur="$DURATION" '
             k = order[i]; split(k, mt, SUBSEP)
             cpu = (mt[2] == "direct" || reqs[k] == 0) ? "-" : sprintf("%.2f", ticks[k] / tck * 1e6 / reqs[k])
             pct = (mt[2] == "direct") ? "-" : sprintf("%.0f", ticks[k] / tck / (dur * runs[k]) * 100)
-            printf "%s\t%s\t%.2f\t%.3f\t%d\t%d\t%s\t%s\t%.0f\n", mt[1], mt[2], median(rps[k]), median(p99[k]), serr[k], n2[k], cpu, pct, median(busy[k])
+            m = median(rps[k])
+            printf "%s\t%s\t%.2f\t%.3f\t%d\t%d\t%s\t%s\t%.0f\t%.0f\t%d\t%.2f\n", mt[1], mt[2], m, median(p99[k]), serr[k], n2[k], cpu, pct, median(busy[k]), (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), oth[k], hi[k]
         }
     }' "$RESULTS" >"$SUMMARY"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'; }
 field() { awk -F'\t' -v m="$1" -v t="$2" -v c="$3" '$1 == m && $2 == t { print $c }' "$SUMMARY"; }
+# Median over rounds of the per-round ratio a/b of RESULTS column c (4 req/s, 5 p99). Runs of the
+# same round are close in time, so this ratio is less hurt by slow phases of a shared machine
+# than the ratio of the medians.
+paired_ratio() { # mode a b column
+    awk -F'\t' -v m="$1" -v a="$2" -v b="$3" -v c="$4" '
+        $1 == m && $2 == a { x[$3] = $c } $1 == m && $2 == b { y[$3] = $c }
+        END {
+            n = 0
+            for (r in x) if ((r in y) && y[r] + 0 > 0) v[++n] = x[r] / y[r]
+            if (n == 0) { print "-"; exit }
+            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            printf "%.2f\n", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }' "$RESULTS"
+}
 
+ROW='%-8s %10s %10s %6s %7s %7s %6s %9s %6s %7s %6s %10s %8s\n'
 echo
 for mode in "${MODE_LIST[@]}"; do
     case "$mode" in keepalive) title="keep-alive" ;; close) title="Connection: close" ;; esac
     echo "== $title: wrk -t1 -c$CONNS -d${DURATION}s, median of $ROUNDS round(s) =="
-    printf '%-8s %11s %8s %8s %7s %10s %7s %8s %11s %9s\n' target "req/s" "p99 ms" "sockerr" "non2xx" "LB us/req" "LB cpu" "box cpu" "req/s /HAP" "p99 /HAP"
+    # shellcheck disable=SC2059 # the format is ours
+    printf "$ROW" target "req/s" "best req/s" spread "p99 ms" sockerr non2xx "LB us/req" "LB cpu" "box cpu" others "req/s /HAP" "p99 /HAP"
     ha_rps=$(field "$mode" haproxy 3)
     ha_p99=$(field "$mode" haproxy 4)
     for t in "${TARGETS[@]}"; do
@@ -631,14 +719,19 @@ for mode in "${MODE_LIST[@]}"; do
         fi
         pct=$(field "$mode" "$t" 8)
         [ "$pct" != - ] && pct="$pct%"
-        printf '%-8s %11s %8s %8s %7s %10s %7s %8s %11s %9s\n' "$t" "$rps" "$p99" \
-            "$(field "$mode" "$t" 5)" "$(field "$mode" "$t" 6)" "$(field "$mode" "$t" 7)" "$pct" "$(field "$mode" "$t" 9)%" "$rr" "$rp"
+        # shellcheck disable=SC2059
+        printf "$ROW" "$t" "$rps" "$(field "$mode" "$t" 12)" "$(field "$mode" "$t" 10)%" "$p99" "$(field "$mode" "$t" 5)" "$(field "$mode" "$t" 6)" \
+            "$(field "$mode" "$t" 7)" "$pct" "$(field "$mode" "$t" 9)%" "$(field "$mode" "$t" 11)%" "$rr" "$rp"
     done
     if has_lb herd && has_lb haproxy; then
-        echo "herd/HAProxy: req/s x$(ratio "$(field "$mode" herd 3)" "$ha_rps") (higher is better for herd), p99 x$(ratio "$(field "$mode" herd 4)" "$ha_p99") (lower is better for herd)"
+        echo "herd/HAProxy req/s: x$(ratio "$(field "$mode" herd 3)" "$ha_rps") (medians), x$(paired_ratio "$mode" herd haproxy 4) (median of per-round ratios), x$(ratio "$(field "$mode" herd 12)" "$(field "$mode" haproxy 12)") (best runs); higher is better for herd"
+        echo "herd/HAProxy p99:   x$(ratio "$(field "$mode" herd 4)" "$ha_p99") (medians), x$(paired_ratio "$mode" herd haproxy 5) (median of per-round ratios); lower is better for herd"
     fi
     echo
 done
+echo "best req/s: the fastest round (noise on a VM only ever slows a run down). spread: (max-min)/median"
+echo "of req/s. LB us/req: the LB process's user+system CPU per request. box cpu: busy share of all"
+echo "CPUs. others: most CPU (% of one CPU) that processes not started here took during one run."
 
 # --- JSON ---
 json_str() { # escapes a string for JSON
@@ -657,7 +750,7 @@ if [ -n "$JSON_OUT" ]; then
         echo "  \"settings\": {\"rounds\": $ROUNDS, \"duration_s\": $DURATION, \"connections\": $CONNS, \"wrk_threads\": 1, \"lb_threads\": 1, \"backend_workers\": $BACKEND_WORKERS, \"pinning\": $(json_str "$PINNING"), \"cpus\": $NCPU},"
         echo "  \"summary\": ["
         awk -F'\t' '{
-            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"rps_median\": %s, \"p99_ms_median\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"lb_cpu_us_per_req\": %s, \"lb_cpu_pct\": %s, \"box_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8), $9
+            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"rps_median\": %s, \"p99_ms_median\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"lb_cpu_us_per_req\": %s, \"lb_cpu_pct\": %s, \"box_cpu_pct\": %s, \"rps_spread_pct\": %s, \"other_cpu_pct_max\": %s, \"rps_best\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8), $9, $10, $11, $12
         } END { print "" }' "$SUMMARY"
         echo "  ],"
         echo "  \"ratios_herd_over_haproxy\": {"
@@ -668,14 +761,17 @@ if [ -n "$JSON_OUT" ]; then
                 first=0
                 rr=$(ratio "$(field "$mode" herd 3)" "$(field "$mode" haproxy 3)")
                 rp=$(ratio "$(field "$mode" herd 4)" "$(field "$mode" haproxy 4)")
-                printf '    "%s": {"rps": %s, "p99": %s}' "$mode" "${rr/-/null}" "${rp/-/null}"
+                pr=$(paired_ratio "$mode" herd haproxy 4)
+                pp=$(paired_ratio "$mode" herd haproxy 5)
+                pb=$(ratio "$(field "$mode" herd 12)" "$(field "$mode" haproxy 12)")
+                printf '    "%s": {"rps": %s, "p99": %s, "rps_paired": %s, "p99_paired": %s, "rps_best": %s}' "$mode" "${rr/-/null}" "${rp/-/null}" "${pr/-/null}" "${pp/-/null}" "${pb/-/null}"
             fi
         done
         echo
         echo "  },"
         echo "  \"runs\": ["
         awk -F'\t' -v tck="$CLK_TCK" '{
-            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"round\": %s, \"rps\": %s, \"p99_ms\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"requests\": %s, \"lb_cpu_s\": %s, \"box_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8, ($2 == "direct" ? "null" : sprintf("%.2f", $9 / tck)), $10
+            printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"round\": %s, \"rps\": %s, \"p99_ms\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"requests\": %s, \"lb_cpu_s\": %s, \"box_cpu_pct\": %s, \"other_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8, ($2 == "direct" ? "null" : sprintf("%.2f", $9 / tck)), $10, $11
         } END { print "" }' "$RESULTS"
         echo "  ]"
         echo "}"

@@ -16,8 +16,13 @@ use crate::proxy_protocol::{encode_v2, Transport};
 use crate::splice::{forward, write_all, Sock};
 use crate::{OpenGuard, ServiceSlot, Shared};
 
-/// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted; each
-/// wake-up accepts until the backlog is empty.
+/// Most connections accepted per wake-up before the connections already accepted get to run
+/// (haproxy's `tune.maxaccept`). Accepting a deep backlog in one go queues every new client
+/// behind all the others: with 1000 clients in `Connection: close` mode, p99 was 150 ms without a
+/// cap and 200 ms with 16, against 25–45 ms with 4 (HAProxy: 22–50 ms on the same runs).
+const MAX_ACCEPT: usize = 4;
+
+/// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted.
 pub(crate) async fn accept_loop(
     listener: AsyncFd<OwnedFd>,
     slot: Arc<ServiceSlot>,
@@ -29,7 +34,13 @@ pub(crate) async fn accept_loop(
         let Ok(mut g) = listener.readable().await else {
             return;
         };
-        loop {
+        for accepted in 0.. {
+            if accepted == MAX_ACCEPT {
+                // The backlog may hold more: keep the readiness and let others run first.
+                drop(g);
+                tokio::task::yield_now().await;
+                break;
+            }
             match g.try_io(|fd| {
                 rustix::net::acceptfrom_with(fd.get_ref(), flags).map_err(io::Error::from)
             }) {
