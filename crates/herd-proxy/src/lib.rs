@@ -95,31 +95,60 @@ impl Drop for Listening {
 }
 
 /// The userspace proxy data plane.
+///
+/// Each worker is an OS thread running its own single-threaded tokio runtime; every service has
+/// one `SO_REUSEPORT` listener per worker, served on that worker. A connection lives its whole
+/// life on the worker that accepted it: no task migrates, and no scheduler state is shared
+/// between workers (a single-threaded runtime also wakes tasks more cheaply than the
+/// work-stealing one).
 #[derive(Debug)]
 pub struct Proxy {
-    rt: Handle,
-    workers: usize,
+    workers: Vec<Handle>,
     shared: Arc<Shared>,
     listening: Mutex<HashMap<ServiceKey, Listening>>,
 }
 
 impl Proxy {
-    /// A proxy whose tasks run on `rt`, with `workers` listening sockets per service.
-    pub fn new(rt: Handle, workers: usize, settings: Settings) -> Proxy {
-        Proxy {
-            rt,
-            workers: workers.max(1),
+    /// Starts `workers` worker threads (at least one).
+    pub fn new(workers: usize, settings: Settings) -> std::io::Result<Proxy> {
+        let mut handles = Vec::with_capacity(workers.max(1));
+        for i in 0..workers.max(1) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("herd-worker-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    // The worker runs its tasks until the process exits.
+                    rt.block_on(std::future::pending::<()>());
+                })?;
+            let handle = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("worker thread died at start"))??;
+            handles.push(handle);
+        }
+        Ok(Proxy {
+            workers: handles,
             shared: Arc::new(Shared {
                 settings: RwLock::new(settings),
                 open: AtomicUsize::new(0),
             }),
             listening: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     fn bind(&self, key: &ServiceKey) -> Result<Vec<Socket>, ApiError> {
-        let mut out = Vec::with_capacity(self.workers);
-        for _ in 0..self.workers {
+        let mut out = Vec::with_capacity(self.workers.len());
+        for _ in 0..self.workers.len() {
             out.push(bind_one(key).map_err(|e| {
                 ApiError::new(ErrorKind::Bind, format!("cannot listen on {key}: {e}"))
             })?);
@@ -132,20 +161,21 @@ impl Proxy {
         slot: &Arc<ServiceSlot>,
         sockets: Vec<Socket>,
     ) -> Result<Vec<JoinHandle<()>>, ApiError> {
-        let _enter = self.rt.enter();
         let mut tasks = Vec::with_capacity(sockets.len());
-        for s in sockets {
+        for (s, rt) in sockets.into_iter().zip(&self.workers) {
+            // Registration binds a socket to the reactor of the runtime entered here.
+            let _enter = rt.enter();
             let shared = self.shared.clone();
             let slot2 = slot.clone();
             let task = match slot.key.protocol {
                 Protocol::Tcp => {
                     let l = sys::register(s.into()).map_err(|e| internal(&slot.key, e))?;
-                    self.rt.spawn(tcp::accept_loop(l, slot2, shared))
+                    rt.spawn(tcp::accept_loop(l, slot2, shared))
                 }
                 Protocol::Udp => {
                     let u = tokio::net::UdpSocket::from_std(s.into())
                         .map_err(|e| internal(&slot.key, e))?;
-                    self.rt.spawn(udp::serve(Arc::new(u), slot2, shared))
+                    rt.spawn(udp::serve(Arc::new(u), slot2, shared))
                 }
             };
             tasks.push(task);

@@ -72,17 +72,19 @@ pub fn worker_count(configured: usize) -> usize {
 impl Daemon {
     /// Builds the daemon and binds the virtual services of `config`. Nothing is bound if any
     /// listener fails.
-    pub fn start(
-        source: Source,
-        config: Config,
-        rt: tokio::runtime::Handle,
-    ) -> Result<Arc<Daemon>, ApiError> {
+    pub fn start(source: Source, config: Config) -> Result<Arc<Daemon>, ApiError> {
         let workers = worker_count(config.lb.workers);
         let settings = Settings {
             timeouts: config.lb.timeouts,
             connect_timeout: config.lb.connect_timeout,
         };
-        let dp: Arc<dyn DataPlane> = Arc::new(Proxy::new(rt, workers, settings));
+        let proxy = Proxy::new(workers, settings).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("cannot start the data plane: {e}"),
+            )
+        })?;
+        let dp: Arc<dyn DataPlane> = Arc::new(proxy);
         let mut table = Table::new(settings);
         table.apply_config(&config.lb, dp.as_ref())?;
         Ok(Arc::new(Daemon {
@@ -216,9 +218,9 @@ impl Daemon {
     }
 }
 
-/// Binds the control socket: creates its directory, replaces a stale socket file (one nobody
-/// listens on) and refuses to start if another daemon answers on it.
-pub async fn bind_control(path: &Path) -> Result<UnixListener> {
+/// Prepares the control socket's path: creates its directory, refuses to go on if another
+/// daemon answers on it, and removes a stale socket file (one nobody listens on).
+pub async fn check_control(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir)
@@ -232,6 +234,12 @@ pub async fn bind_control(path: &Path) -> Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// Binds the control socket. Its appearance tells clients (and tests) that the daemon is
+/// ready: it is bound only after every virtual service is.
+pub fn bind_control(path: &Path) -> Result<UnixListener> {
     let l = UnixListener::bind(path)
         .with_context(|| format!("cannot bind control socket {}", path.display()))?;
     // The control API can change the director: only the daemon's user may use it.

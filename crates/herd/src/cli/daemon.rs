@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use herd_core::config::Config;
 
 use super::exit;
-use crate::daemon::{bind_control, serve, worker_count, Daemon, Source};
+use crate::daemon::{bind_control, check_control, serve, Daemon, Source};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,7 +32,7 @@ pub fn run(a: Args, socket: Option<PathBuf>) -> u8 {
         .or_else(|| cfg.daemon.socket.clone())
         .unwrap_or_else(|| super::socket_path(None));
     init_logging(&cfg.daemon.log_level);
-    let Some(rt) = runtime(worker_count(cfg.lb.workers)) else {
+    let Some(rt) = runtime() else {
         return exit::SOFTWARE;
     };
     rt.block_on(daemon_main(
@@ -54,11 +54,12 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
-/// The runtime the daemon and its data plane run on: one worker thread per data-plane worker.
-pub fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+/// The runtime of the control side (API, signals, housekeeping). The data plane runs on its own
+/// worker threads (see `herd_proxy::Proxy`).
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("herd-worker")
+        .worker_threads(1)
+        .thread_name("herd-control")
         .enable_all()
         .build()
     {
@@ -77,21 +78,23 @@ pub async fn daemon_main(
     socket: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> u8 {
-    // 2. Bind: the control socket (refusing to start beside a running daemon), then the
-    //    virtual services.
-    let control = match bind_control(&socket).await {
-        Ok(l) => l,
+    // 2. Bind: the virtual services, then the control socket (whose appearance means ready).
+    if let Err(e) = check_control(&socket).await {
+        eprintln!("herd: {e:#}");
+        return exit::CANTCREAT;
+    }
+    let drain = cfg.daemon.drain_timeout;
+    let daemon = match Daemon::start(source, cfg) {
+        Ok(d) => d,
         Err(e) => {
-            eprintln!("herd: {e:#}");
+            eprintln!("herd: {}", e.message);
             return exit::CANTCREAT;
         }
     };
-    let drain = cfg.daemon.drain_timeout;
-    let daemon = match Daemon::start(source, cfg, tokio::runtime::Handle::current()) {
-        Ok(d) => d,
+    let control = match bind_control(&socket) {
+        Ok(l) => l,
         Err(e) => {
-            let _ = std::fs::remove_file(&socket);
-            eprintln!("herd: {}", e.message);
+            eprintln!("herd: {e:#}");
             return exit::CANTCREAT;
         }
     };

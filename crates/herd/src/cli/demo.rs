@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::daemon::{daemon_main, init_logging, runtime};
 use super::exit;
-use crate::daemon::{worker_count, Source};
+use crate::daemon::Source;
 
 /// The demo's config, also shipped as `examples/demo.toml`.
 pub const DEMO_CONFIG: &str = include_str!("../../../../examples/demo.toml");
@@ -42,7 +42,7 @@ pub fn run(a: Args, socket: Option<PathBuf>) -> u8 {
     cfg.lb.workers = a.workers;
     init_logging("warn");
     let socket = socket.unwrap_or_else(demo_socket);
-    let Some(rt) = runtime(worker_count(cfg.lb.workers)) else {
+    let Some(rt) = runtime() else {
         return exit::SOFTWARE;
     };
     rt.block_on(async move {
