@@ -156,6 +156,10 @@ struct Inner {
     est: RateEst,
 }
 
+/// How many times a retry asks the scheduler for another choice before falling back to the
+/// least loaded server that has not failed.
+const RETRY_PICKS: usize = 16;
+
 /// A virtual service at run time.
 #[derive(Debug)]
 pub struct Service {
@@ -268,13 +272,30 @@ impl Service {
         }
 
         if chosen.is_none() {
-            inner.fill_views(exclude);
+            inner.fill_views();
             let info = ConnInfo { client, vip };
-            chosen = inner.sched.schedule(&inner.views, &info, now_ms);
-            // A scheduler that hashes onto an excluded real server gives up; a retry after a
-            // failed connect must still reach any other available server, so fall back to the
-            // least loaded one.
+            // The scheduler always sees the real weights (hiding an excluded server by zeroing
+            // its weight would make the table-based schedulers rebuild and restart their
+            // rotation). A retry after a failed connect asks again — rotating schedulers move
+            // on to their next choice — and skips the servers that failed.
+            let tries = if exclude.is_empty() { 1 } else { RETRY_PICKS };
+            for _ in 0..tries {
+                match inner.sched.schedule(&inner.views, &info, now_ms) {
+                    Some(i) if exclude.contains(&inner.views[i].addr) => continue,
+                    other => {
+                        chosen = other;
+                        break;
+                    }
+                }
+            }
+            // Hashing schedulers keep answering with the server that failed: fall back to the
+            // least loaded of the others, so the client still gets an answer.
             if chosen.is_none() && !exclude.is_empty() {
+                for v in inner.views.iter_mut() {
+                    if exclude.contains(&v.addr) {
+                        v.weight = 0;
+                    }
+                }
                 chosen = least_loaded(&inner.views);
             }
             if let (Some(i), Some(k), Some(p)) = (chosen, pkey, persist) {
@@ -557,13 +578,12 @@ impl Inner {
         );
     }
 
-    fn fill_views(&mut self, exclude: &[SocketAddr]) {
+    fn fill_views(&mut self) {
         self.views.clear();
         for d in &self.dests {
-            let excluded = d.draining || exclude.contains(&d.dest.addr);
             self.views.push(DestView {
                 addr: d.dest.addr,
-                weight: if excluded { 0 } else { d.spec.weight },
+                weight: if d.draining { 0 } else { d.spec.weight },
                 active: d.dest.active.load(Relaxed),
                 inactive: d.dest.inactive.load(Relaxed),
                 overloaded: d.dest.overloaded.load(Relaxed),
@@ -572,7 +592,7 @@ impl Inner {
     }
 
     fn refresh_sched(&mut self) {
-        self.fill_views(&[]);
+        self.fill_views();
         self.sched.update(&self.views);
     }
 
@@ -917,6 +937,32 @@ mod tests {
             .dest_addr();
         assert_ne!(first, second);
         assert!(s.schedule(client(1), vip(), 0, &[first, second]).is_err());
+    }
+
+    #[test]
+    fn retries_keep_the_rotation_and_the_weights() {
+        // A dead server (weight 3) among live ones with weights 1, 2, 3: every connection the
+        // scheduler gives the dead one is retried, and the retries must spread over the live
+        // servers by weight, not all land on one of them.
+        let dead = real(9, 3);
+        let s = svc(
+            SchedulerKind::Wrr,
+            &[real(1, 1), real(2, 2), real(3, 3), dead],
+        );
+        let mut count: HashMap<SocketAddr, u32> = HashMap::new();
+        for n in 0..90u32 {
+            let c = client((n % 250) as u8);
+            let mut conn = s.schedule(c, vip(), 0, &[]).unwrap();
+            if conn.dest_addr() == dead.address {
+                drop(conn);
+                conn = s.schedule(c, vip(), 0, &[dead.address]).unwrap();
+            }
+            *count.entry(conn.dest_addr()).or_default() += 1;
+        }
+        let got = |h: u8| count.get(&real(h, 0).address).copied().unwrap_or(0);
+        assert_eq!(got(9), 0);
+        assert!(got(1) < got(2) && got(2) < got(3), "{count:?}");
+        assert!(got(1) >= 9, "{count:?}");
     }
 
     #[test]
