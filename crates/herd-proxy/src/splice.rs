@@ -19,7 +19,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use rustix::net::Shutdown;
+// recv/send rather than read/write: socket calls skip the VFS layer's file-position lock.
+use rustix::net::{RecvFlags, SendFlags, Shutdown};
 use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::io::unix::AsyncFd;
 
@@ -108,7 +109,9 @@ impl Drop for Buf {
 pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         let mut g = to.writable().await?;
-        match g.try_io(|fd| rustix::io::write(fd.get_ref(), buf).map_err(io::Error::from)) {
+        match g.try_io(|fd| {
+            rustix::net::send(fd.get_ref(), buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
+        }) {
             Ok(Ok(n)) => buf = &buf[n..],
             Ok(Err(e)) => return Err(e),
             Err(_would_block) => continue,
@@ -130,8 +133,11 @@ pub async fn forward(
     loop {
         let n = loop {
             let mut g = from.readable().await?;
-            match g.try_io(|fd| rustix::io::read(fd.get_ref(), buf.get()).map_err(io::Error::from))
-            {
+            match g.try_io(|fd| {
+                rustix::net::recv(fd.get_ref(), buf.get(), RecvFlags::empty())
+                    .map(|(n, _)| n)
+                    .map_err(io::Error::from)
+            }) {
                 Ok(Ok(n)) => {
                     if n > 0 && n < COPY_BUF {
                         // A short read emptied the receive queue: skip the read that would
