@@ -207,9 +207,30 @@ fn bind_one(key: &ServiceKey) -> std::io::Result<Socket> {
     s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
     if key.protocol == Protocol::Tcp {
+        // Accepted sockets inherit it: one system call per listener, not one per connection.
+        s.set_tcp_nodelay(true)?;
         s.listen(4096)?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: "127.0.0.1:0".parse().unwrap(),
+        };
+        let l: std::net::TcpListener = bind_one(&key).unwrap().into();
+        l.set_nonblocking(false).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(a.nodelay().unwrap());
+    }
 }
 
 impl DataPlane for Proxy {

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 // recv/send rather than read/write: socket calls skip the VFS layer's file-position lock.
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
@@ -105,6 +105,32 @@ impl Drop for Buf {
     }
 }
 
+/// What the two directions of one connection share.
+#[derive(Debug, Default)]
+pub struct Flow {
+    /// Bumped on every chunk moved; the idle timer watches it.
+    pub activity: AtomicU64,
+    /// Directions that reached end of stream.
+    ended: AtomicU8,
+}
+
+impl Flow {
+    fn bump(&self) {
+        // A plain load and store: only this connection's task writes it.
+        self.activity
+            .store(self.activity.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    /// `from` reached end of stream: pass the half-close on to `to` — unless the other
+    /// direction has ended already, in which case both sockets are about to be closed and the
+    /// `shutdown` would be a wasted system call.
+    fn end(&self, to: &Sock) {
+        if self.ended.fetch_add(1, Relaxed) == 0 {
+            let _ = rustix::net::shutdown(to.get_ref(), Shutdown::Write);
+        }
+    }
+}
+
 /// Writes all of `buf` to `to`.
 pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
@@ -121,12 +147,12 @@ pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
 }
 
 /// Moves bytes from `from` to `to` until `from` reaches end of stream, then shuts down the
-/// write side of `to` (passing the FIN on). `activity` is bumped on every chunk (the idle
-/// timer watches it) and `record(bytes)` accounts each chunk.
+/// write side of `to` (passing the FIN on). `flow` is shared with the other direction and
+/// the idle timer; `record(bytes)` accounts each chunk.
 pub async fn forward(
     from: &Sock,
     to: &Sock,
-    activity: &AtomicU64,
+    flow: &Flow,
     mut record: impl FnMut(u64),
 ) -> io::Result<()> {
     let mut buf = Buf::take();
@@ -151,29 +177,24 @@ pub async fn forward(
             }
         };
         if n == 0 {
-            let _ = rustix::net::shutdown(to.get_ref(), Shutdown::Write);
+            flow.end(to);
             return Ok(());
         }
-        bump(activity);
+        flow.bump();
         record(n as u64);
         write_all(to, &buf.get()[..n]).await?;
         if n == COPY_BUF {
             // Bulk data: hand the rest of this direction to the kernel.
             drop(buf);
-            return splice_all(from, to, activity, record).await;
+            return splice_all(from, to, flow, record).await;
         }
     }
-}
-
-fn bump(activity: &AtomicU64) {
-    // A plain load and store: only this connection's task writes it.
-    activity.store(activity.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
 async fn splice_all(
     from: &Sock,
     to: &Sock,
-    activity: &AtomicU64,
+    flow: &Flow,
     mut record: impl FnMut(u64),
 ) -> io::Result<()> {
     let mut pipe = Pipe::take()?;
@@ -193,11 +214,11 @@ async fn splice_all(
             }
         };
         if n == 0 {
-            let _ = rustix::net::shutdown(to.get_ref(), Shutdown::Write);
+            flow.end(to);
             return Ok(());
         }
         pipe.buffered += n;
-        bump(activity);
+        flow.bump();
         record(n as u64);
         while pipe.buffered > 0 {
             let mut g = to.writable().await?;

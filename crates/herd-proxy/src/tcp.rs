@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::clock::now_ms;
 use crate::proxy_protocol::{encode_v2, Transport};
-use crate::splice::{forward, write_all, Sock};
+use crate::splice::{forward, write_all, Flow, Sock};
 use crate::{OpenGuard, ServiceSlot, Shared};
 
 /// Most connections accepted per wake-up before the connections already accepted get to run
@@ -147,7 +147,7 @@ async fn handle(
     shared: &Shared,
 ) {
     let settings = shared.settings();
-    let _ = rustix::net::sockopt::set_tcp_nodelay(&client, true);
+    // TCP_NODELAY comes from the listener: Linux copies it into accepted sockets.
     let Ok(client) = crate::sys::register(client) else {
         return;
     };
@@ -169,9 +169,10 @@ async fn handle(
 /// Forwards both directions until the connection ends: both sides closed, an error, or an
 /// idle timeout (`tcp` while both directions are open, `tcp-fin` once one side has closed).
 async fn pump(client: &Sock, server: &Sock, conn: &Conn, settings: &herd_lb::dataplane::Settings) {
-    let activity = AtomicU64::new(0);
-    let c2s = forward(client, server, &activity, |n| conn.record_in(1, n));
-    let s2c = forward(server, client, &activity, |n| conn.record_out(1, n));
+    let flow = Flow::default();
+    let activity = &flow.activity;
+    let c2s = forward(client, server, &flow, |n| conn.record_in(1, n));
+    let s2c = forward(server, client, &flow, |n| conn.record_out(1, n));
     tokio::pin!(c2s, s2c);
     let tcp_idle = Duration::from_secs(u64::from(settings.timeouts.tcp));
     let fin_idle = Duration::from_secs(u64::from(settings.timeouts.tcp_fin));
@@ -180,7 +181,7 @@ async fn pump(client: &Sock, server: &Sock, conn: &Conn, settings: &herd_lb::dat
     let first = tokio::select! {
         r = &mut c2s => Some((r, true)),
         r = &mut s2c => Some((r, false)),
-        _ = idle(&activity, tcp_idle) => None,
+        _ = idle(activity, tcp_idle) => None,
     };
     let Some((result, client_done)) = first else {
         return;
@@ -194,12 +195,12 @@ async fn pump(client: &Sock, server: &Sock, conn: &Conn, settings: &herd_lb::dat
     if client_done {
         tokio::select! {
             _ = &mut s2c => {},
-            _ = idle(&activity, fin_idle) => {},
+            _ = idle(activity, fin_idle) => {},
         }
     } else {
         tokio::select! {
             _ = &mut c2s => {},
-            _ = idle(&activity, fin_idle) => {},
+            _ = idle(activity, fin_idle) => {},
         }
     }
 }
