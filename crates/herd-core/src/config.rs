@@ -463,12 +463,20 @@ fn key_path_at(src: &str, text: &str, offset: usize) -> String {
     }
 }
 
+/// The longest duration any setting takes (a year): far beyond any sensible timeout, and far
+/// from where adding it to a clock could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
+
 fn duration(d: &Spanned<RawDuration>) -> Result<Duration, String> {
-    match d.get_ref() {
-        RawDuration::Secs(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        RawDuration::Secs(n) => Err(format!("{n} is negative")),
-        RawDuration::Text(s) => parse_duration(s),
+    let v = match d.get_ref() {
+        RawDuration::Secs(n) if *n >= 0 => Duration::from_secs(*n as u64),
+        RawDuration::Secs(n) => return Err(format!("{n} is negative")),
+        RawDuration::Text(s) => parse_duration(s)?,
+    };
+    if v > MAX_DURATION {
+        return Err(format!("{} is longer than a year", format_duration(v)));
     }
+    Ok(v)
 }
 
 fn secs_u32(d: Duration) -> Result<u32, String> {
@@ -490,10 +498,15 @@ fn service(
             Protocol::Tcp
         }),
     };
-    let address = parse_socket_addr(raw.address.get_ref()).unwrap_or_else(|e| {
-        errs.push(l.err(Some(&raw.address), format!("{prefix}.address"), e));
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    });
+    let address = parse_socket_addr(raw.address.get_ref())
+        .and_then(|a| match a.port() {
+            0 => Err(format!("{a}: a virtual service needs a port other than 0")),
+            _ => Ok(a),
+        })
+        .unwrap_or_else(|e| {
+            errs.push(l.err(Some(&raw.address), format!("{prefix}.address"), e));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        });
     let scheduler = match &raw.scheduler {
         None => SchedulerKind::Wlc,
         Some(s) => s.get_ref().parse().unwrap_or_else(|e: String| {
@@ -557,6 +570,13 @@ fn service(
             })
         }
     };
+    if raw.proxy_protocol == Some(true) && protocol == Protocol::Udp {
+        errs.push(l.err(
+            raw.protocol.as_ref(),
+            format!("{prefix}.proxy-protocol"),
+            "the PROXY protocol is supported for TCP services only",
+        ));
+    }
     let key = ServiceKey { protocol, address };
     let spec = ServiceSpec {
         key,
@@ -573,6 +593,14 @@ fn service(
         let rp = format!("{prefix}.real[{j}]");
         let rr = r.get_ref();
         let address = match parse_real_addr(rr.address.get_ref(), address.port()) {
+            Ok(a) if a.port() == 0 => {
+                errs.push(l.err(
+                    Some(&rr.address),
+                    format!("{rp}.address"),
+                    format!("{a}: a real server needs a port other than 0"),
+                ));
+                continue;
+            }
             Ok(a) => a,
             Err(e) => {
                 errs.push(l.err(Some(&rr.address), format!("{rp}.address"), e));
@@ -892,6 +920,15 @@ hash-port = true
             "bad.toml:6: lb.service[0].real[1].address: duplicate real server 127.0.0.2:80",
         );
         check_err("[lb\n", "bad.toml:1: (syntax)");
+        check_err(
+            "[[lb.service]]\naddress = \"127.0.0.1:0\"\n",
+            "bad.toml:2: lb.service[0].address: 127.0.0.1:0: a virtual service needs a port",
+        );
+        check_err(
+            "[daemon]\ndrain-timeout = 9223372036854775807\n",
+            "bad.toml:2: daemon.drain-timeout: 9223372036854775807s is longer than a year",
+        );
+        check_err("[[lb.service]]\nprotocol = \"udp\"\naddress = \"127.0.0.1:53\"\nproxy-protocol = true\n", "bad.toml:2: lb.service[0].proxy-protocol: the PROXY protocol is supported for TCP services only");
         check_err(
             "[lb]\ntimeouts = { tcp = \"5 parsecs\" }\n",
             "bad.toml:2: lb.timeouts.tcp: invalid duration",

@@ -64,6 +64,7 @@ impl Table {
         reals: &[RealSpec],
         dp: &dyn DataPlane,
     ) -> Result<(), ApiError> {
+        check_service(&spec)?;
         if self.get(&spec.key).is_some() {
             return Err(ApiError::new(
                 ErrorKind::ServiceExists,
@@ -82,6 +83,7 @@ impl Table {
     }
 
     pub fn edit_service(&mut self, spec: ServiceSpec) -> Result<(), ApiError> {
+        check_service(&spec)?;
         let seed = self.next_seed();
         self.need(&spec.key)?.set_spec(spec, seed);
         Ok(())
@@ -253,6 +255,23 @@ impl Table {
 
 fn no_real(key: &ServiceKey, addr: SocketAddr) -> ApiError {
     ApiError::new(ErrorKind::NoReal, format!("no real server {addr} in {key}"))
+}
+
+fn check_service(spec: &ServiceSpec) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::new(ErrorKind::Invalid, m));
+    if spec.key.address.port() == 0 {
+        return bad(format!(
+            "{}: a virtual service needs a port other than 0",
+            spec.key
+        ));
+    }
+    if spec.proxy_protocol && spec.key.protocol == herd_core::model::Protocol::Udp {
+        return bad(format!(
+            "{}: the PROXY protocol is supported for TCP services only",
+            spec.key
+        ));
+    }
+    Ok(())
 }
 
 fn check_real(key: &ServiceKey, r: &RealSpec) -> Result<(), ApiError> {

@@ -29,6 +29,11 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 
 pub(crate) async fn serve(sock: Arc<UdpSocket>, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
     let sessions: Sessions = Arc::default();
+    // The sessions' reply tasks belong to this task: when the listener is stopped (service
+    // removed, daemon draining), dropping the set aborts them, so they neither keep the VIP's
+    // socket open nor hold up a drain; clients' next datagrams go to whatever serves the VIP
+    // then.
+    let mut replies_tasks = tokio::task::JoinSet::new();
     let vip = slot.key.address;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -54,7 +59,8 @@ pub(crate) async fn serve(sock: Arc<UdpSocket>, slot: Arc<ServiceSlot>, shared: 
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(peer, s.clone());
                     let guard = OpenGuard::new(&shared);
-                    tokio::spawn(replies(
+                    while replies_tasks.try_join_next().is_some() {}
+                    replies_tasks.spawn(replies(
                         s.clone(),
                         sock.clone(),
                         peer,

@@ -202,7 +202,10 @@ impl Daemon {
     /// Stops accepting and waits for open connections to finish, at most `timeout`.
     async fn drain(&self, timeout: Duration) {
         self.dp.stop_accepting();
-        let deadline = Instant::now() + timeout;
+        // Bounded by the config check; saturate anyway rather than overflow the clock.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + herd_core::config::MAX_DURATION);
         loop {
             let open = self.dp.open_connections();
             if open == 0 {

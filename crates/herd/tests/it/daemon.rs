@@ -337,3 +337,48 @@ fn one_hundred_reloads_under_load_lose_nothing() {
     );
     assert!(ok.load(Ordering::Relaxed) > 100);
 }
+
+#[test]
+fn udp_sessions_end_with_their_listener() {
+    let net = Net::new("udp_drain");
+    let backend = std::net::UdpSocket::bind(net.addr(11, 5300)).unwrap();
+    let baddr = backend.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        backend.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = backend.recv_from(&mut buf) {
+            let _ = backend.send_to(&buf[..n], from);
+        }
+    });
+    let vip = net.addr(100, 5300);
+    let cfg = format!(
+        "[daemon]\ndrain-timeout = \"30s\"\n{}",
+        crate::lb::service_with(vip, "rr", "protocol = \"udp\"", &[(baddr, 1)])
+    );
+    let mut d = Daemon::start("udp_drain", &cfg);
+    let ask = |from: u8| {
+        let s = std::net::UdpSocket::bind(net.addr(from, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(b"ping", vip).unwrap();
+        let mut buf = [0u8; 16];
+        s.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec())
+    };
+    for c in 0..4 {
+        assert_eq!(ask(200 + c).unwrap(), b"ping");
+    }
+    // Removing the service and adding it back: every new client is served by the new listener
+    // (an old socket kept open by live sessions would swallow some of them).
+    let v = vip.to_string();
+    d.ok(&["ipvsadm", "-D", "-u", &v]);
+    d.ok(&["ipvsadm", "-A", "-u", &v, "-s", "rr"]);
+    d.ok(&["ipvsadm", "-a", "-u", &v, "-r", &baddr.to_string(), "-m"]);
+    for c in 0..20 {
+        assert_eq!(ask(150 + c).expect("reply through the re-added service"), b"ping");
+    }
+    // Open UDP sessions do not hold up shutdown: they cannot hear from their clients anymore.
+    let t = Instant::now();
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10), "waited {:?}", t.elapsed());
+    drop(echo);
+}
