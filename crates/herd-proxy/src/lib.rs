@@ -214,25 +214,6 @@ fn bind_one(key: &ServiceKey) -> std::io::Result<Socket> {
     Ok(s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepted_sockets_inherit_nodelay_from_the_listener() {
-        let key = ServiceKey {
-            protocol: Protocol::Tcp,
-            address: "127.0.0.1:0".parse().unwrap(),
-        };
-        let l: std::net::TcpListener = bind_one(&key).unwrap().into();
-        l.set_nonblocking(false).unwrap();
-        let addr = l.local_addr().unwrap();
-        let _c = std::net::TcpStream::connect(addr).unwrap();
-        let (a, _) = l.accept().unwrap();
-        assert!(a.nodelay().unwrap());
-    }
-}
-
 impl DataPlane for Proxy {
     fn name(&self) -> &'static str {
         "proxy"
@@ -293,5 +274,24 @@ pub fn default_settings() -> Settings {
     Settings {
         timeouts: Timeouts::default(),
         connect_timeout: Duration::from_secs(3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: "127.0.0.1:0".parse().unwrap(),
+        };
+        let l: std::net::TcpListener = bind_one(&key).unwrap().into();
+        l.set_nonblocking(false).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(a.nodelay().unwrap());
     }
 }
