@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// A connected, non-blocking socket registered with the runtime.
 pub type Sock = AsyncFd<OwnedFd>;
@@ -156,16 +157,20 @@ pub async fn forward(
     mut record: impl FnMut(u64),
 ) -> io::Result<()> {
     let mut buf = Buf::take();
+    // TCP urgent data makes a read stop short at the urgent mark with bytes still queued, so
+    // once a peer has sent any, a short read no longer proves the queue empty.
+    let mut urgent = false;
     loop {
         let n = loop {
-            let mut g = from.readable().await?;
+            let mut g = from.ready(Interest::READABLE | Interest::PRIORITY).await?;
+            urgent |= g.ready().is_priority();
             match g.try_io(|fd| {
                 rustix::net::recv(fd.get_ref(), buf.get(), RecvFlags::empty())
                     .map(|(n, _)| n)
                     .map_err(io::Error::from)
             }) {
                 Ok(Ok(n)) => {
-                    if n > 0 && n < COPY_BUF {
+                    if n > 0 && n < COPY_BUF && !urgent {
                         // A short read emptied the receive queue: skip the read that would
                         // only say EAGAIN.
                         g.clear_ready();

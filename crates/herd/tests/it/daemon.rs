@@ -344,7 +344,9 @@ fn udp_sessions_end_with_their_listener() {
     let backend = std::net::UdpSocket::bind(net.addr(11, 5300)).unwrap();
     let baddr = backend.local_addr().unwrap();
     let echo = std::thread::spawn(move || {
-        backend.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        backend
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut buf = [0u8; 512];
         while let Ok((n, from)) = backend.recv_from(&mut buf) {
             let _ = backend.send_to(&buf[..n], from);
@@ -373,12 +375,19 @@ fn udp_sessions_end_with_their_listener() {
     d.ok(&["ipvsadm", "-A", "-u", &v, "-s", "rr"]);
     d.ok(&["ipvsadm", "-a", "-u", &v, "-r", &baddr.to_string(), "-m"]);
     for c in 0..20 {
-        assert_eq!(ask(150 + c).expect("reply through the re-added service"), b"ping");
+        assert_eq!(
+            ask(150 + c).expect("reply through the re-added service"),
+            b"ping"
+        );
     }
     // Open UDP sessions do not hold up shutdown: they cannot hear from their clients anymore.
     let t = Instant::now();
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
-    assert!(t.elapsed() < Duration::from_secs(10), "waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "waited {:?}",
+        t.elapsed()
+    );
     drop(echo);
 }

@@ -354,3 +354,34 @@ fn bulk_transfers_in_both_directions_arrive_intact_through_splice() {
     assert_eq!(json[0]["stats"]["bytes-in"], UP as u64);
     assert_eq!(json[0]["stats"]["bytes-out"], (16 + DOWN) as u64);
 }
+
+#[test]
+fn urgent_data_does_not_stall_a_connection() {
+    // A read stops short at TCP's urgent mark with data still queued behind it; the proxy must
+    // not take that short read for an empty queue.
+    let net = Net::new("urgent");
+    let echo = Backend::custom(net.addr(11, 7000), |mut s: TcpStream| {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let vip = net.addr(100, 7000);
+    let _d = Daemon::start("urgent", &service(vip, "rr", &[(echo.addr, 1)]));
+    let mut c = TcpStream::connect(vip).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"hello").unwrap();
+    rustix::net::send(&c, b"!", rustix::net::SendFlags::OOB).unwrap();
+    c.write_all(b"world").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < 10 {
+        let n = c.read(&mut buf).expect("stalled: the bytes after the urgent mark never came");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The urgent byte itself is out of band: a stream proxy passes the in-band bytes on.
+    assert_eq!(got, b"helloworld");
+}
