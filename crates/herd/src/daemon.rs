@@ -25,7 +25,7 @@ use herd_lb::stats::RateEst;
 use herd_lb::table::Table;
 use herd_proxy::clock::now_ms;
 use herd_proxy::Proxy;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -313,27 +313,58 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) -> io::Result<()>
     }
 }
 
-use tokio::io::AsyncReadExt;
+/// The signals the daemon handles. Installed before anything is bound, so that a SIGHUP
+/// (`systemctl reload`) during start-up cannot kill the daemon with the default action.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
 
-/// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains.
+impl Signals {
+    pub fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?,
+        })
+    }
+}
+
+/// The next SIGTERM or SIGINT.
+async fn stop_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
+/// SIGTERM/SIGINT during the drain ends it at once.
 pub async fn serve(
     daemon: Arc<Daemon>,
+    signals: Signals,
     control: UnixListener,
     control_path: PathBuf,
     drain_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());
     tracing::info!(socket = %control_path.display(), "ready");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            sig = stop_signal(&mut term, &mut int) => { tracing::info!("{sig}: draining"); break; }
             _ = &mut shutdown => break,
             _ = hup.recv() => {
                 let d = daemon.clone();
@@ -347,7 +378,12 @@ pub async fn serve(
     }
     ctl.abort();
     let _ = std::fs::remove_file(&control_path);
-    daemon.drain(drain_timeout).await;
+    tokio::select! {
+        _ = daemon.drain(drain_timeout) => {}
+        sig = stop_signal(&mut term, &mut int) => {
+            tracing::warn!("{sig} again: closing open connections now");
+        }
+    }
     hk.abort();
     Ok(())
 }

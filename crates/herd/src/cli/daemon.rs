@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use herd_core::config::Config;
 
 use super::exit;
-use crate::daemon::{bind_control, check_control, serve, Daemon, Source};
+use crate::daemon::{bind_control, check_control, serve, Daemon, Signals, Source};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,6 +78,13 @@ pub async fn daemon_main(
     socket: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> u8 {
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            return exit::SOFTWARE;
+        }
+    };
     // 2. Bind: the virtual services, then the control socket (whose appearance means ready).
     if let Err(e) = check_control(&socket).await {
         eprintln!("herd: {e:#}");
@@ -99,7 +106,7 @@ pub async fn daemon_main(
         }
     };
     // 3. Serve; 4. drain.
-    match serve(daemon, control, socket, drain, shutdown).await {
+    match serve(daemon, signals, control, socket, drain, shutdown).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("herd: {e:#}");

@@ -391,3 +391,25 @@ fn udp_sessions_end_with_their_listener() {
     );
     drop(echo);
 }
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let net = Net::new("second_term");
+    let b1 = Backend::custom(net.addr(11, 7000), echo);
+    let vip = net.addr(100, 7000);
+    let cfg = format!(
+        "[daemon]\ndrain-timeout = \"60s\"\n{}",
+        service(vip, "rr", &[(b1.addr, 1)])
+    );
+    let mut d = Daemon::start("second_term", &cfg);
+    let mut c = TcpStream::connect(vip).unwrap();
+    roundtrip(&mut c, b"hello");
+    d.signal("TERM");
+    wait_for("listener to close", Duration::from_secs(5), || {
+        TcpStream::connect(vip).is_err()
+    });
+    let t = Instant::now();
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

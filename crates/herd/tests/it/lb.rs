@@ -378,7 +378,9 @@ fn urgent_data_does_not_stall_a_connection() {
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     while got.len() < 10 {
-        let n = c.read(&mut buf).expect("stalled: the bytes after the urgent mark never came");
+        let n = c
+            .read(&mut buf)
+            .expect("stalled: the bytes after the urgent mark never came");
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }
