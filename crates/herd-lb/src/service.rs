@@ -540,7 +540,7 @@ impl Service {
         }
     }
 
-    fn conn_closed(&self, slot: usize, persist_key: Option<IpAddr>, now_ms: u64) {
+    fn conn_closed(&self, slot: usize, persist_key: Option<IpAddr>, dest: SocketAddr, now_ms: u64) {
         let mut inner = self.lock();
         if let Some(entry) = inner.conns.get_mut(slot) {
             if entry.take().is_some() {
@@ -549,7 +549,9 @@ impl Service {
             }
         }
         if let (Some(k), Some(p)) = (persist_key, inner.spec.persistence) {
-            if let Some(t) = inner.templates.get_mut(&k) {
+            // Only the template this connection counted in: when its template was replaced
+            // (its real server failed or was removed), the new one does not count it.
+            if let Some(t) = inner.templates.get_mut(&k).filter(|t| t.dest == dest) {
                 t.conns = t.conns.saturating_sub(1);
                 t.expires_ms = t.expires_ms.max(now_ms + u64::from(p.timeout) * 1000);
             }
@@ -702,8 +704,12 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.service
-            .conn_closed(self.slot, self.persist_key, self.end_ms.load(Relaxed));
+        self.service.conn_closed(
+            self.slot,
+            self.persist_key,
+            self.dest.addr,
+            self.end_ms.load(Relaxed),
+        );
         self.release_counts();
     }
 }
@@ -899,6 +905,32 @@ mod tests {
             .unwrap()
             .dest_addr();
         assert_ne!(moved, first, "rr continues once the template expired");
+    }
+
+    #[test]
+    fn a_replaced_template_keeps_its_own_count() {
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: vip(),
+        };
+        let mut spec = service_spec(key, SchedulerKind::Rr);
+        spec.persistence = Some(Persistence {
+            timeout: 10,
+            prefix: 32,
+        });
+        let s = Service::new(spec, &[real(1, 1), real(2, 1)], 1);
+        let old = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        // The old server fails a connect: the client gets a new template on the other one.
+        let new = s.schedule(client(1), vip(), 0, &[old.dest_addr()]).unwrap();
+        assert_ne!(new.dest_addr(), old.dest_addr());
+        // The old connection ending must not count against the new template...
+        old.close(1);
+        s.maintain(20_000, false);
+        let templates: u32 = s.status().reals.iter().map(|r| r.persistent_conns).sum();
+        assert_eq!(templates, 1, "the new template is still in use");
+        // ...which still has its connection, so it outlives its timeout.
+        let again = s.schedule(client(1), vip(), 20_000, &[]).unwrap();
+        assert_eq!(again.dest_addr(), new.dest_addr());
     }
 
     #[test]
