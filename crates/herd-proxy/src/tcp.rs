@@ -162,20 +162,21 @@ async fn handle(
             return;
         }
     }
-    pump(&client, &server, &conn, &settings).await;
+    pump(&client, &server, &conn, shared).await;
     conn.close(now_ms());
 }
 
 /// Forwards both directions until the connection ends: both sides closed, an error, or an
 /// idle timeout (`tcp` while both directions are open, `tcp-fin` once one side has closed).
-async fn pump(client: &Sock, server: &Sock, conn: &Conn, settings: &herd_lb::dataplane::Settings) {
+async fn pump(client: &Sock, server: &Sock, conn: &Conn, shared: &Shared) {
     let flow = Flow::default();
     let activity = &flow.activity;
     let c2s = forward(client, server, &flow, |n| conn.record_in(1, n));
     let s2c = forward(server, client, &flow, |n| conn.record_out(1, n));
     tokio::pin!(c2s, s2c);
-    let tcp_idle = Duration::from_secs(u64::from(settings.timeouts.tcp));
-    let fin_idle = Duration::from_secs(u64::from(settings.timeouts.tcp_fin));
+    // Read at every period, so `ipvsadm --set` and reloads reach open connections too.
+    let tcp_idle = || Duration::from_secs(u64::from(shared.settings().timeouts.tcp.max(1)));
+    let fin_idle = || Duration::from_secs(u64::from(shared.settings().timeouts.tcp_fin.max(1)));
 
     // Phase 1: both directions open.
     let first = tokio::select! {
@@ -205,12 +206,12 @@ async fn pump(client: &Sock, server: &Sock, conn: &Conn, settings: &herd_lb::dat
     }
 }
 
-/// Completes when `activity` has not changed for a whole `period` (so after between one and
+/// Completes when `activity` has not changed for a whole period (so after between one and
 /// two periods of silence). One timer per connection, re-armed only once per period.
-async fn idle(activity: &AtomicU64, period: Duration) {
+async fn idle(activity: &AtomicU64, period: impl Fn() -> Duration) {
     let mut seen = activity.load(Relaxed);
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(period()).await;
         let now = activity.load(Relaxed);
         if now == seen {
             return;
