@@ -277,11 +277,6 @@ pub struct Persistence {
     pub prefix: u8,
 }
 
-impl Persistence {
-    /// ipvsadm's timeout for `-p` without a value (libipvs sends 360 s; its man page says 300).
-    pub const DEFAULT_TIMEOUT: u32 = 360;
-}
-
 /// Masks `ip` to `prefix` bits (the persistence granularity).
 pub fn mask_addr(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use herd_core::api::{ConnEntry, RealStatus, ServiceStatus};
 use herd_core::model::{mask_addr, Protocol, RealSpec, ServiceKey, ServiceSpec, Timeouts};
 
-use crate::sched::{new_scheduler, ConnInfo, DestView, Scheduler};
+use crate::sched::{new_scheduler, wlc_pick, ConnInfo, DestView, Scheduler};
 use crate::stats::{Counters, RateEst};
 
 /// A real server's live state, shared by the service and every connection to it.
@@ -289,14 +289,14 @@ impl Service {
                 }
             }
             // Hashing schedulers keep answering with the server that failed: fall back to the
-            // least loaded of the others, so the client still gets an answer.
+            // least loaded of the others (the wlc rule), so the client still gets an answer.
             if chosen.is_none() && !exclude.is_empty() {
                 for v in inner.views.iter_mut() {
                     if exclude.contains(&v.addr) {
                         v.weight = 0;
                     }
                 }
-                chosen = least_loaded(&inner.views);
+                chosen = wlc_pick(&inner.views);
             }
             if let (Some(i), Some(k), Some(p)) = (chosen, pkey, persist) {
                 let t = inner.templates.entry(k).or_insert(Template {
@@ -613,23 +613,6 @@ impl Inner {
     }
 }
 
-/// Least `overhead / weight` among usable real servers (the wlc rule).
-fn least_loaded(views: &[DestView]) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for (i, v) in views.iter().enumerate().filter(|(_, v)| v.usable()) {
-        best = match best {
-            Some(b)
-                if views[b].overhead() * u64::from(v.weight)
-                    <= v.overhead() * u64::from(views[b].weight) =>
-            {
-                Some(b)
-            }
-            _ => Some(i),
-        };
-    }
-    best
-}
-
 /// One forwarded connection. The data plane holds it while the connection lives; dropping it
 /// closes the connection in the books.
 ///
@@ -650,10 +633,6 @@ pub struct Conn {
 impl Conn {
     pub fn dest_addr(&self) -> SocketAddr {
         self.dest.addr
-    }
-
-    pub fn service(&self) -> &Arc<Service> {
-        &self.service
     }
 
     /// Whether the real server expects a PROXY protocol v2 header first.

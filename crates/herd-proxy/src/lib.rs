@@ -21,10 +21,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use herd_core::api::{ApiError, ErrorKind};
-use herd_core::model::{Protocol, ServiceKey, Timeouts};
+use herd_core::model::{Protocol, ServiceKey};
 use herd_lb::dataplane::{DataPlane, Settings};
 use herd_lb::service::Service;
 use socket2::{Domain, Socket, Type};
@@ -266,14 +265,6 @@ impl DataPlane for Proxy {
 
     fn open_connections(&self) -> usize {
         self.shared.open.load(Relaxed)
-    }
-}
-
-/// Default settings: the kernel's timeouts and a 3 s connect timeout.
-pub fn default_settings() -> Settings {
-    Settings {
-        timeouts: Timeouts::default(),
-        connect_timeout: Duration::from_secs(3),
     }
 }
 

@@ -33,6 +33,7 @@ mod testutil;
 pub use fo::{WeightedFailover, WeightedOverflow};
 pub use hash::{DestHash, SourceHash, HASH_TAB_SIZE};
 pub use lblc::{Lblc, Lblcr, LBLC_DEFAULT_EXPIRATION_MS};
+pub(crate) use lc::wlc_pick;
 pub use lc::{LeastConn, NeverQueue, ShortestExpectedDelay, WeightedLeastConn};
 pub use mh::{Maglev, MH_DEFAULT_TAB_SIZE, MH_PRIMES};
 pub use rng::SplitMix64;
