@@ -7,6 +7,9 @@
 //! request/response exchange. (tokio's readiness ticks make this safe: data that arrives after
 //! the read raises a new readiness event that `clear_ready` does not erase.)
 //!
+//! When the same wake-up also reported the peer's FIN (EPOLLRDHUP), the short read reached the
+//! end of the stream, so the `read` that would only return 0 is skipped too.
+//!
 //! A direction starts by copying through a small pooled buffer (two system calls per message).
 //! When a read fills the buffer the peer is sending bulk data, and the direction switches to
 //! `splice(2)`: socket → pipe → socket inside the kernel, the bytes never entering this
@@ -22,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 // recv/send rather than read/write: socket calls skip the VFS layer's file-position lock.
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 
 /// A connected, non-blocking socket registered with the runtime.
@@ -78,17 +81,17 @@ impl Drop for Pipe {
 
 /// A copy buffer borrowed from the pool.
 #[derive(Debug)]
-struct Buf(Option<Box<[u8]>>);
+pub(crate) struct Buf(Option<Box<[u8]>>);
 
 impl Buf {
-    fn take() -> Buf {
+    pub(crate) fn take() -> Buf {
         let b = BUFS.with(|b| b.borrow_mut().pop());
         Buf(Some(
             b.unwrap_or_else(|| vec![0u8; COPY_BUF].into_boxed_slice()),
         ))
     }
 
-    fn get(&mut self) -> &mut [u8] {
+    pub(crate) fn get(&mut self) -> &mut [u8] {
         self.0.as_deref_mut().unwrap_or_default()
     }
 }
@@ -132,10 +135,38 @@ impl Flow {
     }
 }
 
+/// Waits until `sock` is readable, at end of stream or failed.
+///
+/// `AsyncFd::readable` and `ready` queue a waiter on a locked list per wait; the poll-based
+/// form keeps one waker per direction in the registration instead, a third of the proxy's
+/// user-space time in keep-alive traffic. It allows one waiting task per direction, which is
+/// how every socket here is used: one task owns a connection.
+pub(crate) async fn read_ready(sock: &Sock) -> io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
+    std::future::poll_fn(|cx| sock.poll_read_ready(cx)).await
+}
+
+/// Waits until `sock` is writable or failed; see [`read_ready`].
+pub(crate) async fn write_ready(sock: &Sock) -> io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
+    std::future::poll_fn(|cx| sock.poll_write_ready(cx)).await
+}
+
+/// After a short read: has `sock` received TCP urgent data (`.0`), or its peer's FIN (`.1`)?
+///
+/// The read readiness does not carry EPOLLPRI, so this looks at the registration's
+/// PRIORITY readiness, whose mask also holds "read closed": an atomic load in the common case
+/// where neither is set, and a wait that is ready at once otherwise.
+async fn urgent_or_eof(sock: &Sock) -> io::Result<(bool, bool)> {
+    if sock.try_io(Interest::PRIORITY, |_| Ok(())).is_err() {
+        return Ok((false, false));
+    }
+    let g = sock.ready(Interest::PRIORITY).await?;
+    Ok((g.ready().is_priority(), g.ready().is_read_closed()))
+}
+
 /// Writes all of `buf` to `to`.
 pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        let mut g = to.writable().await?;
+        let mut g = write_ready(to).await?;
         match g.try_io(|fd| {
             rustix::net::send(fd.get_ref(), buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
         }) {
@@ -160,10 +191,10 @@ pub async fn forward(
     // TCP urgent data makes a read stop short at the urgent mark with bytes still queued, so
     // once a peer has sent any, a short read no longer proves the queue empty.
     let mut urgent = false;
+    let mut eof_next = false;
     loop {
         let n = loop {
-            let mut g = from.ready(Interest::READABLE | Interest::PRIORITY).await?;
-            urgent |= g.ready().is_priority();
+            let mut g = read_ready(from).await?;
             match g.try_io(|fd| {
                 rustix::net::recv(fd.get_ref(), buf.get(), RecvFlags::empty())
                     .map(|(n, _)| n)
@@ -171,9 +202,16 @@ pub async fn forward(
             }) {
                 Ok(Ok(n)) => {
                     if n > 0 && n < COPY_BUF && !urgent {
-                        // A short read emptied the receive queue: skip the read that would
-                        // only say EAGAIN.
-                        g.clear_ready();
+                        let (pri, closed) = urgent_or_eof(from).await?;
+                        urgent = pri;
+                        if !urgent {
+                            // A short read emptied the receive queue: skip the read that
+                            // would only say EAGAIN. If the peer's FIN had arrived too
+                            // (EPOLLRDHUP), the queue ended with it, and the read that would
+                            // only say 0 is skipped as well.
+                            eof_next = closed;
+                            g.clear_ready();
+                        }
                     }
                     break n;
                 }
@@ -188,6 +226,10 @@ pub async fn forward(
         flow.bump();
         record(n as u64);
         write_all(to, &buf.get()[..n]).await?;
+        if eof_next {
+            flow.end(to);
+            return Ok(());
+        }
         if n == COPY_BUF {
             // Bulk data: hand the rest of this direction to the kernel.
             drop(buf);
@@ -209,7 +251,7 @@ async fn splice_all(
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     loop {
         let n = loop {
-            let mut g = from.readable().await?;
+            let mut g = read_ready(from).await?;
             match g.try_io(|fd| {
                 splice(fd.get_ref(), None, wr, None, CHUNK, flags).map_err(io::Error::from)
             }) {
@@ -226,7 +268,7 @@ async fn splice_all(
         flow.bump();
         record(n as u64);
         while pipe.buffered > 0 {
-            let mut g = to.writable().await?;
+            let mut g = write_ready(to).await?;
             match g.try_io(|fd| {
                 splice(rd, None, fd.get_ref(), None, pipe.buffered, flags).map_err(io::Error::from)
             }) {

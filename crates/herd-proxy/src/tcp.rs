@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_lb::service::{Conn, Service};
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use tokio::io::unix::AsyncFd;
 
 use crate::clock::now_ms;
 use crate::proxy_protocol::{encode_v2, Transport};
-use crate::splice::{forward, write_all, Flow, Sock};
+use crate::splice::{forward, write_all, write_ready, Buf, Flow, Sock};
 use crate::{OpenGuard, ServiceSlot, Shared};
 
 /// Most connections accepted per wake-up before the connections already accepted get to run
@@ -69,8 +69,14 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Opens a non-blocking connection to `addr` and waits until it is established.
-async fn connect_one(addr: SocketAddr) -> io::Result<Sock> {
+/// Opens a non-blocking connection to `addr`, sends `first` (what the client has sent so far)
+/// and returns once the connection is established and `first` is on its way.
+///
+/// Over loopback and fast LANs the handshake often completes inside `connect(2)` itself, so
+/// the first bytes are sent at once: a `send` that succeeds proves the connection is up, and
+/// the round through the reactor to learn that (EPOLLOUT) is skipped. Only a `send` that
+/// answers `EAGAIN` (still connecting) or an empty `first` waits for EPOLLOUT.
+async fn connect_one(addr: SocketAddr, first: &[u8]) -> io::Result<Sock> {
     let family = if addr.is_ipv6() {
         AddressFamily::INET6
     } else {
@@ -87,31 +93,50 @@ async fn connect_one(addr: SocketAddr) -> io::Result<Sock> {
         Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
         Err(e) => return Err(e.into()),
     }
-    let sock = crate::sys::register(fd)?;
-    let mut g = sock.writable().await?;
-    let ready = g.ready();
-    // A failed connect reports EPOLLERR/EPOLLHUP with its EPOLLOUT; only then is SO_ERROR
-    // worth a system call, to say why.
-    if ready.is_error() || ready.is_write_closed() {
-        return Err(match rustix::net::sockopt::socket_error(sock.get_ref())? {
-            Err(e) => e.into(),
-            Ok(()) => io::Error::from(io::ErrorKind::ConnectionRefused),
-        });
+    let mut rest = first;
+    let mut connected = false;
+    if !rest.is_empty() {
+        match rustix::net::send(&fd, rest, SendFlags::NOSIGNAL) {
+            Ok(n) => {
+                rest = &rest[n..];
+                connected = true;
+            }
+            // Still in SYN_SENT.
+            Err(rustix::io::Errno::AGAIN) => {}
+            // Refused or unreachable: the handshake failed already.
+            Err(e) => return Err(e.into()),
+        }
     }
-    g.retain_ready();
-    drop(g);
+    let sock = crate::sys::register(fd)?;
+    if !connected {
+        let mut g = write_ready(&sock).await?;
+        let ready = g.ready();
+        // A failed connect reports EPOLLERR/EPOLLHUP with its EPOLLOUT; only then is
+        // SO_ERROR worth a system call, to say why.
+        if ready.is_error() || ready.is_write_closed() {
+            return Err(match rustix::net::sockopt::socket_error(sock.get_ref())? {
+                Err(e) => e.into(),
+                Ok(()) => io::Error::from(io::ErrorKind::ConnectionRefused),
+            });
+        }
+        g.retain_ready();
+    }
+    write_all(&sock, rest).await?;
     Ok(sock)
 }
 
-/// Connects to a real server, trying others when a connect fails or times out, so the client
-/// never sees a dead real server while another one is available.
+/// Connects to a real server and sends it `first`, trying others when a connect fails or
+/// times out, so the client never sees a dead real server while another one is available.
 async fn connect(
     svc: &Arc<Service>,
     peer: SocketAddr,
     vip: SocketAddr,
     timeout: Duration,
+    client_bytes: &[u8],
 ) -> Option<(Conn, Sock)> {
     let mut failed: Vec<SocketAddr> = Vec::new();
+    // Built on first use: the PROXY header goes ahead of the client's bytes, in one send.
+    let mut with_header: Option<Vec<u8>> = None;
     loop {
         let conn = match svc.schedule(peer, vip, now_ms(), &failed) {
             Ok(c) => c,
@@ -125,7 +150,17 @@ async fn connect(
             }
         };
         let addr = conn.dest_addr();
-        match tokio::time::timeout(timeout, connect_one(addr)).await {
+        let first = if conn.proxy_protocol() {
+            with_header.get_or_insert_with(|| {
+                let mut v = Vec::with_capacity(64 + client_bytes.len());
+                encode_v2(peer, vip, Transport::Stream, &mut v);
+                v.extend_from_slice(client_bytes);
+                v
+            })
+        } else {
+            client_bytes
+        };
+        match tokio::time::timeout(timeout, connect_one(addr, first)).await {
             Ok(Ok(sock)) => return Some((conn, sock)),
             Ok(Err(e)) => {
                 tracing::debug!(real = %addr, error = %e, "connect failed; trying another real server")
@@ -147,21 +182,31 @@ async fn handle(
     shared: &Shared,
 ) {
     let settings = shared.settings();
+    // Most clients send their request right after the handshake, so it is usually queued by
+    // the time the connection is accepted: read it now, before registering the socket, and
+    // send it with the connect. If nothing is there yet (or the client speaks second), the
+    // forwarding loop picks it up through the reactor as usual; an end of stream read here is
+    // read again there, as EOF stays readable.
+    let mut first = Buf::take();
+    let n = match rustix::net::recv(&client, first.get(), RecvFlags::empty()) {
+        Ok((n, _)) => n,
+        Err(rustix::io::Errno::AGAIN) => 0,
+        // Reset before anything happened: nothing to forward.
+        Err(_) => return,
+    };
     // TCP_NODELAY comes from the listener: Linux copies it into accepted sockets.
     let Ok(client) = crate::sys::register(client) else {
         return;
     };
-    let Some((conn, server)) = connect(&svc, peer, vip, settings.connect_timeout).await else {
+    let Some((conn, server)) =
+        connect(&svc, peer, vip, settings.connect_timeout, &first.get()[..n]).await
+    else {
         return;
     };
-    if conn.proxy_protocol() {
-        let mut hdr = Vec::with_capacity(64);
-        encode_v2(peer, vip, Transport::Stream, &mut hdr);
-        if write_all(&server, &hdr).await.is_err() {
-            conn.close(now_ms());
-            return;
-        }
+    if n > 0 {
+        conn.record_in(1, n as u64);
     }
+    drop(first);
     pump(&client, &server, &conn, shared).await;
     conn.close(now_ms());
 }

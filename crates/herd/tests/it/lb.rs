@@ -356,6 +356,44 @@ fn bulk_transfers_in_both_directions_arrive_intact_through_splice() {
 }
 
 #[test]
+fn a_server_that_speaks_first_and_half_closes_is_forwarded_faithfully() {
+    // The client says nothing until the server's greeting arrives (SMTP, FTP, MySQL), so the
+    // proxy's first read finds nothing; later the server ends its side while the client still
+    // has bytes to send. Both FINs must travel on their own, and no byte may be lost.
+    let net = Net::new("half_close");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = std::sync::Mutex::new(tx);
+    let b = Backend::custom(net.addr(11, 2500), move |mut s: TcpStream| {
+        s.write_all(b"220 ready\n").unwrap();
+        let mut cmd = [0u8; 5];
+        s.read_exact(&mut cmd).unwrap();
+        assert_eq!(&cmd, b"QUIT\n");
+        s.write_all(b"221 bye\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        let _ = tx.lock().unwrap().send(rest);
+    });
+    let vip = net.addr(100, 2500);
+    let _d = Daemon::start("half_close", &service(vip, "rr", &[(b.addr, 1)]));
+    let mut c = TcpStream::connect(vip).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = [0u8; 10];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220 ready\n");
+    c.write_all(b"QUIT\n").unwrap();
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer)
+        .expect("the server's FIN did not arrive");
+    assert_eq!(answer, b"221 bye\n");
+    // The client's direction is still open after the server's FIN.
+    c.write_all(b"late words").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(rest, b"late words");
+}
+
+#[test]
 fn urgent_data_does_not_stall_a_connection() {
     // A read stops short at TCP's urgent mark with data still queued behind it; the proxy must
     // not take that short read for an empty queue.
@@ -372,9 +410,18 @@ fn urgent_data_does_not_stall_a_connection() {
     let _d = Daemon::start("urgent", &service(vip, "rr", &[(echo.addr, 1)]));
     let mut c = TcpStream::connect(vip).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // One exchange first, so that the connection is in the forwarding loop (not at its first
+    // read, which happens before the socket is registered).
+    c.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    c.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"ping");
+    // Corked, the three writes leave as one segment: the proxy's read of it stops at the mark.
+    rustix::net::sockopt::set_tcp_cork(&c, true).unwrap();
     c.write_all(b"hello").unwrap();
     rustix::net::send(&c, b"!", rustix::net::SendFlags::OOB).unwrap();
     c.write_all(b"world").unwrap();
+    rustix::net::sockopt::set_tcp_cork(&c, false).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     while got.len() < 10 {
