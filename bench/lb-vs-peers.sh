@@ -39,6 +39,8 @@ LBS=${LBS:-haproxy,herd,nginx}
 DIRECT=1
 MODES=${MODES:-keepalive,close}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
+# herd's lb.idle-poll (its default is 10us; "0" makes its workers sleep as soon as they are idle).
+HERD_IDLE_POLL=${HERD_IDLE_POLL:-10us}
 # CPU pinning (taskset -c LIST). Unset: the defaults chosen below (load balancer alone on CPU 1,
 # wrk and backends on CPU 0); set to "" or use --no-pin to let the scheduler place it.
 PIN=1
@@ -78,6 +80,7 @@ Options:
 Environment:
   HERD=PATH         use this herd binary instead of building it (cargo build --release -p herd)
   DURATION, ROUNDS, CONNS, WARMUP (s, default 1), BACKEND_WORKERS (default 1),
+  HERD_IDLE_POLL=10us   herd's lb.idle-poll ("0": workers sleep as soon as they are idle)
   OTHER_LIMIT=20, RETRIES=2   a run during which other processes took more than OTHER_LIMIT %
                     of one CPU is measured again, at most RETRIES times
   CPU_LB, CPU_WRK, CPU_BACKENDS=LIST   taskset -c LIST for each part ("" = not pinned)
@@ -451,6 +454,7 @@ drain-timeout = "1s"
 log-level = "warn"
 [lb]
 workers = 1
+idle-poll = "$HERD_IDLE_POLL"
 [[lb.service]]
 address = "${VIP[herd]}"
 scheduler = "rr"
@@ -486,7 +490,7 @@ echo "  $V_NGINX"
 echo "  $V_WRK"
 echo "  herd: $V_HERD${HERD_BIN:+ ($HERD_BIN)}"
 echo "  kernel: $V_KERNEL, $NCPU CPUs"
-echo "settings: rounds=$ROUNDS duration=${DURATION}s conns=$CONNS wrk -t1, backend nginx workers=$BACKEND_WORKERS, cpus: $PINNING"
+echo "settings: rounds=$ROUNDS duration=${DURATION}s conns=$CONNS wrk -t1, backend nginx workers=$BACKEND_WORKERS, herd idle-poll=$HERD_IDLE_POLL, cpus: $PINNING"
 
 # --- start everything ---
 nginx -t -q -e "$TMP/backends.early.log" -c "$TMP/backends.conf" -p "$TMP" 2>"$TMP/backends.test.log" ||
@@ -747,7 +751,7 @@ if [ -n "$JSON_OUT" ]; then
         echo "  \"benchmark\": \"lb-vs-peers\","
         echo "  \"date\": $(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),"
         echo "  \"versions\": {\"haproxy\": $(json_str "$V_HAPROXY"), \"nginx\": $(json_str "$V_NGINX"), \"wrk\": $(json_str "$V_WRK"), \"herd\": $(json_str "$V_HERD"), \"kernel\": $(json_str "$V_KERNEL")},"
-        echo "  \"settings\": {\"rounds\": $ROUNDS, \"duration_s\": $DURATION, \"connections\": $CONNS, \"wrk_threads\": 1, \"lb_threads\": 1, \"backend_workers\": $BACKEND_WORKERS, \"pinning\": $(json_str "$PINNING"), \"cpus\": $NCPU},"
+        echo "  \"settings\": {\"rounds\": $ROUNDS, \"duration_s\": $DURATION, \"connections\": $CONNS, \"wrk_threads\": 1, \"lb_threads\": 1, \"backend_workers\": $BACKEND_WORKERS, \"herd_idle_poll\": $(json_str "$HERD_IDLE_POLL"), \"pinning\": $(json_str "$PINNING"), \"cpus\": $NCPU},"
         echo "  \"summary\": ["
         awk -F'\t' '{
             printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"rps_median\": %s, \"p99_ms_median\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"lb_cpu_us_per_req\": %s, \"lb_cpu_pct\": %s, \"box_cpu_pct\": %s, \"rps_spread_pct\": %s, \"other_cpu_pct_max\": %s, \"rps_best\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8), $9, $10, $11, $12

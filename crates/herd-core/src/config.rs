@@ -67,7 +67,7 @@ pub enum RawDuration {
     Text(String),
 }
 
-/// Parses `"500ms"`, `"30s"`, `"15m"`, `"2h"`, `"1d"` or a bare number of seconds.
+/// Parses `"10us"`, `"500ms"`, `"30s"`, `"15m"`, `"2h"`, `"1d"` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -76,6 +76,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 30s, 15m, 2h)"))?;
     let d = match unit.trim() {
+        "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
@@ -88,7 +89,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Renders a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
-    if d.subsec_millis() != 0 || d.as_secs() == 0 && !d.is_zero() {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}us", d.as_micros())
+    } else if d.subsec_millis() != 0 || d.as_secs() == 0 && !d.is_zero() {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs())
@@ -118,6 +121,7 @@ pub struct RawLb {
     pub data_plane: Option<Spanned<String>>,
     pub workers: Option<Spanned<i64>>,
     pub connect_timeout: Option<Spanned<RawDuration>>,
+    pub idle_poll: Option<Spanned<RawDuration>>,
     pub timeouts: Option<RawTimeouts>,
     #[serde(default)]
     pub service: Vec<Spanned<RawService>>,
@@ -197,9 +201,15 @@ pub struct LbConfig {
     /// Worker threads of the data plane; 0 = one per core.
     pub workers: usize,
     pub connect_timeout: Duration,
+    /// How long a data-plane worker that has run out of work keeps yielding the CPU before it
+    /// sleeps in `epoll_wait`; 0 = sleep at once.
+    pub idle_poll: Duration,
     pub timeouts: Timeouts,
     pub services: Vec<ServiceConfig>,
 }
+
+/// Longest accepted `lb.idle-poll`: beyond this, polling costs CPU without a return.
+pub const MAX_IDLE_POLL: Duration = Duration::from_millis(1);
 
 impl Default for LbConfig {
     fn default() -> Self {
@@ -207,6 +217,7 @@ impl Default for LbConfig {
             data_plane: DataPlaneKind::Proxy,
             workers: 0,
             connect_timeout: Duration::from_secs(3),
+            idle_poll: Duration::from_micros(10),
             timeouts: Timeouts::default(),
             services: Vec::new(),
         }
@@ -332,6 +343,13 @@ impl Config {
                 Err(e) => errs.push(l.err(Some(d), "lb.connect-timeout", e)),
             }
         }
+        if let Some(d) = &raw.lb.idle_poll {
+            match duration(d) {
+                Ok(v) if v <= MAX_IDLE_POLL => cfg.lb.idle_poll = v,
+                Ok(_) => errs.push(l.err(Some(d), "lb.idle-poll", "must be at most 1ms")),
+                Err(e) => errs.push(l.err(Some(d), "lb.idle-poll", e)),
+            }
+        }
         if let Some(t) = &raw.lb.timeouts {
             for (val, key, slot) in [
                 (&t.tcp, "lb.timeouts.tcp", &mut cfg.lb.timeouts.tcp),
@@ -386,6 +404,7 @@ impl Config {
                 data_plane: "proxy",
                 workers: self.lb.workers,
                 connect_timeout: format_duration(self.lb.connect_timeout),
+                idle_poll: format_duration(self.lb.idle_poll),
                 timeouts: TimeoutsOut {
                     tcp: format!("{}s", self.lb.timeouts.tcp),
                     tcp_fin: format!("{}s", self.lb.timeouts.tcp_fin),
@@ -735,6 +754,7 @@ struct LbOut {
     data_plane: &'static str,
     workers: usize,
     connect_timeout: String,
+    idle_poll: String,
     timeouts: TimeoutsOut,
     service: Vec<ServiceOut>,
 }
@@ -933,6 +953,22 @@ hash-port = true
             "[lb]\ntimeouts = { tcp = \"5 parsecs\" }\n",
             "bad.toml:2: lb.timeouts.tcp: invalid duration",
         );
+        check_err(
+            "[lb]\nidle-poll = \"5ms\"\n",
+            "bad.toml:2: lb.idle-poll: must be at most 1ms",
+        );
+    }
+
+    #[test]
+    fn idle_poll_defaults_to_10us_and_round_trips() {
+        let cfg = Config::parse("a.toml", "").unwrap();
+        assert_eq!(cfg.lb.idle_poll, Duration::from_micros(10));
+        for (text, want) in [("\"0\"", 0), ("\"250us\"", 250), ("\"1ms\"", 1000)] {
+            let cfg = Config::parse("a.toml", &format!("[lb]\nidle-poll = {text}\n")).unwrap();
+            assert_eq!(cfg.lb.idle_poll, Duration::from_micros(want));
+            let again = Config::parse("out.toml", &cfg.to_toml()).unwrap();
+            assert_eq!(again.lb.idle_poll, cfg.lb.idle_poll);
+        }
     }
 
     #[test]
@@ -944,5 +980,8 @@ hash-port = true
         assert!(parse_duration("s").is_err());
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
+        assert_eq!(format_duration(Duration::from_micros(10)), "10us");
+        assert_eq!(format_duration(Duration::from_micros(2500)), "2500us");
     }
 }

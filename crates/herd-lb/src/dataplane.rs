@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_core::api::ApiError;
+use herd_core::config::LbConfig;
 use herd_core::model::Timeouts;
 
 use crate::service::Service;
@@ -21,6 +22,18 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// How long to wait for a real server to accept a connection before trying another.
     pub connect_timeout: Duration,
+    /// How long a worker with nothing to do keeps yielding the CPU before it sleeps.
+    pub idle_poll: Duration,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &LbConfig) -> Settings {
+        Settings {
+            timeouts: cfg.timeouts,
+            connect_timeout: cfg.connect_timeout,
+            idle_poll: cfg.idle_poll,
+        }
+    }
 }
 
 pub trait DataPlane: Send + Sync + fmt::Debug {

@@ -186,10 +186,7 @@ impl Table {
                 }
             }
         }
-        let settings = Settings {
-            timeouts: cfg.timeouts,
-            connect_timeout: cfg.connect_timeout,
-        };
+        let settings = Settings::from_config(cfg);
         dp.set_settings(settings);
         if let Err(e) = dp.apply(&next) {
             dp.set_settings(self.settings);

@@ -74,10 +74,7 @@ impl Daemon {
     /// listener fails.
     pub fn start(source: Source, config: Config) -> Result<Arc<Daemon>, ApiError> {
         let workers = worker_count(config.lb.workers);
-        let settings = Settings {
-            timeouts: config.lb.timeouts,
-            connect_timeout: config.lb.connect_timeout,
-        };
+        let settings = Settings::from_config(&config.lb);
         let proxy = Proxy::new(workers, settings).map_err(|e| {
             ApiError::new(
                 ErrorKind::Internal,
