@@ -56,17 +56,31 @@ pub(crate) async fn accept_loop(
                         handle(fd, peer, vip, svc, &shared).await;
                     });
                 }
-                Ok(Err(e)) => {
+                Ok(Err(e)) if is_exhaustion(&e) => {
                     // Out of file descriptors or memory: back off instead of spinning; the
                     // backlog holds the clients meanwhile.
                     tracing::warn!(service = %slot.key, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     break;
                 }
+                Ok(Err(e)) => {
+                    // One connection's problem (reset before it was accepted, a protocol
+                    // error): skip it, the next one is fine.
+                    tracing::debug!(service = %slot.key, error = %e, "accept failed");
+                }
                 Err(_would_block) => break,
             }
         }
     }
+}
+
+/// Does this `accept` error mean the process or the system is out of a resource (so that
+/// retrying at once would spin), rather than a problem of one connection?
+fn is_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let exhausted = [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM];
+    e.raw_os_error()
+        .is_some_and(|n| exhausted.contains(&Errno::from_raw_os_error(n)))
 }
 
 /// Opens a non-blocking connection to `addr`, sends `first` (what the client has sent so far)
@@ -262,5 +276,24 @@ async fn idle(activity: &AtomicU64, period: impl Fn() -> Duration) {
             return;
         }
         seen = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::io::Errno;
+
+    use super::*;
+
+    #[test]
+    fn only_resource_exhaustion_makes_accept_back_off() {
+        let err = |e: Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        for e in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            assert!(is_exhaustion(&err(e)), "{e}");
+        }
+        for e in [Errno::CONNABORTED, Errno::PROTO, Errno::PERM] {
+            assert!(!is_exhaustion(&err(e)), "{e}");
+        }
+        assert!(!is_exhaustion(&io::Error::other("no errno")));
     }
 }
