@@ -346,7 +346,11 @@ impl Config {
         if let Some(d) = &raw.lb.idle_poll {
             match duration(d) {
                 Ok(v) if v <= MAX_IDLE_POLL => cfg.lb.idle_poll = v,
-                Ok(_) => errs.push(l.err(Some(d), "lb.idle-poll", "must be at most 1ms")),
+                Ok(_) => errs.push(l.err(
+                    Some(d),
+                    "lb.idle-poll",
+                    format!("must be at most {}", format_duration(MAX_IDLE_POLL)),
+                )),
                 Err(e) => errs.push(l.err(Some(d), "lb.idle-poll", e)),
             }
         }

@@ -156,10 +156,6 @@ struct Inner {
     est: RateEst,
 }
 
-/// How many times a retry asks the scheduler for another choice before falling back to the
-/// least loaded server that has not failed.
-const RETRY_PICKS: usize = 16;
-
 /// A virtual service at run time.
 #[derive(Debug)]
 pub struct Service {
@@ -273,29 +269,24 @@ impl Service {
 
         if chosen.is_none() {
             inner.fill_views();
-            let info = ConnInfo { client, vip };
-            // The scheduler always sees the real weights (hiding an excluded server by zeroing
-            // its weight would make the table-based schedulers rebuild and restart their
-            // rotation). A retry after a failed connect asks again — rotating schedulers move
-            // on to their next choice — and skips the servers that failed.
-            let tries = if exclude.is_empty() { 1 } else { RETRY_PICKS };
-            for _ in 0..tries {
-                match inner.sched.schedule(&inner.views, &info, now_ms) {
-                    Some(i) if exclude.contains(&inner.views[i].addr) => continue,
-                    other => {
-                        chosen = other;
-                        break;
-                    }
+            // A retry after a failed connect: the servers that failed count as overloaded for
+            // this pick, which every scheduler skips (the kernel's rule for a server above
+            // its upper threshold). Weights stay as they are, so the table-based schedulers
+            // neither rebuild nor restart their rotation.
+            for v in inner.views.iter_mut() {
+                if exclude.contains(&v.addr) {
+                    v.overloaded = true;
                 }
             }
-            // Hashing schedulers keep answering with the server that failed: fall back to the
-            // least loaded of the others (the wlc rule), so the client still gets an answer.
+            let info = ConnInfo { client, vip };
+            chosen = inner
+                .sched
+                .schedule(&inner.views, &info, now_ms)
+                .filter(|&i| !exclude.contains(&inner.views[i].addr));
+            // Hashing schedulers without fallback have no other answer, and lblc/lblcr may
+            // answer from their cache: fall back to the least loaded of the others (the wlc
+            // rule), so the client still gets an answer.
             if chosen.is_none() && !exclude.is_empty() {
-                for v in inner.views.iter_mut() {
-                    if exclude.contains(&v.addr) {
-                        v.weight = 0;
-                    }
-                }
                 chosen = wlc_pick(&inner.views);
             }
             if let (Some(i), Some(k), Some(p)) = (chosen, pkey, persist) {
@@ -710,11 +701,27 @@ mod tests {
     }
 
     fn svc(kind: SchedulerKind, reals: &[RealSpec]) -> Arc<Service> {
+        svc_with(kind, None, reals)
+    }
+
+    /// An rr service with persistence (`timeout` seconds, clients grouped by `prefix` bits).
+    fn persistent_svc(timeout: u32, prefix: u8, reals: &[RealSpec]) -> Arc<Service> {
+        let p = Persistence { timeout, prefix };
+        svc_with(SchedulerKind::Rr, Some(p), reals)
+    }
+
+    fn svc_with(
+        kind: SchedulerKind,
+        persistence: Option<Persistence>,
+        reals: &[RealSpec],
+    ) -> Arc<Service> {
         let key = ServiceKey {
             protocol: Protocol::Tcp,
-            address: "192.0.2.1:80".parse().unwrap(),
+            address: vip(),
         };
-        Service::new(service_spec(key, kind), reals, 1)
+        let mut spec = service_spec(key, kind);
+        spec.persistence = persistence;
+        Service::new(spec, reals, 1)
     }
 
     fn client(n: u8) -> SocketAddr {
@@ -849,16 +856,7 @@ mod tests {
 
     #[test]
     fn persistence_sticks_by_masked_client_and_expires() {
-        let key = ServiceKey {
-            protocol: Protocol::Tcp,
-            address: vip(),
-        };
-        let mut spec = service_spec(key, SchedulerKind::Rr);
-        spec.persistence = Some(Persistence {
-            timeout: 60,
-            prefix: 24,
-        });
-        let s = Service::new(spec, &[real(1, 1), real(2, 1), real(3, 1)], 1);
+        let s = persistent_svc(60, 24, &[real(1, 1), real(2, 1), real(3, 1)]);
         let first = s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr();
         // Same /24, different hosts and ports: same real server, although rr would move on.
         for n in 2..10 {
@@ -888,16 +886,7 @@ mod tests {
 
     #[test]
     fn a_replaced_template_keeps_its_own_count() {
-        let key = ServiceKey {
-            protocol: Protocol::Tcp,
-            address: vip(),
-        };
-        let mut spec = service_spec(key, SchedulerKind::Rr);
-        spec.persistence = Some(Persistence {
-            timeout: 10,
-            prefix: 32,
-        });
-        let s = Service::new(spec, &[real(1, 1), real(2, 1)], 1);
+        let s = persistent_svc(10, 32, &[real(1, 1), real(2, 1)]);
         let old = s.schedule(client(1), vip(), 0, &[]).unwrap();
         // The old server fails a connect: the client gets a new template on the other one.
         let new = s.schedule(client(1), vip(), 0, &[old.dest_addr()]).unwrap();
@@ -914,16 +903,7 @@ mod tests {
 
     #[test]
     fn persistence_to_a_quiesced_server_is_dropped() {
-        let key = ServiceKey {
-            protocol: Protocol::Tcp,
-            address: vip(),
-        };
-        let mut spec = service_spec(key, SchedulerKind::Rr);
-        spec.persistence = Some(Persistence {
-            timeout: 600,
-            prefix: 32,
-        });
-        let s = Service::new(spec, &[real(1, 1), real(2, 1)], 1);
+        let s = persistent_svc(600, 32, &[real(1, 1), real(2, 1)]);
         let first = s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr();
         let host = match first.ip() {
             IpAddr::V4(v) => v.octets()[3],
@@ -948,6 +928,18 @@ mod tests {
             .dest_addr();
         assert_ne!(first, second);
         assert!(s.schedule(client(1), vip(), 0, &[first, second]).is_err());
+    }
+
+    #[test]
+    fn a_retry_follows_the_schedulers_own_rule() {
+        // fo always answers with the heaviest usable server. After the heaviest fails, the
+        // retry must get the next heaviest, not the wlc fallback's choice (with no connections
+        // open, the first in list order: the newest, real 3).
+        let s = svc(SchedulerKind::Fo, &[real(1, 5), real(2, 10), real(3, 3)]);
+        let first = s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr();
+        assert_eq!(first, real(2, 0).address);
+        let retry = s.schedule(client(1), vip(), 0, &[first]).unwrap();
+        assert_eq!(retry.dest_addr(), real(1, 0).address);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 
 /// A connected, non-blocking socket registered with the runtime.
-pub type Sock = AsyncFd<OwnedFd>;
+pub(crate) type Sock = AsyncFd<OwnedFd>;
 
 /// Size of the copy buffer; a read that fills it switches the direction to splice.
 const COPY_BUF: usize = 16 * 1024;
@@ -111,9 +111,9 @@ impl Drop for Buf {
 
 /// What the two directions of one connection share.
 #[derive(Debug, Default)]
-pub struct Flow {
+pub(crate) struct Flow {
     /// Bumped on every chunk moved; the idle timer watches it.
-    pub activity: AtomicU64,
+    pub(crate) activity: AtomicU64,
     /// Directions that reached end of stream.
     ended: AtomicU8,
 }
@@ -150,21 +150,25 @@ pub(crate) async fn write_ready(sock: &Sock) -> io::Result<AsyncFdReadyGuard<'_,
     std::future::poll_fn(|cx| sock.poll_write_ready(cx)).await
 }
 
-/// After a short read: has `sock` received TCP urgent data (`.0`), or its peer's FIN (`.1`)?
+/// After a short read: has `sock` received TCP urgent data (`.0`), or its peer's FIN and
+/// nothing after it (`.1`)?
 ///
 /// The read readiness does not carry EPOLLPRI, so this looks at the registration's
 /// PRIORITY readiness, whose mask also holds "read closed": an atomic load in the common case
-/// where neither is set, and a wait that is ready at once otherwise.
+/// where neither is set, and a wait that is ready at once otherwise. A socket that also shows
+/// an error (a reset: EPOLLHUP with EPOLLERR) does not count as cleanly ended, so that the
+/// next read reports the reset.
 async fn urgent_or_eof(sock: &Sock) -> io::Result<(bool, bool)> {
     if sock.try_io(Interest::PRIORITY, |_| Ok(())).is_err() {
         return Ok((false, false));
     }
-    let g = sock.ready(Interest::PRIORITY).await?;
-    Ok((g.ready().is_priority(), g.ready().is_read_closed()))
+    let ready = sock.ready(Interest::PRIORITY).await?.ready();
+    let failed = sock.try_io(Interest::ERROR, |_| Ok(())).is_ok();
+    Ok((ready.is_priority(), ready.is_read_closed() && !failed))
 }
 
 /// Writes all of `buf` to `to`.
-pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         let mut g = write_ready(to).await?;
         match g.try_io(|fd| {
@@ -181,7 +185,7 @@ pub async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
 /// Moves bytes from `from` to `to` until `from` reaches end of stream, then shuts down the
 /// write side of `to` (passing the FIN on). `flow` is shared with the other direction and
 /// the idle timer; `record(bytes)` accounts each chunk.
-pub async fn forward(
+pub(crate) async fn forward(
     from: &Sock,
     to: &Sock,
     flow: &Flow,

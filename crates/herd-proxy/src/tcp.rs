@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use herd_lb::service::{Conn, Service};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
-use tokio::io::unix::AsyncFd;
 
 use crate::clock::now_ms;
 use crate::proxy_protocol::{encode_v2, Transport};
-use crate::splice::{forward, write_all, write_ready, Buf, Flow, Sock};
+use crate::splice::{forward, read_ready, write_all, write_ready, Buf, Flow, Sock};
 use crate::{OpenGuard, ServiceSlot, Shared};
 
 /// Most connections accepted per wake-up before the connections already accepted get to run
@@ -23,15 +22,11 @@ use crate::{OpenGuard, ServiceSlot, Shared};
 const MAX_ACCEPT: usize = 4;
 
 /// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted.
-pub(crate) async fn accept_loop(
-    listener: AsyncFd<OwnedFd>,
-    slot: Arc<ServiceSlot>,
-    shared: Arc<Shared>,
-) {
+pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
     let vip = slot.key.address;
     let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
     loop {
-        let Ok(mut g) = listener.readable().await else {
+        let Ok(mut g) = read_ready(&listener).await else {
             return;
         };
         for accepted in 0.. {
@@ -124,10 +119,10 @@ async fn connect_one(addr: SocketAddr, first: &[u8]) -> io::Result<Sock> {
     let sock = crate::sys::register(fd)?;
     if !connected {
         let mut g = write_ready(&sock).await?;
-        let ready = g.ready();
-        // A failed connect reports EPOLLERR/EPOLLHUP with its EPOLLOUT; only then is
-        // SO_ERROR worth a system call, to say why.
-        if ready.is_error() || ready.is_write_closed() {
+        // A failed connect reports EPOLLHUP (with EPOLLERR) alongside its EPOLLOUT, which the
+        // write readiness shows as "write closed"; only then is SO_ERROR worth a system call,
+        // to say why.
+        if g.ready().is_write_closed() {
             return Err(match rustix::net::sockopt::socket_error(sock.get_ref())? {
                 Err(e) => e.into(),
                 Ok(()) => io::Error::from(io::ErrorKind::ConnectionRefused),

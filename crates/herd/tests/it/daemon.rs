@@ -180,24 +180,41 @@ fn api_errors_are_clear_and_the_daemon_keeps_its_state() {
     assert_eq!(json.as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn sigterm_drains_open_connections_then_exits() {
-    let net = Net::new("drain");
-    let b1 = Backend::custom(net.addr(11, 7000), echo);
+/// A daemon with `drain-timeout` and one echo service, a connection open through it, and
+/// SIGTERM sent: returns once the listener has closed, so the drain has begun.
+struct Draining {
+    d: Daemon,
+    c: TcpStream,
+    _backend: Backend,
+}
+
+fn start_draining(test: &str, drain_timeout: &str) -> Draining {
+    let net = Net::new(test);
+    let backend = Backend::custom(net.addr(11, 7000), echo);
     let vip = net.addr(100, 7000);
     let cfg = format!(
-        "[daemon]\ndrain-timeout = \"20s\"\n{}",
-        service(vip, "rr", &[(b1.addr, 1)])
+        "[daemon]\ndrain-timeout = \"{drain_timeout}\"\n{}",
+        service(vip, "rr", &[(backend.addr, 1)])
     );
-    let mut d = Daemon::start("drain", &cfg);
+    let d = Daemon::start(test, &cfg);
     let mut c = TcpStream::connect(vip).unwrap();
     roundtrip(&mut c, b"hello");
     d.signal("TERM");
-    // New connections are refused once the listener is gone...
+    // New connections are refused once the listener is gone.
     wait_for("listener to close", Duration::from_secs(5), || {
         TcpStream::connect(vip).is_err()
     });
-    // ...while the open one still works.
+    Draining {
+        d,
+        c,
+        _backend: backend,
+    }
+}
+
+#[test]
+fn sigterm_drains_open_connections_then_exits() {
+    let Draining { mut d, mut c, .. } = start_draining("drain", "20s");
+    // The open connection still works.
     roundtrip(&mut c, b"still here");
     assert_eq!(
         d.wait(Duration::from_millis(300)),
@@ -213,18 +230,10 @@ fn sigterm_drains_open_connections_then_exits() {
 
 #[test]
 fn drain_timeout_bounds_the_wait() {
-    let net = Net::new("drain_timeout");
-    let b1 = Backend::custom(net.addr(11, 7000), echo);
-    let vip = net.addr(100, 7000);
-    let cfg = format!(
-        "[daemon]\ndrain-timeout = \"1s\"\n{}",
-        service(vip, "rr", &[(b1.addr, 1)])
-    );
-    let mut d = Daemon::start("drain_timeout", &cfg);
-    let mut c = TcpStream::connect(vip).unwrap();
-    roundtrip(&mut c, b"hello");
-    d.signal("TERM");
+    let Draining { mut d, c, .. } = start_draining("drain_timeout", "1s");
     assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    // Held open until here, so that the drain had a connection to wait for.
+    drop(c);
 }
 
 #[test]
@@ -394,22 +403,11 @@ fn udp_sessions_end_with_their_listener() {
 
 #[test]
 fn a_second_sigterm_ends_the_drain_at_once() {
-    let net = Net::new("second_term");
-    let b1 = Backend::custom(net.addr(11, 7000), echo);
-    let vip = net.addr(100, 7000);
-    let cfg = format!(
-        "[daemon]\ndrain-timeout = \"60s\"\n{}",
-        service(vip, "rr", &[(b1.addr, 1)])
-    );
-    let mut d = Daemon::start("second_term", &cfg);
-    let mut c = TcpStream::connect(vip).unwrap();
-    roundtrip(&mut c, b"hello");
-    d.signal("TERM");
-    wait_for("listener to close", Duration::from_secs(5), || {
-        TcpStream::connect(vip).is_err()
-    });
+    let Draining { mut d, c, .. } = start_draining("second_term", "60s");
     let t = Instant::now();
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
     assert!(t.elapsed() < Duration::from_secs(5));
+    // Held open until here, so that the drain had a connection to wait for.
+    drop(c);
 }
