@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Mutex;
 
 // recv/send rather than read/write: socket calls skip the VFS layer's file-position lock.
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
@@ -185,13 +186,20 @@ pub(crate) async fn write_all(to: &Sock, mut buf: &[u8]) -> io::Result<()> {
 /// Moves bytes from `from` to `to` until `from` reaches end of stream, then shuts down the
 /// write side of `to` (passing the FIN on). `flow` is shared with the other direction and
 /// the idle timer; `record(bytes)` accounts each chunk.
+///
+/// `buf` is the buffer to read into (else one from the pool). With `hand_back`, a reset
+/// before the first byte returns the buffer there, untouched, with the error: it may hold
+/// bytes the caller wants to send elsewhere.
 pub(crate) async fn forward(
     from: &Sock,
     to: &Sock,
     flow: &Flow,
     mut record: impl FnMut(u64),
+    buf: Option<Buf>,
+    hand_back: Option<&Mutex<Option<Buf>>>,
 ) -> io::Result<()> {
-    let mut buf = Buf::take();
+    let mut buf = buf.unwrap_or_else(Buf::take);
+    let mut hand_back = hand_back;
     // TCP urgent data makes a read stop short at the urgent mark with bytes still queued, so
     // once a peer has sent any, a short read no longer proves the queue empty.
     let mut urgent = false;
@@ -219,7 +227,14 @@ pub(crate) async fn forward(
                     }
                     break n;
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    if let Some(slot) =
+                        hand_back.filter(|_| e.kind() == io::ErrorKind::ConnectionReset)
+                    {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(buf);
+                    }
+                    return Err(e);
+                }
                 Err(_would_block) => continue,
             }
         };
@@ -227,6 +242,8 @@ pub(crate) async fn forward(
             flow.end(to);
             return Ok(());
         }
+        // The first byte came: the buffer's old content is gone.
+        hand_back = None;
         flow.bump();
         record(n as u64);
         write_all(to, &buf.get()[..n]).await?;

@@ -4,9 +4,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herd_lb::dataplane::Settings;
 use herd_lb::service::{Conn, Service};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
@@ -142,12 +143,12 @@ async fn connect(
     vip: SocketAddr,
     timeout: Duration,
     client_bytes: &[u8],
+    failed: &mut Vec<SocketAddr>,
 ) -> Option<(Conn, Sock)> {
-    let mut failed: Vec<SocketAddr> = Vec::new();
     // Built on first use: the PROXY header goes ahead of the client's bytes, in one send.
     let mut with_header: Option<Vec<u8>> = None;
     loop {
-        let conn = match svc.schedule(peer, vip, now_ms(), &failed) {
+        let conn = match svc.schedule(peer, vip, now_ms(), failed) {
             Ok(c) => c,
             Err(_) => {
                 if failed.is_empty() {
@@ -197,7 +198,7 @@ async fn handle(
     // forwarding loop picks it up through the reactor as usual; an end of stream read here is
     // read again there, as EOF stays readable.
     let mut first = Buf::take();
-    let n = match rustix::net::recv(&client, first.get(), RecvFlags::empty()) {
+    let mut n = match rustix::net::recv(&client, first.get(), RecvFlags::empty()) {
         Ok((n, _)) => n,
         Err(rustix::io::Errno::AGAIN) => 0,
         // Reset before anything happened: nothing to forward.
@@ -207,26 +208,115 @@ async fn handle(
     let Ok(client) = crate::sys::register(client) else {
         return;
     };
-    let Some((conn, server)) =
-        connect(&svc, peer, vip, settings.connect_timeout, &first.get()[..n]).await
-    else {
-        return;
-    };
-    if n > 0 {
-        conn.record_in(1, n as u64);
+    let mut failed = Vec::new();
+    // The client's first bytes stay in their buffer until the real server answers (that
+    // buffer is what the server's reply is read into): a server that resets the connection
+    // before any reply — one stopping with connections still in its accept queue does — has
+    // the request taken back and sent to another real server, as nginx's `proxy_next_upstream
+    // error` does. Only while the client has sent nothing more.
+    let back: Mutex<Option<Buf>> = Mutex::new(None);
+    loop {
+        let Some((conn, server)) = connect(
+            &svc,
+            peer,
+            vip,
+            settings.connect_timeout,
+            &first.get()[..n],
+            &mut failed,
+        )
+        .await
+        else {
+            return;
+        };
+        if n > 0 {
+            conn.record_in(1, n as u64);
+        } else if failed.is_empty() {
+            // The client had sent nothing by the accept: see who speaks first. If it is the
+            // client, its first bytes are read here, so that they too can be taken back.
+            if let Some(k) = first_words(&client, &server, &mut first, &settings).await {
+                n = k;
+                conn.record_in(1, n as u64);
+            }
+        }
+        let keep = (n > 0).then_some(first);
+        let end = pump(&client, &server, &conn, shared, keep, &back).await;
+        let addr = conn.dest_addr();
+        conn.close(now_ms());
+        let again = back.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (end, again) {
+            (End::ResetBeforeReply, Some(buf)) => {
+                tracing::debug!(real = %addr, "reset before any reply; trying another real server");
+                failed.push(addr);
+                first = buf;
+            }
+            _ => return,
+        }
     }
-    drop(first);
-    pump(&client, &server, &conn, shared).await;
-    conn.close(now_ms());
+}
+
+/// Waits until the client or the server speaks. When the client does, reads its bytes into
+/// `buf` and sends them on; returns how many. `None`: the server spoke first, the client
+/// closed, or nothing came within the idle timeout (the forwarding loop sorts these out).
+async fn first_words(
+    client: &Sock,
+    server: &Sock,
+    buf: &mut Buf,
+    settings: &Settings,
+) -> Option<usize> {
+    let idle = Duration::from_secs(u64::from(settings.timeouts.tcp.max(1)));
+    let client_first = tokio::time::timeout(idle, async {
+        tokio::select! {
+            biased;
+            _ = read_ready(server) => false,
+            _ = read_ready(client) => true,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !client_first {
+        return None;
+    }
+    let n = match rustix::net::recv(client.get_ref(), buf.get(), RecvFlags::empty()) {
+        Ok((n, _)) if n > 0 => n,
+        _ => return None,
+    };
+    write_all(server, &buf.get()[..n]).await.ok()?;
+    Some(n)
+}
+
+/// How a connection's forwarding ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Done,
+    /// The real server reset the connection before sending anything, and the client has sent
+    /// nothing after its first bytes: the request may go to another real server.
+    ResetBeforeReply,
 }
 
 /// Forwards both directions until the connection ends: both sides closed, an error, or an
 /// idle timeout (`tcp` while both directions are open, `tcp-fin` once one side has closed).
-async fn pump(client: &Sock, server: &Sock, conn: &Conn, shared: &Shared) {
+/// `first` holds the client's first bytes (already sent) and is the buffer the server's reply
+/// is read into; a reset before any reply puts it back into `back`.
+async fn pump(
+    client: &Sock,
+    server: &Sock,
+    conn: &Conn,
+    shared: &Shared,
+    first: Option<Buf>,
+    back: &Mutex<Option<Buf>>,
+) -> End {
     let flow = Flow::default();
     let activity = &flow.activity;
-    let c2s = forward(client, server, &flow, |n| conn.record_in(1, n));
-    let s2c = forward(server, client, &flow, |n| conn.record_out(1, n));
+    let retry = first.is_some().then_some(back);
+    let c2s = forward(client, server, &flow, |n| conn.record_in(1, n), None, None);
+    let s2c = forward(
+        server,
+        client,
+        &flow,
+        |n| conn.record_out(1, n),
+        first,
+        retry,
+    );
     tokio::pin!(c2s, s2c);
     // Read at every period, so `ipvsadm --set` and reloads reach open connections too.
     let tcp_idle = || Duration::from_secs(u64::from(shared.settings().timeouts.tcp.max(1)));
@@ -239,11 +329,18 @@ async fn pump(client: &Sock, server: &Sock, conn: &Conn, shared: &Shared) {
         _ = idle(activity, tcp_idle) => None,
     };
     let Some((result, client_done)) = first else {
-        return;
+        return End::Done;
     };
-    if result.is_err() {
+    if let Err(e) = result {
         // A reset or error on one side ends the connection; dropping both sockets closes them.
-        return;
+        // The server's reset before anything moved either way (the client's first bytes went
+        // out with the connect, outside the forwarding) can be retried elsewhere.
+        let untouched = activity.load(Relaxed) == 0;
+        return if !client_done && untouched && e.kind() == io::ErrorKind::ConnectionReset {
+            End::ResetBeforeReply
+        } else {
+            End::Done
+        };
     }
     // Phase 2: half-closed, as the kernel's FIN_WAIT.
     conn.half_closed(now_ms());
@@ -258,6 +355,7 @@ async fn pump(client: &Sock, server: &Sock, conn: &Conn, shared: &Shared) {
             _ = idle(activity, fin_idle) => {},
         }
     }
+    End::Done
 }
 
 /// Completes when `activity` has not changed for a whole period (so after between one and

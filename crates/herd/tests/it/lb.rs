@@ -87,6 +87,64 @@ fn a_dead_real_server_is_invisible_to_clients() {
     assert!(seen["node01"] > 300 && seen["node02"] > 300, "{seen:?}");
 }
 
+/// A backend that reads the request and then resets the connection (SO_LINGER 0), after
+/// sending `partial` first.
+fn resetting(addr: SocketAddr, partial: &'static [u8]) -> Backend {
+    Backend::custom(addr, move |mut s: TcpStream| {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        if !partial.is_empty() {
+            let _ = s.write_all(partial);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
+    })
+}
+
+#[test]
+fn a_reset_before_any_reply_sends_the_request_to_another_real_server() {
+    let net = Net::new("reset_retry");
+    let bad = resetting(net.addr(11, 8080), b"");
+    let good = Backend::http(net.addr(12, 8080), "node02");
+    let vip = net.addr(100, 8080);
+    let d = Daemon::start(
+        "reset_retry",
+        &service(vip, "rr", &[(bad.addr, 1), (good.addr, 1)]),
+    );
+    for i in 0..100 {
+        assert_eq!(get(vip).as_deref(), Ok("node02"), "request {i}");
+    }
+    // Half the connections were scheduled to the resetting server first, and counted there.
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    let conns = |a: SocketAddr| {
+        json[0]["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == a.to_string())
+            .unwrap()["stats"]["conns"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(conns(bad.addr) >= 40, "{json}");
+    assert_eq!(conns(good.addr), 100);
+}
+
+#[test]
+fn a_reset_after_part_of_the_reply_is_not_retried() {
+    let net = Net::new("reset_partial");
+    // The reply has begun: sending the request again could answer the client twice.
+    let bad = resetting(net.addr(11, 8080), b"HTTP/1.0 200 OK\r\n");
+    let vip = net.addr(100, 8080);
+    let _d = Daemon::start("reset_partial", &service(vip, "rr", &[(bad.addr, 1)]));
+    let mut s = TcpStream::connect(vip).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let r = s.read_to_end(&mut got);
+    assert_eq!(got, b"HTTP/1.0 200 OK\r\n", "{r:?}");
+}
+
 #[test]
 fn weight_zero_quiesces_new_connections_but_open_ones_continue() {
     let net = Net::new("quiesce");
