@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: virtual services, real servers, schedulers, timeouts.
 //! - [`config`]: the strict TOML config and its validation (errors name file, line and key).
+//! - [`period`]: mon's time periods (`wd {Mon-Fri} hr {7am-10pm}`).
 //! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
 //! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
 //!
@@ -11,3 +12,4 @@ pub mod api;
 pub mod config;
 pub mod ipvsadm;
 pub mod model;
+pub mod period;
