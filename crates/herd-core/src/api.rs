@@ -67,6 +67,40 @@ pub enum Request {
     Connections,
     /// The effective state rendered as a config file (`herd lb save`).
     ExportConfig,
+    /// Every health check with its targets' states (`herd health list`).
+    HealthList,
+    /// Recent state changes, alerts and holds, newest last (`herd health history`).
+    HealthHistory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// Hold the alerts of a check, a target or both (mon's `ack`).
+    HealthSilence {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// Seconds from now; `None` = until lifted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secs: Option<u64>,
+        author: String,
+        reason: String,
+    },
+    HealthUnsilence {
+        id: u64,
+    },
+    /// Stop (`disabled`) or resume running a check, or one of its targets (mon's
+    /// `disable`/`enable`).
+    HealthDisable {
+        check: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        disabled: bool,
+    },
+    /// Send a test notification through every alert of a check.
+    HealthTestAlert {
+        check: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,10 +109,112 @@ pub enum Response {
     Ok,
     Error(ApiError),
     Status(DaemonStatus),
-    Services { services: Vec<ServiceStatus> },
-    Timeouts { timeouts: Timeouts },
-    Connections { connections: Vec<ConnEntry> },
-    Config { toml: String },
+    Services {
+        services: Vec<ServiceStatus>,
+    },
+    Timeouts {
+        timeouts: Timeouts,
+    },
+    Connections {
+        connections: Vec<ConnEntry>,
+    },
+    Config {
+        toml: String,
+    },
+    Health {
+        checks: Vec<HealthCheckStatus>,
+        silences: Vec<SilenceStatus>,
+    },
+    HealthHistory {
+        entries: Vec<HealthEvent>,
+    },
+    Silenced {
+        id: u64,
+    },
+    /// Outcomes of `HealthTestAlert`, one per alert rule.
+    Deliveries {
+        deliveries: Vec<DeliveryStatus>,
+    },
+}
+
+/// A health check and its targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HealthCheckStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its service, host group or `hosts`.
+    pub group: String,
+    pub interval_ms: u64,
+    pub disabled: bool,
+    pub targets: Vec<HealthTargetStatus>,
+}
+
+/// One target of a check: its state and its last result (latency, verdict, summary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HealthTargetStatus {
+    pub target: String,
+    /// `unknown`, `up` or `down`.
+    pub status: String,
+    /// Milliseconds since the Unix epoch of the last state change.
+    pub since_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ms: Option<u64>,
+    /// `ok`, `warning`, `critical` or `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    pub flapping: bool,
+    pub disabled: bool,
+    /// The silence holding its alerts, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silenced: Option<u64>,
+}
+
+/// A silence in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SilenceStatus {
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    pub author: String,
+    pub reason: String,
+    pub created_ms: u64,
+}
+
+/// One entry of the health history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HealthEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub check: String,
+    /// Space-separated targets.
+    pub targets: String,
+    /// `up`, `down`, `alert`, `upalert`, `flapping`, `settled`, `held` or `test`.
+    pub event: String,
+    /// The summary, or the alert's sink and outcome.
+    pub detail: String,
+}
+
+/// The outcome of one alert run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeliveryStatus {
+    pub sink: String,
+    pub ok: bool,
+    pub error: String,
+    pub took_ms: u64,
 }
 
 /// Why a request failed. The kinds map onto ipvsadm's error messages and exit codes.
@@ -172,8 +308,24 @@ pub struct RealStatus {
     pub overloaded: bool,
     /// Removed from the config but still carrying connections.
     pub draining: bool,
+    /// The health monitor's verdict; `weight` above is 0 unless `up`.
+    #[serde(default)]
+    pub health: RealHealth,
     pub stats: Stats,
     pub rates: Rates,
+}
+
+/// What the health monitor has done to a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RealHealth {
+    /// In service (also: not monitored, or not checked yet).
+    #[default]
+    Up,
+    /// Failing its checks: weight 0, open connections drain.
+    Quiesced,
+    /// Failing its checks: out of the table until it recovers.
+    Removed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use herd_core::api::{ConnEntry, RealStatus, ServiceStatus};
+use herd_core::api::{ConnEntry, RealHealth, RealStatus, ServiceStatus};
 use herd_core::model::{mask_addr, Protocol, RealSpec, ServiceKey, ServiceSpec, Timeouts};
 
 use crate::sched::{new_scheduler, wlc_pick, ConnInfo, DestView, Scheduler};
@@ -100,7 +100,20 @@ struct DestEntry {
     dest: Arc<Dest>,
     /// Removed by a reload: weight forced to 0 until its last connection ends.
     draining: bool,
+    /// What the health monitor says; kept across reloads.
+    health: RealHealth,
     est: RateEst,
+}
+
+impl DestEntry {
+    /// The weight the schedulers see: 0 while draining or taken out by the health monitor.
+    fn effective_weight(&self) -> u32 {
+        if self.draining || self.health != RealHealth::Up {
+            0
+        } else {
+            self.spec.weight
+        }
+    }
 }
 
 /// A persistence template: clients of one masked address stick to one real server.
@@ -252,8 +265,7 @@ impl Service {
                 match idx {
                     Some(i)
                         if live
-                            && inner.dests[i].spec.weight > 0
-                            && !inner.dests[i].draining
+                            && inner.dests[i].effective_weight() > 0
                             && !exclude.contains(&t.dest) =>
                     {
                         chosen = Some(i)
@@ -354,9 +366,12 @@ impl Service {
         let reals = inner
             .dests
             .iter()
+            // A real server the health monitor removed is out of the table, as after the
+            // `ipvsadm -d` of mon's lvs.alert.
+            .filter(|d| d.health != RealHealth::Removed)
             .map(|d| RealStatus {
                 spec: RealSpec {
-                    weight: if d.draining { 0 } else { d.spec.weight },
+                    weight: d.effective_weight(),
                     ..d.spec
                 },
                 active_conns: d.dest.active.load(Relaxed),
@@ -364,6 +379,7 @@ impl Service {
                 persistent_conns: persistent.get(&d.dest.addr).copied().unwrap_or(0),
                 overloaded: d.dest.overloaded.load(Relaxed),
                 draining: d.draining,
+                health: d.health,
                 stats: d.dest.stats.snapshot(),
                 rates: d.est.rates(),
             })
@@ -449,6 +465,25 @@ impl Service {
         d.spec = spec;
         d.dest
             .set_thresholds(spec.upper_threshold, spec.lower_threshold);
+        inner.refresh_sched();
+        true
+    }
+
+    /// Sets what the health monitor says about a real server; false if there is none at this
+    /// address. `Quiesced` and `Removed` both stop new connections (open ones continue);
+    /// `Removed` also hides the server from listings and drops its persistence templates.
+    pub fn set_health(&self, addr: SocketAddr, health: RealHealth) -> bool {
+        let mut inner = self.lock();
+        let Some(d) = inner.dests.iter_mut().find(|d| d.dest.addr == addr) else {
+            return false;
+        };
+        if d.health == health {
+            return true;
+        }
+        d.health = health;
+        if health != RealHealth::Up {
+            inner.templates.retain(|_, t| t.dest != addr);
+        }
         inner.refresh_sched();
         true
     }
@@ -566,6 +601,7 @@ impl Inner {
                 spec,
                 dest: Arc::new(Dest::new(&spec)),
                 draining: false,
+                health: RealHealth::Up,
                 est: RateEst::default(),
             },
         );
@@ -576,7 +612,7 @@ impl Inner {
         for d in &self.dests {
             self.views.push(DestView {
                 addr: d.dest.addr,
-                weight: if d.draining { 0 } else { d.spec.weight },
+                weight: d.effective_weight(),
                 active: d.dest.active.load(Relaxed),
                 inactive: d.dest.inactive.load(Relaxed),
                 overloaded: d.dest.overloaded.load(Relaxed),
@@ -780,6 +816,46 @@ mod tests {
             (100, 300, 2)
         );
         assert_eq!(s.open_conns(), 0);
+    }
+
+    #[test]
+    fn health_verdicts_take_servers_out_and_survive_reloads() {
+        let (a, b) = (real(1, 5), real(2, 5));
+        let s = persistent_svc(300, 32, &[a, b]);
+        let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        let first = c.dest_addr();
+        let other = if first == a.address { b } else { a };
+        assert!(s.set_health(first, RealHealth::Quiesced));
+        // The persistent client moves; the open connection stays counted.
+        for n in 1..10 {
+            let c2 = s.schedule(client(n), vip(), 0, &[]).unwrap();
+            assert_eq!(c2.dest_addr(), other.address);
+        }
+        let st = s.status();
+        let q = st.reals.iter().find(|r| r.spec.address == first).unwrap();
+        assert_eq!(
+            (q.spec.weight, q.health, q.active_conns),
+            (0, RealHealth::Quiesced, 1)
+        );
+        // A reload keeps the verdict; only the monitor lifts it.
+        s.reconcile_reals(&[a, b]);
+        assert_eq!(
+            s.schedule(client(20), vip(), 0, &[]).unwrap().dest_addr(),
+            other.address
+        );
+        // Removed: out of listings too.
+        assert!(s.set_health(first, RealHealth::Removed));
+        assert_eq!(s.status().reals.len(), 1);
+        assert_eq!(s.reals().len(), 2, "the configured set is unchanged");
+        assert!(s.set_health(first, RealHealth::Up));
+        let st = s.status();
+        assert_eq!(st.reals.len(), 2);
+        assert!(st
+            .reals
+            .iter()
+            .all(|r| r.spec.weight == 5 && r.health == RealHealth::Up));
+        assert!(!s.set_health(real(9, 1).address, RealHealth::Up));
+        drop(c);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use herd_core::api::{ApiError, ConnEntry, ErrorKind, ServiceStatus};
+use herd_core::api::{ApiError, ConnEntry, ErrorKind, RealHealth, ServiceStatus};
 use herd_core::config::{LbConfig, ServiceConfig};
 use herd_core::model::{RealSpec, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT};
 
@@ -126,6 +126,19 @@ impl Table {
         check_real(key, &real)?;
         if !svc.edit_real(real) {
             return Err(no_real(key, real.address));
+        }
+        Ok(())
+    }
+
+    /// Applies the health monitor's verdict on a real server (see [`Service::set_health`]).
+    pub fn set_health(
+        &self,
+        key: &ServiceKey,
+        addr: SocketAddr,
+        health: RealHealth,
+    ) -> Result<(), ApiError> {
+        if !self.need(key)?.set_health(addr, health) {
+            return Err(no_real(key, addr));
         }
         Ok(())
     }

@@ -361,6 +361,7 @@ fn rstat(spec: RealSpec, active: u32, inactive: u32, persist: u32) -> RealStatus
         persistent_conns: persist,
         overloaded: false,
         draining: false,
+        health: Default::default(),
         stats: Stats::default(),
         rates: Rates::default(),
     }
