@@ -2,7 +2,9 @@
 //!
 //! - [`model`]: virtual services, real servers, schedulers, timeouts.
 //! - [`config`]: the strict TOML config and its validation (errors name file, line and key).
-//! - [`period`]: mon's time periods (`wd {Mon-Fri} hr {7am-10pm}`).
+//! - [`health`]: the health monitor's checks, alert rules and sinks; [`period`]: mon's time
+//!   periods (`wd {Mon-Fri} hr {7am-10pm}`).
+//! - [`import`]: other tools' configs (mon.cf) converted to herd's.
 //! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
 //! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
 //!
@@ -10,6 +12,8 @@
 
 pub mod api;
 pub mod config;
+pub mod health;
+pub mod import;
 pub mod ipvsadm;
 pub mod model;
 pub mod period;

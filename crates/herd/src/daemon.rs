@@ -9,6 +9,7 @@
 //!    `daemon.drain-timeout`; SIGHUP (or `herd reload`) reloads.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use herd_core::api::{
-    ApiError, DaemonStatus, ErrorKind, Request, Response, API_VERSION, MAX_MESSAGE,
+    ApiError, DaemonStatus, ErrorKind, RealHealth, Request, Response, API_VERSION, MAX_MESSAGE,
 };
 use herd_core::config::{Config, LbConfig};
+use herd_core::model::ServiceKey;
+use herd_health::monitor::{Director, Monitor};
 use herd_lb::dataplane::{DataPlane, Settings};
 use herd_lb::stats::RateEst;
 use herd_lb::table::Table;
@@ -49,7 +52,9 @@ impl Source {
 #[derive(Debug)]
 pub struct Daemon {
     source: Source,
-    table: Mutex<Table>,
+    table: Arc<Mutex<Table>>,
+    /// The health monitor of the config applied last; replaced (keeping its state) on reload.
+    monitor: Mutex<Option<Arc<Monitor>>>,
     /// The last config applied, for what a save keeps besides the table (daemon settings).
     config: Mutex<Config>,
     dp: Arc<dyn DataPlane>,
@@ -84,9 +89,12 @@ impl Daemon {
         let dp: Arc<dyn DataPlane> = Arc::new(proxy);
         let mut table = Table::new(settings);
         table.apply_config(&config.lb, dp.as_ref())?;
+        let table = Arc::new(Mutex::new(table));
+        let monitor = Monitor::start(&config, Arc::new(TableDirector(table.clone())), None);
         Ok(Arc::new(Daemon {
             source,
-            table: Mutex::new(table),
+            table,
+            monitor: Mutex::new(Some(Arc::new(monitor))),
             config: Mutex::new(config),
             dp,
             started: Instant::now(),
@@ -105,19 +113,38 @@ impl Daemon {
             .source
             .load()
             .map_err(|e| ApiError::new(ErrorKind::Config, e.to_string()))?;
-        let mut table = self.table();
-        table.apply_config(&cfg.lb, self.dp.as_ref())?;
+        let services = {
+            let mut table = self.table();
+            table.apply_config(&cfg.lb, self.dp.as_ref())?;
+            table.services().len()
+        };
         if worker_count(cfg.lb.workers) != self.workers {
             tracing::warn!("lb.workers changed: takes effect when the daemon restarts");
         }
+        // The new monitor takes over the old one's states, silences and disables, and tells
+        // the director the verdict on every real server (the table lock is not held here: it
+        // takes it).
+        {
+            let mut slot = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+            let old = slot.take();
+            if let Some(m) = &old {
+                m.stop();
+            }
+            let director = Arc::new(TableDirector(self.table.clone()));
+            *slot = Some(Arc::new(Monitor::start(&cfg, director, old.as_deref())));
+        }
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
         let n = self.reloads.fetch_add(1, Relaxed) + 1;
-        tracing::info!(
-            reloads = n,
-            services = table.services().len(),
-            "config reloaded"
-        );
+        tracing::info!(reloads = n, services, "config reloaded");
         Ok(())
+    }
+
+    fn monitor(&self) -> Result<Arc<Monitor>, ApiError> {
+        self.monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the health monitor is not running"))
     }
 
     /// Answers one API request.
@@ -169,6 +196,41 @@ impl Daemon {
             Request::Connections => Ok(Response::Connections {
                 connections: self.table().connections(now_ms()),
             }),
+            Request::HealthList => {
+                let (checks, silences) = self.monitor()?.status();
+                Ok(Response::Health { checks, silences })
+            }
+            Request::HealthHistory { limit } => Ok(Response::HealthHistory {
+                entries: self.monitor()?.history(limit.unwrap_or(100)),
+            }),
+            Request::HealthSilence {
+                check,
+                target,
+                secs,
+                author,
+                reason,
+            } => self
+                .monitor()?
+                .silence(check, target, secs, author, reason)
+                .map(|id| Response::Silenced { id })
+                .map_err(invalid),
+            Request::HealthUnsilence { id } => ok(self.monitor()?.unsilence(id).map_err(invalid)),
+            Request::HealthDisable {
+                check,
+                target,
+                disabled,
+            } => ok(self
+                .monitor()?
+                .set_disabled(&check, target.as_deref(), disabled)
+                .map_err(invalid)),
+            Request::HealthTestAlert { check } => {
+                let m = self.monitor()?;
+                // Requests run on a blocking thread: wait here for the alert programs.
+                tokio::runtime::Handle::current()
+                    .block_on(m.test_alert(&check))
+                    .map(|deliveries| Response::Deliveries { deliveries })
+                    .map_err(invalid)
+            }
             Request::ExportConfig => {
                 let mut cfg = self
                     .config
@@ -214,6 +276,24 @@ impl Daemon {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(ErrorKind::Invalid, message)
+}
+
+/// The director as the health monitor sees it: the virtual service table.
+#[derive(Debug)]
+struct TableDirector(Arc<Mutex<Table>>);
+
+impl Director for TableDirector {
+    fn set_health(&self, service: &ServiceKey, real: SocketAddr, health: RealHealth) {
+        let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A real server removed by ipvsadm since the config was loaded: nothing to do.
+        if let Err(e) = table.set_health(service, real, health) {
+            tracing::debug!(error = %e, "health verdict not applied");
         }
     }
 }

@@ -17,6 +17,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod health;
+
+pub use health::{find_service, host_port, real_matches, split_words};
+
+use crate::health::HealthConfig;
 use crate::model::{
     netmask_to_prefix, prefix_to_netmask, Forward, Persistence, Protocol, RealSpec, SchedFlags,
     SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
@@ -105,6 +110,7 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default)]
     pub lb: RawLb,
+    pub health: Option<health::RawHealth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +235,7 @@ impl Default for LbConfig {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub lb: LbConfig,
+    pub health: HealthConfig,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -389,6 +396,10 @@ impl Config {
             }
         }
 
+        if let Some(h) = &raw.health {
+            cfg.health = health::validate(&l, h, &cfg.lb, &mut errs);
+        }
+
         if errs.is_empty() {
             Ok(cfg)
         } else {
@@ -416,6 +427,8 @@ impl Config {
                 },
                 service: self.lb.services.iter().map(ServiceOut::from).collect(),
             },
+            health: (self.health != HealthConfig::default())
+                .then(|| health::HealthOut::from(&self.health)),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -491,7 +504,11 @@ fn key_path_at(src: &str, text: &str, offset: usize) -> String {
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
 
 fn duration(d: &Spanned<RawDuration>) -> Result<Duration, String> {
-    let v = match d.get_ref() {
+    duration_value(d.get_ref())
+}
+
+fn duration_value(d: &RawDuration) -> Result<Duration, String> {
+    let v = match d {
         RawDuration::Secs(n) if *n >= 0 => Duration::from_secs(*n as u64),
         RawDuration::Secs(n) => return Err(format!("{n} is negative")),
         RawDuration::Text(s) => parse_duration(s)?,
@@ -741,6 +758,8 @@ pub fn parse_real_addr(s: &str, default_port: u16) -> Result<SocketAddr, String>
 struct FileOut {
     daemon: DaemonOut,
     lb: LbOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<health::HealthOut>,
 }
 
 #[derive(Serialize)]

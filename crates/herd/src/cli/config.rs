@@ -24,11 +24,17 @@ pub fn run(cmd: Cmd) -> u8 {
                 match Config::load(&f) {
                     Ok(c) => {
                         let reals: usize = c.lb.services.iter().map(|s| s.reals.len()).sum();
+                        let checks = c.health.checks.len();
                         println!(
-                            "{}: ok ({} virtual services, {} real servers)",
+                            "{}: ok ({} virtual services, {} real servers{})",
                             f.display(),
                             c.lb.services.len(),
-                            reals
+                            reals,
+                            match checks {
+                                0 => String::new(),
+                                1 => ", 1 health check".into(),
+                                n => format!(", {n} health checks"),
+                            }
                         );
                     }
                     Err(e) => {

@@ -3,6 +3,8 @@
 mod config;
 mod daemon;
 mod demo;
+mod health;
+mod import;
 mod ipvsadm;
 mod lb;
 
@@ -37,7 +39,8 @@ pub mod exit {
 servers, the fourteen IPVS schedulers), controlled through an ipvsadm-compatible command line.\n\n\
 Start here:\n  herd demo                      a director with three built-in web servers, no root needed\n  \
 herd daemon --config FILE      the node daemon\n  herd ipvsadm -L -n             what the director does now\n  \
-herd lb list                   the same, friendlier (--json for scripts)",
+herd lb list                   the same, friendlier (--json for scripts)\n  \
+herd health list               health checks and what they did to the real servers",
     after_help = "The CLI talks to the daemon over a Unix socket: --socket or HERD_SOCKET choose it \
 (default /run/herd/herd.sock)."
 )]
@@ -68,6 +71,12 @@ enum Cmd {
     /// Virtual services and real servers (the friendly front end)
     #[command(subcommand)]
     Lb(lb::Cmd),
+    /// Convert another tool's config to herd's (`herd import mon.cf FILE`)
+    #[command(subcommand)]
+    Import(import::Cmd),
+    /// Health checks, alerts, silences (`herd health list`)
+    #[command(subcommand)]
+    Health(health::Cmd),
     /// ipvsadm-compatible front end to the running daemon (`herd ipvsadm -h` for its options)
     #[command(disable_help_flag = true)]
     Ipvsadm {
@@ -89,6 +98,8 @@ pub fn run() -> ExitCode {
         Cmd::Reload => simple(socket, Request::Reload, |_| println!("reloaded")),
         Cmd::Status { json } => status(socket, json),
         Cmd::Lb(c) => lb::run(c, socket),
+        Cmd::Health(c) => health::run(c, socket),
+        Cmd::Import(c) => import::run(c),
         Cmd::Ipvsadm { args } => ipvsadm::run(args, socket),
         Cmd::Demo(a) => demo::run(a, socket),
     };

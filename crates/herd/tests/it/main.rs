@@ -5,6 +5,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod health;
 mod ipvsadm;
 mod lb;
 mod util;

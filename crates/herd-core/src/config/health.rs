@@ -1,0 +1,1337 @@
+//! The `[health]` section: raw form, validation into [`crate::health`], and rendering back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{duration, format_duration, ConfigError, LbConfig, Lines, RawDuration};
+use crate::health::{
+    AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, HealthConfig, OnFailure, Sink,
+    Targets,
+};
+use crate::period::Period;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHealth {
+    pub max_concurrent: Option<Spanned<i64>>,
+    pub randstart: Option<Spanned<RawDuration>>,
+    pub mondir: Option<Vec<String>>,
+    pub alertdir: Option<Vec<String>>,
+    #[serde(default)]
+    pub hostgroups: BTreeMap<String, Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub check: Vec<Spanned<RawCheck>>,
+}
+
+/// A command as one string (split like a shell, no expansion) or as a list of words.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawCommand {
+    Line(String),
+    Words(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCheck {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub service: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<Vec<String>>>,
+    pub group: Option<Spanned<String>>,
+    pub reals: Option<Spanned<Vec<String>>>,
+    pub port: Option<Spanned<i64>>,
+    pub interval: Option<Spanned<RawDuration>>,
+    pub failure_interval: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub depends: Vec<Spanned<String>>,
+    pub on_failure: Option<Spanned<String>>,
+    pub flap: Option<Spanned<RawFlap>>,
+    pub disabled: Option<bool>,
+    // tcp
+    pub send: Option<Spanned<String>>,
+    // tcp, http
+    pub expect: Option<Spanned<String>>,
+    // http
+    pub method: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub status: Option<Spanned<Vec<String>>>,
+    // exec
+    pub command: Option<Spanned<RawCommand>>,
+    pub protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub alert: Vec<Spanned<RawAlert>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawFlap {
+    pub changes: i64,
+    pub window: RawDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawAlert {
+    pub on: Option<Spanned<String>>,
+    pub exec: Option<Spanned<RawCommand>>,
+    pub log: Option<bool>,
+    pub period: Option<Spanned<String>>,
+    pub every: Option<Spanned<RawDuration>>,
+    pub after: Option<Spanned<i64>>,
+    pub within: Option<Spanned<RawDuration>>,
+    pub max: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+}
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_RISE: u32 = 2;
+const DEFAULT_FALL: u32 = 3;
+
+/// Validates `[health]`; problems go to `errs`. `lb` is the already-validated director
+/// config, which `service = ...` targets refer to.
+pub(super) fn validate(
+    l: &Lines<'_>,
+    raw: &RawHealth,
+    lb: &LbConfig,
+    errs: &mut Vec<ConfigError>,
+) -> HealthConfig {
+    let mut h = HealthConfig::default();
+    if let Some(n) = &raw.max_concurrent {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=10_000).contains(&v) => h.max_concurrent = v,
+            _ => errs.push(l.err(
+                Some(n),
+                "health.max-concurrent",
+                format!("{} is out of range 1..=10000", n.get_ref()),
+            )),
+        }
+    }
+    if let Some(d) = &raw.randstart {
+        match duration(d) {
+            Ok(v) => h.randstart = Some(v),
+            Err(e) => errs.push(l.err(Some(d), "health.randstart", e)),
+        }
+    }
+    if let Some(d) = &raw.mondir {
+        h.mondir = d.iter().map(PathBuf::from).collect();
+    }
+    if let Some(d) = &raw.alertdir {
+        h.alertdir = d.iter().map(PathBuf::from).collect();
+    }
+    for (name, hosts) in &raw.hostgroups {
+        if hosts.get_ref().is_empty() {
+            errs.push(l.err(
+                Some(hosts),
+                format!("health.hostgroups.{name}"),
+                "a host group needs at least one host",
+            ));
+        }
+        h.hostgroups.insert(name.clone(), hosts.get_ref().clone());
+    }
+
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, rc) in raw.check.iter().enumerate() {
+        let key = format!("health.check[{i}]");
+        if let Some(c) = check(l, &key, rc, lb, &h, errs) {
+            if names.insert(c.name.clone(), i).is_some() {
+                errs.push(l.err(
+                    Some(&rc.get_ref().name),
+                    format!("{key}.name"),
+                    format!("duplicate check name {:?}", c.name),
+                ));
+            }
+            h.checks.push(c);
+        }
+    }
+    // Dependencies: known names, no cycles.
+    for (i, rc) in raw.check.iter().enumerate() {
+        for d in &rc.get_ref().depends {
+            if !names.contains_key(d.get_ref()) {
+                errs.push(l.err(
+                    Some(d),
+                    format!("health.check[{i}].depends"),
+                    format!("no check named {:?}", d.get_ref()),
+                ));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&h.checks) {
+        errs.push(ConfigError {
+            file: l.file.to_string(),
+            line: None,
+            key: "health.check.depends".into(),
+            reason: format!("dependency cycle: {}", cycle.join(" -> ")),
+        });
+    }
+    h
+}
+
+fn find_cycle(checks: &[CheckSpec]) -> Option<Vec<String>> {
+    let deps: HashMap<&str, &[String]> = checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.depends.as_slice()))
+        .collect();
+    fn visit<'a>(
+        n: &'a str,
+        deps: &HashMap<&'a str, &'a [String]>,
+        path: &mut Vec<&'a str>,
+        done: &mut HashSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(pos) = path.iter().position(|p| *p == n) {
+            let mut c: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if !done.insert(n) {
+            return None;
+        }
+        path.push(n);
+        for d in deps.get(n).copied().unwrap_or_default() {
+            if let Some(c) = visit(d, deps, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = HashSet::new();
+    for c in checks {
+        if let Some(cycle) = visit(&c.name, &deps, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+fn check(
+    l: &Lines<'_>,
+    key: &str,
+    rc: &Spanned<RawCheck>,
+    lb: &LbConfig,
+    h: &HealthConfig,
+    errs: &mut Vec<ConfigError>,
+) -> Option<CheckSpec> {
+    let r = rc.get_ref();
+    let before = errs.len();
+    let name = r.name.get_ref().clone();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        errs.push(l.err(
+            Some(&r.name),
+            format!("{key}.name"),
+            "must be a non-empty word without spaces",
+        ));
+    }
+    let kind_name = r.kind.get_ref().as_str();
+    // Keys that belong to one probe type only.
+    let only = |field: bool, span: Option<usize>, k: &str, types: &[&str], errs: &mut Vec<_>| {
+        if field && !types.contains(&kind_name) {
+            errs.push(ConfigError {
+                file: l.file.to_string(),
+                line: span.map(|s| l.line(s)),
+                key: format!("{key}.{k}"),
+                reason: format!("only for type {}", types.join(" or ")),
+            });
+        }
+    };
+    only(
+        r.send.is_some(),
+        r.send.as_ref().map(|s| s.span().start),
+        "send",
+        &["tcp"],
+        errs,
+    );
+    only(
+        r.expect.is_some(),
+        r.expect.as_ref().map(|s| s.span().start),
+        "expect",
+        &["tcp", "http"],
+        errs,
+    );
+    for (f, k) in [
+        (r.method.as_ref().map(|s| s.span().start), "method"),
+        (r.path.as_ref().map(|s| s.span().start), "path"),
+        (r.host.as_ref().map(|s| s.span().start), "host"),
+        (r.status.as_ref().map(|s| s.span().start), "status"),
+    ] {
+        only(f.is_some(), f, k, &["http"], errs);
+    }
+    for (f, k) in [
+        (r.command.as_ref().map(|s| s.span().start), "command"),
+        (r.protocol.as_ref().map(|s| s.span().start), "protocol"),
+    ] {
+        only(f.is_some(), f, k, &["exec"], errs);
+    }
+
+    let kind = match kind_name {
+        "tcp" => CheckKind::Tcp {
+            send: r.send.as_ref().map(|s| unescape(s.get_ref())),
+            expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
+        },
+        "http" => {
+            let method = r
+                .method
+                .as_ref()
+                .map_or("GET".to_string(), |m| m.get_ref().to_ascii_uppercase());
+            if !method.chars().all(|c| c.is_ascii_alphabetic()) || method.is_empty() {
+                errs.push(l.err(
+                    r.method.as_ref(),
+                    format!("{key}.method"),
+                    "not an HTTP method",
+                ));
+            }
+            let path = r
+                .path
+                .as_ref()
+                .map_or("/".to_string(), |p| p.get_ref().clone());
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                errs.push(l.err(
+                    r.path.as_ref(),
+                    format!("{key}.path"),
+                    "must start with / and contain no spaces",
+                ));
+            }
+            let mut status = Vec::new();
+            match &r.status {
+                None => status.push((200, 399)),
+                Some(s) => {
+                    for item in s.get_ref() {
+                        match parse_status(item) {
+                            Ok(range) => status.push(range),
+                            Err(e) => errs.push(l.err(Some(s), format!("{key}.status"), e)),
+                        }
+                    }
+                    if s.get_ref().is_empty() {
+                        errs.push(l.err(
+                            Some(s),
+                            format!("{key}.status"),
+                            "needs at least one status",
+                        ));
+                    }
+                }
+            }
+            if let Some(e) = &r.expect {
+                if let Err(err) = regex_lite::Regex::new(e.get_ref()) {
+                    errs.push(l.err(
+                        Some(e),
+                        format!("{key}.expect"),
+                        format!("bad regex: {err}"),
+                    ));
+                }
+            }
+            CheckKind::Http {
+                method,
+                path,
+                host: r.host.as_ref().map(|h| h.get_ref().clone()),
+                status,
+                expect: r.expect.as_ref().map(|e| e.get_ref().clone()),
+            }
+        }
+        "exec" => {
+            let Some(cmd) = &r.command else {
+                errs.push(l.err(
+                    Some(&r.kind),
+                    format!("{key}.command"),
+                    "type exec needs a command",
+                ));
+                return None;
+            };
+            let (mut words, no_hosts) = match command(cmd.get_ref()) {
+                Ok(w) => w,
+                Err(e) => {
+                    errs.push(l.err(Some(cmd), format!("{key}.command"), e));
+                    return None;
+                }
+            };
+            let protocol = match r.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+                None | Some("mon") => ExecProtocol::Mon,
+                Some("nagios") => ExecProtocol::Nagios,
+                Some(other) => {
+                    errs.push(l.err(
+                        r.protocol.as_ref(),
+                        format!("{key}.protocol"),
+                        format!("unknown protocol {other:?} (expected mon or nagios)"),
+                    ));
+                    ExecProtocol::Mon
+                }
+            };
+            words.shrink_to_fit();
+            CheckKind::Exec {
+                command: words,
+                protocol,
+                no_hosts,
+            }
+        }
+        other => {
+            errs.push(l.err(
+                Some(&r.kind),
+                format!("{key}.type"),
+                format!("unknown check type {other:?} (expected tcp, http or exec)"),
+            ));
+            return None;
+        }
+    };
+
+    let targets = match (&r.service, &r.hosts, &r.group) {
+        (Some(s), None, None) => {
+            if find_service(lb, s.get_ref()).is_none() {
+                errs.push(l.err(
+                    Some(s),
+                    format!("{key}.service"),
+                    format!("no lb.service named or at {:?}", s.get_ref()),
+                ));
+            }
+            Targets::Service(s.get_ref().clone())
+        }
+        (None, Some(hs), None) => {
+            if hs.get_ref().is_empty() {
+                errs.push(l.err(Some(hs), format!("{key}.hosts"), "needs at least one host"));
+            }
+            Targets::Hosts(hs.get_ref().clone())
+        }
+        (None, None, Some(g)) => {
+            if !h.hostgroups.contains_key(g.get_ref()) {
+                errs.push(l.err(
+                    Some(g),
+                    format!("{key}.group"),
+                    format!("no health.hostgroups entry {:?}", g.get_ref()),
+                ));
+            }
+            Targets::Group(g.get_ref().clone())
+        }
+        _ => {
+            errs.push(l.err(
+                Some(&r.name),
+                key.to_string(),
+                "needs exactly one of service, hosts or group",
+            ));
+            return None;
+        }
+    };
+
+    let mut reals = Vec::new();
+    if let Some(rs) = &r.reals {
+        match (&targets, &r.service) {
+            (Targets::Service(name), Some(_)) => {
+                let svc = find_service(lb, name);
+                for x in rs.get_ref() {
+                    let known = svc.is_some_and(|svc| {
+                        svc.reals.iter().any(|real| real_matches(real.address, x))
+                    });
+                    if svc.is_some() && !known {
+                        errs.push(l.err(
+                            Some(rs),
+                            format!("{key}.reals"),
+                            format!("{x:?} is not a real server of {name}"),
+                        ));
+                    }
+                }
+                reals = rs.get_ref().clone();
+            }
+            _ => errs.push(l.err(
+                Some(rs),
+                format!("{key}.reals"),
+                "only for checks of a service's real servers",
+            )),
+        }
+    }
+
+    let port = match &r.port {
+        None => None,
+        Some(p) => match u16::try_from(*p.get_ref()) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                errs.push(l.err(
+                    Some(p),
+                    format!("{key}.port"),
+                    format!("{} is out of range 1..=65535", p.get_ref()),
+                ));
+                None
+            }
+        },
+    };
+    let hosts: &[String] = match &targets {
+        Targets::Hosts(hs) => hs,
+        Targets::Group(g) => h.hostgroups.get(g).map_or(&[], |v| v.as_slice()),
+        Targets::Service(_) => &[],
+    };
+    if r.port.is_none() && kind_name == "tcp" && !hosts.iter().all(|h| host_port(h).1.is_some()) {
+        errs.push(l.err(
+            Some(&r.kind),
+            format!("{key}.port"),
+            "a tcp check of hosts needs a port",
+        ));
+    }
+
+    let mut dur = |v: &Option<Spanned<RawDuration>>, k: &str, default: Duration| match v {
+        None => default,
+        Some(d) => match duration(d) {
+            Ok(x) if !x.is_zero() => x,
+            Ok(_) => {
+                errs.push(l.err(Some(d), format!("{key}.{k}"), "must be greater than zero"));
+                default
+            }
+            Err(e) => {
+                errs.push(l.err(Some(d), format!("{key}.{k}"), e));
+                default
+            }
+        },
+    };
+    let interval = dur(&r.interval, "interval", DEFAULT_INTERVAL);
+    let failure_interval = dur(&r.failure_interval, "failure-interval", interval);
+    let timeout = dur(&r.timeout, "timeout", DEFAULT_TIMEOUT.min(interval));
+
+    let mut count = |v: &Option<Spanned<i64>>, k: &str, default: u32| match v {
+        None => default,
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(x) if (1..=100).contains(&x) => x,
+            _ => {
+                errs.push(l.err(
+                    Some(n),
+                    format!("{key}.{k}"),
+                    format!("{} is out of range 1..=100", n.get_ref()),
+                ));
+                default
+            }
+        },
+    };
+    let rise = count(&r.rise, "rise", DEFAULT_RISE);
+    let fall = count(&r.fall, "fall", DEFAULT_FALL);
+
+    let on_failure = match r.on_failure.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("quiesce") => OnFailure::Quiesce,
+        Some("remove") => OnFailure::Remove,
+        Some(other) => {
+            errs.push(l.err(
+                r.on_failure.as_ref(),
+                format!("{key}.on-failure"),
+                format!("unknown action {other:?} (expected quiesce or remove)"),
+            ));
+            OnFailure::Quiesce
+        }
+    };
+    if r.on_failure.is_some() && !matches!(targets, Targets::Service(_)) {
+        errs.push(l.err(
+            r.on_failure.as_ref(),
+            format!("{key}.on-failure"),
+            "only for checks of a service's real servers",
+        ));
+    }
+    let flap = r.flap.as_ref().and_then(|f| {
+        let raw = f.get_ref();
+        let changes = u32::try_from(raw.changes)
+            .ok()
+            .filter(|c| (2..=1000).contains(c));
+        let window = super::duration_value(&raw.window)
+            .ok()
+            .filter(|w| !w.is_zero());
+        match (changes, window) {
+            (Some(changes), Some(window)) => Some(Flap { changes, window }),
+            _ => {
+                errs.push(l.err(
+                    Some(f),
+                    format!("{key}.flap"),
+                    "needs changes in 2..=1000 and a window greater than zero",
+                ));
+                None
+            }
+        }
+    });
+
+    let mut alerts = Vec::new();
+    for (j, ra) in r.alert.iter().enumerate() {
+        if let Some(a) = alert(l, &format!("{key}.alert[{j}]"), ra, errs) {
+            alerts.push(a);
+        }
+    }
+    if errs.len() != before {
+        return None;
+    }
+    Some(CheckSpec {
+        name,
+        kind,
+        targets,
+        reals,
+        port,
+        interval,
+        failure_interval,
+        timeout,
+        rise,
+        fall,
+        depends: r.depends.iter().map(|d| d.get_ref().clone()).collect(),
+        on_failure,
+        flap,
+        alerts,
+        disabled: r.disabled.unwrap_or(false),
+    })
+}
+
+fn alert(
+    l: &Lines<'_>,
+    key: &str,
+    ra: &Spanned<RawAlert>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<AlertSpec> {
+    let r = ra.get_ref();
+    let before = errs.len();
+    let on = match r.on.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("down") => AlertOn::Down,
+        Some("up") => AlertOn::Up,
+        Some(other) => {
+            errs.push(l.err(
+                r.on.as_ref(),
+                format!("{key}.on"),
+                format!("unknown event {other:?} (expected down or up)"),
+            ));
+            AlertOn::Down
+        }
+    };
+    let sink = match (&r.exec, r.log.unwrap_or(false)) {
+        (Some(cmd), false) => match command(cmd.get_ref()) {
+            Ok((command, _)) => Sink::Exec { command },
+            Err(e) => {
+                errs.push(l.err(Some(cmd), format!("{key}.exec"), e));
+                Sink::Log
+            }
+        },
+        (None, true) => Sink::Log,
+        _ => {
+            errs.push(l.err(
+                Some(ra),
+                key.to_string(),
+                "needs exactly one of exec or log = true",
+            ));
+            Sink::Log
+        }
+    };
+    let period = match &r.period {
+        None => Period::always(),
+        Some(p) => match Period::parse(p.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                errs.push(l.err(Some(p), format!("{key}.period"), e));
+                Period::always()
+            }
+        },
+    };
+    let mut opt_dur = |v: &Option<Spanned<RawDuration>>, k: &str| match v {
+        None => None,
+        Some(d) => match duration(d) {
+            Ok(x) if !x.is_zero() => Some(x),
+            Ok(_) => {
+                errs.push(l.err(Some(d), format!("{key}.{k}"), "must be greater than zero"));
+                None
+            }
+            Err(e) => {
+                errs.push(l.err(Some(d), format!("{key}.{k}"), e));
+                None
+            }
+        },
+    };
+    let every = opt_dur(&r.every, "every");
+    let within = opt_dur(&r.within, "within");
+    let timeout = opt_dur(&r.timeout, "timeout").unwrap_or(DEFAULT_ALERT_TIMEOUT);
+    let mut num = |v: &Option<Spanned<i64>>, k: &str, lo: u32, default: u32| match v {
+        None => default,
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(x) if x >= lo && x <= 1_000_000 => x,
+            _ => {
+                errs.push(l.err(
+                    Some(n),
+                    format!("{key}.{k}"),
+                    format!("{} is out of range {lo}..=1000000", n.get_ref()),
+                ));
+                default
+            }
+        },
+    };
+    let after = num(&r.after, "after", 1, 1);
+    let max = num(&r.max, "max", 0, 0);
+    if on == AlertOn::Up {
+        for (set, k) in [
+            (r.every.is_some(), "every"),
+            (r.after.is_some(), "after"),
+            (r.within.is_some(), "within"),
+            (r.max.is_some(), "max"),
+        ] {
+            if set {
+                errs.push(l.err(
+                    Some(ra),
+                    format!("{key}.{k}"),
+                    "only for on = \"down\" alerts",
+                ));
+            }
+        }
+    }
+    if r.within.is_some() && r.after.is_none() {
+        errs.push(l.err(r.within.as_ref(), format!("{key}.within"), "needs after"));
+    }
+    if errs.len() != before {
+        return None;
+    }
+    Some(AlertSpec {
+        on,
+        sink,
+        period,
+        every,
+        after,
+        within,
+        max,
+        timeout,
+    })
+}
+
+/// Splits `"host:port"`, `"[v6]:port"`, `"v4"`, `"v6"` or `"name"` into host and port.
+pub fn host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once("]:") {
+            return (h, p.parse().ok());
+        }
+        return (rest.trim_end_matches(']'), None);
+    }
+    match s.rsplit_once(':') {
+        // One colon: host:port. More: a bare IPv6 address.
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (s, None),
+        },
+        _ => (s, None),
+    }
+}
+
+/// `"200"` or `"200-399"`.
+fn parse_status(s: &str) -> Result<(u16, u16), String> {
+    let one = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("{s:?} is not a status or range of statuses (100-599)"))
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (one(a)?, one(b)?);
+            if a > b {
+                return Err(format!("{s:?}: the range is backwards"));
+            }
+            Ok((a, b))
+        }
+        None => one(s).map(|c| (c, c)),
+    }
+}
+
+/// Splits a command; a trailing `;;` (mon: do not append the hosts) is removed and reported.
+fn command(c: &RawCommand) -> Result<(Vec<String>, bool), String> {
+    let mut words = match c {
+        RawCommand::Words(w) => w.clone(),
+        RawCommand::Line(s) => split_words(s)?,
+    };
+    let mut no_hosts = false;
+    if let Some(last) = words.last_mut() {
+        if last == ";;" {
+            words.pop();
+            no_hosts = true;
+        } else if let Some(stripped) = last.strip_suffix(";;") {
+            *last = stripped.to_string();
+            no_hosts = true;
+        }
+    }
+    if words.first().is_none_or(|w| w.is_empty()) {
+        return Err("empty command".into());
+    }
+    Ok((words, no_hosts))
+}
+
+/// Splits a command line into words the way `sh` would, without any expansion: single quotes
+/// keep everything, double quotes keep everything but `\"` and `\\`, a backslash outside
+/// quotes escapes the next character.
+pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => return Err("unclosed single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(x @ ('"' | '\\')) => cur.push(x),
+                            Some(x) => {
+                                cur.push('\\');
+                                cur.push(x);
+                            }
+                            None => return Err("unclosed double quote".into()),
+                        },
+                        Some(x) => cur.push(x),
+                        None => return Err("unclosed double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(x) => cur.push(x),
+                    None => return Err("a backslash at the end".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// `\r`, `\n`, `\t` and `\\` in tcp `send`/`expect` (TOML basic strings already do this;
+/// literal strings do not, and protocol chat is usually written in them).
+fn unescape(s: &str) -> String {
+    s.replace("\\r", "\r")
+        .replace("\\n", "\n")
+        .replace("\\t", "\t")
+}
+
+/// Whether a real server's address is the one a check's `reals` entry names (`ip:port`, or
+/// `ip` for any port).
+pub fn real_matches(addr: std::net::SocketAddr, entry: &str) -> bool {
+    match entry.parse::<std::net::SocketAddr>() {
+        Ok(a) => a == addr,
+        Err(_) => entry
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip == addr.ip()),
+    }
+}
+
+/// The service a check's `service = ...` names: by name, else by `VIP:port` address.
+pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::ServiceConfig> {
+    lb.services
+        .iter()
+        .find(|x| x.spec.name.as_deref() == Some(s))
+        .or_else(|| {
+            let addr = super::parse_socket_addr(s).ok()?;
+            lb.services.iter().find(|x| x.spec.key.address == addr)
+        })
+}
+
+// --- rendering -------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) struct HealthOut {
+    max_concurrent: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    randstart: Option<String>,
+    mondir: Vec<String>,
+    alertdir: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    hostgroups: BTreeMap<String, Vec<String>>,
+    check: Vec<CheckOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct CheckOut {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reals: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    interval: String,
+    failure_interval: String,
+    timeout: String,
+    rise: u32,
+    fall: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    depends: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure: Option<OnFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flap: Option<FlapOut>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<ExecProtocol>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alert: Vec<AlertOut>,
+}
+
+#[derive(Serialize)]
+struct FlapOut {
+    changes: u32,
+    window: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct AlertOut {
+    on: AlertOn,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    log: bool,
+    period: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    within: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+    timeout: String,
+}
+
+impl From<&HealthConfig> for HealthOut {
+    fn from(h: &HealthConfig) -> Self {
+        let paths = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect();
+        HealthOut {
+            max_concurrent: h.max_concurrent,
+            randstart: h.randstart.map(format_duration),
+            mondir: paths(&h.mondir),
+            alertdir: paths(&h.alertdir),
+            hostgroups: h.hostgroups.clone(),
+            check: h.checks.iter().map(CheckOut::from).collect(),
+        }
+    }
+}
+
+impl From<&CheckSpec> for CheckOut {
+    fn from(c: &CheckSpec) -> Self {
+        let (service, hosts, group) = match &c.targets {
+            Targets::Service(s) => (Some(s.clone()), None, None),
+            Targets::Hosts(h) => (None, Some(h.clone()), None),
+            Targets::Group(g) => (None, None, Some(g.clone())),
+        };
+        let mut out = CheckOut {
+            name: c.name.clone(),
+            kind: c.kind.type_name(),
+            service,
+            hosts,
+            group,
+            reals: c.reals.clone(),
+            port: c.port,
+            interval: format_duration(c.interval),
+            failure_interval: format_duration(c.failure_interval),
+            timeout: format_duration(c.timeout),
+            rise: c.rise,
+            fall: c.fall,
+            depends: c.depends.clone(),
+            on_failure: matches!(c.targets, Targets::Service(_)).then_some(c.on_failure),
+            flap: c.flap.map(|f| FlapOut {
+                changes: f.changes,
+                window: format_duration(f.window),
+            }),
+            disabled: c.disabled,
+            send: None,
+            expect: None,
+            method: None,
+            path: None,
+            host: None,
+            status: None,
+            command: None,
+            protocol: None,
+            alert: c.alerts.iter().map(AlertOut::from).collect(),
+        };
+        match &c.kind {
+            CheckKind::Tcp { send, expect } => {
+                out.send = send.clone();
+                out.expect = expect.clone();
+            }
+            CheckKind::Http {
+                method,
+                path,
+                host,
+                status,
+                expect,
+            } => {
+                out.method = Some(method.clone());
+                out.path = Some(path.clone());
+                out.host = host.clone();
+                out.status = Some(
+                    status
+                        .iter()
+                        .map(|&(a, b)| {
+                            if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
+                        .collect(),
+                );
+                out.expect = expect.clone();
+            }
+            CheckKind::Exec {
+                command,
+                protocol,
+                no_hosts,
+            } => {
+                let mut words = command.clone();
+                if *no_hosts {
+                    words.push(";;".into());
+                }
+                out.command = Some(words);
+                out.protocol = Some(*protocol);
+            }
+        }
+        out
+    }
+}
+
+impl From<&AlertSpec> for AlertOut {
+    fn from(a: &AlertSpec) -> Self {
+        let down = a.on == AlertOn::Down;
+        AlertOut {
+            on: a.on,
+            exec: match &a.sink {
+                Sink::Exec { command } => Some(command.clone()),
+                Sink::Log => None,
+            },
+            log: a.sink == Sink::Log,
+            period: a.period.to_string(),
+            every: a.every.map(format_duration),
+            after: (down && (a.after != 1 || a.within.is_some())).then_some(a.after),
+            within: a.within.map(format_duration),
+            max: (down && a.max != 0).then_some(a.max),
+            timeout: format_duration(a.timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const GOOD: &str = r#"
+[[lb.service]]
+name = "web"
+address = "127.0.0.100:8080"
+  [[lb.service.real]]
+  address = "127.0.0.11:8080"
+  [[lb.service.real]]
+  address = "127.0.0.12:8080"
+
+[health]
+max-concurrent = 20
+randstart = "30s"
+mondir = ["/usr/lib/mon/mon.d"]
+
+[health.hostgroups]
+www = ["127.0.0.11", "127.0.0.12"]
+
+[[health.check]]
+name = "ping"
+type = "exec"
+group = "www"
+command = "fping.monitor"
+interval = "5s"
+
+[[health.check]]
+name = "http"
+type = "http"
+service = "web"
+path = "/health"
+status = ["200-299", "304"]
+expect = "ok|OK"
+interval = "2s"
+failure-interval = "1s"
+timeout = "1s"
+rise = 2
+fall = 3
+depends = ["ping"]
+on-failure = "remove"
+flap = { changes = 5, window = "10m" }
+
+  [[health.check.alert]]
+  exec = "file.alert -d /tmp/herd 'web down'"
+  period = "wd {Mon-Fri} hr {7am-10pm}"
+  every = "10m"
+  after = 2
+  within = "30m"
+  max = 5
+
+  [[health.check.alert]]
+  on = "up"
+  exec = ["file.alert", "-d", "/tmp/herd"]
+
+  [[health.check.alert]]
+  log = true
+
+[[health.check]]
+name = "nagios"
+type = "exec"
+hosts = ["db1"]
+command = "check_pgsql -H db1 ;;"
+protocol = "nagios"
+
+[[health.check]]
+name = "redis"
+type = "tcp"
+hosts = ["127.0.0.31:6379"]
+send = 'PING\r\n'
+expect = "+PONG"
+
+[[health.check]]
+name = "one"
+type = "tcp"
+service = "127.0.0.100:8080"
+reals = ["127.0.0.12"]
+"#;
+
+    #[test]
+    fn a_health_section_parses_and_round_trips() {
+        let cfg = Config::parse("good.toml", GOOD).unwrap();
+        let h = &cfg.health;
+        assert_eq!(h.max_concurrent, 20);
+        assert_eq!(h.randstart, Some(Duration::from_secs(30)));
+        assert_eq!(h.checks.len(), 5);
+        assert_eq!(h.checks[4].reals, ["127.0.0.12"]);
+        assert_eq!(
+            h.checks[4].targets,
+            Targets::Service("127.0.0.100:8080".into())
+        );
+        let http = &h.checks[1];
+        assert_eq!(http.targets, Targets::Service("web".into()));
+        assert_eq!(
+            http.kind,
+            CheckKind::Http {
+                method: "GET".into(),
+                path: "/health".into(),
+                host: None,
+                status: vec![(200, 299), (304, 304)],
+                expect: Some("ok|OK".into()),
+            }
+        );
+        assert_eq!((http.rise, http.fall), (2, 3));
+        assert_eq!(http.failure_interval, Duration::from_secs(1));
+        assert_eq!(http.on_failure, OnFailure::Remove);
+        assert_eq!(http.alerts.len(), 3);
+        let a = &http.alerts[0];
+        assert_eq!(
+            a.sink,
+            Sink::Exec {
+                command: vec![
+                    "file.alert".into(),
+                    "-d".into(),
+                    "/tmp/herd".into(),
+                    "web down".into()
+                ]
+            }
+        );
+        assert_eq!((a.after, a.max), (2, 5));
+        assert_eq!(a.within, Some(Duration::from_secs(1800)));
+        assert_eq!(http.alerts[1].on, AlertOn::Up);
+        assert_eq!(http.alerts[2].sink, Sink::Log);
+        // Defaults: interval 5s, timeout 3s, rise 2, fall 3.
+        let ping = &h.checks[0];
+        assert_eq!(
+            (ping.interval, ping.failure_interval, ping.timeout),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+                Duration::from_secs(3)
+            )
+        );
+        assert_eq!(
+            h.checks[2].kind,
+            CheckKind::Exec {
+                command: vec!["check_pgsql".into(), "-H".into(), "db1".into()],
+                protocol: ExecProtocol::Nagios,
+                no_hosts: true
+            }
+        );
+        assert_eq!(
+            h.checks[3].kind,
+            CheckKind::Tcp {
+                send: Some("PING\r\n".into()),
+                expect: Some("+PONG".into())
+            }
+        );
+        let text = cfg.to_toml();
+        let again = Config::parse("out.toml", &text).unwrap();
+        assert_eq!(again, cfg, "{text}");
+    }
+
+    fn err_of(health: &str) -> String {
+        let src = format!("[[lb.service]]\nname = \"web\"\naddress = \"127.0.0.100:80\"\n{health}");
+        match Config::parse("h.toml", &src) {
+            Ok(_) => panic!("accepted:\n{src}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_checks_name_file_line_and_key() {
+        for (health, want) in [
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"smtp\"\nhosts = [\"a\"]\n",
+                "h.toml:6: health.check[0].type: unknown check type \"smtp\"",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"api\"\n",
+                "h.toml:7: health.check[0].service: no lb.service named or at \"api\"",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nstatus = [\"2xx\"]\n",
+                "h.toml:8: health.check[0].status: \"2xx\" is not a status",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nexpect = \"(\"\n",
+                "h.toml:8: health.check[0].expect: bad regex",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nsend = \"x\"\n",
+                "h.toml:8: health.check[0].send: only for type tcp",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"exec\"\nhosts = [\"a\"]\n",
+                "h.toml:6: health.check[0].command: type exec needs a command",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"tcp\"\nhosts = [\"a\"]\n",
+                "h.toml:6: health.check[0].port: a tcp check of hosts needs a port",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"tcp\"\nhosts = [\"a\"]\nport = 80\non-failure = \"remove\"\n",
+                "h.toml:9: health.check[0].on-failure: only for checks of a service",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nhosts = [\"a\"]\n",
+                "h.toml:5: health.check[0]: needs exactly one of service, hosts or group",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nfall = 0\n",
+                "h.toml:8: health.check[0].fall: 0 is out of range 1..=100",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\ninterval = \"0s\"\n",
+                "h.toml:8: health.check[0].interval: must be greater than zero",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\ndepends = [\"ping\"]\n",
+                "h.toml:8: health.check[0].depends: no check named \"ping\"",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\ncommand = \"x\"\n",
+                "h.toml:8: health.check[0].command: only for type exec",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nwieght = 1\n",
+                "h.toml:8: health.check.wieght: unknown field `wieght`",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nexec = \"a\"\nlog = true\n",
+                "h.toml:8: health.check[0].alert[0]: needs exactly one of exec or log = true",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\non = \"up\"\nlog = true\nevery = \"1m\"\n",
+                "health.check[0].alert[0].every: only for on = \"down\" alerts",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nlog = true\nwithin = \"1m\"\n",
+                "h.toml:10: health.check[0].alert[0].within: needs after",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"exec\"\nhosts = [\"a\"]\ncommand = \"x 'y\"\n",
+                "h.toml:8: health.check[0].command: unclosed single quote",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\nreals = [\"127.0.0.9\"]\n",
+                "h.toml:8: health.check[0].reals: \"127.0.0.9\" is not a real server of web",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nhosts = [\"a\"]\nreals = [\"127.0.0.9\"]\n",
+                "h.toml:8: health.check[0].reals: only for checks of a service",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\ngroup = \"www\"\n",
+                "h.toml:7: health.check[0].group: no health.hostgroups entry \"www\"",
+            ),
+        ] {
+            let got = err_of(health);
+            assert!(got.contains(want), "want {want:?}\n got {got:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_dependency_cycles_are_refused() {
+        let two = "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n";
+        assert!(err_of(two).contains("h.toml:9: health.check[1].name: duplicate check name \"x\""));
+        let cycle = "[[health.check]]\nname = \"a\"\ntype = \"http\"\nservice = \"web\"\ndepends = [\"b\"]\n[[health.check]]\nname = \"b\"\ntype = \"http\"\nservice = \"web\"\ndepends = [\"a\"]\n";
+        assert!(
+            err_of(cycle).contains("dependency cycle: a -> b -> a"),
+            "{}",
+            err_of(cycle)
+        );
+    }
+
+    #[test]
+    fn words_split_like_a_shell_without_expansion() {
+        let w = |s: &str| split_words(s).unwrap();
+        assert_eq!(w("a  b\tc"), ["a", "b", "c"]);
+        assert_eq!(
+            w(r#"a 'b c' "d \"e\" $f" g\ h"#),
+            ["a", "b c", "d \"e\" $f", "g h"]
+        );
+        assert_eq!(w("''"), [""]);
+        assert!(split_words("\"abc").is_err());
+        assert!(split_words("abc\\").is_err());
+    }
+}

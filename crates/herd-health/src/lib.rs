@@ -1,0 +1,12 @@
+//! herd-health: health monitoring that drives the director (mon, reborn).
+//!
+//! - [`rules`]: the rule engine, without I/O: results in; state changes, alerts and holds out.
+//! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history.
+//! - [`alert`]: alert sinks (mon's alert protocol for programs, the log).
+//! - [`probe`]: the probes (tcp, http, exec with mon's or Nagios' protocol), bounded in time
+//!   and output.
+
+pub mod alert;
+pub mod monitor;
+pub mod probe;
+pub mod rules;

@@ -1,0 +1,438 @@
+//! The probes: one run of a check against one target, bounded in time and in output.
+//!
+//! Every probe returns an [`Outcome`]; none returns an error. A probe that cannot run (a
+//! program that does not exist, an address that does not resolve) is a failure with the reason
+//! as its summary, because to the director an unreachable real server and a broken probe look
+//! the same: do not send clients there.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use herd_core::health::{CheckKind, ExecProtocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::rules::{Outcome, Verdict};
+
+/// Output kept from a probe (mon keeps what its monitors print; herd keeps the first 4 KiB and
+/// drains the rest so the program never blocks on a full pipe).
+pub const MAX_OUTPUT: usize = 4096;
+
+/// Largest HTTP response head + body read by the http probe.
+const MAX_HTTP: usize = 64 * 1024;
+
+/// Where a probe runs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The host as written (a name or an address); given to `exec` programs.
+    pub host: String,
+    /// Resolved address with the port to probe; `None` for `exec` checks of plain hosts and
+    /// for names not looked up yet.
+    pub addr: Option<SocketAddr>,
+    /// The port to probe.
+    pub port: Option<u16>,
+}
+
+/// Context an `exec` probe passes to its program (mon's `MON_*` environment).
+#[derive(Debug, Clone, Default)]
+pub struct ExecEnv {
+    pub check: String,
+    pub last_summary: String,
+    pub last_detail: String,
+    /// Unix seconds; 0 = never.
+    pub last_failure: u64,
+    pub first_failure: u64,
+    pub last_success: u64,
+    pub mondir: Vec<PathBuf>,
+}
+
+/// Runs one probe, killed (with its process group) at `timeout`.
+pub async fn run(kind: &CheckKind, target: &Target, timeout: Duration, env: &ExecEnv) -> Outcome {
+    let start = Instant::now();
+    let mut out = match kind {
+        CheckKind::Exec {
+            command,
+            protocol,
+            no_hosts,
+        } => exec(command, *protocol, *no_hosts, target, timeout, env).await,
+        _ => {
+            let Some(addr) = target.addr else {
+                return Outcome::fail(format!("{}: cannot resolve", target.host));
+            };
+            match tokio::time::timeout(timeout, net(kind, addr, &target.host)).await {
+                Ok(o) => o,
+                Err(_) => Outcome::fail(format!("{addr}: timed out after {timeout:?}")),
+            }
+        }
+    };
+    out.latency = start.elapsed();
+    out
+}
+
+async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::fail(format!("{addr}: connect: {e}")),
+    };
+    match kind {
+        CheckKind::Tcp { send, expect } => {
+            if let Some(data) = send {
+                if let Err(e) = s.write_all(data.as_bytes()).await {
+                    return Outcome::fail(format!("{addr}: send: {e}"));
+                }
+            }
+            let Some(want) = expect else {
+                return Outcome::ok(format!("{addr}: connected"));
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            loop {
+                if contains(&buf, want.as_bytes()) {
+                    return Outcome::ok(format!("{addr}: got {want:?}"));
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) => {
+                        return Outcome::fail(format!(
+                            "{addr}: closed without {want:?} (got {:?})",
+                            shown(&buf)
+                        ))
+                    }
+                    Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n]),
+                    Ok(_) => {
+                        return Outcome::fail(format!(
+                            "{addr}: no {want:?} in the first {MAX_OUTPUT} bytes"
+                        ))
+                    }
+                    Err(e) => return Outcome::fail(format!("{addr}: read: {e}")),
+                }
+            }
+        }
+        CheckKind::Http {
+            method,
+            path,
+            host: host_header,
+            status,
+            expect,
+        } => {
+            let host_header = host_header.clone().unwrap_or_else(|| match addr.port() {
+                80 => host.to_string(),
+                p => format!("{host}:{p}"),
+            });
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: herd-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            );
+            if let Err(e) = s.write_all(req.as_bytes()).await {
+                return Outcome::fail(format!("{addr}: send: {e}"));
+            }
+            let mut buf = Vec::new();
+            if let Err(e) = read_capped(&mut s, &mut buf, MAX_HTTP).await {
+                return Outcome::fail(format!("{addr}: read: {e}"));
+            }
+            http_verdict(addr, &buf, method, status, expect.as_deref())
+        }
+        CheckKind::Exec { .. } => Outcome::fail("not a network probe"),
+    }
+}
+
+/// Judges an HTTP response.
+fn http_verdict(
+    addr: SocketAddr,
+    resp: &[u8],
+    method: &str,
+    status: &[(u16, u16)],
+    expect: Option<&str>,
+) -> Outcome {
+    let Some(head_end) = find(resp, b"\r\n\r\n") else {
+        return Outcome::fail(format!("{addr}: no HTTP response (got {:?})", shown(resp)));
+    };
+    let head = String::from_utf8_lossy(&resp[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let code = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
+    let Some(code) = code.filter(|_| status_line.starts_with("HTTP/")) else {
+        return Outcome::fail(format!("{addr}: bad status line {status_line:?}"));
+    };
+    let summary = format!("{addr}: {status_line}");
+    if !status.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)) {
+        return Outcome::fail(summary);
+    }
+    if let Some(want) = expect {
+        if method.eq_ignore_ascii_case("HEAD") {
+            return Outcome::ok(summary);
+        }
+        let chunked = lines.any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("transfer-encoding")
+                    && v.to_ascii_lowercase().contains("chunked")
+            })
+        });
+        let raw = &resp[head_end + 4..];
+        let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+        let re = match regex_lite::Regex::new(want) {
+            Ok(re) => re,
+            Err(e) => return Outcome::new(Verdict::Unknown, format!("bad expect regex: {e}")),
+        };
+        if !re.is_match(&String::from_utf8_lossy(&body)) {
+            return Outcome::fail(format!("{summary}, body does not match {want:?}"));
+        }
+    }
+    Outcome::ok(summary)
+}
+
+/// Decodes a chunked body as far as it is complete.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = find(raw, b"\r\n") {
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok());
+        let Some(size) = size.filter(|&n| n > 0) else {
+            break;
+        };
+        let start = eol + 2;
+        let end = (start + size).min(raw.len());
+        out.extend_from_slice(&raw[start..end]);
+        if end + 2 > raw.len() {
+            break;
+        }
+        raw = &raw[end + 2..];
+    }
+    out
+}
+
+async fn exec(
+    command: &[String],
+    protocol: ExecProtocol,
+    no_hosts: bool,
+    target: &Target,
+    timeout: Duration,
+    env: &ExecEnv,
+) -> Outcome {
+    let Some(program) = command.first() else {
+        return Outcome::new(Verdict::Unknown, "empty command");
+    };
+    let Some(path) = find_program(program, &env.mondir) else {
+        return Outcome::new(
+            Verdict::Unknown,
+            format!("{program}: not found (searched {})", dirs(&env.mondir)),
+        );
+    };
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(&command[1..]);
+    if !no_hosts {
+        cmd.arg(&target.host);
+    }
+    cmd.env("MON_CHECK", &env.check)
+        .env("MON_LAST_SUMMARY", &env.last_summary)
+        .env("MON_LAST_OUTPUT", &env.last_detail)
+        .env("MON_LAST_FAILURE", env.last_failure.to_string())
+        .env("MON_FIRST_FAILURE", env.first_failure.to_string())
+        .env("MON_LAST_SUCCESS", env.last_success.to_string())
+        .env("MON_DESCRIPTION", &env.check);
+    if let Some(dir) = path.parent() {
+        cmd.env("MON_MONDIR", dir);
+    }
+    let r = run_program(cmd, None, timeout).await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return Outcome::new(Verdict::Unknown, format!("{}: {e}", path.display())),
+    };
+    if r.timed_out {
+        return Outcome::fail(format!(
+            "{}: killed after {timeout:?} (timeout)",
+            path.display()
+        ));
+    }
+    let text = String::from_utf8_lossy(&r.stdout);
+    let (first, rest) = match text.split_once('\n') {
+        Some((a, b)) => (a.to_string(), b.to_string()),
+        None => (text.to_string(), String::new()),
+    };
+    let code = r.status.and_then(|s| s.code());
+    let mut outcome = match protocol {
+        ExecProtocol::Mon => {
+            let v = if code == Some(0) {
+                Verdict::Ok
+            } else {
+                Verdict::Critical
+            };
+            Outcome {
+                verdict: v,
+                summary: first,
+                detail: rest,
+                latency: Duration::ZERO,
+            }
+        }
+        ExecProtocol::Nagios => {
+            let v = match code {
+                Some(0) => Verdict::Ok,
+                Some(1) => Verdict::Warning,
+                Some(2) => Verdict::Critical,
+                _ => Verdict::Unknown,
+            };
+            // "TEXT | perfdata" on the first line; long text and more perfdata after.
+            let (summary, perf) = match first.split_once('|') {
+                Some((a, b)) => (a.trim().to_string(), b.trim().to_string()),
+                None => (first.trim().to_string(), String::new()),
+            };
+            let mut detail = rest;
+            if !perf.is_empty() {
+                detail = format!("perfdata: {perf}\n{detail}");
+            }
+            Outcome {
+                verdict: v,
+                summary,
+                detail,
+                latency: Duration::ZERO,
+            }
+        }
+    };
+    if code.is_none() {
+        outcome.verdict = Verdict::Unknown;
+        outcome.summary = format!("{}: killed by a signal", path.display());
+    }
+    if r.truncated {
+        outcome.detail.push_str("\n[output truncated]");
+    }
+    outcome
+}
+
+/// A finished (or killed) program.
+#[derive(Debug)]
+pub(crate) struct ProgramRun {
+    pub status: Option<std::process::ExitStatus>,
+    /// The first [`MAX_OUTPUT`] bytes of stdout.
+    pub stdout: Vec<u8>,
+    pub truncated: bool,
+    pub timed_out: bool,
+}
+
+/// Runs a program in its own process group with `stdin` as input; at `timeout` the whole
+/// group is killed (a monitor's children too). Keeps the first [`MAX_OUTPUT`] bytes of
+/// stdout and discards the rest; stderr is discarded.
+pub(crate) async fn run_program(
+    mut cmd: tokio::process::Command,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<ProgramRun> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .process_group(0)
+    .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let input = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let work = async {
+        let feed = async {
+            if let (Some(mut w), Some(data)) = (input, stdin) {
+                // A program that does not read its input is not an error.
+                let _ = w.write_all(&data).await;
+            }
+        };
+        let mut buf = Vec::new();
+        let read = async {
+            match stdout.as_mut() {
+                Some(out) => read_capped(out, &mut buf, MAX_OUTPUT)
+                    .await
+                    .unwrap_or(false),
+                None => false,
+            }
+        };
+        let ((), truncated) = tokio::join!(feed, read);
+        let status = child.wait().await;
+        (status, buf, truncated)
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok((status, stdout, truncated)) => Ok(ProgramRun {
+            status: Some(status?),
+            stdout,
+            truncated,
+            timed_out: false,
+        }),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            Ok(ProgramRun {
+                status: None,
+                stdout: Vec::new(),
+                truncated: false,
+                timed_out: true,
+            })
+        }
+    }
+}
+
+/// Reads to EOF, keeping the first `cap` bytes; returns whether more was discarded.
+async fn read_capped<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(truncated);
+        }
+        let room = cap.saturating_sub(buf.len());
+        if n > room {
+            truncated = true;
+        }
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+    }
+}
+
+/// A program given without a `/` is looked up in `dirs`, then in `PATH`.
+pub(crate) fn find_program(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    dirs.iter()
+        .cloned()
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+pub(crate) fn dirs(d: &[PathBuf]) -> String {
+    let mut v: Vec<String> = d.iter().map(|p| p.display().to_string()).collect();
+    v.push("PATH".into());
+    v.join(", ")
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || find(hay, needle).is_some()
+}
+
+fn shown(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(80)]);
+    s.into_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! Probes against real sockets and real programs.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+
+use tokio::net::TcpListener;
+
+use super::*;
+
+const T: Duration = Duration::from_secs(5);
+
+fn target(addr: SocketAddr) -> Target {
+    Target {
+        host: addr.ip().to_string(),
+        addr: Some(addr),
+        port: Some(addr.port()),
+    }
+}
+
+/// A one-shot server on loopback: answers every connection with `reply` after reading a
+/// request head (or at once when `reply_first`).
+async fn server(reply: &'static [u8], reply_first: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if !reply_first {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while find(&buf, b"\r\n\r\n").is_none() && find(&buf, b"\n").is_none() {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                }
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port with nothing listening.
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn http(status: Vec<(u16, u16)>, expect: Option<&str>) -> CheckKind {
+    CheckKind::Http {
+        method: "GET".into(),
+        path: "/health".into(),
+        host: None,
+        status,
+        expect: expect.map(Into::into),
+    }
+}
+
+async fn probe(kind: &CheckKind, addr: SocketAddr) -> Outcome {
+    run(kind, &target(addr), T, &ExecEnv::default()).await
+}
+
+#[tokio::test]
+async fn tcp_connects_sends_and_expects() {
+    let up = server(b"+PONG\r\n", false).await;
+    let plain = CheckKind::Tcp {
+        send: None,
+        expect: None,
+    };
+    assert_eq!(probe(&plain, up).await.verdict, Verdict::Ok);
+    let o = probe(&plain, closed_port().await).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("refused"), "{}", o.summary);
+
+    let ping = |want: &str| CheckKind::Tcp {
+        send: Some("PING\r\n".into()),
+        expect: Some(want.into()),
+    };
+    assert_eq!(probe(&ping("PONG"), up).await.verdict, Verdict::Ok);
+    let o = probe(&ping("OK"), up).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("closed without"), "{}", o.summary);
+}
+
+#[tokio::test]
+async fn http_judges_status_and_body() {
+    let ok = server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nnode01 ok\r\n",
+        false,
+    )
+    .await;
+    let err = server(b"HTTP/1.1 503 Service Unavailable\r\n\r\n", false).await;
+    let chunked = server(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnode\r\n3\r\n-02\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+    let garbage = server(b"SSH-2.0-OpenSSH\r\n", true).await;
+    let two = vec![(200, 399)];
+
+    let o = probe(&http(two.clone(), None), ok).await;
+    assert_eq!(o.verdict, Verdict::Ok, "{}", o.summary);
+    assert!(o.summary.ends_with("HTTP/1.1 200 OK"), "{}", o.summary);
+    assert_eq!(
+        probe(&http(two.clone(), Some("node0[1-3]")), ok)
+            .await
+            .verdict,
+        Verdict::Ok
+    );
+    let o = probe(&http(two.clone(), Some("node09")), ok).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("does not match"), "{}", o.summary);
+
+    assert_eq!(
+        probe(&http(two.clone(), None), err).await.verdict,
+        Verdict::Critical
+    );
+    assert_eq!(
+        probe(&http(vec![(200, 200), (500, 503)], None), err)
+            .await
+            .verdict,
+        Verdict::Ok,
+        "status ranges are inclusive"
+    );
+    // The body is de-chunked before matching: "node" + "-02".
+    assert_eq!(
+        probe(&http(two.clone(), Some("node-02")), chunked)
+            .await
+            .verdict,
+        Verdict::Ok
+    );
+    let o = probe(&http(two.clone(), None), garbage).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    let o = probe(&http(two, None), closed_port().await).await;
+    assert!(o.summary.contains("connect"), "{}", o.summary);
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    // Accepts (the kernel does) but never answers.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let o = run(
+        &http(vec![(200, 299)], None),
+        &target(addr),
+        Duration::from_millis(200),
+        &ExecEnv::default(),
+    )
+    .await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("timed out"), "{}", o.summary);
+    assert!(o.latency >= Duration::from_millis(200));
+    drop(l);
+}
+
+/// Writes an executable script into a fresh temp dir; returns the dir (kept alive by the
+/// caller) and the script's name.
+fn script(body: &str) -> (TempDir, String) {
+    let dir = TempDir::new();
+    let name = "probe.sh".to_string();
+    let p = dir.0.join(&name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    writeln!(f, "#!/bin/sh\n{body}").unwrap();
+    drop(f);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, name)
+}
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "herd-probe-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn exec_probe(
+    body: &str,
+    protocol: ExecProtocol,
+    args: &[&str],
+    no_hosts: bool,
+    timeout: Duration,
+) -> Outcome {
+    let (dir, name) = script(body);
+    let mut command = vec![name];
+    command.extend(args.iter().map(|s| s.to_string()));
+    let kind = CheckKind::Exec {
+        command,
+        protocol,
+        no_hosts,
+    };
+    let env = ExecEnv {
+        check: "web".into(),
+        last_summary: "before".into(),
+        mondir: vec![dir.0.clone()],
+        ..ExecEnv::default()
+    };
+    let t = Target {
+        host: "127.0.0.7".into(),
+        addr: None,
+        port: None,
+    };
+    run(&kind, &t, timeout, &env).await
+}
+
+#[tokio::test]
+async fn exec_follows_the_mon_protocol() {
+    let body = r#"echo "args: $*"; echo "check=$MON_CHECK last=$MON_LAST_SUMMARY"; exit 0"#;
+    let o = exec_probe(body, ExecProtocol::Mon, &["-p", "80"], false, T).await;
+    assert_eq!(o.verdict, Verdict::Ok);
+    assert_eq!(o.summary, "args: -p 80 127.0.0.7", "hosts are appended");
+    assert_eq!(o.detail, "check=web last=before\n");
+
+    let o = exec_probe(
+        r#"echo "args: $*"; exit 1"#,
+        ExecProtocol::Mon,
+        &["x"],
+        true,
+        T,
+    )
+    .await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert_eq!(o.summary, "args: x", "no hosts after ;;");
+}
+
+#[tokio::test]
+async fn exec_follows_the_nagios_protocol() {
+    for (code, v) in [
+        (0, Verdict::Ok),
+        (1, Verdict::Warning),
+        (2, Verdict::Critical),
+        (3, Verdict::Unknown),
+        (7, Verdict::Unknown),
+    ] {
+        let body = format!("echo 'HTTP OK - 0.01s | time=0.01s;1;2'; echo long; exit {code}");
+        let o = exec_probe(&body, ExecProtocol::Nagios, &[], true, T).await;
+        assert_eq!(o.verdict, v, "exit {code}");
+        assert_eq!(o.summary, "HTTP OK - 0.01s");
+        assert_eq!(o.detail, "perfdata: time=0.01s;1;2\nlong\n");
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_program_is_killed_with_its_children_at_the_timeout() {
+    let dir = TempDir::new();
+    let marker = dir.0.join("survived");
+    // The child of the monitor would write the marker after 2 s if it outlived the kill.
+    let body = format!("(sleep 2; touch {}) & sleep 30; exit 0", marker.display());
+    let start = Instant::now();
+    let o = exec_probe(
+        &body,
+        ExecProtocol::Mon,
+        &[],
+        true,
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("timeout"), "{}", o.summary);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!marker.exists(), "the monitor's child was not killed");
+}
+
+#[tokio::test]
+async fn megabytes_of_output_are_truncated_to_4_kib() {
+    let body = "echo summary; head -c 5000000 /dev/zero | tr '\\0' x; echo; exit 1";
+    let o = exec_probe(body, ExecProtocol::Mon, &[], true, T).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert_eq!(o.summary, "summary");
+    assert!(o.detail.len() <= MAX_OUTPUT + 32, "{}", o.detail.len());
+    assert!(o.detail.ends_with("[output truncated]"));
+}
+
+#[tokio::test]
+async fn a_missing_program_is_unknown_with_the_search_path() {
+    let kind = CheckKind::Exec {
+        command: vec!["no-such.monitor".into()],
+        protocol: ExecProtocol::Mon,
+        no_hosts: false,
+    };
+    let t = Target {
+        host: "h".into(),
+        addr: None,
+        port: None,
+    };
+    let env = ExecEnv {
+        mondir: vec!["/nonexistent/mon.d".into()],
+        ..ExecEnv::default()
+    };
+    let o = run(&kind, &t, T, &env).await;
+    assert_eq!(o.verdict, Verdict::Unknown);
+    assert!(
+        o.summary.contains("/nonexistent/mon.d, PATH"),
+        "{}",
+        o.summary
+    );
+}

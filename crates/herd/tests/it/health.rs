@@ -1,0 +1,557 @@
+//! The health monitor driving the director, with real sockets, real programs (mon's monitor
+//! and alert scripts from Debian's `mon` package) and the CLI.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{get, wait_for, Backend, Daemon, Net, TempDir};
+
+const MON_D: &str = "/usr/lib/mon/mon.d";
+const ALERT_D: &str = "/usr/lib/mon/alert.d";
+
+/// mon's scripts are peers these tests run against; CI installs them (`.ci/run`). A machine
+/// without them fails here, with the fix, rather than skipping.
+fn need_mon() {
+    for f in ["tcp.monitor", "http.monitor", "fping.monitor"] {
+        assert!(
+            Path::new(MON_D).join(f).exists(),
+            "{MON_D}/{f} is missing: apt-get install mon fping"
+        );
+    }
+    assert!(
+        Path::new(ALERT_D).join("file.alert").exists(),
+        "{ALERT_D}/file.alert is missing: apt-get install mon"
+    );
+}
+
+fn web(vip: SocketAddr, reals: &[SocketAddr], health: &str) -> String {
+    let mut s = format!(
+        "[lb]\nworkers = 1\nconnect-timeout = \"1s\"\n\n[[lb.service]]\nname = \"web\"\naddress = \"{vip}\"\nscheduler = \"rr\"\n"
+    );
+    for a in reals {
+        s.push_str(&format!(
+            "[[lb.service.real]]\naddress = \"{a}\"\nweight = 3\n"
+        ));
+    }
+    s.push_str(health);
+    s
+}
+
+fn health(d: &Daemon) -> Value {
+    serde_json::from_str(&d.ok(&["health", "list", "--json"])).unwrap()
+}
+
+/// State of one target of one check, from `herd health list --json`.
+fn state(d: &Daemon, check: &str, target: &str) -> String {
+    let h = health(d);
+    let c = h["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == check)
+        .unwrap_or_else(|| panic!("no check {check}: {h}"));
+    let t = c["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == target)
+        .unwrap_or_else(|| panic!("no target {target}: {c}"));
+    t["status"].as_str().unwrap().to_string()
+}
+
+/// (weight, health) of a real server, from `herd lb list --json`; None if not listed.
+fn real(d: &Daemon, addr: SocketAddr) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+    v[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == addr.to_string())
+        .map(|r| {
+            (
+                r["weight"].as_u64().unwrap(),
+                r["health"].as_str().unwrap().to_string(),
+            )
+        })
+}
+
+/// Three HTTP backends node01..03 at .11-.13; a slot set to None stops one.
+fn three_backends(net: Net) -> (Vec<SocketAddr>, Vec<Option<Backend>>) {
+    let addrs: Vec<SocketAddr> = (1..=3).map(|i| net.addr(10 + i, 8080)).collect();
+    let b = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Some(Backend::http(*a, &format!("node0{}", i + 1))))
+        .collect();
+    (addrs, b)
+}
+
+fn wait_all_up(d: &Daemon, addrs: &[SocketAddr]) {
+    wait_for("all up", Duration::from_secs(5), || {
+        addrs
+            .iter()
+            .all(|a| state(d, "http", &a.to_string()) == "up")
+    });
+}
+
+#[test]
+fn a_failing_real_server_is_quiesced_and_restored_within_the_thresholds() {
+    let net = Net::new("hc_quiesce");
+    let (addrs, mut b) = three_backends(net);
+    let vip = net.addr(100, 8080);
+    let cfg = web(
+        vip,
+        &addrs,
+        "[[health.check]]\nname = \"http\"\ntype = \"http\"\nservice = \"web\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n",
+    );
+    let d = Daemon::start("hc_quiesce", &cfg);
+    wait_all_up(&d, &addrs);
+
+    // Stop node01: out within fall × interval + 1 s.
+    b[0] = None;
+    let t0 = Instant::now();
+    wait_for("node01 quiesced", Duration::from_secs(5), || {
+        real(&d, addrs[0]) == Some((0, "quiesced".into()))
+    });
+    let out = t0.elapsed();
+    assert!(out <= Duration::from_millis(2 * 300 + 1000), "took {out:?}");
+    assert_eq!(state(&d, "http", &addrs[0].to_string()), "down");
+    // No client is sent there now.
+    for _ in 0..30 {
+        let body = get(vip).unwrap();
+        assert_ne!(body, "node01");
+    }
+
+    // Back: in again within rise × interval + 1 s, with its configured weight.
+    b[0] = Some(Backend::http(addrs[0], "node01"));
+    let t1 = Instant::now();
+    wait_for("node01 restored", Duration::from_secs(5), || {
+        real(&d, addrs[0]) == Some((3, "up".into()))
+    });
+    let back = t1.elapsed();
+    assert!(
+        back <= Duration::from_millis(2 * 300 + 1000),
+        "took {back:?}"
+    );
+    let seen: Vec<String> = (0..6).map(|_| get(vip).unwrap()).collect();
+    assert!(seen.iter().any(|s| s == "node01"), "{seen:?}");
+    eprintln!("quiesced after {out:?}, restored after {back:?}");
+
+    // The history recorded both changes.
+    let h: Value = serde_json::from_str(&d.ok(&["health", "history", "--json"])).unwrap();
+    let events: Vec<&str> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["targets"] == addrs[0].to_string())
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(&events[events.len() - 2..], ["down", "up"], "{h}");
+}
+
+#[test]
+fn on_failure_remove_takes_the_server_out_of_the_table() {
+    let net = Net::new("hc_remove");
+    let addrs = [net.addr(11, 8080), net.addr(12, 8080)];
+    let _b2 = Backend::http(addrs[1], "node02");
+    let vip = net.addr(100, 8080);
+    let cfg = web(
+        vip,
+        &addrs,
+        "[[health.check]]\nname = \"tcp\"\ntype = \"tcp\"\nservice = \"web\"\ninterval = \"200ms\"\nfall = 1\non-failure = \"remove\"\n",
+    );
+    let d = Daemon::start("hc_remove", &cfg);
+    wait_for("node01 removed", Duration::from_secs(5), || {
+        real(&d, addrs[0]).is_none()
+    });
+    assert_eq!(real(&d, addrs[1]), Some((3, "up".into())));
+    let ipvs = d.ok(&["ipvsadm", "-L", "-n"]);
+    assert!(!ipvs.contains(&addrs[0].to_string()), "{ipvs}");
+    // Reload keeps the verdict (the monitor hands its state over).
+    d.ok(&["reload"]);
+    assert!(real(&d, addrs[0]).is_none());
+    assert_eq!(state(&d, "tcp", &addrs[0].to_string()), "down");
+}
+
+#[test]
+fn mon_monitors_run_as_exec_checks_with_the_right_results() {
+    need_mon();
+    let net = Net::new("hc_mon_monitors");
+    let up = net.addr(11, 8080);
+    let down = net.addr(12, 8080);
+    let _b = Backend::http(up, "node01");
+    let cfg = format!(
+        r#"[health]
+mondir = ["{MON_D}"]
+
+[[health.check]]
+name = "tcp"
+type = "exec"
+hosts = ["{up_ip}", "{down_ip}"]
+command = "tcp.monitor -p 8080"
+interval = "500ms"
+timeout = "10s"
+rise = 1
+fall = 1
+
+[[health.check]]
+name = "http"
+type = "exec"
+hosts = ["{up_ip}", "{down_ip}"]
+command = "http.monitor -p 8080 -t 5 -u /"
+interval = "500ms"
+timeout = "10s"
+rise = 1
+fall = 1
+
+[[health.check]]
+name = "ping"
+type = "exec"
+hosts = ["{up_ip}"]
+command = "fping.monitor"
+interval = "500ms"
+timeout = "10s"
+rise = 1
+fall = 1
+"#,
+        up_ip = up.ip(),
+        down_ip = down.ip(),
+    );
+    let d = Daemon::start("hc_mon_monitors", &cfg);
+    let want = [
+        ("tcp", up.ip(), "up"),
+        ("tcp", down.ip(), "down"),
+        ("http", up.ip(), "up"),
+        ("http", down.ip(), "down"),
+        ("ping", up.ip(), "up"),
+    ];
+    wait_for("mon monitors' verdicts", Duration::from_secs(20), || {
+        want.iter()
+            .all(|(c, ip, s)| state(&d, c, &ip.to_string()) == *s)
+    });
+    // mon's summary line names the failing host.
+    let h = health(&d);
+    let tcp_down = h["checks"][0]["targets"][1]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tcp_down.contains(&down.ip().to_string()), "{tcp_down}");
+}
+
+#[test]
+fn mons_file_alert_gets_mons_arguments_environment_and_stdin() {
+    need_mon();
+    let net = Net::new("hc_file_alert");
+    let addr = net.addr(11, 8080);
+    let dir = TempDir::new("hc_file_alert_out");
+    let out = dir.path("alerts.log");
+    let b = Backend::http(addr, "node01");
+    let cfg = format!(
+        r#"[health]
+alertdir = ["{ALERT_D}"]
+
+[[health.check]]
+name = "http"
+type = "http"
+hosts = ["{addr}"]
+interval = "200ms"
+rise = 1
+fall = 1
+
+  [[health.check.alert]]
+  exec = "file.alert -d {dir} alerts.log"
+
+  [[health.check.alert]]
+  on = "up"
+  exec = "file.alert -d {dir} alerts.log"
+"#,
+        dir = dir.0.display(),
+    );
+    let d = Daemon::start("hc_file_alert", &cfg);
+    wait_for("up", Duration::from_secs(5), || {
+        state(&d, "http", &addr.to_string()) == "up"
+    });
+    drop(b);
+    wait_for("the failure alert", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("OPSTATUS=0"))
+    });
+    let _b = Backend::http(addr, "node01");
+    wait_for("the up alert", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("OPSTATUS=1"))
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    // file.alert writes: "$MON_ALERTTYPE $opt_g $opt_s $opt_t (date) $summary", DESCR, OPSTATUS,
+    // the rest of stdin, ".".
+    let records: Vec<&str> = text.split("\n.\n").filter(|r| !r.is_empty()).collect();
+    assert_eq!(records.len(), 2, "{text}");
+    let first: Vec<&str> = records[0].lines().collect();
+    let head: Vec<&str> = first[0].splitn(5, ' ').collect();
+    assert_eq!(&head[..3], ["failure", "hosts", "http"], "{text}");
+    let t: u64 = head[3].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now - t < 60, "-t is the alert time: {t}");
+    assert!(
+        first[0].contains(&format!("{addr}: connect")),
+        "summary: {text}"
+    );
+    assert_eq!(first[1], "DESCR=http of hosts");
+    assert_eq!(first[2], "OPSTATUS=0");
+    let second: Vec<&str> = records[1].lines().collect();
+    assert!(second[0].starts_with("up hosts http "), "{text}");
+    assert!(second[0].ends_with("HTTP/1.0 200 OK"), "{text}");
+    assert_eq!(second[2], "OPSTATUS=1");
+    // The history has both alerts, delivered.
+    let h: Value = serde_json::from_str(&d.ok(&["health", "history", "--json"])).unwrap();
+    let alerts: Vec<(&str, &str)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "alert" || e["event"] == "upalert")
+        .map(|e| (e["event"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(alerts.len(), 2, "{h}");
+    assert!(
+        alerts.iter().all(|(_, det)| det.contains(" ok in ")),
+        "{alerts:?}"
+    );
+}
+
+#[test]
+fn silences_disables_and_test_alerts_from_the_cli() {
+    let net = Net::new("hc_cli");
+    let addr = net.addr(11, 8080);
+    let dir = TempDir::new("hc_cli_out");
+    let script = dir.path("record.alert");
+    let record = dir.path("record.txt");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$MON_ALERTTYPE $*\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = format!(
+        r#"[[health.check]]
+name = "web"
+type = "tcp"
+hosts = ["{addr}"]
+interval = "200ms"
+fall = 1
+
+  [[health.check.alert]]
+  exec = "{script} extra-arg"
+"#,
+        script = script.display()
+    );
+    let d = Daemon::start("hc_cli", &cfg);
+    // Nothing listens: down. Silence first, so the alert is held.
+    let out = d.ok(&[
+        "health",
+        "silence",
+        "--check",
+        "web",
+        "--for",
+        "1h",
+        "--reason",
+        "maintenance",
+        "--author",
+        "kim",
+    ]);
+    assert_eq!(out.trim(), "silence #1");
+    wait_for("down", Duration::from_secs(5), || {
+        state(&d, "web", &addr.to_string()) == "down"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!record.exists(), "a silenced alert was sent");
+    let h = health(&d);
+    assert_eq!(h["silences"][0]["author"], "kim");
+    assert_eq!(h["checks"][0]["targets"][0]["silenced"], 1);
+    let hist = d.ok(&["health", "history"]);
+    assert!(hist.contains("held"), "{hist}");
+
+    // Unknown names are errors, not silent no-ops.
+    let bad = d.herd(&["health", "silence", "--check", "nope"]);
+    assert_eq!(bad.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no check named \"nope\""));
+
+    // Lifted: the alert goes out at the next failure.
+    d.ok(&["health", "unsilence", "1"]);
+    wait_for("the alert", Duration::from_secs(5), || {
+        std::fs::read_to_string(&record).is_ok_and(|s| s.contains("failure"))
+    });
+    let line = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        line.starts_with(&format!("failure -s web -g hosts -h {addr} -t ")),
+        "{line}"
+    );
+    assert!(line.trim_end().ends_with(" extra-arg"), "{line}");
+
+    // test-alert reports each sink's outcome.
+    let out = d.ok(&["health", "test-alert", "web"]);
+    assert!(out.starts_with("ok "), "{out}");
+    wait_for("the test alert", Duration::from_secs(5), || {
+        std::fs::read_to_string(&record).is_ok_and(|s| s.contains("test -s web"))
+    });
+
+    // Disabled: the target keeps its state and is not checked.
+    d.ok(&["health", "disable", "web"]);
+    let last = health(&d)["checks"][0]["targets"][0]["last-ms"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let h = health(&d);
+    assert_eq!(
+        h["checks"][0]["targets"][0]["last-ms"].as_u64().unwrap(),
+        last
+    );
+    assert_eq!(h["checks"][0]["disabled"], true);
+    d.ok(&["health", "enable", "web"]);
+    wait_for("checked again", Duration::from_secs(5), || {
+        health(&d)["checks"][0]["targets"][0]["last-ms"]
+            .as_u64()
+            .unwrap()
+            > last
+    });
+    let text = d.ok(&["health", "list"]);
+    assert!(text.contains("web (tcp of hosts"), "{text}");
+}
+
+#[test]
+fn a_bad_health_config_is_refused_with_file_line_and_key() {
+    let dir = TempDir::new("hc_bad_config");
+    let p = dir.path("bad.toml");
+    std::fs::write(
+        &p,
+        "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"nope\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::util::herd_bin())
+        .args(["config", "validate"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4: health.check[0].service: no lb.service named or at \"nope\""),
+        "{err}"
+    );
+}
+
+/// The issue's end-to-end check: under `wrk` load through the VIP, one real server stops and
+/// comes back; herd takes it out and puts it back within the thresholds, and no request fails.
+#[test]
+fn under_wrk_load_a_stopped_server_goes_out_and_back_without_failed_requests() {
+    assert!(
+        std::process::Command::new("wrk")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "wrk is missing: apt-get install wrk"
+    );
+    let net = Net::new("hc_wrk");
+    let (addrs, mut b) = three_backends(net);
+    let vip = net.addr(100, 8080);
+    let (interval, fall, rise) = (500u64, 2u64, 2u64);
+    let cfg = web(
+        vip,
+        &addrs,
+        &format!("[[health.check]]\nname = \"http\"\ntype = \"http\"\nservice = \"web\"\ninterval = \"{interval}ms\"\ntimeout = \"400ms\"\nrise = {rise}\nfall = {fall}\n"),
+    );
+    let d = Daemon::start("hc_wrk", &cfg);
+    wait_all_up(&d, &addrs);
+    let wrk = std::process::Command::new("wrk")
+        .args(["-t1", "-c8", "-d8s", "--timeout", "2s"])
+        .arg(format!("http://{vip}/"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    b[0] = None;
+    let t0 = Instant::now();
+    wait_for("node01 out", Duration::from_secs(5), || {
+        real(&d, addrs[0]).is_some_and(|r| r.0 == 0)
+    });
+    let out = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    b[0] = Some(Backend::http(addrs[0], "node01"));
+    let t1 = Instant::now();
+    wait_for("node01 back", Duration::from_secs(5), || {
+        real(&d, addrs[0]).is_some_and(|r| r.0 == 3)
+    });
+    let back = t1.elapsed();
+    let res = wrk.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&res.stdout);
+    eprintln!("out after {out:?}, back after {back:?}\n{text}");
+    assert!(
+        out <= Duration::from_millis(fall * interval + 1000),
+        "out after {out:?}"
+    );
+    assert!(
+        back <= Duration::from_millis(rise * interval + 1000),
+        "back after {back:?}"
+    );
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 1000, "{text}");
+}
+
+#[test]
+fn herd_import_mon_cf_on_the_seeds_yields_configs_that_validate() {
+    let dir = TempDir::new("hc_import");
+    let fixtures = crate::util::repo_root().join("crates/herd-core/src/import/fixtures");
+    for name in ["seed001-mon.cf", "seed004-mon.cf", "seed004-first-mon.cf"] {
+        let out = std::process::Command::new(crate::util::herd_bin())
+            .args(["import", "mon.cf"])
+            .arg(fixtures.join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let converted = dir.path(&format!("{name}.toml"));
+        std::fs::write(&converted, &out.stdout).unwrap();
+        let v = std::process::Command::new(crate::util::herd_bin())
+            .args(["config", "validate"])
+            .arg(&converted)
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{name}: {}\n{}",
+            String::from_utf8_lossy(&v.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stdout = String::from_utf8_lossy(&v.stdout);
+        assert!(stdout.contains("health check"), "{stdout}");
+        // The notes name the mon.cf and a line.
+        let notes = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            notes.lines().all(|l| l.contains(&format!("{name}:"))),
+            "{notes}"
+        );
+    }
+    // A file that is not there: a clear error and the config exit code.
+    let out = std::process::Command::new(crate::util::herd_bin())
+        .args(["import", "mon.cf", "/nonexistent/mon.cf"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mon.cf"));
+}
