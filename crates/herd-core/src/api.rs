@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Persistence, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts,
+    Persistence, Quorum, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts,
 };
 
 /// Version of the API, bumped on incompatible changes.
@@ -311,8 +311,23 @@ pub struct RealStatus {
     /// The health monitor's verdict; `weight` above is 0 unless `up`.
     #[serde(default)]
     pub health: RealHealth,
+    /// The service's sorry server, listed while it stands in for a lost quorum.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorry: bool,
     pub stats: Stats,
     pub rates: Rates,
+}
+
+/// A service's quorum and whether it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct QuorumStatus {
+    #[serde(flatten)]
+    pub quorum: Quorum,
+    /// Real servers up now (in service, weight > 0, passing their checks).
+    pub up: u32,
+    /// Below quorum: new connections go to the sorry server (if there is one).
+    pub lost: bool,
 }
 
 /// What the health monitor has done to a real server.
@@ -334,6 +349,8 @@ pub struct ServiceStatus {
     #[serde(flatten)]
     pub spec: ServiceSpec,
     pub reals: Vec<RealStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumStatus>,
     pub stats: Stats,
     pub rates: Rates,
 }

@@ -419,3 +419,18 @@ mod tests {
         );
     }
 }
+
+/// A virtual service's quorum (keepalived's `quorum`, `hysteresis`, `sorry_server`): while
+/// fewer than `min` real servers are up (in service, weight > 0, passing their health checks),
+/// new connections go to the sorry server instead. The quorum is lost below
+/// `min - hysteresis` and regained at `min + hysteresis`, so one server flapping at the edge
+/// does not switch the service back and forth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Quorum {
+    pub min: u32,
+    #[serde(default)]
+    pub hysteresis: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<SocketAddr>,
+}

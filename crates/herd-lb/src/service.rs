@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use herd_core::api::{ConnEntry, RealHealth, RealStatus, ServiceStatus};
-use herd_core::model::{mask_addr, Protocol, RealSpec, ServiceKey, ServiceSpec, Timeouts};
+use herd_core::api::{ConnEntry, QuorumStatus, Rates, RealHealth, RealStatus, ServiceStatus};
+use herd_core::model::{mask_addr, Protocol, Quorum, RealSpec, ServiceKey, ServiceSpec, Timeouts};
 
 use crate::sched::{new_scheduler, wlc_pick, ConnInfo, DestView, Scheduler};
 use crate::stats::{Counters, RateEst};
@@ -167,6 +167,11 @@ struct Inner {
     free: Vec<usize>,
     open: usize,
     est: RateEst,
+    quorum: Option<Quorum>,
+    /// Below quorum (with hysteresis): new connections go to the sorry server.
+    quorum_lost: bool,
+    /// The sorry server's books, while one is configured.
+    sorry: Option<Arc<Dest>>,
 }
 
 /// A virtual service at run time.
@@ -202,6 +207,9 @@ impl Service {
                 free: Vec::new(),
                 open: 0,
                 est: RateEst::default(),
+                quorum: None,
+                quorum_lost: false,
+                sorry: None,
             }),
         };
         {
@@ -254,6 +262,14 @@ impl Service {
     ) -> Result<Conn, NoDest> {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        if inner.quorum_lost {
+            if let Some(sorry) = inner.sorry.clone() {
+                if exclude.contains(&sorry.addr) {
+                    return Err(NoDest::Unavailable);
+                }
+                return Ok(self.bind(inner, sorry, client, None, now_ms));
+            }
+        }
         let persist = inner.spec.persistence;
         let pkey = persist.map(|p| mask_addr(client.ip(), p.prefix));
 
@@ -320,6 +336,18 @@ impl Service {
             }
         }
 
+        Ok(self.bind(inner, dest, client, pkey, now_ms))
+    }
+
+    /// Books a new connection to `dest`.
+    fn bind(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        dest: Arc<Dest>,
+        client: SocketAddr,
+        pkey: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Conn {
         let state = match self.key.protocol {
             Protocol::Tcp => {
                 dest.active.fetch_add(1, Relaxed);
@@ -340,7 +368,7 @@ impl Service {
             state,
             since_ms: now_ms,
         });
-        Ok(Conn {
+        Conn {
             service: self.clone(),
             dest,
             inactive: AtomicBool::new(state != ConnState::Established),
@@ -348,6 +376,37 @@ impl Service {
             persist_key: pkey,
             end_ms: AtomicU64::new(now_ms),
             proxy_protocol: inner.spec.proxy_protocol,
+        }
+    }
+
+    /// Sets the quorum (`None`: none). The sorry server keeps its counters while its address
+    /// stays the same. Returns whether the quorum is lost now.
+    pub fn set_quorum(&self, quorum: Option<Quorum>) -> bool {
+        let mut inner = self.lock();
+        let sorry = quorum.and_then(|q| q.sorry_server);
+        if inner.sorry.as_ref().map(|d| d.addr) != sorry {
+            inner.sorry = sorry.map(|a| {
+                Arc::new(Dest::new(&RealSpec {
+                    address: a,
+                    weight: 1,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                    forward: Default::default(),
+                }))
+            });
+        }
+        inner.quorum = quorum;
+        inner.check_quorum();
+        inner.quorum_lost
+    }
+
+    /// The quorum and whether it holds, if the service has one.
+    pub fn quorum(&self) -> Option<QuorumStatus> {
+        let inner = self.lock();
+        inner.quorum.map(|q| QuorumStatus {
+            quorum: q,
+            up: inner.up_count(),
+            lost: inner.quorum_lost,
         })
     }
 
@@ -363,7 +422,7 @@ impl Service {
         for t in inner.templates.values() {
             *persistent.entry(t.dest).or_default() += 1;
         }
-        let reals = inner
+        let reals: Vec<RealStatus> = inner
             .dests
             .iter()
             // A real server the health monitor removed is out of the table, as after the
@@ -380,12 +439,40 @@ impl Service {
                 overloaded: d.dest.overloaded.load(Relaxed),
                 draining: d.draining,
                 health: d.health,
+                sorry: false,
                 stats: d.dest.stats.snapshot(),
                 rates: d.est.rates(),
             })
             .collect();
+        let mut reals = reals;
+        // While it stands in, the sorry server is listed as keepalived puts it in the table.
+        if let (true, Some(d)) = (inner.quorum_lost, &inner.sorry) {
+            reals.push(RealStatus {
+                spec: RealSpec {
+                    address: d.addr,
+                    weight: 1,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                    forward: Default::default(),
+                },
+                active_conns: d.active.load(Relaxed),
+                inactive_conns: d.inactive.load(Relaxed),
+                persistent_conns: 0,
+                overloaded: false,
+                draining: false,
+                health: RealHealth::Up,
+                sorry: true,
+                stats: d.stats.snapshot(),
+                rates: Rates::default(),
+            });
+        }
         ServiceStatus {
             spec: inner.spec.clone(),
+            quorum: inner.quorum.map(|q| QuorumStatus {
+                quorum: q,
+                up: inner.up_count(),
+                lost: inner.quorum_lost,
+            }),
             reals,
             stats: self.stats.snapshot(),
             rates: inner.est.rates(),
@@ -623,6 +710,32 @@ impl Inner {
     fn refresh_sched(&mut self) {
         self.fill_views();
         self.sched.update(&self.views);
+        self.check_quorum();
+    }
+
+    /// Real servers that can take new connections as far as the operator and the health
+    /// monitor are concerned (overload is passing, and does not count).
+    fn up_count(&self) -> u32 {
+        self.dests
+            .iter()
+            .filter(|d| d.effective_weight() > 0)
+            .count() as u32
+    }
+
+    /// keepalived's rule: lost below `min - hysteresis`, regained at `min + hysteresis`.
+    fn check_quorum(&mut self) {
+        let Some(q) = self.quorum else {
+            self.quorum_lost = false;
+            return;
+        };
+        let up = self.up_count();
+        if self.quorum_lost {
+            if up >= q.min.saturating_add(q.hysteresis) {
+                self.quorum_lost = false;
+            }
+        } else if up < q.min.saturating_sub(q.hysteresis) {
+            self.quorum_lost = true;
+        }
     }
 
     fn insert_conn(&mut self, r: ConnRecord) -> usize {
@@ -856,6 +969,87 @@ mod tests {
             .all(|r| r.spec.weight == 5 && r.health == RealHealth::Up));
         assert!(!s.set_health(real(9, 1).address, RealHealth::Up));
         drop(c);
+    }
+
+    #[test]
+    fn below_quorum_new_connections_go_to_the_sorry_server() {
+        let reals = [real(1, 1), real(2, 1), real(3, 1)];
+        let s = svc(SchedulerKind::Rr, &reals);
+        let sorry: SocketAddr = "10.0.0.99:80".parse().unwrap();
+        let q = Quorum {
+            min: 2,
+            hysteresis: 0,
+            sorry_server: Some(sorry),
+        };
+        assert!(!s.set_quorum(Some(q)));
+        s.set_health(reals[0].address, RealHealth::Quiesced);
+        assert!(!s.quorum().unwrap().lost, "2 of 3 up: quorum holds");
+        let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        assert_ne!(c.dest_addr(), sorry);
+        s.set_health(reals[1].address, RealHealth::Removed);
+        let st = s.status();
+        assert_eq!(st.quorum.map(|q| (q.up, q.lost)), Some((1, true)));
+        let listed = st
+            .reals
+            .iter()
+            .find(|r| r.sorry)
+            .expect("sorry server listed");
+        assert_eq!(listed.spec.address, sorry);
+        for n in 0..5 {
+            assert_eq!(
+                s.schedule(client(n), vip(), 0, &[]).unwrap().dest_addr(),
+                sorry
+            );
+        }
+        // A sorry server that fails to connect: nothing else to offer.
+        assert!(s.schedule(client(9), vip(), 0, &[sorry]).is_err());
+        s.set_health(reals[0].address, RealHealth::Up);
+        assert!(!s.quorum().unwrap().lost);
+        assert!(s.status().reals.iter().all(|r| !r.sorry));
+        assert_ne!(
+            s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr(),
+            sorry
+        );
+        drop(c);
+    }
+
+    #[test]
+    fn quorum_hysteresis_keeps_the_state_near_the_edge() {
+        let reals: Vec<RealSpec> = (1..=5).map(|i| real(i, 1)).collect();
+        let s = svc(SchedulerKind::Rr, &reals);
+        let q = Quorum {
+            min: 3,
+            hysteresis: 1,
+            sorry_server: None,
+        };
+        s.set_quorum(Some(q));
+        let lost = |n_up: usize| {
+            for (i, r) in reals.iter().enumerate() {
+                let h = if i < n_up {
+                    RealHealth::Up
+                } else {
+                    RealHealth::Quiesced
+                };
+                s.set_health(r.address, h);
+            }
+            s.quorum().unwrap().lost
+        };
+        // Lost below min - hysteresis = 2; regained at min + hysteresis = 4.
+        assert!(!lost(2));
+        assert!(lost(1));
+        assert!(lost(2));
+        assert!(lost(3));
+        assert!(!lost(4));
+        assert!(!lost(2));
+        // Without a sorry server, a lost quorum still schedules to whoever is up.
+        assert!(lost(1));
+        assert_eq!(
+            s.schedule(client(1), vip(), 0, &[]).unwrap().dest_addr(),
+            reals[0].address
+        );
+        // Weight 0 set by the operator counts as not up, too.
+        s.set_quorum(None);
+        assert!(s.quorum().is_none());
     }
 
     #[test]

@@ -195,7 +195,9 @@ impl Table {
                 }
                 None => {
                     let seed = self.next_seed();
-                    next.push(Service::new(s.spec.clone(), &s.reals, seed));
+                    let svc = Service::new(s.spec.clone(), &s.reals, seed);
+                    svc.set_quorum(s.quorum);
+                    next.push(svc);
                 }
             }
         }
@@ -211,6 +213,7 @@ impl Table {
                 svc.set_spec(s.spec.clone(), seed);
             }
             svc.reconcile_reals(&s.reals);
+            svc.set_quorum(s.quorum);
         }
         self.settings = settings;
         self.services = next;
@@ -255,6 +258,7 @@ impl Table {
                     ServiceConfig {
                         spec: s.spec(),
                         reals,
+                        quorum: s.quorum().map(|q| q.quorum),
                     }
                 })
                 .collect(),

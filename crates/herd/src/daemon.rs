@@ -291,9 +291,18 @@ struct TableDirector(Arc<Mutex<Table>>);
 impl Director for TableDirector {
     fn set_health(&self, service: &ServiceKey, real: SocketAddr, health: RealHealth) {
         let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let lost = |t: &Table| t.get(service).and_then(|s| s.quorum()).map(|q| q.lost);
+        let before = lost(&table);
         // A real server removed by ipvsadm since the config was loaded: nothing to do.
         if let Err(e) = table.set_health(service, real, health) {
             tracing::debug!(error = %e, "health verdict not applied");
+        }
+        match (before, lost(&table)) {
+            (Some(false), Some(true)) => {
+                tracing::warn!(%service, "quorum lost: new connections go to the sorry server, if any")
+            }
+            (Some(true), Some(false)) => tracing::warn!(%service, "quorum regained"),
+            _ => {}
         }
     }
 }

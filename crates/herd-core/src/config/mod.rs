@@ -23,8 +23,8 @@ pub use health::{find_service, host_port, real_matches, split_words};
 
 use crate::health::HealthConfig;
 use crate::model::{
-    netmask_to_prefix, prefix_to_netmask, Forward, Persistence, Protocol, RealSpec, SchedFlags,
-    SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
+    netmask_to_prefix, prefix_to_netmask, Forward, Persistence, Protocol, Quorum, RealSpec,
+    SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
 };
 
 /// One problem in a config file.
@@ -153,6 +153,9 @@ pub struct RawService {
     pub persistence: Option<Spanned<RawDuration>>,
     pub persistence_netmask: Option<Spanned<String>>,
     pub proxy_protocol: Option<bool>,
+    pub quorum: Option<Spanned<i64>>,
+    pub quorum_hysteresis: Option<Spanned<i64>>,
+    pub sorry_server: Option<Spanned<String>>,
     #[serde(default)]
     pub real: Vec<Spanned<RawReal>>,
 }
@@ -198,6 +201,7 @@ impl Default for DaemonConfig {
 pub struct ServiceConfig {
     pub spec: ServiceSpec,
     pub reals: Vec<RealSpec>,
+    pub quorum: Option<Quorum>,
 }
 
 /// Validated director settings.
@@ -704,7 +708,84 @@ fn service(
             forward,
         });
     }
-    (errs.len() == before).then_some(ServiceConfig { spec, reals })
+    let quorum = quorum(l, prefix, raw, &spec, &reals, errs);
+    (errs.len() == before).then_some(ServiceConfig {
+        spec,
+        reals,
+        quorum,
+    })
+}
+
+/// `quorum`, `quorum-hysteresis` and `sorry-server` of a service.
+fn quorum(
+    l: &Lines<'_>,
+    prefix: &str,
+    raw: &RawService,
+    spec: &ServiceSpec,
+    reals: &[RealSpec],
+    errs: &mut Vec<ConfigError>,
+) -> Option<Quorum> {
+    let Some(q) = &raw.quorum else {
+        for (set, k) in [
+            (raw.quorum_hysteresis.is_some(), "quorum-hysteresis"),
+            (raw.sorry_server.is_some(), "sorry-server"),
+        ] {
+            if set {
+                errs.push(l.err(Some(&raw.address), format!("{prefix}.{k}"), "needs quorum"));
+            }
+        }
+        return None;
+    };
+    let min = match u32::try_from(*q.get_ref()) {
+        Ok(n) if n >= 1 => n,
+        _ => {
+            errs.push(l.err(
+                Some(q),
+                format!("{prefix}.quorum"),
+                format!("{} is out of range 1..", q.get_ref()),
+            ));
+            1
+        }
+    };
+    let hysteresis = match &raw.quorum_hysteresis {
+        None => 0,
+        Some(h) => match u32::try_from(*h.get_ref()) {
+            Ok(n) if n < min => n,
+            _ => {
+                errs.push(l.err(
+                    Some(h),
+                    format!("{prefix}.quorum-hysteresis"),
+                    format!(
+                        "{} must be at least 0 and below quorum ({min})",
+                        h.get_ref()
+                    ),
+                ));
+                0
+            }
+        },
+    };
+    let sorry_server = raw.sorry_server.as_ref().and_then(|s| {
+        match parse_real_addr(s.get_ref(), spec.key.address.port()) {
+            Ok(a) if reals.iter().any(|r| r.address == a) => {
+                errs.push(l.err(
+                    Some(s),
+                    format!("{prefix}.sorry-server"),
+                    format!("{a} is one of the service's real servers"),
+                ));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(e) => {
+                errs.push(l.err(Some(s), format!("{prefix}.sorry-server"), e));
+                None
+            }
+        }
+    });
+    Some(Quorum {
+        min,
+        hysteresis,
+        sorry_server,
+    })
 }
 
 fn ranged(
@@ -808,6 +889,12 @@ struct ServiceOut {
     persistence_netmask: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     proxy_protocol: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quorum: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quorum_hysteresis: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sorry_server: Option<String>,
     real: Vec<RealOut>,
 }
 
@@ -856,6 +943,9 @@ impl From<&ServiceConfig> for ServiceOut {
                     forward: r.forward.to_string(),
                 })
                 .collect(),
+            quorum: s.quorum.map(|q| q.min),
+            quorum_hysteresis: s.quorum.map(|q| q.hysteresis).filter(|&h| h != 0),
+            sorry_server: s.quorum.and_then(|q| q.sorry_server).map(|a| a.to_string()),
         }
     }
 }
@@ -879,6 +969,9 @@ address = "127.0.0.100:8080"
 scheduler = "wrr"
 persistence = "360s"
 persistence-netmask = "255.255.255.0"
+quorum = 2
+quorum-hysteresis = 1
+sorry-server = "127.0.0.99"
 
   [[lb.service.real]]
   address = "127.0.0.11:8080"
@@ -920,6 +1013,14 @@ hash-port = true
             }
         );
         assert_eq!(cfg.lb.connect_timeout, Duration::from_millis(500));
+        assert_eq!(
+            web.quorum,
+            Some(Quorum {
+                min: 2,
+                hysteresis: 1,
+                sorry_server: Some("127.0.0.99:8080".parse().unwrap())
+            })
+        );
         let again = Config::parse("out.toml", &cfg.to_toml()).unwrap();
         assert_eq!(again, cfg);
     }
@@ -933,6 +1034,22 @@ hash-port = true
     #[test]
     fn bad_inputs_name_line_and_key() {
         let svc = "[[lb.service]]\naddress = \"127.0.0.1:80\"\n";
+        check_err(
+            &format!("{svc}quorum = 0\n"),
+            "bad.toml:3: lb.service[0].quorum: 0 is out of range 1..",
+        );
+        check_err(
+            &format!("{svc}quorum = 2\nquorum-hysteresis = 2\n"),
+            "bad.toml:4: lb.service[0].quorum-hysteresis: 2 must be at least 0 and below quorum (2)",
+        );
+        check_err(
+            &format!("{svc}sorry-server = \"127.0.0.9\"\n"),
+            "bad.toml:2: lb.service[0].sorry-server: needs quorum",
+        );
+        check_err(
+            &format!("{svc}quorum = 1\nsorry-server = \"127.0.0.2\"\n[[lb.service.real]]\naddress = \"127.0.0.2\"\n"),
+            "bad.toml:4: lb.service[0].sorry-server: 127.0.0.2:80 is one of the service's real servers",
+        );
         check_err("[lb]\nwrkers = 2\n", "bad.toml:2: lb.wrkers: unknown field");
         check_err(
             "[lb]\nworkers = \"many\"\n",

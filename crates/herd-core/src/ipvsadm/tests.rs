@@ -362,6 +362,7 @@ fn rstat(spec: RealSpec, active: u32, inactive: u32, persist: u32) -> RealStatus
         overloaded: false,
         draining: false,
         health: Default::default(),
+        sorry: false,
         stats: Stats::default(),
         rates: Rates::default(),
     }
@@ -371,6 +372,7 @@ fn sstat(spec: ServiceSpec, reals: Vec<RealStatus>) -> ServiceStatus {
     ServiceStatus {
         spec,
         reals,
+        quorum: None,
         stats: Stats::default(),
         rates: Rates::default(),
     }

@@ -555,3 +555,62 @@ fn herd_import_mon_cf_on_the_seeds_yields_configs_that_validate() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mon.cf"));
 }
+
+#[test]
+fn below_quorum_the_sorry_server_answers_until_enough_servers_are_back() {
+    let net = Net::new("hc_quorum");
+    let (addrs, mut b) = three_backends(net);
+    let sorry = Backend::http(net.addr(99, 8080), "sorry");
+    let vip = net.addr(100, 8080);
+    let mut cfg = web(
+        vip,
+        &addrs,
+        "[[health.check]]\nname = \"http\"\ntype = \"http\"\nservice = \"web\"\ninterval = \"200ms\"\nrise = 1\nfall = 1\n",
+    );
+    cfg = cfg.replace(
+        "scheduler = \"rr\"\n",
+        &format!(
+            "scheduler = \"rr\"\nquorum = 2\nsorry-server = \"{}\"\n",
+            sorry.addr
+        ),
+    );
+    let d = Daemon::start("hc_quorum", &cfg);
+    wait_all_up(&d, &addrs);
+    let quorum = |d: &Daemon| {
+        let v: Value = serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
+        (
+            v[0]["quorum"]["up"].as_u64().unwrap(),
+            v[0]["quorum"]["lost"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(quorum(&d), (3, false));
+    // One down: 2 of 3 still make the quorum; nobody sees the sorry server.
+    b[0] = None;
+    wait_for("node01 out", Duration::from_secs(5), || quorum(&d).0 == 2);
+    for _ in 0..10 {
+        let body = get(vip).unwrap();
+        assert!(body == "node02" || body == "node03", "{body}");
+    }
+    // Two down: below quorum, every new connection goes to the sorry server.
+    b[1] = None;
+    wait_for("quorum lost", Duration::from_secs(5), || {
+        quorum(&d) == (1, true)
+    });
+    for _ in 0..10 {
+        assert_eq!(get(vip).unwrap(), "sorry");
+    }
+    let ipvs = d.ok(&["ipvsadm", "-L", "-n"]);
+    assert!(
+        ipvs.contains(&sorry.addr.to_string()),
+        "the sorry server is listed: {ipvs}"
+    );
+    // One back: quorum again, the sorry server steps aside.
+    b[0] = Some(Backend::http(addrs[0], "node01"));
+    wait_for("quorum back", Duration::from_secs(5), || {
+        quorum(&d) == (2, false)
+    });
+    for _ in 0..10 {
+        let body = get(vip).unwrap();
+        assert!(body == "node01" || body == "node03", "{body}");
+    }
+}
