@@ -101,6 +101,11 @@ pub enum Request {
     HealthTestAlert {
         check: String,
     },
+    /// Past outages, newest last (mon's downtime log).
+    HealthDowntime {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +132,9 @@ pub enum Response {
     },
     HealthHistory {
         entries: Vec<HealthEvent>,
+    },
+    Downtime {
+        entries: Vec<DowntimeEntry>,
     },
     Silenced {
         id: u64,
@@ -205,6 +213,19 @@ pub struct HealthEvent {
     pub event: String,
     /// The summary, or the alert's sink and outcome.
     pub detail: String,
+}
+
+/// One outage of one target (mon's downtime log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DowntimeEntry {
+    pub check: String,
+    pub target: String,
+    /// Milliseconds since the Unix epoch: when it went down and when it came back.
+    pub down_ms: u64,
+    pub up_ms: u64,
+    /// The last failure's summary.
+    pub summary: String,
 }
 
 /// The outcome of one alert run.

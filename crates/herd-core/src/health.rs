@@ -26,10 +26,18 @@ pub struct HealthConfig {
     pub mondir: Vec<PathBuf>,
     /// Directories searched for an `exec` alert's program given without a `/` (`alertdir`).
     pub alertdir: Vec<PathBuf>,
+    /// The SQLite file that keeps the history and the downtime log across restarts; `None` =
+    /// the last 2000 events in memory only.
+    pub history: Option<PathBuf>,
+    /// History older than this is deleted.
+    pub history_retention: Duration,
     /// Named lists of hosts (mon's `hostgroup`).
     pub hostgroups: BTreeMap<String, Vec<String>>,
     pub checks: Vec<CheckSpec>,
 }
+
+/// Default of `health.history-retention`: 90 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
 
 /// Default of `health.max-concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
@@ -47,6 +55,8 @@ impl Default for HealthConfig {
                 PathBuf::from("/usr/lib/mon/alert.d"),
                 PathBuf::from("/usr/local/lib/mon/alert.d"),
             ],
+            history: None,
+            history_retention: DEFAULT_RETENTION,
             hostgroups: BTreeMap::new(),
             checks: Vec::new(),
         }

@@ -2,11 +2,13 @@
 //!
 //! - [`rules`]: the rule engine, without I/O: results in; state changes, alerts and holds out.
 //! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history.
+//! - [`history`]: the SQLite history and downtime log.
 //! - [`alert`]: alert sinks (mon's alert protocol for programs, the log).
 //! - [`probe`]: the probes (tcp, http, exec with mon's or Nagios' protocol), bounded in time
 //!   and output.
 
 pub mod alert;
+pub mod history;
 pub mod monitor;
 pub mod probe;
 pub mod rules;

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_core::api::{
-    DeliveryStatus, HealthCheckStatus, HealthEvent, HealthTargetStatus, RealHealth, SilenceStatus,
+    DeliveryStatus, DowntimeEntry, HealthCheckStatus, HealthEvent, HealthTargetStatus, RealHealth,
+    SilenceStatus,
 };
 use herd_core::config::{find_service, host_port, real_matches, Config};
 use herd_core::health::{AlertOn, CheckKind, CheckSpec, HealthConfig, OnFailure, Sink, Targets};
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::alert::{self, Kind, Notice};
+use crate::history::Store;
 use crate::probe::{self, ExecEnv};
 use crate::rules::{Engine, Event, Key, Silence, Status};
 
@@ -63,6 +65,52 @@ struct Inner {
     sem: Semaphore,
     alerts: mpsc::UnboundedSender<Pending>,
     history: Mutex<VecDeque<HealthEvent>>,
+    downtime: Mutex<VecDeque<DowntimeEntry>>,
+    /// To the history file's writer thread, if there is a file.
+    store: Option<Mutex<std::sync::mpsc::Sender<StoreOp>>>,
+}
+
+/// Work for the history file's writer.
+#[derive(Debug)]
+enum StoreOp {
+    Event(HealthEvent),
+    Outage(DowntimeEntry),
+    /// Delete what is older than this (ms since the epoch).
+    Prune(u64),
+}
+
+/// Starts the thread that owns the history file; it ends when the monitor is gone.
+fn start_store(path: &std::path::Path) -> Result<std::sync::mpsc::Sender<StoreOp>, String> {
+    let mut store = Store::open(path)?;
+    let (tx, rx) = std::sync::mpsc::channel::<StoreOp>();
+    let shown = path.display().to_string();
+    std::thread::Builder::new()
+        .name("herd-history".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                // Everything queued meanwhile goes in the same transaction.
+                let (mut events, mut outages, mut prune) = (Vec::new(), Vec::new(), None);
+                for op in std::iter::once(first).chain(rx.try_iter()) {
+                    match op {
+                        StoreOp::Event(e) => events.push(e),
+                        StoreOp::Outage(o) => outages.push(o),
+                        StoreOp::Prune(t) => prune = Some(t),
+                    }
+                }
+                if let Err(e) = store.append(&events, &outages) {
+                    tracing::error!(file = %shown, error = %e, "cannot write the health history");
+                }
+                if let Some(t) = prune {
+                    match store.prune(t) {
+                        Ok(n) if n > 0 => tracing::info!(file = %shown, rows = n, "old health history deleted"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(file = %shown, error = %e, "cannot prune the health history"),
+                    }
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the history writer: {e}"))?;
+    Ok(tx)
 }
 
 /// An alert waiting to be grouped.
@@ -117,6 +165,13 @@ impl Monitor {
             .flat_map(|s| s.reals.iter().map(move |r| (s.spec.key, r.address)))
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
+        let store = cfg.history.as_deref().and_then(|p| match start_store(p) {
+            Ok(tx) => Some(Mutex::new(tx)),
+            Err(e) => {
+                tracing::error!(error = %e, "health history kept in memory only");
+                None
+            }
+        });
         let inner = Arc::new(Inner {
             sem: Semaphore::new(cfg.max_concurrent.max(1)),
             cfg,
@@ -127,9 +182,14 @@ impl Monitor {
             director,
             alerts: tx,
             history: Mutex::new(VecDeque::new()),
+            downtime: Mutex::new(VecDeque::new()),
+            store,
         });
         inner.sync_all();
         let mut tasks = vec![tokio::spawn(dispatch(inner.clone(), rx))];
+        if inner.store.is_some() {
+            tasks.push(tokio::spawn(prune_hourly(inner.clone())));
+        }
         let mut keys: Vec<Key> = inner.targets.keys().copied().collect();
         keys.sort();
         for key in keys {
@@ -212,13 +272,29 @@ impl Monitor {
         (checks, silences)
     }
 
-    /// The last `limit` history entries, oldest first.
+    /// The last `limit` history entries, oldest first: from the history file if there is
+    /// one (so they outlive restarts), else from memory.
     pub fn history(&self, limit: usize) -> Vec<HealthEvent> {
-        let h = self.inner.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.iter()
-            .skip(h.len().saturating_sub(limit))
-            .cloned()
-            .collect()
+        if let Some(path) = &self.inner.cfg.history {
+            match Store::open_read(path).and_then(|s| s.recent(limit)) {
+                Ok(v) => return v,
+                Err(e) => tracing::warn!(error = %e, "reading the history from memory instead"),
+            }
+        }
+        last(&self.inner.history, limit)
+    }
+
+    /// The last `limit` outages, oldest first (mon's downtime log).
+    pub fn downtime(&self, limit: usize) -> Vec<DowntimeEntry> {
+        if let Some(path) = &self.inner.cfg.history {
+            match Store::open_read(path).and_then(|s| s.downtime(limit)) {
+                Ok(v) => return v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the downtime log from memory instead")
+                }
+            }
+        }
+        last(&self.inner.downtime, limit)
     }
 
     pub fn silence(
@@ -334,17 +410,34 @@ impl Inner {
     }
 
     fn record(&self, check: &str, targets: &str, event: &str, detail: String) {
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        if h.len() == HISTORY {
-            h.pop_front();
-        }
-        h.push_back(HealthEvent {
+        let e = HealthEvent {
             time_ms: wall_ms(),
             check: check.to_string(),
             targets: targets.to_string(),
             event: event.to_string(),
             detail,
-        });
+        };
+        self.to_store(|| StoreOp::Event(e.clone()));
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(e);
+    }
+
+    fn to_store(&self, op: impl FnOnce() -> StoreOp) {
+        if let Some(tx) = &self.store {
+            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(op());
+        }
+    }
+
+    fn outage(&self, o: DowntimeEntry) {
+        self.to_store(|| StoreOp::Outage(o.clone()));
+        let mut d = self.downtime.lock().unwrap_or_else(|p| p.into_inner());
+        if d.len() == HISTORY {
+            d.pop_front();
+        }
+        d.push_back(o);
     }
 
     /// Tells the director the verdict on every real server (at start and after a reload):
@@ -377,9 +470,23 @@ impl Inner {
     fn handle(&self, events: Vec<Event>, outcome_times: (u64, u64, u64)) {
         for ev in events {
             match ev {
-                Event::StateChanged { key, from, to } => {
+                Event::StateChanged {
+                    key,
+                    from,
+                    to,
+                    from_since_ms,
+                } => {
                     let (check, target, summary) = self.names(key);
                     tracing::info!(%check, %target, %from, %to, "{summary}");
+                    if from == Status::Down && to == Status::Up {
+                        self.outage(DowntimeEntry {
+                            check: check.clone(),
+                            target: target.clone(),
+                            down_ms: from_since_ms,
+                            up_ms: wall_ms(),
+                            summary: self.last_failure(key),
+                        });
+                    }
                     self.record(&check, &target, &to.to_string(), summary);
                     if let Some((svc, real)) = self.bindings.get(&key) {
                         self.sync(svc, *real);
@@ -444,6 +551,11 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The summary of the target's last failure (the one before the current pass).
+    fn last_failure(&self, key: Key) -> String {
+        self.engine().target(key).last_failure.clone()
     }
 
     fn names(&self, key: Key) -> (String, String, String) {
@@ -524,6 +636,16 @@ async fn run_target(inner: Arc<Inner>, key: Key, first: Duration) {
     }
 }
 
+/// Deletes history older than the retention, at start and every hour.
+async fn prune_hourly(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let keep = ms(inner.cfg.history_retention);
+        inner.to_store(|| StoreOp::Prune(wall_ms().saturating_sub(keep)));
+    }
+}
+
 /// Groups alerts of one (check, rule, kind) arriving within [`GROUP_WAIT`] into one
 /// notification, then sends it.
 async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
@@ -598,6 +720,15 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
             });
         }
     }
+}
+
+/// The last `limit` entries of a ring, oldest first.
+fn last<T: Clone>(ring: &Mutex<VecDeque<T>>, limit: usize) -> Vec<T> {
+    let h = ring.lock().unwrap_or_else(|p| p.into_inner());
+    h.iter()
+        .skip(h.len().saturating_sub(limit))
+        .cloned()
+        .collect()
 }
 
 fn describe(sink: &Sink, d: &alert::Delivery) -> String {

@@ -141,8 +141,14 @@ pub struct Key {
 /// What the engine decided after a result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The target's state changed; the director follows `to`.
-    StateChanged { key: Key, from: Status, to: Status },
+    /// The target's state changed; the director follows `to`. `from` had held since
+    /// `from_since_ms`.
+    StateChanged {
+        key: Key,
+        from: Status,
+        to: Status,
+        from_since_ms: u64,
+    },
     /// Send alert rule `rule` of the check.
     Alert {
         key: Key,
@@ -208,6 +214,8 @@ pub struct TargetState {
     pub last_ms: Option<u64>,
     pub flapping: bool,
     pub disabled: bool,
+    /// The summary of the last failed run.
+    pub last_failure: String,
     ok_run: u32,
     fail_run: u32,
     /// Times of recent failures, newest last (for `after` + `within`).
@@ -257,6 +265,7 @@ impl Engine {
                         last_ms: None,
                         flapping: false,
                         disabled: false,
+                        last_failure: String::new(),
                         ok_run: 0,
                         fail_run: 0,
                         failures: VecDeque::new(),
@@ -450,6 +459,7 @@ impl Engine {
         } else {
             t.fail_run = t.fail_run.saturating_add(1);
             t.ok_run = 0;
+            t.last_failure.clone_from(&outcome.summary);
             t.failures.push_back(now_ms);
             if t.failures.len() > MAX_FAILURES_KEPT {
                 t.failures.pop_front();
@@ -466,9 +476,15 @@ impl Engine {
             s => s,
         };
         if to != from {
+            let from_since_ms = t.since_ms;
             t.status = to;
             t.since_ms = now_ms;
-            out.push(Event::StateChanged { key, from, to });
+            out.push(Event::StateChanged {
+                key,
+                from,
+                to,
+                from_since_ms,
+            });
             if from != Status::Unknown {
                 t.changes.push_back(now_ms);
             }

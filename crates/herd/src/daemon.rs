@@ -203,6 +203,9 @@ impl Daemon {
             Request::HealthHistory { limit } => Ok(Response::HealthHistory {
                 entries: self.monitor()?.history(limit.unwrap_or(100)),
             }),
+            Request::HealthDowntime { limit } => Ok(Response::Downtime {
+                entries: self.monitor()?.downtime(limit.unwrap_or(100)),
+            }),
             Request::HealthSilence {
                 check,
                 target,

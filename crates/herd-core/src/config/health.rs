@@ -21,6 +21,8 @@ pub struct RawHealth {
     pub randstart: Option<Spanned<RawDuration>>,
     pub mondir: Option<Vec<String>>,
     pub alertdir: Option<Vec<String>>,
+    pub history: Option<Spanned<String>>,
+    pub history_retention: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub hostgroups: BTreeMap<String, Spanned<Vec<String>>>,
     #[serde(default)]
@@ -129,6 +131,20 @@ pub(super) fn validate(
     }
     if let Some(d) = &raw.alertdir {
         h.alertdir = d.iter().map(PathBuf::from).collect();
+    }
+    if let Some(p) = &raw.history {
+        if p.get_ref().is_empty() {
+            errs.push(l.err(Some(p), "health.history", "an empty path"));
+        } else {
+            h.history = Some(PathBuf::from(p.get_ref()));
+        }
+    }
+    if let Some(d) = &raw.history_retention {
+        match duration(d) {
+            Ok(v) if v >= Duration::from_secs(3600) => h.history_retention = v,
+            Ok(_) => errs.push(l.err(Some(d), "health.history-retention", "must be at least 1h")),
+            Err(e) => errs.push(l.err(Some(d), "health.history-retention", e)),
+        }
     }
     for (name, hosts) in &raw.hostgroups {
         if hosts.get_ref().is_empty() {
@@ -857,6 +873,9 @@ pub(super) struct HealthOut {
     randstart: Option<String>,
     mondir: Vec<String>,
     alertdir: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<String>,
+    history_retention: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     hostgroups: BTreeMap<String, Vec<String>>,
     check: Vec<CheckOut>,
@@ -945,6 +964,8 @@ impl From<&HealthConfig> for HealthOut {
             randstart: h.randstart.map(format_duration),
             mondir: paths(&h.mondir),
             alertdir: paths(&h.alertdir),
+            history: h.history.as_ref().map(|p| p.display().to_string()),
+            history_retention: format_duration(h.history_retention),
             hostgroups: h.hostgroups.clone(),
             check: h.checks.iter().map(CheckOut::from).collect(),
         }
@@ -1072,6 +1093,8 @@ address = "127.0.0.100:8080"
 max-concurrent = 20
 randstart = "30s"
 mondir = ["/usr/lib/mon/mon.d"]
+history = "/var/lib/herd/health.db"
+history-retention = "30d"
 
 [health.hostgroups]
 www = ["127.0.0.11", "127.0.0.12"]
@@ -1141,6 +1164,11 @@ reals = ["127.0.0.12"]
         let h = &cfg.health;
         assert_eq!(h.max_concurrent, 20);
         assert_eq!(h.randstart, Some(Duration::from_secs(30)));
+        assert_eq!(
+            h.history.as_deref(),
+            Some(std::path::Path::new("/var/lib/herd/health.db"))
+        );
+        assert_eq!(h.history_retention, Duration::from_secs(30 * 86400));
         assert_eq!(h.checks.len(), 5);
         assert_eq!(h.checks[4].reals, ["127.0.0.12"]);
         assert_eq!(

@@ -30,6 +30,15 @@ check is down gets weight 0 in the director (or is removed, with on-failure = \"
         #[arg(long)]
         json: bool,
     },
+    /// Past outages: when each target went down, came back, and why (mon's downtime log)
+    Downtime {
+        /// How many, newest last
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Hold alerts of a check and/or a target (mon's ack); state changes still drive the director
     #[command(
         after_help = "Examples:\n  herd health silence --check http --target 127.0.0.11:80 --for 2h --reason 'kernel update'\n  herd health silence --check ping --for 30m"
@@ -88,6 +97,34 @@ pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> u8 {
                                 e.check,
                                 e.targets,
                                 e.detail
+                            );
+                        }
+                    }
+                    exit::OK
+                }
+                Ok(_) => unexpected(),
+                Err(c) => c,
+            }
+        }
+        Cmd::Downtime { limit, json } => {
+            match call(&socket, &Request::HealthDowntime { limit: Some(limit) }) {
+                Ok(Response::Downtime { entries }) => {
+                    if json {
+                        print_json(&entries);
+                    } else {
+                        if entries.is_empty() {
+                            println!("no outages recorded");
+                        }
+                        for e in entries {
+                            let secs = e.up_ms.saturating_sub(e.down_ms) / 1000;
+                            println!(
+                                "{} -> {}  {:>8}  {:<12} {:<22} {}",
+                                clock(e.down_ms),
+                                clock(e.up_ms),
+                                span(secs),
+                                e.check,
+                                e.target,
+                                e.summary
                             );
                         }
                     }
@@ -275,7 +312,11 @@ fn now_ms() -> u64 {
 
 /// "12s", "5m", "3h", "2d" since `ms`.
 fn ago(ms: u64) -> String {
-    let s = now_ms().saturating_sub(ms) / 1000;
+    span(now_ms().saturating_sub(ms) / 1000)
+}
+
+/// "12s", "5m", "3h", "2d".
+fn span(s: u64) -> String {
     match s {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m", s / 60),

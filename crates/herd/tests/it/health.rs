@@ -614,3 +614,49 @@ fn below_quorum_the_sorry_server_answers_until_enough_servers_are_back() {
         assert!(body == "node01" || body == "node03", "{body}");
     }
 }
+
+#[test]
+fn the_history_and_downtime_log_outlive_a_restart() {
+    let net = Net::new("hc_history");
+    let addr = net.addr(11, 8080);
+    let dir = TempDir::new("hc_history_db");
+    let db = dir.path("state/health.db");
+    let cfg = format!(
+        "[health]\nhistory = \"{}\"\n\n[[health.check]]\nname = \"web\"\ntype = \"tcp\"\nhosts = [\"{addr}\"]\ninterval = \"200ms\"\nrise = 1\nfall = 1\n",
+        db.display()
+    );
+    {
+        let d = Daemon::start("hc_history", &cfg);
+        wait_for("down", Duration::from_secs(5), || {
+            state(&d, "web", &addr.to_string()) == "down"
+        });
+        let b = Backend::http(addr, "node01");
+        wait_for("up", Duration::from_secs(5), || {
+            state(&d, "web", &addr.to_string()) == "up"
+        });
+        // The writer thread commits asynchronously: wait until the outage is on disk.
+        wait_for("the outage recorded", Duration::from_secs(5), || {
+            let v: Value = serde_json::from_str(&d.ok(&["health", "downtime", "--json"])).unwrap();
+            v.as_array().is_some_and(|a| !a.is_empty())
+        });
+        drop(b);
+    }
+    // A new daemon on the same file still knows.
+    let d = Daemon::start("hc_history2", &cfg);
+    let v: Value = serde_json::from_str(&d.ok(&["health", "downtime", "--json"])).unwrap();
+    let o = &v[0];
+    assert_eq!(o["check"], "web");
+    assert_eq!(o["target"], addr.to_string());
+    assert!(o["up-ms"].as_u64().unwrap() >= o["down-ms"].as_u64().unwrap());
+    assert!(o["summary"].as_str().unwrap().contains("connect"), "{o}");
+    let h: Value = serde_json::from_str(&d.ok(&["health", "history", "--json"])).unwrap();
+    let events: Vec<&str> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.starts_with(&["down", "up"]), "{events:?}");
+    let text = d.ok(&["health", "downtime"]);
+    assert!(text.contains(&addr.to_string()), "{text}");
+}

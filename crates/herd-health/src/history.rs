@@ -1,0 +1,239 @@
+//! The health history on disk: an SQLite file with every state change, alert (with its
+//! outcome) and hold, and a downtime log (mon's `dtlog`: one row per outage, written when the
+//! target comes back). Old rows are pruned by age.
+
+use std::path::Path;
+use std::time::Duration;
+
+use herd_core::api::{DowntimeEntry, HealthEvent};
+use rusqlite::{params, Connection, OpenFlags};
+
+/// An open history file.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    check_name TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
+CREATE TABLE IF NOT EXISTS downtime (
+    id INTEGER PRIMARY KEY,
+    check_name TEXT NOT NULL,
+    target TEXT NOT NULL,
+    down_ms INTEGER NOT NULL,
+    up_ms INTEGER NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS downtime_up ON downtime(up_ms);
+";
+
+fn err(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+impl Store {
+    /// Opens (creating file, directory and tables if needed) for writing.
+    pub fn open(path: &Path) -> Result<Store, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| err(path, e))?;
+        // WAL: readers (the CLI) never block the writer; NORMAL: a power cut may lose the
+        // last moments, never corrupt the file.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err(path, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| err(path, e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| err(path, e))?;
+        Ok(Store { conn })
+    }
+
+    /// Opens an existing file read-only.
+    pub fn open_read(path: &Path) -> Result<Store, String> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| err(path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| err(path, e))?;
+        Ok(Store { conn })
+    }
+
+    /// Appends events and outages in one transaction.
+    pub fn append(
+        &mut self,
+        events: &[HealthEvent],
+        outages: &[DowntimeEntry],
+    ) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT INTO events (time_ms, check_name, targets, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| e.to_string())?;
+            for e in events {
+                ins.execute(params![
+                    to_i64(e.time_ms),
+                    e.check,
+                    e.targets,
+                    e.event,
+                    e.detail
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+            let mut ins = tx
+                .prepare(
+                    "INSERT INTO downtime (check_name, target, down_ms, up_ms, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| e.to_string())?;
+            for o in outages {
+                ins.execute(params![
+                    o.check,
+                    o.target,
+                    to_i64(o.down_ms),
+                    to_i64(o.up_ms),
+                    o.summary
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+
+    /// The last `limit` events, oldest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<HealthEvent>, String> {
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT time_ms, check_name, targets, event, detail FROM
+                 (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = q
+            .query_map(params![to_i64(limit as u64)], |r| {
+                Ok(HealthEvent {
+                    time_ms: from_i64(r.get(0)?),
+                    check: r.get(1)?,
+                    targets: r.get(2)?,
+                    event: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    /// The last `limit` outages, oldest first.
+    pub fn downtime(&self, limit: usize) -> Result<Vec<DowntimeEntry>, String> {
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT check_name, target, down_ms, up_ms, summary FROM
+                 (SELECT * FROM downtime ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = q
+            .query_map(params![to_i64(limit as u64)], |r| {
+                Ok(DowntimeEntry {
+                    check: r.get(0)?,
+                    target: r.get(1)?,
+                    down_ms: from_i64(r.get(2)?),
+                    up_ms: from_i64(r.get(3)?),
+                    summary: r.get(4)?,
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    /// Deletes what is older than `before_ms`; returns how many rows went.
+    pub fn prune(&mut self, before_ms: u64) -> Result<usize, String> {
+        let t = to_i64(before_ms);
+        let a = self
+            .conn
+            .execute("DELETE FROM events WHERE time_ms < ?1", params![t])
+            .map_err(|e| e.to_string())?;
+        let b = self
+            .conn
+            .execute("DELETE FROM downtime WHERE up_ms < ?1", params![t])
+            .map_err(|e| e.to_string())?;
+        Ok(a + b)
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_i64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: u64, event: &str) -> HealthEvent {
+        HealthEvent {
+            time_ms: t,
+            check: "http".into(),
+            targets: "127.0.0.1:80".into(),
+            event: event.into(),
+            detail: format!("at {t}"),
+        }
+    }
+
+    #[test]
+    fn events_and_outages_survive_reopening_and_are_pruned_by_age() {
+        let dir = std::env::temp_dir().join(format!("herd-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/health.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.append(&[ev(1000, "down"), ev(5000, "up")], &[]).unwrap();
+            s.append(
+                &[ev(9000, "alert")],
+                &[DowntimeEntry {
+                    check: "http".into(),
+                    target: "127.0.0.1:80".into(),
+                    down_ms: 1000,
+                    up_ms: 5000,
+                    summary: "connect refused".into(),
+                }],
+            )
+            .unwrap();
+        }
+        let r = Store::open_read(&path).unwrap();
+        let all = r.recent(10).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+            ["down", "up", "alert"]
+        );
+        assert_eq!(
+            r.recent(2).unwrap()[0].event,
+            "up",
+            "the last two, oldest first"
+        );
+        assert_eq!(
+            r.downtime(10).unwrap()[0].up_ms - r.downtime(10).unwrap()[0].down_ms,
+            4000
+        );
+        let mut w = Store::open(&path).unwrap();
+        assert_eq!(w.prune(5001).unwrap(), 3, "two events and the outage");
+        assert_eq!(w.recent(10).unwrap().len(), 1);
+        assert!(w.downtime(10).unwrap().is_empty());
+        // A path that cannot be a file is an error naming it, not a panic.
+        let bad = Store::open(&dir.join("sub/health.db/x.db")).unwrap_err();
+        assert!(bad.contains("health.db"), "{bad}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
