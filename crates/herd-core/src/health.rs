@@ -199,6 +199,8 @@ pub enum Sink {
     /// then the configured arguments; summary and detail on stdin; `MON_*` environment), so
     /// mon's `alert.d` scripts work unchanged.
     Exec { command: Vec<String> },
+    /// An HTTP POST of the notification as JSON to this `http://` URL; any 2xx is success.
+    Webhook { url: String },
     /// The daemon's log.
     Log,
 }

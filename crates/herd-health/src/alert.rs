@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use herd_core::config::parse_http_url;
 use herd_core::health::Sink;
 use serde::Serialize;
 
@@ -93,6 +94,10 @@ pub async fn send(
             Ok(())
         }
         Sink::Exec { command } => exec(command, notice, timeout, alertdir).await,
+        Sink::Webhook { url } => match tokio::time::timeout(timeout, webhook(url, notice)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
+        },
     };
     let took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
@@ -106,6 +111,52 @@ pub async fn send(
             error,
             took_ms,
         },
+    }
+}
+
+/// POSTs the notice as JSON (`{"kind": "failure", "check": ..., "hosts": [...], ...}`);
+/// any 2xx answer is success.
+async fn webhook(url: &str, n: &Notice) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, port, path) = parse_http_url(url)?;
+    let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+    let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("{url}: connect: {e}"))?;
+    let host_header = if port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: herd-health\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("{url}: send: {e}"))?;
+    s.write_all(&body)
+        .await
+        .map_err(|e| format!("{url}: send: {e}"))?;
+    // The status line is all that matters; read a little.
+    let mut buf = vec![0u8; 512];
+    let mut got = 0;
+    while got < buf.len() && !buf[..got].contains(&b'\n') {
+        match s.read(&mut buf[got..]).await {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) => return Err(format!("{url}: read: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf[..got]);
+    let line = line.lines().next().unwrap_or_default();
+    match line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        Some(c) if (200..300).contains(&c) => Ok(()),
+        _ => Err(format!("{url}: {line:?}")),
     }
 }
 
@@ -162,5 +213,107 @@ async fn exec(
         Some(s) if s.success() => Ok(()),
         Some(s) => Err(format!("{}: {s}", path.display())),
         None => Err(format!("{}: no exit status", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn notice() -> Notice {
+        Notice {
+            kind: Kind::Failure,
+            check: "http".into(),
+            group: "web".into(),
+            hosts: vec!["127.0.0.11:80".into(), "127.0.0.12:80".into()],
+            summary: "2 targets down".into(),
+            detail: String::new(),
+            time: 1_700_000_000,
+            first_failure: 1_699_999_990,
+            last_failure: 1_700_000_000,
+            last_success: 1_699_999_980,
+        }
+    }
+
+    /// A one-request HTTP server answering `status`; returns its URL and the request it got.
+    async fn hook(status: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/herd", l.local_addr().unwrap());
+        let got = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = s
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .await;
+            String::from_utf8_lossy(&req).to_string()
+        });
+        (url, got)
+    }
+
+    #[tokio::test]
+    async fn a_webhook_gets_the_notice_as_json() {
+        let (url, got) = hook("204 No Content").await;
+        let sink = Sink::Webhook { url: url.clone() };
+        let d = send(&sink, &notice(), Duration::from_secs(5), &[]).await;
+        assert!(d.ok, "{}", d.error);
+        let req = got.await.unwrap();
+        assert!(req.starts_with("POST /hooks/herd HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Content-Type: application/json\r\n"));
+        let body = req.split_once("\r\n\r\n").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["kind"], "failure");
+        assert_eq!(v["check"], "http");
+        assert_eq!(v["hosts"][1], "127.0.0.12:80");
+        assert_eq!(v["first_failure"], 1_699_999_990u64);
+    }
+
+    #[tokio::test]
+    async fn a_webhook_that_fails_or_hangs_is_recorded_as_failed() {
+        let (url, _got) = hook("500 Internal Server Error").await;
+        let d = send(
+            &Sink::Webhook { url },
+            &notice(),
+            Duration::from_secs(5),
+            &[],
+        )
+        .await;
+        assert!(!d.ok);
+        assert!(d.error.contains("500"), "{}", d.error);
+
+        // Accepts (the kernel does) and never answers.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let d = send(
+            &Sink::Webhook { url },
+            &notice(),
+            Duration::from_millis(300),
+            &[],
+        )
+        .await;
+        assert!(!d.ok);
+        assert!(d.error.contains("no answer"), "{}", d.error);
+        drop(l);
     }
 }

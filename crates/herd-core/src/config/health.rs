@@ -86,6 +86,7 @@ pub struct RawFlap {
 pub struct RawAlert {
     pub on: Option<Spanned<String>>,
     pub exec: Option<Spanned<RawCommand>>,
+    pub webhook: Option<Spanned<String>>,
     pub log: Option<bool>,
     pub period: Option<Spanned<String>>,
     pub every: Option<Spanned<RawDuration>>,
@@ -613,23 +614,36 @@ fn alert(
             AlertOn::Down
         }
     };
-    let sink = match (&r.exec, r.log.unwrap_or(false)) {
-        (Some(cmd), false) => match command(cmd.get_ref()) {
+    let sinks = usize::from(r.exec.is_some())
+        + usize::from(r.webhook.is_some())
+        + usize::from(r.log.unwrap_or(false));
+    let sink = if sinks != 1 {
+        errs.push(l.err(
+            Some(ra),
+            key.to_string(),
+            "needs exactly one of exec, webhook or log = true",
+        ));
+        Sink::Log
+    } else if let Some(cmd) = &r.exec {
+        match command(cmd.get_ref()) {
             Ok((command, _)) => Sink::Exec { command },
             Err(e) => {
                 errs.push(l.err(Some(cmd), format!("{key}.exec"), e));
                 Sink::Log
             }
-        },
-        (None, true) => Sink::Log,
-        _ => {
-            errs.push(l.err(
-                Some(ra),
-                key.to_string(),
-                "needs exactly one of exec or log = true",
-            ));
-            Sink::Log
         }
+    } else if let Some(url) = &r.webhook {
+        match parse_http_url(url.get_ref()) {
+            Ok(_) => Sink::Webhook {
+                url: url.get_ref().clone(),
+            },
+            Err(e) => {
+                errs.push(l.err(Some(url), format!("{key}.webhook"), e));
+                Sink::Log
+            }
+        }
+    } else {
+        Sink::Log
     };
     let period = match &r.period {
         None => Period::always(),
@@ -724,6 +738,36 @@ pub fn host_port(s: &str) -> (&str, Option<u16>) {
         },
         _ => (s, None),
     }
+}
+
+/// A webhook URL: `http://host[:port][/path]` → (host, port, path). TLS is not supported yet.
+pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(
+                "https webhooks are not supported yet; use http:// (e.g. to a local relay)".into(),
+            )
+        }
+        _ => return Err(format!("{url:?} is not an http:// URL")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = host_port(authority);
+    if host.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
+        return Err(format!("{url:?} is not an http:// URL"));
+    }
+    if authority.ends_with(':')
+        || (authority
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| !h.contains(':'))
+            && port.is_none())
+    {
+        return Err(format!("{url:?}: bad port"));
+    }
+    Ok((host.to_string(), port.unwrap_or(80), path.to_string()))
 }
 
 /// `"200"` or `"200-399"`.
@@ -942,6 +986,8 @@ struct AlertOut {
     on: AlertOn,
     #[serde(skip_serializing_if = "Option::is_none")]
     exec: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     log: bool,
     period: String,
@@ -1062,7 +1108,11 @@ impl From<&AlertSpec> for AlertOut {
             on: a.on,
             exec: match &a.sink {
                 Sink::Exec { command } => Some(command.clone()),
-                Sink::Log => None,
+                _ => None,
+            },
+            webhook: match &a.sink {
+                Sink::Webhook { url } => Some(url.clone()),
+                _ => None,
             },
             log: a.sink == Sink::Log,
             period: a.period.to_string(),
@@ -1137,6 +1187,9 @@ flap = { changes = 5, window = "10m" }
   [[health.check.alert]]
   log = true
 
+  [[health.check.alert]]
+  webhook = "http://127.0.0.1:9099/hooks/herd"
+
 [[health.check]]
 name = "nagios"
 type = "exec"
@@ -1190,7 +1243,13 @@ reals = ["127.0.0.12"]
         assert_eq!((http.rise, http.fall), (2, 3));
         assert_eq!(http.failure_interval, Duration::from_secs(1));
         assert_eq!(http.on_failure, OnFailure::Remove);
-        assert_eq!(http.alerts.len(), 3);
+        assert_eq!(http.alerts.len(), 4);
+        assert_eq!(
+            http.alerts[3].sink,
+            Sink::Webhook {
+                url: "http://127.0.0.1:9099/hooks/herd".into()
+            }
+        );
         let a = &http.alerts[0];
         assert_eq!(
             a.sink,
@@ -1306,7 +1365,11 @@ reals = ["127.0.0.12"]
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nexec = \"a\"\nlog = true\n",
-                "h.toml:8: health.check[0].alert[0]: needs exactly one of exec or log = true",
+                "h.toml:8: health.check[0].alert[0]: needs exactly one of exec, webhook or log = true",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nwebhook = \"https://hooks.example/x\"\n",
+                "h.toml:9: health.check[0].alert[0].webhook: https webhooks are not supported yet",
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\non = \"up\"\nlog = true\nevery = \"1m\"\n",
@@ -1348,6 +1411,36 @@ reals = ["127.0.0.12"]
             "{}",
             err_of(cycle)
         );
+    }
+
+    #[test]
+    fn webhook_urls() {
+        let ok = |u: &str| parse_http_url(u).unwrap();
+        assert_eq!(
+            ok("http://127.0.0.1:9099/h"),
+            ("127.0.0.1".into(), 9099, "/h".into())
+        );
+        assert_eq!(
+            ok("http://hooks.local"),
+            ("hooks.local".into(), 80, "/".into())
+        );
+        assert_eq!(
+            ok("http://[::1]:81/x?y=1"),
+            ("::1".into(), 81, "/x?y=1".into())
+        );
+        for bad in [
+            "ftp://x/",
+            "http://",
+            "http://u@h/",
+            "http://h:/",
+            "http://h:99999/",
+            "h/x",
+        ] {
+            assert!(parse_http_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_http_url("https://h/")
+            .unwrap_err()
+            .contains("not supported yet"));
     }
 
     #[test]

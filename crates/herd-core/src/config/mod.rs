@@ -19,7 +19,7 @@ use toml::Spanned;
 
 mod health;
 
-pub use health::{find_service, host_port, real_matches, split_words};
+pub use health::{find_service, host_port, parse_http_url, real_matches, split_words};
 
 use crate::health::HealthConfig;
 use crate::model::{
