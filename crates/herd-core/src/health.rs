@@ -115,6 +115,18 @@ pub enum CheckKind {
         /// A substring the body must contain.
         expect: Option<String>,
     },
+    /// A UDP datagram; passes on a reply (containing `expect`, if set).
+    Udp {
+        send: String,
+        expect: Option<String>,
+    },
+    /// A DNS query over UDP; passes on NOERROR with a record of the type (equal to `expect`,
+    /// if set, in text form: `192.0.2.1`, `mail.example.com.`).
+    Dns {
+        query: String,
+        query_type: String,
+        expect: Option<String>,
+    },
     /// An external program (mon monitor or Nagios plugin).
     Exec {
         /// Program and arguments, split like a shell would (no expansion).
@@ -131,6 +143,8 @@ impl CheckKind {
         match self {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Http { .. } => "http",
+            CheckKind::Udp { .. } => "udp",
+            CheckKind::Dns { .. } => "dns",
             CheckKind::Exec { .. } => "exec",
         }
     }

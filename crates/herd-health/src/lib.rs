@@ -4,10 +4,12 @@
 //! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history.
 //! - [`history`]: the SQLite history and downtime log.
 //! - [`alert`]: alert sinks (mon's alert protocol for programs, the log).
-//! - [`probe`]: the probes (tcp, http, exec with mon's or Nagios' protocol), bounded in time
+//! - [`dns`]: just enough DNS for the dns probe.
+//! - [`probe`]: the probes (tcp, http, udp, dns, exec with mon's or Nagios' protocol), bounded in time
 //!   and output.
 
 pub mod alert;
+pub mod dns;
 pub mod history;
 pub mod monitor;
 pub mod probe;

@@ -753,6 +753,7 @@ type Resolved = (String, probe::Target, Option<(ServiceKey, SocketAddr)>);
 fn resolve(config: &Config, spec: &CheckSpec) -> Vec<Resolved> {
     let default_port = spec.port.or(match spec.kind {
         CheckKind::Http { .. } => Some(80),
+        CheckKind::Dns { .. } => Some(53),
         _ => None,
     });
     let host = |h: &str| {

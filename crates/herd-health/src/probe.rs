@@ -72,6 +72,17 @@ pub async fn run(kind: &CheckKind, target: &Target, timeout: Duration, env: &Exe
 }
 
 async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
+    match kind {
+        CheckKind::Udp { send, expect } => {
+            return udp(addr, send.as_bytes(), expect.as_deref()).await
+        }
+        CheckKind::Dns {
+            query,
+            query_type,
+            expect,
+        } => return dns(addr, query, query_type, expect.as_deref()).await,
+        _ => {}
+    }
     let mut s = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => return Outcome::fail(format!("{addr}: connect: {e}")),
@@ -132,7 +143,99 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
             }
             http_verdict(addr, &buf, method, status, expect.as_deref())
         }
-        CheckKind::Exec { .. } => Outcome::fail("not a network probe"),
+        _ => Outcome::fail("not a TCP probe"),
+    }
+}
+
+/// One datagram out, one back (`expect` in it, if set). An ICMP port unreachable shows as
+/// "refused".
+async fn udp(addr: SocketAddr, send: &[u8], expect: Option<&str>) -> Outcome {
+    let reply = match exchange(addr, send).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail(e),
+    };
+    match expect {
+        Some(want) if !contains(&reply, want.as_bytes()) => Outcome::fail(format!(
+            "{addr}: reply without {want:?} (got {:?})",
+            shown(&reply)
+        )),
+        _ => Outcome::ok(format!("{addr}: {} bytes back", reply.len())),
+    }
+}
+
+/// Sends a datagram on a connected socket and waits for the reply (the caller's timeout
+/// bounds the wait).
+async fn exchange(addr: SocketAddr, send: &[u8]) -> Result<Vec<u8>, String> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("{addr}: bind: {e}"))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: connect: {e}"))?;
+    sock.send(send)
+        .await
+        .map_err(|e| format!("{addr}: send: {e}"))?;
+    let mut buf = vec![0u8; 65536];
+    match sock.recv(&mut buf).await {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(format!("{addr}: refused (nothing listens on that port)"))
+        }
+        Err(e) => Err(format!("{addr}: recv: {e}")),
+    }
+}
+
+/// A DNS query over UDP: passes on NOERROR with a record of the type (`expect` among them,
+/// if set).
+async fn dns(addr: SocketAddr, name: &str, qtype_name: &str, expect: Option<&str>) -> Outcome {
+    let Some(qtype) = crate::dns::qtype(qtype_name) else {
+        return Outcome::new(
+            Verdict::Unknown,
+            format!("unknown record type {qtype_name}"),
+        );
+    };
+    let id = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        & 0xffff) as u16;
+    let q = match crate::dns::query(id, name, qtype) {
+        Ok(q) => q,
+        Err(e) => return Outcome::new(Verdict::Unknown, e),
+    };
+    let reply = match exchange(addr, &q).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail(e),
+    };
+    let a = match crate::dns::parse(&reply, id, qtype) {
+        Ok(a) => a,
+        Err(e) => return Outcome::fail(format!("{addr}: {e}")),
+    };
+    let what = format!("{addr}: {name} {qtype_name}");
+    if a.rcode != 0 {
+        return Outcome::fail(format!("{what}: {}", crate::dns::rcode_name(a.rcode)));
+    }
+    if a.records.is_empty() {
+        return Outcome::fail(format!("{what}: no {qtype_name} record"));
+    }
+    let got = a.records.join(" ");
+    match expect {
+        Some(want)
+            if !a
+                .records
+                .iter()
+                .any(|r| r.trim_end_matches('.') == want.trim_end_matches('.')) =>
+        {
+            Outcome::fail(format!("{what}: {got}, not {want}"))
+        }
+        _ => Outcome::ok(format!("{what}: {got}")),
     }
 }
 

@@ -67,6 +67,9 @@ pub struct RawCheck {
     pub path: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub status: Option<Spanned<Vec<String>>>,
+    // dns
+    pub query: Option<Spanned<String>>,
+    pub query_type: Option<Spanned<String>>,
     // exec
     pub command: Option<Spanned<RawCommand>>,
     pub protocol: Option<Spanned<String>>,
@@ -95,6 +98,9 @@ pub struct RawAlert {
     pub max: Option<Spanned<i64>>,
     pub timeout: Option<Spanned<RawDuration>>,
 }
+
+/// Record types a dns check can ask for.
+const DNS_TYPES: &[&str] = &["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"];
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -266,16 +272,22 @@ fn check(
         r.send.is_some(),
         r.send.as_ref().map(|s| s.span().start),
         "send",
-        &["tcp"],
+        &["tcp", "udp"],
         errs,
     );
     only(
         r.expect.is_some(),
         r.expect.as_ref().map(|s| s.span().start),
         "expect",
-        &["tcp", "http"],
+        &["tcp", "http", "udp", "dns"],
         errs,
     );
+    for (f, k) in [
+        (r.query.as_ref().map(|s| s.span().start), "query"),
+        (r.query_type.as_ref().map(|s| s.span().start), "query-type"),
+    ] {
+        only(f.is_some(), f, k, &["dns"], errs);
+    }
     for (f, k) in [
         (r.method.as_ref().map(|s| s.span().start), "method"),
         (r.path.as_ref().map(|s| s.span().start), "path"),
@@ -355,6 +367,61 @@ fn check(
                 expect: r.expect.as_ref().map(|e| e.get_ref().clone()),
             }
         }
+        "udp" => {
+            let Some(send) = &r.send else {
+                errs.push(l.err(
+                    Some(&r.kind),
+                    format!("{key}.send"),
+                    "type udp needs send (the datagram)",
+                ));
+                return None;
+            };
+            CheckKind::Udp {
+                send: unescape(send.get_ref()),
+                expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
+            }
+        }
+        "dns" => {
+            let Some(q) = &r.query else {
+                errs.push(l.err(
+                    Some(&r.kind),
+                    format!("{key}.query"),
+                    "type dns needs query (a name to look up)",
+                ));
+                return None;
+            };
+            let name = q.get_ref().trim_end_matches('.');
+            if name.is_empty()
+                || name.len() > 253
+                || name.split('.').any(|l| l.is_empty() || l.len() > 63)
+                || name.contains(char::is_whitespace)
+            {
+                errs.push(l.err(
+                    Some(q),
+                    format!("{key}.query"),
+                    format!("{:?} is not a domain name", q.get_ref()),
+                ));
+            }
+            let qt = r
+                .query_type
+                .as_ref()
+                .map_or("A".to_string(), |t| t.get_ref().to_ascii_uppercase());
+            if !DNS_TYPES.contains(&qt.as_str()) {
+                errs.push(l.err(
+                    r.query_type.as_ref(),
+                    format!("{key}.query-type"),
+                    format!(
+                        "unknown type {qt:?} (expected one of {})",
+                        DNS_TYPES.join(" ")
+                    ),
+                ));
+            }
+            CheckKind::Dns {
+                query: q.get_ref().clone(),
+                query_type: qt,
+                expect: r.expect.as_ref().map(|s| s.get_ref().clone()),
+            }
+        }
         "exec" => {
             let Some(cmd) = &r.command else {
                 errs.push(l.err(
@@ -394,7 +461,7 @@ fn check(
             errs.push(l.err(
                 Some(&r.kind),
                 format!("{key}.type"),
-                format!("unknown check type {other:?} (expected tcp, http or exec)"),
+                format!("unknown check type {other:?} (expected tcp, http, udp, dns or exec)"),
             ));
             return None;
         }
@@ -483,11 +550,14 @@ fn check(
         Targets::Group(g) => h.hostgroups.get(g).map_or(&[], |v| v.as_slice()),
         Targets::Service(_) => &[],
     };
-    if r.port.is_none() && kind_name == "tcp" && !hosts.iter().all(|h| host_port(h).1.is_some()) {
+    if r.port.is_none()
+        && matches!(kind_name, "tcp" | "udp")
+        && !hosts.iter().all(|h| host_port(h).1.is_some())
+    {
         errs.push(l.err(
             Some(&r.kind),
             format!("{key}.port"),
-            "a tcp check of hosts needs a port",
+            format!("a {kind_name} check of hosts needs a port"),
         ));
     }
 
@@ -967,6 +1037,10 @@ struct CheckOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     protocol: Option<ExecProtocol>,
@@ -1051,6 +1125,8 @@ impl From<&CheckSpec> for CheckOut {
             path: None,
             host: None,
             status: None,
+            query: None,
+            query_type: None,
             command: None,
             protocol: None,
             alert: c.alerts.iter().map(AlertOut::from).collect(),
@@ -1082,6 +1158,19 @@ impl From<&CheckSpec> for CheckOut {
                         })
                         .collect(),
                 );
+                out.expect = expect.clone();
+            }
+            CheckKind::Udp { send, expect } => {
+                out.send = Some(send.clone());
+                out.expect = expect.clone();
+            }
+            CheckKind::Dns {
+                query,
+                query_type,
+                expect,
+            } => {
+                out.query = Some(query.clone());
+                out.query_type = Some(query_type.clone());
                 out.expect = expect.clone();
             }
             CheckKind::Exec {
@@ -1205,6 +1294,21 @@ send = 'PING\r\n'
 expect = "+PONG"
 
 [[health.check]]
+name = "ntp"
+type = "udp"
+hosts = ["127.0.0.41:123"]
+send = "ping"
+
+[[health.check]]
+name = "resolver"
+type = "dns"
+hosts = ["127.0.0.53"]
+port = 5353
+query = "www.example.com"
+query-type = "aaaa"
+expect = "2001:db8::1"
+
+[[health.check]]
 name = "one"
 type = "tcp"
 service = "127.0.0.100:8080"
@@ -1222,11 +1326,19 @@ reals = ["127.0.0.12"]
             Some(std::path::Path::new("/var/lib/herd/health.db"))
         );
         assert_eq!(h.history_retention, Duration::from_secs(30 * 86400));
-        assert_eq!(h.checks.len(), 5);
-        assert_eq!(h.checks[4].reals, ["127.0.0.12"]);
+        assert_eq!(h.checks.len(), 7);
+        assert_eq!(h.checks[6].reals, ["127.0.0.12"]);
         assert_eq!(
-            h.checks[4].targets,
+            h.checks[6].targets,
             Targets::Service("127.0.0.100:8080".into())
+        );
+        assert_eq!(
+            h.checks[5].kind,
+            CheckKind::Dns {
+                query: "www.example.com".into(),
+                query_type: "AAAA".into(),
+                expect: Some("2001:db8::1".into())
+            }
         );
         let http = &h.checks[1];
         assert_eq!(http.targets, Targets::Service("web".into()));
@@ -1330,6 +1442,18 @@ reals = ["127.0.0.12"]
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"exec\"\nhosts = [\"a\"]\n",
                 "h.toml:6: health.check[0].command: type exec needs a command",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"udp\"\nhosts = [\"a:1\"]\n",
+                "h.toml:6: health.check[0].send: type udp needs send",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"dns\"\nhosts = [\"a\"]\nquery = \"a..b\"\n",
+                "h.toml:8: health.check[0].query: \"a..b\" is not a domain name",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"dns\"\nhosts = [\"a\"]\nquery = \"a.b\"\nquery-type = \"ANY\"\n",
+                "h.toml:9: health.check[0].query-type: unknown type \"ANY\"",
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"tcp\"\nhosts = [\"a\"]\n",

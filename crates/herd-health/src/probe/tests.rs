@@ -320,3 +320,37 @@ async fn a_missing_program_is_unknown_with_the_search_path() {
         o.summary
     );
 }
+
+#[tokio::test]
+async fn udp_gets_a_reply_and_sees_a_closed_port_as_refused() {
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let mut reply = b"pong:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = echo.send_to(&reply, from).await;
+        }
+    });
+    let kind = |expect: Option<&str>| CheckKind::Udp {
+        send: "ping".into(),
+        expect: expect.map(Into::into),
+    };
+    assert_eq!(probe(&kind(None), addr).await.verdict, Verdict::Ok);
+    assert_eq!(
+        probe(&kind(Some("pong:ping")), addr).await.verdict,
+        Verdict::Ok
+    );
+    let o = probe(&kind(Some("PONG")), addr).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("without"), "{}", o.summary);
+
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let o = probe(&kind(None), closed).await;
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(o.summary.contains("refused"), "{}", o.summary);
+}

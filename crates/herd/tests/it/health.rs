@@ -660,3 +660,80 @@ fn the_history_and_downtime_log_outlive_a_restart() {
     let text = d.ok(&["health", "downtime"]);
     assert!(text.contains(&addr.to_string()), "{text}");
 }
+
+/// dnsmasq as the DNS server under test, on a loopback address of the test's own.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dns_checks_ask_a_real_server() {
+    assert!(
+        Path::new("/usr/sbin/dnsmasq").exists(),
+        "dnsmasq is missing: apt-get install dnsmasq-base"
+    );
+    let net = Net::new("hc_dns");
+    let server = net.addr(53, 5399);
+    let _dns = Dnsmasq(
+        std::process::Command::new("/usr/sbin/dnsmasq")
+            .args([
+                "-k",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--port=5399",
+                "--address=/www.herd.test/192.0.2.7",
+                "--address=/v6.herd.test/2001:db8::7",
+            ])
+            .arg(format!("--listen-address={}", server.ip()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let check = |name: &str, query: &str, qtype: &str, expect: &str| {
+        format!(
+            "[[health.check]]\nname = \"{name}\"\ntype = \"dns\"\nhosts = [\"{server}\"]\nquery = \"{query}\"\nquery-type = \"{qtype}\"\n{expect}interval = \"200ms\"\nrise = 1\nfall = 1\n"
+        )
+    };
+    let cfg = [
+        check("a", "www.herd.test", "A", "expect = \"192.0.2.7\"\n"),
+        check("aaaa", "v6.herd.test", "AAAA", "expect = \"2001:db8::7\"\n"),
+        check("wrong", "www.herd.test", "A", "expect = \"192.0.2.8\"\n"),
+        check("unknown", "nx.herd.test", "A", ""),
+    ]
+    .concat();
+    let d = Daemon::start("hc_dns", &cfg);
+    let target = server.to_string();
+    wait_for("dns verdicts", Duration::from_secs(10), || {
+        state(&d, "a", &target) == "up"
+            && state(&d, "aaaa", &target) == "up"
+            && state(&d, "wrong", &target) == "down"
+            && state(&d, "unknown", &target) == "down"
+    });
+    let h = health(&d);
+    let summary = |i: usize| {
+        h["checks"][i]["targets"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        summary(0).ends_with("www.herd.test A: 192.0.2.7"),
+        "{}",
+        summary(0)
+    );
+    assert!(summary(2).contains("not 192.0.2.8"), "{}", summary(2));
+    assert!(
+        summary(3).contains("REFUSED") || summary(3).contains("NXDOMAIN"),
+        "{}",
+        summary(3)
+    );
+}
