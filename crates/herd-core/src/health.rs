@@ -115,6 +115,9 @@ pub enum CheckKind {
         /// A substring the body must contain.
         expect: Option<String>,
     },
+    /// An ICMP echo (ping); a ping socket where the system allows one, else a raw socket
+    /// (root).
+    Icmp,
     /// A UDP datagram; passes on a reply (containing `expect`, if set).
     Udp {
         send: String,
@@ -143,6 +146,7 @@ impl CheckKind {
         match self {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Http { .. } => "http",
+            CheckKind::Icmp => "icmp",
             CheckKind::Udp { .. } => "udp",
             CheckKind::Dns { .. } => "dns",
             CheckKind::Exec { .. } => "exec",

@@ -57,6 +57,19 @@ pub async fn run(kind: &CheckKind, target: &Target, timeout: Duration, env: &Exe
             protocol,
             no_hosts,
         } => exec(command, *protocol, *no_hosts, target, timeout, env).await,
+        CheckKind::Icmp => {
+            let ip = match target.addr {
+                Some(a) => Some(a.ip()),
+                None => target.host.trim_matches(['[', ']']).parse().ok(),
+            };
+            let Some(ip) = ip else {
+                return Outcome::fail(format!("{}: cannot resolve", target.host));
+            };
+            match tokio::time::timeout(timeout, icmp(ip)).await {
+                Ok(o) => o,
+                Err(_) => Outcome::fail(format!("{ip}: no echo reply within {timeout:?}")),
+            }
+        }
         _ => {
             let Some(addr) = target.addr else {
                 return Outcome::fail(format!("{}: cannot resolve", target.host));
@@ -145,6 +158,91 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
         }
         _ => Outcome::fail("not a TCP probe"),
     }
+}
+
+/// One ICMP echo request and its reply. A ping socket (`SOCK_DGRAM`, allowed by
+/// `net.ipv4.ping_group_range`) needs no privilege; otherwise a raw socket (root).
+async fn icmp(ip: std::net::IpAddr) -> Outcome {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (domain, proto, request, reply) = if ip.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8)
+    } else {
+        (Domain::IPV6, Protocol::ICMPV6, 128, 129)
+    };
+    let (sock, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+        Ok(s) => (s, false),
+        Err(_) => match Socket::new(domain, Type::RAW, Some(proto)) {
+            Ok(s) => (s, true),
+            Err(e) => {
+                return Outcome::new(
+                    Verdict::Unknown,
+                    format!("{ip}: cannot open an ICMP socket ({e}): run as root or widen net.ipv4.ping_group_range"),
+                )
+            }
+        },
+    };
+    let sock = match sock
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock)))
+    {
+        Ok(s) => s,
+        Err(e) => return Outcome::new(Verdict::Unknown, format!("{ip}: {e}")),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = (now.subsec_nanos() & 0xffff) as u16;
+    let seq = ((now.subsec_nanos() >> 16) & 0xffff) as u16;
+    let mut pkt = vec![request, 0, 0, 0];
+    pkt.extend_from_slice(&id.to_be_bytes());
+    pkt.extend_from_slice(&seq.to_be_bytes());
+    pkt.extend_from_slice(b"herd-health-echo");
+    if raw && ip.is_ipv4() {
+        // Ping sockets and ICMPv6 raw sockets fill the checksum in; ICMPv4 raw ones do not.
+        let sum = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    if let Err(e) = sock.send_to(&pkt, (ip, 0)).await {
+        return Outcome::fail(format!("{ip}: send: {e}"));
+    }
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::fail(format!("{ip}: {e}")),
+        };
+        if from.ip() != ip {
+            continue;
+        }
+        let mut m = &buf[..n];
+        if raw && ip.is_ipv4() {
+            // A raw IPv4 socket hands over the IP header too.
+            let ihl = usize::from(m.first().map_or(0, |b| b & 0x0f)) * 4;
+            m = m.get(ihl..).unwrap_or_default();
+        }
+        // A ping socket rewrites the identifier to its own; the sequence number and the
+        // payload identify the reply either way.
+        let ours = m.len() >= 8
+            && m[0] == reply
+            && m[6..8] == seq.to_be_bytes()
+            && (!raw || m[4..6] == id.to_be_bytes())
+            && m[8..] == pkt[8..];
+        if ours {
+            return Outcome::ok(format!("{ip}: echo reply"));
+        }
+    }
+}
+
+/// The Internet checksum (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// One datagram out, one back (`expect` in it, if set). An ICMP port unreachable shows as

@@ -367,6 +367,12 @@ fn check(
                 expect: r.expect.as_ref().map(|e| e.get_ref().clone()),
             }
         }
+        "icmp" => {
+            if let Some(p) = &r.port {
+                errs.push(l.err(Some(p), format!("{key}.port"), "ICMP has no ports"));
+            }
+            CheckKind::Icmp
+        }
         "udp" => {
             let Some(send) = &r.send else {
                 errs.push(l.err(
@@ -461,7 +467,9 @@ fn check(
             errs.push(l.err(
                 Some(&r.kind),
                 format!("{key}.type"),
-                format!("unknown check type {other:?} (expected tcp, http, udp, dns or exec)"),
+                format!(
+                    "unknown check type {other:?} (expected icmp, tcp, http, udp, dns or exec)"
+                ),
             ));
             return None;
         }
@@ -1160,6 +1168,7 @@ impl From<&CheckSpec> for CheckOut {
                 );
                 out.expect = expect.clone();
             }
+            CheckKind::Icmp => {}
             CheckKind::Udp { send, expect } => {
                 out.send = Some(send.clone());
                 out.expect = expect.clone();
@@ -1294,6 +1303,11 @@ send = 'PING\r\n'
 expect = "+PONG"
 
 [[health.check]]
+name = "icmp"
+type = "icmp"
+group = "www"
+
+[[health.check]]
 name = "ntp"
 type = "udp"
 hosts = ["127.0.0.41:123"]
@@ -1326,14 +1340,15 @@ reals = ["127.0.0.12"]
             Some(std::path::Path::new("/var/lib/herd/health.db"))
         );
         assert_eq!(h.history_retention, Duration::from_secs(30 * 86400));
-        assert_eq!(h.checks.len(), 7);
-        assert_eq!(h.checks[6].reals, ["127.0.0.12"]);
+        assert_eq!(h.checks.len(), 8);
+        assert_eq!(h.checks[4].kind, CheckKind::Icmp);
+        assert_eq!(h.checks[7].reals, ["127.0.0.12"]);
         assert_eq!(
-            h.checks[6].targets,
+            h.checks[7].targets,
             Targets::Service("127.0.0.100:8080".into())
         );
         assert_eq!(
-            h.checks[5].kind,
+            h.checks[6].kind,
             CheckKind::Dns {
                 query: "www.example.com".into(),
                 query_type: "AAAA".into(),

@@ -354,3 +354,37 @@ async fn udp_gets_a_reply_and_sees_a_closed_port_as_refused() {
     assert_eq!(o.verdict, Verdict::Critical);
     assert!(o.summary.contains("refused"), "{}", o.summary);
 }
+
+#[tokio::test]
+async fn icmp_echo_gets_a_reply_from_loopback() {
+    let t = |ip: &str| Target {
+        host: ip.into(),
+        addr: None,
+        port: None,
+    };
+    let o = run(&CheckKind::Icmp, &t("127.0.0.1"), T, &ExecEnv::default()).await;
+    assert_eq!(o.verdict, Verdict::Ok, "{}", o.summary);
+    assert_eq!(o.summary, "127.0.0.1: echo reply");
+    let o = run(
+        &CheckKind::Icmp,
+        &t("not-an-address"),
+        T,
+        &ExecEnv::default(),
+    )
+    .await;
+    assert_eq!(o.verdict, Verdict::Critical);
+}
+
+#[test]
+fn the_internet_checksum_matches_rfc_1071() {
+    // RFC 1071's example words 0001 f203 f4f5 f6f7 sum to ddf2; the checksum is its complement.
+    assert_eq!(
+        checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+        !0xddf2
+    );
+    // A packet with its checksum in place sums to zero.
+    let mut p = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'x'];
+    let c = checksum(&p);
+    p[2..4].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(checksum(&p), 0);
+}

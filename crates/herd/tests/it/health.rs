@@ -737,3 +737,51 @@ fn dns_checks_ask_a_real_server() {
         summary(3)
     );
 }
+
+/// Down hosts for icmp checks and mon's fping.monitor, in a namespace of the test's own where
+/// 10.255.0.1 has no route: nothing leaves the namespace, and the host is unreachable.
+#[test]
+fn icmp_and_fping_monitor_tell_a_reachable_host_from_an_unreachable_one() {
+    need_mon();
+    let ns = crate::util::Netns::new("hc_icmp");
+    let cfg = format!(
+        r#"[health]
+mondir = ["{MON_D}"]
+
+[[health.check]]
+name = "icmp"
+type = "icmp"
+hosts = ["127.0.0.1", "10.255.0.1"]
+interval = "300ms"
+timeout = "1s"
+rise = 1
+fall = 1
+
+[[health.check]]
+name = "fping"
+type = "exec"
+hosts = ["127.0.0.1", "10.255.0.1"]
+command = "fping.monitor -r 0 -t 200"
+interval = "500ms"
+timeout = "5s"
+rise = 1
+fall = 1
+"#
+    );
+    let d = Daemon::start_in(&ns, "hc_icmp", &cfg);
+    wait_for("icmp and fping verdicts", Duration::from_secs(15), || {
+        state(&d, "icmp", "127.0.0.1") == "up"
+            && state(&d, "icmp", "10.255.0.1") == "down"
+            && state(&d, "fping", "127.0.0.1") == "up"
+            && state(&d, "fping", "10.255.0.1") == "down"
+    });
+    let h = health(&d);
+    let fping_down = h["checks"][1]["targets"][1]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        fping_down.contains("10.255.0.1"),
+        "mon's summary names the host: {fping_down}"
+    );
+}

@@ -77,12 +77,31 @@ impl Daemon {
     }
 
     pub fn try_start(test: &str, config: &str) -> Result<Daemon, String> {
+        Self::try_start_with(test, config, &[])
+    }
+
+    /// Starts the daemon inside a network namespace (`ip netns exec NS herd daemon ...`); the
+    /// control socket is a file, so the CLI reaches it from outside.
+    pub fn start_in(ns: &Netns, test: &str, config: &str) -> Daemon {
+        Self::try_start_with(test, config, &["ip", "netns", "exec", &ns.0])
+            .unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    }
+
+    fn try_start_with(test: &str, config: &str, prefix: &[&str]) -> Result<Daemon, String> {
         let dir = TempDir::new(test);
         let cfg = dir.path("herd.toml");
         std::fs::write(&cfg, config).unwrap();
         let socket = dir.path("herd.sock");
         let log = std::fs::File::create(dir.path("daemon.log")).unwrap();
-        let child = Command::new(herd_bin())
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(herd_bin());
+                c
+            }
+            None => Command::new(herd_bin()),
+        };
+        let child = cmd
             .args(["daemon", "--config"])
             .arg(&cfg)
             .arg("--socket")
@@ -177,6 +196,47 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A network namespace of the test's own with only `lo` up, removed on drop (also when the
+/// test panics). Nothing in it reaches the outside: an address other than loopback has no
+/// route.
+#[derive(Debug)]
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(test: &str) -> Netns {
+        let name = format!("herd-t-{test}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "cannot create network namespace {name} (needs root and iproute2)"
+        );
+        let ns = Netns(name);
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace; asserts it succeeds.
+    pub fn run(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?} in {} failed", self.0);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
