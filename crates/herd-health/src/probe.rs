@@ -374,7 +374,7 @@ fn http_verdict(
         });
         let raw = &resp[head_end + 4..];
         let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-        let re = match regex_lite::Regex::new(want) {
+        let re = match body_regex(want) {
             Ok(re) => re,
             Err(e) => return Outcome::new(Verdict::Unknown, format!("bad expect regex: {e}")),
         };
@@ -383,6 +383,23 @@ fn http_verdict(
         }
     }
     Outcome::ok(summary)
+}
+
+/// The compiled `expect` regex: compiled once per pattern, not at every run.
+fn body_regex(pattern: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, regex_lite::Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(re) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = regex_lite::Regex::new(pattern)?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(pattern.to_string(), re.clone());
+    Ok(re)
 }
 
 /// Decodes a chunked body as far as it is complete.
