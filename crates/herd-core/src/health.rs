@@ -112,8 +112,10 @@ pub enum CheckKind {
         path: String,
         host: Option<String>,
         status: Vec<(u16, u16)>,
-        /// A substring the body must contain.
+        /// A regex the body must match.
         expect: Option<String>,
+        /// HTTPS: how to speak TLS (`None`: plain HTTP).
+        tls: Option<Tls>,
     },
     /// An ICMP echo (ping); a ping socket where the system allows one, else a raw socket
     /// (root).
@@ -145,7 +147,8 @@ impl CheckKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             CheckKind::Tcp { .. } => "tcp",
-            CheckKind::Http { .. } => "http",
+            CheckKind::Http { tls: None, .. } => "http",
+            CheckKind::Http { tls: Some(_), .. } => "https",
             CheckKind::Icmp => "icmp",
             CheckKind::Udp { .. } => "udp",
             CheckKind::Dns { .. } => "dns",
@@ -153,6 +156,24 @@ impl CheckKind {
         }
     }
 }
+
+/// TLS settings of an `https` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Server name sent (SNI) and verified; default: the `host` header's name, else the target.
+    pub sni: Option<String>,
+    /// Verify the certificate chain and name (default). Off: any certificate is accepted, but
+    /// an expired one still fails the check.
+    pub verify: bool,
+    /// PEM bundle of trusted CAs; default: the system's bundle, else Mozilla's roots.
+    pub ca: Option<PathBuf>,
+    /// A certificate expiring within this long makes the check's verdict `warning` (the target
+    /// stays in service).
+    pub expiry_warning: Duration,
+}
+
+/// Default of an https check's `cert-warning`: 14 days.
+pub const DEFAULT_CERT_WARNING: Duration = Duration::from_secs(14 * 86400);
 
 /// Flap detection: this many state changes within `window` make a check flapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

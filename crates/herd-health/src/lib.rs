@@ -4,6 +4,7 @@
 //! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history.
 //! - [`history`]: the SQLite history and downtime log.
 //! - [`alert`]: alert sinks (mon's alert protocol for programs, the log).
+//! - [`tls`]: TLS client configs and certificate expiry for https checks.
 //! - [`dns`]: just enough DNS for the dns probe.
 //! - [`probe`]: the probes (tcp, http, udp, dns, exec with mon's or Nagios' protocol), bounded in time
 //!   and output.
@@ -14,3 +15,4 @@ pub mod history;
 pub mod monitor;
 pub mod probe;
 pub mod rules;
+pub mod tls;

@@ -752,7 +752,8 @@ type Resolved = (String, probe::Target, Option<(ServiceKey, SocketAddr)>);
 
 fn resolve(config: &Config, spec: &CheckSpec) -> Vec<Resolved> {
     let default_port = spec.port.or(match spec.kind {
-        CheckKind::Http { .. } => Some(80),
+        CheckKind::Http { tls: None, .. } => Some(80),
+        CheckKind::Http { tls: Some(_), .. } => Some(443),
         CheckKind::Dns { .. } => Some(53),
         _ => None,
     });

@@ -139,22 +139,59 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
             host: host_header,
             status,
             expect,
+            tls,
         } => {
+            let default_port = if tls.is_some() { 443 } else { 80 };
             let host_header = host_header.clone().unwrap_or_else(|| match addr.port() {
-                80 => host.to_string(),
+                p if p == default_port => host.to_string(),
                 p => format!("{host}:{p}"),
             });
             let req = format!(
                 "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: herd-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
             );
-            if let Err(e) = s.write_all(req.as_bytes()).await {
-                return Outcome::fail(format!("{addr}: send: {e}"));
-            }
-            let mut buf = Vec::new();
-            if let Err(e) = read_capped(&mut s, &mut buf, MAX_HTTP).await {
-                return Outcome::fail(format!("{addr}: read: {e}"));
-            }
-            http_verdict(addr, &buf, method, status, expect.as_deref())
+            let Some(tls) = tls else {
+                let buf = match exchange_http(&mut s, &req).await {
+                    Ok(b) => b,
+                    Err(e) => return Outcome::fail(format!("{addr}: {e}")),
+                };
+                return http_verdict(addr, &buf, method, status, expect.as_deref());
+            };
+            let config = match crate::tls::client_config(tls) {
+                Ok(c) => c,
+                Err(e) => return Outcome::new(Verdict::Unknown, e),
+            };
+            // SNI: the configured name, else the Host header's name, else the target.
+            let sni = tls
+                .sni
+                .clone()
+                .unwrap_or_else(|| herd_core::config::host_port(&host_header).0.to_string());
+            let name = match rustls::pki_types::ServerName::try_from(sni.clone()) {
+                Ok(n) => n,
+                Err(e) => return Outcome::new(Verdict::Unknown, format!("sni {sni:?}: {e}")),
+            };
+            let mut ts = match tokio_rustls::TlsConnector::from(config)
+                .connect(name, s)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => return Outcome::fail(format!("{addr}: TLS: {e}")),
+            };
+            let expires = ts
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::tls::not_after(c));
+            let buf = match exchange_http(&mut ts, &req).await {
+                Ok(b) => b,
+                Err(e) => return Outcome::fail(format!("{addr}: {e}")),
+            };
+            let mut o = http_verdict(addr, &buf, method, status, expect.as_deref());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            judge_expiry(&mut o, expires, now, tls.expiry_warning);
+            o
         }
         _ => Outcome::fail("not a TCP probe"),
     }
@@ -334,6 +371,51 @@ async fn dns(addr: SocketAddr, name: &str, qtype_name: &str, expect: Option<&str
             Outcome::fail(format!("{what}: {got}, not {want}"))
         }
         _ => Outcome::ok(format!("{what}: {got}")),
+    }
+}
+
+/// Adds the certificate's expiry to an https verdict: expired is critical, expiring within
+/// `warn` turns an ok into a warning; both are named in the summary.
+fn judge_expiry(o: &mut Outcome, not_after: Option<i64>, now: i64, warn: Duration) {
+    match not_after {
+        Some(t) if t <= now => {
+            o.verdict = Verdict::Critical;
+            o.summary = format!(
+                "{}, certificate expired {} days ago",
+                o.summary,
+                (now - t) / 86400
+            );
+        }
+        Some(t) if t - now <= warn.as_secs() as i64 => {
+            if o.verdict == Verdict::Ok {
+                o.verdict = Verdict::Warning;
+            }
+            o.summary = format!(
+                "{}, certificate expires in {} days",
+                o.summary,
+                (t - now) / 86400
+            );
+        }
+        Some(_) => {}
+        None => o.detail.push_str("cannot read the certificate's expiry\n"),
+    }
+}
+
+/// Sends a request and reads the response (at most [`MAX_HTTP`] bytes kept).
+async fn exchange_http<S>(s: &mut S, req: &str) -> Result<Vec<u8>, String>
+where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    match read_capped(s, &mut buf, MAX_HTTP).await {
+        Ok(_) => Ok(buf),
+        // A TLS server that closes without close_notify after a complete response: keep what
+        // came (the verdict judges it).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => Ok(buf),
+        Err(e) => Err(format!("read: {e}")),
     }
 }
 

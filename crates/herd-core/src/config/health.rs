@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::{duration, format_duration, ConfigError, LbConfig, Lines, RawDuration};
 use crate::health::{
     AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, HealthConfig, OnFailure, Sink,
-    Targets,
+    Targets, Tls, DEFAULT_CERT_WARNING,
 };
 use crate::period::Period;
 
@@ -67,6 +67,11 @@ pub struct RawCheck {
     pub path: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub status: Option<Spanned<Vec<String>>>,
+    // https
+    pub sni: Option<Spanned<String>>,
+    pub tls_verify: Option<bool>,
+    pub tls_ca: Option<Spanned<String>>,
+    pub cert_warning: Option<Spanned<RawDuration>>,
     // dns
     pub query: Option<Spanned<String>>,
     pub query_type: Option<Spanned<String>>,
@@ -279,7 +284,7 @@ fn check(
         r.expect.is_some(),
         r.expect.as_ref().map(|s| s.span().start),
         "expect",
-        &["tcp", "http", "udp", "dns"],
+        &["tcp", "http", "https", "udp", "dns"],
         errs,
     );
     for (f, k) in [
@@ -294,7 +299,24 @@ fn check(
         (r.host.as_ref().map(|s| s.span().start), "host"),
         (r.status.as_ref().map(|s| s.span().start), "status"),
     ] {
-        only(f.is_some(), f, k, &["http"], errs);
+        only(f.is_some(), f, k, &["http", "https"], errs);
+    }
+    for (f, k) in [
+        (r.sni.as_ref().map(|s| s.span().start), "sni"),
+        (r.tls_ca.as_ref().map(|s| s.span().start), "tls-ca"),
+        (
+            r.cert_warning.as_ref().map(|s| s.span().start),
+            "cert-warning",
+        ),
+    ] {
+        only(f.is_some(), f, k, &["https"], errs);
+    }
+    if r.tls_verify.is_some() && kind_name != "https" {
+        errs.push(l.err(
+            Some(&r.kind),
+            format!("{key}.tls-verify"),
+            "only for type https",
+        ));
     }
     for (f, k) in [
         (r.command.as_ref().map(|s| s.span().start), "command"),
@@ -308,7 +330,7 @@ fn check(
             send: r.send.as_ref().map(|s| unescape(s.get_ref())),
             expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
         },
-        "http" => {
+        "http" | "https" => {
             let method = r
                 .method
                 .as_ref()
@@ -359,12 +381,25 @@ fn check(
                     ));
                 }
             }
+            let tls = (kind_name == "https").then(|| Tls {
+                sni: r.sni.as_ref().map(|s| s.get_ref().clone()),
+                verify: r.tls_verify.unwrap_or(true),
+                ca: r.tls_ca.as_ref().map(|p| PathBuf::from(p.get_ref())),
+                expiry_warning: match &r.cert_warning {
+                    None => DEFAULT_CERT_WARNING,
+                    Some(d) => duration(d).unwrap_or_else(|e| {
+                        errs.push(l.err(Some(d), format!("{key}.cert-warning"), e));
+                        DEFAULT_CERT_WARNING
+                    }),
+                },
+            });
             CheckKind::Http {
                 method,
                 path,
                 host: r.host.as_ref().map(|h| h.get_ref().clone()),
                 status,
                 expect: r.expect.as_ref().map(|e| e.get_ref().clone()),
+                tls,
             }
         }
         "icmp" => {
@@ -468,7 +503,7 @@ fn check(
                 Some(&r.kind),
                 format!("{key}.type"),
                 format!(
-                    "unknown check type {other:?} (expected icmp, tcp, http, udp, dns or exec)"
+                    "unknown check type {other:?} (expected icmp, tcp, http, https, udp, dns or exec)"
                 ),
             ));
             return None;
@@ -1045,6 +1080,14 @@ struct CheckOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     query: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     query_type: Option<String>,
@@ -1133,6 +1176,10 @@ impl From<&CheckSpec> for CheckOut {
             path: None,
             host: None,
             status: None,
+            sni: None,
+            tls_verify: None,
+            tls_ca: None,
+            cert_warning: None,
             query: None,
             query_type: None,
             command: None,
@@ -1150,7 +1197,14 @@ impl From<&CheckSpec> for CheckOut {
                 host,
                 status,
                 expect,
+                tls,
             } => {
+                if let Some(t) = tls {
+                    out.sni = t.sni.clone();
+                    out.tls_verify = Some(t.verify);
+                    out.tls_ca = t.ca.as_ref().map(|p| p.display().to_string());
+                    out.cert_warning = Some(format_duration(t.expiry_warning));
+                }
                 out.method = Some(method.clone());
                 out.path = Some(path.clone());
                 out.host = host.clone();
@@ -1303,6 +1357,14 @@ send = 'PING\r\n'
 expect = "+PONG"
 
 [[health.check]]
+name = "tls"
+type = "https"
+service = "web"
+sni = "www.example.com"
+tls-verify = false
+cert-warning = "30d"
+
+[[health.check]]
 name = "icmp"
 type = "icmp"
 group = "www"
@@ -1340,15 +1402,31 @@ reals = ["127.0.0.12"]
             Some(std::path::Path::new("/var/lib/herd/health.db"))
         );
         assert_eq!(h.history_retention, Duration::from_secs(30 * 86400));
-        assert_eq!(h.checks.len(), 8);
-        assert_eq!(h.checks[4].kind, CheckKind::Icmp);
-        assert_eq!(h.checks[7].reals, ["127.0.0.12"]);
+        assert_eq!(h.checks.len(), 9);
+        assert_eq!(h.checks[5].kind, CheckKind::Icmp);
+        assert_eq!(h.checks[8].reals, ["127.0.0.12"]);
         assert_eq!(
-            h.checks[7].targets,
+            h.checks[4].kind,
+            CheckKind::Http {
+                method: "GET".into(),
+                path: "/".into(),
+                host: None,
+                status: vec![(200, 399)],
+                expect: None,
+                tls: Some(Tls {
+                    sni: Some("www.example.com".into()),
+                    verify: false,
+                    ca: None,
+                    expiry_warning: Duration::from_secs(30 * 86400)
+                })
+            }
+        );
+        assert_eq!(
+            h.checks[8].targets,
             Targets::Service("127.0.0.100:8080".into())
         );
         assert_eq!(
-            h.checks[6].kind,
+            h.checks[7].kind,
             CheckKind::Dns {
                 query: "www.example.com".into(),
                 query_type: "AAAA".into(),
@@ -1365,6 +1443,7 @@ reals = ["127.0.0.12"]
                 host: None,
                 status: vec![(200, 299), (304, 304)],
                 expect: Some("ok|OK".into()),
+                tls: None,
             }
         );
         assert_eq!((http.rise, http.fall), (2, 3));

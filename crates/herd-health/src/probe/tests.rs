@@ -58,6 +58,7 @@ fn http(status: Vec<(u16, u16)>, expect: Option<&str>) -> CheckKind {
         host: None,
         status,
         expect: expect.map(Into::into),
+        tls: None,
     }
 }
 
@@ -387,4 +388,34 @@ fn the_internet_checksum_matches_rfc_1071() {
     let c = checksum(&p);
     p[2..4].copy_from_slice(&c.to_be_bytes());
     assert_eq!(checksum(&p), 0);
+}
+
+#[test]
+fn certificate_expiry_warns_then_fails() {
+    let day = 86_400;
+    let judge = |not_after: Option<i64>, verdict: Verdict| {
+        let mut o = Outcome::new(verdict, "200 OK");
+        judge_expiry(
+            &mut o,
+            not_after,
+            100 * day,
+            Duration::from_secs(14 * day as u64),
+        );
+        o
+    };
+    let far = judge(Some(130 * day), Verdict::Ok);
+    assert_eq!((far.verdict, far.summary.as_str()), (Verdict::Ok, "200 OK"));
+    let near = judge(Some(110 * day + 5), Verdict::Ok);
+    assert_eq!(near.verdict, Verdict::Warning);
+    assert_eq!(near.summary, "200 OK, certificate expires in 10 days");
+    // A failing response stays failing; the expiry is still named.
+    let near_bad = judge(Some(110 * day), Verdict::Critical);
+    assert_eq!(near_bad.verdict, Verdict::Critical);
+    assert!(near_bad.summary.ends_with("expires in 10 days"));
+    let gone = judge(Some(97 * day), Verdict::Ok);
+    assert_eq!(gone.verdict, Verdict::Critical);
+    assert_eq!(gone.summary, "200 OK, certificate expired 3 days ago");
+    let unread = judge(None, Verdict::Ok);
+    assert_eq!(unread.verdict, Verdict::Ok);
+    assert!(unread.detail.contains("cannot read"));
 }

@@ -785,3 +785,117 @@ fall = 1
         "mon's summary names the host: {fping_down}"
     );
 }
+
+/// nginx with a config of the test's own, stopped on drop.
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn https_checks_verify_certificates_and_warn_before_they_expire() {
+    for tool in ["/usr/sbin/nginx", "/usr/bin/openssl"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install nginx-light openssl"
+        );
+    }
+    let net = Net::new("hc_https");
+    let addr = net.addr(11, 8443);
+    let dir = TempDir::new("hc_https_files");
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    // A self-signed end-entity certificate for herd.test, valid for 5 days
+    // (not a CA: webpki refuses a CA certificate used as a server's).
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "5",
+        ])
+        .args([
+            "-subj",
+            "/CN=herd.test",
+            "-addext",
+            "subjectAltName=DNS:herd.test",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let conf = dir.path("nginx.conf");
+    let d = dir.0.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "pid {d}/nginx.pid; error_log {d}/error.log; daemon off; worker_processes 1;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen {addr} ssl; ssl_certificate {c}; ssl_certificate_key {k};\n\
+             location / {{ return 200 \"tls ok\\n\"; }} }} }}\n",
+            c = cert.display(),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    let _nginx = Nginx(
+        std::process::Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&dir.0)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let check = |name: &str, extra: &str| {
+        format!(
+            "[[health.check]]\nname = \"{name}\"\ntype = \"https\"\nhosts = [\"{addr}\"]\nexpect = \"tls ok\"\ninterval = \"300ms\"\nrise = 1\nfall = 1\n{extra}"
+        )
+    };
+    let ca = format!("tls-ca = \"{}\"\n", cert.display());
+    let cfg = [
+        check("trusted", &format!("sni = \"herd.test\"\n{ca}")),
+        check("unknown-ca", "sni = \"herd.test\"\n"),
+        check("wrong-name", &format!("sni = \"other.test\"\n{ca}")),
+        check("no-verify", "tls-verify = false\ncert-warning = \"1d\"\n"),
+    ]
+    .concat();
+    let d = Daemon::start("hc_https", &cfg);
+    let t = addr.to_string();
+    wait_for("https verdicts", Duration::from_secs(15), || {
+        state(&d, "trusted", &t) == "up"
+            && state(&d, "unknown-ca", &t) == "down"
+            && state(&d, "wrong-name", &t) == "down"
+            && state(&d, "no-verify", &t) == "up"
+    });
+    let h = health(&d);
+    let target = |i: usize| h["checks"][i]["targets"][0].clone();
+    // Trusted, but expiring within the 14-day default: up, with a warning.
+    assert_eq!(target(0)["verdict"], "warning", "{}", target(0));
+    let s = target(0)["summary"].as_str().unwrap().to_string();
+    // Whole days, rounded down: 5 when the check ran in the second the certificate was made.
+    let days = [
+        "certificate expires in 4 days",
+        "certificate expires in 5 days",
+    ];
+    assert!(
+        s.contains("200 OK") && days.iter().any(|d| s.contains(d)),
+        "{s}"
+    );
+    let why = |i: usize| target(i)["summary"].as_str().unwrap().to_lowercase();
+    assert!(
+        why(1).contains("tls") && why(1).contains("unknownissuer"),
+        "{}",
+        why(1)
+    );
+    assert!(why(2).contains("not valid for name"), "{}", why(2));
+    assert_eq!(target(3)["verdict"], "ok", "{}", target(3));
+}
