@@ -33,7 +33,49 @@ pub struct HealthConfig {
     pub history_retention: Duration,
     /// Named lists of hosts (mon's `hostgroup`).
     pub hostgroups: BTreeMap<String, Vec<String>>,
+    /// The mail server that `email` alerts go through.
+    pub smtp: Option<Smtp>,
     pub checks: Vec<CheckSpec>,
+}
+
+/// The SMTP relay of `email` alerts (`[health.smtp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    /// Host name or address of the relay.
+    pub host: String,
+    pub port: u16,
+    /// The envelope sender and `From:` address.
+    pub from: String,
+    pub tls: SmtpTls,
+    /// Trusted CAs (PEM) for the relay's certificate; default: Mozilla's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// AUTH (PLAIN or LOGIN) user; the password is read from `password_file` at each send.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpTls {
+    /// Plain text (a relay on loopback).
+    None,
+    /// STARTTLS when the relay offers it, else plain text.
+    Opportunistic,
+    /// STARTTLS, or fail.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+}
+
+impl SmtpTls {
+    /// The port that goes with the mode when the config gives none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Tls => 465,
+            _ => 25,
+        }
+    }
 }
 
 /// Default of `health.history-retention`: 90 days.
@@ -58,6 +100,7 @@ impl Default for HealthConfig {
             history: None,
             history_retention: DEFAULT_RETENTION,
             hostgroups: BTreeMap::new(),
+            smtp: None,
             checks: Vec::new(),
         }
     }
@@ -240,6 +283,8 @@ pub enum Sink {
     Exec { command: Vec<String> },
     /// An HTTP POST of the notification as JSON to this `http://` URL; any 2xx is success.
     Webhook { url: String },
+    /// A mail to these addresses through `[health.smtp]`, worded like mon's `mail.alert`.
+    Email { to: Vec<String> },
     /// The daemon's log.
     Log,
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use herd_core::config::parse_http_url;
-use herd_core::health::Sink;
+use herd_core::health::{HealthConfig, Sink};
 use serde::Serialize;
 
 use crate::probe::{dirs, find_program, run_program};
@@ -73,13 +73,9 @@ pub struct Delivery {
     pub took_ms: u64,
 }
 
-/// Sends `notice` to `sink`; never fails, the outcome says how it went.
-pub async fn send(
-    sink: &Sink,
-    notice: &Notice,
-    timeout: Duration,
-    alertdir: &[PathBuf],
-) -> Delivery {
+/// Sends `notice` to `sink` (`cfg` gives the alert directories and the mail relay); never
+/// fails, the outcome says how it went.
+pub async fn send(sink: &Sink, notice: &Notice, timeout: Duration, cfg: &HealthConfig) -> Delivery {
     let start = Instant::now();
     let result = match sink {
         Sink::Log => {
@@ -93,7 +89,11 @@ pub async fn send(
             );
             Ok(())
         }
-        Sink::Exec { command } => exec(command, notice, timeout, alertdir).await,
+        Sink::Exec { command } => exec(command, notice, timeout, &cfg.alertdir).await,
+        Sink::Email { to } => match &cfg.smtp {
+            Some(smtp) => crate::email::send(smtp, to, notice, timeout).await,
+            None => Err("no [health.smtp] relay configured".into()),
+        },
         Sink::Webhook { url } => match tokio::time::timeout(timeout, webhook(url, notice)).await {
             Ok(r) => r,
             Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
@@ -276,7 +276,13 @@ mod tests {
     async fn a_webhook_gets_the_notice_as_json() {
         let (url, got) = hook("204 No Content").await;
         let sink = Sink::Webhook { url: url.clone() };
-        let d = send(&sink, &notice(), Duration::from_secs(5), &[]).await;
+        let d = send(
+            &sink,
+            &notice(),
+            Duration::from_secs(5),
+            &HealthConfig::default(),
+        )
+        .await;
         assert!(d.ok, "{}", d.error);
         let req = got.await.unwrap();
         assert!(req.starts_with("POST /hooks/herd HTTP/1.1\r\n"), "{req}");
@@ -296,7 +302,7 @@ mod tests {
             &Sink::Webhook { url },
             &notice(),
             Duration::from_secs(5),
-            &[],
+            &HealthConfig::default(),
         )
         .await;
         assert!(!d.ok);
@@ -309,7 +315,7 @@ mod tests {
             &Sink::Webhook { url },
             &notice(),
             Duration::from_millis(300),
-            &[],
+            &HealthConfig::default(),
         )
         .await;
         assert!(!d.ok);

@@ -384,7 +384,7 @@ impl Monitor {
         };
         let mut out = Vec::new();
         for rule in &spec.alerts {
-            let d = alert::send(&rule.sink, &notice, rule.timeout, &self.inner.cfg.alertdir).await;
+            let d = alert::send(&rule.sink, &notice, rule.timeout, &self.inner.cfg).await;
             self.inner
                 .record(check, &hosts.join(" "), "test", describe(&rule.sink, &d));
             out.push(DeliveryStatus {
@@ -706,7 +706,7 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                     last_failure: t.1,
                     last_success: t.2,
                 };
-                let d = alert::send(&a.sink, &notice, a.timeout, &inner.cfg.alertdir).await;
+                let d = alert::send(&a.sink, &notice, a.timeout, &inner.cfg).await;
                 if !d.ok {
                     tracing::warn!(check = %spec.name, error = %d.error, "alert failed");
                 }
@@ -743,6 +743,7 @@ fn sink_name(sink: &Sink) -> String {
     match sink {
         Sink::Exec { command } => format!("exec {}", command.join(" ")),
         Sink::Webhook { url } => format!("webhook {url}"),
+        Sink::Email { to } => format!("email {}", to.join(", ")),
         Sink::Log => "log".to_string(),
     }
 }

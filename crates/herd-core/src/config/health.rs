@@ -14,6 +14,8 @@ use crate::health::{
 };
 use crate::period::Period;
 
+use super::smtp::{self, RawAddresses, RawSmtp, SmtpOut};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawHealth {
@@ -25,6 +27,7 @@ pub struct RawHealth {
     pub history_retention: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub hostgroups: BTreeMap<String, Spanned<Vec<String>>>,
+    pub smtp: Option<Spanned<RawSmtp>>,
     #[serde(default)]
     pub check: Vec<Spanned<RawCheck>>,
 }
@@ -95,6 +98,7 @@ pub struct RawAlert {
     pub on: Option<Spanned<String>>,
     pub exec: Option<Spanned<RawCommand>>,
     pub webhook: Option<Spanned<String>>,
+    pub email: Option<Spanned<RawAddresses>>,
     pub log: Option<bool>,
     pub period: Option<Spanned<String>>,
     pub every: Option<Spanned<RawDuration>>,
@@ -167,6 +171,10 @@ pub(super) fn validate(
             ));
         }
         h.hostgroups.insert(name.clone(), hosts.get_ref().clone());
+    }
+
+    if let Some(raw_smtp) = &raw.smtp {
+        h.smtp = smtp::validate(l, raw_smtp, errs);
     }
 
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -681,7 +689,7 @@ fn check(
 
     let mut alerts = Vec::new();
     for (j, ra) in r.alert.iter().enumerate() {
-        if let Some(a) = alert(l, &format!("{key}.alert[{j}]"), ra, errs) {
+        if let Some(a) = alert(l, &format!("{key}.alert[{j}]"), ra, h.smtp.is_some(), errs) {
             alerts.push(a);
         }
     }
@@ -711,6 +719,7 @@ fn alert(
     l: &Lines<'_>,
     key: &str,
     ra: &Spanned<RawAlert>,
+    have_smtp: bool,
     errs: &mut Vec<ConfigError>,
 ) -> Option<AlertSpec> {
     let r = ra.get_ref();
@@ -729,12 +738,13 @@ fn alert(
     };
     let sinks = usize::from(r.exec.is_some())
         + usize::from(r.webhook.is_some())
+        + usize::from(r.email.is_some())
         + usize::from(r.log.unwrap_or(false));
     let sink = if sinks != 1 {
         errs.push(l.err(
             Some(ra),
             key.to_string(),
-            "needs exactly one of exec, webhook or log = true",
+            "needs exactly one of exec, webhook, email or log = true",
         ));
         Sink::Log
     } else if let Some(cmd) = &r.exec {
@@ -752,6 +762,22 @@ fn alert(
             },
             Err(e) => {
                 errs.push(l.err(Some(url), format!("{key}.webhook"), e));
+                Sink::Log
+            }
+        }
+    } else if let Some(to) = &r.email {
+        match smtp::addresses(to.get_ref()) {
+            Ok(_) if !have_smtp => {
+                errs.push(l.err(
+                    Some(to),
+                    format!("{key}.email"),
+                    "e-mail alerts need a [health.smtp] section (server, from)",
+                ));
+                Sink::Log
+            }
+            Ok(to) => Sink::Email { to },
+            Err(e) => {
+                errs.push(l.err(Some(to), format!("{key}.email"), e));
                 Sink::Log
             }
         }
@@ -1035,6 +1061,8 @@ pub(super) struct HealthOut {
     history_retention: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     hostgroups: BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smtp: Option<SmtpOut>,
     check: Vec<CheckOut>,
 }
 
@@ -1113,6 +1141,8 @@ struct AlertOut {
     exec: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     log: bool,
     period: String,
@@ -1138,6 +1168,7 @@ impl From<&HealthConfig> for HealthOut {
             history: h.history.as_ref().map(|p| p.display().to_string()),
             history_retention: format_duration(h.history_retention),
             hostgroups: h.hostgroups.clone(),
+            smtp: h.smtp.as_ref().map(SmtpOut::from),
             check: h.checks.iter().map(CheckOut::from).collect(),
         }
     }
@@ -1266,6 +1297,10 @@ impl From<&AlertSpec> for AlertOut {
                 Sink::Webhook { url } => Some(url.clone()),
                 _ => None,
             },
+            email: match &a.sink {
+                Sink::Email { to } => Some(to.clone()),
+                _ => None,
+            },
             log: a.sink == Sink::Log,
             period: a.period.to_string(),
             every: a.every.map(format_duration),
@@ -1281,6 +1316,7 @@ impl From<&AlertSpec> for AlertOut {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::health::{Smtp, SmtpTls};
 
     const GOOD: &str = r#"
 [[lb.service]]
@@ -1300,6 +1336,13 @@ history-retention = "30d"
 
 [health.hostgroups]
 www = ["127.0.0.11", "127.0.0.12"]
+
+[health.smtp]
+server = "mail.example.com:587"
+from = "herd@example.com"
+tls = "starttls"
+username = "herd"
+password-file = "/etc/herd/smtp.pass"
 
 [[health.check]]
 name = "ping"
@@ -1341,6 +1384,9 @@ flap = { changes = 5, window = "10m" }
 
   [[health.check.alert]]
   webhook = "http://127.0.0.1:9099/hooks/herd"
+
+  [[health.check.alert]]
+  email = ["ops@example.com", "web@example.com"]
 
 [[health.check]]
 name = "nagios"
@@ -1449,7 +1495,25 @@ reals = ["127.0.0.12"]
         assert_eq!((http.rise, http.fall), (2, 3));
         assert_eq!(http.failure_interval, Duration::from_secs(1));
         assert_eq!(http.on_failure, OnFailure::Remove);
-        assert_eq!(http.alerts.len(), 4);
+        assert_eq!(http.alerts.len(), 5);
+        assert_eq!(
+            http.alerts[4].sink,
+            Sink::Email {
+                to: vec!["ops@example.com".into(), "web@example.com".into()]
+            }
+        );
+        assert_eq!(
+            h.smtp,
+            Some(Smtp {
+                host: "mail.example.com".into(),
+                port: 587,
+                from: "herd@example.com".into(),
+                tls: SmtpTls::Starttls,
+                tls_ca: None,
+                username: Some("herd".into()),
+                password_file: Some("/etc/herd/smtp.pass".into()),
+            })
+        );
         assert_eq!(
             http.alerts[3].sink,
             Sink::Webhook {
@@ -1583,7 +1647,7 @@ reals = ["127.0.0.12"]
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nexec = \"a\"\nlog = true\n",
-                "h.toml:8: health.check[0].alert[0]: needs exactly one of exec, webhook or log = true",
+                "h.toml:8: health.check[0].alert[0]: needs exactly one of exec, webhook, email or log = true",
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nwebhook = \"https://hooks.example/x\"\n",
@@ -1608,6 +1672,34 @@ reals = ["127.0.0.12"]
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\nhosts = [\"a\"]\nreals = [\"127.0.0.9\"]\n",
                 "h.toml:8: health.check[0].reals: only for checks of a service",
+            ),
+            (
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nemail = \"ops@example.com\"\n",
+                "h.toml:9: health.check[0].alert[0].email: e-mail alerts need a [health.smtp] section",
+            ),
+            (
+                "[health.smtp]\nserver = \"127.0.0.1:25\"\nfrom = \"herd@x\"\n[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nemail = [\"ops\"]\n",
+                "h.toml:12: health.check[0].alert[0].email: \"ops\" is not a mail address",
+            ),
+            (
+                "[health.smtp]\nserver = \"127.0.0.1:\"\nfrom = \"herd@x\"\n",
+                "h.toml:5: health.smtp.server: \"127.0.0.1:\" is not host[:port]",
+            ),
+            (
+                "[health.smtp]\nserver = \"127.0.0.1\"\nfrom = \"herd\"\ntls = \"ssl\"\n",
+                "h.toml:6: health.smtp.from: \"herd\" is not a mail address",
+            ),
+            (
+                "[health.smtp]\nserver = \"127.0.0.1\"\nfrom = \"herd@x\"\ntls = \"ssl\"\n",
+                "h.toml:7: health.smtp.tls: unknown mode \"ssl\"",
+            ),
+            (
+                "[health.smtp]\nserver = \"127.0.0.1\"\nfrom = \"herd@x\"\ntls = \"none\"\nusername = \"u\"\npassword-file = \"/p\"\n",
+                "h.toml:7: health.smtp.tls: a password is not sent over plain text",
+            ),
+            (
+                "[health.smtp]\nserver = \"127.0.0.1\"\nfrom = \"herd@x\"\nusername = \"u\"\n",
+                "health.smtp: username and password-file go together",
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\ngroup = \"www\"\n",

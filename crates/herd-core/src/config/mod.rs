@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 mod health;
+mod smtp;
 
 pub use health::{find_service, host_port, parse_http_url, real_matches, split_words};
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{get, wait_for, Backend, Daemon, Net, TempDir};
+use crate::util::{get, wait_for, Backend, Daemon, Net, Peer, TempDir};
 
 const MON_D: &str = "/usr/lib/mon/mon.d";
 const ALERT_D: &str = "/usr/lib/mon/alert.d";
@@ -661,25 +661,22 @@ fn the_history_and_downtime_log_outlive_a_restart() {
     assert!(text.contains(&addr.to_string()), "{text}");
 }
 
-/// dnsmasq as the DNS server under test, on a loopback address of the test's own.
-struct Dnsmasq(std::process::Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A peer these tests run against; CI installs it (`.ci/run`). A machine without it fails
+/// here, with the fix, rather than skipping.
+fn need(path: &str, package: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: apt-get install {package}"
+    );
 }
 
 #[test]
 fn dns_checks_ask_a_real_server() {
-    assert!(
-        Path::new("/usr/sbin/dnsmasq").exists(),
-        "dnsmasq is missing: apt-get install dnsmasq-base"
-    );
+    need("/usr/sbin/dnsmasq", "dnsmasq-base");
     let net = Net::new("hc_dns");
     let server = net.addr(53, 5399);
-    let _dns = Dnsmasq(
+    // dnsmasq as the DNS server under test, on a loopback address of the test's own.
+    let _dns = Peer::spawn(
         std::process::Command::new("/usr/sbin/dnsmasq")
             .args([
                 "-k",
@@ -693,10 +690,7 @@ fn dns_checks_ask_a_real_server() {
                 "--address=/v6.herd.test/2001:db8::7",
             ])
             .arg(format!("--listen-address={}", server.ip()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stdout(std::process::Stdio::null()),
     );
     let check = |name: &str, query: &str, qtype: &str, expect: &str| {
         format!(
@@ -712,11 +706,18 @@ fn dns_checks_ask_a_real_server() {
     .concat();
     let d = Daemon::start("hc_dns", &cfg);
     let target = server.to_string();
+    // dnsmasq may start after the first probes ("refused"): wait for answered verdicts.
+    let answered = |i: usize| {
+        let s = health(&d)["checks"][i]["targets"][0]["summary"].clone();
+        s.as_str().is_some_and(|s| !s.contains("refused"))
+    };
     wait_for("dns verdicts", Duration::from_secs(10), || {
         state(&d, "a", &target) == "up"
             && state(&d, "aaaa", &target) == "up"
             && state(&d, "wrong", &target) == "down"
             && state(&d, "unknown", &target) == "down"
+            && answered(2)
+            && answered(3)
     });
     let h = health(&d);
     let summary = |i: usize| {
@@ -786,40 +787,17 @@ fall = 1
     );
 }
 
-/// nginx with a config of the test's own, stopped on drop.
-struct Nginx(std::process::Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn https_checks_verify_certificates_and_warn_before_they_expire() {
-    for tool in ["/usr/sbin/nginx", "/usr/bin/openssl"] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: apt-get install nginx-light openssl"
-        );
-    }
-    let net = Net::new("hc_https");
-    let addr = net.addr(11, 8443);
-    let dir = TempDir::new("hc_https_files");
+/// Makes a self-signed end-entity certificate for `san` (e.g. `DNS:herd.test`), valid for 5
+/// days, in `dir`: (certificate, key). Not a CA: webpki refuses a CA certificate used as a
+/// server's.
+fn self_signed(dir: &TempDir, cn: &str, san: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
-    // A self-signed end-entity certificate for herd.test, valid for 5 days
-    // (not a CA: webpki refuses a CA certificate used as a server's).
     let st = std::process::Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "5",
         ])
-        .args([
-            "-subj",
-            "/CN=herd.test",
-            "-addext",
-            "subjectAltName=DNS:herd.test",
-        ])
+        .args(["-subj", &format!("/CN={cn}")])
+        .args(["-addext", &format!("subjectAltName={san}")])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
@@ -829,7 +807,18 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert!(st.success());
+    assert!(st.success(), "openssl req failed");
+    (cert, key)
+}
+
+#[test]
+fn https_checks_verify_certificates_and_warn_before_they_expire() {
+    need("/usr/sbin/nginx", "nginx-light");
+    need("/usr/bin/openssl", "openssl");
+    let net = Net::new("hc_https");
+    let addr = net.addr(11, 8443);
+    let dir = TempDir::new("hc_https_files");
+    let (cert, key) = self_signed(&dir, "herd.test", "DNS:herd.test");
     let conf = dir.path("nginx.conf");
     let d = dir.0.display();
     std::fs::write(
@@ -845,15 +834,12 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
         ),
     )
     .unwrap();
-    let _nginx = Nginx(
+    let _nginx = Peer::spawn(
         std::process::Command::new("/usr/sbin/nginx")
             .arg("-c")
             .arg(&conf)
             .arg("-p")
-            .arg(&dir.0)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&dir.0),
     );
     let check = |name: &str, extra: &str| {
         format!(
@@ -870,11 +856,18 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
     .concat();
     let d = Daemon::start("hc_https", &cfg);
     let t = addr.to_string();
+    // nginx may start after the first probes ("refused"): wait for TLS verdicts.
+    let answered = |i: usize| {
+        let s = health(&d)["checks"][i]["targets"][0]["summary"].clone();
+        s.as_str().is_some_and(|s| s.contains("TLS"))
+    };
     wait_for("https verdicts", Duration::from_secs(15), || {
         state(&d, "trusted", &t) == "up"
             && state(&d, "unknown-ca", &t) == "down"
             && state(&d, "wrong-name", &t) == "down"
             && state(&d, "no-verify", &t) == "up"
+            && answered(1)
+            && answered(2)
     });
     let h = health(&d);
     let target = |i: usize| h["checks"][i]["targets"][0].clone();
@@ -898,4 +891,106 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
     );
     assert!(why(2).contains("not valid for name"), "{}", why(2));
     assert_eq!(target(3)["verdict"], "ok", "{}", target(3));
+}
+
+#[test]
+fn email_alerts_go_through_an_smtp_relay_with_starttls_and_auth() {
+    need(
+        "/usr/lib/python3/dist-packages/aiosmtpd",
+        "python3-aiosmtpd",
+    );
+    need("/usr/bin/openssl", "openssl");
+    let net = Net::new("hc_smtp");
+    let relay = net.addr(25, 2525);
+    let target = net.addr(11, 8080); // nothing listens there: down
+    let dir = TempDir::new("hc_smtp_files");
+    let (cert, key) = self_signed(&dir, "relay", &format!("IP:{}", relay.ip()));
+    let (out, pass) = (dir.path("mail.jsonl"), dir.path("smtp.pass"));
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    // aiosmtpd (Debian's python3-aiosmtpd) requires STARTTLS, then AUTH as herd/s3cret.
+    let mut peer = Peer::spawn(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(crate::util::repo_root().join("crates/herd/tests/peers/smtp_peer.py"))
+            .args(["--listen", &relay.to_string(), "--out"])
+            .arg(&out)
+            .arg("--starttls")
+            .args([&cert, &key])
+            .args(["--auth", "herd", "s3cret"])
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(peer.0.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "the SMTP peer did not start");
+    let cfg = format!(
+        r#"[health.smtp]
+server = "{relay}"
+from = "herd@herd.test"
+tls = "starttls"
+tls-ca = "{cert}"
+username = "herd"
+password-file = "{pass}"
+
+[[health.check]]
+name = "web"
+type = "tcp"
+hosts = ["{target}"]
+interval = "200ms"
+fall = 1
+
+  [[health.check.alert]]
+  email = ["ops@herd.test", "web@herd.test"]
+"#,
+        cert = cert.display(),
+        pass = pass.display()
+    );
+    let d = Daemon::start("hc_smtp", &cfg);
+    wait_for("the mail", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| !s.is_empty())
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mail: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(mail["from"], "herd@herd.test");
+    assert_eq!(
+        mail["to"],
+        serde_json::json!(["ops@herd.test", "web@herd.test"])
+    );
+    assert_eq!(mail["tls"], true, "sent before STARTTLS");
+    assert_eq!(mail["login"], "herd");
+    let data = mail["data"].as_str().unwrap();
+    assert!(
+        data.contains(&format!("Subject: ALERT hosts/web: {target}: connect")),
+        "{data}"
+    );
+    assert!(
+        data.contains(&format!("Members               : {target}")),
+        "{data}"
+    );
+    let h: Value = serde_json::from_str(&d.ok(&["health", "history", "--json"])).unwrap();
+    let sent = h.as_array().unwrap().iter().find(|e| e["event"] == "alert");
+    let detail = sent.map(|e| e["detail"].as_str().unwrap().to_string());
+    assert!(
+        detail
+            .as_deref()
+            .is_some_and(|s| s.contains("email ops@herd.test, web@herd.test ok in ")),
+        "{h}"
+    );
+
+    // The password file is read at each send: a wrong one fails, and says why.
+    std::fs::write(&pass, "wrong\n").unwrap();
+    let r = d.herd(&["health", "test-alert", "web"]);
+    let said = String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr);
+    assert!(
+        said.starts_with("FAILED") && said.contains("(535)"),
+        "{said}"
+    );
+    assert_ne!(
+        r.status.code(),
+        Some(0),
+        "a failed test alert exits non-zero"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
 }

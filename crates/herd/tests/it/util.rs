@@ -240,6 +240,29 @@ impl Drop for Netns {
     }
 }
 
+/// A peer program (nginx, dnsmasq, an SMTP server) started by a test, killed on drop.
+#[derive(Debug)]
+pub struct Peer(pub std::process::Child);
+
+impl Peer {
+    /// Starts `cmd` with stdin and stderr closed.
+    pub fn spawn(cmd: &mut Command) -> Peer {
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        Peer(child)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A thread-per-connection HTTP backend answering `NAME\n`; stops (closes its port) on drop.
 #[derive(Debug)]
 pub struct Backend {
