@@ -281,8 +281,12 @@ pub enum Sink {
     /// then the configured arguments; summary and detail on stdin; `MON_*` environment), so
     /// mon's `alert.d` scripts work unchanged.
     Exec { command: Vec<String> },
-    /// An HTTP POST of the notification as JSON to this `http://` URL; any 2xx is success.
-    Webhook { url: String },
+    /// An HTTP POST of the notification as JSON to this `http://` or `https://` URL; any 2xx
+    /// is success. `tls_ca`: trusted CAs (PEM) for an https URL; default: the system's.
+    Webhook {
+        url: String,
+        tls_ca: Option<PathBuf>,
+    },
     /// A mail to these addresses through `[health.smtp]`, worded like mon's `mail.alert`.
     Email { to: Vec<String> },
     /// The daemon's log.

@@ -12,11 +12,11 @@
 //! `MON_LAST_FAILURE`, `MON_LAST_SUCCESS`, `MON_RETVAL`. Every run has a timeout (the process
 //! group is killed at it) and its outcome is returned for the record.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use herd_core::config::parse_http_url;
-use herd_core::health::{HealthConfig, Sink};
+use herd_core::config::{parse_http_url, HttpUrl};
+use herd_core::health::{HealthConfig, Sink, Tls, DEFAULT_CERT_WARNING};
 use serde::Serialize;
 
 use crate::probe::{dirs, find_program, run_program};
@@ -94,10 +94,12 @@ pub async fn send(sink: &Sink, notice: &Notice, timeout: Duration, cfg: &HealthC
             Some(smtp) => crate::email::send(smtp, to, notice, timeout).await,
             None => Err("no [health.smtp] relay configured".into()),
         },
-        Sink::Webhook { url } => match tokio::time::timeout(timeout, webhook(url, notice)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
-        },
+        Sink::Webhook { url, tls_ca } => {
+            match tokio::time::timeout(timeout, webhook(url, tls_ca.as_deref(), notice)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
+            }
+        }
     };
     let took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
@@ -115,15 +117,41 @@ pub async fn send(sink: &Sink, notice: &Notice, timeout: Duration, cfg: &HealthC
 }
 
 /// POSTs the notice as JSON (`{"kind": "failure", "check": ..., "hosts": [...], ...}`);
-/// any 2xx answer is success.
-async fn webhook(url: &str, n: &Notice) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (host, port, path) = parse_http_url(url)?;
-    let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
-    let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+/// any 2xx answer is success. An https URL's certificate is verified against `tls_ca`, else
+/// the system's CAs.
+async fn webhook(url: &str, tls_ca: Option<&Path>, n: &Notice) -> Result<(), String> {
+    let u = parse_http_url(url)?;
+    let s = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
         .await
         .map_err(|e| format!("{url}: connect: {e}"))?;
-    let host_header = if port == 80 {
+    if !u.tls {
+        return post(s, url, &u, n).await;
+    }
+    let tls = Tls {
+        sni: None,
+        verify: true,
+        ca: tls_ca.map(Path::to_path_buf),
+        expiry_warning: DEFAULT_CERT_WARNING,
+    };
+    let config = crate::tls::client_config(&tls)?;
+    let name = rustls::pki_types::ServerName::try_from(u.host.clone())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let s = tokio_rustls::TlsConnector::from(config)
+        .connect(name, s)
+        .await
+        .map_err(|e| format!("{url}: TLS: {e}"))?;
+    post(s, url, &u, n).await
+}
+
+/// The POST itself, over plain TCP or TLS.
+async fn post<S>(mut s: S, url: &str, u: &HttpUrl, n: &Notice) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+    let (host, port, path) = (&u.host, u.port, &u.path);
+    let host_header = if port == if u.tls { 443 } else { 80 } {
         host.clone()
     } else {
         format!("{host}:{port}")
@@ -138,6 +166,7 @@ async fn webhook(url: &str, n: &Notice) -> Result<(), String> {
     s.write_all(&body)
         .await
         .map_err(|e| format!("{url}: send: {e}"))?;
+    s.flush().await.map_err(|e| format!("{url}: send: {e}"))?;
     // The status line is all that matters; read a little.
     let mut buf = vec![0u8; 512];
     let mut got = 0;
@@ -275,7 +304,10 @@ mod tests {
     #[tokio::test]
     async fn a_webhook_gets_the_notice_as_json() {
         let (url, got) = hook("204 No Content").await;
-        let sink = Sink::Webhook { url: url.clone() };
+        let sink = Sink::Webhook {
+            url: url.clone(),
+            tls_ca: None,
+        };
         let d = send(
             &sink,
             &notice(),
@@ -299,7 +331,7 @@ mod tests {
     async fn a_webhook_that_fails_or_hangs_is_recorded_as_failed() {
         let (url, _got) = hook("500 Internal Server Error").await;
         let d = send(
-            &Sink::Webhook { url },
+            &Sink::Webhook { url, tls_ca: None },
             &notice(),
             Duration::from_secs(5),
             &HealthConfig::default(),
@@ -312,7 +344,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", l.local_addr().unwrap());
         let d = send(
-            &Sink::Webhook { url },
+            &Sink::Webhook { url, tls_ca: None },
             &notice(),
             Duration::from_millis(300),
             &HealthConfig::default(),

@@ -742,7 +742,7 @@ fn describe(sink: &Sink, d: &alert::Delivery) -> String {
 fn sink_name(sink: &Sink) -> String {
     match sink {
         Sink::Exec { command } => format!("exec {}", command.join(" ")),
-        Sink::Webhook { url } => format!("webhook {url}"),
+        Sink::Webhook { url, .. } => format!("webhook {url}"),
         Sink::Email { to } => format!("email {}", to.join(", ")),
         Sink::Log => "log".to_string(),
     }

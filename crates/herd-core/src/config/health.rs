@@ -98,6 +98,7 @@ pub struct RawAlert {
     pub on: Option<Spanned<String>>,
     pub exec: Option<Spanned<RawCommand>>,
     pub webhook: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
     pub email: Option<Spanned<RawAddresses>>,
     pub log: Option<bool>,
     pub period: Option<Spanned<String>>,
@@ -757,8 +758,23 @@ fn alert(
         }
     } else if let Some(url) = &r.webhook {
         match parse_http_url(url.get_ref()) {
-            Ok(_) => Sink::Webhook {
+            Ok(u) => Sink::Webhook {
                 url: url.get_ref().clone(),
+                tls_ca: match &r.tls_ca {
+                    Some(ca) if !u.tls => {
+                        errs.push(l.err(
+                            Some(ca),
+                            format!("{key}.tls-ca"),
+                            "only for https:// webhooks",
+                        ));
+                        None
+                    }
+                    Some(ca) if ca.get_ref().is_empty() => {
+                        errs.push(l.err(Some(ca), format!("{key}.tls-ca"), "an empty path"));
+                        None
+                    }
+                    ca => ca.as_ref().map(|c| PathBuf::from(c.get_ref())),
+                },
             },
             Err(e) => {
                 errs.push(l.err(Some(url), format!("{key}.webhook"), e));
@@ -766,6 +782,13 @@ fn alert(
             }
         }
     } else if let Some(to) = &r.email {
+        if let Some(ca) = &r.tls_ca {
+            errs.push(l.err(
+                Some(ca),
+                format!("{key}.tls-ca"),
+                "only for https:// webhooks",
+            ));
+        }
         match smtp::addresses(to.get_ref()) {
             Ok(_) if !have_smtp => {
                 errs.push(l.err(
@@ -879,16 +902,23 @@ pub fn host_port(s: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// A webhook URL: `http://host[:port][/path]` → (host, port, path). TLS is not supported yet.
-pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => {
-            return Err(
-                "https webhooks are not supported yet; use http:// (e.g. to a local relay)".into(),
-            )
-        }
-        _ => return Err(format!("{url:?} is not an http:// URL")),
+/// A parsed webhook URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `https://`.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The path and query, at least `/`.
+    pub path: String,
+}
+
+/// A webhook URL: `http[s]://host[:port][/path]`.
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -896,7 +926,7 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     };
     let (host, port) = host_port(authority);
     if host.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
-        return Err(format!("{url:?} is not an http:// URL"));
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
     }
     if authority.ends_with(':')
         || (authority
@@ -906,7 +936,12 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     {
         return Err(format!("{url:?}: bad port"));
     }
-    Ok((host.to_string(), port.unwrap_or(80), path.to_string()))
+    Ok(HttpUrl {
+        tls,
+        host: host.to_string(),
+        port: port.unwrap_or(if tls { 443 } else { 80 }),
+        path: path.to_string(),
+    })
 }
 
 /// `"200"` or `"200-399"`.
@@ -1142,6 +1177,8 @@ struct AlertOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    tls_ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     log: bool,
@@ -1294,7 +1331,13 @@ impl From<&AlertSpec> for AlertOut {
                 _ => None,
             },
             webhook: match &a.sink {
-                Sink::Webhook { url } => Some(url.clone()),
+                Sink::Webhook { url, .. } => Some(url.clone()),
+                _ => None,
+            },
+            tls_ca: match &a.sink {
+                Sink::Webhook {
+                    tls_ca: Some(ca), ..
+                } => Some(ca.display().to_string()),
                 _ => None,
             },
             email: match &a.sink {
@@ -1387,6 +1430,10 @@ flap = { changes = 5, window = "10m" }
 
   [[health.check.alert]]
   email = ["ops@example.com", "web@example.com"]
+
+  [[health.check.alert]]
+  webhook = "https://hooks.example/herd"
+  tls-ca = "/etc/herd/hooks-ca.pem"
 
 [[health.check]]
 name = "nagios"
@@ -1495,7 +1542,14 @@ reals = ["127.0.0.12"]
         assert_eq!((http.rise, http.fall), (2, 3));
         assert_eq!(http.failure_interval, Duration::from_secs(1));
         assert_eq!(http.on_failure, OnFailure::Remove);
-        assert_eq!(http.alerts.len(), 5);
+        assert_eq!(http.alerts.len(), 6);
+        assert_eq!(
+            http.alerts[5].sink,
+            Sink::Webhook {
+                url: "https://hooks.example/herd".into(),
+                tls_ca: Some("/etc/herd/hooks-ca.pem".into())
+            }
+        );
         assert_eq!(
             http.alerts[4].sink,
             Sink::Email {
@@ -1517,7 +1571,8 @@ reals = ["127.0.0.12"]
         assert_eq!(
             http.alerts[3].sink,
             Sink::Webhook {
-                url: "http://127.0.0.1:9099/hooks/herd".into()
+                url: "http://127.0.0.1:9099/hooks/herd".into(),
+                tls_ca: None
             }
         );
         let a = &http.alerts[0];
@@ -1650,8 +1705,8 @@ reals = ["127.0.0.12"]
                 "h.toml:8: health.check[0].alert[0]: needs exactly one of exec, webhook, email or log = true",
             ),
             (
-                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nwebhook = \"https://hooks.example/x\"\n",
-                "h.toml:9: health.check[0].alert[0].webhook: https webhooks are not supported yet",
+                "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\nwebhook = \"http://hooks.example/x\"\ntls-ca = \"/ca.pem\"\n",
+                "h.toml:10: health.check[0].alert[0].tls-ca: only for https:// webhooks",
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\nservice = \"web\"\n[[health.check.alert]]\non = \"up\"\nlog = true\nevery = \"1m\"\n",
@@ -1725,18 +1780,25 @@ reals = ["127.0.0.12"]
 
     #[test]
     fn webhook_urls() {
-        let ok = |u: &str| parse_http_url(u).unwrap();
+        let ok = |u: &str| {
+            let p = parse_http_url(u).unwrap();
+            (p.tls, p.host, p.port, p.path)
+        };
         assert_eq!(
             ok("http://127.0.0.1:9099/h"),
-            ("127.0.0.1".into(), 9099, "/h".into())
+            (false, "127.0.0.1".into(), 9099, "/h".into())
         );
         assert_eq!(
             ok("http://hooks.local"),
-            ("hooks.local".into(), 80, "/".into())
+            (false, "hooks.local".into(), 80, "/".into())
         );
         assert_eq!(
             ok("http://[::1]:81/x?y=1"),
-            ("::1".into(), 81, "/x?y=1".into())
+            (false, "::1".into(), 81, "/x?y=1".into())
+        );
+        assert_eq!(
+            ok("https://hooks.example/x"),
+            (true, "hooks.example".into(), 443, "/x".into())
         );
         for bad in [
             "ftp://x/",
@@ -1748,9 +1810,6 @@ reals = ["127.0.0.12"]
         ] {
             assert!(parse_http_url(bad).is_err(), "{bad}");
         }
-        assert!(parse_http_url("https://h/")
-            .unwrap_err()
-            .contains("not supported yet"));
     }
 
     #[test]

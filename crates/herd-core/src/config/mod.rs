@@ -20,7 +20,7 @@ use toml::Spanned;
 mod health;
 mod smtp;
 
-pub use health::{find_service, host_port, parse_http_url, real_matches, split_words};
+pub use health::{find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl};
 
 use crate::health::HealthConfig;
 use crate::model::{

@@ -818,7 +818,8 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
     let net = Net::new("hc_https");
     let addr = net.addr(11, 8443);
     let dir = TempDir::new("hc_https_files");
-    let (cert, key) = self_signed(&dir, "herd.test", "DNS:herd.test");
+    let san = format!("DNS:herd.test,IP:{}", addr.ip());
+    let (cert, key) = self_signed(&dir, "herd.test", &san);
     let conf = dir.path("nginx.conf");
     let d = dir.0.display();
     std::fs::write(
@@ -828,7 +829,7 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
              server {{ listen {addr} ssl; ssl_certificate {c}; ssl_certificate_key {k};\n\
-             location / {{ return 200 \"tls ok\\n\"; }} }} }}\n",
+             location / {{ return 200 \"tls ok\\n\"; }} location /hook {{ return 204; }} }} }}\n",
             c = cert.display(),
             k = key.display()
         ),
@@ -847,8 +848,12 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
         )
     };
     let ca = format!("tls-ca = \"{}\"\n", cert.display());
+    // Webhooks over TLS to the same nginx: one trusting its certificate, one not.
+    let hook =
+        |extra: &str| format!("[[health.check.alert]]\nwebhook = \"https://{addr}/hook\"\n{extra}");
+    let hooks = hook(&ca) + &hook("");
     let cfg = [
-        check("trusted", &format!("sni = \"herd.test\"\n{ca}")),
+        check("trusted", &format!("sni = \"herd.test\"\n{ca}{hooks}")),
         check("unknown-ca", "sni = \"herd.test\"\n"),
         check("wrong-name", &format!("sni = \"other.test\"\n{ca}")),
         check("no-verify", "tls-verify = false\ncert-warning = \"1d\"\n"),
@@ -891,6 +896,22 @@ fn https_checks_verify_certificates_and_warn_before_they_expire() {
     );
     assert!(why(2).contains("not valid for name"), "{}", why(2));
     assert_eq!(target(3)["verdict"], "ok", "{}", target(3));
+
+    // An https webhook verifies the receiver's certificate: against tls-ca, it is delivered
+    // (nginx answers 204); against the system's CAs, it is refused.
+    let r = d.herd(&["health", "test-alert", "trusted"]);
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("ok      webhook https://{addr}/hook")),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("FAILED  webhook") && lines[1].contains("UnknownIssuer"),
+        "{out}"
+    );
+    assert_ne!(r.status.code(), Some(0));
 }
 
 #[test]
