@@ -240,16 +240,20 @@ impl Drop for Netns {
     }
 }
 
-/// A peer program (nginx, dnsmasq, an SMTP server) started by a test, killed on drop.
+/// A peer program (nginx, dnsmasq, an SMTP server) started by a test in a process group of
+/// its own; the whole group is killed on drop, so no worker outlives the test (an nginx
+/// worker left behind would hold the test's stdout open).
 #[derive(Debug)]
 pub struct Peer(pub std::process::Child);
 
 impl Peer {
     /// Starts `cmd` with stdin and stderr closed.
     pub fn spawn(cmd: &mut Command) -> Peer {
+        use std::os::unix::process::CommandExt;
         let child = cmd
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
         Peer(child)
@@ -258,6 +262,8 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
