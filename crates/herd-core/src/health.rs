@@ -35,6 +35,9 @@ pub struct HealthConfig {
     pub hostgroups: BTreeMap<String, Vec<String>>,
     /// The mail server that `email` alerts go through.
     pub smtp: Option<Smtp>,
+    /// Where to speak mon's client protocol (`moncmd`, `monshow`; mon's port is 2583);
+    /// `None` = off. Read at start-up.
+    pub mon_listen: Option<std::net::SocketAddr>,
     pub checks: Vec<CheckSpec>,
 }
 
@@ -101,6 +104,7 @@ impl Default for HealthConfig {
             history_retention: DEFAULT_RETENTION,
             hostgroups: BTreeMap::new(),
             smtp: None,
+            mon_listen: None,
             checks: Vec::new(),
         }
     }

@@ -447,6 +447,24 @@ pub async fn serve(
         mut int,
         mut hup,
     } = signals;
+    // mon's client protocol, when configured; bound before "ready", and a failure to bind
+    // stops the start-up.
+    let mon_listen = daemon
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .health
+        .mon_listen;
+    let mon = match mon_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("health.mon-listen: cannot bind {addr}"))?;
+            tracing::info!(%addr, "mon client protocol");
+            Some(tokio::spawn(crate::monproto::serve(daemon.clone(), l)))
+        }
+        None => None,
+    };
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());
     tracing::info!(socket = %control_path.display(), "ready");
@@ -466,6 +484,9 @@ pub async fn serve(
         }
     }
     ctl.abort();
+    if let Some(m) = mon {
+        m.abort();
+    }
     let _ = std::fs::remove_file(&control_path);
     tokio::select! {
         _ = daemon.drain(drain_timeout) => {}

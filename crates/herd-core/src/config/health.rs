@@ -28,6 +28,7 @@ pub struct RawHealth {
     #[serde(default)]
     pub hostgroups: BTreeMap<String, Spanned<Vec<String>>>,
     pub smtp: Option<Spanned<RawSmtp>>,
+    pub mon_listen: Option<Spanned<String>>,
     #[serde(default)]
     pub check: Vec<Spanned<RawCheck>>,
 }
@@ -174,6 +175,16 @@ pub(super) fn validate(
         h.hostgroups.insert(name.clone(), hosts.get_ref().clone());
     }
 
+    if let Some(m) = &raw.mon_listen {
+        match m.get_ref().parse() {
+            Ok(a) => h.mon_listen = Some(a),
+            Err(_) => errs.push(l.err(
+                Some(m),
+                "health.mon-listen",
+                format!("{:?} is not ip:port (e.g. \"127.0.0.1:2583\")", m.get_ref()),
+            )),
+        }
+    }
     if let Some(raw_smtp) = &raw.smtp {
         h.smtp = smtp::validate(l, raw_smtp, errs);
     }
@@ -1098,6 +1109,8 @@ pub(super) struct HealthOut {
     hostgroups: BTreeMap<String, Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     smtp: Option<SmtpOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mon_listen: Option<String>,
     check: Vec<CheckOut>,
 }
 
@@ -1206,6 +1219,7 @@ impl From<&HealthConfig> for HealthOut {
             history_retention: format_duration(h.history_retention),
             hostgroups: h.hostgroups.clone(),
             smtp: h.smtp.as_ref().map(SmtpOut::from),
+            mon_listen: h.mon_listen.map(|a| a.to_string()),
             check: h.checks.iter().map(CheckOut::from).collect(),
         }
     }
@@ -1376,6 +1390,7 @@ randstart = "30s"
 mondir = ["/usr/lib/mon/mon.d"]
 history = "/var/lib/herd/health.db"
 history-retention = "30d"
+mon-listen = "127.0.0.1:2583"
 
 [health.hostgroups]
 www = ["127.0.0.11", "127.0.0.12"]
@@ -1495,6 +1510,7 @@ reals = ["127.0.0.12"]
             Some(std::path::Path::new("/var/lib/herd/health.db"))
         );
         assert_eq!(h.history_retention, Duration::from_secs(30 * 86400));
+        assert_eq!(h.mon_listen, Some("127.0.0.1:2583".parse().unwrap()));
         assert_eq!(h.checks.len(), 9);
         assert_eq!(h.checks[5].kind, CheckKind::Icmp);
         assert_eq!(h.checks[8].reals, ["127.0.0.12"]);

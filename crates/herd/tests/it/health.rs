@@ -1015,3 +1015,69 @@ fall = 1
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
 }
+
+#[test]
+fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
+    need("/usr/bin/moncmd", "mon-client");
+    let net = Net::new("hc_moncmd");
+    let (up, down) = (net.addr(11, 8080), net.addr(12, 8080));
+    let mon = net.addr(2, 2583);
+    let _b = Backend::http(up, "node01");
+    let cfg = format!(
+        "[health]\nmon-listen = \"{mon}\"\n\n\
+         [[health.check]]\nname = \"web\"\ntype = \"tcp\"\nhosts = [\"{up}\"]\ninterval = \"200ms\"\nrise = 1\n\n\
+         [[health.check]]\nname = \"db\"\ntype = \"tcp\"\nhosts = [\"{down}\"]\ninterval = \"200ms\"\nfall = 1\n"
+    );
+    let d = Daemon::start("hc_moncmd", &cfg);
+    wait_for("verdicts", Duration::from_secs(5), || {
+        state(&d, "web", &up.to_string()) == "up" && state(&d, "db", &down.to_string()) == "down"
+    });
+    let moncmd = |args: &[&str]| {
+        let o = std::process::Command::new("/usr/bin/moncmd")
+            .args(["-s", &mon.ip().to_string(), "-p", &mon.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "moncmd {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let all = moncmd(&["list", "opstatus"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert!(
+        lines[0].starts_with("group=hosts service=web opstatus=1 "),
+        "{all}"
+    );
+    assert!(
+        lines[1].starts_with("group=hosts service=db opstatus=0 "),
+        "{all}"
+    );
+    assert!(lines[1].contains(&format!("last_summary={down} ")), "{all}");
+    assert_eq!(lines[2], "220 list opstatus completed");
+    let failures = moncmd(&["list", "failures"]);
+    assert!(
+        failures.lines().count() == 2 && failures.contains("service=db "),
+        "{failures}"
+    );
+
+    // disable and ack change the same state as `herd health`.
+    assert_eq!(
+        moncmd(&["disable", "service", "hosts", "db"]).trim(),
+        "220 disable completed"
+    );
+    assert_eq!(health(&d)["checks"][1]["disabled"], true);
+    assert!(moncmd(&["list", "disabled"]).starts_with("watch hosts service db\n"));
+    moncmd(&["enable", "service", "hosts", "db"]);
+    assert_eq!(health(&d)["checks"][1]["disabled"], false);
+    assert_eq!(
+        moncmd(&["ack", "hosts", "db", "disk", "swap"]).trim(),
+        "220 ack completed"
+    );
+    let h = health(&d);
+    assert_eq!(h["silences"][0]["check"], "db");
+    assert_eq!(h["silences"][0]["reason"], "disk swap");
+    assert!(moncmd(&["list", "opstatus"]).contains("ack=1 ackcomment=disk\\20swap "));
+    // Unknown names and commands are refused with a 520 line.
+    assert!(moncmd(&["disable", "service", "hosts", "nope"]).starts_with("520 "));
+    assert!(moncmd(&["list", "pids"]).starts_with("520 unknown or unsupported command"));
+}
