@@ -5,8 +5,9 @@
 //! A mon group is a check's group (its service, host group or `hosts`); a mon service is the
 //! check (a check's name is unique, so the group of `disable`/`enable`/`ack` is not
 //! looked at). Supported: `list opstatus`, `list failures`, `list disabled`, `disable service G S`,
-//! `enable service G S`, `ack G S TEXT`, `protid`, `version`, `quit`. (Not yet: `monshow`'s
-//! `list state|watch|deps|descriptions|group`.) Every command goes through the
+//! `enable service G S`, `ack G S TEXT`, `protid`, `version`, `quit`. And what `monshow`
+//! asks: `list state|watch|deps|descriptions|group G` (no dependencies are listed: herd's
+//! name checks, not mon expressions). Every command goes through the
 //! same [`Request`]s as `herd health`, so both see and change the same state.
 
 use std::sync::Arc;
@@ -30,12 +31,18 @@ enum Command {
     Api(Request, Render),
 }
 
-#[derive(Debug, PartialEq, Clone, Copy)]
+#[derive(Debug, PartialEq, Clone)]
 enum Render {
     Opstatus {
         failures_only: bool,
     },
     Disabled,
+    /// `GROUP SERVICE` per check.
+    Watch,
+    /// `GROUP SERVICE DESCRIPTION` per check.
+    Descriptions,
+    /// `hostgroup G HOST...`: the targets of the checks of group G.
+    Group(String),
     /// `220 {verb} completed`.
     Done(&'static str),
 }
@@ -62,6 +69,15 @@ fn parse(line: &str) -> Command {
             },
         ),
         ["list", "disabled"] => Command::Api(Request::HealthList, Render::Disabled),
+        ["list", "watch"] => Command::Api(Request::HealthList, Render::Watch),
+        ["list", "descriptions"] => Command::Api(Request::HealthList, Render::Descriptions),
+        ["list", "group", g] => Command::Api(Request::HealthList, Render::Group(g.to_string())),
+        ["list", "state"] => Command::Local(vec![
+            "scheduler running".into(),
+            "220 list state completed".into(),
+        ]),
+        // herd's dependencies name checks, not mon expressions: none are listed.
+        ["list", "deps"] => Command::Local(vec!["220 list deps completed".into()]),
         [verb @ ("disable" | "enable"), "service", _group, check] => Command::Api(
             Request::HealthDisable {
                 check: check.to_string(),
@@ -123,6 +139,42 @@ fn render(how: Render, resp: Response) -> Vec<String> {
             out.push("220 list disabled completed".into());
             out
         }
+        (Render::Watch, Response::Health { checks, .. }) => {
+            let mut out: Vec<String> = checks
+                .iter()
+                .map(|c| format!("{} {}", esc(&c.group), esc(&c.name)))
+                .collect();
+            out.push("220 list watch completed".into());
+            out
+        }
+        (Render::Descriptions, Response::Health { checks, .. }) => {
+            let mut out: Vec<String> = checks
+                .iter()
+                .map(|c| {
+                    let what = format!("{} check of {}", c.kind, c.group);
+                    format!("{} {} {}", esc(&c.group), esc(&c.name), esc(&what))
+                })
+                .collect();
+            out.push("220 list descriptions completed".into());
+            out
+        }
+        (Render::Group(g), Response::Health { checks, .. }) => {
+            let mut hosts: Vec<&str> = Vec::new();
+            for c in checks.iter().filter(|c| c.group == g) {
+                for t in &c.targets {
+                    if !hosts.contains(&t.target.as_str()) {
+                        hosts.push(&t.target);
+                    }
+                }
+            }
+            if hosts.is_empty() {
+                return vec![format!("520 no group {g}")];
+            }
+            vec![
+                format!("hostgroup {g} {}", hosts.join(" ")),
+                "220 list group completed".into(),
+            ]
+        }
         (Render::Done(verb), _) => vec![format!("220 {verb} completed")],
         (_, other) => vec![format!("520 unexpected answer: {other:?}")],
     }
@@ -159,6 +211,14 @@ fn opstatus(c: &HealthCheckStatus, ack: Option<&str>) -> String {
         ),
         ("exitval", if failing.is_empty() { "0" } else { "1" }.into()),
         ("last_check", secs(last_check).to_string()),
+        // Seconds to the next run (monshow's NEXT).
+        ("timer", {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let next = last_check.unwrap_or(now) + c.interval_ms;
+            (next.saturating_sub(now) / 1000).to_string()
+        }),
         ("last_failure", secs(last_failure).to_string()),
         ("interval", (c.interval_ms / 1000).max(1).to_string()),
         ("monitor", c.kind.clone()),

@@ -1077,6 +1077,28 @@ fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
     assert_eq!(h["silences"][0]["check"], "db");
     assert_eq!(h["silences"][0]["reason"], "disk swap");
     assert!(moncmd(&["list", "opstatus"]).contains("ack=1 ackcomment=disk\\20swap "));
+    // monshow (Mon::Client: protid, list state|watch|opstatus|disabled|descriptions|group).
+    let o = std::process::Command::new("/usr/bin/monshow")
+        .args([
+            "--server",
+            &mon.ip().to_string(),
+            "--port",
+            &mon.port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "monshow: {o:?}");
+    assert!(shown.contains("state: scheduler running"), "{shown}");
+    let row = |svc: &str| {
+        shown
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(svc))
+            .unwrap_or_else(|| panic!("no row for {svc}: {shown}"))
+            .to_string()
+    };
+    assert!(row("db").contains("FAIL"), "{shown}");
+    assert!(row("web").contains("-"), "{shown}");
     // Unknown names and commands are refused with a 520 line.
     assert!(moncmd(&["disable", "service", "hosts", "nope"]).starts_with("520 "));
     assert!(moncmd(&["list", "pids"]).starts_with("520 unknown or unsupported command"));
