@@ -111,15 +111,11 @@ impl Store {
 
     /// The last `limit` events, oldest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<HealthEvent>, String> {
-        let mut q = self
-            .conn
-            .prepare(
-                "SELECT time_ms, check_name, targets, event, detail FROM
-                 (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            )
-            .map_err(|e| e.to_string())?;
-        let rows = q
-            .query_map(params![to_i64(limit as u64)], |r| {
+        self.last_rows(
+            "SELECT time_ms, check_name, targets, event, detail FROM
+             (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            limit,
+            |r| {
                 Ok(HealthEvent {
                     time_ms: from_i64(r.get(0)?),
                     check: r.get(1)?,
@@ -127,22 +123,17 @@ impl Store {
                     event: r.get(3)?,
                     detail: r.get(4)?,
                 })
-            })
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+            },
+        )
     }
 
     /// The last `limit` outages, oldest first.
     pub fn downtime(&self, limit: usize) -> Result<Vec<DowntimeEntry>, String> {
-        let mut q = self
-            .conn
-            .prepare(
-                "SELECT check_name, target, down_ms, up_ms, summary FROM
-                 (SELECT * FROM downtime ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            )
-            .map_err(|e| e.to_string())?;
-        let rows = q
-            .query_map(params![to_i64(limit as u64)], |r| {
+        self.last_rows(
+            "SELECT check_name, target, down_ms, up_ms, summary FROM
+             (SELECT * FROM downtime ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            limit,
+            |r| {
                 Ok(DowntimeEntry {
                     check: r.get(0)?,
                     target: r.get(1)?,
@@ -150,7 +141,20 @@ impl Store {
                     up_ms: from_i64(r.get(3)?),
                     summary: r.get(4)?,
                 })
-            })
+            },
+        )
+    }
+
+    /// Runs `sql` (one `LIMIT ?1` parameter) and maps each row.
+    fn last_rows<T>(
+        &self,
+        sql: &str,
+        limit: usize,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, String> {
+        let mut q = self.conn.prepare(sql).map_err(|e| e.to_string())?;
+        let rows = q
+            .query_map(params![to_i64(limit as u64)], row)
             .map_err(|e| e.to_string())?;
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
