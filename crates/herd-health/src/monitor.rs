@@ -835,7 +835,8 @@ fn group_name(spec: &CheckSpec) -> String {
     }
 }
 
-fn wall_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

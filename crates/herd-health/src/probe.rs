@@ -187,9 +187,7 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
                 Err(e) => return Outcome::fail(format!("{addr}: {e}")),
             };
             let mut o = http_verdict(addr, &buf, method, status, expect.as_deref());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = (crate::monitor::wall_ms() / 1000) as i64;
             judge_expiry(&mut o, expires, now, tls.expiry_warning);
             o
         }

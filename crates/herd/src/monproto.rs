@@ -109,55 +109,59 @@ fn parse(line: &str) -> Command {
 
 /// The reply lines of a response.
 fn render(how: Render, resp: Response) -> Vec<String> {
+    // One line per check, then `220 list VERB completed`.
+    let listing = |lines: Vec<String>, verb: &str| {
+        let mut out = lines;
+        out.push(format!("220 list {verb} completed"));
+        out
+    };
     match (how, resp) {
         (_, Response::Error(e)) => vec![format!("520 {}", e.message)],
         (Render::Opstatus { failures_only }, Response::Health { checks, silences }) => {
-            let mut out = Vec::new();
-            for c in &checks {
-                let acked = silences
-                    .iter()
-                    .find(|s| s.check.as_deref() == Some(c.name.as_str()) && s.target.is_none());
-                let line = opstatus(c, acked.map(|s| s.reason.as_str()));
-                if !failures_only || line.contains(" opstatus=0 ") {
-                    out.push(line);
-                }
-            }
-            let verb = if failures_only {
-                "failures"
-            } else {
-                "opstatus"
-            };
-            out.push(format!("220 list {verb} completed"));
-            out
+            let lines = checks
+                .iter()
+                .filter(|c| !failures_only || failing(c))
+                .map(|c| {
+                    let acked = silences.iter().find(|s| {
+                        s.check.as_deref() == Some(c.name.as_str()) && s.target.is_none()
+                    });
+                    opstatus(c, acked.map(|s| s.reason.as_str()))
+                })
+                .collect();
+            listing(
+                lines,
+                if failures_only {
+                    "failures"
+                } else {
+                    "opstatus"
+                },
+            )
         }
-        (Render::Disabled, Response::Health { checks, .. }) => {
-            let mut out: Vec<String> = checks
+        (Render::Disabled, Response::Health { checks, .. }) => listing(
+            checks
                 .iter()
                 .filter(|c| c.disabled)
                 .map(|c| format!("watch {} service {}", esc(&c.group), esc(&c.name)))
-                .collect();
-            out.push("220 list disabled completed".into());
-            out
-        }
-        (Render::Watch, Response::Health { checks, .. }) => {
-            let mut out: Vec<String> = checks
+                .collect(),
+            "disabled",
+        ),
+        (Render::Watch, Response::Health { checks, .. }) => listing(
+            checks
                 .iter()
                 .map(|c| format!("{} {}", esc(&c.group), esc(&c.name)))
-                .collect();
-            out.push("220 list watch completed".into());
-            out
-        }
-        (Render::Descriptions, Response::Health { checks, .. }) => {
-            let mut out: Vec<String> = checks
+                .collect(),
+            "watch",
+        ),
+        (Render::Descriptions, Response::Health { checks, .. }) => listing(
+            checks
                 .iter()
                 .map(|c| {
                     let what = format!("{} check of {}", c.kind, c.group);
                     format!("{} {} {}", esc(&c.group), esc(&c.name), esc(&what))
                 })
-                .collect();
-            out.push("220 list descriptions completed".into());
-            out
-        }
+                .collect(),
+            "descriptions",
+        ),
         (Render::Group(g), Response::Health { checks, .. }) => {
             let mut hosts: Vec<&str> = Vec::new();
             for c in checks.iter().filter(|c| c.group == g) {
@@ -182,11 +186,11 @@ fn render(how: Render, resp: Response) -> Vec<String> {
 
 /// One `list opstatus` line: `group=G service=S opstatus=N ...`, values escaped as mon does.
 fn opstatus(c: &HealthCheckStatus, ack: Option<&str>) -> String {
-    let failing: Vec<_> = c.targets.iter().filter(|t| t.status == "down").collect();
+    let down: Vec<_> = c.targets.iter().filter(|t| t.status == "down").collect();
     let secs = |ms: Option<u64>| ms.map_or(0, |m| m / 1000);
     let last_check = c.targets.iter().filter_map(|t| t.last_ms).max();
-    let last_failure = failing.iter().map(|t| t.since_ms).max();
-    let summary = match failing.as_slice() {
+    let last_failure = down.iter().map(|t| t.since_ms).max();
+    let summary = match down.as_slice() {
         [] => c
             .targets
             .first()
@@ -198,24 +202,19 @@ fn opstatus(c: &HealthCheckStatus, ack: Option<&str>) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     };
-    let detail: String = failing
+    let detail: String = down
         .iter()
         .map(|t| format!("{}: {}\n", t.target, t.summary))
         .collect();
     let pairs = [
         ("group", c.group.clone()),
         ("service", c.name.clone()),
-        (
-            "opstatus",
-            if failing.is_empty() { "1" } else { "0" }.into(),
-        ),
-        ("exitval", if failing.is_empty() { "0" } else { "1" }.into()),
+        ("opstatus", if down.is_empty() { "1" } else { "0" }.into()),
+        ("exitval", if down.is_empty() { "0" } else { "1" }.into()),
         ("last_check", secs(last_check).to_string()),
         // Seconds to the next run (monshow's NEXT).
         ("timer", {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = herd_health::monitor::wall_ms();
             let next = last_check.unwrap_or(now) + c.interval_ms;
             (next.saturating_sub(now) / 1000).to_string()
         }),
@@ -228,18 +227,16 @@ fn opstatus(c: &HealthCheckStatus, ack: Option<&str>) -> String {
         ("last_summary", summary),
         ("last_detail", detail),
     ];
-    let mut line = String::new();
-    for (k, v) in pairs {
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(k);
-        line.push('=');
-        line.push_str(&esc(&v));
-    }
-    // A trailing space keeps " opstatus=0 " findable at any position.
-    line.push(' ');
-    line
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", esc(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether any target of the check is down (mon's opstatus 0).
+fn failing(c: &HealthCheckStatus) -> bool {
+    c.targets.iter().any(|t| t.status == "down")
 }
 
 /// mon's value escaping: anything but letters, digits and `_-.:/@` becomes `\xx` (hex).

@@ -1,11 +1,12 @@
 //! `herd health`: the health monitor (mon's `moncmd`/`monshow`, the herd way).
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use herd_core::api::{HealthCheckStatus, Request, Response};
 use herd_core::config::parse_duration;
 use herd_core::period::LocalTime;
+use herd_health::monitor::wall_ms;
 
 use super::{call, exit};
 
@@ -304,15 +305,9 @@ fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// "12s", "5m", "3h", "2d" since `ms`.
 fn ago(ms: u64) -> String {
-    span(now_ms().saturating_sub(ms) / 1000)
+    span(wall_ms().saturating_sub(ms) / 1000)
 }
 
 /// "12s", "5m", "3h", "2d".
@@ -329,7 +324,7 @@ fn span(s: u64) -> String {
 fn clock(ms: u64) -> String {
     let at = |ms: u64| LocalTime::at(UNIX_EPOCH + std::time::Duration::from_millis(ms));
     let t = at(ms);
-    let today = at(now_ms());
+    let today = at(wall_ms());
     let hms = format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second);
     if (t.year, t.yday) == (today.year, today.yday) {
         hms
