@@ -816,8 +816,11 @@ async fn resolve_addr(t: &probe::Target, spec: &CheckSpec) -> probe::Target {
     if t.addr.is_some() || matches!(spec.kind, CheckKind::Exec { .. }) {
         return t.clone();
     }
-    let Some(port) = t.port else {
-        return t.clone();
+    // icmp has no port; the lookup still needs one.
+    let port = match (t.port, &spec.kind) {
+        (Some(p), _) => p,
+        (None, CheckKind::Icmp) => 0,
+        (None, _) => return t.clone(),
     };
     let lookup = tokio::net::lookup_host((t.host.as_str(), port));
     let addr = match tokio::time::timeout(spec.timeout, lookup).await {
@@ -857,4 +860,26 @@ fn random_below(d: Duration) -> Duration {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(wall_ms());
     Duration::from_millis(h.finish() % n)
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_icmp_target_given_by_name_is_looked_up() {
+        let cfg = herd_core::config::Config::parse(
+            "t.toml",
+            "[[health.check]]\nname = \"ping\"\ntype = \"icmp\"\nhosts = [\"localhost\"]\n",
+        )
+        .unwrap();
+        let spec = &cfg.health.checks[0];
+        let t = probe::Target {
+            host: "localhost".into(),
+            addr: None,
+            port: None,
+        };
+        let got = resolve_addr(&t, spec).await;
+        assert!(got.addr.is_some_and(|a| a.ip().is_loopback()), "{got:?}");
+    }
 }

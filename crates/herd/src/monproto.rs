@@ -286,6 +286,11 @@ async fn client(daemon: Arc<Daemon>, stream: TcpStream) -> std::io::Result<()> {
         {
             return Ok(());
         }
+        if !line.ends_with(b"\n") && line.len() as u64 == MAX_LINE {
+            // Not cut into two commands: refused, and the connection closed.
+            wr.write_all(b"520 command line too long\n").await?;
+            return Ok(());
+        }
         let text = String::from_utf8_lossy(&line).trim().to_string();
         let reply = match parse(&text) {
             Command::Quit => {

@@ -1773,6 +1773,10 @@ reals = ["127.0.0.12"]
                 "health.smtp: username and password-file go together",
             ),
             (
+                "[health.smtp]\nserver = \"127.0.0.1\"\nfrom = \"herd@x\"\nusername = \"u\"\npassword-file = \"/p\"\n",
+                "h.toml:7: health.smtp.tls: a password is not sent over plain text",
+            ),
+            (
                 "[[health.check]]\nname = \"x\"\ntype = \"http\"\ngroup = \"www\"\n",
                 "h.toml:7: health.check[0].group: no health.hostgroups entry \"www\"",
             ),

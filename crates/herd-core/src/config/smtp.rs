@@ -83,11 +83,13 @@ pub(super) fn validate(
             "username and password-file go together",
         ));
     }
-    if r.username.is_some() && tls == SmtpTls::None {
+    // Opportunistic STARTTLS falls back to plain text (or is stripped on the way): a
+    // password needs a mode that refuses to go on without TLS.
+    if r.username.is_some() && matches!(tls, SmtpTls::None | SmtpTls::Opportunistic) {
         errs.push(l.err(
-            r.tls.as_ref(),
+            r.tls.as_ref().or(r.username.as_ref()),
             "health.smtp.tls",
-            "a password is not sent over plain text: use starttls or tls",
+            "a password is not sent over plain text: use tls = \"starttls\" or \"tls\"",
         ));
     }
     (errs.len() == before).then(|| Smtp {

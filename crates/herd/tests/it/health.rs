@@ -1102,4 +1102,7 @@ fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
     // Unknown names and commands are refused with a 520 line.
     assert!(moncmd(&["disable", "service", "hosts", "nope"]).starts_with("520 "));
     assert!(moncmd(&["list", "pids"]).starts_with("520 unknown or unsupported command"));
+    // A line longer than 4 KiB is refused whole, not run as two commands.
+    let long = format!("list opstatus {}", "x".repeat(5000));
+    assert!(moncmd(&[&long]).starts_with("520 command line too long"));
 }
