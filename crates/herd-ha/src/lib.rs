@@ -1,0 +1,10 @@
+//! Director failover with VRRP.
+//!
+//! - [`packet`]: the wire format (v3 for IPv4 and IPv6, v2 for IPv4), parsing that never
+//!   panics and names why a packet is dropped.
+//! - [`state`]: the state machine of one virtual router, without I/O (a fake clock tests it).
+//! - [`auth`]: herd's HMAC-SHA256 trailer with anti-replay, for herd-only groups.
+
+pub mod auth;
+pub mod packet;
+pub mod state;

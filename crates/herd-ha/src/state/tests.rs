@@ -1,0 +1,268 @@
+use super::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn params(priority: u8) -> Params {
+    Params {
+        vrid: 51,
+        version: Version::V3,
+        priority,
+        interval_cs: 10,
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+    }
+}
+
+fn adv(priority: u8, interval_cs: u16) -> Advert {
+    Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority,
+        interval_cs,
+        addrs: vec![ip("10.0.0.100")],
+        password: None,
+        trailer: None,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn became(actions: &[Action]) -> Option<(State, Reason)> {
+    actions.iter().find_map(|a| match a {
+        Action::Transition { to, reason, .. } => Some((*to, *reason)),
+        _ => None,
+    })
+}
+
+fn sends(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { priority, .. } => Some(*priority),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn skew_and_master_down_follow_the_rfc() {
+    let i = Instance::new(params(100), ip("10.0.0.1"));
+    // (256 - 100) * 10 cs / 256 = 6.09375 cs.
+    assert_eq!(i.skew(), Duration::from_micros(60_937));
+    assert_eq!(i.master_down(), ms(300) + Duration::from_micros(60_937));
+    let mut p = params(100);
+    p.version = Version::V2;
+    p.interval_cs = 100;
+    let i = Instance::new(p, ip("10.0.0.1"));
+    assert_eq!(i.skew(), Duration::from_micros(609_375));
+    assert_eq!(i.master_down(), ms(3000) + Duration::from_micros(609_375));
+}
+
+#[test]
+fn a_backup_takes_over_when_the_master_falls_silent() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(100), ip("10.0.0.1"));
+    assert_eq!(became(&i.start(t0)), Some((State::Backup, Reason::Startup)));
+    // Adverts from a master of higher priority keep pushing the timer out.
+    for k in 1..=10 {
+        let now = t0 + ms(100 * k);
+        assert!(i.advert(now, ip("10.0.0.2"), &adv(200, 10)).is_empty());
+        assert!(i.poll(now + ms(300)).is_empty());
+    }
+    assert_eq!(i.master(), Some(ip("10.0.0.2")));
+    let last = t0 + ms(1000);
+    let deadline = i.deadline().unwrap();
+    assert_eq!(deadline, last + i.master_down());
+    assert!(i.poll(deadline - ms(1)).is_empty());
+    let out = i.poll(deadline);
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    assert_eq!(sends(&out), vec![100]);
+    assert_eq!(i.master(), Some(ip("10.0.0.1")));
+    // A master advertises every interval.
+    assert_eq!(sends(&i.poll(deadline + ms(100))), vec![100]);
+    assert!(i.poll(deadline + ms(150)).is_empty());
+}
+
+#[test]
+fn a_resigning_master_is_replaced_after_the_skew_time() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(100), ip("10.0.0.1"));
+    i.start(t0);
+    i.advert(t0, ip("10.0.0.2"), &adv(200, 10));
+    i.advert(t0 + ms(50), ip("10.0.0.2"), &adv(0, 10));
+    assert_eq!(i.deadline(), Some(t0 + ms(50) + i.skew()));
+    let out = i.poll(t0 + ms(50) + i.skew());
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+}
+
+#[test]
+fn the_address_owner_is_master_at_once() {
+    let mut i = Instance::new(params(255), ip("10.0.0.1"));
+    let out = i.start(Instant::now());
+    assert_eq!(became(&out), Some((State::Master, Reason::Startup)));
+    assert_eq!(sends(&out), vec![255]);
+}
+
+#[test]
+fn preemption_by_priority_and_address() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(100), ip("10.0.0.5"));
+    i.start(t0);
+    let t = i.deadline().unwrap();
+    i.poll(t);
+    assert_eq!(i.state(), State::Master);
+    // Lower priority: we stay, advertise at once and announce again (split brain healed).
+    let out = i.advert(t, ip("10.0.0.9"), &adv(50, 10));
+    assert_eq!(sends(&out), vec![100]);
+    assert!(out.contains(&Action::Announce));
+    assert_eq!(i.state(), State::Master);
+    // Equal priority, lower address: we stay.
+    i.advert(t, ip("10.0.0.4"), &adv(100, 10));
+    assert_eq!(i.state(), State::Master);
+    // Equal priority, higher address: we yield.
+    let out = i.advert(t, ip("10.0.0.6"), &adv(100, 20));
+    assert_eq!(became(&out), Some((State::Backup, Reason::Preempted)));
+    assert_eq!(
+        i.master_interval_cs(),
+        20,
+        "v3 learns the master's interval"
+    );
+    assert_eq!(i.master(), Some(ip("10.0.0.6")));
+}
+
+#[test]
+fn a_preempting_backup_ignores_lower_masters_and_takes_over() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(200), ip("10.0.0.1"));
+    i.start(t0);
+    i.advert(t0 + ms(10), ip("10.0.0.2"), &adv(100, 10));
+    // The lower master's adverts do not push the timer out.
+    assert_eq!(i.deadline(), Some(t0 + i.master_down()));
+    let out = i.poll(t0 + i.master_down());
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+}
+
+#[test]
+fn nopreempt_and_preempt_delay() {
+    let t0 = Instant::now();
+    let mut p = params(200);
+    p.preempt = false;
+    let mut i = Instance::new(p, ip("10.0.0.1"));
+    i.start(t0);
+    i.advert(t0 + ms(10), ip("10.0.0.2"), &adv(100, 10));
+    assert_eq!(i.deadline(), Some(t0 + ms(10) + i.master_down()));
+
+    let mut p = params(200);
+    p.preempt_delay = Duration::from_secs(5);
+    let mut i = Instance::new(p, ip("10.0.0.1"));
+    i.start(t0);
+    i.advert(t0 + ms(10), ip("10.0.0.2"), &adv(100, 10));
+    assert_eq!(
+        i.deadline(),
+        Some(t0 + ms(10) + i.master_down()),
+        "still within the delay"
+    );
+    i.advert(t0 + ms(5010), ip("10.0.0.2"), &adv(100, 10));
+    assert_eq!(
+        i.deadline(),
+        Some(t0 + ms(10) + i.master_down()),
+        "delay over: preempts"
+    );
+}
+
+#[test]
+fn planned_failover_hands_over_and_stands_by() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(200), ip("10.0.0.1"));
+    assert_eq!(i.failover(t0).unwrap_err(), State::Init);
+    i.start(t0);
+    let t = i.deadline().unwrap();
+    i.poll(t);
+    let out = i.failover(t).unwrap();
+    assert_eq!(sends(&out), vec![0]);
+    assert_eq!(became(&out), Some((State::Backup, Reason::Failover)));
+    assert!(i.standby());
+    // Standing by, we rank lowest: the longest skew, and a lower master is followed.
+    assert_eq!(i.skew(), Duration::from_micros(255 * 10 * 10_000 / 256));
+    i.advert(t + ms(80), ip("10.0.0.2"), &adv(100, 10));
+    assert_eq!(i.deadline(), Some(t + ms(80) + i.master_down()));
+    // Resumed, we preempt the lower master again.
+    i.resume();
+    let before = i.deadline();
+    i.advert(t + ms(180), ip("10.0.0.2"), &adv(100, 10));
+    assert_eq!(i.deadline(), before);
+    let out = i.poll(before.unwrap());
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+}
+
+#[test]
+fn fault_silences_and_recovery_restarts_as_backup() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(200), ip("10.0.0.1"));
+    i.start(t0);
+    i.poll(i.deadline().unwrap());
+    let out = i.set_fault(t0 + ms(500), true);
+    assert_eq!(sends(&out), vec![0]);
+    assert_eq!(became(&out), Some((State::Fault, Reason::Fault)));
+    assert_eq!(i.deadline(), None);
+    assert!(i
+        .advert(t0 + ms(600), ip("10.0.0.2"), &adv(100, 10))
+        .is_empty());
+    let out = i.set_fault(t0 + ms(700), false);
+    assert_eq!(became(&out), Some((State::Backup, Reason::Fault)));
+}
+
+#[test]
+fn a_master_announces_a_changed_priority_at_once() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(200), ip("10.0.0.1"));
+    i.start(t0);
+    i.poll(i.deadline().unwrap());
+    assert_eq!(sends(&i.set_priority(t0 + ms(400), 150)), vec![150]);
+    assert_eq!(i.priority(), 150);
+    assert!(i.set_priority(t0 + ms(400), 150).is_empty());
+    assert_eq!(
+        sends(&i.set_priority(t0 + ms(400), 0)),
+        vec![1],
+        "clamped to 1"
+    );
+}
+
+#[test]
+fn shutdown_resigns() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(200), ip("10.0.0.1"));
+    i.start(t0);
+    i.poll(i.deadline().unwrap());
+    let out = i.stop();
+    assert_eq!(sends(&out), vec![0]);
+    assert_eq!(became(&out), Some((State::Init, Reason::Shutdown)));
+}
+
+#[test]
+fn v2_keeps_its_own_interval() {
+    let t0 = Instant::now();
+    let mut p = params(100);
+    p.version = Version::V2;
+    p.interval_cs = 100;
+    let mut i = Instance::new(p, ip("10.0.0.1"));
+    i.start(t0);
+    let mut a = adv(200, 300);
+    a.version = Version::V2;
+    i.advert(t0, ip("10.0.0.2"), &a);
+    assert_eq!(i.master_interval_cs(), 100);
+}
+
+#[test]
+fn own_adverts_are_ignored() {
+    let t0 = Instant::now();
+    let mut i = Instance::new(params(100), ip("10.0.0.1"));
+    i.start(t0);
+    let d = i.deadline();
+    i.advert(t0 + ms(10), ip("10.0.0.1"), &adv(200, 10));
+    assert_eq!(i.deadline(), d);
+}
