@@ -106,6 +106,19 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+    /// VRRP instances: role, priority, master, transitions, counters.
+    HaStatus,
+    /// Planned hand-over: each named master instance (all if none named) resigns and stands by
+    /// until `HaResume`.
+    HaFailover {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        instances: Vec<String>,
+    },
+    /// Ends a standby: the instances rank by their priority again.
+    HaResume {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        instances: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +156,54 @@ pub enum Response {
     Deliveries {
         deliveries: Vec<DeliveryStatus>,
     },
+    Ha {
+        instances: Vec<VrrpStatus>,
+    },
+    /// The instances that `HaFailover` or `HaResume` changed.
+    HaChanged {
+        instances: Vec<String>,
+    },
+}
+
+/// One VRRP instance, as `herd ha status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VrrpStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// init, backup, master or fault.
+    pub state: String,
+    /// The priority in effect (after tracking).
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// After `herd ha failover`: ranks lowest and does not preempt until resumed.
+    pub standby: bool,
+    /// The master's address as last heard (ours while master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// Our address on the interface, the adverts' source.
+    pub address: String,
+    pub advert_interval_ms: u64,
+    pub vips: Vec<String>,
+    /// Most recent last.
+    pub transitions: Vec<VrrpTransition>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Received packets dropped, by reason (short, version, type, checksum, length, ttl, vrid,
+    /// auth, interval).
+    pub dropped: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VrrpTransition {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
 }
 
 /// A health check and its targets.

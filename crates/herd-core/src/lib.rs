@@ -5,6 +5,7 @@
 //! - [`health`]: the health monitor's checks, alert rules and sinks; [`period`]: mon's time
 //!   periods (`wd {Mon-Fri} hr {7am-10pm}`).
 //! - [`import`]: other tools' configs (mon.cf) converted to herd's.
+//! - [`ha`]: the VRRP instances of director failover.
 //! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
 //! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
 //!
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod ha;
 pub mod health;
 pub mod import;
 pub mod ipvsadm;

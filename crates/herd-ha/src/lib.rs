@@ -4,7 +4,16 @@
 //!   panics and names why a packet is dropped.
 //! - [`state`]: the state machine of one virtual router, without I/O (a fake clock tests it).
 //! - [`auth`]: herd's HMAC-SHA256 trailer with anti-replay, for herd-only groups.
-
+//! - [`shell`]: the I/O around them: raw sockets, timers, VIPs over netlink ([`netlink`]),
+//!   gratuitous ARP and unsolicited NA ([`announce`]), role-change hooks ([`notify`]).
 pub mod auth;
 pub mod packet;
 pub mod state;
+
+pub mod announce;
+pub mod netlink;
+pub mod notify;
+pub mod shell;
+mod sys;
+
+pub use shell::Ha;

@@ -257,6 +257,13 @@ fn bind_one(key: &ServiceKey) -> std::io::Result<Socket> {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
+    // A VIP is bound before this director owns it: on a VRRP backup the listener waits,
+    // and it serves the moment the address arrives, with no rebind on a role change.
+    if addr.is_ipv6() {
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
+    }
     // One socket per worker: the kernel balances new connections across them.
     s.set_reuse_port(true)?;
     s.bind(&addr.into())?;

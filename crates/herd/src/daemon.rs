@@ -61,6 +61,8 @@ pub struct Daemon {
     started: Instant,
     reloads: AtomicU64,
     workers: usize,
+    /// VRRP, when the config has instances; changes to them take effect at restart.
+    ha: Option<herd_ha::Ha>,
 }
 
 /// Number of data-plane workers for a config value (0 = one per core).
@@ -90,8 +92,18 @@ impl Daemon {
         let mut table = Table::new(settings);
         table.apply_config(&config.lb, dp.as_ref())?;
         let table = Arc::new(Mutex::new(table));
+        let ha = if config.vrrp.instances.is_empty() {
+            None
+        } else {
+            // Bound after the virtual services: a director only claims the VIP once it can
+            // serve it.
+            Some(herd_ha::Ha::start(&config.vrrp).map_err(|e| {
+                ApiError::new(ErrorKind::Internal, format!("cannot start VRRP: {e}"))
+            })?)
+        };
         let monitor = Monitor::start(&config, Arc::new(TableDirector(table.clone())), None);
         Ok(Arc::new(Daemon {
+            ha,
             source,
             table,
             monitor: Mutex::new(Some(Arc::new(monitor))),
@@ -121,6 +133,9 @@ impl Daemon {
         if worker_count(cfg.lb.workers) != self.workers {
             tracing::warn!("lb.workers changed: takes effect when the daemon restarts");
         }
+        if cfg.vrrp != self.config.lock().unwrap_or_else(|p| p.into_inner()).vrrp {
+            tracing::warn!("vrrp changed: takes effect when the daemon restarts");
+        }
         // The new monitor takes over the old one's states, silences and disables, and tells
         // the director the verdict on every real server (the table lock is not held here: it
         // takes it).
@@ -145,6 +160,20 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the health monitor is not running"))
+    }
+
+    fn ha(&self) -> Result<&herd_ha::Ha, ApiError> {
+        self.ha
+            .as_ref()
+            .ok_or_else(|| invalid("no vrrp instances are configured".to_string()))
+    }
+
+    /// Masters resign and give up their addresses (called before the drain, so that a
+    /// backup takes over at once instead of after the master-down interval).
+    pub fn stop_ha(&self) {
+        if let Some(h) = &self.ha {
+            h.stop();
+        }
     }
 
     /// Answers one API request.
@@ -234,6 +263,19 @@ impl Daemon {
                     .map(|deliveries| Response::Deliveries { deliveries })
                     .map_err(invalid)
             }
+            Request::HaStatus => Ok(Response::Ha {
+                instances: self.ha.as_ref().map(|h| h.status()).unwrap_or_default(),
+            }),
+            Request::HaFailover { instances } => self
+                .ha()?
+                .failover(instances)
+                .map(|instances| Response::HaChanged { instances })
+                .map_err(invalid),
+            Request::HaResume { instances } => self
+                .ha()?
+                .resume(instances)
+                .map(|instances| Response::HaChanged { instances })
+                .map_err(invalid),
             Request::ExportConfig => {
                 let mut cfg = self
                     .config
@@ -488,6 +530,10 @@ pub async fn serve(
         m.abort();
     }
     let _ = std::fs::remove_file(&control_path);
+    {
+        let d = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || d.stop_ha()).await;
+    }
     tokio::select! {
         _ = daemon.drain(drain_timeout) => {}
         sig = stop_signal(&mut term, &mut int) => {

@@ -19,9 +19,13 @@ use toml::Spanned;
 
 mod health;
 mod smtp;
+mod vrrp;
+
+pub use vrrp::parse_vip;
 
 pub use health::{find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl};
 
+use crate::ha::VrrpConfig;
 use crate::health::HealthConfig;
 use crate::model::{
     netmask_to_prefix, prefix_to_netmask, Forward, Persistence, Protocol, Quorum, RealSpec,
@@ -112,6 +116,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub lb: RawLb,
     pub health: Option<health::RawHealth>,
+    pub vrrp: Option<vrrp::RawVrrp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +246,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub lb: LbConfig,
     pub health: HealthConfig,
+    pub vrrp: VrrpConfig,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -404,6 +410,9 @@ impl Config {
         if let Some(h) = &raw.health {
             cfg.health = health::validate(&l, h, &cfg.lb, &mut errs);
         }
+        if let Some(v) = &raw.vrrp {
+            cfg.vrrp = vrrp::validate(&l, v, &mut errs);
+        }
 
         if errs.is_empty() {
             Ok(cfg)
@@ -434,6 +443,7 @@ impl Config {
             },
             health: (self.health != HealthConfig::default())
                 .then(|| health::HealthOut::from(&self.health)),
+            vrrp: (!self.vrrp.instances.is_empty()).then(|| vrrp::VrrpOut::from(&self.vrrp)),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -842,6 +852,8 @@ struct FileOut {
     lb: LbOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<health::HealthOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vrrp: Option<vrrp::VrrpOut>,
 }
 
 #[derive(Serialize)]

@@ -25,16 +25,18 @@ pub fn run(cmd: Cmd) -> u8 {
                     Ok(c) => {
                         let reals: usize = c.lb.services.iter().map(|s| s.reals.len()).sum();
                         let checks = c.health.checks.len();
+                        let count = |n: usize, one: &str, many: &str| match n {
+                            0 => String::new(),
+                            1 => format!(", 1 {one}"),
+                            n => format!(", {n} {many}"),
+                        };
                         println!(
-                            "{}: ok ({} virtual services, {} real servers{})",
+                            "{}: ok ({} virtual services, {} real servers{}{})",
                             f.display(),
                             c.lb.services.len(),
                             reals,
-                            match checks {
-                                0 => String::new(),
-                                1 => ", 1 health check".into(),
-                                n => format!(", {n} health checks"),
-                            }
+                            count(checks, "health check", "health checks"),
+                            count(c.vrrp.instances.len(), "vrrp instance", "vrrp instances"),
                         );
                     }
                     Err(e) => {

@@ -296,17 +296,17 @@ fn ok(r: Result<Response, u8>) -> u8 {
     }
 }
 
-fn unexpected() -> u8 {
+pub(super) fn unexpected() -> u8 {
     eprintln!("herd: unexpected answer from the daemon");
     exit::SOFTWARE
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// "12s", "5m", "3h", "2d" since `ms`.
-fn ago(ms: u64) -> String {
+pub(super) fn ago(ms: u64) -> String {
     span(wall_ms().saturating_sub(ms) / 1000)
 }
 
@@ -321,7 +321,7 @@ fn span(s: u64) -> String {
 }
 
 /// Local wall-clock time of a Unix-epoch millisecond: `HH:MM:SS` today, else with the date.
-fn clock(ms: u64) -> String {
+pub(super) fn clock(ms: u64) -> String {
     let at = |ms: u64| LocalTime::at(UNIX_EPOCH + std::time::Duration::from_millis(ms));
     let t = at(ms);
     let today = at(wall_ms());

@@ -3,6 +3,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod ha;
 mod health;
 mod import;
 mod ipvsadm;
@@ -40,7 +41,8 @@ servers, the fourteen IPVS schedulers), controlled through an ipvsadm-compatible
 Start here:\n  herd demo                      a director with three built-in web servers, no root needed\n  \
 herd daemon --config FILE      the node daemon\n  herd ipvsadm -L -n             what the director does now\n  \
 herd lb list                   the same, friendlier (--json for scripts)\n  \
-herd health list               health checks and what they did to the real servers",
+herd health list               health checks and what they did to the real servers\n  \
+herd ha status                 which director holds the VIP (VRRP)",
     after_help = "The CLI talks to the daemon over a Unix socket: --socket or HERD_SOCKET choose it \
 (default /run/herd/herd.sock)."
 )]
@@ -77,6 +79,9 @@ enum Cmd {
     /// Health checks, alerts, silences (`herd health list`)
     #[command(subcommand)]
     Health(health::Cmd),
+    /// Director failover with VRRP (`herd ha status`, `herd ha failover`)
+    #[command(subcommand)]
+    Ha(ha::Cmd),
     /// ipvsadm-compatible front end to the running daemon (`herd ipvsadm -h` for its options)
     #[command(disable_help_flag = true)]
     Ipvsadm {
@@ -99,6 +104,7 @@ pub fn run() -> ExitCode {
         Cmd::Status { json } => status(socket, json),
         Cmd::Lb(c) => lb::run(c, socket),
         Cmd::Health(c) => health::run(c, socket),
+        Cmd::Ha(c) => ha::run(c, socket),
         Cmd::Import(c) => import::run(c),
         Cmd::Ipvsadm { args } => ipvsadm::run(args, socket),
         Cmd::Demo(a) => demo::run(a, socket),

@@ -1,0 +1,612 @@
+//! `[[vrrp.instance]]`: director failover.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{duration, format_duration, ConfigError, Lines, RawDuration};
+use crate::ha::{Notify, TrackInterface, Vip, VrrpConfig, VrrpInstance};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawVrrp {
+    #[serde(default)]
+    pub instance: Vec<Spanned<RawInstance>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawInstance {
+    pub name: Spanned<String>,
+    pub interface: Spanned<String>,
+    pub vrid: Spanned<i64>,
+    pub priority: Spanned<i64>,
+    pub version: Option<Spanned<i64>>,
+    pub advert_int: Option<Spanned<RawDuration>>,
+    pub preempt: Option<bool>,
+    pub preempt_delay: Option<Spanned<RawDuration>>,
+    pub vips: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub unicast_peers: Vec<Spanned<String>>,
+    pub auth_key_file: Option<Spanned<String>>,
+    pub auth_pass: Option<Spanned<String>>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval: Option<Spanned<RawDuration>>,
+    pub notify_master: Option<String>,
+    pub notify_backup: Option<String>,
+    pub notify_fault: Option<String>,
+    pub notify_stop: Option<String>,
+    pub notify_timeout: Option<Spanned<RawDuration>>,
+    #[serde(default)]
+    pub track_interface: Vec<Spanned<RawTrack>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTrack {
+    pub name: String,
+    #[serde(default)]
+    pub weight: i64,
+}
+
+const DEFAULT_ADVERT: Duration = Duration::from_secs(1);
+
+/// An interface name as the kernel allows it.
+fn ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', '\t', ':']) || s == "." || s == ".." {
+        Err(format!("{s:?} is not an interface name"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `10.0.0.100/24`, `fd00::100/64`, or a bare address (a host prefix).
+pub fn parse_vip(s: &str) -> Result<Vip, String> {
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address[/prefix]"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match p {
+        None => max,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("{s:?}: prefix must be 0..={max}")),
+        },
+    };
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        return Err(format!("{s:?} cannot be a virtual address"));
+    }
+    Ok(Vip { addr, prefix })
+}
+
+pub(super) fn validate(l: &Lines<'_>, raw: &RawVrrp, errs: &mut Vec<ConfigError>) -> VrrpConfig {
+    let mut out = VrrpConfig::default();
+    let mut names = HashSet::new();
+    let mut routers = HashSet::new();
+    for (i, inst) in raw.instance.iter().enumerate() {
+        let r = inst.get_ref();
+        let p = format!("vrrp.instance[{i}]");
+        let before = errs.len();
+        let mut bad = |span: Option<&dyn Spanless>, key: &str, reason: String| {
+            errs.push(ConfigError {
+                file: l.file.to_string(),
+                line: span.map(|s| l.line(s.start())),
+                key: format!("{p}.{key}"),
+                reason,
+            });
+        };
+        let name = r.name.get_ref().clone();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bad(
+                Some(&r.name),
+                "name",
+                format!("{name:?} is not a name (no blanks)"),
+            );
+        } else if !names.insert(name.clone()) {
+            bad(
+                Some(&r.name),
+                "name",
+                format!("duplicate instance {name:?}"),
+            );
+        }
+        if let Err(e) = ifname(r.interface.get_ref()) {
+            bad(Some(&r.interface), "interface", e);
+        }
+        let vrid = match u8::try_from(*r.vrid.get_ref()) {
+            Ok(v) if v >= 1 => v,
+            _ => {
+                bad(
+                    Some(&r.vrid),
+                    "vrid",
+                    format!("{} is out of range 1..=255", r.vrid.get_ref()),
+                );
+                1
+            }
+        };
+        let priority = match u8::try_from(*r.priority.get_ref()) {
+            Ok(v) if v >= 1 => v,
+            _ => {
+                bad(
+                    Some(&r.priority),
+                    "priority",
+                    format!(
+                        "{} is out of range 1..=255 (255 = the address owner)",
+                        r.priority.get_ref()
+                    ),
+                );
+                100
+            }
+        };
+        let version = match r.version.as_ref().map(|v| *v.get_ref()) {
+            None | Some(3) => 3,
+            Some(2) => 2,
+            Some(n) => {
+                bad(
+                    r.version.as_ref().map(|s| s as &dyn Spanless),
+                    "version",
+                    format!("{n} is not 2 or 3"),
+                );
+                3
+            }
+        };
+        let advert_int = match &r.advert_int {
+            None => DEFAULT_ADVERT,
+            Some(d) => match duration(d) {
+                Err(e) => {
+                    bad(Some(d), "advert-int", e);
+                    DEFAULT_ADVERT
+                }
+                Ok(v)
+                    if version == 3
+                        && (v < Duration::from_millis(10)
+                            || v > Duration::from_millis(40_950)
+                            || v.subsec_nanos() % 10_000_000 != 0) =>
+                {
+                    bad(
+                        Some(d),
+                        "advert-int",
+                        format!("{} is not a multiple of 10ms from 10ms to 40.95s (VRRPv3 counts centiseconds)", format_duration(v)),
+                    );
+                    DEFAULT_ADVERT
+                }
+                Ok(v)
+                    if version == 2
+                        && (v.subsec_nanos() != 0 || v.as_secs() < 1 || v.as_secs() > 255) =>
+                {
+                    bad(
+                        Some(d),
+                        "advert-int",
+                        format!(
+                            "{} is not whole seconds from 1 to 255 (VRRPv2 counts seconds)",
+                            format_duration(v)
+                        ),
+                    );
+                    DEFAULT_ADVERT
+                }
+                Ok(v) => v,
+            },
+        };
+        let preempt_delay = match &r.preempt_delay {
+            None => Duration::ZERO,
+            Some(d) => duration(d).unwrap_or_else(|e| {
+                bad(Some(d), "preempt-delay", e);
+                Duration::ZERO
+            }),
+        };
+        let mut vips = Vec::new();
+        for v in r.vips.get_ref() {
+            match parse_vip(v.get_ref()) {
+                Ok(vip) => vips.push(vip),
+                Err(e) => bad(Some(v), "vips", e),
+            }
+        }
+        if r.vips.get_ref().is_empty() {
+            bad(
+                Some(&r.vips),
+                "vips",
+                "needs at least one virtual address".into(),
+            );
+        }
+        let v6 = vips.first().is_some_and(|v| v.addr.is_ipv6());
+        if vips.iter().any(|v| v.addr.is_ipv6() != v6) {
+            bad(
+                Some(&r.vips),
+                "vips",
+                "mixes IPv4 and IPv6: a VRRP instance carries one family (make two instances)"
+                    .into(),
+            );
+        }
+        if v6 && version == 2 {
+            bad(
+                Some(&r.vips),
+                "vips",
+                "VRRPv2 carries IPv4 only: use version = 3".into(),
+            );
+        }
+        if vips.len() > 255 {
+            bad(Some(&r.vips), "vips", "more than 255 addresses".into());
+        }
+        let mut unicast_peers = Vec::new();
+        for s in &r.unicast_peers {
+            match s.get_ref().parse::<IpAddr>() {
+                Ok(a) if a.is_ipv6() == v6 && !a.is_multicast() && !a.is_unspecified() => {
+                    unicast_peers.push(a)
+                }
+                Ok(_) => bad(
+                    Some(s),
+                    "unicast-peers",
+                    format!(
+                        "{:?} is not a unicast address of the VIPs' family",
+                        s.get_ref()
+                    ),
+                ),
+                Err(_) => bad(
+                    Some(s),
+                    "unicast-peers",
+                    format!("{:?} is not an address", s.get_ref()),
+                ),
+            }
+        }
+        let auth_key_file = r.auth_key_file.as_ref().and_then(|f| {
+            if f.get_ref().is_empty() {
+                bad(Some(f), "auth-key-file", "an empty path".into());
+                None
+            } else if version == 2 {
+                bad(
+                    Some(f),
+                    "auth-key-file",
+                    "herd's authentication is VRRPv3 only".into(),
+                );
+                None
+            } else {
+                Some(PathBuf::from(f.get_ref()))
+            }
+        });
+        let auth_pass = r.auth_pass.as_ref().and_then(|pw| {
+            if version != 2 {
+                bad(Some(pw), "auth-pass", "VRRPv3 has no password (RFC 5798 §9): use auth-key-file between herd directors".into());
+                None
+            } else if pw.get_ref().is_empty() || pw.get_ref().len() > 8 {
+                bad(Some(pw), "auth-pass", "must be 1 to 8 bytes".into());
+                None
+            } else {
+                Some(pw.get_ref().clone())
+            }
+        });
+        let garp_count = match &r.garp_count {
+            None => 3,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if v <= 100 => v,
+                _ => {
+                    bad(
+                        Some(n),
+                        "garp-count",
+                        format!("{} is out of range 0..=100", n.get_ref()),
+                    );
+                    3
+                }
+            },
+        };
+        let garp_interval = match &r.garp_interval {
+            None => Duration::from_millis(100),
+            Some(d) => duration(d).unwrap_or_else(|e| {
+                bad(Some(d), "garp-interval", e);
+                Duration::from_millis(100)
+            }),
+        };
+        let notify_timeout = match &r.notify_timeout {
+            None => Duration::from_secs(10),
+            Some(d) => match duration(d) {
+                Ok(v) if !v.is_zero() => v,
+                Ok(_) => {
+                    bad(Some(d), "notify-timeout", "must be above 0".into());
+                    Duration::from_secs(10)
+                }
+                Err(e) => {
+                    bad(Some(d), "notify-timeout", e);
+                    Duration::from_secs(10)
+                }
+            },
+        };
+        let mut track_interfaces = Vec::new();
+        for t in &r.track_interface {
+            let tr = t.get_ref();
+            if let Err(e) = ifname(&tr.name) {
+                bad(Some(t), "track-interface.name", e);
+            }
+            match i32::try_from(tr.weight) {
+                Ok(w) if (-254..=254).contains(&w) => track_interfaces.push(TrackInterface {
+                    name: tr.name.clone(),
+                    weight: w,
+                }),
+                _ => bad(
+                    Some(t),
+                    "track-interface.weight",
+                    format!(
+                        "{} is out of range -254..=254 (0 = fault while down)",
+                        tr.weight
+                    ),
+                ),
+            }
+        }
+        if errs.len() != before {
+            continue;
+        }
+        if !routers.insert((r.interface.get_ref().clone(), vrid, v6)) {
+            errs.push(l.err(
+                Some(&r.vrid),
+                format!("{p}.vrid"),
+                format!(
+                    "another instance is virtual router {vrid} for {} on {}",
+                    if v6 { "IPv6" } else { "IPv4" },
+                    r.interface.get_ref()
+                ),
+            ));
+            continue;
+        }
+        out.instances.push(VrrpInstance {
+            name,
+            interface: r.interface.get_ref().clone(),
+            vrid,
+            version,
+            priority,
+            advert_int,
+            preempt: r.preempt.unwrap_or(true),
+            preempt_delay,
+            vips,
+            unicast_peers,
+            auth_key_file,
+            auth_pass,
+            garp_count,
+            garp_interval,
+            notify: Notify {
+                master: r.notify_master.clone(),
+                backup: r.notify_backup.clone(),
+                fault: r.notify_fault.clone(),
+                stop: r.notify_stop.clone(),
+            },
+            notify_timeout,
+            track_interfaces,
+        });
+    }
+    out
+}
+
+/// Anything with a place in the file.
+trait Spanless {
+    fn start(&self) -> usize;
+}
+
+impl<T> Spanless for Spanned<T> {
+    fn start(&self) -> usize {
+        self.span().start
+    }
+}
+
+// Serialize-only mirror, used by `Config::to_toml`.
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) struct VrrpOut {
+    instance: Vec<InstanceOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct InstanceOut {
+    name: String,
+    interface: String,
+    vrid: u8,
+    priority: u8,
+    version: u8,
+    advert_int: String,
+    preempt: bool,
+    preempt_delay: String,
+    vips: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unicast_peers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_pass: Option<String>,
+    garp_count: u32,
+    garp_interval: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_master: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_backup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_fault: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_stop: Option<String>,
+    notify_timeout: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    track_interface: Vec<TrackOut>,
+}
+
+#[derive(Serialize)]
+struct TrackOut {
+    name: String,
+    weight: i32,
+}
+
+impl From<&VrrpConfig> for VrrpOut {
+    fn from(c: &VrrpConfig) -> VrrpOut {
+        VrrpOut {
+            instance: c
+                .instances
+                .iter()
+                .map(|i| InstanceOut {
+                    name: i.name.clone(),
+                    interface: i.interface.clone(),
+                    vrid: i.vrid,
+                    priority: i.priority,
+                    version: i.version,
+                    advert_int: format_duration(i.advert_int),
+                    preempt: i.preempt,
+                    preempt_delay: format_duration(i.preempt_delay),
+                    vips: i.vips.iter().map(|v| v.to_string()).collect(),
+                    unicast_peers: i.unicast_peers.iter().map(|a| a.to_string()).collect(),
+                    auth_key_file: i.auth_key_file.as_ref().map(|p| p.display().to_string()),
+                    auth_pass: i.auth_pass.clone(),
+                    garp_count: i.garp_count,
+                    garp_interval: format_duration(i.garp_interval),
+                    notify_master: i.notify.master.clone(),
+                    notify_backup: i.notify.backup.clone(),
+                    notify_fault: i.notify.fault.clone(),
+                    notify_stop: i.notify.stop.clone(),
+                    notify_timeout: format_duration(i.notify_timeout),
+                    track_interface: i
+                        .track_interfaces
+                        .iter()
+                        .map(|t| TrackOut {
+                            name: t.name.clone(),
+                            weight: t.weight,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn parse(body: &str) -> Result<Config, String> {
+        Config::parse("t.toml", body).map_err(|e| e.to_string())
+    }
+
+    const MIN: &str = r#"
+[[vrrp.instance]]
+name = "VI_1"
+interface = "eth0"
+vrid = 51
+priority = 150
+advert-int = "100ms"
+vips = ["10.0.0.100/24", "10.0.0.101"]
+"#;
+
+    #[test]
+    fn defaults_and_round_trip() {
+        let cfg = parse(MIN).unwrap();
+        let i = &cfg.vrrp.instances[0];
+        assert_eq!((i.vrid, i.priority, i.version), (51, 150, 3));
+        assert_eq!(i.interval_cs(), 10);
+        assert!(i.preempt);
+        assert_eq!(i.vips[1].prefix, 32);
+        assert_eq!(
+            (i.garp_count, i.garp_interval),
+            (3, Duration::from_millis(100))
+        );
+        let again = Config::parse("again.toml", &cfg.to_toml()).unwrap();
+        assert_eq!(again.vrrp, cfg.vrrp);
+    }
+
+    fn check(replace: (&str, &str), want: &str) {
+        let body = MIN.replace(replace.0, replace.1);
+        let e = parse(&body).expect_err(&body);
+        assert!(e.contains(want), "{e}\nwanted: {want}");
+    }
+
+    #[test]
+    fn bad_values_name_line_and_key() {
+        check(
+            ("vrid = 51", "vrid = 0"),
+            "t.toml:5: vrrp.instance[0].vrid: 0 is out of range",
+        );
+        check(
+            ("priority = 150", "priority = 256"),
+            "vrrp.instance[0].priority: 256",
+        );
+        check(
+            ("advert-int = \"100ms\"", "advert-int = \"105ms\""),
+            "multiple of 10ms",
+        );
+        check(
+            (
+                "advert-int = \"100ms\"",
+                "version = 2\nadvert-int = \"100ms\"",
+            ),
+            "whole seconds",
+        );
+        check(("\"10.0.0.101\"", "\"fd00::1\""), "mixes IPv4 and IPv6");
+        check(
+            ("\"10.0.0.101\"", "\"10.0.0.101/33\""),
+            "prefix must be 0..=32",
+        );
+        check(
+            ("\"10.0.0.101\"", "\"224.0.0.18\""),
+            "cannot be a virtual address",
+        );
+        check(
+            (
+                "interface = \"eth0\"",
+                "interface = \"a-very-long-interface\"",
+            ),
+            "not an interface name",
+        );
+        check(
+            ("vips = [\"10.0.0.100/24\", \"10.0.0.101\"]", "vips = []"),
+            "at least one",
+        );
+        check(
+            ("name = \"VI_1\"", "name = \"VI_1\"\nauth-pass = \"x\""),
+            "VRRPv3 has no password",
+        );
+        check(
+            ("name = \"VI_1\"", "name = \"VI_1\"\nbogus = 1"),
+            "unknown field",
+        );
+        check(
+            (
+                "name = \"VI_1\"",
+                "name = \"VI_1\"\nunicast-peers = [\"fd00::2\"]",
+            ),
+            "not a unicast address of the VIPs' family",
+        );
+        check(
+            (
+                "name = \"VI_1\"",
+                "name = \"VI_1\"\ntrack-interface = [{ name = \"eth1\", weight = 300 }]",
+            ),
+            "out of range -254..=254",
+        );
+    }
+
+    #[test]
+    fn one_router_per_vrid_family_and_interface() {
+        let two = format!("{MIN}{}", MIN.replace("VI_1", "VI_2"));
+        let e = parse(&two).unwrap_err();
+        assert!(e.contains("another instance is virtual router 51"), "{e}");
+        let two = format!(
+            "{MIN}{}",
+            MIN.replace("VI_1", "VI_2")
+                .replace("vrid = 51", "vrid = 52")
+        );
+        assert_eq!(parse(&two).unwrap().vrrp.instances.len(), 2);
+        let dup = format!("{MIN}{}", MIN.replace("vrid = 51", "vrid = 52"));
+        assert!(parse(&dup).unwrap_err().contains("duplicate instance"));
+    }
+
+    #[test]
+    fn v2_with_password() {
+        let cfg = parse(&MIN.replace(
+            "advert-int = \"100ms\"",
+            "version = 2\nadvert-int = 1\nauth-pass = \"secret\"",
+        ))
+        .unwrap();
+        assert_eq!(cfg.vrrp.instances[0].interval_cs(), 100);
+        assert_eq!(cfg.vrrp.instances[0].auth_pass.as_deref(), Some("secret"));
+    }
+}

@@ -1,0 +1,774 @@
+//! The I/O shell around the state machines: raw sockets, timers, netlink, announcements and
+//! hooks.
+//!
+//! VRRP runs on a thread of its own (`herd-vrrp`, a single-threaded runtime), so that API
+//! requests, reloads or health history writes on the control thread never delay an advert.
+//! Instances are grouped by interface: one raw socket per interface receives every VRRP
+//! packet on it and hands each to the instance with its VRID.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herd_core::api::{VrrpStatus, VrrpTransition};
+use herd_core::ha::{VrrpConfig, VrrpInstance};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::announce::Announcer;
+use crate::auth::{Key, Replay, Sequence};
+use crate::netlink::{link_up, Link, Netlink};
+use crate::notify;
+use crate::packet::{Advert, Ipv4Header, Malformed, Version, GROUP_V4, IPPROTO_VRRP, TTL};
+use crate::state::{Action, Instance, Params, Reason, State};
+
+/// How often tracked interfaces are looked at.
+const TRACK_EVERY: Duration = Duration::from_millis(100);
+/// Transitions kept per instance for `herd ha status`.
+const KEEP_TRANSITIONS: usize = 20;
+
+type Reply = oneshot::Sender<Result<Vec<String>, String>>;
+
+#[derive(Debug)]
+enum Cmd {
+    Failover(Vec<String>, Reply),
+    Resume(Vec<String>, Reply),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The running VRRP instances.
+#[derive(Debug)]
+pub struct Ha {
+    status: Arc<Mutex<Vec<VrrpStatus>>>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Ha {
+    /// Opens the sockets of every instance and starts them (as backups, or master for an
+    /// address owner). Fails, with nothing started, if an interface is missing, has no address
+    /// of the instance's family, or a socket cannot be opened (VRRP needs CAP_NET_RAW and
+    /// CAP_NET_ADMIN).
+    pub fn start(cfg: &VrrpConfig) -> io::Result<Ha> {
+        let status = Arc::new(Mutex::new(Vec::new()));
+        let (cmd, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let instances = cfg.instances.clone();
+        let st = status.clone();
+        let thread = std::thread::Builder::new()
+            .name("herd-vrrp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match setup(instances, st).await {
+                        Ok(groups) => {
+                            let _ = ready_tx.send(Ok(()));
+                            supervise(groups, rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Ha {
+                status,
+                cmd,
+                thread: Mutex::new(Some(thread)),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other("the VRRP thread ended during start-up"))
+            }
+        }
+    }
+
+    pub fn status(&self) -> Vec<VrrpStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn ask(&self, make: impl FnOnce(Reply) -> Cmd) -> Result<Vec<String>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(make(tx))
+            .map_err(|_| "VRRP is not running".to_string())?;
+        rx.blocking_recv()
+            .map_err(|_| "VRRP is not running".to_string())?
+    }
+
+    /// Planned hand-over: the named master instances (all masters if none is named) resign and
+    /// stand by. Returns the instances that resigned. Blocks; call it off the runtime.
+    pub fn failover(&self, names: Vec<String>) -> Result<Vec<String>, String> {
+        self.ask(|r| Cmd::Failover(names, r))
+    }
+
+    /// Ends the standby of the named instances (all if none is named).
+    pub fn resume(&self, names: Vec<String>) -> Result<Vec<String>, String> {
+        self.ask(|r| Cmd::Resume(names, r))
+    }
+
+    /// Masters resign (priority 0), addresses are removed, stop hooks run; then the thread
+    /// ends. Blocks; call it off the runtime.
+    pub fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Stop(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One instance inside its group.
+#[derive(Debug)]
+struct Member {
+    cfg: VrrpInstance,
+    vm: Instance,
+    key: Option<Key>,
+    seq: Sequence,
+    replay: Replay,
+    password: Option<[u8; 8]>,
+    vips: Vec<IpAddr>,
+    slot: usize,
+    transitions: VecDeque<VrrpTransition>,
+    sent: u64,
+    received: u64,
+}
+
+/// The instances on one interface and their socket.
+struct Group {
+    iface: String,
+    link: Link,
+    local: IpAddr,
+    sock: AsyncFd<Socket>,
+    announcer: Arc<Announcer>,
+    nl: Netlink,
+    members: Vec<Member>,
+    dropped: BTreeMap<Malformed, u64>,
+    status: Arc<Mutex<Vec<VrrpStatus>>>,
+    cmd: mpsc::UnboundedReceiver<Cmd>,
+}
+
+fn err(what: impl std::fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn open_v4(iface: &str, index: u32, local: Ipv4Addr) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW.nonblocking().cloexec(),
+        Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+    )?;
+    s.bind_device(Some(iface.as_bytes()))?;
+    s.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(index))?;
+    s.set_multicast_if_v4(&local)?;
+    s.set_multicast_ttl_v4(u32::from(TTL))?;
+    s.set_ttl_v4(u32::from(TTL))?;
+    s.set_multicast_loop_v4(false)?;
+    Ok(s)
+}
+
+async fn setup(
+    instances: Vec<VrrpInstance>,
+    status: Arc<Mutex<Vec<VrrpStatus>>>,
+) -> io::Result<Vec<(mpsc::UnboundedSender<Cmd>, Vec<String>)>> {
+    let nl = Netlink::connect().map_err(|e| err("netlink", e))?;
+    let mut by_iface: Vec<(String, Vec<VrrpInstance>)> = Vec::new();
+    for i in instances {
+        if i.is_ipv6() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "vrrp instance {}: IPv6 virtual addresses are not supported yet",
+                    i.name
+                ),
+            ));
+        }
+        match by_iface.iter_mut().find(|(n, _)| *n == i.interface) {
+            Some((_, v)) => v.push(i),
+            None => by_iface.push((i.interface.clone(), vec![i])),
+        }
+    }
+    let mut groups = Vec::new();
+    let mut slot = 0;
+    let mut started = Vec::new();
+    for (iface, list) in by_iface {
+        let link = nl.link(&iface).await?;
+        let vips: Vec<IpAddr> = list
+            .iter()
+            .flat_map(|i| i.vips.iter().map(|v| v.addr))
+            .collect();
+        // The adverts' source: the interface's first IPv4 address that is not a VIP.
+        let local = link
+            .addrs
+            .iter()
+            .find_map(|(a, _)| match a {
+                IpAddr::V4(v4) if !vips.contains(a) => Some(*v4),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("interface {iface} has no IPv4 address of its own to send VRRP from"),
+                )
+            })?;
+        let sock = open_v4(&iface, link.index, local)
+            .map_err(|e| err(format!("VRRP socket on {iface}"), e))?;
+        let announcer = Announcer::new(link.index, link.mac, true, false)
+            .map_err(|e| err(format!("ARP socket on {iface}"), e))?;
+        let mut members = Vec::new();
+        for cfg in list {
+            let key = match &cfg.auth_key_file {
+                Some(p) => {
+                    let secret = std::fs::read(p).map_err(|e| {
+                        err(
+                            format!("vrrp instance {}: auth-key-file {}", cfg.name, p.display()),
+                            e,
+                        )
+                    })?;
+                    let secret = secret.trim_ascii();
+                    if secret.len() < 16 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "vrrp instance {}: auth-key-file {} holds fewer than 16 bytes",
+                                cfg.name,
+                                p.display()
+                            ),
+                        ));
+                    }
+                    Some(Key::new(secret))
+                }
+                None => None,
+            };
+            let password = cfg.auth_pass.as_ref().map(|p| {
+                let mut b = [0u8; 8];
+                b[..p.len()].copy_from_slice(p.as_bytes());
+                b
+            });
+            let params = Params {
+                vrid: cfg.vrid,
+                version: if cfg.version == 2 {
+                    Version::V2
+                } else {
+                    Version::V3
+                },
+                priority: cfg.priority,
+                interval_cs: cfg.interval_cs(),
+                preempt: cfg.preempt,
+                preempt_delay: cfg.preempt_delay,
+            };
+            started.push(cfg.name.clone());
+            members.push(Member {
+                vm: Instance::new(params, IpAddr::V4(local)),
+                vips: cfg.vips.iter().map(|v| v.addr).collect(),
+                key,
+                seq: Sequence::default(),
+                replay: Replay::default(),
+                password,
+                slot,
+                transitions: VecDeque::new(),
+                sent: 0,
+                received: 0,
+                cfg,
+            });
+            slot += 1;
+        }
+        groups.push((iface, link, IpAddr::V4(local), sock, announcer, members));
+    }
+    status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .resize_with(slot, || VrrpStatus {
+            name: String::new(),
+            interface: String::new(),
+            vrid: 0,
+            version: 3,
+            state: "init".into(),
+            priority: 0,
+            configured_priority: 0,
+            standby: false,
+            master: None,
+            address: String::new(),
+            advert_interval_ms: 0,
+            vips: Vec::new(),
+            transitions: Vec::new(),
+            adverts_sent: 0,
+            adverts_received: 0,
+            dropped: BTreeMap::new(),
+        });
+    let mut handles = Vec::new();
+    for (iface, link, local, sock, announcer, members) in groups {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let names = members.iter().map(|m| m.cfg.name.clone()).collect();
+        let mut g = Group {
+            iface,
+            link,
+            local,
+            sock: crate::sys::register(sock)?,
+            announcer: Arc::new(announcer),
+            nl: nl.clone(),
+            members,
+            dropped: BTreeMap::new(),
+            status: status.clone(),
+            cmd: rx,
+        };
+        g.begin().await;
+        tokio::spawn(g.run());
+        handles.push((tx, names));
+    }
+    tracing::info!(instances = ?started, "vrrp started");
+    Ok(handles)
+}
+
+/// Routes commands to the groups that hold the named instances.
+async fn supervise(
+    groups: Vec<(mpsc::UnboundedSender<Cmd>, Vec<String>)>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        let (failover, names, reply) = match cmd {
+            Cmd::Stop(done) => {
+                for (tx, _) in &groups {
+                    let (t, r) = oneshot::channel();
+                    if tx.send(Cmd::Stop(t)).is_ok() {
+                        let _ = r.await;
+                    }
+                }
+                let _ = done.send(());
+                return;
+            }
+            Cmd::Failover(names, reply) => (true, names, reply),
+            Cmd::Resume(names, reply) => (false, names, reply),
+        };
+        if let Some(bad) = names
+            .iter()
+            .find(|n| !groups.iter().any(|(_, have)| have.contains(n)))
+        {
+            let _ = reply.send(Err(format!("no vrrp instance {bad:?}")));
+            continue;
+        }
+        let mut done = Vec::new();
+        let mut failed = None;
+        for (tx, have) in &groups {
+            // An empty list means every instance.
+            let mine: Vec<String> = names.iter().filter(|n| have.contains(n)).cloned().collect();
+            if !names.is_empty() && mine.is_empty() {
+                continue;
+            }
+            let (t, r) = oneshot::channel();
+            let cmd = if failover {
+                Cmd::Failover(mine, t)
+            } else {
+                Cmd::Resume(mine, t)
+            };
+            if tx.send(cmd).is_err() {
+                continue;
+            }
+            match r.await {
+                Ok(Ok(v)) => done.extend(v),
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => {}
+            }
+        }
+        let _ = reply.send(match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        });
+    }
+}
+
+impl Member {
+    fn record(&mut self, from: State, to: State, reason: Reason) {
+        if self.transitions.len() == KEEP_TRANSITIONS {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(VrrpTransition {
+            at_ms: wall_ms(),
+            from: from.as_str().into(),
+            to: to.as_str().into(),
+            reason: reason.as_str().into(),
+        });
+    }
+}
+
+impl Group {
+    /// Start-up: addresses a crashed predecessor may have left are removed first (a backup
+    /// must not answer for the VIP), then every instance starts.
+    async fn begin(&mut self) {
+        for i in 0..self.members.len() {
+            for vip in self.members[i].cfg.vips.clone() {
+                if let Err(e) = self.nl.del(self.link.index, vip).await {
+                    tracing::warn!(instance = %self.members[i].cfg.name, "{e}");
+                }
+            }
+            let actions = self.members[i].vm.start(Instant::now());
+            self.apply(i, actions).await;
+        }
+        self.publish();
+    }
+
+    async fn run(mut self) {
+        let mut track = tokio::time::interval(TRACK_EVERY);
+        track.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let next = self
+                .members
+                .iter()
+                .filter_map(|m| m.vm.deadline())
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                cmd = self.cmd.recv() => match cmd {
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                    Some(Cmd::Stop(done)) => {
+                        self.stop().await;
+                        self.publish();
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Cmd::Failover(names, reply)) => {
+                        let r = self.failover(names).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Cmd::Resume(names, reply)) => {
+                        let _ = reply.send(self.resume(&names));
+                    }
+                },
+                _ = tokio::time::sleep_until(next.into()) => {
+                    let now = Instant::now();
+                    for i in 0..self.members.len() {
+                        let actions = self.members[i].vm.poll(now);
+                        self.apply(i, actions).await;
+                    }
+                }
+                r = self.sock.readable() => {
+                    let mut packets = Vec::new();
+                    if let Ok(mut guard) = r {
+                        // Bounded, so that a flood cannot starve the timers.
+                        while packets.len() < 64 {
+                            match guard.try_io(|s| s.get_ref().read(&mut buf)) {
+                                Ok(Ok(n)) => packets.push(buf[..n].to_vec()),
+                                Ok(Err(e)) => {
+                                    tracing::warn!(interface = %self.iface, "VRRP receive: {e}");
+                                    break;
+                                }
+                                Err(_would_block) => break,
+                            }
+                        }
+                    }
+                    for p in packets {
+                        self.receive(&p).await;
+                    }
+                }
+                _ = track.tick() => self.track().await,
+            }
+            self.publish();
+        }
+    }
+}
+
+impl Group {
+    fn drop_packet(&mut self, why: Malformed) {
+        *self.dropped.entry(why).or_default() += 1;
+    }
+
+    /// One packet from the raw socket: IPv4 header, then the advert.
+    async fn receive(&mut self, pkt: &[u8]) {
+        let h = match Ipv4Header::parse(pkt) {
+            Ok(h) => h,
+            Err(why) => return self.drop_packet(why),
+        };
+        if h.protocol != IPPROTO_VRRP {
+            return;
+        }
+        if h.ttl != TTL {
+            return self.drop_packet(Malformed::Ttl);
+        }
+        let (src, dst) = (IpAddr::V4(h.src), IpAddr::V4(h.dst));
+        let adv = match Advert::parse(&pkt[h.header_len..h.total_len], src, dst) {
+            Ok(a) => a,
+            Err(why) => return self.drop_packet(why),
+        };
+        let Some(i) = self.members.iter().position(|m| m.cfg.vrid == adv.vrid) else {
+            return self.drop_packet(Malformed::Vrid);
+        };
+        let m = &mut self.members[i];
+        if adv.version != m.vm.params().version {
+            return self.drop_packet(Malformed::Version);
+        }
+        match &m.key {
+            Some(key) => match key.verify(&adv, src, dst) {
+                Some(seq) if m.replay.accept(src, seq) => {}
+                _ => return self.drop_packet(Malformed::Auth),
+            },
+            None if adv.trailer.is_some() => return self.drop_packet(Malformed::Auth),
+            None => {}
+        }
+        if adv.version == Version::V2 {
+            if adv.password != m.password {
+                return self.drop_packet(Malformed::Auth);
+            }
+            if adv.interval_cs != m.vm.params().interval_cs {
+                return self.drop_packet(Malformed::Interval);
+            }
+        }
+        m.received += 1;
+        let actions = m.vm.advert(Instant::now(), src, &adv);
+        self.apply(i, actions).await;
+    }
+
+    fn send(&mut self, i: usize, priority: u8, interval_cs: u16) {
+        let m = &mut self.members[i];
+        let mut adv = Advert {
+            version: m.vm.params().version,
+            vrid: m.cfg.vrid,
+            priority,
+            interval_cs,
+            addrs: m.vips.clone(),
+            password: m.password,
+            trailer: None,
+        };
+        let dsts: Vec<IpAddr> = if m.cfg.unicast_peers.is_empty() {
+            vec![IpAddr::V4(GROUP_V4)]
+        } else {
+            m.cfg.unicast_peers.clone()
+        };
+        if let Some(key) = &m.key {
+            key.sign(&mut adv, m.seq.advance(), self.local, dsts[0]);
+        }
+        for dst in dsts {
+            let buf = adv.encode(self.local, dst);
+            let to = SockAddr::from(SocketAddr::new(dst, 0));
+            match self.sock.get_ref().send_to(&buf, &to) {
+                Ok(_) => m.sent += 1,
+                Err(e) => tracing::warn!(instance = %m.cfg.name, "send advert to {dst}: {e}"),
+            }
+        }
+    }
+
+    fn announce(&self, i: usize) {
+        let m = &self.members[i];
+        let (count, gap) = (m.cfg.garp_count, m.cfg.garp_interval);
+        let vips = m.vips.clone();
+        let name = m.cfg.name.clone();
+        let announcer = self.announcer.clone();
+        tokio::spawn(async move {
+            for k in 0..count {
+                if k > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                if let Err(e) = announcer.announce(&vips) {
+                    tracing::warn!(instance = %name, "gratuitous ARP: {e}");
+                }
+            }
+        });
+    }
+
+    async fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send {
+                    priority,
+                    interval_cs,
+                } => self.send(i, priority, interval_cs),
+                Action::Announce => {
+                    tracing::info!(instance = %self.members[i].cfg.name, "another master heard: announcing again");
+                    self.announce(i);
+                }
+                Action::Transition { from, to, reason } => {
+                    self.transition(i, from, to, reason).await
+                }
+            }
+        }
+    }
+
+    async fn transition(&mut self, i: usize, from: State, to: State, reason: Reason) {
+        let index = self.link.index;
+        let m = &mut self.members[i];
+        m.record(from, to, reason);
+        tracing::info!(
+            instance = %m.cfg.name,
+            priority = m.vm.priority(),
+            "{} -> {} ({})",
+            from.as_str(),
+            to.as_str(),
+            reason.as_str()
+        );
+        if to == State::Master {
+            for vip in m.cfg.vips.clone() {
+                if let Err(e) = self.nl.add(index, vip).await {
+                    tracing::error!(instance = %self.members[i].cfg.name, "{e}");
+                }
+            }
+            self.announce(i);
+        } else if from == State::Master {
+            for vip in m.cfg.vips.clone() {
+                if let Err(e) = self.nl.del(index, vip).await {
+                    tracing::error!(instance = %self.members[i].cfg.name, "{e}");
+                }
+            }
+        }
+        let m = &self.members[i];
+        let hook = match to {
+            State::Master => m.cfg.notify.master.clone(),
+            State::Backup => m.cfg.notify.backup.clone(),
+            State::Fault => m.cfg.notify.fault.clone(),
+            State::Init => m.cfg.notify.stop.clone(),
+        };
+        if let Some(cmd) = hook {
+            let ev = notify::Event {
+                instance: m.cfg.name.clone(),
+                state: to.as_str(),
+                old_state: from.as_str(),
+                priority: m.vm.priority(),
+                vips: m
+                    .cfg
+                    .vips
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                reason: reason.as_str(),
+            };
+            let run = notify::run(cmd, ev, m.cfg.notify_timeout);
+            if to == State::Init {
+                // Stopping: the runtime ends after this, so the hook runs to its end here.
+                run.await;
+            } else {
+                tokio::spawn(run);
+            }
+        }
+    }
+
+    /// Interface tracking: the instance's own interface down = fault; a tracked interface
+    /// down = fault (weight 0) or its weight added to the priority.
+    async fn track(&mut self) {
+        let own = link_up(&self.iface);
+        let now = Instant::now();
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            let mut fault = !own;
+            let mut priority = i32::from(m.cfg.priority);
+            for t in &m.cfg.track_interfaces {
+                if !link_up(&t.name) {
+                    if t.weight == 0 {
+                        fault = true;
+                    } else {
+                        priority += t.weight;
+                    }
+                }
+            }
+            let priority = priority.clamp(1, 255) as u8;
+            let mut actions = self.members[i].vm.set_fault(now, fault);
+            actions.extend(self.members[i].vm.set_priority(now, priority));
+            self.apply(i, actions).await;
+        }
+    }
+
+    async fn failover(&mut self, names: Vec<String>) -> Result<Vec<String>, String> {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for i in 0..self.members.len() {
+            let name = self.members[i].cfg.name.clone();
+            if !names.is_empty() && !names.contains(&name) {
+                continue;
+            }
+            match self.members[i].vm.failover(now) {
+                Ok(actions) => {
+                    self.apply(i, actions).await;
+                    done.push(name);
+                }
+                Err(state) if !names.is_empty() => {
+                    return Err(format!(
+                        "vrrp instance {name} is {}, not master",
+                        state.as_str()
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(done)
+    }
+
+    fn resume(&mut self, names: &[String]) -> Result<Vec<String>, String> {
+        let mut done = Vec::new();
+        for m in &mut self.members {
+            if (names.is_empty() || names.contains(&m.cfg.name)) && m.vm.standby() {
+                m.vm.resume();
+                done.push(m.cfg.name.clone());
+            }
+        }
+        Ok(done)
+    }
+
+    async fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            let actions = self.members[i].vm.stop();
+            self.apply(i, actions).await;
+        }
+    }
+
+    /// Copies every member's state where `herd ha status` reads it.
+    fn publish(&self) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped: BTreeMap<String, u64> = self
+            .dropped
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), *v))
+            .collect();
+        for m in &self.members {
+            st[m.slot] = VrrpStatus {
+                name: m.cfg.name.clone(),
+                interface: self.iface.clone(),
+                vrid: m.cfg.vrid,
+                version: m.cfg.version,
+                state: m.vm.state().as_str().into(),
+                priority: m.vm.priority(),
+                configured_priority: m.cfg.priority,
+                standby: m.vm.standby(),
+                master: m.vm.master().map(|a| a.to_string()),
+                address: self.local.to_string(),
+                advert_interval_ms: u64::from(m.vm.master_interval_cs()) * 10,
+                vips: m.cfg.vips.iter().map(|v| v.to_string()).collect(),
+                transitions: m.transitions.iter().cloned().collect(),
+                adverts_sent: m.sent,
+                adverts_received: m.received,
+                dropped: dropped.clone(),
+            };
+        }
+    }
+}
