@@ -9,3 +9,4 @@ mod health;
 mod ipvsadm;
 mod lb;
 mod util;
+mod vrrp;
