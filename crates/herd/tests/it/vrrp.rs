@@ -328,6 +328,44 @@ fn three_directors_failover_succession_partition_and_handover() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Hand-made bad packets are dropped and counted by reason; the director stays master.
+#[test]
+fn bad_packets_are_dropped_and_counted() {
+    if !require_root("bad_packets_are_dropped_and_counted") {
+        return;
+    }
+    let dir = tempdir("vrrpbad");
+    let lan = Lan::new("vrrpbad");
+    let d = Director::new(&lan, &dir, 1, 100);
+    let sender = lan.host("s", &["10.61.0.9/24"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || d.state().as_deref()
+            == Some("master")),
+        "{}",
+        d.log()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/vrrp_send.py");
+    sender.run(&["/usr/bin/python3", script, "10.61.0.9", "61", VIP]);
+    let counted = |status: &serde_json::Value| {
+        ["short", "version", "ttl", "checksum", "vrid"]
+            .iter()
+            .all(|k| status[0]["dropped"][k].as_u64() == Some(1))
+    };
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(3), || {
+        let out = d.herd(&["ha", "status", "--json"]);
+        last = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        counted(&last) && last[0]["adverts-received"].as_u64() == Some(1)
+    });
+    assert!(ok, "{last:#}");
+    assert_eq!(
+        d.state().as_deref(),
+        Some("master"),
+        "priority 1 does not preempt"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("herd-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

@@ -1,0 +1,46 @@
+#!/usr/bin/python3
+"""Sends hand-made VRRP packets to 224.0.0.18 from SRC: one of each kind of bad packet
+(short, wrong version, wrong TTL, bad checksum, unknown VRID), then a good advert of VRID
+with priority 1 (a master of priority 1 is outranked: harmless)."""
+import socket
+import struct
+import sys
+
+src, vrid, vip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+GROUP = "224.0.0.18"
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def advert(version=3, vrid=vrid, prio=1, good_sum=True):
+    body = struct.pack("!BBBBH", version << 4 | 1, vrid, prio, 1, 10) + b"\0\0" + socket.inet_aton(vip)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(GROUP) + struct.pack("!BBH", 0, 112, len(body))
+    c = csum(pseudo + body)
+    if not good_sum:
+        c ^= 0x5555
+    return body[:6] + struct.pack("!H", c) + body[8:]
+
+
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+
+
+def send(pkt, ttl=255):
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    s.sendto(pkt, (GROUP, 0))
+
+
+send(b"\x31\x01\x02")  # short
+send(advert(version=4))  # wrong version (checksum right)
+send(advert(), ttl=64)  # routed: TTL not 255
+send(advert(good_sum=False))  # bad checksum
+send(advert(vrid=(vrid % 255) + 1))  # no instance with this VRID
+send(advert())  # good
