@@ -1,157 +1,13 @@
-//! VRRP failover between real `herd` daemons in network namespaces: a LAN (bridge) with
-//! three directors, two real servers and a client.
+//! Three herd directors, two real servers and a client: succession, preemption, partition,
+//! planned hand-over; and bad packets.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use herd_testkit::{require_root, wait_until, Host, Lan, Proc};
+use herd_testkit::{require_root, wait_until, Lan};
 
-use crate::util::herd_bin;
-
-const VIP: &str = "10.61.0.100";
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-struct Director {
-    host: Host,
-    config: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl Director {
-    fn new(lan: &Lan, dir: &Path, n: u8, priority: u8) -> Director {
-        let host = lan.host(&format!("d{n}"), &[&format!("10.61.0.{n}/24")]);
-        let socket = dir.join(format!("d{n}.sock"));
-        let config = dir.join(format!("d{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[daemon]
-socket = "{socket}"
-drain-timeout = "1s"
-
-[lb]
-workers = 1
-connect-timeout = "200ms"
-
-[[lb.service]]
-name = "web"
-address = "{VIP}:80"
-scheduler = "rr"
-  [[lb.service.real]]
-  address = "10.61.0.21:8080"
-  [[lb.service.real]]
-  address = "10.61.0.22:8080"
-
-[[vrrp.instance]]
-name = "VI_1"
-interface = "eth0"
-vrid = 61
-priority = {priority}
-advert-int = "100ms"
-vips = ["{VIP}/24"]
-notify-master = "echo $HERD_VRRP_OLD_STATE-$HERD_VRRP_STATE >> {dir}/d{n}.notify"
-"#,
-                socket = socket.display(),
-                dir = dir.display(),
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("d{n}.log"));
-        let mut d = Director {
-            host,
-            config,
-            socket,
-            log,
-            proc: None,
-        };
-        d.start();
-        d
-    }
-
-    fn start(&mut self) {
-        let config = self.config.display().to_string();
-        self.proc = Some(
-            self.host
-                .spawn(herd_bin(), &["daemon", "--config", &config], &self.log),
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-        }
-    }
-
-    /// `herd ha status --json` through the daemon's socket (the file system is shared).
-    fn state(&self) -> Option<String> {
-        let out = Command::new(herd_bin())
-            .args([
-                "--socket",
-                &self.socket.display().to_string(),
-                "ha",
-                "status",
-                "--json",
-            ])
-            .output()
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v[0]["state"].as_str().map(str::to_string)
-    }
-
-    fn herd(&self, args: &[&str]) -> std::process::Output {
-        Command::new(herd_bin())
-            .args(["--socket", &self.socket.display().to_string()])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Attempts the client logged: (start, end, ok).
-fn attempts(path: &Path) -> Vec<(f64, f64, bool)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((
-                w.next()?.parse().ok()?,
-                w.next()?.parse().ok()?,
-                w.next()? == "1",
-            ))
-        })
-        .collect()
-}
-
-/// Seconds from `t0` to the end of the first successful request started after it.
-fn recovered_after(path: &Path, t0: f64) -> Option<f64> {
-    attempts(path)
-        .into_iter()
-        .find(|&(start, _, ok)| ok && start >= t0)
-        .map(|(_, end, _)| end - t0)
-}
-
-fn masters(ds: &[&Director]) -> Vec<usize> {
-    ds.iter()
-        .enumerate()
-        .filter(|(_, d)| d.state().as_deref() == Some("master"))
-        .map(|(i, _)| i)
-        .collect()
-}
+use super::{
+    attempts, masters, now, real_servers, recovered_after, tempdir, vip_client, Director, VIP,
+};
 
 #[test]
 fn three_directors_failover_succession_partition_and_handover() {
@@ -161,57 +17,29 @@ fn three_directors_failover_succession_partition_and_handover() {
     let dir = tempdir("vrrp3");
     let lan = Lan::new("vrrp3");
     let client = lan.host("c", &["10.61.0.10/24"]);
-    let mut reals = Vec::new();
-    for n in [21u8, 22] {
-        let h = lan.host(&format!("r{n}"), &[&format!("10.61.0.{n}/24")]);
-        let log = dir.join(format!("r{n}.log"));
-        let addr = format!("10.61.0.{n}");
-        let p = h.spawn(
-            "/usr/bin/python3",
-            &[
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                &addr,
-                "--directory",
-                "/",
-            ],
-            &log,
-        );
-        reals.push((h, p));
-    }
+    let _reals = real_servers(&lan, &dir);
     let mut d1 = Director::new(&lan, &dir, 1, 200);
     let mut d2 = Director::new(&lan, &dir, 2, 150);
     let d3 = Director::new(&lan, &dir, 3, 100);
-    let report = |what: &str, d: &Director| format!("{what}\n--- {}:\n{}", d.host.name(), d.log());
 
     assert!(
         wait_until(Duration::from_secs(5), || d1.state().as_deref()
             == Some("master")),
         "{}",
-        report("d1 never became master", &d1)
+        d1.report("d1 never became master")
     );
     assert!(d1.host.has_addr(VIP));
     assert!(!d2.host.has_addr(VIP) && !d3.host.has_addr(VIP));
 
     let clog = dir.join("client.log");
-    let _client = client.spawn(
-        "/usr/bin/python3",
-        &[env!("CARGO_MANIFEST_DIR").to_string() + "/tests/peers/vip_client.py"]
-            .iter()
-            .map(String::as_str)
-            .chain([VIP, "80", &clog.display().to_string(), "40"])
-            .collect::<Vec<_>>(),
-        &dir.join("client.out"),
-    );
+    let _client = vip_client(&client, &clog, 40);
     assert!(
         wait_until(Duration::from_secs(5), || attempts(&clog)
             .iter()
             .any(|a| a.2)),
         "the client never got through the VIP: {:?}\n{}",
         attempts(&clog).last(),
-        report("", &d1)
+        d1.report("")
     );
 
     // Kill the master: rank 2 takes over, and the client's neighbour entry follows it.
@@ -221,7 +49,7 @@ fn three_directors_failover_succession_partition_and_handover() {
         wait_until(Duration::from_secs(5), || d2.state().as_deref()
             == Some("master")),
         "{}",
-        report("d2 did not take over", &d2)
+        d2.report("d2 did not take over")
     );
     assert!(wait_until(Duration::from_secs(5), || recovered_after(
         &clog, t0
@@ -259,7 +87,7 @@ fn three_directors_failover_succession_partition_and_handover() {
             == Some("master")
             && d3.state().as_deref() == Some("backup")),
         "{}",
-        report("d1 did not preempt", &d1)
+        d1.report("d1 did not preempt")
     );
     assert!(wait_until(Duration::from_secs(2), || !d3
         .host
@@ -281,7 +109,7 @@ fn three_directors_failover_succession_partition_and_handover() {
         masters(&[&d1, &d3]) == vec![0] && d3.state().as_deref() == Some("backup")
     });
     let settled = now() - healed;
-    assert!(one, "{}", report("no single master after healing", &d1));
+    assert!(one, "{}", d1.report("no single master after healing"));
     eprintln!("partition healed: one master (d1) after {settled:.3}s");
     assert!(settled < 1.5, "{settled:.3}s to one master after healing");
     assert!(wait_until(Duration::from_secs(2), || client.neighbour(VIP)
@@ -364,11 +192,4 @@ fn bad_packets_are_dropped_and_counted() {
         "priority 1 does not preempt"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("herd-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

@@ -1,0 +1,324 @@
+//! VRRP between real `herd` daemons (and Debian's keepalived) in network namespaces: a LAN
+//! (bridge) with directors, real servers and a client on 10.61.0.0/24.
+
+mod bench;
+mod failover;
+mod keepalived;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use herd_testkit::{Host, Lan, Proc};
+
+use crate::util::herd_bin;
+
+pub const VIP: &str = "10.61.0.100";
+pub const VRID: u8 = 61;
+
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A director's VRRP settings; `None` runs herd as a load balancer only (another program
+/// moves the VIP).
+#[derive(Debug, Clone, Copy)]
+pub struct Vrrp {
+    pub priority: u8,
+    pub advert_ms: u32,
+}
+
+/// A `herd daemon` on host `d{n}` (10.61.0.n) balancing VIP:80 over the two real servers.
+pub struct Director {
+    pub host: Host,
+    pub n: u8,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+impl Director {
+    pub fn new(lan: &Lan, dir: &Path, n: u8, priority: u8) -> Director {
+        Director::with(
+            lan,
+            dir,
+            n,
+            Some(Vrrp {
+                priority,
+                advert_ms: 100,
+            }),
+        )
+    }
+
+    pub fn with(lan: &Lan, dir: &Path, n: u8, vrrp: Option<Vrrp>) -> Director {
+        let host = lan.host(&format!("d{n}"), &[&format!("10.61.0.{n}/24")]);
+        let mut d = Director {
+            host,
+            n,
+            dir: dir.to_path_buf(),
+            config: dir.join(format!("d{n}.toml")),
+            socket: dir.join(format!("d{n}.sock")),
+            log: dir.join(format!("d{n}.log")),
+            proc: None,
+        };
+        d.configure(vrrp);
+        d.start();
+        d
+    }
+
+    /// Writes the config (it takes effect at the next start).
+    pub fn configure(&self, vrrp: Option<Vrrp>) {
+        let mut text = format!(
+            r#"
+[daemon]
+socket = "{socket}"
+drain-timeout = "10s"
+
+[lb]
+workers = 1
+connect-timeout = "200ms"
+
+[[lb.service]]
+name = "web"
+address = "{VIP}:80"
+scheduler = "rr"
+  [[lb.service.real]]
+  address = "10.61.0.21:8080"
+  [[lb.service.real]]
+  address = "10.61.0.22:8080"
+"#,
+            socket = self.socket.display(),
+        );
+        if let Some(v) = vrrp {
+            text += &format!(
+                r#"
+[[vrrp.instance]]
+name = "VI_1"
+interface = "eth0"
+vrid = {VRID}
+priority = {priority}
+advert-int = "{advert}ms"
+vips = ["{VIP}/24"]
+notify-master = "echo $HERD_VRRP_OLD_STATE-$HERD_VRRP_STATE >> {dir}/d{n}.notify"
+"#,
+                priority = v.priority,
+                advert = v.advert_ms,
+                dir = self.dir.display(),
+                n = self.n,
+            );
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn start(&mut self) {
+        let config = self.config.display().to_string();
+        self.proc = Some(
+            self.host
+                .spawn(herd_bin(), &["daemon", "--config", &config], &self.log),
+        );
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// `herd ha status --json` through the daemon's socket (the file system is shared).
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.herd(&["ha", "status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// The first instance's state: "master", "backup", "fault"…
+    pub fn state(&self) -> Option<String> {
+        self.status()[0]["state"].as_str().map(str::to_string)
+    }
+
+    pub fn herd(&self, args: &[&str]) -> std::process::Output {
+        Command::new(herd_bin())
+            .args(["--socket", &self.socket.display().to_string()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What went wrong, with the daemon's log.
+    pub fn report(&self, what: &str) -> String {
+        format!("{what}\n--- {}:\n{}", self.host.name(), self.log())
+    }
+}
+
+/// Debian's keepalived on `host`, VRRPv3 for the same VIP and VRID, run in the foreground
+/// with its VRRP process only.
+pub struct Keepalived {
+    pub host: Host,
+    pub log: PathBuf,
+    pub proc: Option<Proc>,
+    args: Vec<String>,
+}
+
+impl Keepalived {
+    /// `advert` in seconds as keepalived writes it ("1", "0.1").
+    pub fn new(host: &Host, dir: &Path, priority: u8, advert: &str) -> Keepalived {
+        assert!(
+            Path::new("/usr/sbin/keepalived").exists(),
+            "keepalived is not installed (.ci/run installs it): apt-get install keepalived"
+        );
+        let name = host.name();
+        let conf = dir.join(format!("{name}.keepalived.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id {name}\n}}\n\
+                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
+                 virtual_router_id {VRID}\n  priority {priority}\n  advert_int {advert}\n  \
+                 version 3\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let pid = |what: &str| dir.join(format!("{name}.{what}.pid")).display().to_string();
+        let args = vec![
+            "--dont-fork".into(),
+            "--log-console".into(),
+            "--log-detail".into(),
+            "--vrrp".into(),
+            "--use-file".into(),
+            conf.display().to_string(),
+            "--pid".into(),
+            pid("keepalived"),
+            "--vrrp_pid".into(),
+            pid("vrrp"),
+        ];
+        let mut k = Keepalived {
+            host: host.clone(),
+            log: dir.join(format!("{name}.keepalived.log")),
+            proc: None,
+            args,
+        };
+        k.start();
+        k
+    }
+
+    pub fn start(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.proc = Some(self.host.spawn("/usr/sbin/keepalived", &args, &self.log));
+    }
+
+    /// SIGKILL to keepalived and its VRRP child (one process group). Like a crash, this
+    /// leaves the VIP on the interface.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Whether keepalived said it entered MASTER state (its log).
+    pub fn said_master(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("Entering MASTER STATE")
+    }
+
+    pub fn report(&self, what: &str) -> String {
+        format!(
+            "{what}\n--- keepalived on {}:\n{}",
+            self.host.name(),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+}
+
+/// The two real servers, 10.61.0.21 and .22: Python's HTTP server on :8080 (keep-alive).
+pub fn real_servers(lan: &Lan, dir: &Path) -> Vec<(Host, Proc)> {
+    [21u8, 22]
+        .iter()
+        .map(|n| {
+            let h = lan.host(&format!("r{n}"), &[&format!("10.61.0.{n}/24")]);
+            let log = dir.join(format!("r{n}.log"));
+            let addr = format!("10.61.0.{n}");
+            let p = h.spawn(
+                "/usr/bin/python3",
+                &[
+                    "-m",
+                    "http.server",
+                    "8080",
+                    "--protocol",
+                    "HTTP/1.1",
+                    "--bind",
+                    &addr,
+                    "--directory",
+                    "/",
+                ],
+                &log,
+            );
+            (h, p)
+        })
+        .collect()
+}
+
+/// Runs `tests/peers/vip_client.py` on `client` for `secs`: GET / through the VIP over and
+/// over, each attempt logged to `log`.
+pub fn vip_client(client: &Host, log: &Path, secs: u32) -> Proc {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/vip_client.py");
+    let out = log.with_extension("out");
+    client.spawn(
+        "/usr/bin/python3",
+        &[
+            script,
+            VIP,
+            "80",
+            &log.display().to_string(),
+            &secs.to_string(),
+        ],
+        &out,
+    )
+}
+
+/// Attempts the client logged: (start, end, ok).
+pub fn attempts(path: &Path) -> Vec<(f64, f64, bool)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+                w.next()? == "1",
+            ))
+        })
+        .collect()
+}
+
+/// Seconds from `t0` to the end of the first successful request started after it.
+pub fn recovered_after(path: &Path, t0: f64) -> Option<f64> {
+    attempts(path)
+        .into_iter()
+        .find(|&(start, _, ok)| ok && start >= t0)
+        .map(|(_, end, _)| end - t0)
+}
+
+pub fn masters(ds: &[&Director]) -> Vec<usize> {
+    ds.iter()
+        .enumerate()
+        .filter(|(_, d)| d.state().as_deref() == Some("master"))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("herd-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
