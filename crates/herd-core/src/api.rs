@@ -194,6 +194,9 @@ pub struct VrrpStatus {
     /// Received packets dropped, by reason (short, version, type, checksum, length, ttl, vrid,
     /// auth, interval).
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// A hand-over in progress (the VIPs parked here, or strays forwarded to the old master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

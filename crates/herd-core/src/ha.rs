@@ -64,6 +64,11 @@ pub struct VrrpInstance {
     pub garp_interval: Duration,
     pub notify: Notify,
     pub notify_timeout: Duration,
+    /// Planned hand-over (failover, preemption, shutdown) without losing connections: the
+    /// old master keeps the VIPs on `lo` (answering no ARP for them) and serves the
+    /// connections it has, and the new master forwards packets of connections it does not
+    /// know to it, for this long. Zero: the old master drops the VIPs at once.
+    pub handover_window: Duration,
     pub track_interfaces: Vec<TrackInterface>,
 }
 

@@ -5,12 +5,14 @@
 //! - [`state`]: the state machine of one virtual router, without I/O (a fake clock tests it).
 //! - [`auth`]: herd's HMAC-SHA256 trailer with anti-replay, for herd-only groups.
 //! - [`shell`]: the I/O around them: raw sockets, timers, VIPs over netlink ([`netlink`]),
-//!   gratuitous ARP and unsolicited NA ([`announce`]), role-change hooks ([`notify`]).
+//!   gratuitous ARP and unsolicited NA ([`announce`]), role-change hooks ([`notify`]), and
+//!   hand-overs that keep open connections ([`handover`]).
 pub mod auth;
 pub mod packet;
 pub mod state;
 
 pub mod announce;
+pub mod handover;
 pub mod netlink;
 pub mod notify;
 pub mod shell;

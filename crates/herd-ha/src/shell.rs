@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd_core::api::{VrrpStatus, VrrpTransition};
-use herd_core::ha::{VrrpConfig, VrrpInstance};
+use herd_core::ha::{Vip, VrrpConfig, VrrpInstance};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::announce::Announcer;
 use crate::auth::{Key, Replay, Sequence};
+use crate::handover::{self, ArpQuiet};
 use crate::netlink::{link_up, Link, Netlink};
 use crate::notify;
 use crate::packet::{Advert, Ipv4Header, Malformed, Version, GROUP_V4, IPPROTO_VRRP, TTL};
@@ -36,7 +37,10 @@ type Reply = oneshot::Sender<Result<Vec<String>, String>>;
 enum Cmd {
     Failover(Vec<String>, Reply),
     Resume(Vec<String>, Reply),
+    /// Masters resign; VIPs are parked for the hand-over window.
     Stop(oneshot::Sender<()>),
+    /// After [`Cmd::Stop`]: the parked VIPs go, the thread ends.
+    Finish(oneshot::Sender<()>),
 }
 
 /// The running VRRP instances.
@@ -134,11 +138,22 @@ impl Ha {
         self.ask(|r| Cmd::Resume(names, r))
     }
 
-    /// Masters resign (priority 0), addresses are removed, stop hooks run; then the thread
-    /// ends. Blocks; call it off the runtime.
+    /// Masters resign (priority 0) and stop hooks run. With a hand-over window, a master's
+    /// VIPs stay parked on `lo` so that its open connections can drain (see
+    /// [`crate::handover`]) until [`finish`](Self::finish) or the window's end; otherwise they
+    /// are removed. Blocks; call it off the runtime.
     pub fn stop(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Cmd::Stop(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+    }
+
+    /// After [`stop`](Self::stop) (and the drain of connections): parked VIPs are removed and
+    /// the VRRP thread ends. Blocks; call it off the runtime.
+    pub fn finish(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Finish(tx)).is_ok() {
             let _ = rx.blocking_recv();
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -161,12 +176,21 @@ struct Member {
     transitions: VecDeque<VrrpTransition>,
     sent: u64,
     received: u64,
+    /// Hand-over: our VIPs are parked on `lo` until then.
+    parked: Option<Instant>,
+    /// Hand-over: strays go to this old master until then.
+    forwarding: Option<(Ipv4Addr, Instant)>,
 }
 
 /// The instances on one interface and their socket.
 struct Group {
     iface: String,
     link: Link,
+    /// The loopback interface's index: where VIPs are parked.
+    lo: u32,
+    arp: ArpQuiet,
+    /// Stopped: only parked VIPs are left to wait for.
+    stopped: bool,
     local: IpAddr,
     sock: AsyncFd<Socket>,
     announcer: Arc<Announcer>,
@@ -298,6 +322,8 @@ async fn setup(
                 transitions: VecDeque::new(),
                 sent: 0,
                 received: 0,
+                parked: None,
+                forwarding: None,
                 cfg,
             });
             slot += 1;
@@ -324,14 +350,19 @@ async fn setup(
             adverts_sent: 0,
             adverts_received: 0,
             dropped: BTreeMap::new(),
+            handover: None,
         });
+    let lo = nl.link("lo").await?.index;
     let mut handles = Vec::new();
     for (iface, link, local, sock, announcer, members) in groups {
         let (tx, rx) = mpsc::unbounded_channel();
         let names = members.iter().map(|m| m.cfg.name.clone()).collect();
         let mut g = Group {
+            arp: ArpQuiet::new(&iface),
             iface,
             link,
+            lo,
+            stopped: false,
             local,
             sock: crate::sys::register(sock)?,
             announcer: Arc::new(announcer),
@@ -349,6 +380,27 @@ async fn setup(
     Ok(handles)
 }
 
+/// A VIP as a host address, as it is parked on `lo`.
+fn host_route(vip: Vip) -> Vip {
+    Vip {
+        addr: vip.addr,
+        prefix: if vip.addr.is_ipv6() { 128 } else { 32 },
+    }
+}
+
+/// Sends a command to every group and waits for each to answer.
+async fn broadcast(
+    groups: &[(mpsc::UnboundedSender<Cmd>, Vec<String>)],
+    make: fn(oneshot::Sender<()>) -> Cmd,
+) {
+    for (tx, _) in groups {
+        let (t, r) = oneshot::channel();
+        if tx.send(make(t)).is_ok() {
+            let _ = r.await;
+        }
+    }
+}
+
 /// Routes commands to the groups that hold the named instances.
 async fn supervise(
     groups: Vec<(mpsc::UnboundedSender<Cmd>, Vec<String>)>,
@@ -357,12 +409,12 @@ async fn supervise(
     while let Some(cmd) = rx.recv().await {
         let (failover, names, reply) = match cmd {
             Cmd::Stop(done) => {
-                for (tx, _) in &groups {
-                    let (t, r) = oneshot::channel();
-                    if tx.send(Cmd::Stop(t)).is_ok() {
-                        let _ = r.await;
-                    }
-                }
+                broadcast(&groups, Cmd::Stop).await;
+                let _ = done.send(());
+                continue;
+            }
+            Cmd::Finish(done) => {
+                broadcast(&groups, Cmd::Finish).await;
                 let _ = done.send(());
                 return;
             }
@@ -429,6 +481,15 @@ impl Group {
                 if let Err(e) = self.nl.del(self.link.index, vip).await {
                     tracing::warn!(instance = %self.members[i].cfg.name, "{e}");
                 }
+                if let Err(e) = self.nl.del(self.lo, host_route(vip)).await {
+                    tracing::warn!(instance = %self.members[i].cfg.name, "{e}");
+                }
+            }
+            if !self.members[i].cfg.handover_window.is_zero() {
+                let table = handover::table(self.link.index, self.members[i].cfg.vrid);
+                if let Err(e) = handover::nft(&handover::removal(&table)).await {
+                    tracing::debug!(instance = %self.members[i].cfg.name, "hand-over table: {e}");
+                }
             }
             let actions = self.members[i].vm.start(Instant::now());
             self.apply(i, actions).await;
@@ -452,10 +513,17 @@ impl Group {
                 cmd = self.cmd.recv() => match cmd {
                     None => {
                         self.stop().await;
+                        self.finish().await;
                         return;
                     }
                     Some(Cmd::Stop(done)) => {
                         self.stop().await;
+                        self.stopped = true;
+                        self.publish();
+                        let _ = done.send(());
+                    }
+                    Some(Cmd::Finish(done)) => {
+                        self.finish().await;
                         self.publish();
                         let _ = done.send(());
                         return;
@@ -494,7 +562,12 @@ impl Group {
                         self.receive(&p).await;
                     }
                 }
-                _ = track.tick() => self.track().await,
+                _ = track.tick() => {
+                    if !self.stopped {
+                        self.track().await;
+                    }
+                    self.expire(Instant::now()).await;
+                }
             }
             self.publish();
         }
@@ -612,6 +685,7 @@ impl Group {
                 Action::Transition { from, to, reason } => {
                     self.transition(i, from, to, reason).await
                 }
+                Action::Inherit { from } => self.forward(i, from).await,
             }
         }
     }
@@ -634,8 +708,17 @@ impl Group {
                     tracing::error!(instance = %self.members[i].cfg.name, "{e}");
                 }
             }
+            // Back before our parked VIPs expired: they are on the interface again, so the
+            // copies on `lo` can go without a moment without the address.
+            self.unpark(i).await;
             self.announce(i);
         } else if from == State::Master {
+            // We are alive: our connections stay here for the hand-over window, whether the
+            // new master forwards them (it heard us resign, or preempted us) or not (then
+            // they end as they would have).
+            self.park(i).await;
+            self.unforward(i).await;
+            let m = &self.members[i];
             for vip in m.cfg.vips.clone() {
                 if let Err(e) = self.nl.del(index, vip).await {
                     tracing::error!(instance = %self.members[i].cfg.name, "{e}");
@@ -739,6 +822,107 @@ impl Group {
         for i in 0..self.members.len() {
             let actions = self.members[i].vm.stop();
             self.apply(i, actions).await;
+            self.unforward(i).await;
+        }
+    }
+
+    /// The end: parked VIPs and hand-over tables go.
+    async fn finish(&mut self) {
+        for i in 0..self.members.len() {
+            self.unpark(i).await;
+            self.unforward(i).await;
+        }
+    }
+
+    /// Hand-overs whose window has closed end.
+    async fn expire(&mut self, now: Instant) {
+        for i in 0..self.members.len() {
+            if self.members[i].parked.is_some_and(|t| t <= now) {
+                tracing::info!(instance = %self.members[i].cfg.name, "hand-over window closed: parked VIPs removed");
+                self.unpark(i).await;
+            }
+            if self.members[i].forwarding.is_some_and(|(_, t)| t <= now) {
+                tracing::info!(instance = %self.members[i].cfg.name, "hand-over window closed: forwarding ends");
+                self.unforward(i).await;
+            }
+        }
+    }
+
+    /// The old master's side of a hand-over: the VIPs go on `lo` (and ARP for them goes
+    /// quiet) before they leave the interface, so open connections carry on.
+    async fn park(&mut self, i: usize) {
+        let window = self.members[i].cfg.handover_window;
+        if window.is_zero() {
+            return;
+        }
+        let name = self.members[i].cfg.name.clone();
+        if let Err(e) = self.arp.engage() {
+            tracing::warn!(instance = %name, "hand-over: cannot quiet ARP ({e}); open connections will be reset");
+            return;
+        }
+        for vip in self.members[i].cfg.vips.clone() {
+            if let Err(e) = self.nl.add(self.lo, host_route(vip)).await {
+                tracing::warn!(instance = %name, "hand-over: park on lo: {e}");
+            }
+        }
+        self.members[i].parked = Some(Instant::now() + window);
+        tracing::info!(instance = %name, "hand-over: VIPs parked on lo for {window:?}, open connections carry on");
+    }
+
+    async fn unpark(&mut self, i: usize) {
+        if self.members[i].parked.take().is_none() {
+            return;
+        }
+        for vip in self.members[i].cfg.vips.clone() {
+            if let Err(e) = self.nl.del(self.lo, host_route(vip)).await {
+                tracing::warn!(instance = %self.members[i].cfg.name, "hand-over: {e}");
+            }
+        }
+        if self.members.iter().all(|m| m.parked.is_none()) {
+            if let Err(e) = self.arp.release() {
+                tracing::warn!(interface = %self.iface, "hand-over: restore ARP settings: {e}");
+            }
+        }
+    }
+
+    /// The new master's side: packets of connections we do not know go to the old master.
+    async fn forward(&mut self, i: usize, from: IpAddr) {
+        let m = &self.members[i];
+        let (window, name) = (m.cfg.handover_window, m.cfg.name.clone());
+        let IpAddr::V4(to) = from else {
+            return;
+        };
+        let vips: Vec<Ipv4Addr> = m
+            .vips
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if window.is_zero() || vips.is_empty() {
+            return;
+        }
+        let table = handover::table(self.link.index, m.cfg.vrid);
+        match handover::nft(&handover::ruleset(&table, &self.iface, &vips, to)).await {
+            Ok(()) => {
+                self.members[i].forwarding = Some((to, Instant::now() + window));
+                tracing::info!(instance = %name, "hand-over: connections of {to} stay there for {window:?}");
+            }
+            Err(e) => tracing::warn!(
+                instance = %name,
+                "hand-over: cannot forward to {to} ({e}); its open connections will be reset"
+            ),
+        }
+    }
+
+    async fn unforward(&mut self, i: usize) {
+        if self.members[i].forwarding.take().is_none() {
+            return;
+        }
+        let table = handover::table(self.link.index, self.members[i].cfg.vrid);
+        if let Err(e) = handover::nft(&handover::removal(&table)).await {
+            tracing::warn!(instance = %self.members[i].cfg.name, "hand-over: remove {table}: {e}");
         }
     }
 
@@ -768,7 +952,24 @@ impl Group {
                 adverts_sent: m.sent,
                 adverts_received: m.received,
                 dropped: dropped.clone(),
+                handover: handover_note(m, Instant::now()),
             };
         }
+    }
+}
+
+/// What `herd ha status` says about a hand-over in progress.
+fn handover_note(m: &Member, now: Instant) -> Option<String> {
+    let left = |t: Instant| t.saturating_duration_since(now).as_secs();
+    match (m.parked, m.forwarding) {
+        (Some(t), _) => Some(format!(
+            "VIPs parked on lo, old connections drain here ({}s left)",
+            left(t)
+        )),
+        (None, Some((to, t))) => Some(format!(
+            "forwarding connections we do not know to {to} ({}s left)",
+            left(t)
+        )),
+        (None, None) => None,
     }
 }

@@ -96,6 +96,10 @@ pub enum Action {
     },
     /// Announce the addresses again (gratuitous ARP / unsolicited NA): a split brain healed.
     Announce,
+    /// This backup became master in place of a master that is still alive (it resigned, or
+    /// it is being preempted), at `from`. That master keeps serving the connections it has:
+    /// packets of connections this director does not know go to it for the hand-over window.
+    Inherit { from: IpAddr },
 }
 
 /// One virtual router.
@@ -114,6 +118,11 @@ pub struct Instance {
     deadline: Option<Instant>,
     started: Option<Instant>,
     master: Option<IpAddr>,
+    /// A master that resigned (priority 0) while we were backup.
+    resigned: Option<IpAddr>,
+    /// The last advert heard as backup: who, and when. A master heard within two intervals
+    /// is alive when we preempt it.
+    heard: Option<(IpAddr, Instant)>,
 }
 
 fn cs(n: u64) -> Duration {
@@ -133,6 +142,8 @@ impl Instance {
             deadline: None,
             started: None,
             master: None,
+            resigned: None,
+            heard: None,
         }
     }
 
@@ -209,6 +220,17 @@ impl Instance {
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        // First, so that the shell forwards the old master's connections before the VIPs
+        // arrive here and the LAN is told.
+        let alive = cs(2 * u64::from(self.master_interval_cs));
+        let from = self.resigned.take().or(self
+            .heard
+            .take()
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= alive)
+            .map(|(a, _)| a));
+        if let (Some(from), Reason::MasterDown) = (from, reason) {
+            out.push(Action::Inherit { from });
+        }
         out.push(self.send(self.priority));
         self.transition(State::Master, reason, out);
         self.master = Some(self.local);
@@ -217,6 +239,8 @@ impl Instance {
 
     fn become_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
         self.transition(State::Backup, reason, out);
+        self.resigned = None;
+        self.heard = None;
         if self.master == Some(self.local) {
             self.master = None;
         }
@@ -295,8 +319,15 @@ impl Instance {
             State::Init | State::Fault => {}
             State::Backup => {
                 if adv.priority == 0 {
+                    self.resigned = Some(src);
                     self.deadline = Some(now + self.skew());
-                } else if !self.may_preempt(now) || adv.priority >= self.rank() {
+                    return out;
+                }
+                // Someone is master (another backup took over, or the one that resigned is
+                // back): the resignation is history.
+                self.resigned = None;
+                self.heard = Some((src, now));
+                if !self.may_preempt(now) || adv.priority >= self.rank() {
                     if self.p.version == Version::V3 {
                         self.master_interval_cs = adv.interval_cs;
                     }

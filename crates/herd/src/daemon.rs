@@ -168,11 +168,19 @@ impl Daemon {
             .ok_or_else(|| invalid("no vrrp instances are configured".to_string()))
     }
 
-    /// Masters resign and give up their addresses (called before the drain, so that a
-    /// backup takes over at once instead of after the master-down interval).
+    /// Masters resign and hand their addresses over (called before the drain, so that a
+    /// backup takes over at once instead of after the master-down interval; the open
+    /// connections drain here, see `herd_ha::handover`).
     pub fn stop_ha(&self) {
         if let Some(h) = &self.ha {
             h.stop();
+        }
+    }
+
+    /// After the drain: VIPs parked for the hand-over go, VRRP ends.
+    pub fn finish_ha(&self) {
+        if let Some(h) = &self.ha {
+            h.finish();
         }
     }
 
@@ -539,6 +547,10 @@ pub async fn serve(
         sig = stop_signal(&mut term, &mut int) => {
             tracing::warn!("{sig} again: closing open connections now");
         }
+    }
+    {
+        let d = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || d.finish_ha()).await;
     }
     hk.abort();
     Ok(())

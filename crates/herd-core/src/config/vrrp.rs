@@ -41,6 +41,7 @@ pub struct RawInstance {
     pub notify_fault: Option<String>,
     pub notify_stop: Option<String>,
     pub notify_timeout: Option<Spanned<RawDuration>>,
+    pub handover_window: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub track_interface: Vec<Spanned<RawTrack>>,
 }
@@ -54,6 +55,7 @@ pub struct RawTrack {
 }
 
 const DEFAULT_ADVERT: Duration = Duration::from_secs(1);
+const DEFAULT_HANDOVER: Duration = Duration::from_secs(30);
 
 /// An interface name as the kernel allows it.
 fn ifname(s: &str) -> Result<(), String> {
@@ -316,6 +318,20 @@ pub(super) fn validate(l: &Lines<'_>, raw: &RawVrrp, errs: &mut Vec<ConfigError>
                 }
             },
         };
+        let handover_window = match &r.handover_window {
+            None => DEFAULT_HANDOVER,
+            Some(d) => match duration(d) {
+                Ok(v) if v <= Duration::from_secs(3600) => v,
+                Ok(_) => {
+                    bad(Some(d), "handover-window", "must be at most 1h".into());
+                    DEFAULT_HANDOVER
+                }
+                Err(e) => {
+                    bad(Some(d), "handover-window", e);
+                    DEFAULT_HANDOVER
+                }
+            },
+        };
         let mut track_interfaces = Vec::new();
         for t in &r.track_interface {
             let tr = t.get_ref();
@@ -374,6 +390,7 @@ pub(super) fn validate(l: &Lines<'_>, raw: &RawVrrp, errs: &mut Vec<ConfigError>
                 stop: r.notify_stop.clone(),
             },
             notify_timeout,
+            handover_window,
             track_interfaces,
         });
     }
@@ -428,6 +445,7 @@ struct InstanceOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     notify_stop: Option<String>,
     notify_timeout: String,
+    handover_window: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     track_interface: Vec<TrackOut>,
 }
@@ -464,6 +482,7 @@ impl From<&VrrpConfig> for VrrpOut {
                     notify_fault: i.notify.fault.clone(),
                     notify_stop: i.notify.stop.clone(),
                     notify_timeout: format_duration(i.notify_timeout),
+                    handover_window: format_duration(i.handover_window),
                     track_interface: i
                         .track_interfaces
                         .iter()
@@ -509,6 +528,7 @@ vips = ["10.0.0.100/24", "10.0.0.101"]
             (i.garp_count, i.garp_interval),
             (3, Duration::from_millis(100))
         );
+        assert_eq!(i.handover_window, Duration::from_secs(30));
         let again = Config::parse("again.toml", &cfg.to_toml()).unwrap();
         assert_eq!(again.vrrp, cfg.vrrp);
     }
@@ -582,6 +602,25 @@ vips = ["10.0.0.100/24", "10.0.0.101"]
             ),
             "out of range -254..=254",
         );
+        check(
+            (
+                "name = \"VI_1\"",
+                "name = \"VI_1\"\nhandover-window = \"2h\"",
+            ),
+            "vrrp.instance[0].handover-window: must be at most 1h",
+        );
+    }
+
+    #[test]
+    fn handover_can_be_turned_off() {
+        let cfg = parse(&MIN.replace(
+            "name = \"VI_1\"",
+            "name = \"VI_1\"\nhandover-window = \"0s\"",
+        ))
+        .unwrap();
+        assert_eq!(cfg.vrrp.instances[0].handover_window, Duration::ZERO);
+        let again = Config::parse("again.toml", &cfg.to_toml()).unwrap();
+        assert_eq!(again.vrrp, cfg.vrrp);
     }
 
     #[test]

@@ -97,6 +97,35 @@ fn a_resigning_master_is_replaced_after_the_skew_time() {
     assert_eq!(i.deadline(), Some(t0 + ms(50) + i.skew()));
     let out = i.poll(t0 + ms(50) + i.skew());
     assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    assert!(
+        out.contains(&Action::Inherit {
+            from: ip("10.0.0.2")
+        }),
+        "the resigned master keeps its connections: {out:?}"
+    );
+}
+
+#[test]
+fn only_a_live_master_hands_its_connections_over() {
+    let inherits = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Inherit { .. }));
+    let t0 = Instant::now();
+    // A master that crashed (silent for the master-down interval) has nothing to hand over.
+    let mut i = Instance::new(params(100), ip("10.0.0.1"));
+    i.start(t0);
+    i.advert(t0, ip("10.0.0.2"), &adv(200, 10));
+    let out = i.poll(i.deadline().unwrap());
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    assert!(!inherits(&out), "{out:?}");
+    // A resignation that another master answered is history: when that one crashes later,
+    // nothing is inherited.
+    let mut i = Instance::new(params(100), ip("10.0.0.1"));
+    i.start(t0);
+    i.advert(t0, ip("10.0.0.2"), &adv(200, 10));
+    i.advert(t0 + ms(10), ip("10.0.0.2"), &adv(0, 10));
+    i.advert(t0 + ms(20), ip("10.0.0.3"), &adv(150, 10));
+    let out = i.poll(i.deadline().unwrap());
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    assert!(!inherits(&out), "{out:?}");
 }
 
 #[test]
@@ -194,9 +223,14 @@ fn planned_failover_hands_over_and_stands_by() {
     i.resume();
     let before = i.deadline();
     i.advert(t + ms(180), ip("10.0.0.2"), &adv(100, 10));
+    i.advert(t + ms(280), ip("10.0.0.2"), &adv(100, 10));
     assert_eq!(i.deadline(), before);
     let out = i.poll(before.unwrap());
     assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    // The master we preempted is alive: it hands its connections over.
+    assert!(out.contains(&Action::Inherit {
+        from: ip("10.0.0.2")
+    }));
 }
 
 #[test]

@@ -24,7 +24,9 @@ version, type, checksum, length, ttl (routed: not 255), vrid (no instance), auth
     /// Planned hand-over: this director's master instances resign (priority 0) so the
     /// next-ranked director takes over after its skew time, and stand by
     #[command(
-        after_help = "Standing by, an instance still takes over if no other director \
+        after_help = "Open connections are not lost: for the instance's `handover-window` \
+(default 30s) this director keeps serving them with the VIPs parked on lo, and the new master \
+forwards their packets here. Standing by, an instance still takes over if no other director \
 does. Run `herd ha resume` to let it rank by its priority again (it preempts if `preempt` is \
 set)."
     )]
@@ -109,6 +111,9 @@ fn print_instance(i: &VrrpStatus) {
         i.master.as_deref().unwrap_or("-")
     );
     println!("  vips {}", i.vips.join(" "));
+    if let Some(h) = &i.handover {
+        println!("  hand-over: {h}");
+    }
     let dropped: Vec<String> = i.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
         "  adverts sent {}  received {}  dropped {}",

@@ -3,6 +3,7 @@
 
 mod bench;
 mod failover;
+mod handover;
 mod keepalived;
 
 use std::path::{Path, PathBuf};

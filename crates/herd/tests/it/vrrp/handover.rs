@@ -1,0 +1,170 @@
+//! Planned hand-overs under load lose no request: `herd ha failover`, preemption after
+//! `herd ha resume`, and a graceful stop (SIGTERM) of the master, each in the middle of a
+//! `wrk` run with keep-alive connections through the VIP.
+
+use std::time::Duration;
+
+use herd_testkit::{require_root, wait_until, Host, Lan};
+
+use super::{real_servers, tempdir, Director, VIP};
+
+/// What wrk said: requests, and its error lines (socket errors, non-2xx/3xx answers).
+struct Wrk {
+    requests: u64,
+    errors: Vec<String>,
+    text: String,
+}
+
+/// Runs wrk on `client` for `secs` with keep-alive connections, calling `during` after
+/// `after` seconds.
+fn wrk_while(client: &Host, secs: u32, after: Duration, during: impl FnOnce()) -> Wrk {
+    let url = format!("http://{VIP}/");
+    let child = client
+        .cmd("/usr/bin/wrk")
+        .args([
+            "-t2",
+            "-c16",
+            &format!("-d{secs}s"),
+            "--timeout",
+            "2s",
+            &url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wrk (apt-get install wrk)");
+    std::thread::sleep(after);
+    during();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    Wrk {
+        requests,
+        errors,
+        text,
+    }
+}
+
+/// Whether the VIP is on the host's `lo`.
+fn parked_on_lo(host: &Host) -> bool {
+    let out = host.output(&["ip", "-o", "addr", "show", "dev", "lo"]);
+    String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/32 "))
+}
+
+/// wrk got answers, and every one of them.
+fn lossless(w: &Wrk, what: &str, d1: &Director, d2: &Director) {
+    eprintln!("{what}: {} requests, errors {:?}", w.requests, w.errors);
+    assert!(
+        w.requests > 100 && w.errors.is_empty(),
+        "{what} under load:\n{}\n{}\n{}",
+        w.text,
+        d1.report(""),
+        d2.report("")
+    );
+}
+
+#[test]
+fn planned_handovers_under_wrk_lose_no_request() {
+    if !require_root("planned_handovers_under_wrk_lose_no_request") {
+        return;
+    }
+    let dir = tempdir("vrrpho");
+    let lan = Lan::new("vrrpho");
+    let client = lan.host("c", &["10.61.0.10/24"]);
+    let _reals = real_servers(&lan, &dir);
+    let mut d1 = Director::new(&lan, &dir, 1, 200);
+    let d2 = Director::new(&lan, &dir, 2, 150);
+    assert!(
+        wait_until(Duration::from_secs(5), || d1.state().as_deref()
+            == Some("master")
+            && d2.state().as_deref() == Some("backup")),
+        "{}",
+        d1.report("no master")
+    );
+    // The real servers are up.
+    assert!(wait_until(Duration::from_secs(5), || client
+        .output(&["curl", "-sf", "-o", "/dev/null", &format!("http://{VIP}/")])
+        .status
+        .success()));
+
+    // 1. herd ha failover: d1 resigns, d2 takes over, d1's connections drain on d1.
+    let mut handover_seen = (None, None);
+    let w = wrk_while(&client, 5, Duration::from_secs(2), || {
+        let out = d1.herd(&["ha", "failover"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(wait_until(Duration::from_secs(2), || d2.state().as_deref()
+            == Some("master")));
+        handover_seen = (
+            d1.status()[0]["handover"].as_str().map(str::to_string),
+            d2.status()[0]["handover"].as_str().map(str::to_string),
+        );
+    });
+    lossless(&w, "failover", &d1, &d2);
+    let (parked, forwarding) = handover_seen;
+    assert!(
+        parked
+            .as_deref()
+            .is_some_and(|h| h.contains("parked on lo")),
+        "{parked:?}"
+    );
+    assert!(
+        forwarding
+            .as_deref()
+            .is_some_and(|h| h.contains("to 10.61.0.1")),
+        "{forwarding:?}"
+    );
+    assert!(!d1.host.has_addr(VIP), "d1 left eth0");
+    assert!(parked_on_lo(&d1.host), "d1 parked the VIP on lo");
+
+    // 2. herd ha resume: d1 preempts d2; d2's connections drain on d2.
+    let w = wrk_while(&client, 5, Duration::from_secs(2), || {
+        assert!(d1.herd(&["ha", "resume"]).status.success());
+        assert!(wait_until(Duration::from_secs(2), || d1.state().as_deref()
+            == Some("master")));
+    });
+    lossless(&w, "preemption", &d1, &d2);
+
+    // 3. SIGTERM to the master: it resigns, d2 takes over, d1 drains and exits.
+    let w = wrk_while(&client, 5, Duration::from_secs(2), || {
+        d1.proc.as_ref().unwrap().term();
+        assert!(wait_until(Duration::from_secs(2), || d2.state().as_deref()
+            == Some("master")));
+    });
+    lossless(&w, "graceful stop", &d1, &d2);
+    // d1 is gone and left nothing behind.
+    assert!(d1
+        .proc
+        .as_mut()
+        .unwrap()
+        .wait_timeout(Duration::from_secs(5))
+        .is_some());
+    assert!(!d1.host.has_addr(VIP), "{}", d1.host.addrs());
+    assert!(
+        !parked_on_lo(&d1.host),
+        "d1 took the parked VIP away when it exited"
+    );
+    let arp = d1
+        .host
+        .output(&["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]);
+    assert_eq!(
+        String::from_utf8_lossy(&arp.stdout).trim(),
+        "0",
+        "arp_ignore restored"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
