@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut buf = rest.to_vec();
     if mode & 2 != 0 && buf.len() >= 8 {
-        let version = if buf[0] >> 4 == 2 { Version::V2 } else { Version::V3 };
+        let version = if buf[0] >> 4 == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        };
         buf[6..8].copy_from_slice(&[0, 0]);
         let sum = checksum(version, &buf, src, dst);
         buf[6..8].copy_from_slice(&sum.to_be_bytes());
