@@ -197,6 +197,23 @@ pub struct VrrpStatus {
     /// A hand-over in progress (the VIPs parked here, or strays forwarded to the old master).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<String>,
+    /// Tracked interfaces, scripts and services, and how each stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracking: Vec<TrackStatus>,
+}
+
+/// One tracked object of a VRRP instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TrackStatus {
+    /// interface, script or service.
+    pub kind: String,
+    /// The interface, the script's command, the service's name.
+    pub name: String,
+    pub passing: bool,
+    /// Failing with a negative weight lowers the priority by it; passing with a positive one
+    /// raises it; 0 = fault while failing.
+    pub weight: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

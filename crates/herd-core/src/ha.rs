@@ -27,6 +27,28 @@ pub struct TrackInterface {
     pub weight: i32,
 }
 
+/// A program run every `interval` (`sh -c`, killed with its process group at `timeout`):
+/// exit status 0 is a pass. After `fall` failures in a row it is failing, after `rise` passes
+/// it is passing again. keepalived's `vrrp_script` weights: failing with weight < 0 lowers the
+/// priority by it, passing with weight > 0 raises it, weight 0 = fault while failing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackScript {
+    pub command: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub weight: i32,
+    pub fall: u32,
+    pub rise: u32,
+}
+
+/// A virtual service of this director whose health moves the priority: it fails when its
+/// quorum is lost (or, without a quorum, when no real server is up). Weights as for scripts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackService {
+    pub name: String,
+    pub weight: i32,
+}
+
 /// Programs run on role changes (`sh -c`), with keepalived's arguments
 /// (`INSTANCE name STATE priority`) and `HERD_VRRP_*` variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +92,8 @@ pub struct VrrpInstance {
     /// know to it, for this long. Zero: the old master drops the VIPs at once.
     pub handover_window: Duration,
     pub track_interfaces: Vec<TrackInterface>,
+    pub track_scripts: Vec<TrackScript>,
+    pub track_services: Vec<TrackService>,
 }
 
 impl VrrpInstance {

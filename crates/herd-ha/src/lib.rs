@@ -6,7 +6,8 @@
 //! - [`auth`]: herd's HMAC-SHA256 trailer with anti-replay, for herd-only groups.
 //! - [`shell`]: the I/O around them: raw sockets, timers, VIPs over netlink ([`netlink`]),
 //!   gratuitous ARP and unsolicited NA ([`announce`]), role-change hooks ([`notify`]), and
-//!   hand-overs that keep open connections ([`handover`]).
+//!   hand-overs that keep open connections ([`handover`]), tracked scripts and services
+//!   ([`track`]).
 pub mod auth;
 pub mod packet;
 pub mod state;
@@ -17,5 +18,6 @@ pub mod netlink;
 pub mod notify;
 pub mod shell;
 mod sys;
+pub mod track;
 
 pub use shell::Ha;

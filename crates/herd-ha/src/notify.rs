@@ -59,13 +59,16 @@ pub async fn run(command: String, ev: Event, timeout: Duration) {
         }
         Ok(Err(e)) => tracing::warn!(instance = %ev.instance, "notify {command:?}: {e}"),
         Err(_) => {
-            if let Some(pid) = pid {
-                // The child itself was killed on drop; its group may hold more.
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                }
-            }
+            // The child itself was killed on drop; its group may hold more.
+            kill_group(pid);
             tracing::warn!(instance = %ev.instance, state = ev.state, "notify {command:?}: killed after {timeout:?}");
         }
+    }
+}
+
+/// SIGKILL to the process group a child started (with `process_group(0)`) leads.
+pub(crate) fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }

@@ -6,13 +6,14 @@
 //! Instances are grouped by interface: one raw socket per interface receives every VRRP
 //! packet on it and hands each to the instance with its VRID.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use herd_core::api::{VrrpStatus, VrrpTransition};
+use herd_core::api::{TrackStatus, VrrpStatus, VrrpTransition};
 use herd_core::ha::{Vip, VrrpConfig, VrrpInstance};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -32,6 +33,7 @@ const TRACK_EVERY: Duration = Duration::from_millis(100);
 const KEEP_TRANSITIONS: usize = 20;
 
 type Reply = oneshot::Sender<Result<Vec<String>, String>>;
+type Failing = Arc<Mutex<HashSet<String>>>;
 
 #[derive(Debug)]
 enum Cmd {
@@ -47,6 +49,8 @@ enum Cmd {
 #[derive(Debug)]
 pub struct Ha {
     status: Arc<Mutex<Vec<VrrpStatus>>>,
+    /// Tracked services that are failing now, as the daemon last said.
+    failing: Failing,
     cmd: mpsc::UnboundedSender<Cmd>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -65,6 +69,8 @@ impl Ha {
     /// CAP_NET_ADMIN).
     pub fn start(cfg: &VrrpConfig) -> io::Result<Ha> {
         let status = Arc::new(Mutex::new(Vec::new()));
+        let failing = Failing::default();
+        let fail = failing.clone();
         let (cmd, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let instances = cfg.instances.clone();
@@ -83,7 +89,7 @@ impl Ha {
                     }
                 };
                 rt.block_on(async move {
-                    match setup(instances, st).await {
+                    match setup(instances, st, fail).await {
                         Ok(groups) => {
                             let _ = ready_tx.send(Ok(()));
                             supervise(groups, rx).await;
@@ -97,6 +103,7 @@ impl Ha {
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Ha {
                 status,
+                failing,
                 cmd,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -116,6 +123,12 @@ impl Ha {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The daemon's word on its virtual services: which of them are failing now (the others
+    /// pass). Read by `track-service` at the next tracking round.
+    pub fn set_failing_services(&self, failing: HashSet<String>) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = failing;
     }
 
     fn ask(&self, make: impl FnOnce(Reply) -> Cmd) -> Result<Vec<String>, String> {
@@ -180,6 +193,9 @@ struct Member {
     parked: Option<Instant>,
     /// Hand-over: strays go to this old master until then.
     forwarding: Option<(Ipv4Addr, Instant)>,
+    /// One per `cfg.track_scripts`: passing now.
+    scripts: Vec<Arc<AtomicBool>>,
+    tracking: Vec<TrackStatus>,
 }
 
 /// The instances on one interface and their socket.
@@ -191,6 +207,7 @@ struct Group {
     arp: ArpQuiet,
     /// Stopped: only parked VIPs are left to wait for.
     stopped: bool,
+    failing: Failing,
     local: IpAddr,
     sock: AsyncFd<Socket>,
     announcer: Arc<Announcer>,
@@ -223,6 +240,7 @@ fn open_v4(iface: &str, index: u32, local: Ipv4Addr) -> io::Result<Socket> {
 async fn setup(
     instances: Vec<VrrpInstance>,
     status: Arc<Mutex<Vec<VrrpStatus>>>,
+    failing: Failing,
 ) -> io::Result<Vec<(mpsc::UnboundedSender<Cmd>, Vec<String>)>> {
     let nl = Netlink::connect().map_err(|e| err("netlink", e))?;
     let mut by_iface: Vec<(String, Vec<VrrpInstance>)> = Vec::new();
@@ -324,6 +342,12 @@ async fn setup(
                 received: 0,
                 parked: None,
                 forwarding: None,
+                scripts: cfg
+                    .track_scripts
+                    .iter()
+                    .map(|_| Arc::new(AtomicBool::new(true)))
+                    .collect(),
+                tracking: Vec::new(),
                 cfg,
             });
             slot += 1;
@@ -351,6 +375,7 @@ async fn setup(
             adverts_received: 0,
             dropped: BTreeMap::new(),
             handover: None,
+            tracking: Vec::new(),
         });
     let lo = nl.link("lo").await?.index;
     let mut handles = Vec::new();
@@ -363,6 +388,7 @@ async fn setup(
             link,
             lo,
             stopped: false,
+            failing: failing.clone(),
             local,
             sock: crate::sys::register(sock)?,
             announcer: Arc::new(announcer),
@@ -490,6 +516,10 @@ impl Group {
                 if let Err(e) = handover::nft(&handover::removal(&table)).await {
                     tracing::debug!(instance = %self.members[i].cfg.name, "hand-over table: {e}");
                 }
+            }
+            let m = &self.members[i];
+            for (script, passing) in m.cfg.track_scripts.iter().zip(&m.scripts) {
+                crate::track::spawn(m.cfg.name.clone(), script.clone(), passing.clone());
             }
             let actions = self.members[i].vm.start(Instant::now());
             self.apply(i, actions).await;
@@ -757,26 +787,50 @@ impl Group {
         }
     }
 
-    /// Interface tracking: the instance's own interface down = fault; a tracked interface
-    /// down = fault (weight 0) or its weight added to the priority.
+    /// Tracking: the instance's own interface down = fault; tracked interfaces, scripts and
+    /// services move the priority by their weights (or mean fault, with weight 0).
     async fn track(&mut self) {
         let own = link_up(&self.iface);
+        let failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let now = Instant::now();
         for i in 0..self.members.len() {
             let m = &self.members[i];
-            let mut fault = !own;
-            let mut priority = i32::from(m.cfg.priority);
+            let mut items = Vec::new();
             for t in &m.cfg.track_interfaces {
-                if !link_up(&t.name) {
-                    if t.weight == 0 {
-                        fault = true;
-                    } else {
-                        priority += t.weight;
-                    }
-                }
+                items.push(("interface", t.name.clone(), link_up(&t.name), t.weight));
             }
-            let priority = priority.clamp(1, 255) as u8;
-            let mut actions = self.members[i].vm.set_fault(now, fault);
+            for (t, passing) in m.cfg.track_scripts.iter().zip(&m.scripts) {
+                items.push((
+                    "script",
+                    t.command.clone(),
+                    passing.load(Ordering::Relaxed),
+                    t.weight,
+                ));
+            }
+            for t in &m.cfg.track_services {
+                items.push((
+                    "service",
+                    t.name.clone(),
+                    !failing.contains(&t.name),
+                    t.weight,
+                ));
+            }
+            let (priority, fault) =
+                crate::track::effect(m.cfg.priority, items.iter().map(|t| (t.2, t.3)));
+            self.members[i].tracking = items
+                .into_iter()
+                .map(|(kind, name, passing, weight)| TrackStatus {
+                    kind: kind.into(),
+                    name,
+                    passing,
+                    weight,
+                })
+                .collect();
+            let mut actions = self.members[i].vm.set_fault(now, fault || !own);
             actions.extend(self.members[i].vm.set_priority(now, priority));
             self.apply(i, actions).await;
         }
@@ -953,6 +1007,7 @@ impl Group {
                 adverts_received: m.received,
                 dropped: dropped.clone(),
                 handover: handover_note(m, Instant::now()),
+                tracking: m.tracking.clone(),
             };
         }
     }

@@ -410,6 +410,16 @@ impl Service {
         })
     }
 
+    /// Whether the service is failing, for VRRP's `track-service`: its quorum is lost, or,
+    /// without a quorum, no real server is up.
+    pub fn failing(&self) -> bool {
+        let inner = self.lock();
+        match inner.quorum {
+            Some(_) => inner.quorum_lost,
+            None => inner.up_count() == 0,
+        }
+    }
+
     /// Connections open through this service (for draining).
     pub fn open_conns(&self) -> usize {
         self.lock().open
@@ -1011,6 +1021,26 @@ mod tests {
             sorry
         );
         drop(c);
+    }
+
+    #[test]
+    fn failing_is_a_lost_quorum_or_no_real_server_up() {
+        let reals = [real(1, 1), real(2, 1)];
+        let s = svc(SchedulerKind::Rr, &reals);
+        assert!(!s.failing());
+        s.set_health(reals[0].address, RealHealth::Quiesced);
+        assert!(!s.failing(), "one of two up");
+        s.set_health(reals[1].address, RealHealth::Quiesced);
+        assert!(s.failing(), "none up");
+        s.set_health(reals[1].address, RealHealth::Up);
+        s.set_quorum(Some(Quorum {
+            min: 2,
+            hysteresis: 0,
+            sorry_server: None,
+        }));
+        assert!(s.failing(), "1 up, quorum 2");
+        s.set_health(reals[0].address, RealHealth::Up);
+        assert!(!s.failing());
     }
 
     #[test]

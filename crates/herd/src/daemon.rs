@@ -308,7 +308,36 @@ impl Daemon {
             n += 1;
             let sample = n.is_multiple_of(RateEst::PERIOD_MS / 1000);
             self.table().maintain(now_ms(), sample);
+            self.tell_ha_services();
         }
+    }
+
+    /// VRRP's `track-service`: which tracked virtual services are failing now.
+    fn tell_ha_services(&self) {
+        let Some(ha) = &self.ha else {
+            return;
+        };
+        let tracked: std::collections::HashSet<String> = self
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .vrrp
+            .instances
+            .iter()
+            .flat_map(|i| i.track_services.iter().map(|t| t.name.clone()))
+            .collect();
+        if tracked.is_empty() {
+            return;
+        }
+        let failing = self
+            .table()
+            .services()
+            .iter()
+            .filter(|s| s.failing())
+            .filter_map(|s| s.spec().name)
+            .filter(|n| tracked.contains(n))
+            .collect();
+        ha.set_failing_services(failing);
     }
 
     /// Stops accepting and waits for open connections to finish, at most `timeout`.

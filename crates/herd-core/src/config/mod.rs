@@ -411,7 +411,7 @@ impl Config {
             cfg.health = health::validate(&l, h, &cfg.lb, &mut errs);
         }
         if let Some(v) = &raw.vrrp {
-            cfg.vrrp = vrrp::validate(&l, v, &mut errs);
+            cfg.vrrp = vrrp::validate(&l, v, &cfg.lb, &mut errs);
         }
 
         if errs.is_empty() {
@@ -522,7 +522,7 @@ fn duration(d: &Spanned<RawDuration>) -> Result<Duration, String> {
     duration_value(d.get_ref())
 }
 
-fn duration_value(d: &RawDuration) -> Result<Duration, String> {
+pub(super) fn duration_value(d: &RawDuration) -> Result<Duration, String> {
     let v = match d {
         RawDuration::Secs(n) if *n >= 0 => Duration::from_secs(*n as u64),
         RawDuration::Secs(n) => return Err(format!("{n} is negative")),

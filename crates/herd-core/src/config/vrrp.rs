@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{duration, format_duration, ConfigError, Lines, RawDuration};
-use crate::ha::{Notify, TrackInterface, Vip, VrrpConfig, VrrpInstance};
+use super::{duration, duration_value, format_duration, ConfigError, LbConfig, Lines, RawDuration};
+use crate::ha::{Notify, TrackInterface, TrackScript, TrackService, Vip, VrrpConfig, VrrpInstance};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -44,6 +44,22 @@ pub struct RawInstance {
     pub handover_window: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub track_interface: Vec<Spanned<RawTrack>>,
+    #[serde(default)]
+    pub track_script: Vec<Spanned<RawScript>>,
+    #[serde(default)]
+    pub track_service: Vec<Spanned<RawTrack>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawScript {
+    pub command: String,
+    pub interval: Option<RawDuration>,
+    pub timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub weight: i64,
+    pub fall: Option<i64>,
+    pub rise: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,7 +105,22 @@ pub fn parse_vip(s: &str) -> Result<Vip, String> {
     Ok(Vip { addr, prefix })
 }
 
-pub(super) fn validate(l: &Lines<'_>, raw: &RawVrrp, errs: &mut Vec<ConfigError>) -> VrrpConfig {
+/// A tracking weight: -254..=254, 0 = fault.
+fn weight(w: i64) -> Result<i32, String> {
+    match i32::try_from(w) {
+        Ok(w) if (-254..=254).contains(&w) => Ok(w),
+        _ => Err(format!(
+            "{w} is out of range -254..=254 (0 = fault while down)"
+        )),
+    }
+}
+
+pub(super) fn validate(
+    l: &Lines<'_>,
+    raw: &RawVrrp,
+    lb: &LbConfig,
+    errs: &mut Vec<ConfigError>,
+) -> VrrpConfig {
     let mut out = VrrpConfig::default();
     let mut names = HashSet::new();
     let mut routers = HashSet::new();
@@ -338,19 +369,73 @@ pub(super) fn validate(l: &Lines<'_>, raw: &RawVrrp, errs: &mut Vec<ConfigError>
             if let Err(e) = ifname(&tr.name) {
                 bad(Some(t), "track-interface.name", e);
             }
-            match i32::try_from(tr.weight) {
-                Ok(w) if (-254..=254).contains(&w) => track_interfaces.push(TrackInterface {
+            match weight(tr.weight) {
+                Ok(w) => track_interfaces.push(TrackInterface {
                     name: tr.name.clone(),
                     weight: w,
                 }),
-                _ => bad(
+                Err(e) => bad(Some(t), "track-interface.weight", e),
+            }
+        }
+        let mut track_scripts = Vec::new();
+        for t in &r.track_script {
+            let sc = t.get_ref();
+            let dur = |v: &Option<RawDuration>, default: Duration| match v {
+                None => Ok(default),
+                Some(d) => match duration_value(d) {
+                    Ok(v) if !v.is_zero() => Ok(v),
+                    Ok(_) => Err("must be above 0".to_string()),
+                    Err(e) => Err(e),
+                },
+            };
+            let count = |v: Option<i64>| match v {
+                None => Ok(1),
+                Some(n) if (1..=100).contains(&n) => Ok(n as u32),
+                Some(n) => Err(format!("{n} is out of range 1..=100")),
+            };
+            if sc.command.trim().is_empty() {
+                bad(Some(t), "track-script.command", "is empty".into());
+            }
+            let interval = dur(&sc.interval, Duration::from_secs(1))
+                .map_err(|e| bad(Some(t), "track-script.interval", e));
+            let timeout = dur(&sc.timeout, Duration::from_secs(1))
+                .map_err(|e| bad(Some(t), "track-script.timeout", e));
+            let w = weight(sc.weight).map_err(|e| bad(Some(t), "track-script.weight", e));
+            let fall = count(sc.fall).map_err(|e| bad(Some(t), "track-script.fall", e));
+            let rise = count(sc.rise).map_err(|e| bad(Some(t), "track-script.rise", e));
+            if let (Ok(interval), Ok(timeout), Ok(weight), Ok(fall), Ok(rise)) =
+                (interval, timeout, w, fall, rise)
+            {
+                track_scripts.push(TrackScript {
+                    command: sc.command.clone(),
+                    interval,
+                    timeout,
+                    weight,
+                    fall,
+                    rise,
+                });
+            }
+        }
+        let mut track_services = Vec::new();
+        for t in &r.track_service {
+            let tr = t.get_ref();
+            if !lb
+                .services
+                .iter()
+                .any(|s| s.spec.name.as_deref() == Some(tr.name.as_str()))
+            {
+                bad(
                     Some(t),
-                    "track-interface.weight",
-                    format!(
-                        "{} is out of range -254..=254 (0 = fault while down)",
-                        tr.weight
-                    ),
-                ),
+                    "track-service.name",
+                    format!("no [[lb.service]] is named {:?}", tr.name),
+                );
+            }
+            match weight(tr.weight) {
+                Ok(w) => track_services.push(TrackService {
+                    name: tr.name.clone(),
+                    weight: w,
+                }),
+                Err(e) => bad(Some(t), "track-service.weight", e),
             }
         }
         if errs.len() != before {
@@ -392,6 +477,8 @@ pub(super) fn validate(l: &Lines<'_>, raw: &RawVrrp, errs: &mut Vec<ConfigError>
             notify_timeout,
             handover_window,
             track_interfaces,
+            track_scripts,
+            track_services,
         });
     }
     out
@@ -448,6 +535,20 @@ struct InstanceOut {
     handover_window: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     track_interface: Vec<TrackOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    track_script: Vec<ScriptOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    track_service: Vec<TrackOut>,
+}
+
+#[derive(Serialize)]
+struct ScriptOut {
+    command: String,
+    interval: String,
+    timeout: String,
+    weight: i32,
+    fall: u32,
+    rise: u32,
 }
 
 #[derive(Serialize)]
@@ -485,6 +586,26 @@ impl From<&VrrpConfig> for VrrpOut {
                     handover_window: format_duration(i.handover_window),
                     track_interface: i
                         .track_interfaces
+                        .iter()
+                        .map(|t| TrackOut {
+                            name: t.name.clone(),
+                            weight: t.weight,
+                        })
+                        .collect(),
+                    track_script: i
+                        .track_scripts
+                        .iter()
+                        .map(|t| ScriptOut {
+                            command: t.command.clone(),
+                            interval: format_duration(t.interval),
+                            timeout: format_duration(t.timeout),
+                            weight: t.weight,
+                            fall: t.fall,
+                            rise: t.rise,
+                        })
+                        .collect(),
+                    track_service: i
+                        .track_services
                         .iter()
                         .map(|t| TrackOut {
                             name: t.name.clone(),
@@ -608,6 +729,43 @@ vips = ["10.0.0.100/24", "10.0.0.101"]
                 "name = \"VI_1\"\nhandover-window = \"2h\"",
             ),
             "vrrp.instance[0].handover-window: must be at most 1h",
+        );
+    }
+
+    #[test]
+    fn scripts_and_services_are_tracked() {
+        let body = format!(
+            "{}{MIN}track-script = [{{ command = \"pidof nginx\", interval = \"2s\", weight = -50, fall = 2 }}]\ntrack-service = [{{ name = \"web\", weight = -60 }}]\n",
+            "[[lb.service]]\nname = \"web\"\naddress = \"10.0.0.100:80\"\n"
+        );
+        let cfg = parse(&body).unwrap();
+        let i = &cfg.vrrp.instances[0];
+        assert_eq!(
+            i.track_scripts,
+            vec![TrackScript {
+                command: "pidof nginx".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                weight: -50,
+                fall: 2,
+                rise: 1,
+            }]
+        );
+        assert_eq!(i.track_services[0].weight, -60);
+        let again = Config::parse("again.toml", &cfg.to_toml()).unwrap();
+        assert_eq!(again.vrrp, cfg.vrrp);
+        let e = parse(&format!("{MIN}track-service = [{{ name = \"nope\" }}]\n")).unwrap_err();
+        assert!(
+            e.contains("track-service.name: no [[lb.service]] is named \"nope\""),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}track-script = [{{ command = \"true\", fall = 0 }}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("track-script.fall: 0 is out of range 1..=100"),
+            "{e}"
         );
     }
 

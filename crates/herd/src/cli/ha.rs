@@ -114,6 +114,15 @@ fn print_instance(i: &VrrpStatus) {
     if let Some(h) = &i.handover {
         println!("  hand-over: {h}");
     }
+    for t in &i.tracking {
+        println!(
+            "  track {} {}: {}  (weight {})",
+            t.kind,
+            t.name,
+            if t.passing { "ok" } else { "FAILING" },
+            t.weight
+        );
+    }
     let dropped: Vec<String> = i.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
         "  adverts sent {}  received {}  dropped {}",

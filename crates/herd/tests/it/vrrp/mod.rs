@@ -5,6 +5,7 @@ mod bench;
 mod failover;
 mod handover;
 mod keepalived;
+mod tracking;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,6 +42,8 @@ pub struct Director {
     pub socket: PathBuf,
     pub log: PathBuf,
     pub proc: Option<Proc>,
+    /// Appended to the config: keys of the VRRP instance, then further tables.
+    pub extra: String,
 }
 
 impl Director {
@@ -57,6 +60,10 @@ impl Director {
     }
 
     pub fn with(lan: &Lan, dir: &Path, n: u8, vrrp: Option<Vrrp>) -> Director {
+        Director::custom(lan, dir, n, vrrp, "")
+    }
+
+    pub fn custom(lan: &Lan, dir: &Path, n: u8, vrrp: Option<Vrrp>, extra: &str) -> Director {
         let host = lan.host(&format!("d{n}"), &[&format!("10.61.0.{n}/24")]);
         let mut d = Director {
             host,
@@ -66,6 +73,7 @@ impl Director {
             socket: dir.join(format!("d{n}.sock")),
             log: dir.join(format!("d{n}.log")),
             proc: None,
+            extra: extra.to_string(),
         };
         d.configure(vrrp);
         d.start();
@@ -113,6 +121,7 @@ notify-master = "echo $HERD_VRRP_OLD_STATE-$HERD_VRRP_STATE >> {dir}/d{n}.notify
                 n = self.n,
             );
         }
+        text += &self.extra;
         std::fs::write(&self.config, text).unwrap();
     }
 
