@@ -38,36 +38,44 @@ pub async fn run(command: String, ev: Event, timeout: Duration) {
         .env("HERD_VRRP_REASON", ev.reason)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(instance = %ev.instance, state = ev.state, "notify {command:?}: cannot start: {e}");
-            return;
-        }
-    };
-    let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => {
+        .stderr(Stdio::piped());
+    match run_bounded(cmd, timeout).await {
+        Ok(Some(out)) if out.status.success() => {
             tracing::info!(instance = %ev.instance, state = ev.state, "notify {command:?}: ok");
         }
-        Ok(Ok(out)) => {
+        Ok(Some(out)) => {
             let err = String::from_utf8_lossy(&out.stderr);
             tracing::warn!(instance = %ev.instance, state = ev.state, "notify {command:?}: {} {}", out.status, err.trim());
         }
-        Ok(Err(e)) => tracing::warn!(instance = %ev.instance, "notify {command:?}: {e}"),
+        Ok(None) => {
+            tracing::warn!(instance = %ev.instance, state = ev.state, "notify {command:?}: killed after {timeout:?}");
+        }
+        Err(e) => {
+            tracing::warn!(instance = %ev.instance, state = ev.state, "notify {command:?}: {e}")
+        }
+    }
+}
+
+/// Runs `cmd` in a process group of its own and waits for it, at most `timeout`: then the
+/// whole group is killed and the answer is `None`.
+pub(crate) async fn run_bounded(
+    mut cmd: Command,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    let child = cmd.process_group(0).kill_on_drop(true).spawn()?;
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out.map(Some),
         Err(_) => {
             // The child itself was killed on drop; its group may hold more.
             kill_group(pid);
-            tracing::warn!(instance = %ev.instance, state = ev.state, "notify {command:?}: killed after {timeout:?}");
+            Ok(None)
         }
     }
 }
 
 /// SIGKILL to the process group a child started (with `process_group(0)`) leads.
-pub(crate) fn kill_group(pid: Option<u32>) {
+fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }

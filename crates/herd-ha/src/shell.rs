@@ -51,6 +51,8 @@ pub struct Ha {
     status: Arc<Mutex<Vec<VrrpStatus>>>,
     /// Tracked services that are failing now, as the daemon last said.
     failing: Failing,
+    /// The services some instance tracks.
+    tracked: HashSet<String>,
     cmd: mpsc::UnboundedSender<Cmd>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -74,6 +76,10 @@ impl Ha {
         let (cmd, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let instances = cfg.instances.clone();
+        let tracked = instances
+            .iter()
+            .flat_map(|i| i.track_services.iter().map(|t| t.name.clone()))
+            .collect();
         let st = status.clone();
         let thread = std::thread::Builder::new()
             .name("herd-vrrp".into())
@@ -104,6 +110,7 @@ impl Ha {
             Ok(Ok(())) => Ok(Ha {
                 status,
                 failing,
+                tracked,
                 cmd,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -123,6 +130,12 @@ impl Ha {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The virtual services whose health [`set_failing_services`](Self::set_failing_services)
+    /// should report (those of the config VRRP started with).
+    pub fn tracked_services(&self) -> &HashSet<String> {
+        &self.tracked
     }
 
     /// The daemon's word on its virtual services: which of them are failing now (the others
@@ -205,8 +218,6 @@ struct Group {
     /// The loopback interface's index: where VIPs are parked.
     lo: u32,
     arp: ArpQuiet,
-    /// Stopped: only parked VIPs are left to wait for.
-    stopped: bool,
     failing: Failing,
     local: IpAddr,
     sock: AsyncFd<Socket>,
@@ -387,7 +398,6 @@ async fn setup(
             iface,
             link,
             lo,
-            stopped: false,
             failing: failing.clone(),
             local,
             sock: crate::sys::register(sock)?,
@@ -502,6 +512,18 @@ impl Group {
     /// Start-up: addresses a crashed predecessor may have left are removed first (a backup
     /// must not answer for the VIP), then every instance starts.
     async fn begin(&mut self) {
+        // Hand-over tables a crashed predecessor left: one nft run for the whole interface.
+        let stale: String = self
+            .members
+            .iter()
+            .filter(|m| !m.cfg.handover_window.is_zero())
+            .map(|m| handover::removal(&handover::table(self.link.index, m.cfg.vrid)))
+            .collect();
+        if !stale.is_empty() {
+            if let Err(e) = handover::nft(&stale).await {
+                tracing::debug!(interface = %self.iface, "hand-over tables: {e}");
+            }
+        }
         for i in 0..self.members.len() {
             for vip in self.members[i].cfg.vips.clone() {
                 if let Err(e) = self.nl.del(self.link.index, vip).await {
@@ -509,12 +531,6 @@ impl Group {
                 }
                 if let Err(e) = self.nl.del(self.lo, host_route(vip)).await {
                     tracing::warn!(instance = %self.members[i].cfg.name, "{e}");
-                }
-            }
-            if !self.members[i].cfg.handover_window.is_zero() {
-                let table = handover::table(self.link.index, self.members[i].cfg.vrid);
-                if let Err(e) = handover::nft(&handover::removal(&table)).await {
-                    tracing::debug!(instance = %self.members[i].cfg.name, "hand-over table: {e}");
                 }
             }
             let m = &self.members[i];
@@ -548,7 +564,6 @@ impl Group {
                     }
                     Some(Cmd::Stop(done)) => {
                         self.stop().await;
-                        self.stopped = true;
                         self.publish();
                         let _ = done.send(());
                     }
@@ -593,7 +608,8 @@ impl Group {
                     }
                 }
                 _ = track.tick() => {
-                    if !self.stopped {
+                    // Stopped (every instance back in Init), only hand-overs are left.
+                    if self.members.iter().any(|m| m.vm.state() != State::Init) {
                         self.track().await;
                     }
                     self.expire(Instant::now()).await;
@@ -799,37 +815,31 @@ impl Group {
         let now = Instant::now();
         for i in 0..self.members.len() {
             let m = &self.members[i];
-            let mut items = Vec::new();
-            for t in &m.cfg.track_interfaces {
-                items.push(("interface", t.name.clone(), link_up(&t.name), t.weight));
-            }
-            for (t, passing) in m.cfg.track_scripts.iter().zip(&m.scripts) {
-                items.push((
-                    "script",
-                    t.command.clone(),
-                    passing.load(Ordering::Relaxed),
-                    t.weight,
-                ));
-            }
-            for t in &m.cfg.track_services {
-                items.push((
-                    "service",
-                    t.name.clone(),
-                    !failing.contains(&t.name),
-                    t.weight,
-                ));
-            }
-            let (priority, fault) =
-                crate::track::effect(m.cfg.priority, items.iter().map(|t| (t.2, t.3)));
-            self.members[i].tracking = items
-                .into_iter()
-                .map(|(kind, name, passing, weight)| TrackStatus {
-                    kind: kind.into(),
-                    name,
-                    passing,
-                    weight,
-                })
-                .collect();
+            let status = |kind: &str, name: &str, passing: bool, weight: i32| TrackStatus {
+                kind: kind.into(),
+                name: name.into(),
+                passing,
+                weight,
+            };
+            let tracking: Vec<TrackStatus> =
+                m.cfg
+                    .track_interfaces
+                    .iter()
+                    .map(|t| status("interface", &t.name, link_up(&t.name), t.weight))
+                    .chain(m.cfg.track_scripts.iter().zip(&m.scripts).map(|(t, p)| {
+                        status("script", &t.command, p.load(Ordering::Relaxed), t.weight)
+                    }))
+                    .chain(
+                        m.cfg.track_services.iter().map(|t| {
+                            status("service", &t.name, !failing.contains(&t.name), t.weight)
+                        }),
+                    )
+                    .collect();
+            let (priority, fault) = crate::track::effect(
+                m.cfg.priority,
+                tracking.iter().map(|t| (t.passing, t.weight)),
+            );
+            self.members[i].tracking = tracking;
             let mut actions = self.members[i].vm.set_fault(now, fault || !own);
             actions.extend(self.members[i].vm.set_priority(now, priority));
             self.apply(i, actions).await;

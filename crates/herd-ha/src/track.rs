@@ -75,29 +75,20 @@ pub fn effect(priority: u8, tracked: impl IntoIterator<Item = (bool, i32)>) -> (
 /// Runs `command` once with `sh -c` in its own process group; a pass is exit status 0 before
 /// `timeout` (then the group is killed).
 pub async fn check(command: &str, timeout: Duration) -> bool {
-    let child = Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
+        .stderr(Stdio::null());
+    match crate::notify::run_bounded(cmd, timeout).await {
+        Ok(Some(out)) => out.status.success(),
+        Ok(None) => {
+            tracing::warn!("track-script {command:?}: no answer within {timeout:?}");
+            false
+        }
         Err(e) => {
             tracing::warn!("track-script {command:?}: {e}");
-            return false;
-        }
-    };
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => status.success(),
-        Ok(Err(_)) => false,
-        Err(_) => {
-            crate::notify::kill_group(child.id());
-            let _ = child.wait().await;
-            tracing::warn!("track-script {command:?}: no answer within {timeout:?}");
             false
         }
     }

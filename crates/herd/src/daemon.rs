@@ -314,28 +314,20 @@ impl Daemon {
 
     /// VRRP's `track-service`: which tracked virtual services are failing now.
     fn tell_ha_services(&self) {
-        let Some(ha) = &self.ha else {
+        let Some(ha) = self
+            .ha
+            .as_ref()
+            .filter(|h| !h.tracked_services().is_empty())
+        else {
             return;
         };
-        let tracked: std::collections::HashSet<String> = self
-            .config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .vrrp
-            .instances
-            .iter()
-            .flat_map(|i| i.track_services.iter().map(|t| t.name.clone()))
-            .collect();
-        if tracked.is_empty() {
-            return;
-        }
         let failing = self
             .table()
             .services()
             .iter()
-            .filter(|s| s.failing())
-            .filter_map(|s| s.spec().name)
-            .filter(|n| tracked.contains(n))
+            .filter_map(|s| Some((s.spec().name?, s)))
+            .filter(|(name, s)| ha.tracked_services().contains(name) && s.failing())
+            .map(|(name, _)| name)
             .collect();
         ha.set_failing_services(failing);
     }
