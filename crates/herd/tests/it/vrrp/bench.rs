@@ -11,18 +11,14 @@
 
 use std::time::Duration;
 
-use herd_testkit::{require_root, wait_until, Lan};
+use herd_testkit::{require_root, wait_until};
 
-use super::{
-    attempts, now, real_servers, recovered_after, tempdir, vip_client, Director, Keepalived, VIP,
-};
+use super::{now, Client, Director, Keepalived, Site, VIP};
 
 /// One failover; the seconds from SIGKILL to the client's first answer.
 fn one_run(mode: &str, run: usize) -> f64 {
-    let dir = tempdir(&format!("vrrpbench-{mode}-{run}"));
-    let lan = Lan::new("vrrpbench");
-    let client = lan.host("c", &["10.61.0.10/24"]);
-    let _reals = real_servers(&lan, &dir);
+    let site = Site::new(&format!("vrrpbench-{mode}-{run}"));
+    let (lan, dir) = (&site.lan, &site.dir);
     let advert = match mode {
         "herd" => None,
         "keepalived-1s" => Some("1"),
@@ -31,16 +27,16 @@ fn one_run(mode: &str, run: usize) -> f64 {
     };
     let (mut d1, mut d2, mut k1, _k2) = match advert {
         None => (
-            Director::new(&lan, &dir, 1, 200),
-            Director::new(&lan, &dir, 2, 150),
+            Director::new(lan, dir, 1, 200),
+            Director::new(lan, dir, 2, 150),
             None,
             None,
         ),
         Some(a) => {
-            let d1 = Director::with(&lan, &dir, 1, None);
-            let d2 = Director::with(&lan, &dir, 2, None);
-            let k1 = Keepalived::new(&d1.host, &dir, 200, a);
-            let k2 = Keepalived::new(&d2.host, &dir, 150, a);
+            let d1 = Director::with(lan, dir, 1, None);
+            let d2 = Director::with(lan, dir, 2, None);
+            let k1 = Keepalived::new(&d1.host, dir, 200, a);
+            let k2 = Keepalived::new(&d2.host, dir, 150, a);
             (d1, d2, Some(k1), Some(k2))
         }
     };
@@ -49,15 +45,9 @@ fn one_run(mode: &str, run: usize) -> f64 {
         "{mode}: d1 never took the VIP\n{}",
         d1.report("")
     );
-    let clog = dir.join("client.log");
-    let _client = vip_client(&client, &clog, 60);
-    assert!(
-        wait_until(Duration::from_secs(10), || attempts(&clog)
-            .iter()
-            .any(|a| a.2)),
-        "{mode}: the client never got through\n{}",
-        d1.report("")
-    );
+    let clog = Client::start(&site, 60, Duration::from_secs(10), || {
+        format!("{mode}: {}", d1.report(""))
+    });
     // Kill at a pseudo-random point of the advert cycle, so runs sample its phase.
     let phase = (now().fract() * 1000.0) as u64 % 1000;
     std::thread::sleep(Duration::from_millis(200 + phase));
@@ -69,16 +59,12 @@ fn one_run(mode: &str, run: usize) -> f64 {
     // Only requests begun once everything is dead count (a live half of the director could
     // still answer while the other half is being killed); the time counts from the first kill.
     let dead = now();
-    assert!(
-        wait_until(Duration::from_secs(15), || recovered_after(&clog, dead)
-            .is_some()),
-        "{mode}: no answer after the kill\n{}",
-        d2.report("")
-    );
-    let t = recovered_after(&clog, dead).unwrap() + (dead - t0);
+    let t = clog.recovered(dead, Duration::from_secs(15), || {
+        format!("{mode}: {}", d2.report(""))
+    }) + (dead - t0);
     assert!(d2.host.has_addr(VIP), "{mode}: d2 does not hold the VIP");
     d2.kill();
-    let _ = std::fs::remove_dir_all(&dir);
+    site.clean();
     t
 }
 
@@ -128,7 +114,7 @@ fn failover_benchmark() {
             "mode": mode, "runs": raw, "min": min, "median": median, "max": max,
         }));
     }
-    if let Ok(out) = std::env::var("OUT") {
+    if let Some(out) = std::env::var("OUT").ok().filter(|o| !o.is_empty()) {
         std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     }
 }

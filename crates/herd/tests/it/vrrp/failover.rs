@@ -5,22 +5,18 @@ use std::time::Duration;
 
 use herd_testkit::{require_root, wait_until, Lan};
 
-use super::{
-    attempts, masters, now, real_servers, recovered_after, tempdir, vip_client, Director, VIP,
-};
+use super::{masters, now, tempdir, Client, Director, Site, VIP};
 
 #[test]
 fn three_directors_failover_succession_partition_and_handover() {
     if !require_root("three_directors_failover_succession_partition_and_handover") {
         return;
     }
-    let dir = tempdir("vrrp3");
-    let lan = Lan::new("vrrp3");
-    let client = lan.host("c", &["10.61.0.10/24"]);
-    let _reals = real_servers(&lan, &dir);
-    let mut d1 = Director::new(&lan, &dir, 1, 200);
-    let mut d2 = Director::new(&lan, &dir, 2, 150);
-    let d3 = Director::new(&lan, &dir, 3, 100);
+    let site = Site::new("vrrp3");
+    let (lan, dir, client) = (&site.lan, &site.dir, &site.client);
+    let mut d1 = Director::new(lan, dir, 1, 200);
+    let mut d2 = Director::new(lan, dir, 2, 150);
+    let d3 = Director::new(lan, dir, 3, 100);
 
     assert!(
         wait_until(Duration::from_secs(5), || d1.state().as_deref()
@@ -31,16 +27,7 @@ fn three_directors_failover_succession_partition_and_handover() {
     assert!(d1.host.has_addr(VIP));
     assert!(!d2.host.has_addr(VIP) && !d3.host.has_addr(VIP));
 
-    let clog = dir.join("client.log");
-    let _client = vip_client(&client, &clog, 40);
-    assert!(
-        wait_until(Duration::from_secs(5), || attempts(&clog)
-            .iter()
-            .any(|a| a.2)),
-        "the client never got through the VIP: {:?}\n{}",
-        attempts(&clog).last(),
-        d1.report("")
-    );
+    let clog = Client::start(&site, 40, Duration::from_secs(5), || d1.report(""));
 
     // Kill the master: rank 2 takes over, and the client's neighbour entry follows it.
     let t0 = now();
@@ -51,11 +38,7 @@ fn three_directors_failover_succession_partition_and_handover() {
         "{}",
         d2.report("d2 did not take over")
     );
-    assert!(wait_until(Duration::from_secs(5), || recovered_after(
-        &clog, t0
-    )
-    .is_some()));
-    let first = recovered_after(&clog, t0).unwrap();
+    let first = clog.recovered(t0, Duration::from_secs(5), || d2.report(""));
     assert_eq!(
         client.neighbour(VIP),
         Some(d2.host.mac()),
@@ -68,11 +51,7 @@ fn three_directors_failover_succession_partition_and_handover() {
     d2.kill();
     assert!(wait_until(Duration::from_secs(5), || d3.state().as_deref()
         == Some("master")));
-    assert!(wait_until(Duration::from_secs(5), || recovered_after(
-        &clog, t1
-    )
-    .is_some()));
-    let second = recovered_after(&clog, t1).unwrap();
+    let second = clog.recovered(t1, Duration::from_secs(5), || d3.report(""));
     assert_eq!(client.neighbour(VIP), Some(d3.host.mac()));
     eprintln!("failover (SIGKILL to first answer through the VIP): d1->d2 {first:.3}s, d2->d3 {second:.3}s");
     assert!(
@@ -146,14 +125,14 @@ fn three_directors_failover_succession_partition_and_handover() {
     );
 
     // The client's view of the whole run.
-    let all = attempts(&clog);
+    let all = clog.attempts();
     let failed = all.iter().filter(|a| !a.2).count();
     eprintln!(
         "client: {} requests, {failed} failed (during the failovers)",
         all.len()
     );
     drop(d2);
-    let _ = std::fs::remove_dir_all(&dir);
+    site.clean();
 }
 
 /// Hand-made bad packets are dropped and counted by reason; the director stays master.

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use herd_testkit::{require_root, wait_until, Host, Lan};
+use herd_testkit::{require_root, wait_until, Host};
 
-use super::{real_servers, tempdir, Director, VIP};
+use super::{Director, Site, VIP};
 
 /// What wrk said: requests, and its error lines (socket errors, non-2xx/3xx answers).
 struct Wrk {
@@ -79,12 +79,10 @@ fn planned_handovers_under_wrk_lose_no_request() {
     if !require_root("planned_handovers_under_wrk_lose_no_request") {
         return;
     }
-    let dir = tempdir("vrrpho");
-    let lan = Lan::new("vrrpho");
-    let client = lan.host("c", &["10.61.0.10/24"]);
-    let _reals = real_servers(&lan, &dir);
-    let mut d1 = Director::new(&lan, &dir, 1, 200);
-    let d2 = Director::new(&lan, &dir, 2, 150);
+    let site = Site::new("vrrpho");
+    let (lan, dir, client) = (&site.lan, &site.dir, &site.client);
+    let mut d1 = Director::new(lan, dir, 1, 200);
+    let d2 = Director::new(lan, dir, 2, 150);
     assert!(
         wait_until(Duration::from_secs(5), || d1.state().as_deref()
             == Some("master")
@@ -100,7 +98,7 @@ fn planned_handovers_under_wrk_lose_no_request() {
 
     // 1. herd ha failover: d1 resigns, d2 takes over, d1's connections drain on d1.
     let mut handover_seen = (None, None);
-    let w = wrk_while(&client, 5, Duration::from_secs(2), || {
+    let w = wrk_while(client, 5, Duration::from_secs(2), || {
         let out = d1.herd(&["ha", "failover"]);
         assert!(
             out.status.success(),
@@ -132,7 +130,7 @@ fn planned_handovers_under_wrk_lose_no_request() {
     assert!(parked_on_lo(&d1.host), "d1 parked the VIP on lo");
 
     // 2. herd ha resume: d1 preempts d2; d2's connections drain on d2.
-    let w = wrk_while(&client, 5, Duration::from_secs(2), || {
+    let w = wrk_while(client, 5, Duration::from_secs(2), || {
         assert!(d1.herd(&["ha", "resume"]).status.success());
         assert!(wait_until(Duration::from_secs(2), || d1.state().as_deref()
             == Some("master")));
@@ -140,7 +138,7 @@ fn planned_handovers_under_wrk_lose_no_request() {
     lossless(&w, "preemption", &d1, &d2);
 
     // 3. SIGTERM to the master: it resigns, d2 takes over, d1 drains and exits.
-    let w = wrk_while(&client, 5, Duration::from_secs(2), || {
+    let w = wrk_while(client, 5, Duration::from_secs(2), || {
         d1.proc.as_ref().unwrap().term();
         assert!(wait_until(Duration::from_secs(2), || d2.state().as_deref()
             == Some("master")));
@@ -166,5 +164,5 @@ fn planned_handovers_under_wrk_lose_no_request() {
         "0",
         "arp_ignore restored"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    site.clean();
 }

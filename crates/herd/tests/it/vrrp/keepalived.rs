@@ -5,25 +5,20 @@
 
 use std::time::Duration;
 
-use herd_testkit::{require_root, wait_until, Lan};
+use herd_testkit::{require_root, wait_until};
 
-use super::{
-    attempts, now, real_servers, recovered_after, tempdir, vip_client, Director, Keepalived, Vrrp,
-    VIP,
-};
+use super::{now, Client, Director, Keepalived, Site, Vrrp, VIP};
 
 #[test]
 fn keepalived_backs_up_herd_and_herd_backs_up_keepalived() {
     if !require_root("keepalived_backs_up_herd_and_herd_backs_up_keepalived") {
         return;
     }
-    let dir = tempdir("vrrpka");
-    let lan = Lan::new("vrrpka");
-    let client = lan.host("c", &["10.61.0.10/24"]);
-    let _reals = real_servers(&lan, &dir);
-    let mut d1 = Director::new(&lan, &dir, 1, 200);
-    let mut d2 = Director::with(&lan, &dir, 2, None);
-    let mut ka = Keepalived::new(&d2.host, &dir, 150, "0.1");
+    let site = Site::new("vrrpka");
+    let (lan, dir, client) = (&site.lan, &site.dir, &site.client);
+    let mut d1 = Director::new(lan, dir, 1, 200);
+    let mut d2 = Director::with(lan, dir, 2, None);
+    let mut ka = Keepalived::new(&d2.host, dir, 150, "0.1");
 
     // herd is master; keepalived hears it and stays backup.
     assert!(
@@ -52,15 +47,7 @@ fn keepalived_backs_up_herd_and_herd_backs_up_keepalived() {
         "herd dropped packets: {status:#}"
     );
 
-    let clog = dir.join("client.log");
-    let _client = vip_client(&client, &clog, 40);
-    assert!(
-        wait_until(Duration::from_secs(5), || attempts(&clog)
-            .iter()
-            .any(|a| a.2)),
-        "{}",
-        d1.report("the client never got through the VIP")
-    );
+    let clog = Client::start(&site, 40, Duration::from_secs(5), || d1.report(""));
 
     // herd dies: keepalived takes over, with gratuitous ARP.
     let t0 = now();
@@ -71,11 +58,7 @@ fn keepalived_backs_up_herd_and_herd_backs_up_keepalived() {
         "{}",
         ka.report("keepalived did not take over from herd")
     );
-    assert!(wait_until(Duration::from_secs(5), || recovered_after(
-        &clog, t0
-    )
-    .is_some()));
-    let to_keepalived = recovered_after(&clog, t0).unwrap();
+    let to_keepalived = clog.recovered(t0, Duration::from_secs(5), || ka.report(""));
     assert!(wait_until(Duration::from_secs(2), || client.neighbour(VIP)
         == Some(d2.host.mac())));
 
@@ -119,15 +102,11 @@ fn keepalived_backs_up_herd_and_herd_backs_up_keepalived() {
         "{}",
         d1.report("herd did not take over from keepalived")
     );
-    assert!(wait_until(Duration::from_secs(5), || recovered_after(
-        &clog, t1
-    )
-    .is_some()));
-    let to_herd = recovered_after(&clog, t1).unwrap();
+    let to_herd = clog.recovered(t1, Duration::from_secs(5), || d1.report(""));
     assert!(wait_until(Duration::from_secs(2), || client.neighbour(VIP)
         == Some(d1.host.mac())));
     eprintln!(
         "keepalived interop: herd -> keepalived {to_keepalived:.3}s, keepalived -> herd {to_herd:.3}s (kill to first answer)"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    site.clean();
 }

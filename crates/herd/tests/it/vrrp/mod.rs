@@ -9,9 +9,9 @@ mod tracking;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herd_testkit::{Host, Lan, Proc};
+use herd_testkit::{wait_until, Host, Lan, Proc};
 
 use crate::util::herd_bin;
 
@@ -276,46 +276,101 @@ pub fn real_servers(lan: &Lan, dir: &Path) -> Vec<(Host, Proc)> {
         .collect()
 }
 
-/// Runs `tests/peers/vip_client.py` on `client` for `secs`: GET / through the VIP over and
-/// over, each attempt logged to `log`.
-pub fn vip_client(client: &Host, log: &Path, secs: u32) -> Proc {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/vip_client.py");
-    let out = log.with_extension("out");
-    client.spawn(
-        "/usr/bin/python3",
-        &[
-            script,
-            VIP,
-            "80",
-            &log.display().to_string(),
-            &secs.to_string(),
-        ],
-        &out,
-    )
+/// What every VRRP test starts from: a LAN with the client (10.61.0.10) and the two real
+/// servers, and a directory for configs and logs.
+pub struct Site {
+    pub dir: PathBuf,
+    pub lan: Lan,
+    pub client: Host,
+    pub reals: Vec<(Host, Proc)>,
 }
 
-/// Attempts the client logged: (start, end, ok).
-pub fn attempts(path: &Path) -> Vec<(f64, f64, bool)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((
-                w.next()?.parse().ok()?,
-                w.next()?.parse().ok()?,
-                w.next()? == "1",
-            ))
-        })
-        .collect()
+impl Site {
+    pub fn new(name: &str) -> Site {
+        let dir = tempdir(name);
+        let lan = Lan::new(name);
+        let client = lan.host("c", &["10.61.0.10/24"]);
+        let reals = real_servers(&lan, &dir);
+        Site {
+            dir,
+            lan,
+            client,
+            reals,
+        }
+    }
+
+    /// Removes the test's files (a failed test keeps them, for its logs).
+    pub fn clean(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
-/// Seconds from `t0` to the end of the first successful request started after it.
-pub fn recovered_after(path: &Path, t0: f64) -> Option<f64> {
-    attempts(path)
-        .into_iter()
-        .find(|&(start, _, ok)| ok && start >= t0)
-        .map(|(_, end, _)| end - t0)
+/// `tests/peers/vip_client.py` on the site's client: GET / through the VIP over and over,
+/// each attempt logged as `start end ok`.
+pub struct Client {
+    _proc: Proc,
+    pub log: PathBuf,
+}
+
+impl Client {
+    /// Starts the client for `secs` and waits up to `timeout` for its first answer through the
+    /// VIP; panics with `why()` if none comes.
+    pub fn start(site: &Site, secs: u32, timeout: Duration, why: impl Fn() -> String) -> Client {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/vip_client.py");
+        let log = site.dir.join("client.log");
+        let proc = site.client.spawn(
+            "/usr/bin/python3",
+            &[
+                script,
+                VIP,
+                "80",
+                &log.display().to_string(),
+                &secs.to_string(),
+            ],
+            &site.dir.join("client.out"),
+        );
+        let c = Client { _proc: proc, log };
+        assert!(
+            wait_until(timeout, || c.attempts().iter().any(|a| a.2)),
+            "the client never got through the VIP: {:?}\n{}",
+            c.attempts().last(),
+            why()
+        );
+        c
+    }
+
+    /// Attempts so far: (start, end, ok).
+    pub fn attempts(&self) -> Vec<(f64, f64, bool)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((
+                    w.next()?.parse().ok()?,
+                    w.next()?.parse().ok()?,
+                    w.next()? == "1",
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits up to `timeout` for an answer to a request begun at `t0` or later; the seconds
+    /// from `t0` to that answer. Panics with `why()` if none comes.
+    pub fn recovered(&self, t0: f64, timeout: Duration, why: impl Fn() -> String) -> f64 {
+        let first = || {
+            self.attempts()
+                .into_iter()
+                .find(|&(start, _, ok)| ok && start >= t0)
+                .map(|(_, end, _)| end - t0)
+        };
+        assert!(
+            wait_until(timeout, || first().is_some()),
+            "no answer: {}",
+            why()
+        );
+        first().unwrap()
+    }
 }
 
 pub fn masters(ds: &[&Director]) -> Vec<usize> {

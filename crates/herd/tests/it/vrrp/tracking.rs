@@ -4,23 +4,22 @@
 
 use std::time::Duration;
 
-use herd_testkit::{require_root, wait_until, Lan};
+use herd_testkit::{require_root, wait_until};
 
-use super::{real_servers, tempdir, Director, Vrrp};
+use super::{Director, Site, Vrrp};
 
 #[test]
 fn failing_scripts_and_services_hand_the_vip_over() {
     if !require_root("failing_scripts_and_services_hand_the_vip_over") {
         return;
     }
-    let dir = tempdir("vrrptrack");
-    let lan = Lan::new("vrrptrack");
-    let mut reals = real_servers(&lan, &dir);
+    let mut site = Site::new("vrrptrack");
+    let (lan, dir) = (&site.lan, &site.dir);
     let ok = dir.join("d1.ok");
     std::fs::write(&ok, "").unwrap();
     let d1 = Director::custom(
-        &lan,
-        &dir,
+        lan,
+        dir,
         1,
         Some(Vrrp {
             priority: 200,
@@ -42,7 +41,7 @@ rise = 1
             ok = ok.display()
         ),
     );
-    let d2 = Director::new(&lan, &dir, 2, 150);
+    let d2 = Director::new(lan, dir, 2, 150);
     let roles = |a: &str, b: &str| {
         wait_until(Duration::from_secs(5), || {
             d1.state().as_deref() == Some(a) && d2.state().as_deref() == Some(b)
@@ -85,7 +84,7 @@ rise = 1
     assert_eq!(d1.status()[0]["priority"], 200);
 
     // Both real servers die: the health monitor quiesces them, `web` fails, d2 takes over.
-    for (_, p) in &mut reals {
+    for (_, p) in &mut site.reals {
         p.kill();
     }
     assert!(
@@ -98,5 +97,5 @@ rise = 1
     assert_eq!(s[0]["tracking"][1]["kind"], "service");
     assert_eq!(s[0]["tracking"][1]["passing"], false, "{s:#}");
     assert_eq!(s[0]["priority"], 100);
-    let _ = std::fs::remove_dir_all(&dir);
+    site.clean();
 }
