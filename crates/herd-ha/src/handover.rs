@@ -20,7 +20,7 @@
 //! still happens, only the old master's connections are reset as before.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -88,27 +88,34 @@ impl ArpQuiet {
     }
 }
 
-/// The nftables table that forwards one instance's strays.
-pub fn table(index: u32, vrid: u8) -> String {
-    format!("herd_handover_{index}_{vrid}")
+/// The nftables table that forwards one instance's strays, with its family (`ip` or `ip6`:
+/// an IPv4 and an IPv6 instance may share a VRID).
+pub fn table(index: u32, vrid: u8, v6: bool) -> String {
+    let family = if v6 { "ip6" } else { "ip" };
+    format!("{family} herd_handover_{index}_{vrid}")
 }
 
 /// The ruleset that replaces `table` (atomically): TCP packets that arrive on `iface` for one
-/// of `vips` and belong to no connection of ours go, unchanged, to `to`.
-pub fn ruleset(table: &str, iface: &str, vips: &[Ipv4Addr], to: Ipv4Addr) -> String {
+/// of `vips` and belong to no connection of ours go, unchanged, to `to` (all of one family).
+pub fn ruleset(table: &str, iface: &str, vips: &[IpAddr], to: IpAddr) -> String {
     let set = vips
         .iter()
-        .map(Ipv4Addr::to_string)
+        .map(IpAddr::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    let daddr = if to.is_ipv6() {
+        "ip6 daddr"
+    } else {
+        "ip daddr"
+    };
     format!(
-        "add table ip {table}\n\
-         delete table ip {table}\n\
-         table ip {table} {{\n\
+        "add table {table}\n\
+         delete table {table}\n\
+         table {table} {{\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority mangle; policy accept;\n\
-         \t\tiifname \"{iface}\" ip daddr {{ {set} }} tcp flags & syn == 0 ct state new dup to {to} device \"{iface}\" drop\n\
-         \t\tiifname \"{iface}\" ip daddr {{ {set} }} tcp flags & (fin | rst) != 0 ct state invalid dup to {to} device \"{iface}\" drop\n\
+         \t\tiifname \"{iface}\" {daddr} {{ {set} }} tcp flags & syn == 0 ct state new dup to {to} device \"{iface}\" drop\n\
+         \t\tiifname \"{iface}\" {daddr} {{ {set} }} tcp flags & (fin | rst) != 0 ct state invalid dup to {to} device \"{iface}\" drop\n\
          \t}}\n\
          }}\n"
     )
@@ -116,7 +123,7 @@ pub fn ruleset(table: &str, iface: &str, vips: &[Ipv4Addr], to: Ipv4Addr) -> Str
 
 /// What deletes `table`, whether or not it exists.
 pub fn removal(table: &str) -> String {
-    format!("add table ip {table}\ndelete table ip {table}\n")
+    format!("add table {table}\ndelete table {table}\n")
 }
 
 /// Runs `nft -f -` with `script`.
@@ -149,16 +156,29 @@ mod tests {
 
     #[test]
     fn the_ruleset_forwards_strays_of_every_vip() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let r = ruleset(
-            &table(3, 61),
+            &table(3, 61, false),
             "eth0",
-            &[Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)],
-            Ipv4Addr::new(10, 0, 0, 1),
+            &[ip("10.0.0.100"), ip("10.0.0.101")],
+            ip("10.0.0.1"),
         );
         assert!(
             r.starts_with("add table ip herd_handover_3_61\ndelete table ip herd_handover_3_61\n")
         );
         assert!(r.contains("ip daddr { 10.0.0.100, 10.0.0.101 } tcp flags & syn == 0 ct state new dup to 10.0.0.1 device \"eth0\" drop"));
         assert!(r.contains("ct state invalid dup to 10.0.0.1"));
+        let r = ruleset(
+            &table(3, 61, true),
+            "eth0",
+            &[ip("fd00::100")],
+            ip("fe80::1"),
+        );
+        assert!(r.starts_with("add table ip6 herd_handover_3_61\n"));
+        assert!(r.contains("ip6 daddr { fd00::100 } tcp flags & syn == 0 ct state new dup to fe80::1 device \"eth0\" drop"));
+        assert_eq!(
+            removal(&table(3, 61, true)),
+            "add table ip6 herd_handover_3_61\ndelete table ip6 herd_handover_3_61\n"
+        );
     }
 }

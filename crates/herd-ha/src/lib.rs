@@ -12,6 +12,7 @@ pub mod auth;
 pub mod packet;
 pub mod state;
 
+pub mod ancillary;
 pub mod announce;
 pub mod handover;
 pub mod netlink;

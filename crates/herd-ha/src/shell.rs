@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,9 @@ use crate::auth::{Key, Replay, Sequence};
 use crate::handover::{self, ArpQuiet};
 use crate::netlink::{link_up, Link, Netlink};
 use crate::notify;
-use crate::packet::{Advert, Ipv4Header, Malformed, Version, GROUP_V4, IPPROTO_VRRP, TTL};
+use crate::packet::{
+    Advert, Ipv4Header, Malformed, Version, GROUP_V4, GROUP_V6, IPPROTO_VRRP, TTL,
+};
 use crate::state::{Action, Instance, Params, Reason, State};
 
 /// How often tracked interfaces are looked at.
@@ -205,13 +207,13 @@ struct Member {
     /// Hand-over: our VIPs are parked on `lo` until then.
     parked: Option<Instant>,
     /// Hand-over: strays go to this old master until then.
-    forwarding: Option<(Ipv4Addr, Instant)>,
+    forwarding: Option<(IpAddr, Instant)>,
     /// One per `cfg.track_scripts`: passing now.
     scripts: Vec<Arc<AtomicBool>>,
     tracking: Vec<TrackStatus>,
 }
 
-/// The instances on one interface and their socket.
+/// The instances of one family on one interface and their socket.
 struct Group {
     iface: String,
     link: Link,
@@ -219,6 +221,7 @@ struct Group {
     lo: u32,
     arp: ArpQuiet,
     failing: Failing,
+    /// The adverts' source: an IPv4 address of the interface, or its IPv6 link-local one.
     local: IpAddr,
     sock: AsyncFd<Socket>,
     announcer: Arc<Announcer>,
@@ -233,7 +236,7 @@ fn err(what: impl std::fmt::Display, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn open_v4(iface: &str, index: u32, local: Ipv4Addr) -> io::Result<Socket> {
+fn open_v4(iface: &str, index: u32, local: std::net::Ipv4Addr) -> io::Result<Socket> {
     let s = Socket::new(
         Domain::IPV4,
         Type::RAW.nonblocking().cloexec(),
@@ -248,55 +251,83 @@ fn open_v4(iface: &str, index: u32, local: Ipv4Addr) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// The IPv6 socket hands over payloads only: the hop limit and the destination come as
+/// control messages ([`crate::ancillary`]).
+fn open_v6(iface: &str, index: u32) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV6,
+        Type::RAW.nonblocking().cloexec(),
+        Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+    )?;
+    s.bind_device(Some(iface.as_bytes()))?;
+    s.join_multicast_v6(&GROUP_V6, index)?;
+    s.set_multicast_if_v6(index)?;
+    s.set_multicast_hops_v6(u32::from(TTL))?;
+    s.set_unicast_hops_v6(u32::from(TTL))?;
+    s.set_multicast_loop_v6(false)?;
+    s.set_recv_hoplimit_v6(true)?;
+    crate::sys::set_recv_pktinfo_v6(&s)?;
+    Ok(s)
+}
+
+/// The address a group's adverts come from: the interface's first IPv4 address that is not
+/// a VIP, or (IPv6, RFC 5798 §5.1.2.1) its link-local address.
+fn source_address(iface: &str, link: &Link, v6: bool, vips: &[IpAddr]) -> io::Result<IpAddr> {
+    let found = link.addrs.iter().find_map(|(a, _)| match a {
+        IpAddr::V4(_) if !v6 && !vips.contains(a) => Some(*a),
+        IpAddr::V6(l) if v6 && l.is_unicast_link_local() && !vips.contains(a) => Some(*a),
+        _ => None,
+    });
+    found.ok_or_else(|| {
+        let what = if v6 {
+            "an IPv6 link-local address (fe80::/10; is IPv6 disabled there, or addr_gen_mode none?)"
+        } else {
+            "an IPv4 address of its own"
+        };
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("interface {iface} has no {what} to send VRRP from"),
+        )
+    })
+}
+
 async fn setup(
     instances: Vec<VrrpInstance>,
     status: Arc<Mutex<Vec<VrrpStatus>>>,
     failing: Failing,
 ) -> io::Result<Vec<(mpsc::UnboundedSender<Cmd>, Vec<String>)>> {
     let nl = Netlink::connect().map_err(|e| err("netlink", e))?;
-    let mut by_iface: Vec<(String, Vec<VrrpInstance>)> = Vec::new();
+    // One group per interface and family.
+    let mut by_iface: Vec<(String, bool, Vec<VrrpInstance>)> = Vec::new();
     for i in instances {
-        if i.is_ipv6() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "vrrp instance {}: IPv6 virtual addresses are not supported yet",
-                    i.name
-                ),
-            ));
-        }
-        match by_iface.iter_mut().find(|(n, _)| *n == i.interface) {
-            Some((_, v)) => v.push(i),
-            None => by_iface.push((i.interface.clone(), vec![i])),
+        let v6 = i.is_ipv6();
+        match by_iface
+            .iter_mut()
+            .find(|(n, f, _)| *n == i.interface && *f == v6)
+        {
+            Some((_, _, v)) => v.push(i),
+            None => by_iface.push((i.interface.clone(), v6, vec![i])),
         }
     }
     let mut groups = Vec::new();
     let mut slot = 0;
     let mut started = Vec::new();
-    for (iface, list) in by_iface {
+    for (iface, v6, list) in by_iface {
         let link = nl.link(&iface).await?;
         let vips: Vec<IpAddr> = list
             .iter()
             .flat_map(|i| i.vips.iter().map(|v| v.addr))
             .collect();
-        // The adverts' source: the interface's first IPv4 address that is not a VIP.
-        let local = link
-            .addrs
-            .iter()
-            .find_map(|(a, _)| match a {
-                IpAddr::V4(v4) if !vips.contains(a) => Some(*v4),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::AddrNotAvailable,
-                    format!("interface {iface} has no IPv4 address of its own to send VRRP from"),
-                )
-            })?;
-        let sock = open_v4(&iface, link.index, local)
-            .map_err(|e| err(format!("VRRP socket on {iface}"), e))?;
-        let announcer = Announcer::new(link.index, link.mac, true, false)
-            .map_err(|e| err(format!("ARP socket on {iface}"), e))?;
+        let local = source_address(&iface, &link, v6, &vips)?;
+        let sock = match local {
+            IpAddr::V4(l) => open_v4(&iface, link.index, l),
+            IpAddr::V6(_) => open_v6(&iface, link.index),
+        }
+        .map_err(|e| err(format!("VRRP socket on {iface}"), e))?;
+        let announcer = Announcer::new(link.index, link.mac, !v6, v6).map_err(|e| {
+            let what = if v6 { "neighbour advertisement" } else { "ARP" };
+            err(format!("{what} socket on {iface}"), e)
+        })?;
         let mut members = Vec::new();
         for cfg in list {
             let key = match &cfg.auth_key_file {
@@ -341,7 +372,7 @@ async fn setup(
             };
             started.push(cfg.name.clone());
             members.push(Member {
-                vm: Instance::new(params, IpAddr::V4(local)),
+                vm: Instance::new(params, local),
                 vips: cfg.vips.iter().map(|v| v.addr).collect(),
                 key,
                 seq: Sequence::default(),
@@ -363,7 +394,7 @@ async fn setup(
             });
             slot += 1;
         }
-        groups.push((iface, link, IpAddr::V4(local), sock, announcer, members));
+        groups.push((iface, link, local, sock, announcer, members));
     }
     status
         .lock()
@@ -517,7 +548,7 @@ impl Group {
             .members
             .iter()
             .filter(|m| !m.cfg.handover_window.is_zero())
-            .map(|m| handover::removal(&handover::table(self.link.index, m.cfg.vrid)))
+            .map(|m| handover::removal(&self.table(m)))
             .collect();
         if !stale.is_empty() {
             if let Err(e) = handover::nft(&stale).await {
@@ -590,11 +621,12 @@ impl Group {
                 }
                 r = self.sock.readable() => {
                     let mut packets = Vec::new();
+                    let v6 = self.local.is_ipv6();
                     if let Ok(mut guard) = r {
                         // Bounded, so that a flood cannot starve the timers.
                         while packets.len() < 64 {
-                            match guard.try_io(|s| s.get_ref().read(&mut buf)) {
-                                Ok(Ok(n)) => packets.push(buf[..n].to_vec()),
+                            match guard.try_io(|s| read(s.get_ref(), v6, &mut buf)) {
+                                Ok(Ok(p)) => packets.push(p),
                                 Ok(Err(e)) => {
                                     tracing::warn!(interface = %self.iface, "VRRP receive: {e}");
                                     break;
@@ -604,7 +636,10 @@ impl Group {
                         }
                     }
                     for p in packets {
-                        self.receive(&p).await;
+                        match p {
+                            Ok(d) => self.receive(d).await,
+                            Err(why) => self.drop_packet(why),
+                        }
                     }
                 }
                 _ = track.tick() => {
@@ -620,25 +655,60 @@ impl Group {
     }
 }
 
+/// A VRRP packet as the raw socket gave it: the payload and what the IP header said.
+#[derive(Debug)]
+struct Datagram {
+    payload: Vec<u8>,
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+}
+
+/// Reads one packet. IPv4 raw sockets hand over the IP header; IPv6 ones the payload, with
+/// the hop limit and destination as control messages.
+fn read(sock: &Socket, v6: bool, buf: &mut [u8]) -> io::Result<Result<Datagram, Malformed>> {
+    if !v6 {
+        let n = (&mut &*sock).read(buf)?;
+        let pkt = &buf[..n];
+        return Ok(Ipv4Header::parse(pkt).map(|h| Datagram {
+            payload: pkt[h.header_len..h.total_len].to_vec(),
+            src: IpAddr::V4(h.src),
+            dst: IpAddr::V4(h.dst),
+            ttl: h.ttl,
+        }));
+    }
+    let m = crate::sys::recv_msg(sock, buf, crate::ancillary::RECEIVE_SPACE)?;
+    if m.truncated {
+        return Ok(Err(Malformed::Length));
+    }
+    let Some(src) = m.from.as_socket_ipv6() else {
+        return Ok(Err(Malformed::Short));
+    };
+    let seen = crate::ancillary::parse(&m.control);
+    // Without the kernel's word on the hop limit the routed-packet check cannot be made.
+    let (Some(ttl), Some(dst)) = (seen.hop_limit, seen.dst) else {
+        return Ok(Err(Malformed::Ttl));
+    };
+    Ok(Ok(Datagram {
+        payload: buf[..m.len].to_vec(),
+        src: IpAddr::V6(*src.ip()),
+        dst: IpAddr::V6(dst),
+        ttl,
+    }))
+}
+
 impl Group {
     fn drop_packet(&mut self, why: Malformed) {
         *self.dropped.entry(why).or_default() += 1;
     }
 
-    /// One packet from the raw socket: IPv4 header, then the advert.
-    async fn receive(&mut self, pkt: &[u8]) {
-        let h = match Ipv4Header::parse(pkt) {
-            Ok(h) => h,
-            Err(why) => return self.drop_packet(why),
-        };
-        if h.protocol != IPPROTO_VRRP {
-            return;
-        }
-        if h.ttl != TTL {
+    /// One packet from the raw socket.
+    async fn receive(&mut self, d: Datagram) {
+        if d.ttl != TTL {
             return self.drop_packet(Malformed::Ttl);
         }
-        let (src, dst) = (IpAddr::V4(h.src), IpAddr::V4(h.dst));
-        let adv = match Advert::parse(&pkt[h.header_len..h.total_len], src, dst) {
+        let (src, dst) = (d.src, d.dst);
+        let adv = match Advert::parse(&d.payload, src, dst) {
             Ok(a) => a,
             Err(why) => return self.drop_packet(why),
         };
@@ -681,18 +751,35 @@ impl Group {
             password: m.password,
             trailer: None,
         };
-        let dsts: Vec<IpAddr> = if m.cfg.unicast_peers.is_empty() {
-            vec![IpAddr::V4(GROUP_V4)]
-        } else {
-            m.cfg.unicast_peers.clone()
+        let dsts: Vec<IpAddr> = match (m.cfg.unicast_peers.is_empty(), self.local) {
+            (true, IpAddr::V4(_)) => vec![IpAddr::V4(GROUP_V4)],
+            (true, IpAddr::V6(_)) => vec![IpAddr::V6(GROUP_V6)],
+            (false, _) => m.cfg.unicast_peers.clone(),
         };
         if let Some(key) = &m.key {
             key.sign(&mut adv, m.seq.advance(), self.local, dsts[0]);
         }
+        let index = self.link.index;
         for dst in dsts {
             let buf = adv.encode(self.local, dst);
-            let to = SockAddr::from(SocketAddr::new(dst, 0));
-            match self.sock.get_ref().send_to(&buf, &to) {
+            let sent = match (self.local, dst) {
+                (IpAddr::V6(local), IpAddr::V6(d)) => {
+                    // The source must be the address the checksum covers: pinned per packet.
+                    let scope = if d.is_multicast() || d.is_unicast_link_local() {
+                        index
+                    } else {
+                        0
+                    };
+                    let to = SockAddr::from(SocketAddrV6::new(d, 0, 0, scope));
+                    let control = crate::ancillary::source(local, index);
+                    crate::sys::send_msg(self.sock.get_ref(), &buf, &to, &control)
+                }
+                _ => {
+                    let to = SockAddr::from(SocketAddr::new(dst, 0));
+                    self.sock.get_ref().send_to(&buf, &to)
+                }
+            };
+            match sent {
                 Ok(_) => m.sent += 1,
                 Err(e) => tracing::warn!(instance = %m.cfg.name, "send advert to {dst}: {e}"),
             }
@@ -920,7 +1007,14 @@ impl Group {
             return;
         }
         let name = self.members[i].cfg.name.clone();
-        if let Err(e) = self.arp.engage() {
+        // IPv6 needs no quieting: Linux answers neighbour solicitations only for addresses
+        // on the interface they arrive on, never for those on `lo`.
+        let quiet = if self.local.is_ipv6() {
+            Ok(())
+        } else {
+            self.arp.engage()
+        };
+        if let Err(e) = quiet {
             tracing::warn!(instance = %name, "hand-over: cannot quiet ARP ({e}); open connections will be reset");
             return;
         }
@@ -942,7 +1036,7 @@ impl Group {
                 tracing::warn!(instance = %self.members[i].cfg.name, "hand-over: {e}");
             }
         }
-        if self.members.iter().all(|m| m.parked.is_none()) {
+        if self.members.iter().all(|m| m.parked.is_none()) && self.arp.engaged() {
             if let Err(e) = self.arp.release() {
                 tracing::warn!(interface = %self.iface, "hand-over: restore ARP settings: {e}");
             }
@@ -950,25 +1044,14 @@ impl Group {
     }
 
     /// The new master's side: packets of connections we do not know go to the old master.
-    async fn forward(&mut self, i: usize, from: IpAddr) {
+    async fn forward(&mut self, i: usize, to: IpAddr) {
         let m = &self.members[i];
         let (window, name) = (m.cfg.handover_window, m.cfg.name.clone());
-        let IpAddr::V4(to) = from else {
-            return;
-        };
-        let vips: Vec<Ipv4Addr> = m
-            .vips
-            .iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(v) => Some(*v),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        if window.is_zero() || vips.is_empty() {
+        if window.is_zero() || m.vips.is_empty() || to.is_ipv6() != self.local.is_ipv6() {
             return;
         }
-        let table = handover::table(self.link.index, m.cfg.vrid);
-        match handover::nft(&handover::ruleset(&table, &self.iface, &vips, to)).await {
+        let table = self.table(m);
+        match handover::nft(&handover::ruleset(&table, &self.iface, &m.vips, to)).await {
             Ok(()) => {
                 self.members[i].forwarding = Some((to, Instant::now() + window));
                 tracing::info!(instance = %name, "hand-over: connections of {to} stay there for {window:?}");
@@ -984,10 +1067,15 @@ impl Group {
         if self.members[i].forwarding.take().is_none() {
             return;
         }
-        let table = handover::table(self.link.index, self.members[i].cfg.vrid);
+        let table = self.table(&self.members[i]);
         if let Err(e) = handover::nft(&handover::removal(&table)).await {
             tracing::warn!(instance = %self.members[i].cfg.name, "hand-over: remove {table}: {e}");
         }
+    }
+
+    /// The nftables table of a member's hand-over forwarding.
+    fn table(&self, m: &Member) -> String {
+        handover::table(self.link.index, m.cfg.vrid, self.local.is_ipv6())
     }
 
     /// Copies every member's state where `herd ha status` reads it.

@@ -4,6 +4,7 @@
 mod bench;
 mod failover;
 mod handover;
+mod ipv6;
 mod keepalived;
 mod tracking;
 
@@ -65,6 +66,19 @@ impl Director {
 
     pub fn custom(lan: &Lan, dir: &Path, n: u8, vrrp: Option<Vrrp>, extra: &str) -> Director {
         let host = lan.host(&format!("d{n}"), &[&format!("10.61.0.{n}/24")]);
+        Director::on(host, dir, n, vrrp, extra)
+    }
+
+    /// A director with fd61::n/64 besides 10.61.0.n/24, and no IPv4 VRRP instance.
+    pub fn dual(lan: &Lan, dir: &Path, n: u8, extra: &str) -> Director {
+        let host = lan.host(
+            &format!("d{n}"),
+            &[&format!("10.61.0.{n}/24"), &format!("fd61::{n}/64")],
+        );
+        Director::on(host, dir, n, None, extra)
+    }
+
+    fn on(host: Host, dir: &Path, n: u8, vrrp: Option<Vrrp>, extra: &str) -> Director {
         let mut d = Director {
             host,
             n,
@@ -180,6 +194,11 @@ pub struct Keepalived {
 impl Keepalived {
     /// `advert` in seconds as keepalived writes it ("1", "0.1").
     pub fn new(host: &Host, dir: &Path, priority: u8, advert: &str) -> Keepalived {
+        Keepalived::for_vip(host, dir, priority, advert, &format!("{VIP}/24"))
+    }
+
+    /// The same for another virtual address (`fd61::100/64` makes an IPv6 instance).
+    pub fn for_vip(host: &Host, dir: &Path, priority: u8, advert: &str, vip: &str) -> Keepalived {
         assert!(
             Path::new("/usr/sbin/keepalived").exists(),
             "keepalived is not installed (.ci/run installs it): apt-get install keepalived"
@@ -192,7 +211,7 @@ impl Keepalived {
                 "global_defs {{\n  router_id {name}\n}}\n\
                  vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
                  virtual_router_id {VRID}\n  priority {priority}\n  advert_int {advert}\n  \
-                 version 3\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+                 version 3\n  virtual_ipaddress {{\n    {vip}\n  }}\n}}\n"
             ),
         )
         .unwrap();
@@ -248,14 +267,17 @@ impl Keepalived {
     }
 }
 
-/// The two real servers, 10.61.0.21 and .22: Python's HTTP server on :8080 (keep-alive).
+/// The two real servers, 10.61.0.21 and .22 (and fd61::21, ::22): Python's HTTP server on
+/// :8080 (keep-alive), on both families.
 pub fn real_servers(lan: &Lan, dir: &Path) -> Vec<(Host, Proc)> {
     [21u8, 22]
         .iter()
         .map(|n| {
-            let h = lan.host(&format!("r{n}"), &[&format!("10.61.0.{n}/24")]);
+            let h = lan.host(
+                &format!("r{n}"),
+                &[&format!("10.61.0.{n}/24"), &format!("fd61::{n}/64")],
+            );
             let log = dir.join(format!("r{n}.log"));
-            let addr = format!("10.61.0.{n}");
             let p = h.spawn(
                 "/usr/bin/python3",
                 &[
@@ -265,7 +287,7 @@ pub fn real_servers(lan: &Lan, dir: &Path) -> Vec<(Host, Proc)> {
                     "--protocol",
                     "HTTP/1.1",
                     "--bind",
-                    &addr,
+                    "::",
                     "--directory",
                     "/",
                 ],
@@ -316,13 +338,24 @@ impl Client {
     /// Starts the client for `secs` and waits up to `timeout` for its first answer through the
     /// VIP; panics with `why()` if none comes.
     pub fn start(site: &Site, secs: u32, timeout: Duration, why: impl Fn() -> String) -> Client {
+        Client::start_at(site, VIP, secs, timeout, why)
+    }
+
+    /// The same through another virtual address.
+    pub fn start_at(
+        site: &Site,
+        vip: &str,
+        secs: u32,
+        timeout: Duration,
+        why: impl Fn() -> String,
+    ) -> Client {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/vip_client.py");
         let log = site.dir.join("client.log");
         let proc = site.client.spawn(
             "/usr/bin/python3",
             &[
                 script,
-                VIP,
+                vip,
                 "80",
                 &log.display().to_string(),
                 &secs.to_string(),
@@ -371,6 +404,19 @@ impl Client {
         );
         first().unwrap()
     }
+}
+
+/// The host's IPv6 link-local address on `eth0`.
+pub fn link_local(host: &Host) -> String {
+    let out = host.run(&[
+        "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "inet6");
+    let a = words.next().and_then(|a| a.split('/').next());
+    a.unwrap_or_else(|| panic!("{} has no link-local address: {text}", host.name()))
+        .to_string()
 }
 
 pub fn masters(ds: &[&Director]) -> Vec<usize> {
