@@ -197,6 +197,10 @@ pub struct VrrpStatus {
     /// A hand-over in progress (the VIPs parked here, or strays forwarded to the old master).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<String>,
+    /// The real-server role (`real-server = true`) is on now: a backup holding the VIPs on
+    /// `lo`, with ARP for them quiet.
+    #[serde(default)]
+    pub real_server: bool,
     /// Tracked interfaces, scripts and services, and how each stands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracking: Vec<TrackStatus>,

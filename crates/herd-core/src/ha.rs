@@ -91,6 +91,10 @@ pub struct VrrpInstance {
     /// connections it has, and the new master forwards packets of connections it does not
     /// know to it, for this long. Zero: the old master drops the VIPs at once.
     pub handover_window: Duration,
+    /// While backup, the VIPs sit on `lo` with ARP for them quiet (`arp_ignore=1`,
+    /// `arp_announce=2`), so this director can serve as a real server for them (LVS-DR: the
+    /// master forwards packets still addressed to the VIP), as the seeds' `lvs-r.sh` does.
+    pub real_server: bool,
     pub track_interfaces: Vec<TrackInterface>,
     pub track_scripts: Vec<TrackScript>,
     pub track_services: Vec<TrackService>,

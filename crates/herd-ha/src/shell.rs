@@ -204,13 +204,22 @@ struct Member {
     transitions: VecDeque<VrrpTransition>,
     sent: u64,
     received: u64,
-    /// Hand-over: our VIPs are parked on `lo` until then.
-    parked: Option<Instant>,
+    /// Our VIPs are on `lo`: for a hand-over, or as a real server.
+    parked: Option<Parked>,
     /// Hand-over: strays go to this old master until then.
     forwarding: Option<(IpAddr, Instant)>,
     /// One per `cfg.track_scripts`: passing now.
     scripts: Vec<Arc<AtomicBool>>,
     tracking: Vec<TrackStatus>,
+}
+
+/// Why a member's VIPs are on `lo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parked {
+    /// A hand-over: the old master's connections drain here until then.
+    Until(Instant),
+    /// The real-server role: for as long as the instance is backup.
+    RealServer,
 }
 
 /// The instances of one family on one interface and their socket.
@@ -417,6 +426,7 @@ async fn setup(
             adverts_received: 0,
             dropped: BTreeMap::new(),
             handover: None,
+            real_server: false,
             tracking: Vec::new(),
         });
     let lo = nl.link("lo").await?.index;
@@ -858,6 +868,9 @@ impl Group {
                 }
             }
         }
+        if self.members[i].cfg.real_server {
+            self.real_server(i, to).await;
+        }
         let m = &self.members[i];
         let hook = match to {
             State::Master => m.cfg.notify.master.clone(),
@@ -988,7 +1001,7 @@ impl Group {
     /// Hand-overs whose window has closed end.
     async fn expire(&mut self, now: Instant) {
         for i in 0..self.members.len() {
-            if self.members[i].parked.is_some_and(|t| t <= now) {
+            if matches!(self.members[i].parked, Some(Parked::Until(t)) if t <= now) {
                 tracing::info!(instance = %self.members[i].cfg.name, "hand-over window closed: parked VIPs removed");
                 self.unpark(i).await;
             }
@@ -1003,9 +1016,42 @@ impl Group {
     /// quiet) before they leave the interface, so open connections carry on.
     async fn park(&mut self, i: usize) {
         let window = self.members[i].cfg.handover_window;
-        if window.is_zero() {
+        if window.is_zero() || !self.put_on_lo(i).await {
             return;
         }
+        self.members[i].parked = Some(Parked::Until(Instant::now() + window));
+        tracing::info!(instance = %self.members[i].cfg.name, "hand-over: VIPs parked on lo for {window:?}, open connections carry on");
+    }
+
+    /// The real-server role follows the state: on as backup (after a hand-over, too: the
+    /// VIPs simply stay on `lo`), off otherwise. Leaving it (fault, stop) is a hand-over of
+    /// its own: connections to the VIP drain for the window.
+    async fn real_server(&mut self, i: usize, to: State) {
+        let name = self.members[i].cfg.name.clone();
+        match (to, self.members[i].parked) {
+            (State::Backup, Some(Parked::RealServer)) | (State::Master, _) => {}
+            (State::Backup, parked) => {
+                if parked.is_some() || self.put_on_lo(i).await {
+                    self.members[i].parked = Some(Parked::RealServer);
+                    tracing::info!(instance = %name, "real server: VIPs on lo, ARP for them quiet");
+                }
+            }
+            (_, Some(Parked::RealServer)) => {
+                let window = self.members[i].cfg.handover_window;
+                if window.is_zero() {
+                    self.unpark(i).await;
+                } else {
+                    self.members[i].parked = Some(Parked::Until(Instant::now() + window));
+                }
+                tracing::info!(instance = %name, "real server role ends");
+            }
+            (_, _) => {}
+        }
+    }
+
+    /// Adds the member's VIPs to `lo` as host addresses, with ARP for them quiet (IPv4);
+    /// whether that could be done.
+    async fn put_on_lo(&mut self, i: usize) -> bool {
         let name = self.members[i].cfg.name.clone();
         // IPv6 needs no quieting: Linux answers neighbour solicitations only for addresses
         // on the interface they arrive on, never for those on `lo`.
@@ -1015,16 +1061,15 @@ impl Group {
             self.arp.engage()
         };
         if let Err(e) = quiet {
-            tracing::warn!(instance = %name, "hand-over: cannot quiet ARP ({e}); open connections will be reset");
-            return;
+            tracing::warn!(instance = %name, "cannot quiet ARP ({e}): the VIPs stay off lo");
+            return false;
         }
         for vip in self.members[i].cfg.vips.clone() {
             if let Err(e) = self.nl.add(self.lo, host_route(vip)).await {
-                tracing::warn!(instance = %name, "hand-over: park on lo: {e}");
+                tracing::warn!(instance = %name, "put VIP on lo: {e}");
             }
         }
-        self.members[i].parked = Some(Instant::now() + window);
-        tracing::info!(instance = %name, "hand-over: VIPs parked on lo for {window:?}, open connections carry on");
+        true
     }
 
     async fn unpark(&mut self, i: usize) {
@@ -1105,6 +1150,7 @@ impl Group {
                 adverts_received: m.received,
                 dropped: dropped.clone(),
                 handover: handover_note(m, Instant::now()),
+                real_server: m.parked == Some(Parked::RealServer),
                 tracking: m.tracking.clone(),
             };
         }
@@ -1115,14 +1161,14 @@ impl Group {
 fn handover_note(m: &Member, now: Instant) -> Option<String> {
     let left = |t: Instant| t.saturating_duration_since(now).as_secs();
     match (m.parked, m.forwarding) {
-        (Some(t), _) => Some(format!(
+        (Some(Parked::Until(t)), _) => Some(format!(
             "VIPs parked on lo, old connections drain here ({}s left)",
             left(t)
         )),
-        (None, Some((to, t))) => Some(format!(
+        (_, Some((to, t))) => Some(format!(
             "forwarding connections we do not know to {to} ({}s left)",
             left(t)
         )),
-        (None, None) => None,
+        (_, None) => None,
     }
 }

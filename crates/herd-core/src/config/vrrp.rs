@@ -42,6 +42,7 @@ pub struct RawInstance {
     pub notify_stop: Option<String>,
     pub notify_timeout: Option<Spanned<RawDuration>>,
     pub handover_window: Option<Spanned<RawDuration>>,
+    pub real_server: Option<bool>,
     #[serde(default)]
     pub track_interface: Vec<Spanned<RawTrack>>,
     #[serde(default)]
@@ -476,6 +477,7 @@ pub(super) fn validate(
             },
             notify_timeout,
             handover_window,
+            real_server: r.real_server.unwrap_or(false),
             track_interfaces,
             track_scripts,
             track_services,
@@ -533,6 +535,8 @@ struct InstanceOut {
     notify_stop: Option<String>,
     notify_timeout: String,
     handover_window: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    real_server: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     track_interface: Vec<TrackOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -584,6 +588,7 @@ impl From<&VrrpConfig> for VrrpOut {
                     notify_stop: i.notify.stop.clone(),
                     notify_timeout: format_duration(i.notify_timeout),
                     handover_window: format_duration(i.handover_window),
+                    real_server: i.real_server,
                     track_interface: i
                         .track_interfaces
                         .iter()
@@ -779,6 +784,19 @@ vips = ["10.0.0.100/24", "10.0.0.101"]
         assert_eq!(cfg.vrrp.instances[0].handover_window, Duration::ZERO);
         let again = Config::parse("again.toml", &cfg.to_toml()).unwrap();
         assert_eq!(again.vrrp, cfg.vrrp);
+    }
+
+    #[test]
+    fn real_server_role_is_off_unless_asked_for() {
+        assert!(!parse(MIN).unwrap().vrrp.instances[0].real_server);
+        let cfg =
+            parse(&MIN.replace("name = \"VI_1\"", "name = \"VI_1\"\nreal-server = true")).unwrap();
+        assert!(cfg.vrrp.instances[0].real_server);
+        let again = Config::parse("again.toml", &cfg.to_toml()).unwrap();
+        assert_eq!(again.vrrp, cfg.vrrp);
+        let e = parse(&MIN.replace("name = \"VI_1\"", "name = \"VI_1\"\nreal-server = \"yes\""))
+            .unwrap_err();
+        assert!(e.contains("real-server"), "{e}");
     }
 
     #[test]

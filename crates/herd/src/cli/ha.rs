@@ -110,7 +110,15 @@ fn print_instance(i: &VrrpStatus) {
         i.advert_interval_ms,
         i.master.as_deref().unwrap_or("-")
     );
-    println!("  vips {}", i.vips.join(" "));
+    println!(
+        "  vips {}{}",
+        i.vips.join(" "),
+        if i.real_server {
+            "  (on lo: serving as a real server, ARP quiet)"
+        } else {
+            ""
+        }
+    );
     if let Some(h) = &i.handover {
         println!("  hand-over: {h}");
     }

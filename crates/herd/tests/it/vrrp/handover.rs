@@ -7,7 +7,7 @@ use std::time::Duration;
 use herd_testkit::{require_root, wait_until, Host};
 
 use super::ipv6::{v6, VIP6};
-use super::{link_local, Director, Site, VIP};
+use super::{link_local, on_lo, sysctl, Director, Site, VIP};
 
 /// What wrk said: requests, and its error lines (socket errors, non-2xx/3xx answers).
 struct Wrk {
@@ -47,12 +47,6 @@ fn wrk_while(client: &Host, url: &str, secs: u32, after: Duration, during: impl 
         errors,
         text,
     }
-}
-
-/// Whether `vip` (a host address: `/32`, `/128`) is on the host's `lo`.
-fn parked_on_lo(host: &Host, vip: &str) -> bool {
-    let out = host.output(&["ip", "-o", "addr", "show", "dev", "lo"]);
-    String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip} "))
 }
 
 /// wrk got answers, and every one of them.
@@ -122,7 +116,7 @@ fn planned_handovers_under_wrk_lose_no_request() {
     );
     assert!(!d1.host.has_addr(VIP), "d1 left eth0");
     assert!(
-        parked_on_lo(&d1.host, &format!("{VIP}/32")),
+        on_lo(&d1.host, &format!("{VIP}/32")),
         "d1 parked the VIP on lo"
     );
 
@@ -150,14 +144,11 @@ fn planned_handovers_under_wrk_lose_no_request() {
         .is_some());
     assert!(!d1.host.has_addr(VIP), "{}", d1.host.addrs());
     assert!(
-        !parked_on_lo(&d1.host, &format!("{VIP}/32")),
+        !on_lo(&d1.host, &format!("{VIP}/32")),
         "d1 took the parked VIP away when it exited"
     );
-    let arp = d1
-        .host
-        .output(&["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]);
     assert_eq!(
-        String::from_utf8_lossy(&arp.stdout).trim(),
+        sysctl(&d1.host, "net.ipv4.conf.eth0.arp_ignore"),
         "0",
         "arp_ignore restored"
     );
@@ -215,7 +206,7 @@ fn ipv6_planned_handovers_under_wrk_lose_no_request() {
         "{forwarding:?}"
     );
     assert!(!d1.host.has_addr(VIP6));
-    assert!(parked_on_lo(&d1.host, &format!("{VIP6}/128")));
+    assert!(on_lo(&d1.host, &format!("{VIP6}/128")));
 
     let w = wrk_while(client, &url, 5, Duration::from_secs(2), || {
         assert!(d1.herd(&["ha", "resume"]).status.success());

@@ -6,6 +6,7 @@ mod failover;
 mod handover;
 mod ipv6;
 mod keepalived;
+mod real_server;
 mod tracking;
 
 use std::path::{Path, PathBuf};
@@ -404,6 +405,18 @@ impl Client {
         );
         first().unwrap()
     }
+}
+
+/// Whether `vip` (a host address: `/32`, `/128`) is on the host's `lo`.
+pub fn on_lo(host: &Host, vip: &str) -> bool {
+    let out = host.output(&["ip", "-o", "addr", "show", "dev", "lo"]);
+    String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip} "))
+}
+
+/// A sysctl's value inside the host.
+pub fn sysctl(host: &Host, key: &str) -> String {
+    let out = host.output(&["sysctl", "-n", key]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The host's IPv6 link-local address on `eth0`.
