@@ -97,6 +97,9 @@ enum Cmd {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let socket = cli.socket.clone();
+    if !matches!(cli.cmd, Cmd::Daemon(_) | Cmd::Demo(_)) {
+        quiet_broken_pipe();
+    }
     let code = match cli.cmd {
         Cmd::Daemon(a) => daemon::run(a, socket),
         Cmd::Config(c) => config::run(c),
@@ -110,6 +113,24 @@ pub fn run() -> ExitCode {
         Cmd::Demo(a) => demo::run(a, socket),
     };
     ExitCode::from(code)
+}
+
+/// `herd … | head` ends quietly, as a program killed by SIGPIPE does (status 141), instead of
+/// panicking in `println!` (Rust ignores SIGPIPE, so a closed pipe is an error there).
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 /// The socket to use: `--socket`, then `HERD_SOCKET` (both handled by clap), then the default.

@@ -77,3 +77,36 @@ fn daemon_refuses_a_bad_config_before_binding() {
     assert!(!sock.exists(), "nothing may be bound for a bad config");
     assert!(String::from_utf8_lossy(&out.stderr).contains(":2: lb.workers"));
 }
+
+/// `herd … | head`: the reader goes away early; herd ends quietly as SIGPIPE would end it
+/// (status 141), without a panic message.
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let dir = TempDir::new("cli_pipe");
+    let mut cf = String::new();
+    for i in 0..3000 {
+        cf += &format!("hostgroup g{i} 127.0.0.1\nwatch g{i}\n    service ping\n        interval 1m\n        monitor fping.monitor\n");
+    }
+    let path = dir.path("mon.cf");
+    std::fs::write(&path, cf).unwrap();
+    // The import's notes (one per group, far beyond a pipe's buffer) go to a file, so that
+    // herd never waits on a stderr pipe while this test waits on stdout.
+    let notes = dir.path("notes");
+    let mut child = Command::new(herd_bin())
+        .args(["import", "mon.cf"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&notes).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is closed now; the rest of the output (far beyond a pipe's buffer) fails.
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&notes).unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
