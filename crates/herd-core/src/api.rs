@@ -192,7 +192,7 @@ pub struct VrrpStatus {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Received packets dropped, by reason (short, version, type, checksum, length, ttl, vrid,
-    /// auth, interval).
+    /// auth, interval, peer).
     pub dropped: std::collections::BTreeMap<String, u64>,
     /// A hand-over in progress (the VIPs parked here, or strays forwarded to the old master).
     #[serde(default, skip_serializing_if = "Option::is_none")]

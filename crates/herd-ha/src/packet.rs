@@ -94,10 +94,13 @@ pub enum Malformed {
     Auth,
     /// v2: advert interval differs from ours (RFC 3768 §7.1); v3: interval 0.
     Interval,
+    /// Unicast mode: the sender is not one of the instance's `unicast-peers` (IPv4; keepalived's
+    /// `check_unicast_src`, always on in herd).
+    Peer,
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 9] = [
+    pub const ALL: [Malformed; 10] = [
         Malformed::Short,
         Malformed::Version,
         Malformed::Type,
@@ -107,6 +110,7 @@ impl Malformed {
         Malformed::Vrid,
         Malformed::Auth,
         Malformed::Interval,
+        Malformed::Peer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +124,7 @@ impl Malformed {
             Malformed::Vrid => "vrid",
             Malformed::Auth => "auth",
             Malformed::Interval => "interval",
+            Malformed::Peer => "peer",
         }
     }
 }

@@ -726,6 +726,10 @@ impl Group {
             return self.drop_packet(Malformed::Vrid);
         };
         let m = &mut self.members[i];
+        // IPv6 adverts come from link-local addresses, which `unicast-peers` does not name.
+        if src.is_ipv4() && !m.cfg.unicast_peers.is_empty() && !m.cfg.unicast_peers.contains(&src) {
+            return self.drop_packet(Malformed::Peer);
+        }
         if adv.version != m.vm.params().version {
             return self.drop_packet(Malformed::Version);
         }

@@ -2,7 +2,12 @@
 """Sends hand-made VRRP packets to 224.0.0.18 (or ff02::12 when VIP is IPv6) from SRC (for
 IPv6: the sender's link-local address on eth0): one of each kind of bad packet (short, wrong
 version, wrong TTL, bad checksum, unknown VRID), then a good advert of VRID with priority 1
-(a master of priority 1 is outranked: harmless)."""
+(a master of priority 1 is outranked: harmless).
+
+Optional: DST sends everything to that unicast address instead of the group, and PRIORITY gives
+the good advert that priority (a stranger claiming the VIP: unicast-peers must drop it).
+
+Usage: vrrp_send.py SRC VRID VIP [DST [PRIORITY]]"""
 import socket
 import struct
 import sys
@@ -10,6 +15,9 @@ import sys
 src, vrid, vip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 V6 = ":" in vip
 GROUP = "ff02::12" if V6 else "224.0.0.18"
+if len(sys.argv) > 4:
+    GROUP = sys.argv[4]
+PRIORITY = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 FAMILY = socket.AF_INET6 if V6 else socket.AF_INET
 
 
@@ -55,6 +63,7 @@ def send(pkt, ttl=255):
         s.sendmsg([pkt], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (GROUP, 0, 0, index))
     else:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         s.sendto(pkt, (GROUP, 0))
 
 
@@ -63,4 +72,4 @@ send(advert(version=4))  # wrong version (checksum right)
 send(advert(), ttl=64)  # routed: TTL not 255
 send(advert(good_sum=False))  # bad checksum
 send(advert(vrid=(vrid % 255) + 1))  # no instance with this VRID
-send(advert())  # good
+send(advert(prio=PRIORITY))  # good

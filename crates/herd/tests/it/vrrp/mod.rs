@@ -8,6 +8,7 @@ mod ipv6;
 mod keepalived;
 mod real_server;
 mod tracking;
+mod unicast;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
