@@ -126,6 +126,11 @@ pub enum Request {
 pub enum Response {
     Ok,
     Error(ApiError),
+    /// The reload is applied; `pending` names the changed sections that only a restart
+    /// applies (`lb.workers`, `vrrp`).
+    Reloaded {
+        pending: Vec<String>,
+    },
     Status(DaemonStatus),
     Services {
         services: Vec<ServiceStatus>,

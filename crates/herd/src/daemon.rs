@@ -120,7 +120,8 @@ impl Daemon {
     }
 
     /// Re-reads the config and applies the difference; on any error the running state stays.
-    pub fn reload(&self) -> Result<(), ApiError> {
+    /// Returns the changed sections that wait for a restart.
+    pub fn reload(&self) -> Result<Vec<String>, ApiError> {
         let cfg = self
             .source
             .load()
@@ -130,11 +131,15 @@ impl Daemon {
             table.apply_config(&cfg.lb, self.dp.as_ref())?;
             table.services().len()
         };
+        let mut pending = Vec::new();
         if worker_count(cfg.lb.workers) != self.workers {
-            tracing::warn!("lb.workers changed: takes effect when the daemon restarts");
+            pending.push("lb.workers".to_string());
         }
         if cfg.vrrp != self.config.lock().unwrap_or_else(|p| p.into_inner()).vrrp {
-            tracing::warn!("vrrp changed: takes effect when the daemon restarts");
+            pending.push("vrrp".to_string());
+        }
+        for p in &pending {
+            tracing::warn!("{p} changed: takes effect when the daemon restarts");
         }
         // The new monitor takes over the old one's states, silences and disables, and tells
         // the director the verdict on every real server (the table lock is not held here: it
@@ -151,7 +156,7 @@ impl Daemon {
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
         let n = self.reloads.fetch_add(1, Relaxed) + 1;
         tracing::info!(reloads = n, services, "config reloaded");
-        Ok(())
+        Ok(pending)
     }
 
     fn monitor(&self) -> Result<Arc<Monitor>, ApiError> {
@@ -209,7 +214,7 @@ impl Daemon {
                 workers: self.workers,
                 reloads: self.reloads.load(Relaxed),
             })),
-            Request::Reload => ok(self.reload()),
+            Request::Reload => self.reload().map(|pending| Response::Reloaded { pending }),
             Request::List { service } => Ok(Response::Services {
                 services: self.table().status(service.as_ref())?,
             }),
@@ -547,7 +552,7 @@ pub async fn serve(
             _ = hup.recv() => {
                 let d = daemon.clone();
                 match tokio::task::spawn_blocking(move || d.reload()).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!("reload refused, keeping the running config:\n{e}"),
                     Err(e) => tracing::error!(error = %e, "reload task failed"),
                 }

@@ -103,7 +103,13 @@ pub fn run() -> ExitCode {
     let code = match cli.cmd {
         Cmd::Daemon(a) => daemon::run(a, socket),
         Cmd::Config(c) => config::run(c),
-        Cmd::Reload => simple(socket, Request::Reload, |_| println!("reloaded")),
+        Cmd::Reload => simple(socket, Request::Reload, |r| match r {
+            Response::Reloaded { pending } if !pending.is_empty() => println!(
+                "reloaded; changed but applied only at restart: {}",
+                pending.join(", ")
+            ),
+            _ => println!("reloaded"),
+        }),
         Cmd::Status { json } => status(socket, json),
         Cmd::Lb(c) => lb::run(c, socket),
         Cmd::Health(c) => health::run(c, socket),

@@ -40,7 +40,7 @@ fn reload_applies_a_diff_and_keeps_connections() {
     }
     // b2 leaves, b3 joins, the scheduler changes: a diff on a live service.
     d.write_config(&service(vip, "wlc", &[(b1.addr, 1), (b3.addr, 1)]));
-    d.ok(&["reload"]);
+    assert_eq!(d.ok(&["reload"]).trim(), "reloaded");
     for c in conns.iter_mut() {
         roundtrip(c, b"after reload");
     }
@@ -90,6 +90,14 @@ fn reload_applies_a_diff_and_keeps_connections() {
             serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap();
         json[0]["scheduler"] == "sed"
     });
+    // What a reload cannot change is said, not silently ignored.
+    let one_worker =
+        service(vip, "sed", &[(b1.addr, 1), (b3.addr, 1)]).replace("workers = 2", "workers = 1");
+    d.write_config(&one_worker);
+    let out = d.ok(&["reload"]);
+    assert!(out.contains("applied only at restart: lb.workers"), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&d.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["workers"], 2);
     assert_eq!(
         d.wait(Duration::from_millis(10)),
         None,
