@@ -6,16 +6,20 @@
 //!   periods (`wd {Mon-Fri} hr {7am-10pm}`).
 //! - [`import`]: other tools' configs (mon.cf) converted to herd's.
 //! - [`ha`]: the VRRP instances of director failover.
+//! - [`nodeset`]: node sets in ClusterShell's syntax (`node[01-20]`, `@web`, `,!&^`);
+//!   [`cluster`]: the cluster's nodes, their agents' addresses, and groups.
 //! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
 //! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
 //!
 //! This crate does no I/O beyond reading a config file on request.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod ha;
 pub mod health;
 pub mod import;
 pub mod ipvsadm;
 pub mod model;
+pub mod nodeset;
 pub mod period;

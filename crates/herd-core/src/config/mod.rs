@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod cluster;
 mod health;
 mod smtp;
 mod vrrp;
@@ -25,6 +26,7 @@ pub use vrrp::parse_vip;
 
 pub use health::{find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl};
 
+use crate::cluster::ClusterConfig;
 use crate::ha::VrrpConfig;
 use crate::health::HealthConfig;
 use crate::model::{
@@ -117,6 +119,8 @@ pub struct RawConfig {
     pub lb: RawLb,
     pub health: Option<health::RawHealth>,
     pub vrrp: Option<vrrp::RawVrrp>,
+    pub nodes: Option<cluster::RawNodes>,
+    pub groups: Option<cluster::RawGroups>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +251,7 @@ pub struct Config {
     pub lb: LbConfig,
     pub health: HealthConfig,
     pub vrrp: VrrpConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -413,6 +418,7 @@ impl Config {
         if let Some(v) = &raw.vrrp {
             cfg.vrrp = vrrp::validate(&l, v, &cfg.lb, &mut errs);
         }
+        cfg.cluster = cluster::validate(&l, raw.nodes.as_ref(), raw.groups.as_ref(), &mut errs);
 
         if errs.is_empty() {
             Ok(cfg)
@@ -444,6 +450,8 @@ impl Config {
             health: (self.health != HealthConfig::default())
                 .then(|| health::HealthOut::from(&self.health)),
             vrrp: (!self.vrrp.instances.is_empty()).then(|| vrrp::VrrpOut::from(&self.vrrp)),
+            nodes: cluster::nodes_out(&self.cluster),
+            groups: cluster::groups_out(&self.cluster),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -854,6 +862,10 @@ struct FileOut {
     health: Option<health::HealthOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vrrp: Option<vrrp::VrrpOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Serialize)]

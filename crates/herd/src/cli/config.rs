@@ -31,12 +31,14 @@ pub fn run(cmd: Cmd) -> u8 {
                             n => format!(", {n} {many}"),
                         };
                         println!(
-                            "{}: ok ({} virtual services, {} real servers{}{})",
+                            "{}: ok ({} virtual services, {} real servers{}{}{}{})",
                             f.display(),
                             c.lb.services.len(),
                             reals,
                             count(checks, "health check", "health checks"),
                             count(c.vrrp.instances.len(), "vrrp instance", "vrrp instances"),
+                            count(c.cluster.nodes.len(), "node", "nodes"),
+                            count(c.cluster.groups.len(), "group", "groups"),
                         );
                     }
                     Err(e) => {

@@ -8,6 +8,7 @@ mod health;
 mod import;
 mod ipvsadm;
 mod lb;
+mod nodeset;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +90,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Expand, fold and count node sets (`herd nodeset -e 'node[01-04],@web'`)
+    Nodeset(nodeset::Args),
     /// Run a director with three built-in web servers behind 127.0.0.100:8080 (no root needed)
     Demo(demo::Args),
 }
@@ -116,6 +119,7 @@ pub fn run() -> ExitCode {
         Cmd::Ha(c) => ha::run(c, socket),
         Cmd::Import(c) => import::run(c),
         Cmd::Ipvsadm { args } => ipvsadm::run(args, socket),
+        Cmd::Nodeset(a) => nodeset::run(a),
         Cmd::Demo(a) => demo::run(a, socket),
     };
     ExitCode::from(code)

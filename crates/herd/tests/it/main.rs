@@ -8,5 +8,6 @@ mod demo;
 mod health;
 mod ipvsadm;
 mod lb;
+mod nodeset;
 mod util;
 mod vrrp;
