@@ -63,6 +63,8 @@ pub struct Daemon {
     workers: usize,
     /// VRRP, when the config has instances; changes to them take effect at restart.
     ha: Option<herd_ha::Ha>,
+    /// The agent's revoked serials, shared with its TLS verifier (reload replaces them).
+    revoked: herd_agent::tls::Revoked,
 }
 
 /// Number of data-plane workers for a config value (0 = one per core).
@@ -103,6 +105,7 @@ impl Daemon {
         };
         let monitor = Monitor::start(&config, Arc::new(TableDirector(table.clone())), None);
         Ok(Arc::new(Daemon {
+            revoked: crate::agent::revoked_set(&config.agent),
             ha,
             source,
             table,
@@ -135,9 +138,19 @@ impl Daemon {
         if worker_count(cfg.lb.workers) != self.workers {
             pending.push("lb.workers".to_string());
         }
-        if cfg.vrrp != self.config.lock().unwrap_or_else(|p| p.into_inner()).vrrp {
-            pending.push("vrrp".to_string());
+        {
+            let old = self.config.lock().unwrap_or_else(|p| p.into_inner());
+            if cfg.vrrp != old.vrrp {
+                pending.push("vrrp".to_string());
+            }
+            // Revocations apply at once (to new connections); the rest at restart.
+            let mut agent = cfg.agent.clone();
+            agent.revoked.clone_from(&old.agent.revoked);
+            if agent != old.agent {
+                pending.push("agent".to_string());
+            }
         }
+        crate::agent::set_revoked(&self.revoked, &cfg.agent);
         for p in &pending {
             tracing::warn!("{p} changed: takes effect when the daemon restarts");
         }
@@ -508,6 +521,21 @@ async fn stop_signal(
     }
 }
 
+/// The node agent with its addresses bound, not yet serving.
+pub type BoundAgent = (Arc<herd_agent::agent::Agent>, Vec<tokio::net::TcpListener>);
+
+/// Binds the node agent when `[agent] listen` names addresses (before the control socket,
+/// whose appearance means ready).
+pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
+    let cfg = daemon
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .agent
+        .clone();
+    crate::agent::bind(&cfg, daemon.revoked.clone()).await
+}
+
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
 /// SIGTERM/SIGINT during the drain ends it at once.
 pub async fn serve(
@@ -516,6 +544,7 @@ pub async fn serve(
     control: UnixListener,
     control_path: PathBuf,
     drain_timeout: Duration,
+    agent: Option<BoundAgent>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let Signals {
@@ -541,6 +570,10 @@ pub async fn serve(
         }
         None => None,
     };
+    if let Some((agent, listeners)) = agent {
+        tracing::info!(name = %agent.settings().name, "node agent");
+        agent.spawn(listeners);
+    }
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());
     tracing::info!(socket = %control_path.display(), "ready");

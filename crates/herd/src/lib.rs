@@ -1,6 +1,7 @@
 //! The `herd` binary's library: CLI, daemon wiring and the control-socket client.
 //! `main.rs` only calls [`cli::run`].
 
+pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod daemon;

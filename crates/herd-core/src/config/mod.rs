@@ -17,16 +17,18 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod agent;
 mod cluster;
 mod health;
 mod smtp;
 mod vrrp;
 
+pub use agent::{listen_address, normalize_serial};
 pub use vrrp::parse_vip;
 
 pub use health::{find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl};
 
-use crate::cluster::ClusterConfig;
+use crate::cluster::{AgentConfig, ClusterConfig};
 use crate::ha::VrrpConfig;
 use crate::health::HealthConfig;
 use crate::model::{
@@ -121,6 +123,7 @@ pub struct RawConfig {
     pub vrrp: Option<vrrp::RawVrrp>,
     pub nodes: Option<cluster::RawNodes>,
     pub groups: Option<cluster::RawGroups>,
+    pub agent: Option<agent::RawAgent>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +255,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub vrrp: VrrpConfig,
     pub cluster: ClusterConfig,
+    pub agent: AgentConfig,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -419,6 +423,7 @@ impl Config {
             cfg.vrrp = vrrp::validate(&l, v, &cfg.lb, &mut errs);
         }
         cfg.cluster = cluster::validate(&l, raw.nodes.as_ref(), raw.groups.as_ref(), &mut errs);
+        cfg.agent = agent::validate(&l, raw.agent.as_ref(), &mut errs);
 
         if errs.is_empty() {
             Ok(cfg)
@@ -452,6 +457,7 @@ impl Config {
             vrrp: (!self.vrrp.instances.is_empty()).then(|| vrrp::VrrpOut::from(&self.vrrp)),
             nodes: cluster::nodes_out(&self.cluster),
             groups: cluster::groups_out(&self.cluster),
+            agent: agent::agent_out(&self.agent),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -866,6 +872,8 @@ struct FileOut {
     nodes: Option<std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     groups: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<agent::AgentOut>,
 }
 
 #[derive(Serialize)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use herd_core::config::Config;
 
 use super::exit;
-use crate::daemon::{bind_control, check_control, serve, Daemon, Signals, Source};
+use crate::daemon::{bind_agent, bind_control, check_control, serve, Daemon, Signals, Source};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -98,6 +98,13 @@ pub async fn daemon_main(
             return exit::CANTCREAT;
         }
     };
+    let agent = match bind_agent(&daemon).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            return exit::CANTCREAT;
+        }
+    };
     let control = match bind_control(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -106,7 +113,7 @@ pub async fn daemon_main(
         }
     };
     // 3. Serve; 4. drain.
-    match serve(daemon, signals, control, socket, drain, shutdown).await {
+    match serve(daemon, signals, control, socket, drain, agent, shutdown).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("herd: {e:#}");

@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand.
 
+mod cert;
 mod config;
 mod daemon;
 mod demo;
+mod exec;
 mod ha;
 mod health;
 mod import;
@@ -43,7 +45,9 @@ Start here:\n  herd demo                      a director with three built-in web
 herd daemon --config FILE      the node daemon\n  herd ipvsadm -L -n             what the director does now\n  \
 herd lb list                   the same, friendlier (--json for scripts)\n  \
 herd health list               health checks and what they did to the real servers\n  \
-herd ha status                 which director holds the VIP (VRRP)",
+herd ha status                 which director holds the VIP (VRRP)\n  \
+herd init; herd cert issue N   the cluster CA, and a certificate for each node's agent\n  \
+herd exec -w 'node[01-64]' CMD run a command on many nodes (herd nodeset -e to see a set)",
     after_help = "The CLI talks to the daemon over a Unix socket: --socket or HERD_SOCKET choose it \
 (default /run/herd/herd.sock)."
 )]
@@ -92,6 +96,15 @@ enum Cmd {
     },
     /// Expand, fold and count node sets (`herd nodeset -e 'node[01-04],@web'`)
     Nodeset(nodeset::Args),
+    /// Run a command on many nodes through their agents (`herd exec -w 'node[01-64]' uptime`)
+    Exec(exec::Args),
+    /// Ask agents who and how they are (any certificate role may)
+    Ping(exec::PingArgs),
+    /// Create the cluster CA and an admin certificate (`herd init`, then `herd cert issue NODE`)
+    Init(cert::InitArgs),
+    /// Issue and show certificates signed by the cluster CA
+    #[command(subcommand)]
+    Cert(cert::Cmd),
     /// Run a director with three built-in web servers behind 127.0.0.100:8080 (no root needed)
     Demo(demo::Args),
 }
@@ -120,6 +133,10 @@ pub fn run() -> ExitCode {
         Cmd::Import(c) => import::run(c),
         Cmd::Ipvsadm { args } => ipvsadm::run(args, socket),
         Cmd::Nodeset(a) => nodeset::run(a),
+        Cmd::Exec(a) => exec::run(a),
+        Cmd::Ping(a) => exec::ping(a),
+        Cmd::Init(a) => cert::init(a),
+        Cmd::Cert(c) => cert::run(c),
         Cmd::Demo(a) => demo::run(a, socket),
     };
     ExitCode::from(code)

@@ -61,21 +61,25 @@ pub struct Args {
     nodesets: Vec<String>,
 }
 
-/// The cluster's nodes and groups: from `--config`, else from the default file if there is one.
-pub fn cluster(config: Option<&PathBuf>) -> Result<ClusterConfig, String> {
+/// The config for cluster-wide commands: `--config`, else the default file if there is one,
+/// else an empty config (no nodes, no groups, `[agent]` defaults).
+pub fn load_config(config: Option<&PathBuf>) -> Result<Config, String> {
     let path = match config {
         Some(p) => p.clone(),
         None => {
             let p = PathBuf::from(DEFAULT_CONFIG);
             if !p.exists() {
-                return Ok(ClusterConfig::default());
+                return Ok(Config::default());
             }
             p
         }
     };
-    Config::load(&path)
-        .map(|c| c.cluster)
-        .map_err(|e| e.to_string())
+    Config::load(&path).map_err(|e| e.to_string())
+}
+
+/// The cluster's nodes and groups (see [`load_config`]).
+pub fn cluster(config: Option<&PathBuf>) -> Result<ClusterConfig, String> {
+    load_config(config).map(|c| c.cluster)
 }
 
 pub fn run(a: Args) -> u8 {

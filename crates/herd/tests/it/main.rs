@@ -5,6 +5,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod exec;
 mod health;
 mod ipvsadm;
 mod lb;

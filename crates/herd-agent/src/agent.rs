@@ -1,0 +1,632 @@
+//! The agent: accepts mutual-TLS connections and serves one request on each.
+//!
+//! A connection's life: TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`]; the verifier has
+//! already refused strangers and revoked certificates) → one `Request` frame → the role check
+//! → the answer. `exec` runs `/bin/sh -c COMMAND` as the configured user in a process group of
+//! its own, with a minimal environment, and streams its output back; the client's `Signal`
+//! frames go to that process group, and so does the kill at the timeout or when the client
+//! goes away. Every request that runs or is refused is written to the audit log.
+//!
+//! A client that stops reading stalls only its own command (the pipes fill up); after
+//! [`WRITE_STALL`] without progress the connection is dropped and the command killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process_group, Pid, Signal};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{sleep_until, timeout};
+use tokio_rustls::TlsAcceptor;
+
+use crate::frame::{write_frames, Frame, FrameReader, Kind};
+use crate::pki::Identity;
+use crate::proto::{ExecRequest, Exit, Failure, Pong, Request, SIGNALS};
+use crate::tls::Revoked;
+
+/// How long a client has to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send its request after the handshake.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write to a client may make no progress before the client is dropped.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+/// After SIGTERM at a timeout, how long before SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// After a signal from the client and the shell's exit, how long the output may stay open.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// Bytes read from a command's output at a time (one frame at most).
+const CHUNK: usize = 64 * 1024;
+
+/// The `PATH` commands get.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name (the command sees it as `HERD_NODE`).
+    pub name: String,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub revoked: Revoked,
+    /// Commands run as this user (the agent must be root to run them as someone else).
+    pub user: String,
+    pub audit_log: Option<PathBuf>,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    settings: Settings,
+    started: Instant,
+    slots: Arc<Semaphore>,
+    audit: Mutex<()>,
+}
+
+impl Agent {
+    pub fn new(settings: Settings) -> Arc<Agent> {
+        Arc::new(Agent {
+            slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            settings,
+            started: Instant::now(),
+            audit: Mutex::new(()),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Serves every listener until the runtime ends.
+    pub fn spawn(self: &Arc<Self>, listeners: Vec<TcpListener>) {
+        for l in listeners {
+            let agent = self.clone();
+            tokio::spawn(async move { agent.accept_loop(l).await });
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "agent: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "agent: too many connections; closing this one");
+                continue;
+            };
+            let agent = self.clone();
+            tokio::spawn(async move {
+                agent.serve(tcp, peer).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn serve(&self, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let acceptor = TlsAcceptor::from(self.settings.tls.clone());
+        let tls = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "agent: TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "agent: TLS handshake timed out");
+                return;
+            }
+        };
+        let id = match tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Identity::from_der(c))
+        {
+            Some(Ok(id)) => id,
+            // The verifier has checked both; not reached.
+            _ => return,
+        };
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = FrameReader::new(rd);
+        let req = match timeout(REQUEST_TIMEOUT, rd.read()).await {
+            Ok(Ok(Some(f))) if f.kind == Kind::Request => f.parse::<Request>(),
+            Ok(Ok(Some(f))) => {
+                tracing::info!(%peer, kind = ?f.kind, "agent: expected a request");
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "agent: bad frame; closing");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "agent: no request in time");
+                return;
+            }
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = fail(&mut wr, 0, false, format!("bad request: {e}")).await;
+                return;
+            }
+        };
+        let rank = match &req {
+            Request::Exec(e) => e.rank,
+            Request::Ping => 0,
+        };
+        if !req.allowed(id.role) {
+            let message = format!(
+                "refused: {} needs an admin certificate; {:?} holds a {} certificate",
+                req.name(),
+                id.name,
+                id.role
+            );
+            tracing::warn!(%peer, who = %id.name, role = %id.role, request = req.name(), "agent: refused");
+            self.audit(&AuditRecord {
+                event: "refused",
+                request: req.name(),
+                command: match &req {
+                    Request::Exec(e) => Some(&e.command),
+                    Request::Ping => None,
+                },
+                ..AuditRecord::new(&id, peer, &self.settings)
+            });
+            let _ = fail(&mut wr, rank, true, message).await;
+            return;
+        }
+        match req {
+            Request::Ping => {
+                let pong = Pong {
+                    name: self.settings.name.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    you: id.name.clone(),
+                    role: id.role,
+                    uptime_secs: self.started.elapsed().as_secs(),
+                    load: loadavg(),
+                };
+                let _ = write_frames(&mut wr, &[Frame::json(Kind::Pong, 0, &pong)]).await;
+                let _ = wr.shutdown().await;
+            }
+            Request::Exec(e) => self.exec(&id, peer, e, rd, wr).await,
+        }
+    }
+
+    async fn exec<R, W>(
+        &self,
+        id: &Identity,
+        peer: SocketAddr,
+        req: ExecRequest,
+        mut rd: FrameReader<R>,
+        mut wr: W,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let rank = req.rank;
+        let started = Instant::now();
+        let mut child = match self.spawn_command(id, &req) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "agent: cannot run the command");
+                let _ = fail(&mut wr, rank, false, e).await;
+                return;
+            }
+        };
+        let Some(pid) = child.id().and_then(|p| Pid::from_raw(p as i32)) else {
+            return;
+        };
+        let base = AuditRecord {
+            request: "exec",
+            command: Some(&req.command),
+            pid: Some(pid.as_raw_nonzero().get()),
+            ..AuditRecord::new(id, peer, &self.settings)
+        };
+        self.audit(&AuditRecord {
+            event: "start",
+            ..base.clone()
+        });
+        tracing::info!(%peer, who = %id.name, pid = pid.as_raw_nonzero().get(), command = %req.command, "agent: exec");
+
+        // Output: two pumps feed one writer, which alone touches the socket.
+        let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
+        let mut pumps = Vec::new();
+        if let Some(o) = child.stdout.take() {
+            pumps.push(tokio::spawn(pump(o, Kind::Stdout, rank, out_tx.clone())));
+        }
+        if let Some(e) = child.stderr.take() {
+            pumps.push(tokio::spawn(pump(e, Kind::Stderr, rank, out_tx.clone())));
+        }
+        let (gone_tx, mut gone_rx) = mpsc::channel::<&'static str>(2);
+        let writer = {
+            let gone = gone_tx.clone();
+            tokio::spawn(async move {
+                while let Some(first) = out_rx.recv().await {
+                    let mut batch = vec![first];
+                    while let Ok(f) = out_rx.try_recv() {
+                        batch.push(f);
+                        if batch.len() >= 8 {
+                            break;
+                        }
+                    }
+                    match timeout(WRITE_STALL, write_frames(&mut wr, &batch)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            let _ = gone.try_send("the client went away");
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = gone.try_send("the client stopped reading");
+                            return;
+                        }
+                    }
+                }
+                let _ = wr.shutdown().await;
+            })
+        };
+        // Input: stdin frames to the command, signals to its process group.
+        let mut stdin = child.stdin.take();
+        let (interrupted_tx, mut interrupted) = tokio::sync::watch::channel(false);
+        let reader = tokio::spawn(async move {
+            loop {
+                match rd.read().await {
+                    Ok(Some(f)) => match f.kind {
+                        Kind::Stdin => {
+                            if let Some(s) = stdin.as_mut() {
+                                if s.write_all(&f.payload).await.is_err() {
+                                    // The command closed its stdin: the rest is not wanted.
+                                    stdin = None;
+                                }
+                            }
+                        }
+                        Kind::StdinEnd => stdin = None,
+                        Kind::Signal => {
+                            let sig = f.payload.first().map(|&s| i32::from(s));
+                            if let Some(sig) = sig.filter(|s| SIGNALS.contains(s)) {
+                                signal_group(pid, sig);
+                                let _ = interrupted_tx.send(true);
+                            }
+                        }
+                        _ => {
+                            let _ = gone_tx.try_send("the client sent a frame out of place");
+                            return;
+                        }
+                    },
+                    Ok(None) => {
+                        let _ = gone_tx.try_send("the client went away");
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = gone_tx.try_send("the client sent a bad frame");
+                        return;
+                    }
+                }
+            }
+        });
+
+        let deadline = req
+            .timeout_ms
+            .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+        let mut timed_out = false;
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut gone: Option<&'static str> = None;
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let status = loop {
+            tokio::select! {
+                s = child.wait() => break s.ok(),
+                _ = sleep_until(deadline.unwrap_or_else(far)), if deadline.is_some() && !timed_out => {
+                    timed_out = true;
+                    signal_group(pid, libc_sig(Signal::TERM));
+                    kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+                }
+                _ = sleep_until(kill_at.unwrap_or_else(far)), if kill_at.is_some() => {
+                    signal_group(pid, libc_sig(Signal::KILL));
+                    kill_at = None;
+                }
+                why = gone_rx.recv(), if gone.is_none() => {
+                    gone = Some(why.unwrap_or("the client went away"));
+                    signal_group(pid, libc_sig(Signal::HUP));
+                    kill_at.get_or_insert(tokio::time::Instant::now() + KILL_GRACE);
+                }
+            }
+        };
+        // The shell is gone; its output ends when every process that holds the pipes is
+        // (as with ssh). A timeout or a lost client ends the wait and the process group. After
+        // the client's signal, what is left (a background job that ignores SIGINT) may keep
+        // running, but the run does not wait for it past INTERRUPT_GRACE.
+        let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
+        let pumps_done = async {
+            for p in pumps {
+                let _ = p.await;
+            }
+        };
+        tokio::pin!(pumps_done);
+        let cut = async {
+            if interrupted.wait_for(|v| *v).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(INTERRUPT_GRACE).await;
+        };
+        tokio::pin!(cut);
+        loop {
+            tokio::select! {
+                _ = &mut pumps_done => break,
+                _ = &mut cut => {
+                    aborts.iter().for_each(|a| a.abort());
+                    break;
+                }
+                _ = sleep_until(deadline.unwrap_or_else(far)), if deadline.is_some() && !timed_out => {
+                    timed_out = true;
+                    signal_group(pid, libc_sig(Signal::KILL));
+                }
+                why = gone_rx.recv(), if gone.is_none() => {
+                    gone = Some(why.unwrap_or("the client went away"));
+                    signal_group(pid, libc_sig(Signal::KILL));
+                }
+            }
+        }
+        if timed_out {
+            signal_group(pid, libc_sig(Signal::KILL));
+        }
+        reader.abort();
+        let exit = exit_of(status, timed_out);
+        // Every output frame is queued before it: the exit frame is the node's last.
+        if gone.is_none() {
+            let _ = out_tx.send(Frame::json(Kind::Exit, rank, &exit)).await;
+        }
+        drop(out_tx);
+        let _ = writer.await;
+        tracing::info!(%peer, who = %id.name, pid = pid.as_raw_nonzero().get(), status = exit.status(), timed_out, "agent: exec ended");
+        self.audit(&AuditRecord {
+            event: "end",
+            time: jiff::Timestamp::now().to_string(),
+            exit: exit.code,
+            signal: exit.signal,
+            timed_out,
+            ended_by: gone,
+            ms: Some(started.elapsed().as_millis() as u64),
+            ..base
+        });
+    }
+
+    fn spawn_command(
+        &self,
+        id: &Identity,
+        req: &ExecRequest,
+    ) -> Result<tokio::process::Child, String> {
+        let user = lookup_user(&self.settings.user)?;
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&req.command)
+            .env_clear()
+            .env("PATH", PATH)
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name)
+            .env("SHELL", &user.shell)
+            .env("HERD_NODE", &self.settings.name)
+            .env("HERD_RANK", req.rank.to_string())
+            .env("HERD_SIZE", req.size.to_string())
+            .env("HERD_CALLER", &id.name)
+            .current_dir(if std::path::Path::new(&user.home).is_dir() {
+                user.home.as_str()
+            } else {
+                "/"
+            })
+            .process_group(0)
+            .stdin(if req.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        let me = rustix::process::geteuid();
+        if me.as_raw() != user.uid {
+            if !me.is_root() {
+                return Err(format!(
+                    "the agent runs as uid {} and cannot run commands as {} (uid {})",
+                    me.as_raw(),
+                    user.name,
+                    user.uid
+                ));
+            }
+            cmd.uid(user.uid).gid(user.gid);
+        } else if me.is_root() {
+            cmd.gid(user.gid);
+        }
+        cmd.spawn()
+            .map_err(|e| format!("cannot run /bin/sh as {}: {e}", user.name))
+    }
+
+    fn audit(&self, rec: &AuditRecord<'_>) {
+        let Some(path) = &self.settings.audit_log else {
+            return;
+        };
+        let mut line = serde_json::to_vec(rec).unwrap_or_default();
+        line.push(b'\n');
+        let _guard = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let res = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(&line));
+        if let Err(e) = res {
+            tracing::error!(path = %path.display(), error = %e, "agent: cannot write the audit log");
+        }
+    }
+}
+
+fn libc_sig(s: Signal) -> i32 {
+    s.as_raw()
+}
+
+fn signal_group(pid: Pid, sig: i32) {
+    if let Some(s) = Signal::from_named_raw(sig) {
+        // Gone already: nothing to do.
+        let _ = kill_process_group(pid, s);
+    }
+}
+
+fn exit_of(status: Option<std::process::ExitStatus>, timed_out: bool) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    Exit {
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        timed_out,
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(mut r: R, kind: Kind, rank: u32, tx: mpsc::Sender<Frame>) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Frame::new(kind, rank, &buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn fail<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    rank: u32,
+    refused: bool,
+    message: String,
+) -> std::io::Result<()> {
+    write_frames(
+        wr,
+        &[Frame::json(
+            Kind::Error,
+            rank,
+            &Failure { refused, message },
+        )],
+    )
+    .await?;
+    wr.shutdown().await
+}
+
+fn loadavg() -> [f64; 3] {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = s.split_whitespace().map(|x| x.parse().unwrap_or(0.0));
+    [
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+    ]
+}
+
+/// A local user, from /etc/passwd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+pub fn lookup_user(name: &str) -> Result<User, String> {
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
+    parse_passwd(&passwd, name).ok_or_else(|| format!("no user {name:?} in /etc/passwd"))
+}
+
+fn parse_passwd(passwd: &str, name: &str) -> Option<User> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 7 || f[0] != name {
+            return None;
+        }
+        Some(User {
+            name: f[0].to_string(),
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f[5].to_string(),
+            shell: f[6].to_string(),
+        })
+    })
+}
+
+/// One line of the audit log (JSON).
+#[derive(Debug, Clone, Serialize)]
+struct AuditRecord<'a> {
+    time: String,
+    event: &'static str,
+    request: &'static str,
+    who: &'a str,
+    role: &'static str,
+    serial: &'a str,
+    from: String,
+    node: &'a str,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    timed_out: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ms: Option<u64>,
+}
+
+impl<'a> AuditRecord<'a> {
+    fn new(id: &'a Identity, peer: SocketAddr, s: &'a Settings) -> Self {
+        AuditRecord {
+            time: jiff::Timestamp::now().to_string(),
+            event: "",
+            request: "",
+            who: &id.name,
+            role: id.role.as_str(),
+            serial: &id.serial,
+            from: peer.to_string(),
+            node: &s.name,
+            user: &s.user,
+            command: None,
+            pid: None,
+            exit: None,
+            signal: None,
+            timed_out: false,
+            ended_by: None,
+            ms: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lines_give_users() {
+        let p = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nbad:x:y\n";
+        let u = parse_passwd(p, "nobody").unwrap();
+        assert_eq!(
+            (u.uid, u.gid, u.home.as_str()),
+            (65534, 65534, "/nonexistent")
+        );
+        assert!(parse_passwd(p, "bad").is_none());
+        assert!(parse_passwd(p, "alice").is_none());
+    }
+}
