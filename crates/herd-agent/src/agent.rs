@@ -25,9 +25,11 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
+use crate::client::{self, Run};
 use crate::frame::{write_frames, Frame, FrameReader, Kind};
-use crate::pki::Identity;
-use crate::proto::{ExecRequest, Exit, Failure, Pong, Request, SIGNALS};
+use crate::grant::Checker;
+use crate::pki::{Identity, Role};
+use crate::proto::{ExecRequest, Exit, Failure, FailureKind, Pong, Request, SIGNALS};
 use crate::tls::Revoked;
 
 /// How long a client has to finish the TLS handshake.
@@ -57,6 +59,10 @@ pub struct Settings {
     pub audit_log: Option<PathBuf>,
     /// Connections served at once; more are closed at once.
     pub max_connections: usize,
+    /// Checks the grants of requests relayed by other nodes.
+    pub grants: Arc<Checker>,
+    /// This node's client side, to relay runs to its subtree (its node certificate).
+    pub relay_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug)]
@@ -158,13 +164,9 @@ impl Agent {
         let req = match req {
             Ok(r) => r,
             Err(e) => {
-                let _ = fail(&mut wr, 0, false, format!("bad request: {e}")).await;
+                let _ = fail(&mut wr, 0, FailureKind::Agent, format!("bad request: {e}")).await;
                 return;
             }
-        };
-        let rank = match &req {
-            Request::Exec(e) => e.rank,
-            Request::Ping => 0,
         };
         if !req.allowed(id.role) {
             let message = format!(
@@ -183,9 +185,41 @@ impl Agent {
                 },
                 ..AuditRecord::new(&id, peer, &self.settings)
             });
-            let _ = fail(&mut wr, rank, true, message).await;
+            let _ = refuse(&mut wr, &req, &self.settings.name, message).await;
             return;
         }
+        // A node relays an admin's run: the grant must hold, and the admin is who runs it.
+        let (caller, via) = match &req {
+            Request::Exec(e) if id.role == Role::Node => {
+                let checked = e
+                    .auth
+                    .as_ref()
+                    .ok_or_else(|| "a relayed request carries no grant".to_string())
+                    .and_then(|a| self.settings.grants.check(a, e, &self.settings.name));
+                match checked {
+                    Ok(admin) => (admin, Some(id.name.clone())),
+                    Err(why) => {
+                        tracing::warn!(%peer, via = %id.name, "agent: relayed request refused: {why}");
+                        self.audit(&AuditRecord {
+                            event: "refused",
+                            request: "exec",
+                            command: Some(&e.command),
+                            reason: Some(&why),
+                            ..AuditRecord::new(&id, peer, &self.settings)
+                        });
+                        let _ = refuse(
+                            &mut wr,
+                            &req,
+                            &self.settings.name,
+                            format!("refused: {why}"),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
+            _ => (id.clone(), None),
+        };
         match req {
             Request::Ping => {
                 let pong = Pong {
@@ -199,15 +233,16 @@ impl Agent {
                 let _ = write_frames(&mut wr, &[Frame::json(Kind::Pong, 0, &pong)]).await;
                 let _ = wr.shutdown().await;
             }
-            Request::Exec(e) => self.exec(&id, peer, e, rd, wr).await,
+            Request::Exec(e) => self.exec(&caller, via.as_deref(), peer, e, rd, wr).await,
         }
     }
 
     async fn exec<R, W>(
         &self,
         id: &Identity,
+        via: Option<&str>,
         peer: SocketAddr,
-        req: ExecRequest,
+        mut req: ExecRequest,
         mut rd: FrameReader<R>,
         mut wr: W,
     ) where
@@ -216,11 +251,35 @@ impl Agent {
     {
         let rank = req.rank;
         let started = Instant::now();
+        let subtree = std::mem::take(&mut req.subtree);
         let mut child = match self.spawn_command(id, &req) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "agent: cannot run the command");
-                let _ = fail(&mut wr, rank, false, e).await;
+                // The subtree is not left out silently: each of its nodes is reported.
+                let mut frames = vec![Frame::json(
+                    Kind::Error,
+                    rank,
+                    &Failure {
+                        kind: FailureKind::Agent,
+                        message: e.clone(),
+                    },
+                )];
+                frames.extend(subtree.iter().map(|h| {
+                    Frame::json(
+                        Kind::Error,
+                        h.rank,
+                        &Failure {
+                            kind: FailureKind::Agent,
+                            message: format!(
+                                "not run: its relay {} failed: {e}",
+                                self.settings.name
+                            ),
+                        },
+                    )
+                }));
+                let _ = write_frames(&mut wr, &frames).await;
+                let _ = wr.shutdown().await;
                 return;
             }
         };
@@ -229,6 +288,7 @@ impl Agent {
         };
         let base = AuditRecord {
             request: "exec",
+            via,
             command: Some(&req.command),
             pid: Some(pid.as_raw_nonzero().get()),
             ..AuditRecord::new(id, peer, &self.settings)
@@ -275,14 +335,66 @@ impl Agent {
                 let _ = wr.shutdown().await;
             })
         };
-        // Input: stdin frames to the command, signals to its process group.
+        // The subtree, when this agent relays: its frames join this connection's output.
+        let (sub_stdin, sub_stdin_rx) = match (req.stdin, subtree.is_empty()) {
+            (true, false) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
+        let (sub_signals, sub_signals_rx) = tokio::sync::watch::channel(None);
+        let relay = match (&self.settings.relay_tls, subtree.is_empty()) {
+            (_, true) => None,
+            (Some(tls), false) => {
+                let run = Run {
+                    tls: tls.clone(),
+                    request: ExecRequest {
+                        rank: 0,
+                        subtree: Vec::new(),
+                        ..req.clone()
+                    },
+                };
+                Some(tokio::spawn(client::relay(
+                    Arc::new(run),
+                    subtree,
+                    sub_stdin_rx,
+                    sub_signals_rx,
+                    out_tx.clone(),
+                )))
+            }
+            (None, false) => {
+                for h in subtree {
+                    let _ = out_tx
+                        .send(Frame::json(
+                            Kind::Error,
+                            h.rank,
+                            &Failure {
+                                kind: FailureKind::Agent,
+                                message: format!(
+                                    "{} cannot relay (no client identity)",
+                                    self.settings.name
+                                ),
+                            },
+                        ))
+                        .await;
+                }
+                None
+            }
+        };
+        // Input: stdin frames to the command (and the subtree), signals to its process group
+        // (and the subtree).
         let mut stdin = child.stdin.take();
+        let mut sub_stdin = sub_stdin;
         let (interrupted_tx, mut interrupted) = tokio::sync::watch::channel(false);
         let reader = tokio::spawn(async move {
             loop {
                 match rd.read().await {
                     Ok(Some(f)) => match f.kind {
                         Kind::Stdin => {
+                            if let Some(tx) = &sub_stdin {
+                                let _ = tx.send(Arc::new(f.payload.clone()));
+                            }
                             if let Some(s) = stdin.as_mut() {
                                 if s.write_all(&f.payload).await.is_err() {
                                     // The command closed its stdin: the rest is not wanted.
@@ -290,12 +402,16 @@ impl Agent {
                                 }
                             }
                         }
-                        Kind::StdinEnd => stdin = None,
+                        Kind::StdinEnd => {
+                            stdin = None;
+                            sub_stdin = None;
+                        }
                         Kind::Signal => {
                             let sig = f.payload.first().map(|&s| i32::from(s));
                             if let Some(sig) = sig.filter(|s| SIGNALS.contains(s)) {
                                 signal_group(pid, sig);
                                 let _ = interrupted_tx.send(true);
+                                let _ = sub_signals.send(Some(sig));
                             }
                         }
                         _ => {
@@ -379,13 +495,27 @@ impl Agent {
         if timed_out {
             signal_group(pid, libc_sig(Signal::KILL));
         }
-        reader.abort();
         let exit = exit_of(status, timed_out);
         // Every output frame is queued before it: the exit frame is the node's last.
         if gone.is_none() {
             let _ = out_tx.send(Frame::json(Kind::Exit, rank, &exit)).await;
         }
         drop(out_tx);
+        if let Some(mut r) = relay {
+            if gone.is_some() {
+                r.abort();
+            } else {
+                tokio::select! {
+                    _ = &mut r => {}
+                    why = gone_rx.recv() => {
+                        gone = Some(why.unwrap_or("the client went away"));
+                        r.abort();
+                    }
+                }
+            }
+        }
+        // The reader also carried stdin and signals to the subtree: it stops last.
+        reader.abort();
         let _ = writer.await;
         tracing::info!(%peer, who = %id.name, pid = pid.as_raw_nonzero().get(), status = exit.status(), timed_out, "agent: exec ended");
         self.audit(&AuditRecord {
@@ -506,18 +636,48 @@ async fn pump<R: AsyncRead + Unpin>(mut r: R, kind: Kind, rank: u32, tx: mpsc::S
 async fn fail<W: AsyncWrite + Unpin>(
     wr: &mut W,
     rank: u32,
-    refused: bool,
+    kind: FailureKind,
     message: String,
 ) -> std::io::Result<()> {
     write_frames(
         wr,
-        &[Frame::json(
-            Kind::Error,
-            rank,
-            &Failure { refused, message },
-        )],
+        &[Frame::json(Kind::Error, rank, &Failure { kind, message })],
     )
     .await?;
+    wr.shutdown().await
+}
+
+/// Refuses a request: for its own rank, and for each node of its subtree (which is then not
+/// reached at all).
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    req: &Request,
+    me: &str,
+    message: String,
+) -> std::io::Result<()> {
+    let (rank, subtree) = match req {
+        Request::Exec(e) => (e.rank, e.subtree.as_slice()),
+        Request::Ping => (0, &[][..]),
+    };
+    let mut frames = vec![Frame::json(
+        Kind::Error,
+        rank,
+        &Failure {
+            kind: FailureKind::Refused,
+            message: message.clone(),
+        },
+    )];
+    frames.extend(subtree.iter().map(|h| {
+        Frame::json(
+            Kind::Error,
+            h.rank,
+            &Failure {
+                kind: FailureKind::Refused,
+                message: format!("not run: its relay {me} was {message}"),
+            },
+        )
+    }));
+    write_frames(wr, &frames).await?;
     wr.shutdown().await
 }
 
@@ -575,8 +735,13 @@ struct AuditRecord<'a> {
     from: String,
     node: &'a str,
     user: &'a str,
+    /// The node that relayed the request (the admin's grant names `who`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -603,7 +768,9 @@ impl<'a> AuditRecord<'a> {
             from: peer.to_string(),
             node: &s.name,
             user: &s.user,
+            via: None,
             command: None,
+            reason: None,
             pid: None,
             exit: None,
             signal: None,

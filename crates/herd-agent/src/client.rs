@@ -1,11 +1,19 @@
-//! The parallel client: runs one request on many agents at once and reports, per node,
-//! whole output lines and how the command ended.
+//! The parallel client: runs one command on many agents and reports, per node, whole output
+//! lines and how the command ended.
 //!
-//! Each node is one task with one connection (at most `fanout` at a time). Output is cut into
-//! lines here, per node and per stream, so that whoever prints the events never has to
-//! split or interleave a line: a line is one event however long it is, and a last line
-//! without a newline is one too.
+//! Up to `fanout` nodes, the client connects to each. Beyond that it splits the nodes into
+//! `fanout` contiguous groups and connects to the first node of each, which relays the run
+//! to the rest of its group the same way (gexec's n-ary tree): the client holds `fanout`
+//! connections whatever the size of the run. Every frame carries the rank of the node it is
+//! about, so a relay forwards its subtree's frames as they are. A node that cannot be reached
+//! is reported, and if it was to relay, the next node of its group takes its place; a relay
+//! lost in the middle of the run has each of its unfinished nodes reported. No node is ever
+//! silently dropped: every rank ends with an exit or an error.
+//!
+//! Output is cut into lines at the end (per node and per stream), so that a line is one event
+//! however long it is, and a last line without a newline is one too.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,38 +21,18 @@ use rustls::pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use crate::agent::KILL_GRACE;
 use crate::frame::{write_frames, Frame, FrameReader, Kind, MAX_PAYLOAD};
-use crate::proto::{ExecRequest, Exit, Failure, Pong, Request};
+pub use crate::proto::Hop as Target;
+use crate::proto::{ExecRequest, Exit, Failure, FailureKind, Pong, Request};
 
-/// A node to run on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Position in the run (gexec's numbering, from 0).
-    pub rank: u32,
-    pub name: String,
-    /// `host:port` of its agent.
-    pub addr: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub command: String,
-    /// For TCP connect and TLS handshake together.
-    pub connect_timeout: Duration,
-    /// The agent kills the command after this long.
-    pub timeout: Option<Duration>,
-    /// Nodes served at once.
-    pub fanout: usize,
-    /// Whether stdin is sent (see [`stdin_channels`]).
-    pub stdin: bool,
-    /// Nodes in the run (`HERD_SIZE`).
-    pub size: u32,
-}
+/// The connect timeout when a request does not say.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -59,7 +47,7 @@ pub enum Stream {
 pub enum Outcome {
     /// The command ran and ended (maybe killed at its timeout).
     Exited(Exit),
-    /// The agent refused the request (the certificate's role).
+    /// Refused: the certificate's role, or a grant that does not hold.
     Refused { message: String },
     /// Not reached, or lost on the way.
     Failed { stage: Stage, message: String },
@@ -77,6 +65,19 @@ pub enum Stage {
 }
 
 impl Outcome {
+    fn from_failure(f: Failure) -> Outcome {
+        let stage = match f.kind {
+            FailureKind::Refused => return Outcome::Refused { message: f.message },
+            FailureKind::Agent => Stage::Agent,
+            FailureKind::Connect => Stage::Connect,
+            FailureKind::Lost => Stage::Lost,
+        };
+        Outcome::Failed {
+            stage,
+            message: f.message,
+        }
+    }
+
     /// The exit status this outcome counts as: the command's, 124 for a timeout (as
     /// timeout(1)), 255 for a node not reached or lost (as ssh), 126 for a refusal.
     pub fn status(&self) -> i32 {
@@ -121,29 +122,8 @@ pub enum Event {
     Done { rank: u32, outcome: Outcome },
 }
 
-/// Sends the client's stdin to every node: each chunk goes to all, dropping it ends stdin.
-#[derive(Debug)]
-pub struct StdinSender(Vec<mpsc::UnboundedSender<Arc<Vec<u8>>>>);
-
-impl StdinSender {
-    /// Queues a chunk for every node; false once no node wants more.
-    pub fn send(&self, chunk: Vec<u8>) -> bool {
-        let chunk = Arc::new(chunk);
-        let mut any = false;
-        for tx in &self.0 {
-            any |= tx.send(chunk.clone()).is_ok();
-        }
-        any
-    }
-}
-
+/// The client's stdin, in chunks, for every node; closing the sender ends stdin.
 pub type StdinReceiver = mpsc::UnboundedReceiver<Arc<Vec<u8>>>;
-
-/// One sender for the client's stdin and a receiver per node.
-pub fn stdin_channels(n: usize) -> (StdinSender, Vec<StdinReceiver>) {
-    let (txs, rxs) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-    (StdinSender(txs), rxs)
-}
 
 /// Cuts a byte stream into lines.
 #[derive(Debug, Default)]
@@ -169,42 +149,177 @@ impl LineBuf {
     }
 }
 
-/// Runs `opts.command` on every target; events go to `events` as they happen. `stdin` has a
-/// receiver per target (in order) when `opts.stdin`; each change of `signals` is sent to
-/// every running command.
+/// One run: the TLS identity to connect with and the request every node gets (its `rank`
+/// and `subtree` are filled in per connection).
+#[derive(Debug)]
+pub struct Run {
+    pub tls: Arc<rustls::ClientConfig>,
+    pub request: ExecRequest,
+}
+
+impl Run {
+    fn connect_timeout(&self) -> Duration {
+        match self.request.connect_timeout_ms {
+            0 => DEFAULT_CONNECT_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    fn fanout(&self) -> usize {
+        (self.request.fanout as usize).max(1)
+    }
+}
+
+/// Splits the nodes of a run into the connections to make: up to `fanout` nodes, one each;
+/// beyond, `fanout` contiguous groups whose first node relays to the rest.
+pub fn plan(mut targets: Vec<Target>, fanout: usize) -> Vec<(Target, Vec<Target>)> {
+    let fanout = fanout.max(1);
+    if targets.len() <= fanout {
+        return targets.into_iter().map(|t| (t, Vec::new())).collect();
+    }
+    let n = targets.len();
+    let mut groups = Vec::with_capacity(fanout);
+    for i in (0..fanout).rev() {
+        let start = i * n / fanout;
+        let mut group = targets.split_off(start);
+        let head = group.remove(0);
+        groups.push((head, group));
+    }
+    groups.reverse();
+    groups
+}
+
+/// Runs `run` on every target; events go to `events` as they happen. `stdin` goes to every
+/// node; each change of `signals` is sent to every running command.
 pub async fn exec(
-    tls: Arc<rustls::ClientConfig>,
+    run: Run,
     targets: Vec<Target>,
-    opts: Options,
-    stdin: Vec<StdinReceiver>,
+    stdin: Option<StdinReceiver>,
     signals: watch::Receiver<Option<i32>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let slots = Arc::new(Semaphore::new(opts.fanout.max(1)));
-    let opts = Arc::new(opts);
-    let mut stdin = stdin.into_iter();
-    let mut tasks = Vec::with_capacity(targets.len());
-    for t in targets {
-        let (tls, opts, events, signals, slots) = (
-            tls.clone(),
-            opts.clone(),
-            events.clone(),
+    let n = targets.len();
+    let (sink, mut frames) = mpsc::channel::<Frame>(1024);
+    let tree = tokio::spawn(relay(Arc::new(run), targets, stdin, signals, sink));
+    // Frames → lines and outcomes, per rank.
+    let mut bufs: Vec<(LineBuf, LineBuf)> = (0..n).map(|_| Default::default()).collect();
+    let mut done = vec![false; n];
+    while let Some(f) = frames.recv().await {
+        let rank = f.node;
+        let Some((out, err)) = bufs.get_mut(rank as usize) else {
+            continue; // not a node of this run
+        };
+        if done[rank as usize] {
+            continue;
+        }
+        let outcome = match f.kind {
+            Kind::Stdout | Kind::Stderr => {
+                let (buf, stream) = if f.kind == Kind::Stdout {
+                    (out, Stream::Stdout)
+                } else {
+                    (err, Stream::Stderr)
+                };
+                buf.push(&f.payload, |line| {
+                    let _ = events.send(Event::Line {
+                        rank,
+                        stream,
+                        line,
+                        newline: true,
+                    });
+                });
+                continue;
+            }
+            Kind::Exit => f
+                .parse::<Exit>()
+                .map(Outcome::Exited)
+                .unwrap_or_else(|e| lost_outcome(e.to_string())),
+            Kind::Error => f
+                .parse::<Failure>()
+                .map(Outcome::from_failure)
+                .unwrap_or_else(|e| lost_outcome(e.to_string())),
+            _ => continue,
+        };
+        for (buf, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
+            if let Some(line) = buf.finish() {
+                let _ = events.send(Event::Line {
+                    rank,
+                    stream,
+                    line,
+                    newline: false,
+                });
+            }
+        }
+        done[rank as usize] = true;
+        let _ = events.send(Event::Done { rank, outcome });
+    }
+    let _ = tree.await;
+    // The tree reports every node; this is a last guard against a bug there.
+    for (rank, d) in done.iter().enumerate() {
+        if !d {
+            let _ = events.send(Event::Done {
+                rank: rank as u32,
+                outcome: lost_outcome("no result".into()),
+            });
+        }
+    }
+}
+
+fn lost_outcome(message: String) -> Outcome {
+    Outcome::Failed {
+        stage: Stage::Lost,
+        message,
+    }
+}
+
+fn failure(rank: u32, kind: FailureKind, message: impl Into<String>) -> Frame {
+    Frame::json(
+        Kind::Error,
+        rank,
+        &Failure {
+            kind,
+            message: message.into(),
+        },
+    )
+}
+
+/// Runs `run` on `targets` and sends every frame about them to `sink`: the client's whole
+/// run, or a relay's subtree. Returns when every target has ended (each with an exit or an
+/// error frame).
+pub async fn relay(
+    run: Arc<Run>,
+    targets: Vec<Target>,
+    stdin: Option<StdinReceiver>,
+    signals: watch::Receiver<Option<i32>>,
+    sink: mpsc::Sender<Frame>,
+) {
+    let groups = plan(targets, run.fanout());
+    // Each connection gets its own copy of stdin.
+    let mut inputs: Vec<Option<StdinReceiver>> = Vec::with_capacity(groups.len());
+    if let Some(mut rx) = stdin {
+        let (txs, rxs): (Vec<_>, Vec<_>) = groups.iter().map(|_| mpsc::unbounded_channel()).unzip();
+        inputs.extend(rxs.into_iter().map(Some));
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                for tx in &txs {
+                    let _ = tx.send(chunk.clone());
+                }
+            }
+        });
+    } else {
+        inputs.resize_with(groups.len(), || None);
+    }
+    let mut set = JoinSet::new();
+    for ((head, rest), input) in groups.into_iter().zip(inputs) {
+        set.spawn(session(
+            run.clone(),
+            head,
+            rest,
+            input,
             signals.clone(),
-            slots.clone(),
-        );
-        let input = stdin.next();
-        tasks.push(tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire().await else {
-                return;
-            };
-            let rank = t.rank;
-            let outcome = exec_one(tls, &t, &opts, input, signals, &events).await;
-            let _ = events.send(Event::Done { rank, outcome });
-        }));
+            sink.clone(),
+        ));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while set.join_next().await.is_some() {}
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
@@ -232,44 +347,70 @@ async fn connect(
     };
     timeout(limit, attempt)
         .await
-        .map_err(|_| format!("{}: no answer within {:?}", t.addr, limit))?
+        .map_err(|_| format!("{}: no answer within {limit:?}", t.addr))?
 }
 
-fn lost(message: impl Into<String>) -> Outcome {
-    Outcome::Failed {
-        stage: Stage::Lost,
-        message: message.into(),
+/// The TLS alert in a read error, if the peer sent one.
+fn refusal(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(a) => Some(format!("{a:?}")),
+        _ => None,
     }
 }
 
-async fn exec_one(
-    tls: Arc<rustls::ClientConfig>,
-    t: &Target,
-    opts: &Options,
+/// One connection: to `head`, which runs the command and relays it to `rest`.
+async fn session(
+    run: Arc<Run>,
+    mut head: Target,
+    mut rest: Vec<Target>,
     stdin: Option<StdinReceiver>,
     mut signals: watch::Receiver<Option<i32>>,
-    events: &mpsc::UnboundedSender<Event>,
-) -> Outcome {
-    let stream = match connect(tls, t, opts.connect_timeout).await {
-        Ok(s) => s,
-        Err(message) => {
-            return Outcome::Failed {
-                stage: Stage::Connect,
-                message,
+    sink: mpsc::Sender<Frame>,
+) {
+    // A node that cannot be reached is reported; the next of its group relays instead.
+    let stream = loop {
+        match connect(run.tls.clone(), &head, run.connect_timeout()).await {
+            Ok(s) => break s,
+            Err(message) => {
+                let _ = sink
+                    .send(failure(head.rank, FailureKind::Connect, message))
+                    .await;
+                if rest.is_empty() {
+                    return;
+                }
+                head = rest.remove(0);
             }
         }
     };
-    let rank = t.rank;
+    let mut pending: HashSet<u32> = rest.iter().map(|t| t.rank).collect();
+    pending.insert(head.rank);
     let req = Request::Exec(ExecRequest {
-        command: opts.command.clone(),
-        timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
-        stdin: opts.stdin,
-        rank,
-        size: opts.size,
+        rank: head.rank,
+        subtree: rest,
+        ..run.request.clone()
     });
     let (rd, mut wr) = tokio::io::split(stream);
-    if let Err(e) = write_frames(&mut wr, &[Frame::json(Kind::Request, rank, &req)]).await {
-        return lost(format!("sending the request: {e}"));
+    let report_rest = |pending: &HashSet<u32>, kind: FailureKind, why: &str| {
+        let mut frames: Vec<Frame> = Vec::new();
+        for &r in pending {
+            let msg = if r == head.rank {
+                why.to_string()
+            } else {
+                format!("via {}: {why}", head.name)
+            };
+            frames.push(failure(r, kind, msg));
+        }
+        frames
+    };
+    if let Err(e) = write_frames(&mut wr, &[Frame::json(Kind::Request, head.rank, &req)]).await {
+        for f in report_rest(
+            &pending,
+            FailureKind::Lost,
+            &format!("sending the request: {e}"),
+        ) {
+            let _ = sink.send(f).await;
+        }
+        return;
     }
     // One writer task: stdin and signals never wait for the output, nor it for them.
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
@@ -281,11 +422,11 @@ async fn exec_one(
         }
         let _ = wr.shutdown().await;
     });
+    let rank = head.rank;
     let feeder = {
         let tx = tx.clone();
-        let use_stdin = opts.stdin;
         tokio::spawn(async move {
-            if let (true, Some(mut input)) = (use_stdin, stdin) {
+            if let Some(mut input) = stdin {
                 while let Some(chunk) = input.recv().await {
                     for part in chunk.chunks(MAX_PAYLOAD) {
                         if tx.send(Frame::new(Kind::Stdin, rank, part)).is_err() {
@@ -298,53 +439,52 @@ async fn exec_one(
         })
     };
     let mut rd = FrameReader::new(rd);
-    let (mut out, mut err) = (LineBuf::default(), LineBuf::default());
-    // The agent ends the command at its timeout; past that (and the kill grace, and a margin)
-    // the node is reported as gone silent.
-    let silence = opts
-        .timeout
-        .map(|d| tokio::time::Instant::now() + d + KILL_GRACE + Duration::from_secs(5));
+    // The agents end the command at its timeout; past that (the kill grace, the relays'
+    // connects and a margin) the rest of this connection's nodes are reported as gone silent.
+    let silence = run.request.timeout_ms.map(|ms| {
+        tokio::time::Instant::now()
+            + Duration::from_millis(ms)
+            + KILL_GRACE
+            + 4 * run.connect_timeout()
+            + Duration::from_secs(5)
+    });
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let mut answered = false;
-    let outcome = loop {
+    let ended: Option<(FailureKind, String)> = loop {
         tokio::select! {
             f = rd.read() => {
                 let f = match f {
                     Ok(Some(f)) => f,
-                    Ok(None) => break lost("the connection closed before the command ended"),
+                    Ok(None) => break Some((FailureKind::Lost, "the connection closed before the command ended".into())),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        break Some((FailureKind::Lost, "the connection broke before the command ended".into()))
+                    }
                     // TLS 1.3 checks the client's certificate after the client's handshake is
                     // done: a refusal arrives as an alert on the first read.
                     Err(e) if !answered => match refusal(&e) {
-                        Some(alert) => break Outcome::Failed {
-                            stage: Stage::Connect,
-                            message: format!("{}: TLS: the agent refused this certificate ({alert})", t.addr),
-                        },
-                        None => break lost(e.to_string()),
+                        Some(alert) => break Some((FailureKind::Connect, format!("{}: TLS: the agent refused this certificate ({alert})", head.addr))),
+                        None => break Some((FailureKind::Lost, e.to_string())),
                     },
-                    Err(e) => break lost(e.to_string()),
+                    Err(e) => break Some((FailureKind::Lost, e.to_string())),
                 };
                 answered = true;
-                match f.kind {
-                    Kind::Stdout | Kind::Stderr => {
-                        let (buf, stream) = if f.kind == Kind::Stdout {
-                            (&mut out, Stream::Stdout)
-                        } else {
-                            (&mut err, Stream::Stderr)
-                        };
-                        buf.push(&f.payload, |line| {
-                            let _ = events.send(Event::Line { rank, stream, line, newline: true });
-                        });
+                if !pending.contains(&f.node) {
+                    break Some((FailureKind::Lost, format!("{} sent a frame about a node it does not serve", head.name)));
+                }
+                let last = matches!(f.kind, Kind::Exit | Kind::Error);
+                if matches!(f.kind, Kind::Stdout | Kind::Stderr | Kind::Exit | Kind::Error) {
+                    let node = f.node;
+                    if sink.send(f).await.is_err() {
+                        break None;
                     }
-                    Kind::Exit => match f.parse::<Exit>() {
-                        Ok(e) => break Outcome::Exited(e),
-                        Err(e) => break lost(e.to_string()),
-                    },
-                    Kind::Error => match f.parse::<Failure>() {
-                        Ok(Failure { refused: true, message }) => break Outcome::Refused { message },
-                        Ok(Failure { message, .. }) => break Outcome::Failed { stage: Stage::Agent, message },
-                        Err(e) => break lost(e.to_string()),
-                    },
-                    k => break lost(format!("unexpected {k:?} frame")),
+                    if last {
+                        pending.remove(&node);
+                        if pending.is_empty() {
+                            break None;
+                        }
+                    }
+                } else {
+                    break Some((FailureKind::Lost, format!("unexpected {:?} frame", f.kind)));
                 }
             }
             r = signals.changed() => {
@@ -355,32 +495,18 @@ async fn exec_one(
                 }
             }
             _ = tokio::time::sleep_until(silence.unwrap_or(far)), if silence.is_some() => {
-                break lost("no answer after the command's timeout");
+                break Some((FailureKind::Lost, "no answer after the command's timeout".into()));
             }
         }
     };
-    for (buf, stream) in [(&mut out, Stream::Stdout), (&mut err, Stream::Stderr)] {
-        if let Some(line) = buf.finish() {
-            let _ = events.send(Event::Line {
-                rank,
-                stream,
-                line,
-                newline: false,
-            });
+    if let Some((kind, why)) = ended {
+        for f in report_rest(&pending, kind, &why) {
+            let _ = sink.send(f).await;
         }
     }
     feeder.abort();
     drop(tx);
     writer.abort();
-    outcome
-}
-
-/// The TLS alert in a read error, if the peer sent one.
-fn refusal(e: &std::io::Error) -> Option<String> {
-    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
-        rustls::Error::AlertReceived(a) => Some(format!("{a:?}")),
-        _ => None,
-    }
 }
 
 /// Asks one agent who and how it is (any role may).
@@ -401,11 +527,11 @@ pub async fn ping(
         &[Frame::json(Kind::Request, t.rank, &Request::Ping)],
     )
     .await
-    .map_err(|e| lost(e.to_string()))?;
+    .map_err(|e| lost_outcome(e.to_string()))?;
     let mut rd = FrameReader::new(rd);
     let f = timeout(limit, rd.read())
         .await
-        .map_err(|_| lost("no answer"))?
+        .map_err(|_| lost_outcome("no answer".into()))?
         .map_err(|e| match refusal(&e) {
             Some(alert) => Outcome::Failed {
                 stage: Stage::Connect,
@@ -414,23 +540,16 @@ pub async fn ping(
                     t.addr
                 ),
             },
-            None => lost(e.to_string()),
+            None => lost_outcome(e.to_string()),
         })?
-        .ok_or_else(|| lost("the connection closed"))?;
+        .ok_or_else(|| lost_outcome("the connection closed".into()))?;
     match f.kind {
-        Kind::Pong => f.parse().map_err(|e| lost(e.to_string())),
-        Kind::Error => match f.parse::<Failure>() {
-            Ok(Failure {
-                refused: true,
-                message,
-            }) => Err(Outcome::Refused { message }),
-            Ok(Failure { message, .. }) => Err(Outcome::Failed {
-                stage: Stage::Agent,
-                message,
-            }),
-            Err(e) => Err(lost(e.to_string())),
-        },
-        k => Err(lost(format!("unexpected {k:?} frame"))),
+        Kind::Pong => f.parse().map_err(|e| lost_outcome(e.to_string())),
+        Kind::Error => Err(f
+            .parse::<Failure>()
+            .map(Outcome::from_failure)
+            .unwrap_or_else(|e| lost_outcome(e.to_string()))),
+        k => Err(lost_outcome(format!("unexpected {k:?} frame"))),
     }
 }
 
@@ -456,6 +575,36 @@ mod tests {
                     Vec::new(),
                     b"three without newline".to_vec()
                 ]
+            );
+        }
+    }
+
+    fn targets(n: u32) -> Vec<Target> {
+        (0..n)
+            .map(|rank| Target {
+                rank,
+                name: format!("n{rank}"),
+                addr: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_plan_covers_every_node_once_with_fanout_connections() {
+        assert_eq!(plan(targets(3), 8).len(), 3);
+        for (n, k) in [(10, 3), (1000, 64), (65, 64), (256, 16), (7, 1)] {
+            let groups = plan(targets(n), k);
+            assert_eq!(groups.len(), k);
+            let mut seen: Vec<u32> = groups
+                .iter()
+                .flat_map(|(h, r)| std::iter::once(h.rank).chain(r.iter().map(|t| t.rank)))
+                .collect();
+            seen.sort();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>());
+            let sizes: Vec<usize> = groups.iter().map(|(_, r)| r.len() + 1).collect();
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
             );
         }
     }

@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod client;
 pub mod frame;
+pub mod grant;
 pub mod pki;
 pub mod proto;
 pub mod tls;

@@ -19,7 +19,8 @@ impl Request {
     pub fn allowed(&self, role: Role) -> bool {
         match self {
             Request::Ping => true,
-            Request::Exec(_) => role == Role::Admin,
+            // A node relays: its request must carry an admin's grant (checked by the agent).
+            Request::Exec(e) => role == Role::Admin || (role == Role::Node && e.auth.is_some()),
         }
     }
 
@@ -31,7 +32,7 @@ impl Request {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ExecRequest {
     /// Run with `/bin/sh -c`.
@@ -48,6 +49,38 @@ pub struct ExecRequest {
     pub rank: u32,
     #[serde(default)]
     pub size: u32,
+    /// Nodes this agent relays the run to (tree fanout), and how many connections it may hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtree: Vec<Hop>,
+    #[serde(default)]
+    pub fanout: u32,
+    /// The connect timeout a relay uses (0: 10 s).
+    #[serde(default)]
+    pub connect_timeout_ms: u64,
+    /// The admin's grant: required when the caller is a node (a relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+}
+
+/// A node of the run, as a relay needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Hop {
+    pub rank: u32,
+    pub name: String,
+    /// `host:port` of its agent.
+    pub addr: String,
+}
+
+/// An admin's signed grant (see [`crate::grant`]); binary fields in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Auth {
+    /// The signer's certificate (DER).
+    pub cert: String,
+    /// The grant, as JSON: exactly the bytes signed.
+    pub signed: String,
+    pub sig: String,
 }
 
 /// How a command ended.
@@ -74,14 +107,26 @@ impl Exit {
     }
 }
 
-/// Why the agent did not run, or stopped serving, a request.
+/// Why a node did not run the command, or how it was lost (also sent by relays on behalf of
+/// their subtree).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Failure {
-    /// Refused by policy (role), rather than failed.
-    #[serde(default)]
-    pub refused: bool,
+    pub kind: FailureKind,
     pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Refused by policy: the certificate's role, or a grant that does not hold.
+    Refused,
+    /// The agent could not run it (no such user, ...).
+    Agent,
+    /// Not reached: TCP connect or TLS handshake failed.
+    Connect,
+    /// The connection broke or went silent while the command ran.
+    Lost,
 }
 
 /// The answer to a ping.

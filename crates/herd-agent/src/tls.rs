@@ -55,18 +55,34 @@ fn identity(
 
 /// The agent's side.
 pub fn server_config(files: &Files, revoked: Revoked) -> Result<Arc<ServerConfig>, String> {
+    server_parts(files, revoked).map(|(c, _)| c)
+}
+
+/// The agent's side, and its client-certificate verifier (which also checks grants' signers).
+pub fn server_parts(
+    files: &Files,
+    revoked: Revoked,
+) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), String> {
     let inner = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
         .build()
         .map_err(|e| e.to_string())?;
-    let verifier = Arc::new(HerdClientVerifier { inner, revoked });
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(HerdClientVerifier { inner, revoked });
     let (certs, key) = identity(files)?;
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), verifier))
+}
+
+/// A private key for signing grants.
+pub fn signing_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, String> {
+    provider()
+        .key_provider
+        .load_private_key(pki::load_key(path)?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The client's side (`herd exec`, and an agent relaying to its subtree).

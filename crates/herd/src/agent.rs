@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use herd_agent::agent::{Agent, Settings};
+use herd_agent::grant::Checker;
 use herd_agent::tls::{self, Files, Revoked};
 use herd_core::cluster::AgentConfig;
 
@@ -45,9 +46,13 @@ pub async fn bind(
         cert,
         key,
     };
-    let server = tls::server_config(&files, revoked.clone())
+    let (server, verifier) = tls::server_parts(&files, revoked.clone())
         .map_err(anyhow::Error::msg)
         .context("agent: cannot load its certificates (herd init; herd cert issue NODE)")?;
+    // The same identity, as a client: to relay runs to a subtree.
+    let relay_tls = tls::client_config(&files)
+        .map_err(anyhow::Error::msg)
+        .context("agent: cannot use its certificate as a client")?;
     if let Some(log) = &cfg.audit_log {
         if let Some(dir) = log.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -68,6 +73,8 @@ pub async fn bind(
         user: cfg.user.clone(),
         audit_log: cfg.audit_log.clone(),
         max_connections: cfg.max_connections,
+        grants: Arc::new(Checker::new(verifier)),
+        relay_tls: Some(relay_tls),
     });
     Ok(Some((agent, listeners)))
 }

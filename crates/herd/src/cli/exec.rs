@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_agent::client::{self, Event, Options, Outcome, Stream, Target};
+use herd_agent::client::{self, Event, Outcome, Run, Stream, Target};
+use herd_agent::proto::ExecRequest;
 use herd_agent::tls::{self, Files};
 use herd_core::config::{host_port, parse_duration, Config};
 use herd_core::nodeset::NodeSet;
@@ -150,17 +151,34 @@ fn targets(s: &Select, cfg: &Config) -> Result<Vec<Target>, String> {
         .collect())
 }
 
-fn tls_config(s: &Select, cfg: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+fn client_files(s: &Select, cfg: &Config) -> Files {
     let (cert, key) = match (&s.cert, &s.key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => cfg.agent.client_paths(),
     };
-    let files = Files {
+    Files {
         ca: s.ca.clone().unwrap_or_else(|| cfg.agent.ca_path()),
         cert,
         key,
-    };
-    tls::client_config(&files)
+    }
+}
+
+fn tls_config(s: &Select, cfg: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+    tls::client_config(&client_files(s, cfg))
+}
+
+/// The admin's grant for this run, so that relays can carry it (see herd_agent::grant).
+fn grant(
+    s: &Select,
+    cfg: &Config,
+    req: &ExecRequest,
+    targets: &[Target],
+) -> Result<herd_agent::proto::Auth, String> {
+    let files = client_files(s, cfg);
+    let cert = herd_agent::pki::load_certs(&files.cert)?.remove(0);
+    let key = tls::signing_key(&files.key)?;
+    let nodes: NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
+    herd_agent::grant::sign(req, &nodes, &cert, key.as_ref())
 }
 
 /// Loads the config, the node list and the TLS identity; errors are printed.
@@ -208,17 +226,28 @@ pub fn run(a: Args) -> u8 {
         Err(code) => return code,
     };
     let use_stdin = !a.no_stdin && !std::io::stdin().is_terminal();
-    let opts = Options {
+    let mut request = ExecRequest {
         command: a.command.join(" "),
-        connect_timeout: a.select.connect_timeout,
-        timeout: a.timeout,
-        fanout: a.fanout.unwrap_or(cfg.agent.fanout),
+        timeout_ms: a.timeout.map(|d| d.as_millis() as u64),
         stdin: use_stdin,
         size: targets.len() as u32,
+        fanout: a.fanout.unwrap_or(cfg.agent.fanout).max(1) as u32,
+        connect_timeout_ms: a.select.connect_timeout.as_millis().max(1) as u64,
+        ..ExecRequest::default()
     };
+    if targets.len() > request.fanout as usize {
+        match grant(&a.select, &cfg, &request, &targets) {
+            Ok(auth) => request.auth = Some(auth),
+            Err(e) => {
+                eprintln!("herd: cannot sign the run for the relays: {e}");
+                return exit::CONFIG;
+            }
+        }
+    }
+    let run = Run { tls, request };
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let rt = runtime();
-    let (stdin_tx, stdin_rx) = client::stdin_channels(if use_stdin { targets.len() } else { 0 });
+    let (stdin_tx, stdin_rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Vec<u8>>>();
     if use_stdin {
         // A plain thread: reading stdin blocks, and it must not hold up the runtime.
         std::thread::spawn(move || {
@@ -228,7 +257,7 @@ pub fn run(a: Args) -> u8 {
                 match input.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if !stdin_tx.send(buf[..n].to_vec()) {
+                        if stdin_tx.send(Arc::new(buf[..n].to_vec())).is_err() {
                             break;
                         }
                     }
@@ -243,7 +272,8 @@ pub fn run(a: Args) -> u8 {
     let mut records: Vec<NodeRecord> = (0..n).map(|_| NodeRecord::default()).collect();
     let stream_lines = !a.gather && !a.json;
     rt.block_on(async {
-        let run = tokio::spawn(client::exec(tls, targets, opts, stdin_rx, sig_rx, ev_tx));
+        let stdin = use_stdin.then_some(stdin_rx);
+        let run = tokio::spawn(client::exec(run, targets, stdin, sig_rx, ev_tx));
         let interrupts = tokio::spawn(async move {
             let mut count = 0;
             while tokio::signal::ctrl_c().await.is_ok() {

@@ -117,6 +117,13 @@ impl Cluster {
     }
 }
 
+fn kill(d: &mut Daemon) {
+    if let Some(mut ch) = d.child.take() {
+        ch.kill().unwrap();
+        ch.wait().unwrap();
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -343,11 +350,7 @@ fn exec_on_64_agents() {
         .args(["-STOP", &stopped])
         .status()
         .unwrap();
-    let mut dead = c.agents.remove(20);
-    if let Some(mut ch) = dead.child.take() {
-        ch.kill().unwrap();
-        ch.wait().unwrap();
-    }
+    kill(&mut c.agents[20]);
     let t = Instant::now();
     let o = c.exec(&["-w", "node[17-24]", "-t", "1s", "echo up"]);
     let took = t.elapsed();
@@ -375,10 +378,77 @@ fn exec_on_64_agents() {
     );
     assert_eq!(o.status.code(), Some(255));
 
+    // Tree fanout: the client holds 4 connections and relays carry the rest, stdin too; the
+    // dead node21, a relay in this tree, is reported and node22 relays in its place.
+    let o = c.exec_with_stdin(
+        &[
+            "-a",
+            "--fanout",
+            "4",
+            "-t",
+            "1s",
+            "read x; echo $x $HERD_NODE",
+        ],
+        b"tree\n",
+    );
+    expect_lines(
+        &o,
+        all()
+            .filter(|n| n != "node21")
+            .map(|n| format!("{n}: tree {n}")),
+    );
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("1 of 64 nodes failed") && err.contains("node21: not reached:"),
+        "{err}"
+    );
+    let direct: Vec<String> = all()
+        .filter(|n| n != "node21")
+        .filter(|n| {
+            let log = std::fs::read_to_string(c.dir.path(&format!("audit-{n}.log"))).unwrap();
+            let last = log.lines().rfind(|l| l.contains("\"start\"")).unwrap();
+            !last.contains("\"via\"")
+        })
+        .collect();
+    assert_eq!(direct, ["node01", "node17", "node33", "node49"]);
+    let log = std::fs::read_to_string(c.dir.path("audit-node22.log")).unwrap();
+    assert!(
+        log.lines().last().unwrap().contains("\"via\":\"node17\""),
+        "{log}"
+    );
+
+    // A relay lost in the middle of the run: each node it carried is reported.
+    let child = c
+        .cmd(&["-w", "node[33-48]", "--fanout", "4", "sleep 1.5; echo done"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    kill(&mut c.agents[36]);
+    let o = child.wait_with_output().unwrap();
+    expect_lines(
+        &o,
+        [33, 34, 35, 36, 41, 42, 43, 44, 45, 46, 47, 48].map(|i| format!("{}: done", name(i))),
+    );
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("4 of 16 nodes failed")
+            && err.contains("node37: lost: the connection broke")
+            && err.contains("node[38-40]: lost: via node37: the connection broke"),
+        "{err}"
+    );
+    assert_eq!(o.status.code(), Some(255));
+
     // The audit log has who, what, where and the exit.
     let log = std::fs::read_to_string(c.dir.path("audit-node05.log")).unwrap();
-    let last: serde_json::Value =
-        serde_json::from_str(log.lines().rfind(|l| l.contains("\"end\"")).unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(
+        log.lines()
+            .rfind(|l| l.contains("\"end\"") && l.contains("exit 3"))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         (
             last["who"].as_str(),
@@ -449,6 +519,18 @@ fn agents_refuse_strangers_node_certificates_and_revoked_ones() {
         ),
         "{}",
         text(&o.stderr)
+    );
+    let (n2c, n2k) = (c.pki("node02.crt"), c.pki("node02.key"));
+    let o = c.exec(&["-a", "--fanout", "1", "--cert", &n2c, "--key", &n2k, "true"]);
+    assert_eq!(o.status.code(), Some(126));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("node01: refused: grant: signed by a node certificate, not an admin's"),
+        "{err}"
+    );
+    assert!(
+        err.contains("node02: not run: its relay node01 was refused"),
+        "{err}"
     );
     let o = c.exec(&[
         "-w",

@@ -1,0 +1,259 @@
+//! Grants: an admin's signature over one run, so that agents can relay it.
+//!
+//! In a tree run, an agent reaches its subtree with its own (node) certificate, and a node
+//! certificate may not run commands. What lets the subtree run the command is the grant the
+//! admin's client signed: the command and its settings, the node set it is meant for, a
+//! random run id and the time. An agent that receives a request from a node runs it only if
+//! the grant's certificate chains to the cluster CA, is an admin's and not revoked, the
+//! signature is good, the request matches the grant, the agent is in the grant's node set,
+//! the grant is fresh (±[`MAX_SKEW`]) and its run id has not been seen before.
+//! So a relay can drop or delay the run it carries, and see its output, but it cannot change
+//! the command, run it on other nodes, or run it twice on a node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herd_core::nodeset::NodeSet;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::SigningKey;
+use rustls::SignatureScheme;
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{Identity, Role};
+use crate::proto::{Auth, ExecRequest};
+
+/// How far a grant's time may be from the agent's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// What the admin signs (serialised to JSON; the signature covers those exact bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Grant {
+    pub command: String,
+    pub timeout_ms: Option<u64>,
+    pub stdin: bool,
+    /// The run's node set, folded.
+    pub nodes: String,
+    /// Random, hex.
+    pub run: String,
+    /// Unix seconds.
+    pub issued: u64,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Signs a grant for `req` on `nodes` with the admin's key.
+pub fn sign(
+    req: &ExecRequest,
+    nodes: &NodeSet,
+    cert: &CertificateDer<'_>,
+    key: &dyn SigningKey,
+) -> Result<Auth, String> {
+    let mut run = [0u8; 16];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut run)
+        .map_err(|_| "no randomness")?;
+    let grant = Grant {
+        command: req.command.clone(),
+        timeout_ms: req.timeout_ms,
+        stdin: req.stdin,
+        nodes: nodes.fold(),
+        run: hex(&run),
+        issued: now_secs(),
+    };
+    let signed = serde_json::to_string(&grant).map_err(|e| e.to_string())?;
+    let signer = key
+        .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+        .ok_or("the client key is not an ECDSA P-256 key (herd cert issue makes those)")?;
+    let sig = signer.sign(signed.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(Auth {
+        cert: hex(cert),
+        signed,
+        sig: hex(&sig),
+    })
+}
+
+/// Checks grants for one agent, remembering the run ids it has seen.
+#[derive(Debug)]
+pub struct Checker {
+    verifier: Arc<dyn ClientCertVerifier>,
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl Checker {
+    pub fn new(verifier: Arc<dyn ClientCertVerifier>) -> Checker {
+        Checker {
+            verifier,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The admin who signed `auth`, if it allows `req` on the node `me`.
+    pub fn check(&self, auth: &Auth, req: &ExecRequest, me: &str) -> Result<Identity, String> {
+        let der = CertificateDer::from(unhex(&auth.cert).ok_or("grant: bad certificate")?);
+        self.verifier
+            .verify_client_cert(&der, &[], UnixTime::now())
+            .map_err(|e| format!("grant: the signer's certificate: {e}"))?;
+        let id = Identity::from_der(&der).map_err(|e| format!("grant: {e}"))?;
+        if id.role != Role::Admin {
+            return Err(format!(
+                "grant: signed by a {} certificate, not an admin's",
+                id.role
+            ));
+        }
+        let sig = unhex(&auth.sig).ok_or("grant: bad signature encoding")?;
+        webpki::EndEntityCert::try_from(&der)
+            .and_then(|c| {
+                c.verify_signature(
+                    webpki::ring::ECDSA_P256_SHA256,
+                    auth.signed.as_bytes(),
+                    &sig,
+                )
+            })
+            .map_err(|e| format!("grant: the signature does not verify: {e:?}"))?;
+        let g: Grant = serde_json::from_str(&auth.signed).map_err(|e| format!("grant: {e}"))?;
+        if g.command != req.command || g.timeout_ms != req.timeout_ms || g.stdin != req.stdin {
+            return Err("grant: the request is not the one the admin signed".into());
+        }
+        let nodes = NodeSet::parse(&g.nodes).map_err(|e| format!("grant: {e}"))?;
+        if !nodes.contains(me) {
+            return Err(format!("grant: signed for {}, not for {me}", g.nodes));
+        }
+        let now = now_secs();
+        if g.issued.abs_diff(now) > MAX_SKEW.as_secs() {
+            return Err(format!(
+                "grant: issued {}s from this node's clock (at most {}s; are the clocks in sync?)",
+                g.issued as i64 - now as i64,
+                MAX_SKEW.as_secs()
+            ));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, issued| issued.abs_diff(now) <= 2 * MAX_SKEW.as_secs());
+        if seen.insert(g.run.clone(), g.issued).is_some() {
+            return Err("grant: this run was already served here (a replay)".into());
+        }
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki;
+    use crate::tls::{self, Files};
+    use std::collections::HashSet;
+    use std::sync::RwLock;
+
+    fn write(
+        dir: &std::path::Path,
+        name: &str,
+        i: &pki::Issued,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, &i.cert_pem).unwrap();
+        std::fs::write(&k, &i.key_pem).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn grants_verify_and_refuse_tampering_strangers_and_replays() {
+        let dir = std::env::temp_dir().join(format!("herd-grant-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = pki::new_ca("t", 1).unwrap();
+        let (ca_crt, _) = write(&dir, "ca", &ca);
+        let admin = pki::issue(&ca.cert_pem, &ca.key_pem, "alice", Role::Admin, 1).unwrap();
+        let node = pki::issue(&ca.cert_pem, &ca.key_pem, "n1", Role::Node, 1).unwrap();
+        let (ac, ak) = write(&dir, "alice", &admin);
+        let (nc, nk) = write(&dir, "n1", &node);
+        let revoked = Arc::new(RwLock::new(HashSet::new()));
+        let (_, verifier) = tls::server_parts(
+            &Files {
+                ca: ca_crt.clone(),
+                cert: nc.clone(),
+                key: nk.clone(),
+            },
+            revoked.clone(),
+        )
+        .unwrap();
+        let checker = Checker::new(verifier);
+        let req = ExecRequest {
+            command: "uptime".into(),
+            ..ExecRequest::default()
+        };
+        let nodes = NodeSet::parse("n[1-3]").unwrap();
+        let signer = tls::signing_key(&ak).unwrap();
+        let cert = pki::load_certs(&ac).unwrap().remove(0);
+        let auth = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();
+
+        assert_eq!(checker.check(&auth, &req, "n2").unwrap().name, "alice");
+        // The same run again is a replay; another node may still serve it once.
+        assert!(checker
+            .check(&auth, &req, "n2")
+            .unwrap_err()
+            .contains("replay"));
+        assert!(checker
+            .check(&auth, &req, "n4")
+            .unwrap_err()
+            .contains("not for n4"));
+        let other = ExecRequest {
+            command: "rm -rf /".into(),
+            ..req.clone()
+        };
+        let auth2 = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();
+        assert!(checker
+            .check(&auth2, &other, "n1")
+            .unwrap_err()
+            .contains("not the one"));
+        let mut forged = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();
+        forged.signed = forged.signed.replace("uptime", "reboot");
+        let forged_req = ExecRequest {
+            command: "reboot".into(),
+            ..req.clone()
+        };
+        assert!(checker
+            .check(&forged, &forged_req, "n1")
+            .unwrap_err()
+            .contains("does not verify"));
+        // Signed with a node's key: refused.
+        let ncert = pki::load_certs(&nc).unwrap().remove(0);
+        let nsigner = tls::signing_key(&nk).unwrap();
+        let by_node = sign(&req, &nodes, &ncert, nsigner.as_ref()).unwrap();
+        assert!(checker
+            .check(&by_node, &req, "n1")
+            .unwrap_err()
+            .contains("not an admin"));
+        // A revoked admin: refused.
+        revoked.write().unwrap().insert(admin.serial.clone());
+        let auth3 = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();
+        assert!(checker
+            .check(&auth3, &req, "n1")
+            .unwrap_err()
+            .contains("certificate"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
