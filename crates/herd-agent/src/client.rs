@@ -322,9 +322,11 @@ pub async fn relay(
     while set.join_next().await.is_some() {}
 }
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+/// A client connection to an agent.
+pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
-async fn connect(
+/// Connects to an agent and completes the TLS handshake, within `limit`.
+pub async fn connect(
     tls: Arc<rustls::ClientConfig>,
     t: &Target,
     limit: Duration,

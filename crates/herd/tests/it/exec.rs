@@ -652,3 +652,99 @@ async fn tokio_rustls_connect(
     }
     Ok(())
 }
+
+#[test]
+fn bad_frames_close_the_connection_and_a_stalled_client_stalls_only_itself() {
+    use herd_agent::client::{connect, Target};
+    use herd_agent::frame::{write_frames, Frame, FrameReader, Kind};
+    use herd_agent::proto::{ExecRequest, Request};
+    use herd_agent::tls::{client_config, Files};
+    use tokio::io::AsyncWriteExt;
+
+    let c = Cluster::new("execbad", 1);
+    let tls = client_config(&Files {
+        ca: c.dir.path("pki/ca.crt"),
+        cert: c.dir.path("pki/admin.crt"),
+        key: c.dir.path("pki/admin.key"),
+    })
+    .unwrap();
+    let target = Target {
+        rank: 0,
+        name: "node01".into(),
+        addr: format!("{}:2875", c.net.ip(1)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let limit = Duration::from_secs(5);
+        // A length past the maximum, an unknown kind, a request that is not JSON: each ends
+        // the connection (the agent reads nothing more from it).
+        let oversized = [0x00, 0x20, 0x00, 0x06, 1, 0, 0, 0, 0, b'x'].to_vec();
+        let unknown = [0, 0, 0, 5, 77, 0, 0, 0, 0].to_vec();
+        let mut not_json = Vec::new();
+        Frame::new(Kind::Request, 0, b"{not json".to_vec()).encode(&mut not_json);
+        for bad in [oversized, unknown, not_json] {
+            let mut s = connect(tls.clone(), &target, limit).await.unwrap();
+            s.write_all(&bad).await.unwrap();
+            s.flush().await.unwrap();
+            let (rd, _wr) = tokio::io::split(s);
+            let mut rd = FrameReader::new(rd);
+            let end = tokio::time::timeout(limit, async {
+                loop {
+                    match rd.read().await {
+                        Ok(Some(f)) if f.kind == Kind::Error => continue,
+                        other => return other.map(|f| f.map(|f| f.kind)),
+                    }
+                }
+            })
+            .await
+            .expect("the agent closes the connection");
+            assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+        }
+
+        // A client that asks for a lot of output and never reads it.
+        let mut stalled = connect(tls.clone(), &target, limit).await.unwrap();
+        let req = Request::Exec(ExecRequest {
+            command: "exec yes herd-stall-marker".into(),
+            ..ExecRequest::default()
+        });
+        write_frames(&mut stalled, &[Frame::json(Kind::Request, 0, &req)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Meanwhile the agent serves others at once.
+        let t = Instant::now();
+        let o = tokio::task::spawn_blocking({
+            let client = c.client.clone();
+            move || {
+                Command::new(herd_bin())
+                    .args(["exec", "--config"])
+                    .arg(client)
+                    .args(["-w", "node01", "echo served"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(text(&o.stdout), "node01: served\n", "{}", text(&o.stderr));
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        // The stalled client goes away: its command is killed.
+        drop(stalled);
+    });
+    crate::util::wait_for(
+        "the stalled command to be killed",
+        Duration::from_secs(10),
+        || {
+            Command::new("pgrep")
+                .args(["-f", "herd-stall-marker"])
+                .output()
+                .unwrap()
+                .stdout
+                .is_empty()
+        },
+    );
+}
