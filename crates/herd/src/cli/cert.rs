@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use herd_agent::pki::{self, Identity, Role};
 use herd_agent::x509;
+use herd_core::nodeset::NodeSet;
 
 use super::exit;
 use super::nodeset::load_config;
@@ -61,7 +62,7 @@ ask agents who and how they are (herd ping)\n\nRevoke a certificate by adding it
 here, and by herd cert show) to [agent] revoked on the nodes, then herd reload."
     )]
     Issue {
-        /// Node name (role node) or person (admin, read-only)
+        /// Node name or node set, node[01-64] (role node); a person's name (admin, read-only)
         name: String,
         #[arg(long, default_value = "node", value_parser = parse_role)]
         role: Role,
@@ -181,14 +182,26 @@ pub fn run(cmd: Cmd) -> u8 {
                         format!("{}: {e} (herd init creates the CA)", dir.join(f).display())
                     })
                 };
-                let issued = pki::issue(&read("ca.crt")?, &read("ca.key")?, &name, role, days)?;
+                let (ca_crt, ca_key) = (read("ca.crt")?, read("ca.key")?);
+                let names: Vec<String> = if role == Role::Node {
+                    NodeSet::parse(&name)
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(str::to_string)
+                        .collect()
+                } else {
+                    vec![name.clone()]
+                };
                 let out = out.unwrap_or(dir);
-                write_pair(&out, &name, &issued, force)?;
-                println!(
-                    "{}/{name}.crt and {name}.key: {role} {name:?}, serial {}, valid {days} days",
-                    out.display(),
-                    issued.serial
-                );
+                for name in names {
+                    let issued = pki::issue(&ca_crt, &ca_key, &name, role, days)?;
+                    write_pair(&out, &name, &issued, force)?;
+                    println!(
+                        "{}/{name}.crt and {name}.key: {role} {name:?}, serial {}, valid {days} days",
+                        out.display(),
+                        issued.serial
+                    );
+                }
                 Ok::<(), String>(())
             })();
             match res {
