@@ -620,12 +620,14 @@ fn exit_of(status: Option<std::process::ExitStatus>, timed_out: bool) -> Exit {
 }
 
 async fn pump<R: AsyncRead + Unpin>(mut r: R, kind: Kind, rank: u32, tx: mpsc::Sender<Frame>) {
-    let mut buf = vec![0u8; CHUNK];
+    // Read into spare capacity: a command with little output costs no 64 KiB memset.
+    let mut buf = Vec::with_capacity(CHUNK);
     loop {
-        match r.read(&mut buf).await {
+        buf.clear();
+        match r.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if tx.send(Frame::new(kind, rank, &buf[..n])).await.is_err() {
+            Ok(_) => {
+                if tx.send(Frame::new(kind, rank, &buf[..])).await.is_err() {
                     return;
                 }
             }

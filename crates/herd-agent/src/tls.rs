@@ -5,14 +5,15 @@
 //! request is decided per request (`proto::Request::allowed`). The client checks that the
 //! agent's certificate chains to the CA and names the node it meant to reach.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
@@ -33,8 +34,13 @@ pub struct Files {
     pub key: std::path::PathBuf,
 }
 
+/// One suite and one group: both ends are herd, and a run is thousands of handshakes, so
+/// the cheapest strong choice (AES-128-GCM with SHA-256, X25519) is the only one offered.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
+    let mut p = ring::default_provider();
+    p.cipher_suites = vec![ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    p.kx_groups = vec![ring::kx_group::X25519];
+    Arc::new(p)
 }
 
 fn roots(ca: &Path) -> Result<Arc<RootCertStore>, String> {
@@ -66,14 +72,21 @@ pub fn server_parts(
     let inner = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
         .build()
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(HerdClientVerifier { inner, revoked });
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(HerdClientVerifier {
+        inner,
+        revoked,
+        known: Known::default(),
+    });
     let (certs, key) = identity(files)?;
-    let cfg = ServerConfig::builder_with_provider(provider())
+    let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    // One request per connection, to ever-different nodes: resumption would not be used.
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok((Arc::new(cfg), verifier))
 }
 
@@ -87,24 +100,131 @@ pub fn signing_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, Str
 
 /// The client's side (`herd exec`, and an agent relaying to its subtree).
 pub fn client_config(files: &Files) -> Result<Arc<ClientConfig>, String> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider())
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider())
         .build()
         .map_err(|e| e.to_string())?;
+    let verifier = Arc::new(HerdServerVerifier {
+        inner,
+        known: Known::default(),
+    });
     let (certs, key) = identity(files)?;
-    let cfg = ClientConfig::builder_with_provider(provider())
+    let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 
-/// WebPKI's client verification, then herd's: a name, one role, not revoked.
+/// Certificates whose chain to the CA was verified lately: a node answers run after run from
+/// the same admin and relays, so each is verified once per [`KNOWN_FOR`] (or until it
+/// expires) rather than at every connection. Keyed by the whole certificate; revocation is
+/// still checked at every use, and every handshake still proves the key (its signature).
+#[derive(Debug, Default)]
+struct Known(Mutex<HashMap<(Vec<u8>, String), Instant>>);
+
+/// How long a verified chain is remembered.
+pub const KNOWN_FOR: Duration = Duration::from_secs(600);
+const KNOWN_MAX: usize = 4096;
+
+impl Known {
+    fn check(&self, der: &[u8], context: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(der.to_vec(), context.to_string()))
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn remember(&self, der: &[u8], context: &str) {
+        // Until KNOWN_FOR from now, or the certificate's own end, whichever comes first.
+        let left = crate::x509::parse(der)
+            .and_then(|i| not_after_secs(&i.not_after))
+            .map(|end| end.saturating_sub(unix_now()))
+            .unwrap_or(0);
+        let keep = KNOWN_FOR.min(Duration::from_secs(left));
+        if keep.is_zero() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= KNOWN_MAX {
+            map.clear();
+        }
+        map.insert((der.to_vec(), context.to_string()), Instant::now() + keep);
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` (as [`crate::x509`] writes it) in Unix seconds.
+fn not_after_secs(s: &str) -> Option<u64> {
+    let t: jiff::civil::DateTime = s.strip_suffix(" UTC")?.parse().ok()?;
+    let ts = t.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(ts.as_second()).ok()
+}
+
+/// WebPKI's server verification (chain to the CA, the node's name), remembered.
+#[derive(Debug)]
+struct HerdServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    known: Known,
+}
+
+impl ServerCertVerifier for HerdServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let name = server_name.to_str();
+        if !intermediates.is_empty() || !self.known.check(end_entity, &name) {
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+            if intermediates.is_empty() {
+                self.known.remember(end_entity, &name);
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// WebPKI's client verification (remembered), then herd's: a name, one role, not revoked.
 #[derive(Debug)]
 struct HerdClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     revoked: Revoked,
+    known: Known,
 }
 
 impl ClientCertVerifier for HerdClientVerifier {
@@ -118,8 +238,13 @@ impl ClientCertVerifier for HerdClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        if !intermediates.is_empty() || !self.known.check(end_entity, "") {
+            self.inner
+                .verify_client_cert(end_entity, intermediates, now)?;
+            if intermediates.is_empty() {
+                self.known.remember(end_entity, "");
+            }
+        }
         let id = Identity::from_der(end_entity).map_err(|e| {
             Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
                 std::io::Error::other(e),
@@ -156,5 +281,20 @@ impl ClientCertVerifier for HerdClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_strings_read_as_unix_seconds() {
+        assert_eq!(not_after_secs("1970-01-01 00:01:40 UTC"), Some(100));
+        assert_eq!(
+            not_after_secs("2026-11-22 00:00:00 UTC"),
+            Some(1_795_305_600)
+        );
+        assert_eq!(not_after_secs("junk"), None);
     }
 }

@@ -302,6 +302,172 @@ fn expand(term: &str) -> Result<NodeSet, String> {
     Ok(names.into_iter().collect())
 }
 
+/// Whether `name` is in the node set `expr` (without groups), without expanding it: a
+/// relayed grant names its run's nodes folded, and each node checks only itself.
+pub fn contains_name(expr: &str, name: &str) -> Result<bool, NodeSetError> {
+    let err = |reason: String| NodeSetError {
+        expr: expr.to_string(),
+        reason,
+    };
+    let mut found = false;
+    let mut op = ',';
+    let mut start = 0;
+    let mut nesting = 0usize;
+    let bytes = expr.as_bytes();
+    for i in 0..=bytes.len() {
+        let c = bytes.get(i).copied().map(char::from);
+        let term = match c {
+            Some('[') => {
+                nesting += 1;
+                continue;
+            }
+            Some(']') => {
+                nesting = nesting
+                    .checked_sub(1)
+                    .ok_or_else(|| err(format!("']' without '[' at column {}", i + 1)))?;
+                continue;
+            }
+            Some(',' | '!' | '&' | '^') if nesting == 0 => &expr[start..i],
+            None if nesting > 0 => return Err(err("'[' is never closed".to_string())),
+            None => &expr[start..],
+            _ => continue,
+        };
+        let term = term.trim();
+        if term.is_empty() {
+            if op != ',' {
+                return Err(err(format!("'{op}' needs a node set after it")));
+            }
+        } else {
+            if term.starts_with('@') {
+                return Err(err(format!("{term}: groups are not allowed here")));
+            }
+            let here = term_contains(term, name).map_err(err)?;
+            found = match op {
+                ',' => found || here,
+                '!' => found && !here,
+                '&' => found && here,
+                _ => found ^ here,
+            };
+        }
+        if let Some(c) = c {
+            op = c;
+            start = i + 1;
+        }
+    }
+    Ok(found)
+}
+
+/// Whether one term without operators (`rack[1-2]-node[01-04]`) yields `name`.
+fn term_contains(term: &str, name: &str) -> Result<bool, String> {
+    if term.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{term:?}: a node name has no spaces or control characters"
+        ));
+    }
+    // Text and bracket segments, checked as `expand` builds them.
+    let mut segments: Vec<Result<&str, Vec<RangeItem>>> = Vec::new();
+    let mut rest = term;
+    while !rest.is_empty() {
+        match rest.find('[') {
+            None => {
+                if rest.contains(']') {
+                    return Err(format!("{term:?}: ']' without '['"));
+                }
+                segments.push(Ok(rest));
+                rest = "";
+            }
+            Some(open) => {
+                let text = &rest[..open];
+                if text.contains(']') {
+                    return Err(format!("{term:?}: ']' without '['"));
+                }
+                let close = rest[open..]
+                    .find(']')
+                    .map(|c| open + c)
+                    .ok_or_else(|| format!("{term:?}: '[' is never closed"))?;
+                let items = range_items(&rest[open + 1..close])
+                    .map_err(|e| format!("{term:?}: [{}]: {e}", &rest[open + 1..close]))?;
+                segments.push(Ok(text));
+                segments.push(Err(items));
+                rest = &rest[close + 1..];
+            }
+        }
+    }
+    Ok(!name.is_empty() && matches_segments(&segments, name))
+}
+
+fn matches_segments(segments: &[Result<&str, Vec<RangeItem>>], name: &str) -> bool {
+    let Some((first, more)) = segments.split_first() else {
+        return name.is_empty();
+    };
+    match first {
+        Ok(text) => name
+            .strip_prefix(text)
+            .is_some_and(|rest| matches_segments(more, rest)),
+        Err(items) => {
+            let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+            (1..=digits.min(MAX_DIGITS)).any(|len| {
+                let (num, rest) = name.split_at(len);
+                items.iter().any(|it| it.yields(num)) && matches_segments(more, rest)
+            })
+        }
+    }
+}
+
+/// One item inside brackets: `lo-hi/step`, padded to `width` digits (0: unpadded).
+#[derive(Debug, Clone, Copy)]
+struct RangeItem {
+    lo: u64,
+    hi: u64,
+    step: u64,
+    width: usize,
+}
+
+impl RangeItem {
+    fn yields(&self, digits: &str) -> bool {
+        let Ok(v) = digits.parse::<u64>() else {
+            return false;
+        };
+        v >= self.lo
+            && v <= self.hi
+            && (v - self.lo).is_multiple_of(self.step)
+            && format!("{v:0width$}", width = self.width) == digits
+    }
+}
+
+fn range_items(s: &str) -> Result<Vec<RangeItem>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, st)) => {
+                let st: u64 = number(st)?;
+                if st == 0 {
+                    return Err("a step of 0".to_string());
+                }
+                (r, st)
+            }
+            None => (item, 1),
+        };
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (lo, hi) = (number(a)?, number(b)?);
+        if lo > hi {
+            return Err(format!("{range}: the start is past the end"));
+        }
+        let width = if a.len() > 1 && a.starts_with('0') {
+            a.len()
+        } else {
+            0
+        };
+        out.push(RangeItem {
+            lo,
+            hi,
+            step,
+            width,
+        });
+    }
+    Ok(out)
+}
+
 /// The inside of brackets: `1-3,7,10-20/5`, with padding taken from how the start is written.
 fn range_set(s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();

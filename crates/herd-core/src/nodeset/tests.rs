@@ -143,3 +143,77 @@ proptest! {
         prop_assert_eq!(back.fold(), folded);
     }
 }
+
+#[test]
+fn membership_without_expanding_agrees_with_the_expansion() {
+    let exprs = [
+        "node[0001-1000]",
+        "n[1-20]x[1-3]",
+        "n[01-12/3],n[100-102]!n04",
+        "rack[1-2]-node[01-04]&rack2-node[01-10]",
+        "a[1-5]^a[3-8]",
+        "web,db[1-2]",
+        "n[1-3]!n[1-3]",
+    ];
+    let probes = [
+        "node0001",
+        "node1000",
+        "node1001",
+        "node001",
+        "n12x3",
+        "n1x3",
+        "n20x1",
+        "n01",
+        "n04",
+        "n07",
+        "n10",
+        "n100",
+        "rack2-node01",
+        "rack1-node01",
+        "rack2-node05",
+        "a1",
+        "a3",
+        "a6",
+        "a8",
+        "web",
+        "db1",
+        "db3",
+        "n1",
+        "n2",
+        "",
+        "x",
+    ];
+    for expr in exprs {
+        let set = NodeSet::parse(expr).unwrap();
+        for p in probes {
+            assert_eq!(
+                contains_name(expr, p).unwrap(),
+                set.contains(p),
+                "{p} in {expr}"
+            );
+        }
+        for n in set.iter() {
+            assert!(contains_name(expr, n).unwrap(), "{n} in {expr}");
+        }
+    }
+    assert!(contains_name("n[1-", "n1").is_err());
+    assert!(contains_name("@web", "n1").is_err());
+    assert!(contains_name("n1!", "n1").is_err() && NodeSet::parse("n1!").is_err());
+}
+
+proptest! {
+    #[test]
+    fn membership_matches_parse_for_folded_sets(
+        names in proptest::collection::btree_set((0u32..3, 0u32..40, 0u32..3), 1..30),
+        probe in (0u32..3, 0u32..45, 0u32..3),
+    ) {
+        let name = |(a, b, c): (u32, u32, u32)| format!("{}{b:0w$}x{c}", ["n", "node", "rk"][a as usize], w = if c == 2 { 3 } else { 0 });
+        let set: NodeSet = names.iter().map(|&t| name(t)).collect();
+        let folded = set.fold();
+        let p = name(probe);
+        prop_assert_eq!(contains_name(&folded, &p).unwrap(), set.contains(&p));
+        for n in set.iter() {
+            prop_assert!(contains_name(&folded, n).unwrap());
+        }
+    }
+}
