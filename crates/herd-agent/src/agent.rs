@@ -132,16 +132,20 @@ impl Agent {
                 return;
             }
         };
-        let id = match tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| Identity::from_der(c))
-        {
-            Some(Ok(id)) => id,
-            // The verifier has checked both; not reached.
-            _ => return,
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            tracing::debug!(%peer, "agent: TLS session resumed");
+        }
+        // Checked again here: a resumed session did not go through the verifier. A refusal
+        // waits for the request, so that it can name the nodes it concerns.
+        let (id, invalid) = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            None => return,
+            Some(der) => match crate::tls::check_identity(der, &self.settings.revoked) {
+                Ok(id) => (id, None),
+                Err(why) => match Identity::from_der(der) {
+                    Ok(id) => (id, Some(why)),
+                    Err(_) => return,
+                },
+            },
         };
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = FrameReader::new(rd);
@@ -168,6 +172,17 @@ impl Agent {
                 return;
             }
         };
+        if let Some(why) = invalid {
+            tracing::warn!(%peer, who = %id.name, "agent: refused after the handshake: {why}");
+            let _ = refuse(
+                &mut wr,
+                &req,
+                &self.settings.name,
+                format!("refused: {why}"),
+            )
+            .await;
+            return;
+        }
         if !req.allowed(id.role) {
             let message = format!(
                 "refused: {} needs an admin certificate; {:?} holds a {} certificate",

@@ -84,8 +84,12 @@ pub fn server_parts(
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    // One request per connection, to ever-different nodes: resumption would not be used.
-    cfg.send_tls13_tickets = 0;
+    // One ticket per connection (stateless, under a key that lives in this process only): a
+    // relay that comes back resumes without certificates and signatures. A resumed session
+    // skips the verifier, so the agent checks revocation and expiry again after every
+    // handshake (`check_identity`).
+    cfg.send_tls13_tickets = 1;
+    cfg.ticketer = ring::Ticketer::new().map_err(|e| e.to_string())?;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok((Arc::new(cfg), verifier))
 }
@@ -98,8 +102,21 @@ pub fn signing_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, Str
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The client's side (`herd exec`, and an agent relaying to its subtree).
+/// The client's side of `herd exec`: a new process each run, so no resumption.
 pub fn client_config(files: &Files) -> Result<Arc<ClientConfig>, String> {
+    client_config_with(files, rustls::client::Resumption::disabled())
+}
+
+/// The client's side of an agent relaying to its subtree: long-lived, so it keeps a ticket per
+/// node and resumes the next run's connections.
+pub fn relay_client_config(files: &Files) -> Result<Arc<ClientConfig>, String> {
+    client_config_with(files, rustls::client::Resumption::in_memory_sessions(8192))
+}
+
+fn client_config_with(
+    files: &Files,
+    resumption: rustls::client::Resumption,
+) -> Result<Arc<ClientConfig>, String> {
     let inner = WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider())
         .build()
         .map_err(|e| e.to_string())?;
@@ -115,7 +132,7 @@ pub fn client_config(files: &Files) -> Result<Arc<ClientConfig>, String> {
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.resumption = resumption;
     Ok(Arc::new(cfg))
 }
 
@@ -167,6 +184,22 @@ fn not_after_secs(s: &str) -> Option<u64> {
     let t: jiff::civil::DateTime = s.strip_suffix(" UTC")?.parse().ok()?;
     let ts = t.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
     u64::try_from(ts.as_second()).ok()
+}
+
+/// After a handshake (full or resumed): the peer's identity, if not revoked or expired.
+pub fn check_identity(der: &[u8], revoked: &Revoked) -> Result<Identity, String> {
+    let id = Identity::from_der(der)?;
+    if revoked
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&id.serial)
+    {
+        return Err(format!("the certificate of {:?} is revoked", id.name));
+    }
+    match not_after_secs(&id.not_after) {
+        Some(end) if end > unix_now() => Ok(id),
+        _ => Err(format!("the certificate of {:?} has expired", id.name)),
+    }
 }
 
 /// WebPKI's server verification (chain to the CA, the node's name), remembered.

@@ -50,7 +50,7 @@ pub async fn bind(
         .map_err(anyhow::Error::msg)
         .context("agent: cannot load its certificates (herd init; herd cert issue NODE)")?;
     // The same identity, as a client: to relay runs to a subtree.
-    let relay_tls = tls::client_config(&files)
+    let relay_tls = tls::relay_client_config(&files)
         .map_err(anyhow::Error::msg)
         .context("agent: cannot use its certificate as a client")?;
     if let Some(log) = &cfg.audit_log {

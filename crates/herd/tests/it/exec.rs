@@ -617,6 +617,32 @@ fn agents_refuse_strangers_node_certificates_and_revoked_ones() {
         "{err}"
     );
     assert!(c.exec(&["-w", "node01", "true"]).status.success());
+    // A relay resumes its TLS sessions run after run; revoked, it is refused even then.
+    for _ in 0..2 {
+        let o = c.exec(&["-a", "--fanout", "1", "true"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    assert!(
+        c.agents[1].log().contains("TLS session resumed"),
+        "{}",
+        c.agents[1].log()
+    );
+    let relay: serde_json::Value =
+        serde_json::from_str(&ok(&["cert", "show", "--json", &c.pki("node01.crt")])).unwrap();
+    let d = &c.agents[1];
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    d.write_config(&format!(
+        "{cfg}revoked = [\"{}\"]\n",
+        relay[0]["serial"].as_str().unwrap()
+    ));
+    d.ok(&["reload"]);
+    let o = c.exec(&["-a", "--fanout", "1", "true"]);
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("node02: refused: the certificate of \"node01\" is revoked"),
+        "{}",
+        text(&o.stderr)
+    );
     let audit = std::fs::read_to_string(c.dir.path("audit-node01.log")).unwrap();
     assert!(
         audit.contains("\"event\":\"refused\"") && audit.contains("\"who\":\"carol\""),
