@@ -258,12 +258,41 @@ fn apply(
 
 /// One term without operators: `rack[1-2]-node[01-04]`.
 fn expand(term: &str) -> Result<NodeSet, String> {
+    let mut names = vec![String::new()];
+    for seg in segments(term)? {
+        match seg {
+            Segment::Text(text) => names.iter_mut().for_each(|n| n.push_str(text)),
+            Segment::Range(items) => {
+                let values = range_values(&items);
+                if names.len().saturating_mul(values.len()) > MAX_NODES {
+                    return Err(format!("{term:?}: more than {MAX_NODES} nodes"));
+                }
+                names = names
+                    .iter()
+                    .flat_map(|n| values.iter().map(move |v| format!("{n}{v}")))
+                    .collect();
+            }
+        }
+    }
+    if names.iter().any(String::is_empty) {
+        return Err(format!("{term:?}: empty node name"));
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// A term's pieces: text, and the insides of brackets.
+enum Segment<'a> {
+    Text(&'a str),
+    Range(Vec<RangeItem>),
+}
+
+fn segments(term: &str) -> Result<Vec<Segment<'_>>, String> {
     if term.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "{term:?}: a node name has no spaces or control characters"
         ));
     }
-    let mut names = vec![String::new()];
+    let mut out = Vec::new();
     let mut rest = term;
     while !rest.is_empty() {
         match rest.find('[') {
@@ -271,7 +300,7 @@ fn expand(term: &str) -> Result<NodeSet, String> {
                 if rest.contains(']') {
                     return Err(format!("{term:?}: ']' without '['"));
                 }
-                names.iter_mut().for_each(|n| n.push_str(rest));
+                out.push(Segment::Text(rest));
                 rest = "";
             }
             Some(open) => {
@@ -283,23 +312,16 @@ fn expand(term: &str) -> Result<NodeSet, String> {
                     .find(']')
                     .map(|c| open + c)
                     .ok_or_else(|| format!("{term:?}: '[' is never closed"))?;
-                let values = range_set(&rest[open + 1..close])
-                    .map_err(|e| format!("{term:?}: [{}]: {e}", &rest[open + 1..close]))?;
-                if names.len().saturating_mul(values.len()) > MAX_NODES {
-                    return Err(format!("{term:?}: more than {MAX_NODES} nodes"));
-                }
-                names = names
-                    .iter()
-                    .flat_map(|n| values.iter().map(move |v| format!("{n}{text}{v}")))
-                    .collect();
+                let inside = &rest[open + 1..close];
+                let items =
+                    range_items(inside).map_err(|e| format!("{term:?}: [{inside}]: {e}"))?;
+                out.push(Segment::Text(text));
+                out.push(Segment::Range(items));
                 rest = &rest[close + 1..];
             }
         }
     }
-    if names.iter().any(String::is_empty) {
-        return Err(format!("{term:?}: empty node name"));
-    }
-    Ok(names.into_iter().collect())
+    Ok(out)
 }
 
 /// Whether `name` is in the node set `expr` (without groups), without expanding it: a
@@ -359,52 +381,19 @@ pub fn contains_name(expr: &str, name: &str) -> Result<bool, NodeSetError> {
 
 /// Whether one term without operators (`rack[1-2]-node[01-04]`) yields `name`.
 fn term_contains(term: &str, name: &str) -> Result<bool, String> {
-    if term.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "{term:?}: a node name has no spaces or control characters"
-        ));
-    }
-    // Text and bracket segments, checked as `expand` builds them.
-    let mut segments: Vec<Result<&str, Vec<RangeItem>>> = Vec::new();
-    let mut rest = term;
-    while !rest.is_empty() {
-        match rest.find('[') {
-            None => {
-                if rest.contains(']') {
-                    return Err(format!("{term:?}: ']' without '['"));
-                }
-                segments.push(Ok(rest));
-                rest = "";
-            }
-            Some(open) => {
-                let text = &rest[..open];
-                if text.contains(']') {
-                    return Err(format!("{term:?}: ']' without '['"));
-                }
-                let close = rest[open..]
-                    .find(']')
-                    .map(|c| open + c)
-                    .ok_or_else(|| format!("{term:?}: '[' is never closed"))?;
-                let items = range_items(&rest[open + 1..close])
-                    .map_err(|e| format!("{term:?}: [{}]: {e}", &rest[open + 1..close]))?;
-                segments.push(Ok(text));
-                segments.push(Err(items));
-                rest = &rest[close + 1..];
-            }
-        }
-    }
+    let segments = segments(term)?;
     Ok(!name.is_empty() && matches_segments(&segments, name))
 }
 
-fn matches_segments(segments: &[Result<&str, Vec<RangeItem>>], name: &str) -> bool {
+fn matches_segments(segments: &[Segment<'_>], name: &str) -> bool {
     let Some((first, more)) = segments.split_first() else {
         return name.is_empty();
     };
     match first {
-        Ok(text) => name
+        Segment::Text(text) => name
             .strip_prefix(text)
             .is_some_and(|rest| matches_segments(more, rest)),
-        Err(items) => {
+        Segment::Range(items) => {
             let digits = name.bytes().take_while(u8::is_ascii_digit).count();
             (1..=digits.min(MAX_DIGITS)).any(|len| {
                 let (num, rest) = name.split_at(len);
@@ -458,6 +447,9 @@ fn range_items(s: &str) -> Result<Vec<RangeItem>, String> {
         } else {
             0
         };
+        if (hi - lo) / step >= MAX_NODES as u64 {
+            return Err(format!("more than {MAX_NODES} nodes"));
+        }
         out.push(RangeItem {
             lo,
             hi,
@@ -468,43 +460,21 @@ fn range_items(s: &str) -> Result<Vec<RangeItem>, String> {
     Ok(out)
 }
 
-/// The inside of brackets: `1-3,7,10-20/5`, with padding taken from how the start is written.
-fn range_set(s: &str) -> Result<Vec<String>, String> {
+/// The values of bracket items, as written (`1-3,7,10-20/5`: padding from how the start is
+/// written).
+fn range_values(items: &[RangeItem]) -> Vec<String> {
     let mut out = Vec::new();
-    for item in s.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, st)) => {
-                let st: u64 = number(st)?;
-                if st == 0 {
-                    return Err("a step of 0".to_string());
-                }
-                (r, st)
-            }
-            None => (item, 1),
-        };
-        let (a, b) = range.split_once('-').unwrap_or((range, range));
-        let (lo, hi) = (number(a)?, number(b)?);
-        if lo > hi {
-            return Err(format!("{range}: the start is past the end"));
-        }
-        let width = if a.len() > 1 && a.starts_with('0') {
-            a.len()
-        } else {
-            0
-        };
-        if (hi - lo) / step >= MAX_NODES as u64 {
-            return Err(format!("more than {MAX_NODES} nodes"));
-        }
-        let mut v = lo;
-        while v <= hi {
-            out.push(format!("{v:0width$}"));
-            v = match v.checked_add(step) {
+    for it in items {
+        let mut v = it.lo;
+        while v <= it.hi {
+            out.push(format!("{v:0width$}", width = it.width));
+            v = match v.checked_add(it.step) {
                 Some(n) => n,
                 None => break,
             };
         }
     }
-    Ok(out)
+    out
 }
 
 fn number(s: &str) -> Result<u64, String> {
