@@ -196,7 +196,7 @@ impl Agent {
                 request: req.name(),
                 command: match &req {
                     Request::Exec(e) => Some(&e.command),
-                    Request::Ping => None,
+                    Request::Ping | Request::Sync(_) => None,
                 },
                 ..AuditRecord::new(&id, peer, &self.settings)
             });
@@ -249,6 +249,28 @@ impl Agent {
                 let _ = wr.shutdown().await;
             }
             Request::Exec(e) => self.exec(&caller, via.as_deref(), peer, e, rd, wr).await,
+            Request::Sync(r) => {
+                self.audit(&AuditRecord {
+                    event: "start",
+                    request: "sync",
+                    command: Some(&r.dest),
+                    ..AuditRecord::new(&caller, peer, &self.settings)
+                });
+                let res = crate::sync::serve(&r, &mut rd, &mut wr).await;
+                let failed = res.as_ref().err().cloned();
+                self.audit(&AuditRecord {
+                    event: "end",
+                    time: jiff::Timestamp::now().to_string(),
+                    request: "sync",
+                    command: Some(&r.dest),
+                    reason: failed.as_deref(),
+                    ..AuditRecord::new(&caller, peer, &self.settings)
+                });
+                if let Err(e) = res {
+                    tracing::warn!(%peer, dest = %r.dest, "agent: sync failed: {e}");
+                    let _ = fail(&mut wr, r.rank, FailureKind::Agent, e).await;
+                }
+            }
         }
     }
 
@@ -675,6 +697,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
     let (rank, subtree) = match req {
         Request::Exec(e) => (e.rank, e.subtree.as_slice()),
         Request::Ping => (0, &[][..]),
+        Request::Sync(r) => (r.rank, &[][..]),
     };
     let mut frames = vec![Frame::json(
         Kind::Error,

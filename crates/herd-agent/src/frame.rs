@@ -44,6 +44,14 @@ pub enum Kind {
     Error = 8,
     /// Agent → client: JSON [`crate::proto::Pong`].
     Pong = 9,
+    /// Client → agent (sync): the source's manifest, JSON lines in chunks; an empty one ends it.
+    Manifest = 10,
+    /// Agent → client (sync): the paths it wants, one per line, in chunks; an empty one ends it.
+    Want = 11,
+    /// Client → agent (sync): a wanted file's content, in order; an empty frame ends each file.
+    FileData = 12,
+    /// Agent → client (sync): JSON [`crate::proto::SyncDone`]; the node's last frame.
+    SyncDone = 13,
 }
 
 impl Kind {
@@ -58,6 +66,10 @@ impl Kind {
             7 => Kind::Exit,
             8 => Kind::Error,
             9 => Kind::Pong,
+            10 => Kind::Manifest,
+            11 => Kind::Want,
+            12 => Kind::FileData,
+            13 => Kind::SyncDone,
             _ => return None,
         })
     }
@@ -253,7 +265,7 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip_through_any_split(
-            frames in proptest::collection::vec((1u8..=9, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
+            frames in proptest::collection::vec((1u8..=13, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
             cut in 1usize..64,
         ) {
             let frames: Vec<Frame> = frames.into_iter()

@@ -5,5 +5,6 @@ pub mod frame;
 pub mod grant;
 pub mod pki;
 pub mod proto;
+pub mod sync;
 pub mod tls;
 pub mod x509;

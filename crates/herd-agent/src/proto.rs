@@ -12,6 +12,8 @@ pub enum Request {
     Ping,
     /// Run a command (admin).
     Exec(ExecRequest),
+    /// Make a directory the copy of the client's tree (admin).
+    Sync(SyncRequest),
 }
 
 impl Request {
@@ -21,6 +23,7 @@ impl Request {
             Request::Ping => true,
             // A node relays: its request must carry an admin's grant (checked by the agent).
             Request::Exec(e) => role == Role::Admin || (role == Role::Node && e.auth.is_some()),
+            Request::Sync(_) => role == Role::Admin,
         }
     }
 
@@ -28,6 +31,7 @@ impl Request {
         match self {
             Request::Ping => "ping",
             Request::Exec(_) => "exec",
+            Request::Sync(_) => "sync",
         }
     }
 }
@@ -144,3 +148,39 @@ pub struct Pong {
 
 /// Signals a client may send to a command's process group.
 pub const SIGNALS: [i32; 5] = [1, 2, 3, 9, 15];
+
+/// `herd sync push`: the destination and how to compare.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SyncRequest {
+    /// An absolute path on the node; created if missing.
+    pub dest: String,
+    #[serde(default)]
+    pub delete: bool,
+    #[serde(default)]
+    pub checksum: bool,
+    /// Only report what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// rsync-style patterns; also protect matching destination files from `delete`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub rank: u32,
+}
+
+/// What a sync did on a node (or would do, in a dry run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SyncDone {
+    pub written: u64,
+    pub bytes: u64,
+    pub removed: u64,
+    pub meta: u64,
+    /// Entries not applied, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<(String, String)>,
+    /// The plan, for a dry run: one line per action (`write PATH`, `remove PATH`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}

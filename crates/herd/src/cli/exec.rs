@@ -48,7 +48,7 @@ pub struct Select {
     key: Option<PathBuf>,
     /// Connect timeout (TCP and TLS), e.g. 3s, 500ms
     #[arg(short = 't', default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    connect_timeout: Duration,
+    pub(super) connect_timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,7 +182,7 @@ fn grant(
 }
 
 /// Loads the config, the node list and the TLS identity; errors are printed.
-fn prepare(s: &Select) -> Result<(Vec<Target>, Arc<rustls::ClientConfig>, Config), u8> {
+pub(super) fn prepare(s: &Select) -> Result<(Vec<Target>, Arc<rustls::ClientConfig>, Config), u8> {
     let cfg = load_config(s.config.as_ref()).map_err(|e| {
         eprintln!("{e}");
         exit::CONFIG
@@ -198,7 +198,7 @@ fn prepare(s: &Select) -> Result<(Vec<Target>, Arc<rustls::ClientConfig>, Config
     Ok((targets, tls, cfg))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::thread::available_parallelism()

@@ -11,6 +11,7 @@ mod import;
 mod ipvsadm;
 mod lb;
 mod nodeset;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +99,9 @@ enum Cmd {
     Nodeset(nodeset::Args),
     /// Run a command on many nodes through their agents (`herd exec -w 'node[01-64]' uptime`)
     Exec(exec::Args),
+    /// Copy a tree to many nodes through their agents (`herd sync push DIR -w @web --delete`)
+    #[command(subcommand)]
+    Sync(sync::Cmd),
     /// Ask agents who and how they are (any certificate role may)
     Ping(exec::PingArgs),
     /// Create the cluster CA and an admin certificate (`herd init`, then `herd cert issue NODE`)
@@ -135,6 +139,7 @@ pub fn run() -> ExitCode {
         Cmd::Nodeset(a) => nodeset::run(a),
         Cmd::Exec(a) => exec::run(a),
         Cmd::Ping(a) => exec::ping(a),
+        Cmd::Sync(c) => sync::run(c),
         Cmd::Init(a) => cert::init(a),
         Cmd::Cert(c) => cert::run(c),
         Cmd::Demo(a) => demo::run(a, socket),
@@ -220,4 +225,13 @@ fn status(socket: Option<PathBuf>, json: bool) -> u8 {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Clap's own checks (unique names and shorts, ...) for every subcommand.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use crate::util::{herd_bin, Daemon, Net, TempDir};
 
 /// A cluster of `n` agents named node01…, with a CA, an admin certificate and a client config.
-struct Cluster {
-    dir: TempDir,
-    net: Net,
-    agents: Vec<Daemon>,
-    client: PathBuf,
+pub struct Cluster {
+    pub dir: TempDir,
+    pub net: Net,
+    pub agents: Vec<Daemon>,
+    pub client: PathBuf,
 }
 
 fn herd(args: &[&str]) -> Output {
@@ -39,7 +39,7 @@ fn name(i: usize) -> String {
 }
 
 impl Cluster {
-    fn new(test: &str, n: usize) -> Cluster {
+    pub fn new(test: &str, n: usize) -> Cluster {
         let dir = TempDir::new(test);
         let net = Net::new(test);
         let pki = dir.path("pki").display().to_string();
@@ -112,7 +112,7 @@ impl Cluster {
         out
     }
 
-    fn pki(&self, file: &str) -> String {
+    pub fn pki(&self, file: &str) -> String {
         self.dir.path("pki").join(file).display().to_string()
     }
 }

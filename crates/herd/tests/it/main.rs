@@ -10,5 +10,6 @@ mod health;
 mod ipvsadm;
 mod lb;
 mod nodeset;
+mod sync;
 mod util;
 mod vrrp;

@@ -1,0 +1,393 @@
+//! `herd sync push` over the agent: the client sends its tree's manifest, the agent compares
+//! it with the destination and asks for the files that differ, the client streams them in that
+//! order, and the agent writes each to a temporary file renamed into place (herd-sync).
+//!
+//! ```text
+//! client                              agent
+//! Request{sync}  ─────────────────►   checks role (admin) and the destination path
+//! Manifest* , Manifest("") ───────►   scans the destination, plans
+//!                ◄─────────────────   Want* , Want("")        (paths, in the plan's order)
+//! FileData* , FileData("") per file►  writes each file as it arrives
+//!                ◄─────────────────   SyncDone (or Error)
+//! ```
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_sync::apply::{apply, Source};
+use herd_sync::manifest::{scan, Entry, Manifest, ScanOptions};
+use herd_sync::plan::{plan, Action, PlanOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::client::{connect, Outcome, Stage, Target};
+use crate::frame::{write_frames, Frame, FrameReader, Kind, MAX_PAYLOAD};
+use crate::proto::{Failure, Request, SyncDone, SyncRequest};
+
+/// Splits newline-separated text into frames of at most `MAX_PAYLOAD` bytes (at line
+/// boundaries), then an empty frame.
+fn chunked(kind: Kind, rank: u32, text: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(MAX_PAYLOAD);
+        if end < rest.len() {
+            // Back to the last newline inside the limit (a longer line is cut: the reader
+            // joins frames before splitting lines anyway).
+            if let Some(nl) = rest[..end].iter().rposition(|&b| b == b'\n') {
+                end = nl + 1;
+            }
+        }
+        frames.push(Frame::new(kind, rank, &rest[..end]));
+        rest = &rest[end..];
+    }
+    frames.push(Frame::new(kind, rank, Vec::new()));
+    frames
+}
+
+/// Reads frames of `kind` up to the empty one; their payloads joined.
+async fn read_chunked<R: AsyncRead + Unpin>(
+    rd: &mut FrameReader<R>,
+    kind: Kind,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let mut all = Vec::new();
+    loop {
+        let f = rd
+            .read()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the connection closed")?;
+        if f.kind == Kind::Error {
+            let why = f
+                .parse::<Failure>()
+                .map(|f| f.message)
+                .unwrap_or_else(|e| e.to_string());
+            return Err(why);
+        }
+        if f.kind != kind {
+            return Err(format!("expected {kind:?}, got {:?}", f.kind));
+        }
+        if f.payload.is_empty() {
+            return Ok(all);
+        }
+        if all.len() + f.payload.len() > limit {
+            return Err(format!("more than {limit} bytes of {kind:?}"));
+        }
+        all.extend_from_slice(&f.payload);
+    }
+}
+
+/// The largest manifest an agent takes (about 2 million entries).
+pub const MAX_MANIFEST: usize = 512 << 20;
+
+/// A manifest as JSON lines.
+pub fn manifest_lines(m: &Manifest) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in &m.entries {
+        // Plain data: serialising cannot fail.
+        out.extend(serde_json::to_vec(e).unwrap_or_default());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
+    let mut m = Manifest::default();
+    for (i, line) in lines.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let e: Entry =
+            serde_json::from_slice(line).map_err(|e| format!("manifest line {}: {e}", i + 1))?;
+        herd_sync::path::check(&e.path).map_err(|e| format!("manifest: {e}"))?;
+        m.entries.push(e);
+    }
+    m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    if m.entries
+        .first()
+        .is_none_or(|e| !e.path.is_empty() || !e.is_dir())
+    {
+        return Err("manifest: the root directory is missing".into());
+    }
+    Ok(m)
+}
+
+/// Content of the wanted files, as the client streams it (read on the blocking thread that
+/// applies the plan).
+struct Streamed(mpsc::Receiver<Vec<u8>>);
+
+impl Source for Streamed {
+    fn open(&mut self, _rel: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(FileStream {
+            rx: &mut self.0,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }))
+    }
+}
+
+struct FileStream<'a> {
+    rx: &'a mut mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for FileStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(c) if c.is_empty() => {
+                    self.done = true;
+                    return Ok(0);
+                }
+                Some(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                None => return Err(std::io::Error::other("the client went away mid-file")),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::Remove { path, .. } => format!("remove {path}"),
+        Action::Mkdir(e) => format!("mkdir {}", if e.path.is_empty() { "." } else { &e.path }),
+        Action::Write { entry, basis } => {
+            format!(
+                "{} {}",
+                if *basis { "update" } else { "create" },
+                entry.path
+            )
+        }
+        Action::Symlink(e) => format!("symlink {}", e.path),
+        Action::Meta(e) => format!(
+            "attributes {}",
+            if e.path.is_empty() { "." } else { &e.path }
+        ),
+    }
+}
+
+/// The agent's side of one sync.
+pub async fn serve<R, W>(
+    req: &SyncRequest,
+    rd: &mut FrameReader<R>,
+    wr: &mut W,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let dest = PathBuf::from(&req.dest);
+    if !dest.is_absolute()
+        || dest
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "{:?}: the destination must be an absolute path without '..'",
+            req.dest
+        ));
+    }
+    let src = parse_manifest(&read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?)?;
+    let opts = ScanOptions {
+        hash: req.checksum,
+        exclude: req.exclude.clone(),
+    };
+    let (d, dry) = (dest.clone(), req.dry_run);
+    let have = tokio::task::spawn_blocking(move || -> Result<Manifest, String> {
+        if !d.exists() {
+            if dry {
+                return Ok(Manifest::default());
+            }
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        scan(&d, &opts)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let p = plan(
+        &src,
+        &have,
+        PlanOptions {
+            delete: req.delete,
+            checksum: req.checksum,
+        },
+    );
+    if req.dry_run {
+        let done = SyncDone {
+            changes: p.actions.iter().map(describe).collect(),
+            ..SyncDone::default()
+        };
+        write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)])
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = wr.shutdown().await;
+        return Ok(());
+    }
+    let mut wants = Vec::new();
+    for a in &p.actions {
+        if let Action::Write { entry, .. } = a {
+            wants.extend_from_slice(entry.path.as_bytes());
+            wants.push(b'\n');
+        }
+    }
+    write_frames(wr, &chunked(Kind::Want, req.rank, &wants))
+        .await
+        .map_err(|e| e.to_string())?;
+    let files = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Write { .. }))
+        .count();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+    let p = Arc::new(p);
+    let applying = {
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || apply(&p, &dest, &mut Streamed(rx)))
+    };
+    tokio::pin!(applying);
+    // Forward the files' frames to the writer until every wanted file has ended.
+    let mut ended = 0;
+    let mut tx = Some(tx);
+    let stats = loop {
+        tokio::select! {
+            res = &mut applying => break res.map_err(|e| e.to_string())?,
+            f = rd.read(), if ended < files => {
+                let f = f.map_err(|e| e.to_string())?.ok_or("the client went away")?;
+                if f.kind != Kind::FileData {
+                    return Err(format!("expected file data, got {:?}", f.kind));
+                }
+                if f.payload.is_empty() {
+                    ended += 1;
+                }
+                if let Some(t) = &tx {
+                    if t.send(f.payload).await.is_err() {
+                        tx = None;
+                    }
+                }
+            }
+        }
+    }?;
+    let done = SyncDone {
+        written: stats.written,
+        bytes: stats.bytes,
+        removed: stats.removed,
+        meta: stats.meta,
+        refused: stats.refused,
+        changes: Vec::new(),
+    };
+    write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)])
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = wr.shutdown().await;
+    Ok(())
+}
+
+/// The client's side for one node: sends the manifest, then the files the node asks for.
+pub async fn push(
+    tls: Arc<rustls::ClientConfig>,
+    t: &Target,
+    req: SyncRequest,
+    manifest: Arc<Vec<u8>>,
+    src: &Path,
+    limit: Duration,
+) -> Result<SyncDone, Outcome> {
+    let lost = |m: String| Outcome::Failed {
+        stage: Stage::Lost,
+        message: m,
+    };
+    let stream = connect(tls, t, limit)
+        .await
+        .map_err(|message| Outcome::Failed {
+            stage: Stage::Connect,
+            message,
+        })?;
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = FrameReader::new(rd);
+    let mut frames = vec![Frame::json(Kind::Request, t.rank, &Request::Sync(req))];
+    frames.extend(chunked(Kind::Manifest, t.rank, &manifest));
+    write_frames(&mut wr, &frames)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let first = rd
+        .read()
+        .await
+        .map_err(|e| lost(e.to_string()))?
+        .ok_or_else(|| lost("the connection closed".into()))?;
+    let wants = match first.kind {
+        Kind::SyncDone => return first.parse().map_err(|e| lost(e.to_string())),
+        Kind::Error => {
+            let f: Failure = first.parse().map_err(|e| lost(e.to_string()))?;
+            return Err(match f.kind {
+                crate::proto::FailureKind::Refused => Outcome::Refused { message: f.message },
+                _ => Outcome::Failed {
+                    stage: Stage::Agent,
+                    message: f.message,
+                },
+            });
+        }
+        Kind::Want => {
+            let mut all = first.payload.clone();
+            if !first.payload.is_empty() {
+                all.extend(
+                    read_chunked(&mut rd, Kind::Want, MAX_MANIFEST)
+                        .await
+                        .map_err(lost)?,
+                );
+            }
+            all
+        }
+        k => return Err(lost(format!("unexpected {k:?} frame"))),
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    for rel in wants.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let rel = String::from_utf8_lossy(rel).into_owned();
+        let p = herd_sync::path::join(src, &rel).map_err(lost)?;
+        let mut f = tokio::fs::File::open(&p)
+            .await
+            .map_err(|e| lost(format!("{}: {e}", p.display())))?;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(|e| lost(format!("{}: {e}", p.display())))?;
+            let frame = Frame::new(Kind::FileData, t.rank, &buf[..n]);
+            write_frames(&mut wr, &[frame])
+                .await
+                .map_err(|e| lost(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let f = rd
+        .read()
+        .await
+        .map_err(|e| lost(e.to_string()))?
+        .ok_or_else(|| lost("the connection closed before the sync ended".into()))?;
+    match f.kind {
+        Kind::SyncDone => f.parse().map_err(|e| lost(e.to_string())),
+        Kind::Error => Err(Outcome::Failed {
+            stage: Stage::Agent,
+            message: f
+                .parse::<Failure>()
+                .map(|f| f.message)
+                .unwrap_or_else(|e| e.to_string()),
+        }),
+        k => Err(lost(format!("unexpected {k:?} frame"))),
+    }
+}

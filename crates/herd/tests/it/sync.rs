@@ -1,0 +1,266 @@
+//! `herd sync push` through real agents, checked against `rsync -a --delete` on the same trees.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herd_sync::manifest::{scan, Kind, Manifest, ScanOptions};
+
+use crate::exec::Cluster;
+use crate::util::{herd_bin, wait_for};
+
+fn touch(p: &Path, secs: i64) {
+    let st = Command::new("touch")
+        .args(["-h", "-d", &format!("@{secs}.5")])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn file(root: &Path, rel: &str, content: &[u8], mode: u32, secs: i64) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, content).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    touch(&p, secs);
+}
+
+fn view(m: &Manifest) -> Vec<String> {
+    m.entries
+        .iter()
+        .map(|e| {
+            let t = match e.kind {
+                Kind::Symlink { .. } => String::new(),
+                _ => format!("{}.{:09}", e.mtime, e.mtime_nsec),
+            };
+            format!(
+                "{} {:?} {:o} {}:{} {t}",
+                e.path, e.kind, e.mode, e.uid, e.gid
+            )
+        })
+        .collect()
+}
+
+fn hashed(p: &Path) -> Vec<String> {
+    view(
+        &scan(
+            p,
+            &ScanOptions {
+                hash: true,
+                ..ScanOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+fn stale(root: &Path) {
+    file(root, "index.html", b"old\n", 0o600, 1_500_000_000);
+    file(root, "gone/old.txt", b"stale\n", 0o644, 1_500_000_000);
+    file(
+        root,
+        "keep.log",
+        b"excluded, so kept\n",
+        0o644,
+        1_500_000_000,
+    );
+    file(
+        root,
+        "conf",
+        b"a file where the source has a directory\n",
+        0o644,
+        1_500_000_000,
+    );
+}
+
+#[test]
+fn push_makes_each_node_the_same_tree_as_rsync_would() {
+    let c = Cluster::new("sync", 2);
+    let src = c.dir.path("src");
+    file(&src, "index.html", b"<h1>herd</h1>\n", 0o644, 1_700_000_000);
+    file(&src, "conf/app.toml", b"x = 1\n", 0o640, 1_700_000_100);
+    file(&src, "bin/run", b"#!/bin/sh\n", 0o755, 1_700_000_200);
+    file(&src, "data/big", &vec![3u8; 5 << 20], 0o644, 1_700_000_300);
+    file(&src, "skip.log", b"not sent\n", 0o644, 1_700_000_400);
+    symlink("../conf/app.toml", src.join("bin/conf")).unwrap();
+    fs::create_dir_all(src.join("empty")).unwrap();
+    for d in ["conf", "bin", "data", "empty"] {
+        touch(&src.join(d), 1_650_000_000);
+    }
+    touch(&src, 1_650_000_001);
+
+    let (ours, theirs) = (c.dir.path("ours"), c.dir.path("theirs"));
+    stale(&ours);
+    stale(&theirs);
+    let cfg = c.client.display().to_string();
+    let push = |extra: &[&str]| {
+        let mut args = vec![
+            "sync",
+            "push",
+            src.to_str().unwrap(),
+            "--config",
+            &cfg,
+            "-w",
+            "node01",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(herd_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let dest = ours.display().to_string();
+    let o = push(&[
+        "--dest",
+        &dest,
+        "--delete",
+        "--exclude",
+        "*.log",
+        "--dry-run",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("node01: would remove gone")
+            && out.contains("node01: would update index.html"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("keep.log") && !out.contains("skip.log"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read(ours.join("index.html")).unwrap(),
+        b"old\n",
+        "a dry run changes nothing"
+    );
+
+    let t = Instant::now();
+    let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("push: {:?}", t.elapsed());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with("node01: 4 written"), "{out}");
+
+    let r = Command::new("rsync")
+        .args(["-a", "--delete", "--exclude", "*.log"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", theirs.display()))
+        .output()
+        .expect("rsync");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(hashed(&ours), hashed(&theirs));
+    assert_eq!(
+        fs::read(ours.join("keep.log")).unwrap(),
+        b"excluded, so kept\n"
+    );
+
+    // Nothing to do the second time; a changed file is all that travels.
+    let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("node01: 0 written (0 bytes), 0 removed")
+    );
+    file(&src, "conf/app.toml", b"x = 2\n", 0o640, 1_700_000_500);
+    let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("node01: 1 written (6 bytes)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // Only an admin certificate may push.
+    let o = push(&[
+        "--dest",
+        &dest,
+        "--cert",
+        &c.pki("node02.crt"),
+        "--key",
+        &c.pki("node02.key"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refused: sync needs an admin certificate"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
+    let c = Cluster::new("syncint", 1);
+    let src = c.dir.path("src");
+    let dst = c.dir.path("dst");
+    file(&dst, "big", b"the old version\n", 0o644, 1_500_000_000);
+    file(&src, "big", &vec![1u8; 128 << 20], 0o644, 1_700_000_000);
+    let mut child = Command::new(herd_bin())
+        .args([
+            "sync",
+            "push",
+            src.to_str().unwrap(),
+            "--config",
+            c.client.to_str().unwrap(),
+            "-w",
+            "node01",
+            "--dest",
+            dst.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp_exists = || {
+        fs::read_dir(&dst).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("herd-tmp")
+        })
+    };
+    wait_for("the transfer to start", Duration::from_secs(20), tmp_exists);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("the temporary file to go", Duration::from_secs(10), || {
+        !tmp_exists()
+    });
+    assert_eq!(fs::read(dst.join("big")).unwrap(), b"the old version\n");
+
+    // A manifest with a path out of the destination: the agent refuses the whole sync.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tls = herd_agent::tls::client_config(&herd_agent::tls::Files {
+        ca: c.dir.path("pki/ca.crt"),
+        cert: c.dir.path("pki/admin.crt"),
+        key: c.dir.path("pki/admin.key"),
+    })
+    .unwrap();
+    let target = herd_agent::client::Target {
+        rank: 0,
+        name: "node01".into(),
+        addr: format!("{}:2875", c.net.ip(1)),
+    };
+    let evil = b"{\"path\":\"\",\"type\":\"dir\",\"mode\":493,\"uid\":0,\"gid\":0,\"mtime\":0,\"mtime-nsec\":0}\n\
+{\"path\":\"../escape\",\"type\":\"file\",\"size\":1,\"mode\":420,\"uid\":0,\"gid\":0,\"mtime\":0,\"mtime-nsec\":0}\n"
+        .to_vec();
+    let req = herd_agent::proto::SyncRequest {
+        dest: dst.display().to_string(),
+        ..Default::default()
+    };
+    let res = rt.block_on(herd_agent::sync::push(
+        tls,
+        &target,
+        req,
+        std::sync::Arc::new(evil),
+        &src,
+        Duration::from_secs(5),
+    ));
+    let err = res.unwrap_err().problem().unwrap();
+    assert!(err.contains("'..' leads out of the tree"), "{err}");
+    assert!(!c.dir.path("escape").exists());
+}
