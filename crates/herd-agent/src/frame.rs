@@ -52,6 +52,9 @@ pub enum Kind {
     FileData = 12,
     /// Agent → client (sync): JSON [`crate::proto::SyncDone`]; the node's last frame.
     SyncDone = 13,
+    /// Agent → client (sync): the signature of an old copy, for each file wanted as a delta,
+    /// in chunks; an empty one ends each.
+    Signature = 14,
 }
 
 impl Kind {
@@ -70,6 +73,7 @@ impl Kind {
             11 => Kind::Want,
             12 => Kind::FileData,
             13 => Kind::SyncDone,
+            14 => Kind::Signature,
             _ => return None,
         })
     }
@@ -265,7 +269,7 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip_through_any_split(
-            frames in proptest::collection::vec((1u8..=13, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
+            frames in proptest::collection::vec((1u8..=14, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
             cut in 1usize..64,
         ) {
             let frames: Vec<Frame> = frames.into_iter()

@@ -175,6 +175,9 @@ pub struct SyncRequest {
 pub struct SyncDone {
     pub written: u64,
     pub bytes: u64,
+    /// Content bytes received for them (less than `bytes` when deltas travelled).
+    #[serde(default)]
+    pub received: u64,
     pub removed: u64,
     pub meta: u64,
     /// Entries not applied, and why.

@@ -6,8 +6,10 @@
 //! client                              agent
 //! Request{sync}  ─────────────────►   checks role (admin) and the destination path
 //! Manifest* , Manifest("") ───────►   scans the destination, plans
-//!                ◄─────────────────   Want* , Want("")        (paths, in the plan's order)
-//! FileData* , FileData("") per file►  writes each file as it arrives
+//!                ◄─────────────────   Want* , Want("")        ("F path" whole, "D path" delta)
+//!                ◄─────────────────   Signature* , Signature("") per "D" file (its old copy)
+//! FileData* , FileData("") per file►  writes each file as it arrives; a delta file's data is
+//!                                     its BLAKE3 (32 bytes) then the delta
 //!                ◄─────────────────   SyncDone (or Error)
 //! ```
 
@@ -116,17 +118,35 @@ fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
 }
 
 /// Content of the wanted files, as the client streams it (read on the blocking thread that
-/// applies the plan).
-struct Streamed(mpsc::Receiver<Vec<u8>>);
+/// applies the plan). Files sent as deltas are rebuilt from the old copy under `dest`.
+struct Streamed {
+    rx: mpsc::Receiver<Vec<u8>>,
+    dest: PathBuf,
+    /// Path → new size, for the files that come as deltas.
+    deltas: std::collections::HashMap<String, u64>,
+}
 
 impl Source for Streamed {
-    fn open(&mut self, _rel: &str) -> std::io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(FileStream {
-            rx: &mut self.0,
+    fn open(&mut self, rel: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        let mut stream = FileStream {
+            rx: &mut self.rx,
             cur: Vec::new(),
             pos: 0,
             done: false,
-        }))
+        };
+        let Some(&size) = self.deltas.get(rel) else {
+            return Ok(Box::new(stream));
+        };
+        let mut data = Vec::new();
+        stream.read_to_end(&mut data)?;
+        let (hash, delta) = data
+            .split_first_chunk::<32>()
+            .ok_or_else(|| std::io::Error::other("a delta without its hash"))?;
+        let basis =
+            std::fs::read(herd_sync::path::join(&self.dest, rel).map_err(std::io::Error::other)?)?;
+        let new =
+            herd_sync::delta::patch(&basis, delta, size, hash).map_err(std::io::Error::other)?;
+        Ok(Box::new(std::io::Cursor::new(new)))
     }
 }
 
@@ -238,9 +258,29 @@ where
         let _ = wr.shutdown().await;
         return Ok(());
     }
+    // Whole, or as a delta against the old copy when both are big enough.
+    let old_sizes: std::collections::HashMap<&str, u64> = have
+        .entries
+        .iter()
+        .filter_map(|e| match e.kind {
+            herd_sync::manifest::Kind::File { size, .. } => Some((e.path.as_str(), size)),
+            _ => None,
+        })
+        .collect();
     let mut wants = Vec::new();
+    let mut deltas = std::collections::HashMap::new();
     for a in &p.actions {
-        if let Action::Write { entry, .. } = a {
+        if let Action::Write { entry, basis } = a {
+            let size = match entry.kind {
+                herd_sync::manifest::Kind::File { size, .. } => size,
+                _ => 0,
+            };
+            let old = old_sizes.get(entry.path.as_str()).copied().unwrap_or(0);
+            let delta = *basis && herd_sync::delta::worth_it(size, old);
+            if delta {
+                deltas.insert(entry.path.clone(), size);
+            }
+            wants.extend_from_slice(if delta { b"D " } else { b"F " });
             wants.extend_from_slice(entry.path.as_bytes());
             wants.push(b'\n');
         }
@@ -248,6 +288,23 @@ where
     write_frames(wr, &chunked(Kind::Want, req.rank, &wants))
         .await
         .map_err(|e| e.to_string())?;
+    for a in &p.actions {
+        if let Action::Write { entry, .. } = a {
+            if deltas.contains_key(&entry.path) {
+                let basis = herd_sync::path::join(&dest, &entry.path)?;
+                let sig = tokio::task::spawn_blocking(move || {
+                    std::fs::read(&basis)
+                        .map(|b| herd_sync::delta::signature(&b))
+                        .map_err(|e| format!("{}: {e}", basis.display()))
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                write_frames(wr, &chunked(Kind::Signature, req.rank, &sig))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
     let files = p
         .actions
         .iter()
@@ -257,11 +314,17 @@ where
     let p = Arc::new(p);
     let applying = {
         let p = p.clone();
-        tokio::task::spawn_blocking(move || apply(&p, &dest, &mut Streamed(rx)))
+        let mut source = Streamed {
+            rx,
+            dest: dest.clone(),
+            deltas,
+        };
+        tokio::task::spawn_blocking(move || apply(&p, &dest, &mut source))
     };
     tokio::pin!(applying);
     // Forward the files' frames to the writer until every wanted file has ended.
     let mut ended = 0;
+    let mut received = 0u64;
     let mut tx = Some(tx);
     let stats = loop {
         tokio::select! {
@@ -274,6 +337,7 @@ where
                 if f.payload.is_empty() {
                     ended += 1;
                 }
+                received += f.payload.len() as u64;
                 if let Some(t) = &tx {
                     if t.send(f.payload).await.is_err() {
                         tx = None;
@@ -285,6 +349,7 @@ where
     let done = SyncDone {
         written: stats.written,
         bytes: stats.bytes,
+        received,
         removed: stats.removed,
         meta: stats.meta,
         refused: stats.refused,
@@ -353,10 +418,54 @@ pub async fn push(
         }
         k => return Err(lost(format!("unexpected {k:?} frame"))),
     };
+    let wants: Vec<(bool, String)> = wants
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let l = String::from_utf8_lossy(l);
+            match l.split_once(' ') {
+                Some(("D", p)) => Ok((true, p.to_string())),
+                Some(("F", p)) => Ok((false, p.to_string())),
+                _ => Err(lost(format!("a bad want line {l:?}"))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let mut signatures = std::collections::VecDeque::new();
+    for _ in wants.iter().filter(|(d, _)| *d) {
+        signatures.push_back(
+            read_chunked(&mut rd, Kind::Signature, 64 << 20)
+                .await
+                .map_err(lost)?,
+        );
+    }
     let mut buf = vec![0u8; 256 * 1024];
-    for rel in wants.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let rel = String::from_utf8_lossy(rel).into_owned();
+    for (is_delta, rel) in wants {
         let p = herd_sync::path::join(src, &rel).map_err(lost)?;
+        if is_delta {
+            let sig = signatures.pop_front().unwrap_or_default();
+            let data = tokio::fs::read(&p)
+                .await
+                .map_err(|e| lost(format!("{}: {e}", p.display())))?;
+            let body = tokio::task::spawn_blocking(move || {
+                herd_sync::delta::delta(sig, &data).map(|d| {
+                    let mut body = blake3::hash(&data).as_bytes().to_vec();
+                    body.extend_from_slice(&d);
+                    body
+                })
+            })
+            .await
+            .map_err(|e| lost(e.to_string()))?
+            .map_err(lost)?;
+            let mut frames: Vec<Frame> = body
+                .chunks(MAX_PAYLOAD)
+                .map(|c| Frame::new(Kind::FileData, t.rank, c))
+                .collect();
+            frames.push(Frame::new(Kind::FileData, t.rank, Vec::new()));
+            write_frames(&mut wr, &frames)
+                .await
+                .map_err(|e| lost(e.to_string()))?;
+            continue;
+        }
         let mut f = tokio::fs::File::open(&p)
             .await
             .map_err(|e| lost(format!("{}: {e}", p.display())))?;

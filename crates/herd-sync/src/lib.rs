@@ -11,6 +11,7 @@
 //! The agent carries manifests and content between nodes; this crate decides and writes.
 
 pub mod apply;
+pub mod delta;
 pub mod manifest;
 pub mod path;
 pub mod plan;

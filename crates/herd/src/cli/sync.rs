@@ -176,8 +176,8 @@ fn print_done(node: &str, d: &SyncDone, dry_run: bool) {
         return;
     }
     println!(
-        "{node}: {} written ({} bytes), {} removed, {} attribute changes",
-        d.written, d.bytes, d.removed, d.meta
+        "{node}: {} written ({} bytes, {} sent), {} removed, {} attribute changes",
+        d.written, d.bytes, d.received, d.removed, d.meta
     );
     for (p, why) in &d.refused {
         eprintln!("{node}: refused {p}: {why}");

@@ -161,16 +161,47 @@ fn push_makes_each_node_the_same_tree_as_rsync_would() {
 
     // Nothing to do the second time; a changed file is all that travels.
     let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).starts_with("node01: 0 written (0 bytes), 0 removed")
-    );
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .starts_with("node01: 0 written (0 bytes, 0 sent), 0 removed"));
     file(&src, "conf/app.toml", b"x = 2\n", 0o640, 1_700_000_500);
     let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
     assert!(
-        String::from_utf8_lossy(&o.stdout).starts_with("node01: 1 written (6 bytes)"),
+        String::from_utf8_lossy(&o.stdout).starts_with("node01: 1 written (6 bytes, 6 sent)"),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+
+    // A large file changed by 1 %: a delta against the old copy travels, not the file.
+    let mut big: Vec<u8> = (0..(5u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    file(&src, "data/big", &big, 0o644, 1_700_000_600);
+    let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    big[2_000_000..2_052_000].fill(0);
+    file(&src, "data/big", &big, 0o644, 1_700_000_700);
+    let o = push(&["--dest", &dest, "--delete", "--exclude", "*.log"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let sent: u64 = out
+        .split(" bytes, ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(out.starts_with("node01: 1 written (5242880 bytes"), "{out}");
+    assert!(
+        sent < 5_242_880 / 20,
+        "a delta of {sent} bytes for a 1 % change: {out}"
+    );
+    eprintln!("delta: {sent} bytes sent for a 1 % change of 5 MiB");
+    let r = Command::new("rsync")
+        .args(["-a", "--delete", "--exclude", "*.log"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", theirs.display()))
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    assert_eq!(hashed(&ours), hashed(&theirs));
 
     // Only an admin certificate may push.
     let o = push(&[
