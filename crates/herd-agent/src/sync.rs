@@ -461,9 +461,9 @@ pub async fn push(
                 .map(|c| Frame::new(Kind::FileData, t.rank, c))
                 .collect();
             frames.push(Frame::new(Kind::FileData, t.rank, Vec::new()));
-            write_frames(&mut wr, &frames)
-                .await
-                .map_err(|e| lost(e.to_string()))?;
+            if let Err(e) = write_frames(&mut wr, &frames).await {
+                return Err(why_stopped(&mut rd, e).await);
+            }
             continue;
         }
         let mut f = tokio::fs::File::open(&p)
@@ -475,9 +475,9 @@ pub async fn push(
                 .await
                 .map_err(|e| lost(format!("{}: {e}", p.display())))?;
             let frame = Frame::new(Kind::FileData, t.rank, &buf[..n]);
-            write_frames(&mut wr, &[frame])
-                .await
-                .map_err(|e| lost(e.to_string()))?;
+            if let Err(e) = write_frames(&mut wr, &[frame]).await {
+                return Err(why_stopped(&mut rd, e).await);
+            }
             if n == 0 {
                 break;
             }
@@ -498,5 +498,31 @@ pub async fn push(
                 .unwrap_or_else(|e| e.to_string()),
         }),
         k => Err(lost(format!("unexpected {k:?} frame"))),
+    }
+}
+
+/// The agent stopped reading: its error frame says why (a full disk, ...), if it sent one.
+async fn why_stopped<R: AsyncRead + Unpin>(rd: &mut FrameReader<R>, e: std::io::Error) -> Outcome {
+    let said = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rd.read().await {
+                Ok(Some(f)) if f.kind == Kind::Error => return f.parse::<Failure>().ok(),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    match said {
+        Some(f) => Outcome::Failed {
+            stage: Stage::Agent,
+            message: f.message,
+        },
+        None => Outcome::Failed {
+            stage: Stage::Lost,
+            message: e.to_string(),
+        },
     }
 }

@@ -295,3 +295,66 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
     assert!(err.contains("'..' leads out of the tree"), "{err}");
     assert!(!c.dir.path("escape").exists());
 }
+
+/// A tmpfs mounted for the test, unmounted on drop (also when the test panics).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn new(at: std::path::PathBuf, size: &str) -> Tmpfs {
+        fs::create_dir_all(&at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (the tests run as root)");
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_old_file_stays() {
+    let c = Cluster::new("syncfull", 1);
+    let src = c.dir.path("src");
+    let small = Tmpfs::new(c.dir.path("small"), "1m");
+    file(&small.0, "data", b"the old version\n", 0o644, 1_500_000_000);
+    file(&src, "data", &vec![5u8; 3 << 20], 0o644, 1_700_000_000);
+    file(&src, "other", b"small enough\n", 0o644, 1_700_000_000);
+    let o = Command::new(herd_bin())
+        .args([
+            "sync",
+            "push",
+            src.to_str().unwrap(),
+            "--config",
+            c.client.to_str().unwrap(),
+            "-w",
+            "node01",
+            "--dest",
+            small.0.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("node01: agent: data:")
+            && err.contains("file system is full; the old file is untouched"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(small.0.join("data")).unwrap(),
+        b"the old version\n"
+    );
+    let names: Vec<String> = fs::read_dir(&small.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["data"], "no temporary file left");
+}
