@@ -362,6 +362,47 @@ where
     Ok(())
 }
 
+/// Counters of a push to many nodes, for a progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Content bytes the nodes asked for so far.
+    pub planned: std::sync::atomic::AtomicU64,
+    /// Content bytes sent.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Nodes finished (well or not).
+    pub done: std::sync::atomic::AtomicU64,
+}
+
+/// How a push runs.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Connect timeout.
+    pub limit: Duration,
+    /// At most this many content bytes a second to each node (rsync's --bwlimit).
+    pub bwlimit: Option<u64>,
+    pub progress: Arc<Progress>,
+}
+
+/// Keeps a connection's average rate under a limit.
+struct Pace {
+    rate: Option<u64>,
+    start: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Pace {
+    async fn sent(&mut self, n: usize, progress: &Progress) {
+        self.sent += n as u64;
+        progress
+            .sent
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            tokio::time::sleep_until(self.start + due).await;
+        }
+    }
+}
+
 /// The client's side for one node: sends the manifest, then the files the node asks for.
 pub async fn push(
     tls: Arc<rustls::ClientConfig>,
@@ -369,8 +410,24 @@ pub async fn push(
     req: SyncRequest,
     manifest: Arc<Vec<u8>>,
     src: &Path,
-    limit: Duration,
+    opts: &PushOptions,
 ) -> Result<SyncDone, Outcome> {
+    let res = push_one(tls, t, req, manifest, src, opts).await;
+    opts.progress
+        .done
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    res
+}
+
+async fn push_one(
+    tls: Arc<rustls::ClientConfig>,
+    t: &Target,
+    req: SyncRequest,
+    manifest: Arc<Vec<u8>>,
+    src: &Path,
+    opts: &PushOptions,
+) -> Result<SyncDone, Outcome> {
+    let limit = opts.limit;
     let lost = |m: String| Outcome::Failed {
         stage: Stage::Lost,
         message: m,
@@ -438,6 +495,19 @@ pub async fn push(
                 .map_err(lost)?,
         );
     }
+    for (_, rel) in &wants {
+        if let Ok(m) = herd_sync::path::join(src, rel).map(std::fs::metadata) {
+            let size = m.map(|m| m.len()).unwrap_or(0);
+            opts.progress
+                .planned
+                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let mut pace = Pace {
+        rate: opts.bwlimit,
+        start: tokio::time::Instant::now(),
+        sent: 0,
+    };
     let mut buf = vec![0u8; 256 * 1024];
     for (is_delta, rel) in wants {
         let p = herd_sync::path::join(src, &rel).map_err(lost)?;
@@ -461,8 +531,12 @@ pub async fn push(
                 .map(|c| Frame::new(Kind::FileData, t.rank, c))
                 .collect();
             frames.push(Frame::new(Kind::FileData, t.rank, Vec::new()));
-            if let Err(e) = write_frames(&mut wr, &frames).await {
-                return Err(why_stopped(&mut rd, e).await);
+            for chunk in frames.chunks(4) {
+                if let Err(e) = write_frames(&mut wr, chunk).await {
+                    return Err(why_stopped(&mut rd, e).await);
+                }
+                pace.sent(chunk.iter().map(|f| f.payload.len()).sum(), &opts.progress)
+                    .await;
             }
             continue;
         }
@@ -478,6 +552,7 @@ pub async fn push(
             if let Err(e) = write_frames(&mut wr, &[frame]).await {
                 return Err(why_stopped(&mut rd, e).await);
             }
+            pace.sent(n, &opts.progress).await;
             if n == 0 {
                 break;
             }

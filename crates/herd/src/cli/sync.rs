@@ -1,6 +1,7 @@
 //! `herd sync push`: make a directory on many nodes the copy of a local tree (Encluster's dua,
 //! rsync without the daemon).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,12 +45,33 @@ pub struct PushArgs {
     /// Compare content by BLAKE3 hash instead of size and mtime
     #[arg(short = 'c', long)]
     checksum: bool,
+    /// At most this rate to each node: a number of KiB/s, or with a suffix K, M, G (rsync's)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    bwlimit: Option<u64>,
     /// Nodes at once [default: [agent] fanout]
     #[arg(long, value_name = "K")]
     fanout: Option<usize>,
     /// Print one JSON object per node
     #[arg(long)]
     json: bool,
+}
+
+/// rsync's --bwlimit: KiB/s, or a number with K, M or G (powers of 1024); bytes a second.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
+        _ => (s, 1 << 10),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a rate is a number of KiB/s, or e.g. 500K, 10M"))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("{s:?}: a rate is more than 0"));
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 pub fn run(cmd: Cmd) -> u8 {
@@ -95,23 +117,45 @@ fn push(a: PushArgs) -> u8 {
         rank: 0,
     };
     let fanout = a.fanout.unwrap_or(cfg.agent.fanout).max(1);
-    let limit = a.select.connect_timeout;
+    let progress = Arc::new(herd_agent::sync::Progress::default());
+    let popts = herd_agent::sync::PushOptions {
+        limit: a.select.connect_timeout,
+        bwlimit: a.bwlimit,
+        progress: progress.clone(),
+    };
+    let show = !a.json && std::io::stderr().is_terminal();
     let rt = runtime();
+    let nodes = targets.len();
     let results = rt.block_on(async {
+        let ticker = show.then(|| {
+            let p = progress.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    eprint!("\r\x1b[K{}", progress_line(&p, nodes, start.elapsed()));
+                }
+            })
+        });
         let slots = Arc::new(tokio::sync::Semaphore::new(fanout));
         let tasks: Vec<_> = targets
             .iter()
             .cloned()
             .map(|t| {
-                let (tls, lines, src, slots) =
-                    (tls.clone(), lines.clone(), src.clone(), slots.clone());
+                let (tls, lines, src, slots, popts) = (
+                    tls.clone(),
+                    lines.clone(),
+                    src.clone(),
+                    slots.clone(),
+                    popts.clone(),
+                );
                 let req = SyncRequest {
                     rank: t.rank,
                     ..req.clone()
                 };
                 tokio::spawn(async move {
                     let _slot = slots.acquire().await;
-                    herd_agent::sync::push(tls, &t, req, lines, &src, limit).await
+                    herd_agent::sync::push(tls, &t, req, lines, &src, &popts).await
                 })
             })
             .collect();
@@ -123,6 +167,10 @@ fn push(a: PushArgs) -> u8 {
                     message: e.to_string(),
                 })
             }));
+        }
+        if let Some(t) = ticker {
+            t.abort();
+            eprint!("\r\x1b[K");
         }
         out
     });
@@ -165,6 +213,43 @@ fn push(a: PushArgs) -> u8 {
     code
 }
 
+/// `sync: 3/8 nodes done, 1.2 GiB of 8.0 GiB sent, 340.0 MiB/s, about 20 s left`.
+fn progress_line(
+    p: &herd_agent::sync::Progress,
+    nodes: usize,
+    elapsed: std::time::Duration,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (sent, planned, done) = (
+        p.sent.load(Relaxed),
+        p.planned.load(Relaxed),
+        p.done.load(Relaxed),
+    );
+    let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
+    let left = if rate > 0.0 && planned > sent {
+        format!(", about {:.0} s left", (planned - sent) as f64 / rate)
+    } else {
+        String::new()
+    };
+    format!(
+        "sync: {done}/{nodes} nodes done, {} of {} sent, {}/s{left}",
+        size(sent as f64),
+        size(planned as f64),
+        size(rate)
+    )
+}
+
+fn size(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
 fn print_done(node: &str, d: &SyncDone, dry_run: bool) {
     if dry_run {
         if d.changes.is_empty() {
@@ -181,5 +266,26 @@ fn print_done(node: &str, d: &SyncDone, dry_run: bool) {
     );
     for (p, why) in &d.refused {
         eprintln!("{node}: refused {p}: {why}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_rsync_reads_them_and_progress_reads_well() {
+        assert_eq!(parse_rate("100"), Ok(100 * 1024));
+        assert_eq!(parse_rate("1M"), Ok(1 << 20));
+        assert_eq!(parse_rate("1.5k"), Ok(1536));
+        assert!(parse_rate("0").is_err() && parse_rate("fast").is_err());
+        let p = herd_agent::sync::Progress::default();
+        p.planned
+            .store(2 << 20, std::sync::atomic::Ordering::Relaxed);
+        p.sent.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            progress_line(&p, 8, std::time::Duration::from_secs(1)),
+            "sync: 0/8 nodes done, 1.0 MiB of 2.0 MiB sent, 1.0 MiB/s, about 1 s left"
+        );
     }
 }

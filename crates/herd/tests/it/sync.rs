@@ -203,6 +203,17 @@ fn push_makes_each_node_the_same_tree_as_rsync_would() {
     assert!(r.status.success());
     assert_eq!(hashed(&ours), hashed(&theirs));
 
+    // --bwlimit holds the rate down: 1 MiB at 1 MiB/s takes a second at least.
+    file(&src, "paced", &vec![4u8; 1 << 20], 0o644, 1_700_000_800);
+    let t = Instant::now();
+    let o = push(&["--dest", &dest, "--bwlimit", "1M", "--exclude", "*.log"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
+
     // Only an admin certificate may push.
     let o = push(&[
         "--dest",
@@ -289,7 +300,11 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
         req,
         std::sync::Arc::new(evil),
         &src,
-        Duration::from_secs(5),
+        &herd_agent::sync::PushOptions {
+            limit: Duration::from_secs(5),
+            bwlimit: None,
+            progress: Default::default(),
+        },
     ));
     let err = res.unwrap_err().problem().unwrap();
     assert!(err.contains("'..' leads out of the tree"), "{err}");
