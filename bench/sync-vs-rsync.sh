@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# bench/sync-vs-rsync.sh — `herd sync push` against an rsync daemon with parallel pulls.
+#
+# A 1 GiB tree (10,000 small files in 100 directories and 3 files of 300 MiB) goes to 8 nodes:
+#   herd   herd sync push SRC -w node[1-8] --delete  (8 agents, each in a mount namespace of its
+#          own with a private tmpfs at the same destination path, as 8 hosts would have)
+#   rsync  an rsync daemon serving SRC as a module, and 8 parallel
+#          `rsync -a --delete rsync://127.0.0.1:8873/bench/ DEST_i/`
+# Then 1 % of the content changes (100 small files rewritten, 1 % of each large file) and both
+# sync again. Prints wall time per round and the content bytes on the wire (herd: what its
+# agents asked for, from `herd sync push`; rsync: "Total bytes received" of each pull).
+# Everything lives in tmpfs (the disk is not what is measured); needs root, rsync and ~20 GiB
+# of RAM. Nothing leaves loopback; agents, daemons, mounts and files go on exit.
+#
+#   bash bench/sync-vs-rsync.sh [--nodes 8] [--rounds 1]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+NODES=8 ROUNDS=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --nodes) NODES=$2; shift ;;
+        --rounds) ROUNDS=$2; shift ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "needs root (mount namespaces, tmpfs)" >&2; exit 1; }
+command -v rsync >/dev/null || { echo "rsync is missing" >&2; exit 1; }
+
+cargo build -q --release -p herd
+HERD=$PWD/target/release/herd
+W=/tmp/herd-bench-sync
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    umount "$W" 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+mkdir -p "$W"
+mount -t tmpfs -o size=20g tmpfs "$W"
+mkdir -p "$W/src" "$W/dest" "$W/rsync" "$W/agents"
+
+echo "making the tree ..." >&2
+python3 - "$W/src" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(42)
+for d in range(100):
+    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
+    for f in range(100):
+        with open(f"{root}/d{d:03}/f{f:03}", "wb") as fh:
+            fh.write(rnd.randbytes(rnd.randint(1000, 20000)))
+for i in range(3):
+    with open(f"{root}/large{i}.bin", "wb") as fh:
+        for _ in range(300):
+            fh.write(rnd.randbytes(1 << 20))
+PY
+du -sh "$W/src" >&2
+
+"$HERD" init --pki "$W/pki" >/dev/null
+"$HERD" cert issue "node[1-$NODES]" --pki "$W/pki" >/dev/null
+{
+    echo "[nodes]"
+    echo "\"node[1-$NODES]\" = \"127.0.9.[1-$NODES]\""
+    echo "[agent]"
+    echo "pki = \"$W/pki\""
+} > "$W/client.toml"
+for i in $(seq 1 "$NODES"); do
+    cat > "$W/agents/node$i.toml" <<CFG
+[daemon]
+socket = "$W/agents/node$i.sock"
+log-level = "warn"
+[lb]
+workers = 1
+[agent]
+listen = ["127.0.9.$i"]
+name = "node$i"
+pki = "$W/pki"
+audit-log = "none"
+CFG
+    # A host of its own, as far as the destination goes: a private tmpfs at $W/dest.
+    unshare -m --propagation private sh -c \
+        "mount -t tmpfs -o size=2g tmpfs '$W/dest' && exec '$HERD' daemon --config '$W/agents/node$i.toml'" \
+        2>>"$W/agents/log" </dev/null &
+    PIDS+=($!)
+done
+for i in $(seq 1 "$NODES"); do
+    for _ in $(seq 1 100); do [ -S "$W/agents/node$i.sock" ] && break; sleep 0.1; done
+done
+
+cat > "$W/rsyncd.conf" <<CFG
+port = 8873
+address = 127.0.0.1
+use chroot = no
+max connections = 0
+[bench]
+path = $W/src
+read only = yes
+CFG
+rsync --daemon --no-detach --config="$W/rsyncd.conf" &
+PIDS+=($!)
+sleep 0.5
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
+herd_round() {
+    local t0 t1 out
+    t0=$(now)
+    out=$("$HERD" sync push "$W/src" --config "$W/client.toml" -w "node[1-$NODES]" --dest "$W/dest" --delete)
+    t1=$(now)
+    HERD_T=$(secs "$t0" "$t1")
+    HERD_B=$(echo "$out" | sed -n 's/.* bytes, \([0-9]*\) sent.*/\1/p' | awk '{s+=$1} END {print s+0}')
+}
+rsync_round() {
+    local t0 t1 i rp=()
+    t0=$(now)
+    for i in $(seq 1 "$NODES"); do
+        rsync -a --delete --stats "rsync://127.0.0.1:8873/bench/" "$W/rsync/n$i/" > "$W/rsync/stats$i" &
+        rp+=($!)
+    done
+    wait "${rp[@]}"
+    t1=$(now)
+    RSYNC_T=$(secs "$t0" "$t1")
+    RSYNC_B=$(cat "$W"/rsync/stats* | sed -n 's/^Total bytes received: \([0-9,]*\).*/\1/p' | tr -d , | awk '{s+=$1} END {print s+0}')
+}
+change() {
+    python3 - "$W/src" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(7)
+for n in range(100):
+    p = f"{root}/d{rnd.randrange(100):03}/f{rnd.randrange(100):03}"
+    with open(p, "wb") as fh:
+        fh.write(rnd.randbytes(rnd.randint(1000, 20000)))
+for i in range(3):
+    p = f"{root}/large{i}.bin"
+    size = os.path.getsize(p)
+    with open(p, "r+b") as fh:
+        fh.seek(rnd.randrange(size - (3 << 20)))
+        fh.write(rnd.randbytes(3 << 20))
+PY
+}
+
+TREE=$(du -sb "$W/src" | cut -f1)
+printf '\n%-26s %10s %10s %8s %14s %14s\n' round "herd s" "rsync s" "rsync÷herd" "herd bytes" "rsync bytes"
+for r in $(seq 1 "$ROUNDS"); do
+    rm -rf "$W/rsync"/n* ; for i in $(seq 1 "$NODES"); do nsenter -t "${PIDS[$((i-1))]}" -m -- sh -c "rm -rf '$W/dest'/*" 2>/dev/null || true; done
+    herd_round; rsync_round
+    printf '%-26s %10s %10s %8.2f %14s %14s\n' "full copy to $NODES nodes" "$HERD_T" "$RSYNC_T" "$(awk -v a="$RSYNC_T" -v b="$HERD_T" 'BEGIN {print a / b}')" "$HERD_B" "$RSYNC_B"
+    change
+    herd_round; rsync_round
+    printf '%-26s %10s %10s %8.2f %14s %14s\n' "after a 1 % change" "$HERD_T" "$RSYNC_T" "$(awk -v a="$RSYNC_T" -v b="$HERD_T" 'BEGIN {print a / b}')" "$HERD_B" "$RSYNC_B"
+done
+echo "(tree: $TREE bytes; bytes: content on the wire summed over the nodes; herd's excludes TLS and manifests, rsync's is its 'Total bytes received')"
