@@ -381,7 +381,17 @@ pub struct PushOptions {
     /// At most this many content bytes a second to each node (rsync's --bwlimit).
     pub bwlimit: Option<u64>,
     pub progress: Arc<Progress>,
+    /// Deltas computed for one node, for the others with the same old copy.
+    pub deltas: Arc<DeltaCache>,
 }
+
+/// (path, BLAKE3 of the node's signature) → the body sent for it (hash and delta).
+pub type DeltaCache = std::sync::Mutex<
+    std::collections::HashMap<
+        (String, [u8; 32]),
+        Arc<tokio::sync::OnceCell<Result<Arc<Vec<u8>>, String>>>,
+    >,
+>;
 
 /// Keeps a connection's average rate under a limit.
 struct Pace {
@@ -513,19 +523,33 @@ async fn push_one(
         let p = herd_sync::path::join(src, &rel).map_err(lost)?;
         if is_delta {
             let sig = signatures.pop_front().unwrap_or_default();
-            let data = tokio::fs::read(&p)
-                .await
-                .map_err(|e| lost(format!("{}: {e}", p.display())))?;
-            let body = tokio::task::spawn_blocking(move || {
-                herd_sync::delta::delta(sig, &data).map(|d| {
-                    let mut body = blake3::hash(&data).as_bytes().to_vec();
-                    body.extend_from_slice(&d);
-                    body
+            // Nodes with the same old copy send the same signature: one delta serves them all.
+            let key = (rel.clone(), *blake3::hash(&sig).as_bytes());
+            let cell = opts
+                .deltas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_default()
+                .clone();
+            let body = cell
+                .get_or_init(|| async {
+                    let data = tokio::fs::read(&p)
+                        .await
+                        .map_err(|e| format!("{}: {e}", p.display()))?;
+                    tokio::task::spawn_blocking(move || {
+                        herd_sync::delta::delta(sig, &data).map(|d| {
+                            let mut body = blake3::hash(&data).as_bytes().to_vec();
+                            body.extend_from_slice(&d);
+                            Arc::new(body)
+                        })
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
                 })
-            })
-            .await
-            .map_err(|e| lost(e.to_string()))?
-            .map_err(lost)?;
+                .await
+                .clone()
+                .map_err(lost)?;
             let mut frames: Vec<Frame> = body
                 .chunks(MAX_PAYLOAD)
                 .map(|c| Frame::new(Kind::FileData, t.rank, c))

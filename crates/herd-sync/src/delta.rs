@@ -8,7 +8,7 @@ use fast_rsync::{apply_limited, diff, Signature, SignatureOptions};
 /// Files smaller than this travel whole (the signature round trip costs more than it saves).
 pub const MIN: u64 = 64 * 1024;
 /// Files larger than this travel whole (a delta holds both versions in memory).
-pub const MAX: u64 = 256 << 20;
+pub const MAX: u64 = 2 << 30;
 
 /// Whether a file of `size` with an old copy of `basis` bytes goes as a delta.
 pub fn worth_it(size: u64, basis: u64) -> bool {

@@ -122,6 +122,7 @@ fn push(a: PushArgs) -> u8 {
         limit: a.select.connect_timeout,
         bwlimit: a.bwlimit,
         progress: progress.clone(),
+        deltas: Default::default(),
     };
     let show = !a.json && std::io::stderr().is_terminal();
     let rt = runtime();

@@ -304,6 +304,7 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
             limit: Duration::from_secs(5),
             bwlimit: None,
             progress: Default::default(),
+            deltas: Default::default(),
         },
     ));
     let err = res.unwrap_err().problem().unwrap();
