@@ -260,7 +260,6 @@ impl Agent {
                 let failed = res.as_ref().err().cloned();
                 self.audit(&AuditRecord {
                     event: "end",
-                    time: jiff::Timestamp::now().to_string(),
                     request: "sync",
                     command: Some(&r.dest),
                     reason: failed.as_deref(),
@@ -557,7 +556,6 @@ impl Agent {
         tracing::info!(%peer, who = %id.name, pid = pid.as_raw_nonzero().get(), status = exit.status(), timed_out, "agent: exec ended");
         self.audit(&AuditRecord {
             event: "end",
-            time: jiff::Timestamp::now().to_string(),
             exit: exit.code,
             signal: exit.signal,
             timed_out,
@@ -618,11 +616,16 @@ impl Agent {
             .map_err(|e| format!("cannot run /bin/sh as {}: {e}", user.name))
     }
 
+    /// Writes one line; the time is taken here (nothing is formatted when there is no log).
     fn audit(&self, rec: &AuditRecord<'_>) {
         let Some(path) = &self.settings.audit_log else {
             return;
         };
-        let mut line = serde_json::to_vec(rec).unwrap_or_default();
+        let rec = AuditRecord {
+            time: jiff::Timestamp::now().to_string(),
+            ..rec.clone()
+        };
+        let mut line = serde_json::to_vec(&rec).unwrap_or_default();
         line.push(b'\n');
         let _guard = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let res = std::fs::OpenOptions::new()
@@ -799,7 +802,7 @@ struct AuditRecord<'a> {
 impl<'a> AuditRecord<'a> {
     fn new(id: &'a Identity, peer: SocketAddr, s: &'a Settings) -> Self {
         AuditRecord {
-            time: jiff::Timestamp::now().to_string(),
+            time: String::new(),
             event: "",
             request: "",
             who: &id.name,

@@ -511,18 +511,49 @@ async fn session(
     writer.abort();
 }
 
+/// [`connect`], its failure as a node's outcome.
+pub(crate) async fn reach(
+    tls: Arc<rustls::ClientConfig>,
+    t: &Target,
+    limit: Duration,
+) -> Result<Tls, Outcome> {
+    connect(tls, t, limit)
+        .await
+        .map_err(|message| Outcome::Failed {
+            stage: Stage::Connect,
+            message,
+        })
+}
+
+/// A read that failed before the agent answered: a TLS alert there is the agent refusing this
+/// certificate (TLS 1.3 checks it after the client's handshake is done).
+pub(crate) fn unanswered(e: &std::io::Error, t: &Target) -> Outcome {
+    match refusal(e) {
+        Some(alert) => Outcome::Failed {
+            stage: Stage::Connect,
+            message: format!(
+                "{}: TLS: the agent refused this certificate ({alert})",
+                t.addr
+            ),
+        },
+        None => lost_outcome(e.to_string()),
+    }
+}
+
+/// An agent's error frame as a node's outcome.
+pub(crate) fn error_outcome(f: &Frame) -> Outcome {
+    f.parse::<Failure>()
+        .map(Outcome::from_failure)
+        .unwrap_or_else(|e| lost_outcome(e.to_string()))
+}
+
 /// Asks one agent who and how it is (any role may).
 pub async fn ping(
     tls: Arc<rustls::ClientConfig>,
     t: &Target,
     limit: Duration,
 ) -> Result<Pong, Outcome> {
-    let stream = connect(tls, t, limit)
-        .await
-        .map_err(|message| Outcome::Failed {
-            stage: Stage::Connect,
-            message,
-        })?;
+    let stream = reach(tls, t, limit).await?;
     let (rd, mut wr) = tokio::io::split(stream);
     write_frames(
         &mut wr,
@@ -534,23 +565,11 @@ pub async fn ping(
     let f = timeout(limit, rd.read())
         .await
         .map_err(|_| lost_outcome("no answer".into()))?
-        .map_err(|e| match refusal(&e) {
-            Some(alert) => Outcome::Failed {
-                stage: Stage::Connect,
-                message: format!(
-                    "{}: TLS: the agent refused this certificate ({alert})",
-                    t.addr
-                ),
-            },
-            None => lost_outcome(e.to_string()),
-        })?
+        .map_err(|e| unanswered(&e, t))?
         .ok_or_else(|| lost_outcome("the connection closed".into()))?;
     match f.kind {
         Kind::Pong => f.parse().map_err(|e| lost_outcome(e.to_string())),
-        Kind::Error => Err(f
-            .parse::<Failure>()
-            .map(Outcome::from_failure)
-            .unwrap_or_else(|e| lost_outcome(e.to_string()))),
+        Kind::Error => Err(error_outcome(&f)),
         k => Err(lost_outcome(format!("unexpected {k:?} frame"))),
     }
 }

@@ -7,4 +7,4 @@ pub mod pki;
 pub mod proto;
 pub mod sync;
 pub mod tls;
-pub mod x509;
+pub use herd_core::x509;

@@ -64,7 +64,8 @@ pub struct Identity {
     pub name: String,
     pub role: Role,
     pub serial: String,
-    pub not_after: String,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 impl Identity {

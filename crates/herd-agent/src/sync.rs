@@ -24,7 +24,7 @@ use herd_sync::plan::{plan, Action, PlanOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::client::{connect, Outcome, Stage, Target};
+use crate::client::{error_outcome, reach, unanswered, Outcome, Stage, Target};
 use crate::frame::{write_frames, Frame, FrameReader, Kind, MAX_PAYLOAD};
 use crate::proto::{Failure, Request, SyncDone, SyncRequest};
 
@@ -442,12 +442,7 @@ async fn push_one(
         stage: Stage::Lost,
         message: m,
     };
-    let stream = connect(tls, t, limit)
-        .await
-        .map_err(|message| Outcome::Failed {
-            stage: Stage::Connect,
-            message,
-        })?;
+    let stream = reach(tls, t, limit).await?;
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = FrameReader::new(rd);
     let mut frames = vec![Frame::json(Kind::Request, t.rank, &Request::Sync(req))];
@@ -458,20 +453,11 @@ async fn push_one(
     let first = rd
         .read()
         .await
-        .map_err(|e| lost(e.to_string()))?
+        .map_err(|e| unanswered(&e, t))?
         .ok_or_else(|| lost("the connection closed".into()))?;
     let wants = match first.kind {
         Kind::SyncDone => return first.parse().map_err(|e| lost(e.to_string())),
-        Kind::Error => {
-            let f: Failure = first.parse().map_err(|e| lost(e.to_string()))?;
-            return Err(match f.kind {
-                crate::proto::FailureKind::Refused => Outcome::Refused { message: f.message },
-                _ => Outcome::Failed {
-                    stage: Stage::Agent,
-                    message: f.message,
-                },
-            });
-        }
+        Kind::Error => return Err(error_outcome(&first)),
         Kind::Want => {
             let mut all = first.payload.clone();
             if !first.payload.is_empty() {
@@ -589,13 +575,7 @@ async fn push_one(
         .ok_or_else(|| lost("the connection closed before the sync ended".into()))?;
     match f.kind {
         Kind::SyncDone => f.parse().map_err(|e| lost(e.to_string())),
-        Kind::Error => Err(Outcome::Failed {
-            stage: Stage::Agent,
-            message: f
-                .parse::<Failure>()
-                .map(|f| f.message)
-                .unwrap_or_else(|e| e.to_string()),
-        }),
+        Kind::Error => Err(error_outcome(&f)),
         k => Err(lost(format!("unexpected {k:?} frame"))),
     }
 }

@@ -156,8 +156,8 @@ impl Known {
 
     fn remember(&self, der: &[u8], context: &str) {
         // Until KNOWN_FOR from now, or the certificate's own end, whichever comes first.
-        let left = crate::x509::parse(der)
-            .and_then(|i| not_after_secs(&i.not_after))
+        let left = crate::x509::not_after(der)
+            .and_then(|end| u64::try_from(end).ok())
             .map(|end| end.saturating_sub(unix_now()))
             .unwrap_or(0);
         let keep = KNOWN_FOR.min(Duration::from_secs(left));
@@ -179,13 +179,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` (as [`crate::x509`] writes it) in Unix seconds.
-fn not_after_secs(s: &str) -> Option<u64> {
-    let t: jiff::civil::DateTime = s.strip_suffix(" UTC")?.parse().ok()?;
-    let ts = t.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
-    u64::try_from(ts.as_second()).ok()
-}
-
 /// After a handshake (full or resumed): the peer's identity, if not revoked or expired.
 pub fn check_identity(der: &[u8], revoked: &Revoked) -> Result<Identity, String> {
     let id = Identity::from_der(der)?;
@@ -196,9 +189,10 @@ pub fn check_identity(der: &[u8], revoked: &Revoked) -> Result<Identity, String>
     {
         return Err(format!("the certificate of {:?} is revoked", id.name));
     }
-    match not_after_secs(&id.not_after) {
-        Some(end) if end > unix_now() => Ok(id),
-        _ => Err(format!("the certificate of {:?} has expired", id.name)),
+    if u64::try_from(id.not_after).is_ok_and(|end| end > unix_now()) {
+        Ok(id)
+    } else {
+        Err(format!("the certificate of {:?} has expired", id.name))
     }
 }
 
@@ -314,20 +308,5 @@ impl ClientCertVerifier for HerdClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expiry_strings_read_as_unix_seconds() {
-        assert_eq!(not_after_secs("1970-01-01 00:01:40 UTC"), Some(100));
-        assert_eq!(
-            not_after_secs("2026-11-22 00:00:00 UTC"),
-            Some(1_795_305_600)
-        );
-        assert_eq!(not_after_secs("junk"), None);
     }
 }

@@ -23,3 +23,4 @@ pub mod ipvsadm;
 pub mod model;
 pub mod nodeset;
 pub mod period;
+pub mod x509;

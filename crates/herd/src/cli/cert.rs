@@ -88,6 +88,13 @@ here, and by herd cert show) to [agent] revoked on the nodes, then herd reload."
     },
 }
 
+/// Unix seconds as RFC 3339 UTC.
+fn utc(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| format!("unknown role {s:?} (node, admin or read-only)"))
 }
@@ -233,16 +240,16 @@ pub fn run(cmd: Cmd) -> u8 {
                         if json {
                             all.push(serde_json::json!({
                                 "file": f.display().to_string(), "name": name, "role": role,
-                                "serial": info.serial, "not-before": info.not_before,
-                                "not-after": info.not_after, "dns-names": info.dns_names,
+                                "serial": info.serial, "not-before": utc(info.not_before),
+                                "not-after": utc(info.not_after), "dns-names": info.dns_names,
                             }));
                         } else {
                             println!(
                                 "{}: {name:?} role {role} serial {} valid {} to {}",
                                 f.display(),
                                 info.serial,
-                                info.not_before,
-                                info.not_after
+                                utc(info.not_before),
+                                utc(info.not_after)
                             );
                         }
                     }

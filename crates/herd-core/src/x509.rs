@@ -1,9 +1,9 @@
-//! Just enough DER to read who a certificate names: its serial number, subject common name,
-//! subject-alternative DNS names and URIs (where herd keeps the role), and expiry.
+//! Just enough DER to read a certificate: its validity (the health monitor's certificate
+//! expiry checks), and who it names: serial number, subject common name, subject-alternative
+//! DNS names and URIs (where the agent keeps the role).
 //!
-//! Certificates reach this only after rustls has verified them against the cluster CA (or
-//! from a file the admin points at), but the reader still treats them as untrusted bytes:
-//! every length is checked, and anything unexpected is `None`, never a panic.
+//! The reader treats certificates as untrusted bytes: every length is checked, and anything
+//! unexpected is `None`, never a panic. No I/O.
 
 /// What herd reads from a certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,9 +13,9 @@ pub struct CertInfo {
     pub common_name: Option<String>,
     pub dns_names: Vec<String>,
     pub uris: Vec<String>,
-    /// `YYYY-MM-DD HH:MM:SS UTC`.
-    pub not_before: String,
-    pub not_after: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
 }
 
 const SEQUENCE: u8 = 0x30;
@@ -155,30 +155,53 @@ fn read_extensions(exts: &[u8], info: &mut CertInfo) -> Option<()> {
     Some(())
 }
 
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as `YYYY-MM-DD HH:MM:SS UTC`.
-fn time((tag, value): (u8, &[u8])) -> Option<String> {
-    let s = std::str::from_utf8(value).ok()?;
-    let digits = s.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The `notAfter` of a certificate, in Unix seconds, reading no further than the validity.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let cert = Der(der).expect(SEQUENCE)?;
+    let mut tbs = Der(Der(cert).expect(SEQUENCE)?);
+    if tbs.peek_tag() == Some(CONTEXT_0) {
+        tbs.next()?;
     }
-    let full = match (tag, digits.len()) {
-        (0x17, 12) => {
-            let yy: u32 = digits[..2].parse().ok()?;
-            format!("{}{digits}", if yy >= 50 { "19" } else { "20" })
+    for _ in 0..3 {
+        tbs.next()?; // serial, signature algorithm, issuer
+    }
+    let mut validity = Der(tbs.expect(SEQUENCE)?);
+    validity.next()?;
+    time(validity.next()?)
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, tag 0x17) or GeneralizedTime (`YYYYMMDDHHMMSSZ`, tag 0x18) in
+/// Unix seconds.
+fn time((tag, t): (u8, &[u8])) -> Option<i64> {
+    let s = std::str::from_utf8(t).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = s.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
         }
-        (0x18, 14) => digits.to_string(),
+        0x18 => (s.get(..4)?.parse().ok()?, s.get(4..)?),
         _ => return None,
     };
-    Some(format!(
-        "{}-{}-{} {}:{}:{} UTC",
-        &full[..4],
-        &full[4..6],
-        &full[6..8],
-        &full[8..10],
-        &full[10..12],
-        &full[12..14]
-    ))
+    if rest.len() != 10 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (mo, d, h, mi, se) = (num(0)?, num(2)?, num(4)?, num(6)?, num(8)?);
+    Some(days_from_civil(year, mo, d)? * 86400 + h * 3600 + mi * 60 + se)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 #[cfg(test)]
@@ -194,6 +217,24 @@ mod tests {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ 0x30).collect();
             let _ = parse(&junk);
         }
+    }
+
+    #[test]
+    fn dates_count_days_like_unix_time() {
+        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
+        assert_eq!(days_from_civil(2000, 3, 1), Some(11_017));
+        assert_eq!(days_from_civil(2026, 11, 22), Some(20_779));
+        assert_eq!(
+            time((0x17, b"261122093000Z")),
+            Some(20_779 * 86400 + 9 * 3600 + 1800)
+        );
+        assert_eq!(
+            time((0x18, b"20261122093000Z")),
+            time((0x17, b"261122093000Z"))
+        );
+        assert_eq!(time((0x17, b"491231235959Z")), Some(2_524_607_999));
+        assert!(time((0x17, b"261322093000Z")).is_none());
+        assert!(time((0x17, b"2611220930")).is_none());
     }
 
     #[test]
