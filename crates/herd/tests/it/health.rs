@@ -351,8 +351,10 @@ fall = 1
 "#,
         script = script.display()
     );
+    // Up at first (something listens), so that nothing can alert before the silence is in.
+    let up = std::net::TcpListener::bind(addr).unwrap();
     let d = Daemon::start("hc_cli", &cfg);
-    // Nothing listens: down. Silence first, so the alert is held.
+    // Silence first, then nothing listens: down, and the alert is held.
     let out = d.ok(&[
         "health",
         "silence",
@@ -366,6 +368,7 @@ fall = 1
         "kim",
     ]);
     assert_eq!(out.trim(), "silence #1");
+    drop(up);
     wait_for("down", Duration::from_secs(5), || {
         state(&d, "web", &addr.to_string()) == "down"
     });
