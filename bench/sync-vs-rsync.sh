@@ -7,21 +7,27 @@
 #   rsync  an rsync daemon serving SRC as a module, and 8 parallel
 #          `rsync -a --delete rsync://127.0.0.1:8873/bench/ DEST_i/`
 # Then 1 % of the content changes (100 small files rewritten, 1 % of each large file) and both
-# sync again. Prints wall time per round and the content bytes on the wire (herd: what its
-# agents asked for, from `herd sync push`; rsync: "Total bytes received" of each pull).
-# Everything lives in tmpfs (the disk is not what is measured); needs root, rsync and ~20 GiB
-# of RAM. Nothing leaves loopback; agents, daemons, mounts and files go on exit.
+# sync again. Each tool runs its two rounds on its own, from the same pristine tree, and its
+# copies go before the other runs (8 copies at a time, not 16: on a VM short of memory the
+# second tool would pay for reclaiming the first's pages); rounds alternate which goes first.
+# Prints wall time per round and the content bytes on the wire (herd: what its agents asked
+# for, from `herd sync push`; rsync: "Total bytes received" of each pull). Everything lives in
+# tmpfs (the disk is not what is measured); needs root, rsync and ~12 GiB of RAM. Nothing
+# leaves loopback; agents, daemons, mounts and files go on exit.
 #
-#   bash bench/sync-vs-rsync.sh [--nodes 8] [--rounds 1]
+#   bash bench/sync-vs-rsync.sh [--nodes 8] [--rounds 1] [--only herd|rsync]
+#
+# --only runs one side (to profile it, e.g. under `perf record -a -g`); no ratio is printed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-NODES=8 ROUNDS=1
+NODES=8 ROUNDS=1 ONLY=
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) NODES=$2; shift ;;
         --rounds) ROUNDS=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --only) ONLY=$2; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -145,14 +151,41 @@ for i in range(3):
 PY
 }
 
+# Each tool runs its two rounds from the same pristine tree, and its copies go before the other
+# tool runs: 8 copies of 1 GiB at a time, not 16 (a VM short of memory would make whichever
+# tool runs second pay for reclaiming the first's pages).
+cp -a "$W/src" "$W/pristine"
+herd_rounds() {
+    herd_round; H1=$HERD_T; HB1=$HERD_B
+    change
+    herd_round; H2=$HERD_T; HB2=$HERD_B
+    for i in $(seq 1 "$NODES"); do nsenter -t "${PIDS[$((i-1))]}" -m -- sh -c "rm -rf '$W/dest'/*" 2>/dev/null || true; done
+}
+rsync_rounds() {
+    rsync_round; R1=$RSYNC_T; RB1=$RSYNC_B
+    change
+    rsync_round; R2=$RSYNC_T; RB2=$RSYNC_B
+    rm -rf "$W/rsync"/n*
+}
+restore() { rm -rf "$W/src"; cp -a "$W/pristine" "$W/src"; }
+row() {
+    local ratio
+    ratio=$(awk -v a="$3" -v b="$2" 'BEGIN {if (a > 0 && b > 0) printf "%.2f", a / b; else print "-"}')
+    printf '%-26s %10s %10s %8s %14s %14s\n' "$1" "$2" "$3" "$ratio" "$4" "$5"
+}
 TREE=$(du -sb "$W/src" | cut -f1)
 printf '\n%-26s %10s %10s %8s %14s %14s\n' round "herd s" "rsync s" "rsync÷herd" "herd bytes" "rsync bytes"
 for r in $(seq 1 "$ROUNDS"); do
-    rm -rf "$W/rsync"/n* ; for i in $(seq 1 "$NODES"); do nsenter -t "${PIDS[$((i-1))]}" -m -- sh -c "rm -rf '$W/dest'/*" 2>/dev/null || true; done
-    herd_round; rsync_round
-    printf '%-26s %10s %10s %8.2f %14s %14s\n' "full copy to $NODES nodes" "$HERD_T" "$RSYNC_T" "$(awk -v a="$RSYNC_T" -v b="$HERD_T" 'BEGIN {print a / b}')" "$HERD_B" "$RSYNC_B"
-    change
-    herd_round; rsync_round
-    printf '%-26s %10s %10s %8.2f %14s %14s\n' "after a 1 % change" "$HERD_T" "$RSYNC_T" "$(awk -v a="$RSYNC_T" -v b="$HERD_T" 'BEGIN {print a / b}')" "$HERD_B" "$RSYNC_B"
+    H1=0 H2=0 HB1=0 HB2=0 R1=0 R2=0 RB1=0 RB2=0
+    # Alternate which tool goes first.
+    if [ $((r % 2)) = 1 ]; then
+        [ "$ONLY" = rsync ] || { restore; herd_rounds; }
+        [ "$ONLY" = herd ] || { restore; rsync_rounds; }
+    else
+        [ "$ONLY" = herd ] || { restore; rsync_rounds; }
+        [ "$ONLY" = rsync ] || { restore; herd_rounds; }
+    fi
+    row "full copy to $NODES nodes" "$H1" "$R1" "$HB1" "$RB1"
+    row "after a 1 % change" "$H2" "$R2" "$HB2" "$RB2"
 done
 echo "(tree: $TREE bytes; bytes: content on the wire summed over the nodes; herd's excludes TLS and manifests, rsync's is its 'Total bytes received')"

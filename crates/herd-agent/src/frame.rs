@@ -110,11 +110,7 @@ impl Frame {
     /// Appends the encoded frame to `out`. Payloads over [`MAX_PAYLOAD`] are the caller's
     /// bug: split data before framing it.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        debug_assert!(self.payload.len() <= MAX_PAYLOAD);
-        let len = (5 + self.payload.len()) as u32;
-        out.extend_from_slice(&len.to_be_bytes());
-        out.push(self.kind as u8);
-        out.extend_from_slice(&self.node.to_be_bytes());
+        encode_header(self.kind, self.node, self.payload.len(), out);
         out.extend_from_slice(&self.payload);
     }
 }
@@ -156,9 +152,18 @@ impl From<FrameError> for io::Error {
 /// more bytes are needed, or an error (checked as soon as the header is there, so a huge
 /// length is refused before anything is buffered for it).
 pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
-    let Some(head) = buf.get(..HEADER) else {
+    let Some(head) = buf.first_chunk::<HEADER>() else {
         return Ok(None);
     };
+    let (kind, node, len) = decode_header(head)?;
+    let Some(payload) = buf.get(HEADER..HEADER + len) else {
+        return Ok(None);
+    };
+    Ok(Some((Frame::new(kind, node, payload), HEADER + len)))
+}
+
+/// A frame's header: its kind, node and payload length (checked).
+pub fn decode_header(head: &[u8; HEADER]) -> Result<(Kind, u32, usize), FrameError> {
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len < 5 {
         return Err(FrameError::TooShort(len));
@@ -168,11 +173,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
     }
     let kind = Kind::from_u8(head[4]).ok_or(FrameError::UnknownKind(head[4]))?;
     let node = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
-    let total = 4 + len;
-    let Some(payload) = buf.get(HEADER..total) else {
-        return Ok(None);
-    };
-    Ok(Some((Frame::new(kind, node, payload), total)))
+    Ok((kind, node, len - 5))
+}
+
+/// Appends a frame header for a payload of `len` bytes (the payload follows).
+pub fn encode_header(kind: Kind, node: u32, len: usize, out: &mut Vec<u8>) {
+    debug_assert!(len <= MAX_PAYLOAD);
+    out.extend_from_slice(&((5 + len) as u32).to_be_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&node.to_be_bytes());
 }
 
 /// Reads frames from a byte stream.
@@ -190,6 +199,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: Vec::with_capacity(16 * 1024),
             start: 0,
         }
+    }
+
+    /// The stream underneath, for a caller that takes over reading it (after
+    /// [`FrameReader::take_buffered`]).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The bytes read from the stream and not yet decoded, taken out of the reader.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
     }
 
     /// The next frame; `None` at a clean end of stream (between frames).

@@ -13,7 +13,7 @@
 //!                ◄─────────────────   SyncDone (or Error)
 //! ```
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::client::{error_outcome, reach, unanswered, Outcome, Stage, Target};
-use crate::frame::{write_frames, Frame, FrameReader, Kind, MAX_PAYLOAD};
+use crate::frame::{
+    decode_header, encode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD,
+};
 use crate::proto::{Failure, Request, SyncDone, SyncRequest};
 
 /// Splits newline-separated text into frames of at most `MAX_PAYLOAD` bytes (at line
@@ -82,6 +84,10 @@ async fn read_chunked<R: AsyncRead + Unpin>(
     }
 }
 
+/// Bytes handed at a time from the connection to the thread writing files, and from the thread
+/// reading files to the connection.
+const CHUNK: usize = 256 << 10;
+
 /// The largest manifest an agent takes (about 2 million entries).
 pub const MAX_MANIFEST: usize = 512 << 20;
 
@@ -117,69 +123,121 @@ fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
     Ok(m)
 }
 
-/// Content of the wanted files, as the client streams it (read on the blocking thread that
-/// applies the plan). Files sent as deltas are rebuilt from the old copy under `dest`.
+/// The wanted files' frames as they come off the connection: byte chunks, as the TLS stream
+/// yields them, parsed here, on the thread that writes the files, and each payload written
+/// from where it lies. Files sent as deltas are rebuilt from the old copy under `dest`.
 struct Streamed {
     rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
     dest: PathBuf,
     /// Path → new size, for the files that come as deltas.
     deltas: std::collections::HashMap<String, u64>,
+    /// Content bytes received.
+    received: u64,
+}
+
+impl Streamed {
+    /// Passes the next `n` bytes of the stream to `sink`, in the pieces they came in.
+    fn take(
+        &mut self,
+        mut n: usize,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        while n > 0 {
+            while self.pos == self.cur.len() {
+                self.cur = self
+                    .rx
+                    .blocking_recv()
+                    .ok_or_else(|| io::Error::other("the client went away mid-file"))?;
+                self.pos = 0;
+            }
+            let k = n.min(self.cur.len() - self.pos);
+            sink(&self.cur[self.pos..self.pos + k])?;
+            self.pos += k;
+            n -= k;
+        }
+        Ok(())
+    }
+
+    /// One file's frames, each payload to `sink`, up to the empty frame that ends the file.
+    fn file(&mut self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let mut head = [0u8; HEADER];
+            let mut at = 0;
+            self.take(HEADER, &mut |b| {
+                head[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+                Ok(())
+            })?;
+            let (kind, _, len) = decode_header(&head)?;
+            if kind != Kind::FileData {
+                return Err(io::Error::other(format!(
+                    "expected file data, got {kind:?}"
+                )));
+            }
+            if len == 0 {
+                self.received += total;
+                return Ok(total);
+            }
+            self.take(len, sink)?;
+            total += len as u64;
+        }
+    }
 }
 
 impl Source for Streamed {
-    fn open(&mut self, rel: &str) -> std::io::Result<Box<dyn Read + '_>> {
-        let mut stream = FileStream {
-            rx: &mut self.rx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-        };
+    fn copy_to(&mut self, rel: &str, out: &mut dyn Write) -> io::Result<u64> {
         let Some(&size) = self.deltas.get(rel) else {
-            return Ok(Box::new(stream));
+            return self.file(&mut |b| out.write_all(b));
         };
+        // The new content's hash, then the delta: literals can make it a little longer than
+        // the file, never much.
+        let limit = 32 + size + size / 16 + (64 << 10);
         let mut data = Vec::new();
-        stream.read_to_end(&mut data)?;
+        self.file(&mut |b| {
+            if (data.len() + b.len()) as u64 > limit {
+                return Err(io::Error::other("a delta longer than its file"));
+            }
+            data.extend_from_slice(b);
+            Ok(())
+        })?;
         let (hash, delta) = data
             .split_first_chunk::<32>()
-            .ok_or_else(|| std::io::Error::other("a delta without its hash"))?;
-        let basis =
-            std::fs::read(herd_sync::path::join(&self.dest, rel).map_err(std::io::Error::other)?)?;
-        let new =
-            herd_sync::delta::patch(&basis, delta, size, hash).map_err(std::io::Error::other)?;
-        Ok(Box::new(std::io::Cursor::new(new)))
+            .ok_or_else(|| io::Error::other("a delta without its hash"))?;
+        let old =
+            std::fs::File::open(herd_sync::path::join(&self.dest, rel).map_err(io::Error::other)?)?;
+        herd_sync::delta::patch(&old, delta, size, hash, out).map_err(io::Error::other)?;
+        Ok(size)
     }
 }
 
-struct FileStream<'a> {
-    rx: &'a mut mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-impl Read for FileStream<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(c) if c.is_empty() => {
-                    self.done = true;
-                    return Ok(0);
-                }
-                Some(c) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                None => return Err(std::io::Error::other("the client went away mid-file")),
-            }
+/// Reads what the stream has: waits for some bytes, then takes more while they are there at
+/// once, up to about `want` (one hand-over to the writing thread per batch, not per record).
+async fn read_some<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> io::Result<usize> {
+    let first = r.read_buf(buf).await?;
+    if first == 0 {
+        return Ok(0);
+    }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while buf.len() < want {
+        if buf.capacity() - buf.len() < 16 << 10 {
+            buf.reserve(64 << 10);
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        let mut more = std::pin::pin!(r.read_buf(buf));
+        match std::future::Future::poll(more.as_mut(), &mut cx) {
+            std::task::Poll::Ready(Ok(n)) if n > 0 => {}
+            std::task::Poll::Ready(Err(e)) => return Err(e),
+            // The end of the stream (next read says so again), or nothing there yet.
+            _ => break,
+        }
     }
+    Ok(buf.len())
 }
 
 fn describe(a: &Action) -> String {
@@ -293,8 +351,11 @@ where
             if deltas.contains_key(&entry.path) {
                 let basis = herd_sync::path::join(&dest, &entry.path)?;
                 let sig = tokio::task::spawn_blocking(move || {
-                    std::fs::read(&basis)
-                        .map(|b| herd_sync::delta::signature(&b))
+                    std::fs::File::open(&basis)
+                        .and_then(|f| {
+                            let len = f.metadata()?.len();
+                            herd_sync::delta::signature(std::io::BufReader::new(f), len)
+                        })
                         .map_err(|e| format!("{}: {e}", basis.display()))
                 })
                 .await
@@ -305,47 +366,48 @@ where
             }
         }
     }
-    let files = p
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Action::Write { .. }))
-        .count();
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
     let p = Arc::new(p);
     let applying = {
         let p = p.clone();
         let mut source = Streamed {
             rx,
+            cur: Vec::new(),
+            pos: 0,
             dest: dest.clone(),
             deltas,
+            received: 0,
         };
-        tokio::task::spawn_blocking(move || apply(&p, &dest, &mut source))
+        tokio::task::spawn_blocking(move || {
+            apply(&p, &dest, &mut source).map(|stats| (stats, source.received))
+        })
     };
     tokio::pin!(applying);
-    // Forward the files' frames to the writer until every wanted file has ended.
-    let mut ended = 0;
-    let mut received = 0u64;
-    let mut tx = Some(tx);
-    let stats = loop {
-        tokio::select! {
-            res = &mut applying => break res.map_err(|e| e.to_string())?,
-            f = rd.read(), if ended < files => {
-                let f = f.map_err(|e| e.to_string())?.ok_or("the client went away")?;
-                if f.kind != Kind::FileData {
-                    return Err(format!("expected file data, got {:?}", f.kind));
-                }
-                if f.payload.is_empty() {
-                    ended += 1;
-                }
-                received += f.payload.len() as u64;
-                if let Some(t) = &tx {
-                    if t.send(f.payload).await.is_err() {
-                        tx = None;
-                    }
-                }
+    // Hand the connection's bytes to the writing thread until it is done.
+    let first = rd.take_buffered();
+    let inner = rd.get_mut();
+    let forward = async move {
+        if !first.is_empty() && tx.send(first).await.is_err() {
+            return;
+        }
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
+            match read_some(inner, &mut chunk, CHUNK).await {
+                Ok(n) if n > 0 => {}
+                // The end of the stream, or a broken one: the writing thread sees it end.
+                _ => return,
+            }
+            if tx.send(chunk).await.is_err() {
+                return;
             }
         }
-    }?;
+    };
+    tokio::pin!(forward);
+    let (stats, received) = tokio::select! {
+        res = &mut applying => res,
+        () = &mut forward => applying.await,
+    }
+    .map_err(|e| e.to_string())??;
     let done = SyncDone {
         written: stats.written,
         bytes: stats.bytes,
@@ -483,9 +545,9 @@ async fn push_one(
             }
         })
         .collect::<Result<_, _>>()?;
-    let mut signatures = std::collections::VecDeque::new();
+    let mut signatures = Vec::new();
     for _ in wants.iter().filter(|(d, _)| *d) {
-        signatures.push_back(
+        signatures.push(
             read_chunked(&mut rd, Kind::Signature, 64 << 20)
                 .await
                 .map_err(lost)?,
@@ -499,75 +561,43 @@ async fn push_one(
                 .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         }
     }
+    // Deltas first (nodes with the same old copy share one), then the files, framed in
+    // batches on a blocking thread and written here.
+    let mut bodies = std::collections::HashMap::new();
+    for ((is_delta, rel), sig) in wants.iter().filter(|(d, _)| *d).zip(signatures) {
+        debug_assert!(*is_delta);
+        let p = herd_sync::path::join(src, rel).map_err(lost)?;
+        let body = delta_body(&opts.deltas, rel, p, sig).await.map_err(lost)?;
+        bodies.insert(rel.clone(), body);
+    }
     let mut pace = Pace {
         rate: opts.bwlimit,
         start: tokio::time::Instant::now(),
         sent: 0,
     };
-    let mut buf = vec![0u8; 256 * 1024];
-    for (is_delta, rel) in wants {
-        let p = herd_sync::path::join(src, &rel).map_err(lost)?;
-        if is_delta {
-            let sig = signatures.pop_front().unwrap_or_default();
-            // Nodes with the same old copy send the same signature: one delta serves them all.
-            let key = (rel.clone(), *blake3::hash(&sig).as_bytes());
-            let cell = opts
-                .deltas
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(key)
-                .or_default()
-                .clone();
-            let body = cell
-                .get_or_init(|| async {
-                    let data = tokio::fs::read(&p)
-                        .await
-                        .map_err(|e| format!("{}: {e}", p.display()))?;
-                    tokio::task::spawn_blocking(move || {
-                        herd_sync::delta::delta(sig, &data).map(|d| {
-                            let mut body = blake3::hash(&data).as_bytes().to_vec();
-                            body.extend_from_slice(&d);
-                            Arc::new(body)
-                        })
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                })
-                .await
-                .clone()
-                .map_err(lost)?;
-            let mut frames: Vec<Frame> = body
-                .chunks(MAX_PAYLOAD)
-                .map(|c| Frame::new(Kind::FileData, t.rank, c))
-                .collect();
-            frames.push(Frame::new(Kind::FileData, t.rank, Vec::new()));
-            for chunk in frames.chunks(4) {
-                if let Err(e) = write_frames(&mut wr, chunk).await {
-                    return Err(why_stopped(&mut rd, e).await);
-                }
-                pace.sent(chunk.iter().map(|f| f.payload.len()).sum(), &opts.progress)
-                    .await;
-            }
-            continue;
+    // With a rate limit, small batches: the pace is kept at a finer grain.
+    let batch = opts
+        .bwlimit
+        .map_or(CHUNK, |r| (r / 20).clamp(4096, CHUNK as u64) as usize);
+    let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
+    let producing = {
+        let src = src.to_path_buf();
+        let rank = t.rank;
+        tokio::task::spawn_blocking(move || frame_files(&src, &wants, &bodies, rank, batch, &btx))
+    };
+    while let Some((bytes, payload)) = brx.recv().await {
+        if let Err(e) = wr.write_all(&bytes).await {
+            return Err(why_stopped(&mut rd, e).await);
         }
-        let mut f = tokio::fs::File::open(&p)
-            .await
-            .map_err(|e| lost(format!("{}: {e}", p.display())))?;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .await
-                .map_err(|e| lost(format!("{}: {e}", p.display())))?;
-            let frame = Frame::new(Kind::FileData, t.rank, &buf[..n]);
-            if let Err(e) = write_frames(&mut wr, &[frame]).await {
-                return Err(why_stopped(&mut rd, e).await);
-            }
-            pace.sent(n, &opts.progress).await;
-            if n == 0 {
-                break;
-            }
-        }
+        pace.sent(payload as usize, &opts.progress).await;
     }
+    if let Err(e) = wr.flush().await {
+        return Err(why_stopped(&mut rd, e).await);
+    }
+    producing
+        .await
+        .map_err(|e| lost(e.to_string()))?
+        .map_err(lost)?;
     let f = rd
         .read()
         .await
@@ -578,6 +608,108 @@ async fn push_one(
         Kind::Error => Err(error_outcome(&f)),
         k => Err(lost(format!("unexpected {k:?} frame"))),
     }
+}
+
+/// The body sent for a file wanted as a delta (its BLAKE3, then the delta), computed once for
+/// all the nodes whose old copies have the same signature.
+async fn delta_body(
+    cache: &DeltaCache,
+    rel: &str,
+    p: PathBuf,
+    sig: Vec<u8>,
+) -> Result<Arc<Vec<u8>>, String> {
+    let key = (rel.to_string(), *blake3::hash(&sig).as_bytes());
+    let cell = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| async {
+        tokio::task::spawn_blocking(move || {
+            let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            herd_sync::delta::delta(sig, &data).map(|d| {
+                let mut body = blake3::hash(&data).as_bytes().to_vec();
+                body.extend_from_slice(&d);
+                Arc::new(body)
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    })
+    .await
+    .clone()
+}
+
+/// The wanted files as FileData frames (each file's content, then an empty frame), in batches
+/// of about `batch` bytes with the content bytes each holds, read straight into the batch.
+fn frame_files(
+    src: &Path,
+    wants: &[(bool, String)],
+    bodies: &std::collections::HashMap<String, Arc<Vec<u8>>>,
+    rank: u32,
+    batch: usize,
+    tx: &mpsc::Sender<(Vec<u8>, u64)>,
+) -> Result<(), String> {
+    let frame_max = batch.min(MAX_PAYLOAD);
+    let fresh = || Vec::with_capacity(batch + frame_max + 2 * HEADER);
+    let mut out = fresh();
+    let mut payload = 0u64;
+    for (is_delta, rel) in wants {
+        if *is_delta {
+            let body = bodies
+                .get(rel)
+                .ok_or_else(|| format!("{rel}: no delta computed"))?;
+            for c in body.chunks(frame_max) {
+                encode_header(Kind::FileData, rank, c.len(), &mut out);
+                out.extend_from_slice(c);
+                payload += c.len() as u64;
+                if out.len() >= batch {
+                    if tx
+                        .blocking_send((std::mem::replace(&mut out, fresh()), payload))
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    payload = 0;
+                }
+            }
+            encode_header(Kind::FileData, rank, 0, &mut out);
+            continue;
+        }
+        let p = herd_sync::path::join(src, rel)?;
+        let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        loop {
+            let at = out.len();
+            encode_header(Kind::FileData, rank, 0, &mut out);
+            let n = (&mut f)
+                .take(frame_max as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
+            payload += n as u64;
+            if n > 0 && n < frame_max {
+                // The end of the file: its empty frame now, not after another read.
+                encode_header(Kind::FileData, rank, 0, &mut out);
+            }
+            if out.len() >= batch {
+                if tx
+                    .blocking_send((std::mem::replace(&mut out, fresh()), payload))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                payload = 0;
+            }
+            if n < frame_max {
+                break;
+            }
+        }
+    }
+    if !out.is_empty() {
+        let _ = tx.blocking_send((out, payload));
+    }
+    Ok(())
 }
 
 /// The agent stopped reading: its error frame says why (a full disk, ...), if it sent one.

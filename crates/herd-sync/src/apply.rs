@@ -6,7 +6,7 @@
 //! that would lead out of the destination are refused (and reported), not created.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,8 @@ use crate::plan::{Action, Plan};
 
 /// Where new content comes from (a local tree, or the agent's stream).
 pub trait Source {
-    fn open(&mut self, rel: &str) -> std::io::Result<Box<dyn Read + '_>>;
+    /// Writes the new content of `rel` to `out`; the bytes written.
+    fn copy_to(&mut self, rel: &str, out: &mut dyn Write) -> std::io::Result<u64>;
 }
 
 /// A source tree on this host.
@@ -27,9 +28,9 @@ pub trait Source {
 pub struct LocalSource<'a>(pub &'a Path);
 
 impl Source for LocalSource<'_> {
-    fn open(&mut self, rel: &str) -> std::io::Result<Box<dyn Read + '_>> {
+    fn copy_to(&mut self, rel: &str, out: &mut dyn Write) -> std::io::Result<u64> {
         let p = path::join(self.0, rel).map_err(std::io::Error::other)?;
-        Ok(Box::new(fs::File::open(p)?))
+        std::io::copy(&mut fs::File::open(p)?, out)
     }
 }
 
@@ -135,9 +136,7 @@ fn write_file(root: &Path, e: &Entry, src: &mut dyn Source, as_root: bool) -> Re
             .create_new(true)
             .mode_private()
             .open(&tmp)?;
-        let mut input = src.open(&e.path)?;
-        let n = std::io::copy(&mut input, &mut out)?;
-        out.flush()?;
+        let n = src.copy_to(&e.path, &mut out)?;
         drop(out);
         set_meta(&tmp, e, as_root, false)?;
         fs::rename(&tmp, &p)?;

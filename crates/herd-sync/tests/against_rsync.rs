@@ -191,20 +191,11 @@ fn a_symlink_leading_out_is_refused_and_nothing_is_left_half_written() {
     // A source that fails mid-file: the old file stays whole, no temporary file is left.
     struct Failing;
     impl herd_sync::apply::Source for Failing {
-        fn open(&mut self, _: &str) -> std::io::Result<Box<dyn std::io::Read + '_>> {
-            struct R(usize);
-            impl std::io::Read for R {
-                fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                    if self.0 > 100_000 {
-                        return Err(std::io::Error::other("connection lost"));
-                    }
-                    let n = buf.len().min(4096);
-                    buf[..n].fill(b'x');
-                    self.0 += n;
-                    Ok(n)
-                }
+        fn copy_to(&mut self, _: &str, out: &mut dyn std::io::Write) -> std::io::Result<u64> {
+            for _ in 0..25 {
+                out.write_all(&[b'x'; 4096])?;
             }
-            Ok(Box::new(R(0)))
+            Err(std::io::Error::other("connection lost"))
         }
     }
     file(&src.0, "ok.txt", &vec![b'n'; 500_000], 0o644, 1_700_000_500);
