@@ -563,12 +563,19 @@ async fn push_one(
     }
     // Deltas first (nodes with the same old copy share one), then the files, framed in
     // batches on a blocking thread and written here.
-    let mut bodies = std::collections::HashMap::new();
-    for ((is_delta, rel), sig) in wants.iter().filter(|(d, _)| *d).zip(signatures) {
-        debug_assert!(*is_delta);
+    let mut jobs = tokio::task::JoinSet::new();
+    for ((_, rel), sig) in wants.iter().filter(|(d, _)| *d).zip(signatures) {
         let p = herd_sync::path::join(src, rel).map_err(lost)?;
-        let body = delta_body(&opts.deltas, rel, p, sig).await.map_err(lost)?;
-        bodies.insert(rel.clone(), body);
+        let (cache, rel) = (opts.deltas.clone(), rel.clone());
+        jobs.spawn(async move {
+            let body = delta_body(&cache, &rel, p, sig).await;
+            (rel, body)
+        });
+    }
+    let mut bodies = std::collections::HashMap::new();
+    while let Some(done) = jobs.join_next().await {
+        let (rel, body) = done.map_err(|e| lost(e.to_string()))?;
+        bodies.insert(rel, body.map_err(lost)?);
     }
     let mut pace = Pace {
         rate: opts.bwlimit,
@@ -611,7 +618,8 @@ async fn push_one(
 }
 
 /// The body sent for a file wanted as a delta (its BLAKE3, then the delta), computed once for
-/// all the nodes whose old copies have the same signature.
+/// all the nodes whose old copies have the same signature; a node's deltas are computed at
+/// once, one per core.
 async fn delta_body(
     cache: &DeltaCache,
     rel: &str,
@@ -626,6 +634,17 @@ async fn delta_body(
         .or_default()
         .clone();
     cell.get_or_init(|| async {
+        // As many at once as there are cores (each holds its new file in memory).
+        static AT_ONCE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+        let _turn = AT_ONCE
+            .get_or_init(|| {
+                tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )
+            })
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {
             let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
             herd_sync::delta::delta(sig, &data).map(|d| {
