@@ -21,6 +21,7 @@ mod agent;
 mod cluster;
 mod health;
 mod smtp;
+mod sync;
 mod vrrp;
 
 pub use agent::{listen_address, normalize_serial};
@@ -124,6 +125,7 @@ pub struct RawConfig {
     pub nodes: Option<cluster::RawNodes>,
     pub groups: Option<cluster::RawGroups>,
     pub agent: Option<agent::RawAgent>,
+    pub sync: Option<sync::RawSync>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +258,8 @@ pub struct Config {
     pub vrrp: VrrpConfig,
     pub cluster: ClusterConfig,
     pub agent: AgentConfig,
+    /// `[sync.module.*]`, in name order.
+    pub sync_modules: Vec<crate::cluster::SyncModule>,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -424,6 +428,7 @@ impl Config {
         }
         cfg.cluster = cluster::validate(&l, raw.nodes.as_ref(), raw.groups.as_ref(), &mut errs);
         cfg.agent = agent::validate(&l, raw.agent.as_ref(), &mut errs);
+        cfg.sync_modules = sync::validate(&l, raw.sync.as_ref(), &cfg.cluster, &mut errs);
 
         if errs.is_empty() {
             Ok(cfg)
@@ -458,6 +463,7 @@ impl Config {
             nodes: cluster::nodes_out(&self.cluster),
             groups: cluster::groups_out(&self.cluster),
             agent: agent::agent_out(&self.agent),
+            sync: sync::sync_out(&self.sync_modules),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -874,6 +880,8 @@ struct FileOut {
     groups: Option<std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent: Option<agent::AgentOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<sync::SyncOut>,
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,290 @@
+//! `[sync.module.NAME]`: trees a node serves to `herd sync pull`, and pull schedules.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{duration, format_duration, ConfigError, Lines, RawDuration};
+use crate::cluster::{ClusterConfig, PullSchedule, SyncModule};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSync {
+    #[serde(default)]
+    pub module: BTreeMap<String, RawModule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawModule {
+    pub path: Spanned<String>,
+    pub read_only: Option<bool>,
+    pub allow: Option<Spanned<Vec<String>>>,
+    pub write: Option<Spanned<Vec<String>>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub exclude: Option<Vec<String>>,
+    pub schedule: Option<RawSchedule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSchedule {
+    pub from: Spanned<String>,
+    pub nodes: Spanned<String>,
+    pub every: Spanned<RawDuration>,
+    pub dest: Option<Spanned<String>>,
+    #[serde(default)]
+    pub delete: bool,
+}
+
+fn module_name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// An absolute path without `..`.
+fn abs_path(p: &str) -> bool {
+    let p = std::path::Path::new(p);
+    p.is_absolute()
+        && !p
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+pub(super) fn validate(
+    l: &Lines<'_>,
+    raw: Option<&RawSync>,
+    cluster: &ClusterConfig,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<SyncModule> {
+    let mut out = Vec::new();
+    for (name, m) in raw.map(|r| &r.module).into_iter().flatten() {
+        let key = |k: &str| format!("sync.module.{name}.{k}");
+        if !module_name_ok(name) {
+            errs.push(l.err(
+                Some(&m.path),
+                format!("sync.module.{name:?}"),
+                "a module name is letters, digits, '.', '_' and '-'",
+            ));
+        }
+        if !abs_path(m.path.get_ref()) {
+            errs.push(l.err(Some(&m.path), key("path"), "an absolute path without '..'"));
+        }
+        let access = |v: &Option<Spanned<Vec<String>>>, k: &str, errs: &mut Vec<ConfigError>| {
+            let Some(list) = v else {
+                return Vec::new();
+            };
+            for e in list.get_ref() {
+                let bad = match e.strip_prefix("role:") {
+                    Some(r) if ["admin", "node", "read-only"].contains(&r) => None,
+                    Some(r) => Some(format!("{r:?} is not a role (admin, node, read-only)")),
+                    None => cluster.resolve(e).err().map(|e| e.to_string()),
+                };
+                if let Some(why) = bad {
+                    errs.push(l.err(Some(list), key(k), why));
+                }
+            }
+            list.get_ref().clone()
+        };
+        let allow = access(&m.allow, "allow", errs);
+        let write = access(&m.write, "write", errs);
+        let read_only = m.read_only.unwrap_or(true);
+        if read_only && !write.is_empty() {
+            errs.push(l.err(
+                m.write.as_ref(),
+                key("write"),
+                "the module is read-only (read-only = false lets these push into it)",
+            ));
+        }
+        let max_connections = match &m.max_connections {
+            None => 0,
+            Some(n) if (0..=65_536).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                errs.push(l.err(
+                    Some(n),
+                    key("max-connections"),
+                    "out of range 0..=65536 (0: no limit)",
+                ));
+                0
+            }
+        };
+        let schedule = m.schedule.as_ref().map(|s| {
+            if s.from.get_ref().is_empty() {
+                errs.push(l.err(
+                    Some(&s.from),
+                    key("schedule.from"),
+                    "the node serving the module",
+                ));
+            }
+            if let Err(e) = cluster.resolve(s.nodes.get_ref()) {
+                errs.push(l.err(Some(&s.nodes), key("schedule.nodes"), e.to_string()));
+            }
+            let every = match duration(&s.every) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => d,
+                Ok(_) => {
+                    errs.push(l.err(Some(&s.every), key("schedule.every"), "at least 1s"));
+                    std::time::Duration::from_secs(1)
+                }
+                Err(e) => {
+                    errs.push(l.err(Some(&s.every), key("schedule.every"), e));
+                    std::time::Duration::from_secs(300)
+                }
+            };
+            if let Some(d) = &s.dest {
+                if !abs_path(d.get_ref()) {
+                    errs.push(l.err(
+                        Some(d),
+                        key("schedule.dest"),
+                        "an absolute path without '..'",
+                    ));
+                }
+            }
+            PullSchedule {
+                from: s.from.get_ref().clone(),
+                nodes: s.nodes.get_ref().clone(),
+                every,
+                dest: s.dest.as_ref().map(|d| PathBuf::from(d.get_ref())),
+                delete: s.delete,
+            }
+        });
+        out.push(SyncModule {
+            name: name.clone(),
+            path: PathBuf::from(m.path.get_ref()),
+            read_only,
+            allow,
+            write,
+            max_connections,
+            exclude: m.exclude.clone().unwrap_or_default(),
+            schedule,
+        });
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) struct SyncOut {
+    module: BTreeMap<String, ModuleOut>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ModuleOut {
+    path: String,
+    read_only: bool,
+    allow: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    write: Vec<String>,
+    max_connections: usize,
+    exclude: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduleOut>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ScheduleOut {
+    from: String,
+    nodes: String,
+    every: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dest: Option<String>,
+    delete: bool,
+}
+
+pub(super) fn sync_out(modules: &[SyncModule]) -> Option<SyncOut> {
+    if modules.is_empty() {
+        return None;
+    }
+    Some(SyncOut {
+        module: modules
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    ModuleOut {
+                        path: m.path.display().to_string(),
+                        read_only: m.read_only,
+                        allow: m.allow.clone(),
+                        write: m.write.clone(),
+                        max_connections: m.max_connections,
+                        exclude: m.exclude.clone(),
+                        schedule: m.schedule.as_ref().map(|s| ScheduleOut {
+                            from: s.from.clone(),
+                            nodes: s.nodes.clone(),
+                            every: format_duration(s.every),
+                            dest: s.dest.as_ref().map(|d| d.display().to_string()),
+                            delete: s.delete,
+                        }),
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const NODES: &str =
+        "[nodes]\n\"node[1-4]\" = \"127.0.9.[1-4]\"\n[groups]\nweb = \"node[1-3]\"\n";
+
+    #[test]
+    fn modules_parse_check_access_and_round_trip() {
+        let src = format!(
+            "{NODES}[sync.module.www]\npath = \"/srv/www\"\nallow = [\"@web\", \"role:read-only\"]\n\
+             exclude = [\"*.tmp\"]\n[sync.module.www.schedule]\nfrom = \"node1\"\nnodes = \"@web\"\n\
+             every = \"5m\"\ndelete = true\n[sync.module.up]\npath = \"/srv/up\"\nread-only = false\n\
+             write = [\"node4\"]\n"
+        );
+        let cfg = Config::parse("t.toml", &src).unwrap();
+        let m = &cfg.sync_modules;
+        assert_eq!(m.len(), 2);
+        let (up, www) = (&m[0], &m[1]);
+        assert_eq!(www.schedule.as_ref().unwrap().every.as_secs(), 300);
+        let c = &cfg.cluster;
+        assert!(www.permits(c, "node2", "node", false));
+        assert!(!www.permits(c, "node4", "node", false));
+        assert!(www.permits(c, "anyone", "read-only", false));
+        assert!(www.permits(c, "admin", "admin", true));
+        assert!(!www.permits(c, "node2", "node", true), "read-only module");
+        assert!(up.permits(c, "node4", "node", true));
+        assert!(!up.permits(c, "node3", "node", true));
+        let again = Config::parse("out.toml", &cfg.to_toml()).unwrap();
+        assert_eq!(again.sync_modules, cfg.sync_modules);
+    }
+
+    #[test]
+    fn bad_modules_are_named_with_their_line() {
+        let cases = [
+            ("[sync.module.w]\npath = \"srv\"\n", "t.toml:6: sync.module.w.path: an absolute path"),
+            (
+                "[sync.module.w]\npath = \"/srv\"\nallow = [\"@nope\"]\n",
+                "sync.module.w.allow",
+            ),
+            (
+                "[sync.module.w]\npath = \"/srv\"\nallow = [\"role:boss\"]\n",
+                "\"boss\" is not a role",
+            ),
+            (
+                "[sync.module.w]\npath = \"/srv\"\nwrite = [\"node1\"]\n",
+                "sync.module.w.write: the module is read-only",
+            ),
+            (
+                "[sync.module.w]\npath = \"/srv\"\n[sync.module.w.schedule]\nfrom = \"node1\"\nnodes = \"@web\"\nevery = \"0s\"\n",
+                "sync.module.w.schedule.every: at least 1s",
+            ),
+            ("[sync.module.w]\npath = \"/srv\"\nfoo = 1\n", "unknown field `foo`"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse("t.toml", &format!("{NODES}{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+}
