@@ -63,6 +63,8 @@ pub struct Settings {
     pub grants: Arc<Checker>,
     /// This node's client side, to relay runs to its subtree (its node certificate).
     pub relay_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The sync modules it serves.
+    pub modules: crate::module::Modules,
 }
 
 #[derive(Debug)]
@@ -196,6 +198,7 @@ impl Agent {
                 request: req.name(),
                 command: match &req {
                     Request::Exec(e) => Some(&e.command),
+                    Request::Pull(p) => Some(&p.module),
                     Request::Ping | Request::Sync(_) => None,
                 },
                 ..AuditRecord::new(&id, peer, &self.settings)
@@ -249,27 +252,158 @@ impl Agent {
                 let _ = wr.shutdown().await;
             }
             Request::Exec(e) => self.exec(&caller, via.as_deref(), peer, e, rd, wr).await,
-            Request::Sync(r) => {
-                self.audit(&AuditRecord {
-                    event: "start",
-                    request: "sync",
-                    command: Some(&r.dest),
-                    ..AuditRecord::new(&caller, peer, &self.settings)
-                });
-                let res = crate::sync::serve(&r, &mut rd, &mut wr).await;
-                let failed = res.as_ref().err().cloned();
-                self.audit(&AuditRecord {
-                    event: "end",
-                    request: "sync",
-                    command: Some(&r.dest),
-                    reason: failed.as_deref(),
-                    ..AuditRecord::new(&caller, peer, &self.settings)
-                });
-                if let Err(e) = res {
-                    tracing::warn!(%peer, dest = %r.dest, "agent: sync failed: {e}");
-                    let _ = fail(&mut wr, r.rank, FailureKind::Agent, e).await;
+            Request::Pull(p) => self.pull(&caller, peer, p, rd, wr).await,
+            Request::Sync(mut r) => {
+                if let Some(name) = r.module.clone() {
+                    match self.open_module(&name, &caller, true, peer) {
+                        Ok(open) => {
+                            r.dest = open.module.path.display().to_string();
+                            r.exclude.extend(open.module.exclude.iter().cloned());
+                            // The slot is held for the transfer.
+                            let _open = open;
+                            return self.sync(&caller, peer, r, rd, wr).await;
+                        }
+                        Err(why) => {
+                            let _ = fail(&mut wr, r.rank, FailureKind::Refused, why).await;
+                            return;
+                        }
+                    }
                 }
+                self.sync(&caller, peer, r, rd, wr).await;
             }
+        }
+    }
+
+    /// A module for a transfer, or why not (written to the audit log).
+    fn open_module(
+        &self,
+        name: &str,
+        id: &Identity,
+        write: bool,
+        peer: SocketAddr,
+    ) -> Result<crate::module::Open, String> {
+        let res = self
+            .settings
+            .modules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .open(name, id, write, &self.settings.name);
+        if let Err(why) = &res {
+            tracing::warn!(%peer, who = %id.name, module = name, "agent: {why}");
+            self.audit(&AuditRecord {
+                event: "refused",
+                request: if write { "sync" } else { "pull" },
+                command: Some(name),
+                reason: Some(why),
+                ..AuditRecord::new(id, peer, &self.settings)
+            });
+        }
+        res
+    }
+
+    /// `herd sync pull NODE::MODULE`: this agent sends the module's tree.
+    async fn pull<R, W>(
+        &self,
+        id: &Identity,
+        peer: SocketAddr,
+        req: crate::proto::PullRequest,
+        mut rd: FrameReader<R>,
+        mut wr: W,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let open = match self.open_module(&req.module, id, false, peer) {
+            Ok(o) => o,
+            Err(why) => {
+                let _ = fail(&mut wr, 0, FailureKind::Refused, why).await;
+                return;
+            }
+        };
+        let m = &open.module;
+        self.audit(&AuditRecord {
+            event: "start",
+            request: "pull",
+            command: Some(&m.name),
+            ..AuditRecord::new(id, peer, &self.settings)
+        });
+        let opts = herd_sync::manifest::ScanOptions {
+            hash: req.checksum,
+            exclude: m.exclude.clone(),
+        };
+        let path = m.path.clone();
+        let scanned = tokio::task::spawn_blocking(move || herd_sync::manifest::scan(&path, &opts))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let res = match scanned {
+            Err(e) => {
+                let e = format!("module {:?}: {e}", m.name);
+                let _ = fail(&mut wr, 0, FailureKind::Agent, e.clone()).await;
+                Err(e)
+            }
+            Ok(manifest) => {
+                let lines = crate::sync::manifest_lines(&manifest);
+                crate::sync::send(
+                    &mut rd,
+                    &mut wr,
+                    0,
+                    &lines,
+                    &m.path,
+                    &crate::sync::PushOptions::default(),
+                    &|e| client::Outcome::Failed {
+                        stage: client::Stage::Lost,
+                        message: e.to_string(),
+                    },
+                )
+                .await
+                .map_err(|o| o.problem().unwrap_or_default())
+            }
+        };
+        let failed = res.as_ref().err().cloned();
+        self.audit(&AuditRecord {
+            event: "end",
+            request: "pull",
+            command: Some(&m.name),
+            reason: failed.as_deref(),
+            ..AuditRecord::new(id, peer, &self.settings)
+        });
+        let _ = wr.shutdown().await;
+        if let Some(e) = failed {
+            tracing::warn!(%peer, module = %m.name, "agent: pull failed: {e}");
+        }
+    }
+
+    /// A push: this agent makes `r.dest` the copy of the client's tree.
+    async fn sync<R, W>(
+        &self,
+        caller: &Identity,
+        peer: SocketAddr,
+        r: crate::proto::SyncRequest,
+        mut rd: FrameReader<R>,
+        mut wr: W,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        self.audit(&AuditRecord {
+            event: "start",
+            request: "sync",
+            command: Some(&r.dest),
+            ..AuditRecord::new(caller, peer, &self.settings)
+        });
+        let res = crate::sync::receive(&r, &mut rd, &mut wr).await.map(|_| ());
+        let failed = res.as_ref().err().cloned();
+        self.audit(&AuditRecord {
+            event: "end",
+            request: "sync",
+            command: Some(&r.dest),
+            reason: failed.as_deref(),
+            ..AuditRecord::new(caller, peer, &self.settings)
+        });
+        if let Err(e) = res {
+            tracing::warn!(%peer, dest = %r.dest, "agent: sync failed: {e}");
+            let _ = fail(&mut wr, r.rank, FailureKind::Agent, e).await;
         }
     }
 
@@ -701,6 +835,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
         Request::Exec(e) => (e.rank, e.subtree.as_slice()),
         Request::Ping => (0, &[][..]),
         Request::Sync(r) => (r.rank, &[][..]),
+        Request::Pull(_) => (0, &[][..]),
     };
     let mut frames = vec![Frame::json(
         Kind::Error,

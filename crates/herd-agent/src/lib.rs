@@ -3,6 +3,7 @@ pub mod agent;
 pub mod client;
 pub mod frame;
 pub mod grant;
+pub mod module;
 pub mod pki;
 pub mod proto;
 pub mod sync;

@@ -12,8 +12,11 @@ pub enum Request {
     Ping,
     /// Run a command (admin).
     Exec(ExecRequest),
-    /// Make a directory the copy of the client's tree (admin).
+    /// Make a directory the copy of the client's tree (admin; into a module, as it says).
     Sync(SyncRequest),
+    /// Send a module's tree to the client, which makes its directory the copy (as the module
+    /// says: `[sync.module.NAME] allow`).
+    Pull(PullRequest),
 }
 
 impl Request {
@@ -23,7 +26,9 @@ impl Request {
             Request::Ping => true,
             // A node relays: its request must carry an admin's grant (checked by the agent).
             Request::Exec(e) => role == Role::Admin || (role == Role::Node && e.auth.is_some()),
-            Request::Sync(_) => role == Role::Admin,
+            Request::Sync(r) => role == Role::Admin || r.module.is_some(),
+            // The module's own list decides (the agent checks it).
+            Request::Pull(_) => true,
         }
     }
 
@@ -32,6 +37,7 @@ impl Request {
             Request::Ping => "ping",
             Request::Exec(_) => "exec",
             Request::Sync(_) => "sync",
+            Request::Pull(_) => "pull",
         }
     }
 }
@@ -167,6 +173,19 @@ pub struct SyncRequest {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub rank: u32,
+    /// Into this module of the node (`dest` is then its path): its `write` list decides who may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
+/// `herd sync pull NODE::MODULE`: which module, and how the client compares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PullRequest {
+    pub module: String,
+    /// Hash every file of the module (the client compares by content).
+    #[serde(default)]
+    pub checksum: bool,
 }
 
 /// What a sync did on a node (or would do, in a dry run).

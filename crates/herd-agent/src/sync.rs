@@ -28,7 +28,7 @@ use crate::client::{error_outcome, reach, unanswered, Outcome, Stage, Target};
 use crate::frame::{
     decode_header, encode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD,
 };
-use crate::proto::{Failure, Request, SyncDone, SyncRequest};
+use crate::proto::{Failure, PullRequest, Request, SyncDone, SyncRequest};
 
 /// Splits newline-separated text into frames of at most `MAX_PAYLOAD` bytes (at line
 /// boundaries), then an empty frame.
@@ -121,6 +121,32 @@ fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
         return Err("manifest: the root directory is missing".into());
     }
     Ok(m)
+}
+
+/// Removes the entries `patterns` exclude, and everything under an excluded directory.
+fn drop_excluded(m: &mut Manifest, patterns: &[String]) {
+    if patterns.is_empty() {
+        return;
+    }
+    let mut gone: Vec<String> = Vec::new();
+    m.entries.retain(|e| {
+        if e.path.is_empty() {
+            return true;
+        }
+        if gone.iter().any(|d| {
+            e.path.starts_with(d.as_str()) && e.path.as_bytes().get(d.len()) == Some(&b'/')
+        }) {
+            return false;
+        }
+        let name = e.path.rsplit('/').next().unwrap_or(&e.path);
+        if herd_sync::manifest::excluded(patterns, &e.path, name, e.is_dir()) {
+            if e.is_dir() {
+                gone.push(e.path.clone());
+            }
+            return false;
+        }
+        true
+    });
 }
 
 /// The wanted files' frames as they come off the connection: byte chunks, as the TLS stream
@@ -259,12 +285,14 @@ fn describe(a: &Action) -> String {
     }
 }
 
-/// The agent's side of one sync.
-pub async fn serve<R, W>(
+/// The receiving side of one sync (an agent pushed to, or `herd sync pull`): reads the
+/// sender's manifest, asks for what differs, writes it under `req.dest`, and answers (and
+/// returns) what it did.
+pub async fn receive<R, W>(
     req: &SyncRequest,
     rd: &mut FrameReader<R>,
     wr: &mut W,
-) -> Result<(), String>
+) -> Result<SyncDone, String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -280,7 +308,9 @@ where
             req.dest
         ));
     }
-    let src = parse_manifest(&read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?)?;
+    let mut src = parse_manifest(&read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?)?;
+    // This side's excludes (a module's) hold whatever the sender's were.
+    drop_excluded(&mut src, &req.exclude);
     let opts = ScanOptions {
         hash: req.checksum,
         exclude: req.exclude.clone(),
@@ -314,7 +344,7 @@ where
             .await
             .map_err(|e| e.to_string())?;
         let _ = wr.shutdown().await;
-        return Ok(());
+        return Ok(done);
     }
     // Whole, or as a delta against the old copy when both are big enough.
     let old_sizes: std::collections::HashMap<&str, u64> = have
@@ -421,7 +451,7 @@ where
         .await
         .map_err(|e| e.to_string())?;
     let _ = wr.shutdown().await;
-    Ok(())
+    Ok(done)
 }
 
 /// Counters of a push to many nodes, for a progress line.
@@ -436,7 +466,7 @@ pub struct Progress {
 }
 
 /// How a push runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PushOptions {
     /// Connect timeout.
     pub limit: Duration,
@@ -507,15 +537,73 @@ async fn push_one(
     let stream = reach(tls, t, limit).await?;
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = FrameReader::new(rd);
-    let mut frames = vec![Frame::json(Kind::Request, t.rank, &Request::Sync(req))];
-    frames.extend(chunked(Kind::Manifest, t.rank, &manifest));
-    write_frames(&mut wr, &frames)
+    write_frames(
+        &mut wr,
+        &[Frame::json(Kind::Request, t.rank, &Request::Sync(req))],
+    )
+    .await
+    .map_err(|e| lost(e.to_string()))?;
+    send(&mut rd, &mut wr, t.rank, &manifest, src, opts, &|e| {
+        unanswered(e, t)
+    })
+    .await
+}
+
+/// `herd sync pull`: asks `t` for a module and makes `local.dest` (here) its copy.
+pub async fn pull(
+    tls: Arc<rustls::ClientConfig>,
+    t: &Target,
+    req: PullRequest,
+    local: SyncRequest,
+    limit: Duration,
+) -> Result<SyncDone, Outcome> {
+    let stream = reach(tls, t, limit).await?;
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = FrameReader::new(rd);
+    write_frames(
+        &mut wr,
+        &[Frame::json(Kind::Request, 0, &Request::Pull(req))],
+    )
+    .await
+    .map_err(|e| Outcome::Failed {
+        stage: Stage::Lost,
+        message: e.to_string(),
+    })?;
+    receive(&local, &mut rd, &mut wr)
+        .await
+        .map_err(|message| Outcome::Failed {
+            stage: Stage::Agent,
+            message,
+        })
+}
+
+/// The sending side of one sync (`herd sync push` to a node, or an agent serving a pull):
+/// sends the manifest, then what the receiver asks for, and returns what the receiver did.
+/// `unanswered` says what an error reading the receiver's first answer means.
+pub async fn send<R, W>(
+    rd: &mut FrameReader<R>,
+    wr: &mut W,
+    rank: u32,
+    manifest: &[u8],
+    src: &Path,
+    opts: &PushOptions,
+    unanswered: &(dyn Fn(&io::Error) -> Outcome + Sync),
+) -> Result<SyncDone, Outcome>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let lost = |m: String| Outcome::Failed {
+        stage: Stage::Lost,
+        message: m,
+    };
+    write_frames(wr, &chunked(Kind::Manifest, rank, manifest))
         .await
         .map_err(|e| lost(e.to_string()))?;
     let first = rd
         .read()
         .await
-        .map_err(|e| unanswered(&e, t))?
+        .map_err(|e| unanswered(&e))?
         .ok_or_else(|| lost("the connection closed".into()))?;
     let wants = match first.kind {
         Kind::SyncDone => return first.parse().map_err(|e| lost(e.to_string())),
@@ -524,7 +612,7 @@ async fn push_one(
             let mut all = first.payload.clone();
             if !first.payload.is_empty() {
                 all.extend(
-                    read_chunked(&mut rd, Kind::Want, MAX_MANIFEST)
+                    read_chunked(rd, Kind::Want, MAX_MANIFEST)
                         .await
                         .map_err(lost)?,
                 );
@@ -548,7 +636,7 @@ async fn push_one(
     let mut signatures = Vec::new();
     for _ in wants.iter().filter(|(d, _)| *d) {
         signatures.push(
-            read_chunked(&mut rd, Kind::Signature, 64 << 20)
+            read_chunked(rd, Kind::Signature, 64 << 20)
                 .await
                 .map_err(lost)?,
         );
@@ -589,17 +677,16 @@ async fn push_one(
     let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
     let producing = {
         let src = src.to_path_buf();
-        let rank = t.rank;
         tokio::task::spawn_blocking(move || frame_files(&src, &wants, &bodies, rank, batch, &btx))
     };
     while let Some((bytes, payload)) = brx.recv().await {
         if let Err(e) = wr.write_all(&bytes).await {
-            return Err(why_stopped(&mut rd, e).await);
+            return Err(why_stopped(rd, e).await);
         }
         pace.sent(payload as usize, &opts.progress).await;
     }
     if let Err(e) = wr.flush().await {
-        return Err(why_stopped(&mut rd, e).await);
+        return Err(why_stopped(rd, e).await);
     }
     producing
         .await

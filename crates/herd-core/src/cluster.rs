@@ -41,6 +41,16 @@ impl ClusterConfig {
     pub fn address<'a>(&'a self, node: &'a str) -> &'a str {
         self.nodes.get(node).map(String::as_str).unwrap_or(node)
     }
+
+    /// `node`'s agent as `host:port` (`port` when its address names none).
+    pub fn agent_address(&self, node: &str, port: u16) -> String {
+        let addr = self.address(node);
+        match crate::config::host_port(addr) {
+            (_, Some(_)) => addr.to_string(),
+            (h, None) if h.contains(':') => format!("[{h}]:{port}"),
+            (h, None) => format!("{h}:{port}"),
+        }
+    }
 }
 
 /// `[agent]`: this node's agent, and how `herd exec` reaches the others.

@@ -35,6 +35,7 @@ pub fn set_revoked(revoked: &Revoked, cfg: &AgentConfig) {
 pub async fn bind(
     cfg: &AgentConfig,
     revoked: Revoked,
+    modules: herd_agent::module::Modules,
 ) -> Result<Option<(Arc<Agent>, Vec<tokio::net::TcpListener>)>> {
     if cfg.listen.is_empty() {
         return Ok(None);
@@ -75,6 +76,96 @@ pub async fn bind(
         max_connections: cfg.max_connections,
         grants: Arc::new(Checker::new(verifier)),
         relay_tls: Some(relay_tls),
+        modules,
     });
     Ok(Some((agent, listeners)))
+}
+
+/// Pulls the modules whose `schedule` names this node (the seeds' cron line, in the daemon):
+/// each every `every`, the first at once, never two pulls of one module at a time. The module
+/// table is read every second, so a reload changes the schedules at once.
+pub fn spawn_schedules(agent: &Arc<Agent>, port: u16) {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    let s = agent.settings().clone();
+    let Some(tls) = s.relay_tls.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut last: HashMap<String, tokio::time::Instant> = HashMap::new();
+        let running: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let now = tokio::time::Instant::now();
+            let due: Vec<_> = {
+                let table = s.modules.read().unwrap_or_else(|p| p.into_inner());
+                table
+                    .modules()
+                    .filter_map(|m| {
+                        let sch = m.schedule.as_ref()?;
+                        let mine = sch.from != s.name
+                            && table
+                                .cluster()
+                                .resolve(&sch.nodes)
+                                .is_ok_and(|set| set.contains(&s.name));
+                        let waiting = last.get(&m.name).is_some_and(|at| now < *at + sch.every);
+                        (mine && !waiting).then(|| {
+                            let from = herd_agent::client::Target {
+                                rank: 0,
+                                name: sch.from.clone(),
+                                addr: table.cluster().agent_address(&sch.from, port),
+                            };
+                            (m.clone(), sch.clone(), from)
+                        })
+                    })
+                    .collect()
+            };
+            for (m, sch, from) in due {
+                last.insert(m.name.clone(), now);
+                if !running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(m.name.clone())
+                {
+                    tracing::warn!(module = %m.name, "sync: the last scheduled pull still runs; skipping this one");
+                    continue;
+                }
+                let (tls, running) = (tls.clone(), running.clone());
+                tokio::spawn(async move {
+                    let dest = sch.dest.clone().unwrap_or_else(|| m.path.clone());
+                    let local = herd_agent::proto::SyncRequest {
+                        dest: dest.display().to_string(),
+                        delete: sch.delete,
+                        exclude: m.exclude.clone(),
+                        ..Default::default()
+                    };
+                    let req = herd_agent::proto::PullRequest {
+                        module: m.name.clone(),
+                        checksum: false,
+                    };
+                    let res =
+                        herd_agent::sync::pull(tls, &from, req, local, Duration::from_secs(10))
+                            .await;
+                    match res {
+                        Ok(d) => tracing::info!(
+                            module = %m.name, from = %from.name, dest = %dest.display(),
+                            written = d.written, bytes = d.bytes, received = d.received,
+                            removed = d.removed, "sync: scheduled pull done"
+                        ),
+                        Err(o) => tracing::warn!(
+                            module = %m.name, from = %from.name,
+                            "sync: scheduled pull failed: {}", o.problem().unwrap_or_default()
+                        ),
+                    }
+                    running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&m.name);
+                });
+            }
+        }
+    });
 }

@@ -65,6 +65,8 @@ pub struct Daemon {
     ha: Option<herd_ha::Ha>,
     /// The agent's revoked serials, shared with its TLS verifier (reload replaces them).
     revoked: herd_agent::tls::Revoked,
+    /// The sync modules the agent serves (reload replaces them).
+    modules: herd_agent::module::Modules,
 }
 
 /// Number of data-plane workers for a config value (0 = one per core).
@@ -106,6 +108,10 @@ impl Daemon {
         let monitor = Monitor::start(&config, Arc::new(TableDirector(table.clone())), None);
         Ok(Arc::new(Daemon {
             revoked: crate::agent::revoked_set(&config.agent),
+            modules: std::sync::Arc::new(std::sync::RwLock::new(herd_agent::module::Table::new(
+                &config.cluster,
+                &config.sync_modules,
+            ))),
             ha,
             source,
             table,
@@ -151,6 +157,11 @@ impl Daemon {
             }
         }
         crate::agent::set_revoked(&self.revoked, &cfg.agent);
+        // Modules (and the node sets their lists name) apply at once, to new transfers.
+        self.modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&cfg.cluster, &cfg.sync_modules);
         for p in &pending {
             tracing::warn!("{p} changed: takes effect when the daemon restarts");
         }
@@ -533,7 +544,7 @@ pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
         .unwrap_or_else(|p| p.into_inner())
         .agent
         .clone();
-    crate::agent::bind(&cfg, daemon.revoked.clone()).await
+    crate::agent::bind(&cfg, daemon.revoked.clone(), daemon.modules.clone()).await
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
@@ -573,6 +584,13 @@ pub async fn serve(
     if let Some((agent, listeners)) = agent {
         tracing::info!(name = %agent.settings().name, "node agent");
         agent.spawn(listeners);
+        let port = daemon
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .agent
+            .port;
+        crate::agent::spawn_schedules(&agent, port);
     }
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());

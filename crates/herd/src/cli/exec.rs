@@ -10,7 +10,7 @@ use std::time::Duration;
 use herd_agent::client::{self, Event, Outcome, Run, Stream, Target};
 use herd_agent::proto::ExecRequest;
 use herd_agent::tls::{self, Files};
-use herd_core::config::{host_port, parse_duration, Config};
+use herd_core::config::{parse_duration, Config};
 use herd_core::nodeset::NodeSet;
 use tokio::sync::{mpsc, watch};
 
@@ -34,9 +34,16 @@ pub struct Select {
     /// Only the first N nodes of the set (gexec -n)
     #[arg(short = 'n', value_name = "N")]
     first: Option<usize>,
+    #[command(flatten)]
+    pub(super) conn: Conn,
+}
+
+/// How to reach agents: the config that names them and the certificate to show.
+#[derive(Debug, clap::Args)]
+pub struct Conn {
     /// Config with [nodes], [groups] and [agent] [default: /etc/herd/herd.toml, if present]
     #[arg(long, env = "HERD_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// CA certificate [default: [agent] ca, else <pki>/ca.crt]
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -135,36 +142,33 @@ fn targets(s: &Select, cfg: &Config) -> Result<Vec<Target>, String> {
     Ok(set
         .iter()
         .enumerate()
-        .map(|(rank, name)| {
-            let addr = cluster.address(name);
-            let addr = match host_port(addr) {
-                (_, Some(_)) => addr.to_string(),
-                (h, None) if h.contains(':') => format!("[{h}]:{}", cfg.agent.port),
-                (h, None) => format!("{h}:{}", cfg.agent.port),
-            };
-            Target {
-                rank: rank as u32,
-                name: name.to_string(),
-                addr,
-            }
-        })
+        .map(|(rank, name)| target(cfg, rank as u32, name))
         .collect())
 }
 
-fn client_files(s: &Select, cfg: &Config) -> Files {
-    let (cert, key) = match (&s.cert, &s.key) {
+/// A node and its agent's address (`[nodes]`, else its name; `[agent] port` unless given).
+pub(super) fn target(cfg: &Config, rank: u32, name: &str) -> Target {
+    Target {
+        rank,
+        name: name.to_string(),
+        addr: cfg.cluster.agent_address(name, cfg.agent.port),
+    }
+}
+
+fn client_files(c: &Conn, cfg: &Config) -> Files {
+    let (cert, key) = match (&c.cert, &c.key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => cfg.agent.client_paths(),
     };
     Files {
-        ca: s.ca.clone().unwrap_or_else(|| cfg.agent.ca_path()),
+        ca: c.ca.clone().unwrap_or_else(|| cfg.agent.ca_path()),
         cert,
         key,
     }
 }
 
-fn tls_config(s: &Select, cfg: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
-    tls::client_config(&client_files(s, cfg))
+pub(super) fn tls_config(c: &Conn, cfg: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+    tls::client_config(&client_files(c, cfg))
 }
 
 /// The admin's grant for this run, so that relays can carry it (see herd_agent::grant).
@@ -174,7 +178,7 @@ fn grant(
     req: &ExecRequest,
     targets: &[Target],
 ) -> Result<herd_agent::proto::Auth, String> {
-    let files = client_files(s, cfg);
+    let files = client_files(&s.conn, cfg);
     let cert = herd_agent::pki::load_certs(&files.cert)?.remove(0);
     let key = tls::signing_key(&files.key)?;
     let nodes: NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
@@ -183,7 +187,7 @@ fn grant(
 
 /// Loads the config, the node list and the TLS identity; errors are printed.
 pub(super) fn prepare(s: &Select) -> Result<(Vec<Target>, Arc<rustls::ClientConfig>, Config), u8> {
-    let cfg = load_config(s.config.as_ref()).map_err(|e| {
+    let cfg = load_config(s.conn.config.as_ref()).map_err(|e| {
         eprintln!("{e}");
         exit::CONFIG
     })?;
@@ -191,7 +195,7 @@ pub(super) fn prepare(s: &Select) -> Result<(Vec<Target>, Arc<rustls::ClientConf
         eprintln!("herd: {e}");
         exit::USAGE
     })?;
-    let tls = tls_config(s, &cfg).map_err(|e| {
+    let tls = tls_config(&s.conn, &cfg).map_err(|e| {
         eprintln!("herd: {e}");
         exit::CONFIG
     })?;
@@ -232,7 +236,7 @@ pub fn run(a: Args) -> u8 {
         stdin: use_stdin,
         size: targets.len() as u32,
         fanout: a.fanout.unwrap_or(cfg.agent.fanout).max(1) as u32,
-        connect_timeout_ms: a.select.connect_timeout.as_millis().max(1) as u64,
+        connect_timeout_ms: a.select.conn.connect_timeout.as_millis().max(1) as u64,
         ..ExecRequest::default()
     };
     if targets.len() > request.fanout as usize {
@@ -448,7 +452,7 @@ pub fn ping(a: PingArgs) -> u8 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let limit = a.select.connect_timeout;
+    let limit = a.select.conn.connect_timeout;
     let rt = runtime();
     let results = rt.block_on(async {
         let tasks: Vec<_> = targets

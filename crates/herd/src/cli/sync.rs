@@ -8,8 +8,9 @@ use std::sync::Arc;
 use herd_agent::proto::{SyncDone, SyncRequest};
 use herd_sync::manifest::{scan, ScanOptions};
 
-use super::exec::{prepare, runtime, Select};
+use super::exec::{prepare, runtime, target, tls_config, Conn, Select};
 use super::exit;
+use super::nodeset::load_config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -22,6 +23,41 @@ are kept; symlinks that would lead out of the destination are refused.\n\nExampl
 push /srv/www -w @web --delete\n  herd sync push ./conf -w 'node[01-08]' --dest /etc/app --dry-run"
     )]
     Push(PushArgs),
+    /// Make a local directory the copy of a node's module (rsync NODE::MODULE)
+    #[command(
+        after_help = "The node's agent serves modules named in its config ([sync.module.NAME]: \
+path, who may pull, excludes); it checks this certificate against the module's `allow` list. \
+Only what differs travels (deltas for big changed files); each file arrives in a temporary file \
+renamed into place. A module's `schedule` makes nodes pull it on a timer instead of cron.\n\n\
+Examples:\n  herd sync pull www3::webdata /var/www/html --delete\n  herd sync pull \
+node01::conf ./conf --dry-run"
+    )]
+    Pull(PullArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The node and its module, as NODE::MODULE
+    source: String,
+    /// The local directory to make the copy (created if missing)
+    dest: PathBuf,
+    #[command(flatten)]
+    conn: Conn,
+    /// Remove local files the module does not have
+    #[arg(long)]
+    delete: bool,
+    /// Leave out matching paths (rsync's patterns), besides the module's own; repeatable
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Only list what would change
+    #[arg(long)]
+    dry_run: bool,
+    /// Compare content by BLAKE3 hash instead of size and mtime
+    #[arg(short = 'c', long)]
+    checksum: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +69,9 @@ pub struct PushArgs {
     /// Where on the nodes [default: the same absolute path as SRC]
     #[arg(long, value_name = "PATH")]
     dest: Option<String>,
+    /// Into this module of each node (its path; its `write` list says who may)
+    #[arg(long, value_name = "NAME", conflicts_with = "dest")]
+    module: Option<String>,
     /// Remove files the source does not have
     #[arg(long)]
     delete: bool,
@@ -77,6 +116,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 pub fn run(cmd: Cmd) -> u8 {
     match cmd {
         Cmd::Push(a) => push(a),
+        Cmd::Pull(a) => pull(a),
     }
 }
 
@@ -88,7 +128,11 @@ fn push(a: PushArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let dest = a.dest.clone().unwrap_or_else(|| src.display().to_string());
+    let dest = match &a.module {
+        // The module's path, which the agent knows.
+        Some(_) => String::new(),
+        None => a.dest.clone().unwrap_or_else(|| src.display().to_string()),
+    };
     let (targets, tls, cfg) = match prepare(&a.select) {
         Ok(t) => t,
         Err(code) => return code,
@@ -115,11 +159,12 @@ fn push(a: PushArgs) -> u8 {
         dry_run: a.dry_run,
         exclude: a.exclude_pattern.clone(),
         rank: 0,
+        module: a.module.clone(),
     };
     let fanout = a.fanout.unwrap_or(cfg.agent.fanout).max(1);
     let progress = Arc::new(herd_agent::sync::Progress::default());
     let popts = herd_agent::sync::PushOptions {
-        limit: a.select.connect_timeout,
+        limit: a.select.conn.connect_timeout,
         bwlimit: a.bwlimit,
         progress: progress.clone(),
         deltas: Default::default(),
@@ -212,6 +257,91 @@ fn push(a: PushArgs) -> u8 {
         }
     }
     code
+}
+
+fn pull(a: PullArgs) -> u8 {
+    let Some((node, module)) = a
+        .source
+        .split_once("::")
+        .filter(|(n, m)| !n.is_empty() && !m.is_empty())
+    else {
+        eprintln!(
+            "herd sync pull: {:?}: say NODE::MODULE, e.g. www3::webdata",
+            a.source
+        );
+        return exit::USAGE;
+    };
+    let dest = match std::path::absolute(&a.dest) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("herd sync pull: {}: {e}", a.dest.display());
+            return exit::USAGE;
+        }
+    };
+    let cfg = match load_config(a.conn.config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    let tls = match tls_config(&a.conn, &cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("herd sync pull: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let t = target(&cfg, 0, node);
+    let local = SyncRequest {
+        dest: dest.display().to_string(),
+        delete: a.delete,
+        checksum: a.checksum,
+        dry_run: a.dry_run,
+        exclude: a.exclude.clone(),
+        rank: 0,
+        module: None,
+    };
+    let req = herd_agent::proto::PullRequest {
+        module: module.to_string(),
+        checksum: a.checksum,
+    };
+    let rt = runtime();
+    let res = rt.block_on(herd_agent::sync::pull(
+        tls,
+        &t,
+        req,
+        local,
+        a.conn.connect_timeout,
+    ));
+    rt.shutdown_background();
+    if a.json {
+        let v = match &res {
+            Ok(d) => {
+                serde_json::json!({"node": node, "module": module, "ok": d.refused.is_empty(), "result": d})
+            }
+            Err(o) => serde_json::json!({"node": node, "module": module, "ok": false, "error": o}),
+        };
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    match res {
+        Ok(d) => {
+            if !a.json {
+                print_done(&a.source, &d, a.dry_run);
+            }
+            if d.refused.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILURE
+            }
+        }
+        Err(o) => {
+            if !a.json {
+                eprintln!("{}: {}", a.source, o.problem().unwrap_or_default());
+            }
+            exit::FAILURE
+        }
+    }
 }
 
 /// `sync: 3/8 nodes done, 1.2 GiB of 8.0 GiB sent, 340.0 MiB/s, about 20 s left`.

@@ -40,6 +40,11 @@ fn name(i: usize) -> String {
 
 impl Cluster {
     pub fn new(test: &str, n: usize) -> Cluster {
+        Cluster::with(test, n, |_, _| String::new())
+    }
+
+    /// `extra(dir, net)` is more config for every agent.
+    pub fn with(test: &str, n: usize, extra: impl Fn(&TempDir, &Net) -> String) -> Cluster {
         let dir = TempDir::new(test);
         let net = Net::new(test);
         let pki = dir.path("pki").display().to_string();
@@ -51,10 +56,11 @@ impl Cluster {
         for i in 1..=n {
             let cfg = format!(
                 "[lb]\nworkers = 1\n[agent]\nlisten = [\"{}\"]\nname = \"{}\"\npki = \"{pki}\"\n\
-                 audit-log = \"{}\"\n",
+                 audit-log = \"{}\"\n{}",
                 net.ip(i as u8),
                 name(i),
-                dir.path(&format!("audit-{}.log", name(i))).display()
+                dir.path(&format!("audit-{}.log", name(i))).display(),
+                extra(&dir, &net),
             );
             agents.push(Daemon::start(&format!("{test}-{}", name(i)), &cfg));
         }

@@ -374,3 +374,201 @@ fn a_full_disk_is_a_clear_error_and_the_old_file_stays() {
         .collect();
     assert_eq!(names, ["data"], "no temporary file left");
 }
+
+/// The served tree of the module tests.
+fn served(root: &Path) {
+    file(
+        root,
+        "index.html",
+        b"<h1>node03</h1>\n",
+        0o644,
+        1_700_000_000,
+    );
+    file(
+        root,
+        "img/logo.png",
+        &vec![9u8; 300_000],
+        0o644,
+        1_700_000_100,
+    );
+    file(
+        root,
+        "draft.tmp",
+        b"excluded by the module\n",
+        0o644,
+        1_700_000_200,
+    );
+    file(root, "cgi/run", b"#!/bin/sh\n", 0o755, 1_700_000_300);
+    for d in ["img", "cgi"] {
+        touch(&root.join(d), 1_650_000_000);
+    }
+    touch(root, 1_650_000_001);
+}
+
+#[test]
+fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
+    let c = Cluster::with("pull", 3, |dir, net| {
+        let o = net.ip(1).octets();
+        format!(
+            "[nodes]\n\"node[01-03]\" = \"127.{}.{}.[1-3]\"\n[groups]\nweb = \"node[01-02]\"\n\
+             [sync.module.webdata]\npath = \"{served}\"\nallow = [\"@web\"]\nexclude = [\"*.tmp\"]\n\
+             max-connections = 4\n[sync.module.webdata.schedule]\nfrom = \"node03\"\n\
+             nodes = \"node02\"\nevery = \"1s\"\ndest = \"{sched}\"\ndelete = true\n\
+             [sync.module.drop]\npath = \"{drop}\"\nread-only = false\nwrite = [\"node01\"]\n",
+            o[1],
+            o[2],
+            served = dir.path("served").display(),
+            sched = dir.path("scheduled").display(),
+            drop = dir.path("drop").display(),
+        )
+    });
+    let (srv, pulled) = (c.dir.path("served"), c.dir.path("pulled"));
+    served(&srv);
+    // What rsync makes of the module with its exclude: the reference.
+    let expect = c.dir.path("expect");
+    let st = Command::new("rsync")
+        .args(["-a", "--delete", "--exclude", "*.tmp"])
+        .arg(format!("{}/", srv.display()))
+        .arg(&expect)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cfg = c.client.display().to_string();
+    let herd = |args: &[&str]| {
+        Command::new(herd_bin())
+            .args(["sync"])
+            .args(args)
+            .args(["--config", &cfg])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let as_node = |n: &str| [c.pki(&format!("{n}.crt")), c.pki(&format!("{n}.key"))];
+    let dest = pulled.display().to_string();
+
+    // An admin pulls; stale local files go with --delete.
+    file(
+        &pulled,
+        "stale.txt",
+        b"not in the module\n",
+        0o644,
+        1_500_000_000,
+    );
+    let o = herd(&["pull", "node03::webdata", &dest, "--delete", "--dry-run"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("would remove stale.txt") && out.contains("would create img/logo.png"),
+        "{out}"
+    );
+    assert!(pulled.join("stale.txt").exists() && !pulled.join("index.html").exists());
+    let o = herd(&["pull", "node03::webdata", &dest, "--delete", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["written"], 3, "{v}");
+    assert_eq!(v["result"]["removed"], 1, "{v}");
+    assert_eq!(hashed(&pulled), hashed(&expect));
+
+    // A node of @web may pull; node03 is not in the list; unknown modules are named.
+    let [crt, key] = as_node("node01");
+    let again = c.dir.path("by-node01").display().to_string();
+    let o = herd(&[
+        "pull",
+        "node03::webdata",
+        &again,
+        "--cert",
+        &crt,
+        "--key",
+        &key,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(hashed(&c.dir.path("by-node01")), hashed(&expect));
+    let [crt3, key3] = as_node("node03");
+    let o = herd(&[
+        "pull",
+        "node01::webdata",
+        "/tmp/never",
+        "--cert",
+        &crt3,
+        "--key",
+        &key3,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("\"node03\" (node certificate) may not pull module \"webdata\""),
+        "{err}"
+    );
+    assert!(!Path::new("/tmp/never").exists());
+    let o = herd(&["pull", "node03::nope", &dest]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && err.contains("node03 has no module \"nope\""),
+        "{err}"
+    );
+    let o = herd(&["pull", "node03-webdata", &dest]);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Pushes into a module: its write list (and admins), never into a read-only one.
+    let src = c.dir.path("upload");
+    file(&src, "report.csv", b"a,b\n1,2\n", 0o644, 1_700_000_500);
+    let s = src.display().to_string();
+    let o = herd(&[
+        "push", &s, "-w", "node02", "--module", "drop", "--cert", &crt, "--key", &key,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read(c.dir.path("drop/report.csv")).unwrap(),
+        b"a,b\n1,2\n"
+    );
+    let [crt2, key2] = as_node("node02");
+    let o = herd(&[
+        "push", &s, "-w", "node02", "--module", "drop", "--cert", &crt2, "--key", &key2,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && err.contains("may not push into module \"drop\""),
+        "{err}"
+    );
+    let o = herd(&[
+        "push", &s, "-w", "node02", "--module", "webdata", "--cert", &crt, "--key", &key,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && err.contains("(it is read-only)"),
+        "{err}"
+    );
+    assert!(!srv.join("report.csv").exists());
+
+    // node02's daemon pulls node03::webdata on its schedule, and again after a change.
+    let sched = c.dir.path("scheduled");
+    wait_for("the scheduled pull", Duration::from_secs(20), || {
+        sched.exists() && hashed(&sched) == hashed(&expect)
+    });
+    file(&srv, "news.html", b"new\n", 0o644, 1_700_000_900);
+    fs::remove_file(srv.join("cgi/run")).unwrap();
+    // The module as it is now, less its excludes (rsync -a would leave the two changed
+    // directories with the time of its run, so the source itself is the reference here).
+    let module_now = || {
+        let mut v = hashed(&srv);
+        v.retain(|l| !l.starts_with("draft.tmp "));
+        v
+    };
+    wait_for("the next scheduled pull", Duration::from_secs(20), || {
+        hashed(&sched) == module_now()
+    });
+    // The agent's audit log has the pulls, with who asked.
+    let audit = fs::read_to_string(c.dir.path("audit-node03.log")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"pull\"") && l.contains("\"node02\"")),
+        "{audit}"
+    );
+}

@@ -1,0 +1,105 @@
+//! The sync modules an agent serves (`[sync.module.*]`): who may pull from or push into each,
+//! and how many transfers each serves at once. A reload swaps the table.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use herd_core::cluster::{ClusterConfig, SyncModule};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::pki::Identity;
+
+#[derive(Debug, Default)]
+pub struct Table {
+    /// For the node sets and groups the access lists name.
+    cluster: ClusterConfig,
+    modules: BTreeMap<String, Served>,
+}
+
+#[derive(Debug)]
+struct Served {
+    module: SyncModule,
+    /// `max-connections`, when there is one.
+    slots: Option<Arc<Semaphore>>,
+}
+
+/// The table, shared by the agent's connections and replaced on reload.
+pub type Modules = Arc<RwLock<Table>>;
+
+/// A module opened for one transfer: its settings, and its slot while the transfer runs.
+#[derive(Debug)]
+pub struct Open {
+    pub module: SyncModule,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Table {
+    pub fn new(cluster: &ClusterConfig, modules: &[SyncModule]) -> Table {
+        let mut t = Table::default();
+        t.update(cluster, modules);
+        t
+    }
+
+    /// The new config's modules; a module whose limit is unchanged keeps its slots (and the
+    /// transfers running in them).
+    pub fn update(&mut self, cluster: &ClusterConfig, modules: &[SyncModule]) {
+        let mut old = std::mem::take(&mut self.modules);
+        self.cluster = cluster.clone();
+        for m in modules {
+            let slots = match old.remove(&m.name) {
+                Some(s) if s.module.max_connections == m.max_connections => s.slots,
+                _ => (m.max_connections > 0).then(|| Arc::new(Semaphore::new(m.max_connections))),
+            };
+            self.modules.insert(
+                m.name.clone(),
+                Served {
+                    module: m.clone(),
+                    slots,
+                },
+            );
+        }
+    }
+
+    pub fn modules(&self) -> impl Iterator<Item = &SyncModule> {
+        self.modules.values().map(|s| &s.module)
+    }
+
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// Module `name` for a transfer by `id` (`write`: a push into it), or why not.
+    pub fn open(&self, name: &str, id: &Identity, write: bool, node: &str) -> Result<Open, String> {
+        let Some(s) = self.modules.get(name) else {
+            return Err(format!("{node} has no module {name:?}"));
+        };
+        if !s
+            .module
+            .permits(&self.cluster, &id.name, id.role.as_str(), write)
+        {
+            let what = if write { "push into" } else { "pull" };
+            let why = if write && s.module.read_only {
+                " (it is read-only)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "refused: {:?} ({} certificate) may not {what} module {name:?}{why}",
+                id.name, id.role
+            ));
+        }
+        let slot = match &s.slots {
+            None => None,
+            Some(sem) => Some(sem.clone().try_acquire_owned().map_err(|_| {
+                format!(
+                    "module {name:?} is busy: {} transfers at once (max-connections); try later",
+                    s.module.max_connections
+                )
+            })?),
+        };
+        Ok(Open {
+            module: s.module.clone(),
+            _slot: slot,
+        })
+    }
+}
