@@ -307,10 +307,10 @@ impl Agent {
         id: &Identity,
         peer: SocketAddr,
         req: crate::proto::PullRequest,
-        mut rd: FrameReader<R>,
+        rd: FrameReader<R>,
         mut wr: W,
     ) where
-        R: AsyncRead + Unpin,
+        R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin,
     {
         let open = match self.open_module(&req.module, id, false, peer) {
@@ -344,20 +344,20 @@ impl Agent {
             }
             Ok(manifest) => {
                 let lines = crate::sync::manifest_lines(&manifest);
-                crate::sync::send(
-                    &mut rd,
-                    &mut wr,
-                    0,
-                    &lines,
-                    &m.path,
-                    &crate::sync::PushOptions::default(),
-                    &|e| client::Outcome::Failed {
-                        stage: client::Stage::Lost,
-                        message: e.to_string(),
-                    },
-                )
-                .await
-                .map_err(|o| o.problem().unwrap_or_default())
+                let client = client::Target {
+                    rank: 0,
+                    name: id.name.clone(),
+                    addr: peer.to_string(),
+                };
+                let opts = crate::sync::PushOptions::default();
+                let mut res =
+                    crate::sync::send_link(rd, &mut wr, &client, vec![0], &lines, &m.path, &opts)
+                        .await;
+                match res.pop() {
+                    Some((_, Ok(_))) => Ok(()),
+                    Some((_, Err(o))) => Err(o.problem().unwrap_or_default()),
+                    None => Err("no answer".into()),
+                }
             }
         };
         let failed = res.as_ref().err().cloned();
@@ -384,7 +384,7 @@ impl Agent {
         mut wr: W,
     ) where
         R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
     {
         self.audit(&AuditRecord {
             event: "start",
@@ -392,7 +392,59 @@ impl Agent {
             command: Some(&r.dest),
             ..AuditRecord::new(caller, peer, &self.settings)
         });
-        let res = crate::sync::receive(&r, &mut rd, &mut wr).await.map(|_| ());
+        // A node relaying an admin's push: the grant must cover the request and the
+        // manifest (whose file hashes each node checks).
+        let verify: Option<Box<crate::sync::Verify>> =
+            (caller.role == Role::Node && r.module.is_none()).then(|| {
+                let (auth, checker, me, req) = (
+                    r.auth.clone(),
+                    self.settings.grants.clone(),
+                    self.settings.name.clone(),
+                    r.clone(),
+                );
+                Box::new(move |m: &[u8]| -> Result<(), String> {
+                    let a = auth.as_ref().ok_or("a relayed push carries no grant")?;
+                    checker
+                        .check_sync(a, &crate::sync::grant_text(&req, m), &me)
+                        .map(|_| ())
+                }) as Box<crate::sync::Verify>
+            });
+        if !r.subtree.is_empty() {
+            let res: Result<(), String> = match (&r.module, self.settings.relay_tls.clone()) {
+                (Some(_), _) => Err(
+                    "a push into a module goes to each node directly, not through relays"
+                        .to_string(),
+                ),
+                (None, None) => Err("this agent cannot relay (no client certificate)".into()),
+                (None, Some(tls)) => {
+                    // The relay answers for itself and its subtree, errors included.
+                    let res = crate::sync::relay(
+                        r.clone(),
+                        rd,
+                        wr,
+                        tls,
+                        self.settings.name.clone(),
+                        verify.as_deref(),
+                    )
+                    .await;
+                    self.audit(&AuditRecord {
+                        event: "end",
+                        request: "sync",
+                        command: Some(&r.dest),
+                        reason: res.as_ref().err().map(String::as_str),
+                        ..AuditRecord::new(caller, peer, &self.settings)
+                    });
+                    return;
+                }
+            };
+            if let Err(e) = res {
+                let _ = fail(&mut wr, r.rank, FailureKind::Refused, e).await;
+            }
+            return;
+        }
+        let res = crate::sync::receive(&r, &mut rd, &mut wr, verify.as_deref())
+            .await
+            .map(|_| ());
         let failed = res.as_ref().err().cloned();
         self.audit(&AuditRecord {
             event: "end",

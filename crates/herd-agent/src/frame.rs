@@ -55,6 +55,10 @@ pub enum Kind {
     /// Agent → client (sync): the signature of an old copy, for each file wanted as a delta,
     /// in chunks; an empty one ends each.
     Signature = 14,
+    /// Client → agent (sync): the file whose content follows, as text: `F PATH` (whole) or
+    /// `D HASH PATH` (a delta against the old copy whose signature has this BLAKE3); an empty
+    /// one ends the files.
+    FileStart = 15,
 }
 
 impl Kind {
@@ -74,6 +78,7 @@ impl Kind {
             12 => Kind::FileData,
             13 => Kind::SyncDone,
             14 => Kind::Signature,
+            15 => Kind::FileStart,
             _ => return None,
         })
     }
@@ -292,7 +297,7 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip_through_any_split(
-            frames in proptest::collection::vec((1u8..=14, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
+            frames in proptest::collection::vec((1u8..=15, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
             cut in 1usize..64,
         ) {
             let frames: Vec<Frame> = frames.into_iter()

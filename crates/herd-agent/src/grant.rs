@@ -40,6 +40,10 @@ pub struct Grant {
     pub run: String,
     /// Unix seconds.
     pub issued: u64,
+    /// A grant for `herd sync push` (its `command` describes the sync and the manifest's
+    /// hash), never good for running a command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -70,6 +74,31 @@ pub fn sign(
     cert: &CertificateDer<'_>,
     key: &dyn SigningKey,
 ) -> Result<Auth, String> {
+    sign_grant(req, false, nodes, cert, key)
+}
+
+/// Signs a grant for a sync described by `what` (the request and its manifest's hash, see
+/// [`crate::sync::grant_text`]) on `nodes`.
+pub fn sign_sync(
+    what: &str,
+    nodes: &NodeSet,
+    cert: &CertificateDer<'_>,
+    key: &dyn SigningKey,
+) -> Result<Auth, String> {
+    let req = ExecRequest {
+        command: what.to_string(),
+        ..ExecRequest::default()
+    };
+    sign_grant(&req, true, nodes, cert, key)
+}
+
+fn sign_grant(
+    req: &ExecRequest,
+    sync: bool,
+    nodes: &NodeSet,
+    cert: &CertificateDer<'_>,
+    key: &dyn SigningKey,
+) -> Result<Auth, String> {
     let mut run = [0u8; 16];
     rustls::crypto::ring::default_provider()
         .secure_random
@@ -82,6 +111,7 @@ pub fn sign(
         nodes: nodes.fold(),
         run: hex(&run),
         issued: now_secs(),
+        sync,
     };
     let signed = serde_json::to_string(&grant).map_err(|e| e.to_string())?;
     let signer = key
@@ -112,6 +142,25 @@ impl Checker {
 
     /// The admin who signed `auth`, if it allows `req` on the node `me`.
     pub fn check(&self, auth: &Auth, req: &ExecRequest, me: &str) -> Result<Identity, String> {
+        self.check_grant(auth, req, false, me)
+    }
+
+    /// The admin who signed `auth`, if it allows the sync described by `what` on `me`.
+    pub fn check_sync(&self, auth: &Auth, what: &str, me: &str) -> Result<Identity, String> {
+        let req = ExecRequest {
+            command: what.to_string(),
+            ..ExecRequest::default()
+        };
+        self.check_grant(auth, &req, true, me)
+    }
+
+    fn check_grant(
+        &self,
+        auth: &Auth,
+        req: &ExecRequest,
+        sync: bool,
+        me: &str,
+    ) -> Result<Identity, String> {
         let der = CertificateDer::from(unhex(&auth.cert).ok_or("grant: bad certificate")?);
         self.verifier
             .verify_client_cert(&der, &[], UnixTime::now())
@@ -134,6 +183,12 @@ impl Checker {
             })
             .map_err(|e| format!("grant: the signature does not verify: {e:?}"))?;
         let g: Grant = serde_json::from_str(&auth.signed).map_err(|e| format!("grant: {e}"))?;
+        if g.sync != sync {
+            return Err(format!(
+                "grant: signed for {}, not for this request",
+                if g.sync { "a sync" } else { "a command" }
+            ));
+        }
         if g.command != req.command || g.timeout_ms != req.timeout_ms || g.stdin != req.stdin {
             return Err("grant: the request is not the one the admin signed".into());
         }
@@ -247,6 +302,27 @@ mod tests {
             .check(&by_node, &req, "n1")
             .unwrap_err()
             .contains("not an admin"));
+        // A sync grant runs no command, and a command's grant is no sync's.
+        let what = "sync dest=/srv manifest=ab12";
+        let sync = sign_sync(what, &nodes, &cert, signer.as_ref()).unwrap();
+        let as_command = ExecRequest {
+            command: what.into(),
+            ..ExecRequest::default()
+        };
+        assert!(checker
+            .check(&sync, &as_command, "n1")
+            .unwrap_err()
+            .contains("signed for a sync"));
+        assert!(checker
+            .check_sync(&sync, "sync dest=/etc manifest=ab12", "n1")
+            .unwrap_err()
+            .contains("not the one"));
+        assert_eq!(checker.check_sync(&sync, what, "n3").unwrap().name, "alice");
+        let command = sign(&as_command, &nodes, &cert, signer.as_ref()).unwrap();
+        assert!(checker
+            .check_sync(&command, what, "n1")
+            .unwrap_err()
+            .contains("signed for a command"));
         // A revoked admin: refused.
         revoked.write().unwrap().insert(admin.serial.clone());
         let auth3 = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();

@@ -26,7 +26,12 @@ impl Request {
             Request::Ping => true,
             // A node relays: its request must carry an admin's grant (checked by the agent).
             Request::Exec(e) => role == Role::Admin || (role == Role::Node && e.auth.is_some()),
-            Request::Sync(r) => role == Role::Admin || r.module.is_some(),
+            // A node relays an admin's push: with the admin's grant (checked by the agent).
+            Request::Sync(r) => {
+                role == Role::Admin
+                    || r.module.is_some()
+                    || (role == Role::Node && r.auth.is_some())
+            }
             // The module's own list decides (the agent checks it).
             Request::Pull(_) => true,
         }
@@ -176,6 +181,18 @@ pub struct SyncRequest {
     /// Into this module of the node (`dest` is then its path): its `write` list decides who may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// Nodes this agent relays the push to (content flows down the tree, once per subtree),
+    /// and how many connections it may hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtree: Vec<Hop>,
+    #[serde(default)]
+    pub fanout: u32,
+    #[serde(default)]
+    pub connect_timeout_ms: u64,
+    /// The admin's grant, when a node relays the push (it covers the request and the
+    /// manifest's hash; the manifest has every file's hash, and each file is checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
 }
 
 /// `herd sync pull NODE::MODULE`: which module, and how the client compares.

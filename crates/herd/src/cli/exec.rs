@@ -178,11 +178,25 @@ fn grant(
     req: &ExecRequest,
     targets: &[Target],
 ) -> Result<herd_agent::proto::Auth, String> {
-    let files = client_files(&s.conn, cfg);
-    let cert = herd_agent::pki::load_certs(&files.cert)?.remove(0);
-    let key = tls::signing_key(&files.key)?;
+    let (cert, key) = signer(&s.conn, cfg)?;
     let nodes: NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
     herd_agent::grant::sign(req, &nodes, &cert, key.as_ref())
+}
+
+/// The client certificate and its key, to sign grants with.
+pub(super) fn signer(
+    c: &Conn,
+    cfg: &Config,
+) -> Result<
+    (
+        rustls::pki_types::CertificateDer<'static>,
+        Arc<dyn rustls::sign::SigningKey>,
+    ),
+    String,
+> {
+    let files = client_files(c, cfg);
+    let cert = herd_agent::pki::load_certs(&files.cert)?.remove(0);
+    Ok((cert, tls::signing_key(&files.key)?))
 }
 
 /// Loads the config, the node list and the TLS identity; errors are printed.

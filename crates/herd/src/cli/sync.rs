@@ -8,7 +8,7 @@ use std::sync::Arc;
 use herd_agent::proto::{SyncDone, SyncRequest};
 use herd_sync::manifest::{scan, ScanOptions};
 
-use super::exec::{prepare, runtime, target, tls_config, Conn, Select};
+use super::exec::{prepare, runtime, signer, target, tls_config, Conn, Select};
 use super::exit;
 use super::nodeset::load_config;
 
@@ -137,8 +137,17 @@ fn push(a: PushArgs) -> u8 {
         Ok(t) => t,
         Err(code) => return code,
     };
+    // Beyond --fanout nodes, agents relay the content (pushes into modules go direct: each
+    // node's module decides who may write).
+    let fanout = match a.module {
+        Some(_) => targets.len(),
+        None => a.fanout.unwrap_or(cfg.agent.fanout),
+    }
+    .max(1);
+    let tree = targets.len() > fanout;
     let opts = ScanOptions {
-        hash: a.checksum,
+        // Through relays, every file's hash: each node checks what it gets against them.
+        hash: a.checksum || tree,
         exclude: a.exclude_pattern.clone(),
     };
     let manifest = match scan(&src, &opts) {
@@ -152,16 +161,32 @@ fn push(a: PushArgs) -> u8 {
         eprintln!("herd sync: skipped {p}: {why}");
     }
     let lines = Arc::new(herd_agent::sync::manifest_lines(&manifest));
-    let req = SyncRequest {
+    let mut req = SyncRequest {
         dest,
         delete: a.delete,
         checksum: a.checksum,
         dry_run: a.dry_run,
         exclude: a.exclude_pattern.clone(),
-        rank: 0,
         module: a.module.clone(),
+        connect_timeout_ms: a.select.conn.connect_timeout.as_millis().max(1) as u64,
+        ..SyncRequest::default()
     };
-    let fanout = a.fanout.unwrap_or(cfg.agent.fanout).max(1);
+    if tree {
+        // The admin's grant lets the relays carry the push: it covers the request and the
+        // manifest (with its hashes).
+        let text = herd_agent::sync::grant_text(&req, &lines);
+        let nodes: herd_core::nodeset::NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
+        let signed = signer(&a.select.conn, &cfg).and_then(|(cert, key)| {
+            herd_agent::grant::sign_sync(&text, &nodes, &cert, key.as_ref())
+        });
+        match signed {
+            Ok(auth) => req.auth = Some(auth),
+            Err(e) => {
+                eprintln!("herd sync: cannot sign the grant for the relays: {e}");
+                return exit::CONFIG;
+            }
+        }
+    }
     let progress = Arc::new(herd_agent::sync::Progress::default());
     let popts = herd_agent::sync::PushOptions {
         limit: a.select.conn.connect_timeout,
@@ -183,37 +208,24 @@ fn push(a: PushArgs) -> u8 {
                 }
             })
         });
-        let slots = Arc::new(tokio::sync::Semaphore::new(fanout));
-        let tasks: Vec<_> = targets
+        let mut results =
+            herd_agent::sync::push(tls, targets.clone(), fanout, req, lines, src, popts).await;
+        results.sort_by_key(|(rank, _)| *rank);
+        let out: Vec<_> = targets
             .iter()
-            .cloned()
             .map(|t| {
-                let (tls, lines, src, slots, popts) = (
-                    tls.clone(),
-                    lines.clone(),
-                    src.clone(),
-                    slots.clone(),
-                    popts.clone(),
-                );
-                let req = SyncRequest {
-                    rank: t.rank,
-                    ..req.clone()
-                };
-                tokio::spawn(async move {
-                    let _slot = slots.acquire().await;
-                    herd_agent::sync::push(tls, &t, req, lines, &src, &popts).await
-                })
+                results
+                    .iter()
+                    .find(|(r, _)| *r == t.rank)
+                    .map(|(_, res)| res.clone())
+                    .unwrap_or_else(|| {
+                        Err(herd_agent::client::Outcome::Failed {
+                            stage: herd_agent::client::Stage::Lost,
+                            message: "no answer".into(),
+                        })
+                    })
             })
             .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap_or_else(|e| {
-                Err(herd_agent::client::Outcome::Failed {
-                    stage: herd_agent::client::Stage::Lost,
-                    message: e.to_string(),
-                })
-            }));
-        }
         if let Some(t) = ticker {
             t.abort();
             eprint!("\r\x1b[K");
@@ -299,8 +311,7 @@ fn pull(a: PullArgs) -> u8 {
         checksum: a.checksum,
         dry_run: a.dry_run,
         exclude: a.exclude.clone(),
-        rank: 0,
-        module: None,
+        ..SyncRequest::default()
     };
     let req = herd_agent::proto::PullRequest {
         module: module.to_string(),

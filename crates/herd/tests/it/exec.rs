@@ -45,6 +45,16 @@ impl Cluster {
 
     /// `extra(dir, net)` is more config for every agent.
     pub fn with(test: &str, n: usize, extra: impl Fn(&TempDir, &Net) -> String) -> Cluster {
+        Cluster::with_prefix(test, n, extra, &[])
+    }
+
+    /// Agents started under a command prefix (`unshare -m ...`: a mount namespace each).
+    pub fn with_prefix(
+        test: &str,
+        n: usize,
+        extra: impl Fn(&TempDir, &Net) -> String,
+        prefix: &[&str],
+    ) -> Cluster {
         let dir = TempDir::new(test);
         let net = Net::new(test);
         let pki = dir.path("pki").display().to_string();
@@ -62,7 +72,11 @@ impl Cluster {
                 dir.path(&format!("audit-{}.log", name(i))).display(),
                 extra(&dir, &net),
             );
-            agents.push(Daemon::start(&format!("{test}-{}", name(i)), &cfg));
+            agents.push(Daemon::start_with(
+                &format!("{test}-{}", name(i)),
+                &cfg,
+                prefix,
+            ));
         }
         let client = dir.path("client.toml");
         std::fs::write(
@@ -123,7 +137,7 @@ impl Cluster {
     }
 }
 
-fn kill(d: &mut Daemon) {
+pub fn kill(d: &mut Daemon) {
     if let Some(mut ch) = d.child.take() {
         ch.kill().unwrap();
         ch.wait().unwrap();

@@ -294,20 +294,19 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
         dest: dst.display().to_string(),
         ..Default::default()
     };
-    let res = rt.block_on(herd_agent::sync::push(
+    let mut res = rt.block_on(herd_agent::sync::push(
         tls,
-        &target,
+        vec![target],
+        1,
         req,
         std::sync::Arc::new(evil),
-        &src,
-        &herd_agent::sync::PushOptions {
+        src.clone(),
+        herd_agent::sync::PushOptions {
             limit: Duration::from_secs(5),
-            bwlimit: None,
-            progress: Default::default(),
-            deltas: Default::default(),
+            ..Default::default()
         },
     ));
-    let err = res.unwrap_err().problem().unwrap();
+    let err = res.pop().unwrap().1.unwrap_err().problem().unwrap();
     assert!(err.contains("'..' leads out of the tree"), "{err}");
     assert!(!c.dir.path("escape").exists());
 }
@@ -571,4 +570,184 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
             .any(|l| l.contains("\"pull\"") && l.contains("\"node02\"")),
         "{audit}"
     );
+}
+
+/// A directory that is a private tmpfs in each agent's mount namespace (and an empty mount
+/// point here, removed at the end).
+struct PrivateDest(String);
+
+impl PrivateDest {
+    fn new(test: &str) -> PrivateDest {
+        PrivateDest(format!("/tmp/herd-{test}-{}", std::process::id()))
+    }
+
+    /// The command prefix that gives an agent its own tmpfs there.
+    fn script(&self) -> String {
+        format!(
+            "mkdir -p {0} && mount -t tmpfs -o size=64m herd-test {0} && exec \"$0\" \"$@\"",
+            self.0
+        )
+    }
+
+    /// The agent's copy, seen through its root in /proc.
+    fn of(&self, pid: u32) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/proc/{pid}/root{}", self.0))
+    }
+}
+
+impl Drop for PrivateDest {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_push_through_the_agent_tree_makes_every_node_the_same() {
+    let dest = PrivateDest::new("tree");
+    let script = dest.script();
+    let mut c = Cluster::with_prefix(
+        "synctree",
+        8,
+        |_, _| String::new(),
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let src = c.dir.path("src");
+    file(&src, "index.html", b"<h1>tree</h1>\n", 0o644, 1_700_000_000);
+    for i in 0..50 {
+        file(
+            &src,
+            &format!("d{}/f{i}", i % 5),
+            format!("file {i}\n").as_bytes(),
+            0o640,
+            1_700_000_000 + i,
+        );
+    }
+    let big: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    file(&src, "data/big.bin", &big, 0o644, 1_700_000_100);
+    symlink("../index.html", src.join("data/home")).unwrap();
+    for d in ["d0", "d1", "d2", "d3", "d4", "data"] {
+        touch(&src.join(d), 1_650_000_000);
+    }
+    touch(&src, 1_650_000_001);
+    let reference = c.dir.path("reference");
+    let rsync = |from: &Path, to: &Path| {
+        let _ = fs::remove_dir_all(to);
+        let st = Command::new("rsync")
+            .args(["-a", "--delete"])
+            .arg(format!("{}/", from.display()))
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    rsync(&src, &reference);
+    let cfg = c.client.display().to_string();
+    let push = |extra: &[&str]| {
+        let o = Command::new(herd_bin())
+            .args([
+                "sync",
+                "push",
+                src.to_str().unwrap(),
+                "--config",
+                &cfg,
+                "--dest",
+                &dest.0,
+            ])
+            .args(["--delete", "--fanout", "2"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            o.status.code(),
+        )
+    };
+    let (out, err, code) = push(&["-w", "node[01-08]"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.lines().count(), 8, "{out}");
+    for (i, a) in c.agents.iter().enumerate() {
+        assert_eq!(
+            hashed(&dest.of(a.pid())),
+            hashed(&reference),
+            "node{:02}",
+            i + 1
+        );
+    }
+    // The client reached two nodes (one per group); the others got it from their relays.
+    let who = |n: usize| {
+        let log = fs::read_to_string(c.dir.path(&format!("audit-node{n:02}.log"))).unwrap();
+        log.lines()
+            .filter(|l| l.contains("\"start\""))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["who"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .next_back()
+            .unwrap()
+    };
+    let by_admin: Vec<usize> = (1..=8).filter(|&n| who(n) == "admin").collect();
+    assert_eq!(by_admin, [1, 5]);
+    assert!((2..=8)
+        .filter(|n| *n != 5)
+        .all(|n| who(n).starts_with("node")));
+
+    // A change: a 1 % rewrite of the big file travels as one delta down the tree, a removed
+    // file goes; and a group head that is down is replaced by the next node of its group.
+    let mut changed = big.clone();
+    changed[1_000_000..1_020_000].fill(1);
+    file(&src, "data/big.bin", &changed, 0o644, 1_700_000_200);
+    fs::remove_file(src.join("d3/f8")).unwrap();
+    touch(&src.join("data"), 1_650_000_000);
+    touch(&src.join("d3"), 1_650_000_000);
+    rsync(&src, &reference);
+    crate::exec::kill(&mut c.agents[4]);
+    let (out, err, code) = push(&["-w", "node[01-08]"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("node05: not reached"), "{err}");
+    for (i, a) in c.agents.iter().enumerate().filter(|(i, _)| *i != 4) {
+        assert_eq!(
+            hashed(&dest.of(a.pid())),
+            hashed(&reference),
+            "node{:02}",
+            i + 1
+        );
+    }
+    // Each node took the big file as a delta: far fewer bytes than the file.
+    for line in out.lines() {
+        let sent: u64 = line
+            .split(" sent)")
+            .next()
+            .and_then(|l| l.rsplit(", ").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(sent < 200_000, "{line}");
+    }
+    assert_eq!(who(6), "admin", "node06 took over its group");
+
+    // A node's certificate cannot push by itself, grant or not.
+    let (out, err, code) = push(&[
+        "-w",
+        "node01",
+        "--cert",
+        &c.pki("node02.crt"),
+        "--key",
+        &c.pki("node02.key"),
+    ]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(err.contains("needs an admin certificate"), "{err}");
 }

@@ -87,6 +87,17 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("daemon did not start: {e}"))
     }
 
+    /// Starts the daemon under a command prefix (`unshare -m ...`, `ip netns exec NS`).
+    pub fn start_with(test: &str, config: &str, prefix: &[&str]) -> Daemon {
+        Self::try_start_with(test, config, prefix)
+            .unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    }
+
+    /// Its process id (the daemon itself: prefixes exec it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     fn try_start_with(test: &str, config: &str, prefix: &[&str]) -> Result<Daemon, String> {
         let dir = TempDir::new(test);
         let cfg = dir.path("herd.toml");

@@ -13,10 +13,9 @@
 //!                ◄─────────────────   SyncDone (or Error)
 //! ```
 
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use herd_sync::apply::{apply, Source};
 use herd_sync::manifest::{scan, Entry, Manifest, ScanOptions};
@@ -24,11 +23,8 @@ use herd_sync::plan::{plan, Action, PlanOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::client::{error_outcome, reach, unanswered, Outcome, Stage, Target};
-use crate::frame::{
-    decode_header, encode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD,
-};
-use crate::proto::{Failure, PullRequest, Request, SyncDone, SyncRequest};
+use crate::frame::{decode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD};
+use crate::proto::{Failure, SyncDone, SyncRequest};
 
 /// Splits newline-separated text into frames of at most `MAX_PAYLOAD` bytes (at line
 /// boundaries), then an empty frame.
@@ -87,6 +83,25 @@ async fn read_chunked<R: AsyncRead + Unpin>(
 /// Bytes handed at a time from the connection to the thread writing files, and from the thread
 /// reading files to the connection.
 const CHUNK: usize = 256 << 10;
+
+/// Checks the manifest's bytes before anything is done with them (a relayed push: the
+/// admin's grant covers their hash).
+pub type Verify = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+
+/// What an admin's grant for a relayed push says: the request as every node gets it (less
+/// its place in the tree) and the manifest's hash.
+pub fn grant_text(req: &SyncRequest, manifest: &[u8]) -> String {
+    format!(
+        "sync dest={:?} delete={} checksum={} dry-run={} exclude={:?} module={:?} manifest={}",
+        req.dest,
+        req.delete,
+        req.checksum,
+        req.dry_run,
+        req.exclude,
+        req.module,
+        blake3::hash(manifest).to_hex()
+    )
+}
 
 /// The largest manifest an agent takes (about 2 million entries).
 pub const MAX_MANIFEST: usize = 512 << 20;
@@ -159,8 +174,48 @@ struct Streamed {
     dest: PathBuf,
     /// Path → new size, for the files that come as deltas.
     deltas: std::collections::HashMap<String, u64>,
+    /// Path → BLAKE3 of the new content, where the manifest has it: checked before the file
+    /// goes into place (a relay cannot change what the admin's manifest says).
+    hashes: std::collections::HashMap<String, [u8; 32]>,
     /// Content bytes received.
     received: u64,
+}
+
+/// What a `FileStart` frame says: the path, and for a delta the BLAKE3 of the signature it
+/// was made against.
+pub fn parse_file_start(p: &[u8]) -> Option<(Option<[u8; 32]>, &str)> {
+    let s = std::str::from_utf8(p).ok()?;
+    match s.split_once(' ')? {
+        ("F", path) => Some((None, path)),
+        ("D", rest) => {
+            let (h, path) = rest.split_once(' ')?;
+            Some((Some(unhex32(h)?), path))
+        }
+        _ => None,
+    }
+}
+
+/// The text of a `FileStart` frame.
+pub fn file_start(sig: Option<&[u8; 32]>, path: &str) -> Vec<u8> {
+    match sig {
+        None => format!("F {path}").into_bytes(),
+        Some(h) => format!("D {} {path}", hex(h)).into_bytes(),
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl Streamed {
@@ -186,18 +241,46 @@ impl Streamed {
         Ok(())
     }
 
-    /// One file's frames, each payload to `sink`, up to the empty frame that ends the file.
-    fn file(&mut self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
-        let mut total = 0u64;
-        loop {
-            let mut head = [0u8; HEADER];
-            let mut at = 0;
-            self.take(HEADER, &mut |b| {
-                head[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
+    /// The next frame's kind and payload length.
+    fn header(&mut self) -> io::Result<(Kind, usize)> {
+        let mut head = [0u8; HEADER];
+        let mut at = 0;
+        self.take(HEADER, &mut |b| {
+            head[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+            Ok(())
+        })?;
+        let (kind, _, len) = decode_header(&head)?;
+        Ok((kind, len))
+    }
+
+    /// File `rel`: its `FileStart` frame (which must name it), then its frames, each payload
+    /// to `sink`, up to the empty frame that ends the file.
+    fn file(
+        &mut self,
+        rel: &str,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let (kind, len) = self.header()?;
+        let mut start = Vec::with_capacity(len);
+        if kind == Kind::FileStart {
+            self.take(len, &mut |b| {
+                start.extend_from_slice(b);
                 Ok(())
             })?;
-            let (kind, _, len) = decode_header(&head)?;
+        }
+        match parse_file_start(&start) {
+            Some((_, path)) if kind == Kind::FileStart && path == rel => {}
+            _ => {
+                return Err(io::Error::other(format!(
+                    "expected the content of {rel:?}, got {kind:?} {:?}",
+                    String::from_utf8_lossy(&start)
+                )))
+            }
+        }
+        let mut total = 0u64;
+        loop {
+            let (kind, len) = self.header()?;
             if kind != Kind::FileData {
                 return Err(io::Error::other(format!(
                     "expected file data, got {kind:?}"
@@ -215,14 +298,29 @@ impl Streamed {
 
 impl Source for Streamed {
     fn copy_to(&mut self, rel: &str, out: &mut dyn Write) -> io::Result<u64> {
+        let want = self.hashes.get(rel).copied();
         let Some(&size) = self.deltas.get(rel) else {
-            return self.file(&mut |b| out.write_all(b));
+            let mut hasher = want.map(|_| blake3::Hasher::new());
+            let n = self.file(rel, &mut |b| {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(b);
+                }
+                out.write_all(b)
+            })?;
+            if let (Some(h), Some(want)) = (hasher, want) {
+                if h.finalize().as_bytes() != &want {
+                    return Err(io::Error::other(
+                        "its content is not what the manifest says (its hash differs)",
+                    ));
+                }
+            }
+            return Ok(n);
         };
         // The new content's hash, then the delta: literals can make it a little longer than
         // the file, never much.
         let limit = 32 + size + size / 16 + (64 << 10);
         let mut data = Vec::new();
-        self.file(&mut |b| {
+        self.file(rel, &mut |b| {
             if (data.len() + b.len()) as u64 > limit {
                 return Err(io::Error::other("a delta longer than its file"));
             }
@@ -232,6 +330,11 @@ impl Source for Streamed {
         let (hash, delta) = data
             .split_first_chunk::<32>()
             .ok_or_else(|| io::Error::other("a delta without its hash"))?;
+        if want.is_some_and(|w| &w != hash) {
+            return Err(io::Error::other(
+                "the delta is for other content than the manifest says",
+            ));
+        }
         let old =
             std::fs::File::open(herd_sync::path::join(&self.dest, rel).map_err(io::Error::other)?)?;
         herd_sync::delta::patch(&old, delta, size, hash, out).map_err(io::Error::other)?;
@@ -292,6 +395,7 @@ pub async fn receive<R, W>(
     req: &SyncRequest,
     rd: &mut FrameReader<R>,
     wr: &mut W,
+    verify: Option<&Verify>,
 ) -> Result<SyncDone, String>
 where
     R: AsyncRead + Unpin,
@@ -308,7 +412,12 @@ where
             req.dest
         ));
     }
-    let mut src = parse_manifest(&read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?)?;
+    let lines = read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?;
+    if let Some(check) = verify {
+        check(&lines)?;
+    }
+    let mut src = parse_manifest(&lines)?;
+    drop(lines);
     // This side's excludes (a module's) hold whatever the sender's were.
     drop_excluded(&mut src, &req.exclude);
     let opts = ScanOptions {
@@ -357,8 +466,14 @@ where
         .collect();
     let mut wants = Vec::new();
     let mut deltas = std::collections::HashMap::new();
+    let mut hashes = std::collections::HashMap::new();
     for a in &p.actions {
         if let Action::Write { entry, basis } = a {
+            if let herd_sync::manifest::Kind::File { hash: Some(h), .. } = &entry.kind {
+                let h =
+                    unhex32(h).ok_or_else(|| format!("manifest: {}: a bad hash", entry.path))?;
+                hashes.insert(entry.path.clone(), h);
+            }
             let size = match entry.kind {
                 herd_sync::manifest::Kind::File { size, .. } => size,
                 _ => 0,
@@ -406,6 +521,7 @@ where
             pos: 0,
             dest: dest.clone(),
             deltas,
+            hashes,
             received: 0,
         };
         tokio::task::spawn_blocking(move || {
@@ -454,392 +570,8 @@ where
     Ok(done)
 }
 
-/// Counters of a push to many nodes, for a progress line.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Content bytes the nodes asked for so far.
-    pub planned: std::sync::atomic::AtomicU64,
-    /// Content bytes sent.
-    pub sent: std::sync::atomic::AtomicU64,
-    /// Nodes finished (well or not).
-    pub done: std::sync::atomic::AtomicU64,
-}
+mod relay;
+mod send;
 
-/// How a push runs.
-#[derive(Debug, Clone, Default)]
-pub struct PushOptions {
-    /// Connect timeout.
-    pub limit: Duration,
-    /// At most this many content bytes a second to each node (rsync's --bwlimit).
-    pub bwlimit: Option<u64>,
-    pub progress: Arc<Progress>,
-    /// Deltas computed for one node, for the others with the same old copy.
-    pub deltas: Arc<DeltaCache>,
-}
-
-/// (path, BLAKE3 of the node's signature) → the body sent for it (hash and delta).
-pub type DeltaCache = std::sync::Mutex<
-    std::collections::HashMap<
-        (String, [u8; 32]),
-        Arc<tokio::sync::OnceCell<Result<Arc<Vec<u8>>, String>>>,
-    >,
->;
-
-/// Keeps a connection's average rate under a limit.
-struct Pace {
-    rate: Option<u64>,
-    start: tokio::time::Instant,
-    sent: u64,
-}
-
-impl Pace {
-    async fn sent(&mut self, n: usize, progress: &Progress) {
-        self.sent += n as u64;
-        progress
-            .sent
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Some(rate) = self.rate.filter(|r| *r > 0) {
-            let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
-            tokio::time::sleep_until(self.start + due).await;
-        }
-    }
-}
-
-/// The client's side for one node: sends the manifest, then the files the node asks for.
-pub async fn push(
-    tls: Arc<rustls::ClientConfig>,
-    t: &Target,
-    req: SyncRequest,
-    manifest: Arc<Vec<u8>>,
-    src: &Path,
-    opts: &PushOptions,
-) -> Result<SyncDone, Outcome> {
-    let res = push_one(tls, t, req, manifest, src, opts).await;
-    opts.progress
-        .done
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    res
-}
-
-async fn push_one(
-    tls: Arc<rustls::ClientConfig>,
-    t: &Target,
-    req: SyncRequest,
-    manifest: Arc<Vec<u8>>,
-    src: &Path,
-    opts: &PushOptions,
-) -> Result<SyncDone, Outcome> {
-    let limit = opts.limit;
-    let lost = |m: String| Outcome::Failed {
-        stage: Stage::Lost,
-        message: m,
-    };
-    let stream = reach(tls, t, limit).await?;
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = FrameReader::new(rd);
-    write_frames(
-        &mut wr,
-        &[Frame::json(Kind::Request, t.rank, &Request::Sync(req))],
-    )
-    .await
-    .map_err(|e| lost(e.to_string()))?;
-    send(&mut rd, &mut wr, t.rank, &manifest, src, opts, &|e| {
-        unanswered(e, t)
-    })
-    .await
-}
-
-/// `herd sync pull`: asks `t` for a module and makes `local.dest` (here) its copy.
-pub async fn pull(
-    tls: Arc<rustls::ClientConfig>,
-    t: &Target,
-    req: PullRequest,
-    local: SyncRequest,
-    limit: Duration,
-) -> Result<SyncDone, Outcome> {
-    let stream = reach(tls, t, limit).await?;
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = FrameReader::new(rd);
-    write_frames(
-        &mut wr,
-        &[Frame::json(Kind::Request, 0, &Request::Pull(req))],
-    )
-    .await
-    .map_err(|e| Outcome::Failed {
-        stage: Stage::Lost,
-        message: e.to_string(),
-    })?;
-    receive(&local, &mut rd, &mut wr)
-        .await
-        .map_err(|message| Outcome::Failed {
-            stage: Stage::Agent,
-            message,
-        })
-}
-
-/// The sending side of one sync (`herd sync push` to a node, or an agent serving a pull):
-/// sends the manifest, then what the receiver asks for, and returns what the receiver did.
-/// `unanswered` says what an error reading the receiver's first answer means.
-pub async fn send<R, W>(
-    rd: &mut FrameReader<R>,
-    wr: &mut W,
-    rank: u32,
-    manifest: &[u8],
-    src: &Path,
-    opts: &PushOptions,
-    unanswered: &(dyn Fn(&io::Error) -> Outcome + Sync),
-) -> Result<SyncDone, Outcome>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let lost = |m: String| Outcome::Failed {
-        stage: Stage::Lost,
-        message: m,
-    };
-    write_frames(wr, &chunked(Kind::Manifest, rank, manifest))
-        .await
-        .map_err(|e| lost(e.to_string()))?;
-    let first = rd
-        .read()
-        .await
-        .map_err(|e| unanswered(&e))?
-        .ok_or_else(|| lost("the connection closed".into()))?;
-    let wants = match first.kind {
-        Kind::SyncDone => return first.parse().map_err(|e| lost(e.to_string())),
-        Kind::Error => return Err(error_outcome(&first)),
-        Kind::Want => {
-            let mut all = first.payload.clone();
-            if !first.payload.is_empty() {
-                all.extend(
-                    read_chunked(rd, Kind::Want, MAX_MANIFEST)
-                        .await
-                        .map_err(lost)?,
-                );
-            }
-            all
-        }
-        k => return Err(lost(format!("unexpected {k:?} frame"))),
-    };
-    let wants: Vec<(bool, String)> = wants
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let l = String::from_utf8_lossy(l);
-            match l.split_once(' ') {
-                Some(("D", p)) => Ok((true, p.to_string())),
-                Some(("F", p)) => Ok((false, p.to_string())),
-                _ => Err(lost(format!("a bad want line {l:?}"))),
-            }
-        })
-        .collect::<Result<_, _>>()?;
-    let mut signatures = Vec::new();
-    for _ in wants.iter().filter(|(d, _)| *d) {
-        signatures.push(
-            read_chunked(rd, Kind::Signature, 64 << 20)
-                .await
-                .map_err(lost)?,
-        );
-    }
-    for (_, rel) in &wants {
-        if let Ok(m) = herd_sync::path::join(src, rel).map(std::fs::metadata) {
-            let size = m.map(|m| m.len()).unwrap_or(0);
-            opts.progress
-                .planned
-                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    // Deltas first (nodes with the same old copy share one), then the files, framed in
-    // batches on a blocking thread and written here.
-    let mut jobs = tokio::task::JoinSet::new();
-    for ((_, rel), sig) in wants.iter().filter(|(d, _)| *d).zip(signatures) {
-        let p = herd_sync::path::join(src, rel).map_err(lost)?;
-        let (cache, rel) = (opts.deltas.clone(), rel.clone());
-        jobs.spawn(async move {
-            let body = delta_body(&cache, &rel, p, sig).await;
-            (rel, body)
-        });
-    }
-    let mut bodies = std::collections::HashMap::new();
-    while let Some(done) = jobs.join_next().await {
-        let (rel, body) = done.map_err(|e| lost(e.to_string()))?;
-        bodies.insert(rel, body.map_err(lost)?);
-    }
-    let mut pace = Pace {
-        rate: opts.bwlimit,
-        start: tokio::time::Instant::now(),
-        sent: 0,
-    };
-    // With a rate limit, small batches: the pace is kept at a finer grain.
-    let batch = opts
-        .bwlimit
-        .map_or(CHUNK, |r| (r / 20).clamp(4096, CHUNK as u64) as usize);
-    let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
-    let producing = {
-        let src = src.to_path_buf();
-        tokio::task::spawn_blocking(move || frame_files(&src, &wants, &bodies, rank, batch, &btx))
-    };
-    while let Some((bytes, payload)) = brx.recv().await {
-        if let Err(e) = wr.write_all(&bytes).await {
-            return Err(why_stopped(rd, e).await);
-        }
-        pace.sent(payload as usize, &opts.progress).await;
-    }
-    if let Err(e) = wr.flush().await {
-        return Err(why_stopped(rd, e).await);
-    }
-    producing
-        .await
-        .map_err(|e| lost(e.to_string()))?
-        .map_err(lost)?;
-    let f = rd
-        .read()
-        .await
-        .map_err(|e| lost(e.to_string()))?
-        .ok_or_else(|| lost("the connection closed before the sync ended".into()))?;
-    match f.kind {
-        Kind::SyncDone => f.parse().map_err(|e| lost(e.to_string())),
-        Kind::Error => Err(error_outcome(&f)),
-        k => Err(lost(format!("unexpected {k:?} frame"))),
-    }
-}
-
-/// The body sent for a file wanted as a delta (its BLAKE3, then the delta), computed once for
-/// all the nodes whose old copies have the same signature; a node's deltas are computed at
-/// once, one per core.
-async fn delta_body(
-    cache: &DeltaCache,
-    rel: &str,
-    p: PathBuf,
-    sig: Vec<u8>,
-) -> Result<Arc<Vec<u8>>, String> {
-    let key = (rel.to_string(), *blake3::hash(&sig).as_bytes());
-    let cell = cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default()
-        .clone();
-    cell.get_or_init(|| async {
-        // As many at once as there are cores (each holds its new file in memory).
-        static AT_ONCE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-        let _turn = AT_ONCE
-            .get_or_init(|| {
-                tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(2, |n| n.get()),
-                )
-            })
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::task::spawn_blocking(move || {
-            let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            herd_sync::delta::delta(sig, &data).map(|d| {
-                let mut body = blake3::hash(&data).as_bytes().to_vec();
-                body.extend_from_slice(&d);
-                Arc::new(body)
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    })
-    .await
-    .clone()
-}
-
-/// The wanted files as FileData frames (each file's content, then an empty frame), in batches
-/// of about `batch` bytes with the content bytes each holds, read straight into the batch.
-fn frame_files(
-    src: &Path,
-    wants: &[(bool, String)],
-    bodies: &std::collections::HashMap<String, Arc<Vec<u8>>>,
-    rank: u32,
-    batch: usize,
-    tx: &mpsc::Sender<(Vec<u8>, u64)>,
-) -> Result<(), String> {
-    let frame_max = batch.min(MAX_PAYLOAD);
-    let fresh = || Vec::with_capacity(batch + frame_max + 2 * HEADER);
-    let mut out = fresh();
-    let mut payload = 0u64;
-    for (is_delta, rel) in wants {
-        if *is_delta {
-            let body = bodies
-                .get(rel)
-                .ok_or_else(|| format!("{rel}: no delta computed"))?;
-            for c in body.chunks(frame_max) {
-                encode_header(Kind::FileData, rank, c.len(), &mut out);
-                out.extend_from_slice(c);
-                payload += c.len() as u64;
-                if out.len() >= batch {
-                    if tx
-                        .blocking_send((std::mem::replace(&mut out, fresh()), payload))
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                    payload = 0;
-                }
-            }
-            encode_header(Kind::FileData, rank, 0, &mut out);
-            continue;
-        }
-        let p = herd_sync::path::join(src, rel)?;
-        let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        loop {
-            let at = out.len();
-            encode_header(Kind::FileData, rank, 0, &mut out);
-            let n = (&mut f)
-                .take(frame_max as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-            out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
-            payload += n as u64;
-            if n > 0 && n < frame_max {
-                // The end of the file: its empty frame now, not after another read.
-                encode_header(Kind::FileData, rank, 0, &mut out);
-            }
-            if out.len() >= batch {
-                if tx
-                    .blocking_send((std::mem::replace(&mut out, fresh()), payload))
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                payload = 0;
-            }
-            if n < frame_max {
-                break;
-            }
-        }
-    }
-    if !out.is_empty() {
-        let _ = tx.blocking_send((out, payload));
-    }
-    Ok(())
-}
-
-/// The agent stopped reading: its error frame says why (a full disk, ...), if it sent one.
-async fn why_stopped<R: AsyncRead + Unpin>(rd: &mut FrameReader<R>, e: std::io::Error) -> Outcome {
-    let said = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match rd.read().await {
-                Ok(Some(f)) if f.kind == Kind::Error => return f.parse::<Failure>().ok(),
-                Ok(Some(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .ok()
-    .flatten();
-    match said {
-        Some(f) => Outcome::Failed {
-            stage: Stage::Agent,
-            message: f.message,
-        },
-        None => Outcome::Failed {
-            stage: Stage::Lost,
-            message: e.to_string(),
-        },
-    }
-}
+pub use relay::relay;
+pub use send::{pull, push, send_link, DeltaCache, Progress, PushOptions};

@@ -1,0 +1,311 @@
+//! A node relaying a push to its subtree: content flows down the agent tree, and the sender
+//! sends each file once per subtree, not once per node.
+//!
+//! The relay is a router between the link above and its links below: its own copy (the
+//! ordinary receiving side, run on an in-memory pipe) and one connection per child group
+//! (made with the node's certificate, carrying the admin's grant). The manifest goes to every
+//! link; every frame coming up (wants, signatures, answers; tagged with their node's rank)
+//! goes up as it is, and the relay notes which files each link wants, in which form. Then
+//! each file coming down goes only to the links that want it in that form.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::send::Wants;
+use super::{chunked, parse_file_start, read_chunked, receive, Verify, MAX_MANIFEST};
+use crate::client::{plan, reach, Outcome, Target};
+use crate::frame::{write_frames, Frame, FrameReader, Kind};
+use crate::proto::{Failure, FailureKind, Request, SyncRequest};
+
+/// (path, BLAKE3 of the signature a delta is for) that a link's nodes want.
+type Wanted = Arc<Mutex<HashSet<(String, Option<[u8; 32]>)>>>;
+
+/// A link below: where its frames go, and what its nodes want.
+struct Down {
+    tx: mpsc::Sender<Arc<Vec<u8>>>,
+    wanted: Wanted,
+}
+
+fn encode(f: &Frame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crate::frame::HEADER + f.payload.len());
+    f.encode(&mut out);
+    out
+}
+
+fn failure(rank: u32, kind: FailureKind, message: String) -> Vec<u8> {
+    encode(&Frame::json(Kind::Error, rank, &Failure { kind, message }))
+}
+
+/// Serves a push that carries a subtree: this node's copy, and the subtree's.
+pub async fn relay<R, W>(
+    req: SyncRequest,
+    mut up: FrameReader<R>,
+    up_wr: W,
+    tls: Arc<rustls::ClientConfig>,
+    me: String,
+    verify: Option<&Verify>,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let checked = match read_chunked(&mut up, Kind::Manifest, MAX_MANIFEST).await {
+        Err(e) => Err((FailureKind::Agent, e)),
+        Ok(m) => match verify.map(|check| check(&m)) {
+            Some(Err(e)) => Err((FailureKind::Refused, format!("refused: {e}"))),
+            _ => Ok(m),
+        },
+    };
+    let manifest = match checked {
+        Ok(m) => Arc::new(m),
+        Err((kind, e)) => {
+            // Nothing runs: this node and its subtree say why.
+            let mut wr = up_wr;
+            let mut out = failure(req.rank, kind, e.clone());
+            for t in &req.subtree {
+                out.extend(failure(
+                    t.rank,
+                    kind,
+                    format!("not run: its relay {me}: {e}"),
+                ));
+            }
+            let _ = wr.write_all(&out).await;
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+            return Err(e);
+        }
+    };
+    // Everything going up is written by one task, in the order it comes.
+    let (up_tx, mut up_rx) = mpsc::channel::<Vec<u8>>(64);
+    let upward = tokio::spawn(async move {
+        let mut wr = up_wr;
+        while let Some(b) = up_rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                return;
+            }
+            if up_rx.is_empty() && wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+    });
+    let mut downs = Vec::new();
+    let mut readers = tokio::task::JoinSet::new();
+
+    // This node's own copy: the receiving side, over an in-memory pipe.
+    let (mine, theirs) = tokio::io::duplex(1 << 20);
+    let local = SyncRequest {
+        subtree: Vec::new(),
+        fanout: 0,
+        auth: None,
+        ..req.clone()
+    };
+    let own = tokio::spawn(async move {
+        let (rd, mut wr) = tokio::io::split(mine);
+        let mut rd = FrameReader::new(rd);
+        if let Err(e) = receive(&local, &mut rd, &mut wr, None).await {
+            let _ = wr
+                .write_all(&failure(local.rank, FailureKind::Agent, e))
+                .await;
+        }
+        let _ = wr.shutdown().await;
+    });
+    let (rd, wr) = tokio::io::split(theirs);
+    let first = chunked(Kind::Manifest, req.rank, &manifest);
+    downs.push(link(
+        FrameReader::new(rd),
+        wr,
+        first,
+        vec![req.rank],
+        up_tx.clone(),
+        &me,
+        &mut readers,
+    ));
+
+    // The children: groups of the subtree, each reached through its first reachable node.
+    let limit = match req.connect_timeout_ms {
+        0 => Duration::from_secs(10),
+        ms => Duration::from_millis(ms),
+    };
+    for (head, sub) in plan(req.subtree.clone(), (req.fanout as usize).max(1)) {
+        let mut group: Vec<Target> = std::iter::once(head).chain(sub).collect();
+        while !group.is_empty() {
+            let head = group.remove(0);
+            let stream = match reach(tls.clone(), &head, limit).await {
+                Ok(s) => s,
+                Err(o) => {
+                    let why = match o {
+                        Outcome::Failed { message, .. } => message,
+                        o => o.problem().unwrap_or_default(),
+                    };
+                    let _ = up_tx
+                        .send(failure(
+                            head.rank,
+                            FailureKind::Connect,
+                            format!("via {me}: {why}"),
+                        ))
+                        .await;
+                    continue;
+                }
+            };
+            let child = SyncRequest {
+                rank: head.rank,
+                subtree: std::mem::take(&mut group),
+                ..req.clone()
+            };
+            let mut ranks = vec![head.rank];
+            ranks.extend(child.subtree.iter().map(|t| t.rank));
+            let mut first = vec![Frame::json(Kind::Request, head.rank, &Request::Sync(child))];
+            first.extend(chunked(Kind::Manifest, head.rank, &manifest));
+            let (rd, wr) = tokio::io::split(stream);
+            downs.push(link(
+                FrameReader::new(rd),
+                wr,
+                first,
+                ranks,
+                up_tx.clone(),
+                &me,
+                &mut readers,
+            ));
+        }
+    }
+
+    // The files, each to the links that want it in its form; then the end, to all.
+    let mut to: Vec<usize> = Vec::new();
+    let res: Result<(), String> = async {
+        loop {
+            let f = up
+                .read()
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the sender went away")?;
+            let bytes = Arc::new(encode(&f));
+            match f.kind {
+                Kind::FileStart if f.payload.is_empty() => {
+                    for d in &downs {
+                        let _ = d.tx.send(bytes.clone()).await;
+                    }
+                    return Ok(());
+                }
+                Kind::FileStart => {
+                    let (sig, path) = parse_file_start(&f.payload).ok_or("a bad file start")?;
+                    let key = (path.to_string(), sig);
+                    to = (0..downs.len())
+                        .filter(|&i| {
+                            downs[i]
+                                .wanted
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .contains(&key)
+                        })
+                        .collect();
+                }
+                Kind::FileData => {}
+                k => return Err(format!("expected file data, got {k:?}")),
+            }
+            for &i in &to {
+                // A link whose writer is gone has its nodes reported by its reader.
+                let _ = downs[i].tx.send(bytes.clone()).await;
+            }
+        }
+    }
+    .await;
+    // The links below finish on their own (each node answers); their readers end with them.
+    drop(downs);
+    if let Err(e) = &res {
+        tracing::warn!(me = %me, "sync relay: {e}");
+    }
+    while readers.join_next().await.is_some() {}
+    let _ = own.await;
+    drop(up_tx);
+    let _ = upward.await;
+    res
+}
+
+/// Starts a link below: a writer (its first frames, then what the router sends it) and a
+/// reader that notes its nodes' wants and passes every frame up.
+fn link<R, W>(
+    mut rd: FrameReader<R>,
+    mut wr: W,
+    first: Vec<Frame>,
+    ranks: Vec<u32>,
+    up: mpsc::Sender<Vec<u8>>,
+    me: &str,
+    readers: &mut tokio::task::JoinSet<()>,
+) -> Down
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Arc<Vec<u8>>>(16);
+    tokio::spawn(async move {
+        if write_frames(&mut wr, &first).await.is_err() {
+            return;
+        }
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                return;
+            }
+            if rx.is_empty() && wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.flush().await;
+    });
+    let wanted: Wanted = Arc::default();
+    let noted = wanted.clone();
+    let me = me.to_string();
+    readers.spawn(async move {
+        let mut wants: BTreeMap<u32, Wants> =
+            ranks.iter().map(|r| (*r, Wants::default())).collect();
+        let mut ended: HashSet<u32> = HashSet::new();
+        let why = loop {
+            if ranks.iter().all(|r| ended.contains(r)) {
+                return;
+            }
+            let f = match rd.read().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break "the connection closed".to_string(),
+                Err(e) => break e.to_string(),
+            };
+            if !ranks.contains(&f.node) {
+                break format!("a frame for node rank {}, not of this link", f.node);
+            }
+            match f.kind {
+                Kind::Want | Kind::Signature => {
+                    let Some(w) = wants.get_mut(&f.node) else {
+                        continue;
+                    };
+                    match w.take(&f) {
+                        Ok(true) => {
+                            let mut set = noted.lock().unwrap_or_else(|p| p.into_inner());
+                            for (path, form) in w.forms() {
+                                set.insert((path.to_string(), form.map(|(h, _)| h)));
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(e) => break e,
+                    }
+                }
+                Kind::SyncDone | Kind::Error => {
+                    ended.insert(f.node);
+                }
+                k => break format!("unexpected {k:?} frame"),
+            }
+            if up.send(encode(&f)).await.is_err() {
+                return;
+            }
+        };
+        for r in ranks.iter().filter(|r| !ended.contains(r)) {
+            let _ = up
+                .send(failure(*r, FailureKind::Lost, format!("via {me}: {why}")))
+                .await;
+        }
+    });
+    Down { tx, wanted }
+}

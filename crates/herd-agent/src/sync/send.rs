@@ -1,0 +1,632 @@
+//! The sending side: `herd sync push` to nodes (directly, or through the agent tree), and an
+//! agent serving `herd sync pull`.
+//!
+//! Each connection ("link") reaches a group of nodes: its head, and the subtree the head
+//! relays to. The sender gives the link the manifest, reads every node's wants (tagged with
+//! the node's rank), and sends the union of what they want once: each file whole if any node
+//! wants it whole, and one delta per distinct old copy (signature). Relays pass each file on
+//! to the nodes that want it in that form.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::{chunked, file_start, receive, CHUNK};
+use crate::client::{error_outcome, plan, reach, unanswered, Outcome, Stage, Target};
+use crate::frame::{encode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD};
+use crate::proto::{PullRequest, Request, SyncDone, SyncRequest};
+
+/// Counters of a push to many nodes, for a progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Content bytes the nodes asked for so far (once per connection).
+    pub planned: std::sync::atomic::AtomicU64,
+    /// Content bytes sent.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Nodes finished (well or not).
+    pub done: std::sync::atomic::AtomicU64,
+}
+
+/// How a push runs.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Connect timeout.
+    pub limit: Duration,
+    /// At most this many content bytes a second on each connection (rsync's --bwlimit).
+    pub bwlimit: Option<u64>,
+    pub progress: Arc<Progress>,
+    /// Deltas computed once, for every node with the same old copy.
+    pub deltas: Arc<DeltaCache>,
+}
+
+/// (path, BLAKE3 of the node's signature) → the body sent for it (hash and delta).
+pub type DeltaCache = std::sync::Mutex<
+    HashMap<(String, [u8; 32]), Arc<tokio::sync::OnceCell<Result<Arc<Vec<u8>>, String>>>>,
+>;
+
+/// What each node of a push ended with, by rank.
+pub type Results = Vec<(u32, Result<SyncDone, Outcome>)>;
+
+/// Keeps a connection's average rate under a limit.
+struct Pace {
+    rate: Option<u64>,
+    start: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Pace {
+    async fn sent(&mut self, n: u64, progress: &Progress) {
+        self.sent += n;
+        progress.sent.fetch_add(n, Relaxed);
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            tokio::time::sleep_until(self.start + due).await;
+        }
+    }
+}
+
+/// A file wanted as a delta: the BLAKE3 of the node's signature, and the signature.
+pub(super) type Delta<'a> = ([u8; 32], &'a Vec<u8>);
+
+/// How the nodes of a link want a file: whole (by any), and deltas against which old copies.
+#[derive(Debug, Default)]
+struct Forms {
+    whole: bool,
+    deltas: Vec<([u8; 32], Vec<u8>)>,
+}
+
+/// A node's answer to the manifest, as its frames come: the paths it wants ("F" whole, "D"
+/// as a delta), then one signature per delta.
+#[derive(Debug, Default)]
+pub(super) struct Wants {
+    text: Vec<u8>,
+    /// Parsed once the list has ended: (delta?, path).
+    pub list: Option<Vec<(bool, String)>>,
+    pub signatures: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+}
+
+impl Wants {
+    /// Takes a Want or Signature frame; true once the node's wants are complete.
+    pub fn take(&mut self, f: &Frame) -> Result<bool, String> {
+        match (f.kind, &self.list) {
+            (Kind::Want, None) if f.payload.is_empty() => {
+                let list = self
+                    .text
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        let l = String::from_utf8_lossy(l);
+                        match l.split_once(' ') {
+                            Some(("D", p)) => Ok((true, p.to_string())),
+                            Some(("F", p)) => Ok((false, p.to_string())),
+                            _ => Err(format!("a bad want line {l:?}")),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.text = Vec::new();
+                self.list = Some(list);
+            }
+            (Kind::Want, None) => {
+                if self.text.len() + f.payload.len() > super::MAX_MANIFEST {
+                    return Err("too long a list of wants".into());
+                }
+                self.text.extend_from_slice(&f.payload);
+            }
+            (Kind::Signature, Some(_)) if f.payload.is_empty() => {
+                self.signatures.push(std::mem::take(&mut self.cur));
+            }
+            (Kind::Signature, Some(_)) => {
+                if self.cur.len() + f.payload.len() > 64 << 20 {
+                    return Err("too long a signature".into());
+                }
+                self.cur.extend_from_slice(&f.payload);
+            }
+            (k, _) => return Err(format!("unexpected {k:?} frame")),
+        }
+        Ok(self.complete())
+    }
+
+    pub fn complete(&self) -> bool {
+        self.list
+            .as_ref()
+            .is_some_and(|l| l.iter().filter(|(d, _)| *d).count() == self.signatures.len())
+    }
+
+    /// (path, BLAKE3 of the signature for a delta) of each wanted file, with the signature.
+    pub fn forms(&self) -> impl Iterator<Item = (&str, Option<Delta<'_>>)> {
+        let mut sigs = self.signatures.iter();
+        self.list.iter().flatten().map(move |(delta, path)| {
+            let form = if *delta {
+                sigs.next().map(|s| (*blake3::hash(s).as_bytes(), s))
+            } else {
+                None
+            };
+            (path.as_str(), form)
+        })
+    }
+}
+
+/// `herd sync push`: the nodes of `targets`, directly up to `fanout`, beyond through the
+/// agent tree (the request must then carry the admin's grant). Unreachable group heads are
+/// replaced by the next node of their group.
+pub async fn push(
+    tls: Arc<rustls::ClientConfig>,
+    targets: Vec<Target>,
+    fanout: usize,
+    req: SyncRequest,
+    manifest: Arc<Vec<u8>>,
+    src: PathBuf,
+    opts: PushOptions,
+) -> Results {
+    let mut groups = tokio::task::JoinSet::new();
+    for (head, sub) in plan(targets, fanout) {
+        let (tls, req, manifest, src, opts) = (
+            tls.clone(),
+            req.clone(),
+            manifest.clone(),
+            src.clone(),
+            opts.clone(),
+        );
+        let fanout = fanout as u32;
+        groups.spawn(async move {
+            let mut out = Vec::new();
+            let mut group = std::iter::once(head).chain(sub).collect::<Vec<_>>();
+            while !group.is_empty() {
+                let head = group.remove(0);
+                let stream = match reach(tls.clone(), &head, opts.limit).await {
+                    Ok(s) => s,
+                    Err(o) => {
+                        opts.progress.done.fetch_add(1, Relaxed);
+                        out.push((head.rank, Err(o)));
+                        continue;
+                    }
+                };
+                let (rd, mut wr) = tokio::io::split(stream);
+                let rd = FrameReader::new(rd);
+                let r = SyncRequest {
+                    rank: head.rank,
+                    subtree: std::mem::take(&mut group),
+                    fanout,
+                    ..req.clone()
+                };
+                let mut ranks = vec![head.rank];
+                ranks.extend(r.subtree.iter().map(|t| t.rank));
+                let sent = write_frames(
+                    &mut wr,
+                    &[Frame::json(Kind::Request, head.rank, &Request::Sync(r))],
+                )
+                .await;
+                if let Err(e) = sent {
+                    out.extend(lost_all(&ranks, &e.to_string(), &opts));
+                    continue;
+                }
+                out.extend(send_link(rd, &mut wr, &head, ranks, &manifest, &src, &opts).await);
+            }
+            out
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(res) = groups.join_next().await {
+        // A task that panicked has lost its nodes' results; the caller reports them.
+        out.extend(res.unwrap_or_default());
+    }
+    out
+}
+
+fn lost_all(ranks: &[u32], why: &str, opts: &PushOptions) -> Results {
+    opts.progress.done.fetch_add(ranks.len() as u64, Relaxed);
+    ranks
+        .iter()
+        .map(|r| {
+            (
+                *r,
+                Err(Outcome::Failed {
+                    stage: Stage::Lost,
+                    message: why.to_string(),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// `herd sync pull`: asks `t` for a module and makes `local.dest` (here) its copy.
+pub async fn pull(
+    tls: Arc<rustls::ClientConfig>,
+    t: &Target,
+    req: PullRequest,
+    local: SyncRequest,
+    limit: Duration,
+) -> Result<SyncDone, Outcome> {
+    let stream = reach(tls, t, limit).await?;
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = FrameReader::new(rd);
+    write_frames(
+        &mut wr,
+        &[Frame::json(Kind::Request, 0, &Request::Pull(req))],
+    )
+    .await
+    .map_err(|e| Outcome::Failed {
+        stage: Stage::Lost,
+        message: e.to_string(),
+    })?;
+    receive(&local, &mut rd, &mut wr, None)
+        .await
+        .map_err(|message| Outcome::Failed {
+            stage: Stage::Agent,
+            message,
+        })
+}
+
+/// One link: the manifest to its head, the wants of each of its nodes (`ranks`), the union
+/// of the files they want, then each node's answer.
+pub async fn send_link<R, W>(
+    mut rd: FrameReader<R>,
+    wr: &mut W,
+    head: &Target,
+    ranks: Vec<u32>,
+    manifest: &[u8],
+    src: &Path,
+    opts: &PushOptions,
+) -> Results
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    if let Err(e) = write_frames(wr, &chunked(Kind::Manifest, head.rank, manifest)).await {
+        return lost_all(&ranks, &e.to_string(), opts);
+    }
+    let mut done: HashMap<u32, Result<SyncDone, Outcome>> = HashMap::new();
+    let mut wants: BTreeMap<u32, Wants> = ranks.iter().map(|r| (*r, Wants::default())).collect();
+    let mut first = true;
+    while ranks
+        .iter()
+        .any(|r| !done.contains_key(r) && !wants[r].complete())
+    {
+        let f = match rd.read().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                let o = if first {
+                    unanswered(&e, head)
+                } else {
+                    Outcome::Failed {
+                        stage: Stage::Lost,
+                        message: e.to_string(),
+                    }
+                };
+                for r in &ranks {
+                    done.entry(*r).or_insert_with(|| Err(o.clone()));
+                }
+                break;
+            }
+        };
+        first = false;
+        if let Err(o) = answer(&f, &mut done, &mut wants) {
+            for r in &ranks {
+                done.entry(*r).or_insert_with(|| Err(o.clone()));
+            }
+            break;
+        }
+    }
+    // The union: path → whole?, and the distinct old copies to send deltas against.
+    let mut union: BTreeMap<String, Forms> = BTreeMap::new();
+    for (r, w) in &wants {
+        if done.contains_key(r) {
+            continue;
+        }
+        for (path, form) in w.forms() {
+            let entry = union.entry(path.to_string()).or_default();
+            match form {
+                None => entry.whole = true,
+                Some((h, sig)) => {
+                    if !entry.deltas.iter().any(|(x, _)| *x == h) {
+                        entry.deltas.push((h, sig.clone()));
+                    }
+                }
+            }
+        }
+    }
+    // Deltas, computed at once (one per core), shared with other links by the cache.
+    let mut jobs = tokio::task::JoinSet::new();
+    for (path, forms) in &union {
+        for (h, sig) in &forms.deltas {
+            let p = match herd_sync::path::join(src, path) {
+                Ok(p) => p,
+                Err(e) => return fail_pending(&ranks, done, &e, opts),
+            };
+            let (cache, path, h, sig) = (opts.deltas.clone(), path.clone(), *h, sig.clone());
+            jobs.spawn(async move {
+                let body = delta_body(&cache, &path, p, sig).await;
+                ((path, h), body)
+            });
+        }
+    }
+    let mut bodies = HashMap::new();
+    while let Some(res) = jobs.join_next().await {
+        match res {
+            Ok((key, Ok(body))) => {
+                bodies.insert(key, body);
+            }
+            Ok((_, Err(e))) => return fail_pending(&ranks, done, &e, opts),
+            Err(e) => return fail_pending(&ranks, done, &e.to_string(), opts),
+        }
+    }
+    let mut items = Vec::new();
+    for (path, forms) in union {
+        if forms.whole {
+            if let Ok(m) = herd_sync::path::join(src, &path).map(std::fs::metadata) {
+                opts.progress
+                    .planned
+                    .fetch_add(m.map(|m| m.len()).unwrap_or(0), Relaxed);
+            }
+            items.push((None, path.clone()));
+        }
+        for (h, _) in forms.deltas {
+            if let Some(b) = bodies.get(&(path.clone(), h)) {
+                opts.progress.planned.fetch_add(b.len() as u64, Relaxed);
+            }
+            items.push((Some(h), path.clone()));
+        }
+    }
+    // The answers that are still to come are read while the files go out.
+    let pending: Vec<u32> = ranks
+        .iter()
+        .copied()
+        .filter(|r| !done.contains_key(r))
+        .collect();
+    let reader = tokio::spawn(async move {
+        let mut wants = BTreeMap::new();
+        while pending.iter().any(|r| !done.contains_key(r)) {
+            match rd.read().await {
+                Ok(Some(f)) => {
+                    if let Err(o) = answer(&f, &mut done, &mut wants) {
+                        for r in &pending {
+                            done.entry(*r).or_insert_with(|| Err(o.clone()));
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    for r in &pending {
+                        done.entry(*r).or_insert_with(|| {
+                            Err(Outcome::Failed {
+                                stage: Stage::Lost,
+                                message: e.to_string(),
+                            })
+                        });
+                    }
+                }
+            }
+        }
+        done
+    });
+    let mut pace = Pace {
+        rate: opts.bwlimit,
+        start: tokio::time::Instant::now(),
+        sent: 0,
+    };
+    // With a rate limit, small batches: the pace is kept at a finer grain.
+    let batch = opts
+        .bwlimit
+        .map_or(CHUNK, |r| (r / 20).clamp(4096, CHUNK as u64) as usize);
+    let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
+    let producing = {
+        let (src, rank) = (src.to_path_buf(), head.rank);
+        tokio::task::spawn_blocking(move || frame_files(&src, &items, &bodies, rank, batch, &btx))
+    };
+    let mut broken = None;
+    while let Some((bytes, payload)) = brx.recv().await {
+        if let Err(e) = wr.write_all(&bytes).await {
+            broken = Some(e.to_string());
+            break;
+        }
+        pace.sent(payload, &opts.progress).await;
+    }
+    drop(brx);
+    if broken.is_none() {
+        if let Err(e) = wr.flush().await {
+            broken = Some(e.to_string());
+        }
+    }
+    let produced = producing.await.map_err(|e| e.to_string()).and_then(|r| r);
+    if let Err(e) = &produced {
+        // A source file that cannot be read: the nodes get nothing more, and say so.
+        broken.get_or_insert_with(|| e.clone());
+        let _ = wr.shutdown().await;
+    }
+    // A node that failed (a full disk) stops reading: its error frame says why.
+    let done = match broken {
+        None => reader.await.unwrap_or_default(),
+        Some(_) => tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default(),
+    };
+    let why = broken.unwrap_or_else(|| "the connection closed before the sync ended".into());
+    let out: Results = ranks
+        .iter()
+        .map(|r| {
+            let res = done.get(r).cloned().unwrap_or_else(|| {
+                Err(Outcome::Failed {
+                    stage: Stage::Lost,
+                    message: why.clone(),
+                })
+            });
+            (*r, res)
+        })
+        .collect();
+    opts.progress.done.fetch_add(out.len() as u64, Relaxed);
+    out
+}
+
+/// A frame from a link's nodes while the push is not over: wants, or a node's answer.
+fn answer(
+    f: &Frame,
+    done: &mut HashMap<u32, Result<SyncDone, Outcome>>,
+    wants: &mut BTreeMap<u32, Wants>,
+) -> Result<(), Outcome> {
+    let lost = |m: String| Outcome::Failed {
+        stage: Stage::Lost,
+        message: m,
+    };
+    match f.kind {
+        Kind::SyncDone => {
+            done.insert(f.node, f.parse().map_err(|e| lost(e.to_string())));
+        }
+        Kind::Error => {
+            done.insert(f.node, Err(error_outcome(f)));
+        }
+        Kind::Want | Kind::Signature => {
+            let w = wants
+                .get_mut(&f.node)
+                .ok_or_else(|| lost(format!("wants from node rank {}, not asked", f.node)))?;
+            w.take(f).map_err(lost)?;
+        }
+        k => return Err(lost(format!("unexpected {k:?} frame"))),
+    }
+    Ok(())
+}
+
+fn fail_pending(
+    ranks: &[u32],
+    mut done: HashMap<u32, Result<SyncDone, Outcome>>,
+    why: &str,
+    opts: &PushOptions,
+) -> Results {
+    opts.progress.done.fetch_add(ranks.len() as u64, Relaxed);
+    ranks
+        .iter()
+        .map(|r| {
+            let res = done.remove(r).unwrap_or_else(|| {
+                Err(Outcome::Failed {
+                    stage: Stage::Agent,
+                    message: why.to_string(),
+                })
+            });
+            (*r, res)
+        })
+        .collect()
+}
+
+/// The body sent for a file wanted as a delta (its BLAKE3, then the delta), computed once for
+/// all the nodes whose old copies have the same signature; one per core at a time.
+async fn delta_body(
+    cache: &DeltaCache,
+    rel: &str,
+    p: PathBuf,
+    sig: Vec<u8>,
+) -> Result<Arc<Vec<u8>>, String> {
+    let key = (rel.to_string(), *blake3::hash(&sig).as_bytes());
+    let cell = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| async {
+        // Each holds its new file in memory.
+        static AT_ONCE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+        let _turn = AT_ONCE
+            .get_or_init(|| {
+                tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )
+            })
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            herd_sync::delta::delta(sig, &data).map(|d| {
+                let mut body = blake3::hash(&data).as_bytes().to_vec();
+                body.extend_from_slice(&d);
+                Arc::new(body)
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    })
+    .await
+    .clone()
+}
+
+/// The files as frames: for each, a FileStart naming it (and the old copy a delta is for),
+/// its content, an empty FileData; then an empty FileStart. In batches of about `batch`
+/// bytes with the content bytes each holds, read straight into the batch.
+fn frame_files(
+    src: &Path,
+    items: &[(Option<[u8; 32]>, String)],
+    bodies: &HashMap<(String, [u8; 32]), Arc<Vec<u8>>>,
+    rank: u32,
+    batch: usize,
+    tx: &mpsc::Sender<(Vec<u8>, u64)>,
+) -> Result<(), String> {
+    let frame_max = batch.min(MAX_PAYLOAD);
+    let fresh = || Vec::with_capacity(batch + frame_max + 4 * HEADER);
+    let mut out = fresh();
+    let mut payload = 0u64;
+    // Sends the batch when it is full; false when the connection is gone.
+    let ship = |out: &mut Vec<u8>, payload: &mut u64, force: bool| -> bool {
+        if out.len() < batch && !force {
+            return true;
+        }
+        let ok = tx
+            .blocking_send((std::mem::replace(out, fresh()), *payload))
+            .is_ok();
+        *payload = 0;
+        ok
+    };
+    for (sig, rel) in items {
+        let start = file_start(sig.as_ref(), rel);
+        encode_header(Kind::FileStart, rank, start.len(), &mut out);
+        out.extend_from_slice(&start);
+        if let Some(h) = sig {
+            let body = bodies
+                .get(&(rel.clone(), *h))
+                .ok_or_else(|| format!("{rel}: no delta computed"))?;
+            for c in body.chunks(frame_max) {
+                encode_header(Kind::FileData, rank, c.len(), &mut out);
+                out.extend_from_slice(c);
+                payload += c.len() as u64;
+                if !ship(&mut out, &mut payload, false) {
+                    return Ok(());
+                }
+            }
+            encode_header(Kind::FileData, rank, 0, &mut out);
+            continue;
+        }
+        let p = herd_sync::path::join(src, rel)?;
+        let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        loop {
+            let at = out.len();
+            encode_header(Kind::FileData, rank, 0, &mut out);
+            let n = (&mut f)
+                .take(frame_max as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
+            payload += n as u64;
+            if n > 0 && n < frame_max {
+                // The end of the file: its empty frame now, not after another read.
+                encode_header(Kind::FileData, rank, 0, &mut out);
+            }
+            if !ship(&mut out, &mut payload, false) {
+                return Ok(());
+            }
+            if n < frame_max {
+                break;
+            }
+        }
+    }
+    encode_header(Kind::FileStart, rank, 0, &mut out);
+    ship(&mut out, &mut payload, true);
+    Ok(())
+}
