@@ -15,19 +15,27 @@
 # tmpfs (the disk is not what is measured); needs root, rsync and ~12 GiB of RAM. Nothing
 # leaves loopback; agents, daemons, mounts and files go on exit.
 #
-#   bash bench/sync-vs-rsync.sh [--nodes 8] [--rounds 1] [--only herd|rsync]
+#   bash bench/sync-vs-rsync.sh [--nodes 8] [--rounds 1] [--fanout K] [--lan RATE] [--only herd|rsync]
 #
-# --only runs one side (to profile it, e.g. under `perf record -a -g`); no ratio is printed.
+# --fanout K   herd's --fanout: beyond K nodes, content flows down the agent tree (default 128:
+#              direct to each of the 8 nodes)
+# --lan RATE   each host (the source and every node) in a network namespace of its own, with a
+#              link of RATE each way (tc tbf, e.g. 1gbit) to a bridge: a LAN, where the source's
+#              link is what 8 pulls share. Without it all traffic is loopback and the 2 vCPUs,
+#              shared by all 9 "hosts", are the limit.
+# --only       runs one side (to profile it, e.g. under `perf record -a -g`); no ratio.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-NODES=8 ROUNDS=1 ONLY=
+NODES=8 ROUNDS=1 ONLY= FANOUT=128 LAN=
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) NODES=$2; shift ;;
         --rounds) ROUNDS=$2; shift ;;
         --only) ONLY=$2; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --fanout) FANOUT=$2; shift ;;
+        --lan) LAN=$2; shift ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -39,9 +47,13 @@ cargo build -q --release -p herd
 HERD=$PWD/target/release/herd
 W=/tmp/herd-bench-sync
 PIDS=()
+NS=herdbench
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ -n "$LAN" ]; then
+        for n in src lan $(seq -f 'n%g' 1 "$NODES"); do ip netns del "$NS-$n" 2>/dev/null || true; done
+    fi
     umount "$W" 2>/dev/null || true
     rm -rf "$W"
 }
@@ -49,6 +61,36 @@ trap cleanup EXIT INT TERM
 mkdir -p "$W"
 mount -t tmpfs -o size=20g tmpfs "$W"
 mkdir -p "$W/src" "$W/dest" "$W/rsync" "$W/agents"
+
+# Where each host is: its address, and the prefix its commands run under.
+SRC_ADDR=127.0.0.1 SRC_RUN=()
+node_addr() { echo "127.0.9.$1"; }
+if [ -n "$LAN" ]; then
+    command -v tc >/dev/null || { echo "--lan needs tc (iproute2)" >&2; exit 1; }
+    ip netns add "$NS-lan"
+    ip -n "$NS-lan" link add br0 type bridge
+    ip -n "$NS-lan" link set br0 up
+    host() { # host NAME ADDR: a namespace with a RATE link to the bridge
+        ip netns add "$NS-$1"
+        ip link add "v-$1" netns "$NS-$1" type veth peer name "p-$1" netns "$NS-lan"
+        ip -n "$NS-lan" link set "p-$1" master br0 up
+        ip -n "$NS-$1" addr add "$2/24" dev "v-$1"
+        ip -n "$NS-$1" link set "v-$1" up
+        ip -n "$NS-$1" link set lo up
+        tc -n "$NS-$1" qdisc add dev "v-$1" root tbf rate "$LAN" burst 256kb latency 20ms
+        tc -n "$NS-lan" qdisc add dev "p-$1" root tbf rate "$LAN" burst 256kb latency 20ms
+    }
+    host src 10.77.0.1
+    for i in $(seq 1 "$NODES"); do host "n$i" "10.77.0.$((10 + i))"; done
+    SRC_ADDR=10.77.0.1 SRC_RUN=(ip netns exec "$NS-src")
+    node_addr() { echo "10.77.0.$((10 + $1))"; }
+fi
+# The prefix of node I's commands: its namespace (--lan), else none. Used as
+# "${RUN[@]}" cmd ... so that a command sent to the background is the process itself.
+node_run() {
+    RUN=()
+    if [ -n "$LAN" ]; then RUN=(ip netns exec "$NS-n$1"); fi
+}
 
 echo "making the tree ..." >&2
 python3 - "$W/src" <<'PY'
@@ -71,7 +113,7 @@ du -sh "$W/src" >&2
 "$HERD" cert issue "node[1-$NODES]" --pki "$W/pki" >/dev/null
 {
     echo "[nodes]"
-    echo "\"node[1-$NODES]\" = \"127.0.9.[1-$NODES]\""
+    for i in $(seq 1 "$NODES"); do echo "node$i = \"$(node_addr "$i")\""; done
     echo "[agent]"
     echo "pki = \"$W/pki\""
 } > "$W/client.toml"
@@ -83,13 +125,14 @@ log-level = "warn"
 [lb]
 workers = 1
 [agent]
-listen = ["127.0.9.$i"]
+listen = ["$(node_addr "$i")"]
 name = "node$i"
 pki = "$W/pki"
 audit-log = "none"
 CFG
     # A host of its own, as far as the destination goes: a private tmpfs at $W/dest.
-    unshare -m --propagation private sh -c \
+    node_run "$i"
+    "${RUN[@]}" unshare -m --propagation private sh -c \
         "mount -t tmpfs -o size=2g tmpfs '$W/dest' && exec '$HERD' daemon --config '$W/agents/node$i.toml'" \
         2>>"$W/agents/log" </dev/null &
     PIDS+=($!)
@@ -100,14 +143,14 @@ done
 
 cat > "$W/rsyncd.conf" <<CFG
 port = 8873
-address = 127.0.0.1
+address = $SRC_ADDR
 use chroot = no
 max connections = 0
 [bench]
 path = $W/src
 read only = yes
 CFG
-rsync --daemon --no-detach --config="$W/rsyncd.conf" &
+"${SRC_RUN[@]}" rsync --daemon --no-detach --config="$W/rsyncd.conf" &
 PIDS+=($!)
 sleep 0.5
 
@@ -116,7 +159,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
 herd_round() {
     local t0 t1 out
     t0=$(now)
-    out=$("$HERD" sync push "$W/src" --config "$W/client.toml" -w "node[1-$NODES]" --dest "$W/dest" --delete)
+    out=$("${SRC_RUN[@]}" "$HERD" sync push "$W/src" --config "$W/client.toml" -w "node[1-$NODES]" --dest "$W/dest" --delete --fanout "$FANOUT")
     t1=$(now)
     HERD_T=$(secs "$t0" "$t1")
     HERD_B=$(echo "$out" | sed -n 's/.* bytes, \([0-9]*\) sent.*/\1/p' | awk '{s+=$1} END {print s+0}')
@@ -125,7 +168,8 @@ rsync_round() {
     local t0 t1 i rp=()
     t0=$(now)
     for i in $(seq 1 "$NODES"); do
-        rsync -a --delete --stats "rsync://127.0.0.1:8873/bench/" "$W/rsync/n$i/" > "$W/rsync/stats$i" &
+        node_run "$i"
+        "${RUN[@]}" rsync -a --delete --stats "rsync://$SRC_ADDR:8873/bench/" "$W/rsync/n$i/" > "$W/rsync/stats$i" &
         rp+=($!)
     done
     wait "${rp[@]}"
