@@ -349,7 +349,10 @@ impl Agent {
                     name: id.name.clone(),
                     addr: peer.to_string(),
                 };
-                let opts = crate::sync::PushOptions::default();
+                let opts = crate::sync::PushOptions {
+                    compress: req.compress,
+                    ..Default::default()
+                };
                 let mut res =
                     crate::sync::send_link(rd, &mut wr, &client, vec![0], &lines, &m.path, &opts)
                         .await;

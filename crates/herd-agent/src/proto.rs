@@ -203,6 +203,9 @@ pub struct PullRequest {
     /// Hash every file of the module (the client compares by content).
     #[serde(default)]
     pub checksum: bool,
+    /// Compress the content on the wire (zstd).
+    #[serde(default)]
+    pub compress: bool,
 }
 
 /// What a sync did on a node (or would do, in a dry run).

@@ -144,7 +144,7 @@ pub fn spawn_schedules(agent: &Arc<Agent>, port: u16) {
                     };
                     let req = herd_agent::proto::PullRequest {
                         module: m.name.clone(),
-                        checksum: false,
+                        ..Default::default()
                     };
                     let res =
                         herd_agent::sync::pull(tls, &from, req, local, Duration::from_secs(10))

@@ -181,27 +181,49 @@ struct Streamed {
     received: u64,
 }
 
-/// What a `FileStart` frame says: the path, and for a delta the BLAKE3 of the signature it
-/// was made against.
-pub fn parse_file_start(p: &[u8]) -> Option<(Option<[u8; 32]>, &str)> {
+/// What a `FileStart` frame says: for a delta the BLAKE3 of the signature it was made
+/// against, whether each content frame is compressed (zstd), and the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start<'a> {
+    pub sig: Option<[u8; 32]>,
+    pub zstd: bool,
+    pub path: &'a str,
+}
+
+/// Reads a `FileStart` frame: `F PATH`, `D HASH PATH`, and `FZ`/`DZ` for compressed content.
+pub fn parse_file_start(p: &[u8]) -> Option<Start<'_>> {
     let s = std::str::from_utf8(p).ok()?;
-    match s.split_once(' ')? {
-        ("F", path) => Some((None, path)),
-        ("D", rest) => {
+    let (form, rest) = s.split_once(' ')?;
+    let zstd = form.ends_with('Z');
+    match form.trim_end_matches('Z') {
+        "F" if form.len() - usize::from(zstd) == 1 => Some(Start {
+            sig: None,
+            zstd,
+            path: rest,
+        }),
+        "D" if form.len() - usize::from(zstd) == 1 => {
             let (h, path) = rest.split_once(' ')?;
-            Some((Some(unhex32(h)?), path))
+            Some(Start {
+                sig: Some(unhex32(h)?),
+                zstd,
+                path,
+            })
         }
         _ => None,
     }
 }
 
 /// The text of a `FileStart` frame.
-pub fn file_start(sig: Option<&[u8; 32]>, path: &str) -> Vec<u8> {
+pub fn file_start(sig: Option<&[u8; 32]>, zstd: bool, path: &str) -> Vec<u8> {
+    let z = if zstd { "Z" } else { "" };
     match sig {
-        None => format!("F {path}").into_bytes(),
-        Some(h) => format!("D {} {path}", hex(h)).into_bytes(),
+        None => format!("F{z} {path}").into_bytes(),
+        Some(h) => format!("D{z} {} {path}", hex(h)).into_bytes(),
     }
 }
+
+/// zstd's level for `--compress` (fast; most of the gain on text).
+pub const ZSTD_LEVEL: i32 = 3;
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -269,16 +291,18 @@ impl Streamed {
                 Ok(())
             })?;
         }
-        match parse_file_start(&start) {
-            Some((_, path)) if kind == Kind::FileStart && path == rel => {}
+        let zstd = match parse_file_start(&start) {
+            Some(s) if kind == Kind::FileStart && s.path == rel => s.zstd,
             _ => {
                 return Err(io::Error::other(format!(
                     "expected the content of {rel:?}, got {kind:?} {:?}",
                     String::from_utf8_lossy(&start)
                 )))
             }
-        }
-        let mut total = 0u64;
+        };
+        // Bytes on the wire, and of content.
+        let (mut total, mut content) = (0u64, 0u64);
+        let (mut packed, mut plain) = (Vec::new(), Vec::new());
         loop {
             let (kind, len) = self.header()?;
             if kind != Kind::FileData {
@@ -288,9 +312,26 @@ impl Streamed {
             }
             if len == 0 {
                 self.received += total;
-                return Ok(total);
+                return Ok(content);
             }
-            self.take(len, sink)?;
+            if zstd {
+                // Each frame is a zstd frame of at most MAX_PAYLOAD bytes.
+                packed.clear();
+                self.take(len, &mut |b| {
+                    packed.extend_from_slice(b);
+                    Ok(())
+                })?;
+                plain.clear();
+                plain.reserve(MAX_PAYLOAD);
+                zstd::bulk::Decompressor::new()
+                    .and_then(|mut d| d.decompress_to_buffer(&packed, &mut plain))
+                    .map_err(|e| io::Error::other(format!("compressed data: {e}")))?;
+                sink(&plain)?;
+                content += plain.len() as u64;
+            } else {
+                self.take(len, sink)?;
+                content += len as u64;
+            }
             total += len as u64;
         }
     }
@@ -575,3 +616,40 @@ mod send;
 
 pub use relay::relay;
 pub use send::{pull, push, send_link, DeltaCache, Progress, PushOptions};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_starts_read_back_and_bad_ones_are_refused() {
+        let h = [7u8; 32];
+        for (sig, zstd) in [
+            (None, false),
+            (None, true),
+            (Some(h), false),
+            (Some(h), true),
+        ] {
+            let text = file_start(sig.as_ref(), zstd, "a dir/with spaces.txt");
+            assert_eq!(
+                parse_file_start(&text),
+                Some(Start {
+                    sig,
+                    zstd,
+                    path: "a dir/with spaces.txt"
+                })
+            );
+        }
+        for bad in [
+            "",
+            "F",
+            "X path",
+            "FF path",
+            "FZZ path",
+            "D 12 path",
+            "Dpath",
+        ] {
+            assert_eq!(parse_file_start(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}

@@ -193,8 +193,8 @@ where
                     return Ok(());
                 }
                 Kind::FileStart => {
-                    let (sig, path) = parse_file_start(&f.payload).ok_or("a bad file start")?;
-                    let key = (path.to_string(), sig);
+                    let start = parse_file_start(&f.payload).ok_or("a bad file start")?;
+                    let key = (start.path.to_string(), start.sig);
                     to = (0..downs.len())
                         .filter(|&i| {
                             downs[i]

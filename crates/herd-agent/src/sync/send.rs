@@ -43,6 +43,8 @@ pub struct PushOptions {
     pub progress: Arc<Progress>,
     /// Deltas computed once, for every node with the same old copy.
     pub deltas: Arc<DeltaCache>,
+    /// Content compressed with zstd on the wire (rsync's -z).
+    pub compress: bool,
 }
 
 /// (path, BLAKE3 of the node's signature) → the body sent for it (hash and delta).
@@ -418,8 +420,10 @@ where
         .map_or(CHUNK, |r| (r / 20).clamp(4096, CHUNK as u64) as usize);
     let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
     let producing = {
-        let (src, rank) = (src.to_path_buf(), head.rank);
-        tokio::task::spawn_blocking(move || frame_files(&src, &items, &bodies, rank, batch, &btx))
+        let (src, rank, zstd) = (src.to_path_buf(), head.rank, opts.compress);
+        tokio::task::spawn_blocking(move || {
+            frame_files(&src, &items, &bodies, rank, batch, zstd, &btx)
+        })
     };
     let mut broken = None;
     while let Some((bytes, payload)) = brx.recv().await {
@@ -560,13 +564,15 @@ async fn delta_body(
 
 /// The files as frames: for each, a FileStart naming it (and the old copy a delta is for),
 /// its content, an empty FileData; then an empty FileStart. In batches of about `batch`
-/// bytes with the content bytes each holds, read straight into the batch.
+/// bytes with the content bytes each holds; read straight into the batch, or with `zstd`
+/// compressed one frame at a time.
 fn frame_files(
     src: &Path,
     items: &[(Option<[u8; 32]>, String)],
     bodies: &HashMap<(String, [u8; 32]), Arc<Vec<u8>>>,
     rank: u32,
     batch: usize,
+    zstd: bool,
     tx: &mpsc::Sender<(Vec<u8>, u64)>,
 ) -> Result<(), String> {
     let frame_max = batch.min(MAX_PAYLOAD);
@@ -584,8 +590,30 @@ fn frame_files(
         *payload = 0;
         ok
     };
+    let mut packer = if zstd {
+        Some(zstd::bulk::Compressor::new(super::ZSTD_LEVEL).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    // One content frame of `data` (compressed when asked); the payload's size.
+    let mut frame = |data: &[u8], out: &mut Vec<u8>| -> Result<u64, String> {
+        match packer.as_mut() {
+            None => {
+                encode_header(Kind::FileData, rank, data.len(), out);
+                out.extend_from_slice(data);
+                Ok(data.len() as u64)
+            }
+            Some(z) => {
+                let packed = z.compress(data).map_err(|e| format!("zstd: {e}"))?;
+                encode_header(Kind::FileData, rank, packed.len(), out);
+                out.extend_from_slice(&packed);
+                Ok(packed.len() as u64)
+            }
+        }
+    };
+    let mut chunk = Vec::new();
     for (sig, rel) in items {
-        let start = file_start(sig.as_ref(), rel);
+        let start = file_start(sig.as_ref(), zstd, rel);
         encode_header(Kind::FileStart, rank, start.len(), &mut out);
         out.extend_from_slice(&start);
         if let Some(h) = sig {
@@ -593,9 +621,7 @@ fn frame_files(
                 .get(&(rel.clone(), *h))
                 .ok_or_else(|| format!("{rel}: no delta computed"))?;
             for c in body.chunks(frame_max) {
-                encode_header(Kind::FileData, rank, c.len(), &mut out);
-                out.extend_from_slice(c);
-                payload += c.len() as u64;
+                payload += frame(c, &mut out)?;
                 if !ship(&mut out, &mut payload, false) {
                     return Ok(());
                 }
@@ -606,17 +632,32 @@ fn frame_files(
         let p = herd_sync::path::join(src, rel)?;
         let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         loop {
-            let at = out.len();
-            encode_header(Kind::FileData, rank, 0, &mut out);
-            let n = (&mut f)
-                .take(frame_max as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-            out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
-            payload += n as u64;
-            if n > 0 && n < frame_max {
-                // The end of the file: its empty frame now, not after another read.
+            let n = if zstd {
+                chunk.clear();
+                let n = (&mut f)
+                    .take(frame_max as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                if n > 0 {
+                    payload += frame(&chunk, &mut out)?;
+                }
+                n
+            } else {
+                let at = out.len();
                 encode_header(Kind::FileData, rank, 0, &mut out);
+                let n = (&mut f)
+                    .take(frame_max as u64)
+                    .read_to_end(&mut out)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
+                payload += n as u64;
+                n
+            };
+            if n < frame_max {
+                // The end of the file (when n = 0 without zstd, the frame just written).
+                if n > 0 || zstd {
+                    encode_header(Kind::FileData, rank, 0, &mut out);
+                }
             }
             if !ship(&mut out, &mut payload, false) {
                 return Ok(());

@@ -55,6 +55,9 @@ pub struct PullArgs {
     /// Compare content by BLAKE3 hash instead of size and mtime
     #[arg(short = 'c', long)]
     checksum: bool,
+    /// Compress the content on the wire (zstd; pays on text over slow links)
+    #[arg(short = 'z', long)]
+    compress: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -84,6 +87,9 @@ pub struct PushArgs {
     /// Compare content by BLAKE3 hash instead of size and mtime
     #[arg(short = 'c', long)]
     checksum: bool,
+    /// Compress the content on the wire (zstd; pays on text over slow links)
+    #[arg(short = 'z', long)]
+    compress: bool,
     /// At most this rate to each node: a number of KiB/s, or with a suffix K, M, G (rsync's)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     bwlimit: Option<u64>,
@@ -193,6 +199,7 @@ fn push(a: PushArgs) -> u8 {
         bwlimit: a.bwlimit,
         progress: progress.clone(),
         deltas: Default::default(),
+        compress: a.compress,
     };
     let show = !a.json && std::io::stderr().is_terminal();
     let rt = runtime();
@@ -316,6 +323,7 @@ fn pull(a: PullArgs) -> u8 {
     let req = herd_agent::proto::PullRequest {
         module: module.to_string(),
         checksum: a.checksum,
+        compress: a.compress,
     };
     let rt = runtime();
     let res = rt.block_on(herd_agent::sync::pull(

@@ -476,6 +476,7 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
         "pull",
         "node03::webdata",
         &again,
+        "-z",
         "--cert",
         &crt,
         "--key",
@@ -738,6 +739,34 @@ fn a_push_through_the_agent_tree_makes_every_node_the_same() {
         assert!(sent < 200_000, "{line}");
     }
     assert_eq!(who(6), "admin", "node06 took over its group");
+
+    // Compressed on the wire (-z): text shrinks, through the relays as it is.
+    let text: String = (0..40_000)
+        .map(|i| format!("line {i} of a log\n"))
+        .collect();
+    file(&src, "logs/app.log", text.as_bytes(), 0o644, 1_700_000_300);
+    touch(&src.join("logs"), 1_650_000_000);
+    touch(&src, 1_650_000_001);
+    rsync(&src, &reference);
+    let (out, err, code) = push(&["-w", "node[01-04],node[06-08]", "-z"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for (i, a) in c.agents.iter().enumerate().filter(|(i, _)| *i != 4) {
+        assert_eq!(
+            hashed(&dest.of(a.pid())),
+            hashed(&reference),
+            "node{:02}",
+            i + 1
+        );
+    }
+    for line in out.lines() {
+        // "nodeNN: 1 written (BYTES bytes, SENT sent), ..."
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let (bytes, sent) = (nums[2], nums[3]);
+        assert!(bytes > 600_000 && sent * 5 < bytes, "{line}");
+    }
 
     // A node's certificate cannot push by itself, grant or not.
     let (out, err, code) = push(&[
