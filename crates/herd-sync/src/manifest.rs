@@ -74,8 +74,66 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Manifest, String> {
     let mut m = Manifest::default();
     m.entries.push(entry(String::new(), &meta, Kind::Dir));
     walk(root, "", opts, &mut m)?;
+    if opts.hash {
+        hash_all(root, &mut m)?;
+    }
     m.entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(m)
+}
+
+/// Hashes every file of `m`, on as many threads as there are cores (largest files first, each
+/// thread taking the next file when it is done).
+fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
+    let mut files: Vec<(u64, usize)> = m
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.kind {
+            Kind::File { size, .. } => Some((size, i)),
+            _ => None,
+        })
+        .collect();
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(files.len().max(1));
+    let entries = &m.entries;
+    let hashed: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(_, i)) = files.get(k) else {
+                            return Ok(out);
+                        };
+                        let rel = &entries[i].path;
+                        let h = path::join(root, rel)
+                            .and_then(|p| hash_file(&p).map_err(|e| e.to_string()))
+                            .map_err(|e| format!("{rel}: {e}"))?;
+                        out.push((i, h));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a hashing thread failed".into()))
+            })
+            .collect()
+    });
+    for part in hashed {
+        for (i, h) in part? {
+            if let Kind::File { hash, .. } = &mut m.entries[i].kind {
+                *hash = Some(h);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn entry(path: String, meta: &fs::Metadata, kind: Kind) -> Entry {
@@ -125,14 +183,10 @@ fn walk(root: &Path, rel: &str, opts: &ScanOptions, m: &mut Manifest) -> Result<
             m.entries.push(entry(child.clone(), &meta, Kind::Dir));
             walk(root, &child, opts, m)?;
         } else if ft.is_file() {
-            let hash = if opts.hash {
-                Some(hash_file(&item.path()).map_err(|e| format!("{child}: {e}"))?)
-            } else {
-                None
-            };
+            // Hashes, when asked for, come after the walk (in parallel).
             let kind = Kind::File {
                 size: meta.len(),
-                hash,
+                hash: None,
             };
             m.entries.push(entry(child, &meta, kind));
         } else if ft.is_symlink() {
@@ -211,6 +265,35 @@ fn glob(p: &str, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_made_in_parallel_belong_to_their_files() {
+        let root = std::env::temp_dir().join(format!("herd-hash-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for i in 0..40 {
+            let p = root.join(format!("d{}/f{i}", i % 3));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, vec![i as u8; 1000 * i]).unwrap();
+        }
+        let m = scan(
+            &root,
+            &ScanOptions {
+                hash: true,
+                ..ScanOptions::default()
+            },
+        )
+        .unwrap();
+        let mut files = 0;
+        for e in &m.entries {
+            if let Kind::File { hash, .. } = &e.kind {
+                let want = hash_file(&root.join(&e.path)).unwrap();
+                assert_eq!(hash.as_deref(), Some(want.as_str()), "{}", e.path);
+                files += 1;
+            }
+        }
+        assert_eq!(files, 40);
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn excludes_follow_rsyncs_rules() {
