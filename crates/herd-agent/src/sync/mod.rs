@@ -532,23 +532,12 @@ where
     write_frames(wr, &chunked(Kind::Want, req.rank, &wants))
         .await
         .map_err(|e| e.to_string())?;
+    // The old copies to sign, in the order the sender expects their signatures.
+    let mut to_sign = Vec::new();
     for a in &p.actions {
         if let Action::Write { entry, .. } = a {
             if deltas.contains_key(&entry.path) {
-                let basis = herd_sync::path::join(&dest, &entry.path)?;
-                let sig = tokio::task::spawn_blocking(move || {
-                    std::fs::File::open(&basis)
-                        .and_then(|f| {
-                            let len = f.metadata()?.len();
-                            herd_sync::delta::signature(std::io::BufReader::new(f), len)
-                        })
-                        .map_err(|e| format!("{}: {e}", basis.display()))
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                write_frames(wr, &chunked(Kind::Signature, req.rank, &sig))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                to_sign.push(herd_sync::path::join(&dest, &entry.path)?);
             }
         }
     }
@@ -590,11 +579,42 @@ where
         }
     };
     tokio::pin!(forward);
-    let (stats, received) = tokio::select! {
-        res = &mut applying => res,
-        () = &mut forward => applying.await,
-    }
-    .map_err(|e| e.to_string())??;
+    // The signatures go out while files already come in and are written (a delta's old copy
+    // is replaced only once its own delta, made from this signature, has come).
+    let rank = req.rank;
+    let applied = {
+        let signing = async {
+            for basis in to_sign {
+                let sig = tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&basis)
+                        .and_then(|f| {
+                            let len = f.metadata()?.len();
+                            herd_sync::delta::signature(std::io::BufReader::new(f), len)
+                        })
+                        .map_err(|e| format!("{}: {e}", basis.display()))
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        tokio::pin!(signing);
+        let (mut signed, mut forwarded) = (false, false);
+        loop {
+            tokio::select! {
+                res = &mut applying => break res,
+                res = &mut signing, if !signed => {
+                    res?;
+                    signed = true;
+                }
+                () = &mut forward, if !forwarded => forwarded = true,
+            }
+        }
+    };
+    let (stats, received) = applied.map_err(|e| e.to_string())??;
     let done = SyncDone {
         written: stats.written,
         bytes: stats.bytes,

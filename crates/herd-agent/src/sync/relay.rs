@@ -261,8 +261,10 @@ where
     let noted = wanted.clone();
     let me = me.to_string();
     readers.spawn(async move {
-        let mut wants: BTreeMap<u32, Wants> =
-            ranks.iter().map(|r| (*r, Wants::default())).collect();
+        let mut wants: BTreeMap<u32, (Wants, (bool, usize))> = ranks
+            .iter()
+            .map(|r| (*r, (Wants::default(), (false, 0))))
+            .collect();
         let mut ended: HashSet<u32> = HashSet::new();
         let why = loop {
             if ranks.iter().all(|r| ended.contains(r)) {
@@ -278,19 +280,19 @@ where
             }
             match f.kind {
                 Kind::Want | Kind::Signature => {
-                    let Some(w) = wants.get_mut(&f.node) else {
+                    let Some((w, seen)) = wants.get_mut(&f.node) else {
                         continue;
                     };
-                    match w.take(&f) {
-                        Ok(true) => {
-                            let mut set = noted.lock().unwrap_or_else(|p| p.into_inner());
-                            for (path, form) in w.forms() {
-                                set.insert((path.to_string(), form.map(|(h, _)| h)));
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(e) => break e,
+                    if let Err(e) = w.take(&f) {
+                        break e;
                     }
+                    // Noted before the frame goes up: the sender sends a file only after it
+                    // has seen the want (the list, or the signature), so the file finds its
+                    // way down.
+                    let mut set = noted.lock().unwrap_or_else(|p| p.into_inner());
+                    *seen = w.known_since(*seen, |path, sig| {
+                        set.insert((path.to_string(), sig));
+                    });
                 }
                 Kind::SyncDone | Kind::Error => {
                     ended.insert(f.node);

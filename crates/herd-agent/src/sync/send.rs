@@ -73,16 +73,6 @@ impl Pace {
     }
 }
 
-/// A file wanted as a delta: the BLAKE3 of the node's signature, and the signature.
-pub(super) type Delta<'a> = ([u8; 32], &'a Vec<u8>);
-
-/// How the nodes of a link want a file: whole (by any), and deltas against which old copies.
-#[derive(Debug, Default)]
-struct Forms {
-    whole: bool,
-    deltas: Vec<([u8; 32], Vec<u8>)>,
-}
-
 /// A node's answer to the manifest, as its frames come: the paths it wants ("F" whole, "D"
 /// as a delta), then one signature per delta.
 #[derive(Debug, Default)]
@@ -141,17 +131,27 @@ impl Wants {
             .is_some_and(|l| l.iter().filter(|(d, _)| *d).count() == self.signatures.len())
     }
 
-    /// (path, BLAKE3 of the signature for a delta) of each wanted file, with the signature.
-    pub fn forms(&self) -> impl Iterator<Item = (&str, Option<Delta<'_>>)> {
-        let mut sigs = self.signatures.iter();
-        self.list.iter().flatten().map(move |(delta, path)| {
-            let form = if *delta {
-                sigs.next().map(|s| (*blake3::hash(s).as_bytes(), s))
-            } else {
-                None
-            };
-            (path.as_str(), form)
-        })
+    /// The forms known so far, past `seen` (what an earlier call returned): each file wanted
+    /// whole once the list is in, and each delta once its signature is (path, BLAKE3 of the
+    /// signature). Returns the new `seen`.
+    pub fn known_since(
+        &self,
+        seen: (bool, usize),
+        mut each: impl FnMut(&str, Option<[u8; 32]>),
+    ) -> (bool, usize) {
+        let Some(list) = &self.list else {
+            return seen;
+        };
+        if !seen.0 {
+            for (_, path) in list.iter().filter(|(d, _)| !*d) {
+                each(path, None);
+            }
+        }
+        let deltas = list.iter().filter(|(d, _)| *d).map(|(_, p)| p);
+        for (path, sig) in deltas.zip(&self.signatures).skip(seen.1) {
+            each(path, Some(*blake3::hash(sig).as_bytes()));
+        }
+        (true, self.signatures.len())
     }
 }
 
@@ -266,6 +266,101 @@ pub async fn pull(
         })
 }
 
+/// The delta bodies for one path, one per distinct old copy, once every node of the link
+/// that wants the path as a delta has sent its signature.
+type Bodies = Vec<([u8; 32], Arc<Vec<u8>>)>;
+
+/// What the link sends, in path order: a file whole, or its deltas when they are ready.
+enum Item {
+    Whole(String),
+    Deltas(
+        String,
+        tokio::sync::oneshot::Receiver<Result<Bodies, String>>,
+    ),
+}
+
+/// A path some nodes want as a delta: the signatures still to come, the distinct ones so far,
+/// and where the bodies go when all are in.
+struct Slot {
+    expected: usize,
+    sigs: Vec<([u8; 32], Vec<u8>)>,
+    tx: Option<tokio::sync::oneshot::Sender<Result<Bodies, String>>>,
+}
+
+/// The link's pipeline of deltas: nodes send signatures while files already flow, and each
+/// path's deltas are made as soon as its last signature is in.
+struct Deltas {
+    slots: HashMap<String, Slot>,
+    /// Per rank: its paths wanted as deltas, and how many of its signatures are accounted.
+    owed: HashMap<u32, (Vec<String>, usize)>,
+    src: PathBuf,
+    opts: PushOptions,
+}
+
+impl Deltas {
+    /// Accounts the signatures `w` holds for `rank` (or, when the node has ended, the ones it
+    /// will never send).
+    fn settle(&mut self, rank: u32, w: Option<&Wants>) {
+        let Some((paths, used)) = self.owed.get_mut(&rank) else {
+            return;
+        };
+        let upto = w.map_or(paths.len(), |w| w.signatures.len().min(paths.len()));
+        while *used < upto {
+            let path = paths[*used].clone();
+            let sig = w.and_then(|w| w.signatures.get(*used)).cloned();
+            *used += 1;
+            let Some(slot) = self.slots.get_mut(&path) else {
+                continue;
+            };
+            if let Some(sig) = sig {
+                let h = *blake3::hash(&sig).as_bytes();
+                if !slot.sigs.iter().any(|(x, _)| *x == h) {
+                    slot.sigs.push((h, sig));
+                }
+            }
+            slot.expected = slot.expected.saturating_sub(1);
+            if slot.expected == 0 {
+                if let Some(tx) = slot.tx.take() {
+                    let sigs = std::mem::take(&mut slot.sigs);
+                    fire(&self.src, &self.opts, path, sigs, tx);
+                }
+            }
+        }
+    }
+}
+
+/// Makes a path's deltas (at once, one per core at most, shared through the cache).
+fn fire(
+    src: &Path,
+    opts: &PushOptions,
+    path: String,
+    sigs: Vec<([u8; 32], Vec<u8>)>,
+    tx: tokio::sync::oneshot::Sender<Result<Bodies, String>>,
+) {
+    let (src, opts) = (src.to_path_buf(), opts.clone());
+    tokio::spawn(async move {
+        let res = async {
+            let p = herd_sync::path::join(&src, &path)?;
+            let mut jobs = tokio::task::JoinSet::new();
+            for (h, sig) in sigs {
+                let (cache, path, p) = (opts.deltas.clone(), path.clone(), p.clone());
+                jobs.spawn(async move { (h, delta_body(&cache, &path, p, sig).await) });
+            }
+            let mut bodies = Vec::new();
+            while let Some(done) = jobs.join_next().await {
+                let (h, body) = done.map_err(|e| e.to_string())?;
+                let body = body?;
+                opts.progress.planned.fetch_add(body.len() as u64, Relaxed);
+                bodies.push((h, body));
+            }
+            bodies.sort_by_key(|(h, _)| *h);
+            Ok(bodies)
+        }
+        .await;
+        let _ = tx.send(res);
+    });
+}
+
 /// One link: the manifest to its head, the wants of each of its nodes (`ranks`), the union
 /// of the files they want, then each node's answer.
 pub async fn send_link<R, W>(
@@ -286,10 +381,11 @@ where
     }
     let mut done: HashMap<u32, Result<SyncDone, Outcome>> = HashMap::new();
     let mut wants: BTreeMap<u32, Wants> = ranks.iter().map(|r| (*r, Wants::default())).collect();
+    // Every node's list of wants (its signatures follow, while the files go out).
     let mut first = true;
     while ranks
         .iter()
-        .any(|r| !done.contains_key(r) && !wants[r].complete())
+        .any(|r| !done.contains_key(r) && wants[r].list.is_none())
     {
         let f = match rd.read().await {
             Ok(Some(f)) => f,
@@ -317,96 +413,99 @@ where
             break;
         }
     }
-    // The union: path → whole?, and the distinct old copies to send deltas against.
-    let mut union: BTreeMap<String, Forms> = BTreeMap::new();
+    // The union: each path once, whole if any node wants it whole; its deltas when ready.
+    let mut whole: BTreeMap<String, bool> = BTreeMap::new();
+    let mut deltas = Deltas {
+        slots: HashMap::new(),
+        owed: HashMap::new(),
+        src: src.to_path_buf(),
+        opts: opts.clone(),
+    };
+    let mut receivers = HashMap::new();
     for (r, w) in &wants {
         if done.contains_key(r) {
             continue;
         }
-        for (path, form) in w.forms() {
-            let entry = union.entry(path.to_string()).or_default();
-            match form {
-                None => entry.whole = true,
-                Some((h, sig)) => {
-                    if !entry.deltas.iter().any(|(x, _)| *x == h) {
-                        entry.deltas.push((h, sig.clone()));
-                    }
+        let mut owed = Vec::new();
+        for (delta, path) in w.list.iter().flatten() {
+            let any = whole.entry(path.clone()).or_default();
+            if !*delta {
+                *any = true;
+                continue;
+            }
+            owed.push(path.clone());
+            let slot = deltas.slots.entry(path.clone()).or_insert_with(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                receivers.insert(path.clone(), rx);
+                Slot {
+                    expected: 0,
+                    sigs: Vec::new(),
+                    tx: Some(tx),
                 }
-            }
-        }
-    }
-    // Deltas, computed at once (one per core), shared with other links by the cache.
-    let mut jobs = tokio::task::JoinSet::new();
-    for (path, forms) in &union {
-        for (h, sig) in &forms.deltas {
-            let p = match herd_sync::path::join(src, path) {
-                Ok(p) => p,
-                Err(e) => return fail_pending(&ranks, done, &e, opts),
-            };
-            let (cache, path, h, sig) = (opts.deltas.clone(), path.clone(), *h, sig.clone());
-            jobs.spawn(async move {
-                let body = delta_body(&cache, &path, p, sig).await;
-                ((path, h), body)
             });
+            slot.expected += 1;
         }
-    }
-    let mut bodies = HashMap::new();
-    while let Some(res) = jobs.join_next().await {
-        match res {
-            Ok((key, Ok(body))) => {
-                bodies.insert(key, body);
-            }
-            Ok((_, Err(e))) => return fail_pending(&ranks, done, &e, opts),
-            Err(e) => return fail_pending(&ranks, done, &e.to_string(), opts),
-        }
+        deltas.owed.insert(*r, (owed, 0));
     }
     let mut items = Vec::new();
-    for (path, forms) in union {
-        if forms.whole {
+    for (path, is_whole) in whole {
+        if is_whole {
             if let Ok(m) = herd_sync::path::join(src, &path).map(std::fs::metadata) {
                 opts.progress
                     .planned
                     .fetch_add(m.map(|m| m.len()).unwrap_or(0), Relaxed);
             }
-            items.push((None, path.clone()));
+            items.push(Item::Whole(path.clone()));
         }
-        for (h, _) in forms.deltas {
-            if let Some(b) = bodies.get(&(path.clone(), h)) {
-                opts.progress.planned.fetch_add(b.len() as u64, Relaxed);
-            }
-            items.push((Some(h), path.clone()));
+        if let Some(rx) = receivers.remove(&path) {
+            items.push(Item::Deltas(path, rx));
         }
     }
-    // The answers that are still to come are read while the files go out.
+    for (r, w) in &wants {
+        if !done.contains_key(r) {
+            deltas.settle(*r, Some(w));
+        }
+    }
+    // The rest comes while the files go out: signatures, then each node's answer.
     let pending: Vec<u32> = ranks
         .iter()
         .copied()
         .filter(|r| !done.contains_key(r))
         .collect();
     let reader = tokio::spawn(async move {
-        let mut wants = BTreeMap::new();
+        let mut why = None;
         while pending.iter().any(|r| !done.contains_key(r)) {
-            match rd.read().await {
-                Ok(Some(f)) => {
-                    if let Err(o) = answer(&f, &mut done, &mut wants) {
-                        for r in &pending {
-                            done.entry(*r).or_insert_with(|| Err(o.clone()));
-                        }
-                    }
-                }
+            let f = match rd.read().await {
+                Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    for r in &pending {
-                        done.entry(*r).or_insert_with(|| {
-                            Err(Outcome::Failed {
-                                stage: Stage::Lost,
-                                message: e.to_string(),
-                            })
-                        });
-                    }
+                    why = Some(e.to_string());
+                    break;
                 }
+            };
+            let ended = matches!(f.kind, Kind::SyncDone | Kind::Error);
+            if let Err(o) = answer(&f, &mut done, &mut wants) {
+                why = o.problem();
+                break;
+            }
+            if ended {
+                deltas.settle(f.node, None);
+            } else if f.kind == Kind::Signature {
+                deltas.settle(f.node, wants.get(&f.node));
             }
         }
+        for r in &pending {
+            done.entry(*r).or_insert_with(|| {
+                Err(Outcome::Failed {
+                    stage: Stage::Lost,
+                    message: why
+                        .clone()
+                        .unwrap_or_else(|| "the connection closed before the sync ended".into()),
+                })
+            });
+        }
+        // Whatever still waits for signatures will not get them.
+        drop(deltas);
         done
     });
     let mut pace = Pace {
@@ -421,9 +520,7 @@ where
     let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
     let producing = {
         let (src, rank, zstd) = (src.to_path_buf(), head.rank, opts.compress);
-        tokio::task::spawn_blocking(move || {
-            frame_files(&src, &items, &bodies, rank, batch, zstd, &btx)
-        })
+        tokio::task::spawn_blocking(move || frame_files(&src, items, rank, batch, zstd, &btx))
     };
     let mut broken = None;
     while let Some((bytes, payload)) = brx.recv().await {
@@ -499,27 +596,6 @@ fn answer(
     Ok(())
 }
 
-fn fail_pending(
-    ranks: &[u32],
-    mut done: HashMap<u32, Result<SyncDone, Outcome>>,
-    why: &str,
-    opts: &PushOptions,
-) -> Results {
-    opts.progress.done.fetch_add(ranks.len() as u64, Relaxed);
-    ranks
-        .iter()
-        .map(|r| {
-            let res = done.remove(r).unwrap_or_else(|| {
-                Err(Outcome::Failed {
-                    stage: Stage::Agent,
-                    message: why.to_string(),
-                })
-            });
-            (*r, res)
-        })
-        .collect()
-}
-
 /// The body sent for a file wanted as a delta (its BLAKE3, then the delta), computed once for
 /// all the nodes whose old copies have the same signature; one per core at a time.
 async fn delta_body(
@@ -568,8 +644,7 @@ async fn delta_body(
 /// compressed one frame at a time.
 fn frame_files(
     src: &Path,
-    items: &[(Option<[u8; 32]>, String)],
-    bodies: &HashMap<(String, [u8; 32]), Arc<Vec<u8>>>,
+    items: Vec<Item>,
     rank: u32,
     batch: usize,
     zstd: bool,
@@ -612,24 +687,36 @@ fn frame_files(
         }
     };
     let mut chunk = Vec::new();
-    for (sig, rel) in items {
-        let start = file_start(sig.as_ref(), zstd, rel);
-        encode_header(Kind::FileStart, rank, start.len(), &mut out);
-        out.extend_from_slice(&start);
-        if let Some(h) = sig {
-            let body = bodies
-                .get(&(rel.clone(), *h))
-                .ok_or_else(|| format!("{rel}: no delta computed"))?;
-            for c in body.chunks(frame_max) {
-                payload += frame(c, &mut out)?;
-                if !ship(&mut out, &mut payload, false) {
+    for item in items {
+        let rel = match item {
+            Item::Whole(rel) => rel,
+            Item::Deltas(rel, rx) => {
+                // What is framed so far goes out before waiting for the deltas.
+                if !out.is_empty() && !ship(&mut out, &mut payload, true) {
                     return Ok(());
                 }
+                let bodies = rx
+                    .blocking_recv()
+                    .map_err(|_| format!("{rel}: the nodes' signatures did not all come"))??;
+                for (h, body) in bodies {
+                    let start = file_start(Some(&h), zstd, &rel);
+                    encode_header(Kind::FileStart, rank, start.len(), &mut out);
+                    out.extend_from_slice(&start);
+                    for c in body.chunks(frame_max) {
+                        payload += frame(c, &mut out)?;
+                        if !ship(&mut out, &mut payload, false) {
+                            return Ok(());
+                        }
+                    }
+                    encode_header(Kind::FileData, rank, 0, &mut out);
+                }
+                continue;
             }
-            encode_header(Kind::FileData, rank, 0, &mut out);
-            continue;
-        }
-        let p = herd_sync::path::join(src, rel)?;
+        };
+        let start = file_start(None, zstd, &rel);
+        encode_header(Kind::FileStart, rank, start.len(), &mut out);
+        out.extend_from_slice(&start);
+        let p = herd_sync::path::join(src, &rel)?;
         let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         loop {
             let n = if zstd {

@@ -713,6 +713,16 @@ fn a_push_through_the_agent_tree_makes_every_node_the_same() {
     changed[1_000_000..1_020_000].fill(1);
     file(&src, "data/big.bin", &changed, 0o644, 1_700_000_200);
     fs::remove_file(src.join("d3/f8")).unwrap();
+    // A new file sorted before the delta: it goes out while the nodes still sign their old
+    // copies, and each relay must already know who wants it.
+    file(
+        &src,
+        "a-first.txt",
+        b"sent before the delta\n",
+        0o644,
+        1_700_000_250,
+    );
+    touch(&src, 1_650_000_001);
     touch(&src.join("data"), 1_650_000_000);
     touch(&src.join("d3"), 1_650_000_000);
     rsync(&src, &reference);
