@@ -103,3 +103,66 @@ impl Table {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::Role;
+    use std::path::PathBuf;
+
+    fn id(name: &str, role: Role) -> Identity {
+        Identity {
+            name: name.into(),
+            role,
+            serial: "01".into(),
+            not_after: i64::MAX,
+        }
+    }
+
+    fn module(max: usize) -> SyncModule {
+        SyncModule {
+            name: "www".into(),
+            path: PathBuf::from("/srv/www"),
+            read_only: true,
+            allow: vec!["node[1-2]".into()],
+            write: Vec::new(),
+            max_connections: max,
+            exclude: Vec::new(),
+            schedule: None,
+        }
+    }
+
+    #[test]
+    fn slots_limit_transfers_and_survive_a_reload_with_the_same_limit() {
+        let cluster = ClusterConfig::default();
+        let mut t = Table::new(&cluster, &[module(1)]);
+        let n1 = id("node1", Role::Node);
+        let first = t.open("www", &n1, false, "me").unwrap();
+        let busy = t.open("www", &n1, false, "me").unwrap_err();
+        assert!(busy.contains("busy"), "{busy}");
+        // A reload with the same limit keeps the transfer's slot taken.
+        t.update(&cluster, &[module(1)]);
+        assert!(t.open("www", &n1, false, "me").is_err());
+        drop(first);
+        let again = t.open("www", &n1, false, "me").unwrap();
+        drop(again);
+        // Who may: the list, admins; not others, not for writing a read-only module.
+        let e = t
+            .open("www", &id("node3", Role::Node), false, "me")
+            .unwrap_err();
+        assert!(e.contains("may not pull"), "{e}");
+        assert!(t
+            .open("www", &id("alice", Role::Admin), false, "me")
+            .is_ok());
+        let e = t.open("www", &n1, true, "me").unwrap_err();
+        assert!(e.contains("read-only"), "{e}");
+        let e = t.open("nope", &n1, false, "me").unwrap_err();
+        assert_eq!(e, "me has no module \"nope\"");
+        // No limit: any number at once.
+        t.update(&cluster, &[module(0)]);
+        let held: Vec<_> = (0..5)
+            .map(|_| t.open("www", &n1, false, "me").unwrap())
+            .collect();
+        assert_eq!(held.len(), 5);
+    }
+}

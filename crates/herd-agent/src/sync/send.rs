@@ -31,6 +31,9 @@ pub struct Progress {
     pub sent: std::sync::atomic::AtomicU64,
     /// Nodes finished (well or not).
     pub done: std::sync::atomic::AtomicU64,
+    /// Files to send (once per connection), and sent.
+    pub files: std::sync::atomic::AtomicU64,
+    pub files_sent: std::sync::atomic::AtomicU64,
 }
 
 /// How a push runs.
@@ -448,6 +451,7 @@ where
         deltas.owed.insert(*r, (owed, 0));
     }
     let mut items = Vec::new();
+    opts.progress.files.fetch_add(whole.len() as u64, Relaxed);
     for (path, is_whole) in whole {
         if is_whole {
             if let Ok(m) = herd_sync::path::join(src, &path).map(std::fs::metadata) {
@@ -520,7 +524,10 @@ where
     let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
     let producing = {
         let (src, rank, zstd) = (src.to_path_buf(), head.rank, opts.compress);
-        tokio::task::spawn_blocking(move || frame_files(&src, items, rank, batch, zstd, &btx))
+        let progress = opts.progress.clone();
+        tokio::task::spawn_blocking(move || {
+            frame_files(&src, items, rank, batch, zstd, &btx, &progress)
+        })
     };
     let mut broken = None;
     while let Some((bytes, payload)) = brx.recv().await {
@@ -649,6 +656,7 @@ fn frame_files(
     batch: usize,
     zstd: bool,
     tx: &mpsc::Sender<(Vec<u8>, u64)>,
+    progress: &Progress,
 ) -> Result<(), String> {
     let frame_max = batch.min(MAX_PAYLOAD);
     let fresh = || Vec::with_capacity(batch + frame_max + 4 * HEADER);
@@ -687,7 +695,16 @@ fn frame_files(
         }
     };
     let mut chunk = Vec::new();
+    let mut last: Option<String> = None;
     for item in items {
+        // A path counts once, whole or as deltas (or both).
+        let path = match &item {
+            Item::Whole(p) | Item::Deltas(p, _) => p,
+        };
+        if last.as_ref() != Some(path) {
+            progress.files_sent.fetch_add(1, Relaxed);
+            last = Some(path.clone());
+        }
         let rel = match item {
             Item::Whole(rel) => rel,
             Item::Deltas(rel, rx) => {

@@ -363,17 +363,19 @@ fn pull(a: PullArgs) -> u8 {
     }
 }
 
-/// `sync: 3/8 nodes done, 1.2 GiB of 8.0 GiB sent, 340.0 MiB/s, about 20 s left`.
+/// `sync: 3/8 nodes done, 1204/10103 files, 1.2 GiB of 8.0 GiB sent, 340.0 MiB/s, about 20 s left`.
 fn progress_line(
     p: &herd_agent::sync::Progress,
     nodes: usize,
     elapsed: std::time::Duration,
 ) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    let (sent, planned, done) = (
+    let (sent, planned, done, files, files_sent) = (
         p.sent.load(Relaxed),
         p.planned.load(Relaxed),
         p.done.load(Relaxed),
+        p.files.load(Relaxed),
+        p.files_sent.load(Relaxed),
     );
     let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
     let left = if rate > 0.0 && planned > sent {
@@ -382,7 +384,7 @@ fn progress_line(
         String::new()
     };
     format!(
-        "sync: {done}/{nodes} nodes done, {} of {} sent, {}/s{left}",
+        "sync: {done}/{nodes} nodes done, {files_sent}/{files} files, {} of {} sent, {}/s{left}",
         size(sent as f64),
         size(planned as f64),
         size(rate)
@@ -433,9 +435,11 @@ mod tests {
         p.planned
             .store(2 << 20, std::sync::atomic::Ordering::Relaxed);
         p.sent.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        p.files.store(10, std::sync::atomic::Ordering::Relaxed);
+        p.files_sent.store(3, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(
             progress_line(&p, 8, std::time::Duration::from_secs(1)),
-            "sync: 0/8 nodes done, 1.0 MiB of 2.0 MiB sent, 1.0 MiB/s, about 1 s left"
+            "sync: 0/8 nodes done, 3/10 files, 1.0 MiB of 2.0 MiB sent, 1.0 MiB/s, about 1 s left"
         );
     }
 }
