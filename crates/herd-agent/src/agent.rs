@@ -353,9 +353,18 @@ impl Agent {
                     compress: req.compress,
                     ..Default::default()
                 };
-                let mut res =
-                    crate::sync::send_link(rd, &mut wr, &client, vec![0], &lines, &m.path, &opts)
-                        .await;
+                let files = crate::sync::files_of(&manifest);
+                let mut res = crate::sync::send_link(
+                    rd,
+                    &mut wr,
+                    &client,
+                    vec![0],
+                    &lines,
+                    &files,
+                    &m.path,
+                    &opts,
+                )
+                .await;
                 match res.pop() {
                     Some((_, Ok(_))) => Ok(()),
                     Some((_, Err(o))) => Err(o.problem().unwrap_or_default()),
@@ -382,7 +391,7 @@ impl Agent {
         &self,
         caller: &Identity,
         peer: SocketAddr,
-        r: crate::proto::SyncRequest,
+        mut r: crate::proto::SyncRequest,
         mut rd: FrameReader<R>,
         mut wr: W,
     ) where
@@ -397,6 +406,8 @@ impl Agent {
         });
         // A node relaying an admin's push: the grant must cover the request and the
         // manifest (whose file hashes each node checks).
+        // An admin's tree: from an admin, or relayed with an admin's grant (checked below).
+        r.trusted = caller.role == Role::Admin || (caller.role == Role::Node && r.module.is_none());
         let verify: Option<Box<crate::sync::Verify>> =
             (caller.role == Role::Node && r.module.is_none()).then(|| {
                 let (auth, checker, me, req) = (

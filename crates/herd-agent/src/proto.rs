@@ -193,6 +193,10 @@ pub struct SyncRequest {
     /// manifest's hash; the manifest has every file's hash, and each file is checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// Set by the receiving side, never sent: the tree comes from an admin, so setuid and
+    /// setgid bits are kept (from anyone else, a pull or a module push, they are cleared).
+    #[serde(skip)]
+    pub trusted: bool,
 }
 
 /// `herd sync pull NODE::MODULE`: which module, and how the client compares.

@@ -146,7 +146,8 @@ pub struct SyncModule {
     pub path: PathBuf,
     /// No pushes into the module (rsyncd's `read only`, default yes).
     pub read_only: bool,
-    /// Who may pull: node sets (`@web`, `node[1-8]`) and roles (`role:node`); admins always may.
+    /// Who may pull: node sets (`@web`, `node[1-8]`: those nodes' certificates) and roles
+    /// (`role:read-only`); admins always may.
     pub allow: Vec<String>,
     /// Who may push with `herd sync push --module` when not read-only; admins always may.
     pub write: Vec<String>,
@@ -184,7 +185,9 @@ impl SyncModule {
         let list = if write { &self.write } else { &self.allow };
         list.iter().any(|entry| match entry.strip_prefix("role:") {
             Some(r) => r == role,
-            None => cluster.resolve(entry).is_ok_and(|set| set.contains(name)),
+            // A node set names nodes: a certificate of another role with a node's name
+            // (a read-only user "node1") is not that node.
+            None => role == "node" && cluster.resolve(entry).is_ok_and(|set| set.contains(name)),
         })
     }
 }

@@ -34,6 +34,40 @@ pub fn join(root: &Path, rel: &str) -> Result<PathBuf, String> {
     })
 }
 
+/// Opens the regular file `rel` under `root` for reading without following any symlink, in
+/// `rel` or in its directories, and without leaving `root` (openat2 with RESOLVE_BENEATH and
+/// RESOLVE_NO_SYMLINKS; on kernels without openat2, the last component is still not followed).
+/// What a sender reads is what its manifest says, whatever a peer asks for or the tree became.
+pub fn open_beneath(root: &Path, rel: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+    check(rel).map_err(std::io::Error::other)?;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // NONBLOCK: a FIFO put there does not hang the open (regular files ignore it).
+    let flags =
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = match openat2(
+        &dir,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => {
+            rustix::fs::openat(CWD, &root.join(rel), flags, Mode::empty())?
+        }
+        other => other?,
+    };
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
 /// Whether a symlink at `rel` with `target` stays inside the tree: an absolute target, or a
 /// relative one that climbs above the root, escapes.
 pub fn symlink_stays_inside(rel: &str, target: &str) -> bool {
@@ -59,6 +93,37 @@ pub fn symlink_stays_inside(rel: &str, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_beneath_follows_no_symlink_and_stays_under_the_root() {
+        let base = std::env::temp_dir().join(format!("herd-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(root.join("dir/file"), b"inside").unwrap();
+        std::fs::write(base.join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink("../../secret", root.join("dir/link")).unwrap();
+        std::os::unix::fs::symlink(&base, root.join("up")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &root.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let mut s = String::new();
+        use std::io::Read;
+        open_beneath(&root, "dir/file")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "inside");
+        for rel in ["dir/link", "up/secret", "../secret", "dir", "fifo", "nope"] {
+            assert!(open_beneath(&root, rel).is_err(), "{rel}");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn traversal_and_absolute_paths_are_refused() {

@@ -459,6 +459,12 @@ where
     }
     let mut src = parse_manifest(&lines)?;
     drop(lines);
+    if !req.trusted {
+        // No setuid or setgid program from a peer that is not an admin.
+        for e in &mut src.entries {
+            e.mode &= !0o6000;
+        }
+    }
     // This side's excludes (a module's) hold whatever the sender's were.
     drop_excluded(&mut src, &req.exclude);
     let opts = ScanOptions {
@@ -635,7 +641,7 @@ mod relay;
 mod send;
 
 pub use relay::relay;
-pub use send::{pull, push, send_link, DeltaCache, Progress, PushOptions};
+pub use send::{files_of, pull, push, send_link, DeltaCache, Files, Progress, PushOptions};
 
 #[cfg(test)]
 mod tests {

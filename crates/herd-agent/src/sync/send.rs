@@ -55,6 +55,20 @@ pub type DeltaCache = std::sync::Mutex<
     HashMap<(String, [u8; 32]), Arc<tokio::sync::OnceCell<Result<Arc<Vec<u8>>, String>>>>,
 >;
 
+/// The regular files of a manifest, with their sizes: all a sender sends.
+pub type Files = HashMap<String, u64>;
+
+/// The regular files of `m`.
+pub fn files_of(m: &herd_sync::manifest::Manifest) -> Files {
+    m.entries
+        .iter()
+        .filter_map(|e| match e.kind {
+            herd_sync::manifest::Kind::File { size, .. } => Some((e.path.clone(), size)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What each node of a push ended with, by rank.
 pub type Results = Vec<(u32, Result<SyncDone, Outcome>)>;
 
@@ -167,15 +181,17 @@ pub async fn push(
     fanout: usize,
     req: SyncRequest,
     manifest: Arc<Vec<u8>>,
+    files: Arc<Files>,
     src: PathBuf,
     opts: PushOptions,
 ) -> Results {
     let mut groups = tokio::task::JoinSet::new();
     for (head, sub) in plan(targets, fanout) {
-        let (tls, req, manifest, src, opts) = (
+        let (tls, req, manifest, files, src, opts) = (
             tls.clone(),
             req.clone(),
             manifest.clone(),
+            files.clone(),
             src.clone(),
             opts.clone(),
         );
@@ -212,7 +228,9 @@ pub async fn push(
                     out.extend(lost_all(&ranks, &e.to_string(), &opts));
                     continue;
                 }
-                out.extend(send_link(rd, &mut wr, &head, ranks, &manifest, &src, &opts).await);
+                out.extend(
+                    send_link(rd, &mut wr, &head, ranks, &manifest, &files, &src, &opts).await,
+                );
             }
             out
         });
@@ -343,11 +361,10 @@ fn fire(
     let (src, opts) = (src.to_path_buf(), opts.clone());
     tokio::spawn(async move {
         let res = async {
-            let p = herd_sync::path::join(&src, &path)?;
             let mut jobs = tokio::task::JoinSet::new();
             for (h, sig) in sigs {
-                let (cache, path, p) = (opts.deltas.clone(), path.clone(), p.clone());
-                jobs.spawn(async move { (h, delta_body(&cache, &path, p, sig).await) });
+                let (cache, path, root) = (opts.deltas.clone(), path.clone(), src.clone());
+                jobs.spawn(async move { (h, delta_body(&cache, &path, root, sig).await) });
             }
             let mut bodies = Vec::new();
             while let Some(done) = jobs.join_next().await {
@@ -372,6 +389,7 @@ pub async fn send_link<R, W>(
     head: &Target,
     ranks: Vec<u32>,
     manifest: &[u8],
+    files: &Files,
     src: &Path,
     opts: &PushOptions,
 ) -> Results
@@ -414,6 +432,27 @@ where
                 done.entry(*r).or_insert_with(|| Err(o.clone()));
             }
             break;
+        }
+    }
+    // A node gets only what the manifest has: regular files (deltas within the sizes they
+    // are made for); one that asks for anything else is answered no more.
+    for (r, w) in &wants {
+        if done.contains_key(r) {
+            continue;
+        }
+        let bad = w.list.iter().flatten().find(|(delta, path)| {
+            files.get(path).is_none_or(|&size| {
+                *delta && !(herd_sync::delta::MIN..=herd_sync::delta::MAX).contains(&size)
+            })
+        });
+        if let Some((_, path)) = bad {
+            done.insert(
+                *r,
+                Err(Outcome::Failed {
+                    stage: Stage::Agent,
+                    message: format!("asked for {path:?}, which the manifest does not offer"),
+                }),
+            );
         }
     }
     // The union: each path once, whole if any node wants it whole; its deltas when ready.
@@ -608,7 +647,7 @@ fn answer(
 async fn delta_body(
     cache: &DeltaCache,
     rel: &str,
-    p: PathBuf,
+    root: PathBuf,
     sig: Vec<u8>,
 ) -> Result<Arc<Vec<u8>>, String> {
     let key = (rel.to_string(), *blake3::hash(&sig).as_bytes());
@@ -618,6 +657,7 @@ async fn delta_body(
         .entry(key)
         .or_default()
         .clone();
+    let rel = rel.to_string();
     cell.get_or_init(|| async {
         // Each holds its new file in memory.
         static AT_ONCE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
@@ -631,7 +671,10 @@ async fn delta_body(
             .await
             .map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {
-            let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let mut data = Vec::new();
+            herd_sync::path::open_beneath(&root, &rel)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(|e| format!("{rel}: {e}"))?;
             herd_sync::delta::delta(sig, &data).map(|d| {
                 let mut body = blake3::hash(&data).as_bytes().to_vec();
                 body.extend_from_slice(&d);
@@ -734,7 +777,8 @@ fn frame_files(
         encode_header(Kind::FileStart, rank, start.len(), &mut out);
         out.extend_from_slice(&start);
         let p = herd_sync::path::join(src, &rel)?;
-        let mut f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut f = herd_sync::path::open_beneath(src, &rel)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
         loop {
             let n = if zstd {
                 chunk.clear();

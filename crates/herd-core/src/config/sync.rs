@@ -250,6 +250,8 @@ mod tests {
         assert!(www.permits(c, "node2", "node", false));
         assert!(!www.permits(c, "node4", "node", false));
         assert!(www.permits(c, "anyone", "read-only", false));
+        // A node set names nodes, not other certificates that carry a node's name.
+        assert!(!up.permits(c, "node4", "read-only", true));
         assert!(www.permits(c, "admin", "admin", true));
         assert!(!www.permits(c, "node2", "node", true), "read-only module");
         assert!(up.permits(c, "node4", "node", true));

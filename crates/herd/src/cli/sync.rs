@@ -167,6 +167,7 @@ fn push(a: PushArgs) -> u8 {
         eprintln!("herd sync: skipped {p}: {why}");
     }
     let lines = Arc::new(herd_agent::sync::manifest_lines(&manifest));
+    let files = Arc::new(herd_agent::sync::files_of(&manifest));
     let mut req = SyncRequest {
         dest,
         delete: a.delete,
@@ -216,7 +217,8 @@ fn push(a: PushArgs) -> u8 {
             })
         });
         let mut results =
-            herd_agent::sync::push(tls, targets.clone(), fanout, req, lines, src, popts).await;
+            herd_agent::sync::push(tls, targets.clone(), fanout, req, lines, files, src, popts)
+                .await;
         results.sort_by_key(|(rank, _)| *rank);
         let out: Vec<_> = targets
             .iter()

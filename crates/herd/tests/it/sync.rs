@@ -300,6 +300,7 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
         1,
         req,
         std::sync::Arc::new(evil),
+        Default::default(),
         src.clone(),
         herd_agent::sync::PushOptions {
             limit: Duration::from_secs(5),
@@ -398,6 +399,7 @@ fn served(root: &Path) {
         1_700_000_200,
     );
     file(root, "cgi/run", b"#!/bin/sh\n", 0o755, 1_700_000_300);
+    file(root, "cgi/suid", b"#!/bin/sh\n", 0o4755, 1_700_000_400);
     for d in ["img", "cgi"] {
         touch(&root.join(d), 1_650_000_000);
     }
@@ -432,6 +434,9 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
         .status()
         .unwrap();
     assert!(st.success());
+    // A pull is not an admin's push: no setuid bit comes with it.
+    fs::set_permissions(expect.join("cgi/suid"), fs::Permissions::from_mode(0o755)).unwrap();
+    touch(&expect.join("cgi/suid"), 1_700_000_400);
     let cfg = c.client.display().to_string();
     let herd = |args: &[&str]| {
         Command::new(herd_bin())
@@ -465,7 +470,7 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["result"]["written"], 3, "{v}");
+    assert_eq!(v["result"]["written"], 4, "{v}");
     assert_eq!(v["result"]["removed"], 1, "{v}");
     assert_eq!(hashed(&pulled), hashed(&expect));
 
@@ -515,6 +520,74 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // A puller that asks for what the manifest does not offer (an excluded file, a path
+    // outside) gets none of it: the agent sends only the manifest's regular files.
+    let asked = {
+        use herd_agent::frame::{Frame, FrameReader, Kind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tls = herd_agent::tls::client_config(&herd_agent::tls::Files {
+            ca: c.dir.path("pki/ca.crt"),
+            cert: c.dir.path("pki/node01.crt"),
+            key: c.dir.path("pki/node01.key"),
+        })
+        .unwrap();
+        let node03 = herd_agent::client::Target {
+            rank: 0,
+            name: "node03".into(),
+            addr: format!("{}:2875", c.net.ip(3)),
+        };
+        rt.block_on(async {
+            let stream = herd_agent::client::connect(tls, &node03, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let (rd, mut wr) = tokio::io::split(stream);
+            let mut rd = FrameReader::new(rd);
+            let req = herd_agent::proto::Request::Pull(herd_agent::proto::PullRequest {
+                module: "webdata".into(),
+                ..Default::default()
+            });
+            herd_agent::frame::write_frames(&mut wr, &[Frame::json(Kind::Request, 0, &req)])
+                .await
+                .unwrap();
+            // The manifest, to its end.
+            while let Some(f) = rd.read().await.unwrap() {
+                if f.kind == Kind::Manifest && f.payload.is_empty() {
+                    break;
+                }
+            }
+            let wants = b"F draft.tmp\nF img/../../secret\nF index.html\n".to_vec();
+            herd_agent::frame::write_frames(
+                &mut wr,
+                &[
+                    Frame::new(Kind::Want, 0, wants),
+                    Frame::new(Kind::Want, 0, Vec::new()),
+                ],
+            )
+            .await
+            .unwrap();
+            let mut got = Vec::new();
+            while let Ok(Some(f)) = rd.read().await {
+                got.push((f.kind, String::from_utf8_lossy(&f.payload).into_owned()));
+            }
+            got
+        })
+    };
+    assert!(
+        !asked
+            .iter()
+            .any(|(k, p)| *k == herd_agent::frame::Kind::FileData && !p.is_empty()),
+        "{asked:?}"
+    );
+    assert!(
+        !asked
+            .iter()
+            .any(|(_, p)| p.contains("draft") || p.contains("node03</h1>")),
+        "{asked:?}"
+    );
+
     // Pushes into a module: its write list (and admins), never into a read-only one.
     let src = c.dir.path("upload");
     file(&src, "report.csv", b"a,b\n1,2\n", 0o644, 1_700_000_500);
@@ -558,6 +631,11 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
     let module_now = || {
         let mut v = hashed(&srv);
         v.retain(|l| !l.starts_with("draft.tmp "));
+        for l in &mut v {
+            if l.starts_with("cgi/suid ") {
+                *l = l.replace(" 4755 ", " 755 ");
+            }
+        }
         v
     };
     wait_for("the next scheduled pull", Duration::from_secs(20), || {
@@ -637,6 +715,8 @@ fn a_push_through_the_agent_tree_makes_every_node_the_same() {
         .collect();
     file(&src, "data/big.bin", &big, 0o644, 1_700_000_100);
     symlink("../index.html", src.join("data/home")).unwrap();
+    // An admin's push keeps setuid bits (a pull or a module push would not).
+    file(&src, "data/tool", b"#!/bin/sh\n", 0o4755, 1_700_000_150);
     for d in ["d0", "d1", "d2", "d3", "d4", "data"] {
         touch(&src.join(d), 1_650_000_000);
     }
