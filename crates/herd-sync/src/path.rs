@@ -57,7 +57,7 @@ pub fn open_beneath(root: &Path, rel: &str) -> std::io::Result<std::fs::File> {
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) {
         Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::openat(CWD, &root.join(rel), flags, Mode::empty())?
+            rustix::fs::openat(CWD, root.join(rel), flags, Mode::empty())?
         }
         other => other?,
     };
