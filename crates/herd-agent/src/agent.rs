@@ -343,7 +343,7 @@ impl Agent {
                 Err(e)
             }
             Ok(manifest) => {
-                let lines = crate::sync::manifest_lines(&manifest);
+                let tree = crate::sync::Tree::new(&m.path, &manifest);
                 let client = client::Target {
                     rank: 0,
                     name: id.name.clone(),
@@ -353,18 +353,8 @@ impl Agent {
                     compress: req.compress,
                     ..Default::default()
                 };
-                let files = crate::sync::files_of(&manifest);
-                let mut res = crate::sync::send_link(
-                    rd,
-                    &mut wr,
-                    &client,
-                    vec![0],
-                    &lines,
-                    &files,
-                    &m.path,
-                    &opts,
-                )
-                .await;
+                let mut res =
+                    crate::sync::send_link(rd, &mut wr, &client, vec![0], &tree, &opts).await;
                 match res.pop() {
                     Some((_, Ok(_))) => Ok(()),
                     Some((_, Err(o))) => Err(o.problem().unwrap_or_default()),

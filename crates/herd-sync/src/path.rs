@@ -106,7 +106,7 @@ mod tests {
         std::os::unix::fs::symlink(&base, root.join("up")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("fifo"),
+            root.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,

@@ -641,7 +641,7 @@ mod relay;
 mod send;
 
 pub use relay::relay;
-pub use send::{files_of, pull, push, send_link, DeltaCache, Files, Progress, PushOptions};
+pub use send::{pull, push, send_link, DeltaCache, Files, Progress, PushOptions, Tree};
 
 #[cfg(test)]
 mod tests {

@@ -58,15 +58,30 @@ pub type DeltaCache = std::sync::Mutex<
 /// The regular files of a manifest, with their sizes: all a sender sends.
 pub type Files = HashMap<String, u64>;
 
-/// The regular files of `m`.
-pub fn files_of(m: &herd_sync::manifest::Manifest) -> Files {
-    m.entries
-        .iter()
-        .filter_map(|e| match e.kind {
-            herd_sync::manifest::Kind::File { size, .. } => Some((e.path.clone(), size)),
-            _ => None,
-        })
-        .collect()
+/// What a sender sends from: the tree's root, its manifest (as sent), and its regular files.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub root: PathBuf,
+    pub lines: Arc<Vec<u8>>,
+    pub files: Arc<Files>,
+}
+
+impl Tree {
+    pub fn new(root: &Path, m: &herd_sync::manifest::Manifest) -> Tree {
+        let files = m
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                herd_sync::manifest::Kind::File { size, .. } => Some((e.path.clone(), size)),
+                _ => None,
+            })
+            .collect();
+        Tree {
+            root: root.to_path_buf(),
+            lines: Arc::new(super::manifest_lines(m)),
+            files: Arc::new(files),
+        }
+    }
 }
 
 /// What each node of a push ended with, by rank.
@@ -180,21 +195,12 @@ pub async fn push(
     targets: Vec<Target>,
     fanout: usize,
     req: SyncRequest,
-    manifest: Arc<Vec<u8>>,
-    files: Arc<Files>,
-    src: PathBuf,
+    tree: Tree,
     opts: PushOptions,
 ) -> Results {
     let mut groups = tokio::task::JoinSet::new();
     for (head, sub) in plan(targets, fanout) {
-        let (tls, req, manifest, files, src, opts) = (
-            tls.clone(),
-            req.clone(),
-            manifest.clone(),
-            files.clone(),
-            src.clone(),
-            opts.clone(),
-        );
+        let (tls, req, tree, opts) = (tls.clone(), req.clone(), tree.clone(), opts.clone());
         let fanout = fanout as u32;
         groups.spawn(async move {
             let mut out = Vec::new();
@@ -228,9 +234,7 @@ pub async fn push(
                     out.extend(lost_all(&ranks, &e.to_string(), &opts));
                     continue;
                 }
-                out.extend(
-                    send_link(rd, &mut wr, &head, ranks, &manifest, &files, &src, &opts).await,
-                );
+                out.extend(send_link(rd, &mut wr, &head, ranks, &tree, &opts).await);
             }
             out
         });
@@ -388,16 +392,15 @@ pub async fn send_link<R, W>(
     wr: &mut W,
     head: &Target,
     ranks: Vec<u32>,
-    manifest: &[u8],
-    files: &Files,
-    src: &Path,
+    tree: &Tree,
     opts: &PushOptions,
 ) -> Results
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    if let Err(e) = write_frames(wr, &chunked(Kind::Manifest, head.rank, manifest)).await {
+    let (files, src) = (&tree.files, tree.root.as_path());
+    if let Err(e) = write_frames(wr, &chunked(Kind::Manifest, head.rank, &tree.lines)).await {
         return lost_all(&ranks, &e.to_string(), opts);
     }
     let mut done: HashMap<u32, Result<SyncDone, Outcome>> = HashMap::new();

@@ -150,10 +150,10 @@ fn push(a: PushArgs) -> u8 {
         None => a.fanout.unwrap_or(cfg.agent.fanout),
     }
     .max(1);
-    let tree = targets.len() > fanout;
+    let relayed = targets.len() > fanout;
     let opts = ScanOptions {
         // Through relays, every file's hash: each node checks what it gets against them.
-        hash: a.checksum || tree,
+        hash: a.checksum || relayed,
         exclude: a.exclude_pattern.clone(),
     };
     let manifest = match scan(&src, &opts) {
@@ -166,8 +166,7 @@ fn push(a: PushArgs) -> u8 {
     for (p, why) in &manifest.skipped {
         eprintln!("herd sync: skipped {p}: {why}");
     }
-    let lines = Arc::new(herd_agent::sync::manifest_lines(&manifest));
-    let files = Arc::new(herd_agent::sync::files_of(&manifest));
+    let tree = herd_agent::sync::Tree::new(&src, &manifest);
     let mut req = SyncRequest {
         dest,
         delete: a.delete,
@@ -178,10 +177,10 @@ fn push(a: PushArgs) -> u8 {
         connect_timeout_ms: a.select.conn.connect_timeout.as_millis().max(1) as u64,
         ..SyncRequest::default()
     };
-    if tree {
+    if relayed {
         // The admin's grant lets the relays carry the push: it covers the request and the
         // manifest (with its hashes).
-        let text = herd_agent::sync::grant_text(&req, &lines);
+        let text = herd_agent::sync::grant_text(&req, &tree.lines);
         let nodes: herd_core::nodeset::NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
         let signed = signer(&a.select.conn, &cfg).and_then(|(cert, key)| {
             herd_agent::grant::sign_sync(&text, &nodes, &cert, key.as_ref())
@@ -217,8 +216,7 @@ fn push(a: PushArgs) -> u8 {
             })
         });
         let mut results =
-            herd_agent::sync::push(tls, targets.clone(), fanout, req, lines, files, src, popts)
-                .await;
+            herd_agent::sync::push(tls, targets.clone(), fanout, req, tree, popts).await;
         results.sort_by_key(|(rank, _)| *rank);
         let out: Vec<_> = targets
             .iter()

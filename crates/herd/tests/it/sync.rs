@@ -299,9 +299,11 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
         vec![target],
         1,
         req,
-        std::sync::Arc::new(evil),
-        Default::default(),
-        src.clone(),
+        herd_agent::sync::Tree {
+            root: src.clone(),
+            lines: std::sync::Arc::new(evil),
+            files: Default::default(),
+        },
         herd_agent::sync::PushOptions {
             limit: Duration::from_secs(5),
             ..Default::default()
