@@ -55,8 +55,7 @@ async fn read_chunked<R: AsyncRead + Unpin>(
 ) -> Result<Vec<u8>, String> {
     let mut all = Vec::new();
     loop {
-        let f = rd
-            .read()
+        let f = within("the sender", rd.read())
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the connection closed")?;
@@ -78,6 +77,25 @@ async fn read_chunked<R: AsyncRead + Unpin>(
         }
         all.extend_from_slice(&f.payload);
     }
+}
+
+/// How long any step of a sync may make no progress (a read that gets nothing, a write that
+/// takes nothing) before the peer is given up: a peer that goes quiet holds no connection,
+/// slot or temporary file for ever. Long enough for the slowest honest step (a 2 GiB delta
+/// made or applied).
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `f`, or an error once it has made no progress for [`STALL`].
+pub(crate) async fn within<T>(
+    what: &str,
+    f: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(STALL, f).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what}: nothing for {} s", STALL.as_secs()),
+        ))
+    })
 }
 
 /// Bytes handed at a time from the connection to the thread writing files, and from the thread
@@ -496,9 +514,12 @@ where
             changes: p.actions.iter().map(describe).collect(),
             ..SyncDone::default()
         };
-        write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)])
-            .await
-            .map_err(|e| e.to_string())?;
+        within(
+            "the sender",
+            write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)]),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let _ = wr.shutdown().await;
         return Ok(done);
     }
@@ -535,9 +556,12 @@ where
             wants.push(b'\n');
         }
     }
-    write_frames(wr, &chunked(Kind::Want, req.rank, &wants))
-        .await
-        .map_err(|e| e.to_string())?;
+    within(
+        "the sender",
+        write_frames(wr, &chunked(Kind::Want, req.rank, &wants)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     // The old copies to sign, in the order the sender expects their signatures.
     let mut to_sign = Vec::new();
     for a in &p.actions {
@@ -574,7 +598,7 @@ where
         }
         loop {
             let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
-            match read_some(inner, &mut chunk, CHUNK).await {
+            match within("the sender", read_some(inner, &mut chunk, CHUNK)).await {
                 Ok(n) if n > 0 => {}
                 // The end of the stream, or a broken one: the writing thread sees it end.
                 _ => return,
@@ -601,9 +625,12 @@ where
                 })
                 .await
                 .map_err(|e| e.to_string())??;
-                write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                within(
+                    "the sender",
+                    write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
         };
@@ -630,9 +657,12 @@ where
         refused: stats.refused,
         changes: Vec::new(),
     };
-    write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)])
-        .await
-        .map_err(|e| e.to_string())?;
+    within(
+        "the sender",
+        write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)]),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let _ = wr.shutdown().await;
     Ok(done)
 }

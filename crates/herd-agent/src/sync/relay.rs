@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::send::Wants;
-use super::{chunked, parse_file_start, read_chunked, receive, Verify, MAX_MANIFEST};
+use super::{
+    chunked, parse_file_start, read_chunked, receive, within, Verify, MAX_MANIFEST, STALL,
+};
 use crate::client::{plan, reach, Outcome, Target};
 use crate::frame::{write_frames, Frame, FrameReader, Kind};
 use crate::proto::{Failure, FailureKind, Request, SyncRequest};
@@ -84,10 +86,10 @@ where
     let upward = tokio::spawn(async move {
         let mut wr = up_wr;
         while let Some(b) = up_rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
+            if within("the link above", wr.write_all(&b)).await.is_err() {
                 return;
             }
-            if up_rx.is_empty() && wr.flush().await.is_err() {
+            if up_rx.is_empty() && within("the link above", wr.flush()).await.is_err() {
                 return;
             }
         }
@@ -179,8 +181,7 @@ where
     let mut to: Vec<usize> = Vec::new();
     let res: Result<(), String> = async {
         loop {
-            let f = up
-                .read()
+            let f = within("the sender", up.read())
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("the sender went away")?;
@@ -188,7 +189,7 @@ where
             match f.kind {
                 Kind::FileStart if f.payload.is_empty() => {
                     for d in &downs {
-                        let _ = d.tx.send(bytes.clone()).await;
+                        let _ = tokio::time::timeout(STALL, d.tx.send(bytes.clone())).await;
                     }
                     return Ok(());
                 }
@@ -209,8 +210,9 @@ where
                 k => return Err(format!("expected file data, got {k:?}")),
             }
             for &i in &to {
-                // A link whose writer is gone has its nodes reported by its reader.
-                let _ = downs[i].tx.send(bytes.clone()).await;
+                // A link whose writer is gone (or stalled: it gives up on its own) has its
+                // nodes reported by its reader.
+                let _ = tokio::time::timeout(STALL, downs[i].tx.send(bytes.clone())).await;
             }
         }
     }
@@ -248,14 +250,19 @@ where
             return;
         }
         while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
+            if within("a link below", wr.write_all(&b)).await.is_err() {
+                // Closed, so that the nodes below see the end, not silence.
+                let _ = wr.shutdown().await;
                 return;
             }
-            if rx.is_empty() && wr.flush().await.is_err() {
+            if rx.is_empty() && within("a link below", wr.flush()).await.is_err() {
+                let _ = wr.shutdown().await;
                 return;
             }
         }
-        let _ = wr.flush().await;
+        // Everything sent, or the push given up: either way the nodes below see the end.
+        let _ = within("a link below", wr.flush()).await;
+        let _ = wr.shutdown().await;
     });
     let wanted: Wanted = Arc::default();
     let noted = wanted.clone();
@@ -270,7 +277,7 @@ where
             if ranks.iter().all(|r| ended.contains(r)) {
                 return;
             }
-            let f = match rd.read().await {
+            let f = match within("a link below", rd.read()).await {
                 Ok(Some(f)) => f,
                 Ok(None) => break "the connection closed".to_string(),
                 Err(e) => break e.to_string(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::{chunked, file_start, receive, CHUNK};
+use super::{chunked, file_start, receive, within, CHUNK};
 use crate::client::{error_outcome, plan, reach, unanswered, Outcome, Stage, Target};
 use crate::frame::{encode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD};
 use crate::proto::{PullRequest, Request, SyncDone, SyncRequest};
@@ -143,7 +143,10 @@ impl Wants {
                 }
                 self.text.extend_from_slice(&f.payload);
             }
-            (Kind::Signature, Some(_)) if f.payload.is_empty() => {
+            (Kind::Signature, Some(list)) if f.payload.is_empty() => {
+                if self.signatures.len() >= list.iter().filter(|(d, _)| *d).count() {
+                    return Err("more signatures than files wanted as deltas".into());
+                }
                 self.signatures.push(std::mem::take(&mut self.cur));
             }
             (Kind::Signature, Some(_)) => {
@@ -400,7 +403,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let (files, src) = (&tree.files, tree.root.as_path());
-    if let Err(e) = write_frames(wr, &chunked(Kind::Manifest, head.rank, &tree.lines)).await {
+    let manifest = chunked(Kind::Manifest, head.rank, &tree.lines);
+    if let Err(e) = within("the nodes", write_frames(wr, &manifest)).await {
         return lost_all(&ranks, &e.to_string(), opts);
     }
     let mut done: HashMap<u32, Result<SyncDone, Outcome>> = HashMap::new();
@@ -411,7 +415,7 @@ where
         .iter()
         .any(|r| !done.contains_key(r) && wants[r].list.is_none())
     {
-        let f = match rd.read().await {
+        let f = match within("the nodes", rd.read()).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -521,7 +525,7 @@ where
     let reader = tokio::spawn(async move {
         let mut why = None;
         while pending.iter().any(|r| !done.contains_key(r)) {
-            let f = match rd.read().await {
+            let f = match within("the nodes", rd.read()).await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -573,7 +577,7 @@ where
     };
     let mut broken = None;
     while let Some((bytes, payload)) = brx.recv().await {
-        if let Err(e) = wr.write_all(&bytes).await {
+        if let Err(e) = within("the nodes", wr.write_all(&bytes)).await {
             broken = Some(e.to_string());
             break;
         }
@@ -581,7 +585,7 @@ where
     }
     drop(brx);
     if broken.is_none() {
-        if let Err(e) = wr.flush().await {
+        if let Err(e) = within("the nodes", wr.flush()).await {
             broken = Some(e.to_string());
         }
     }

@@ -860,6 +860,46 @@ fn a_push_through_the_agent_tree_makes_every_node_the_same() {
         assert!(bytes > 600_000 && sent * 5 < bytes, "{line}");
     }
 
+    // A push through relays killed mid-transfer: every node below sees the end, drops its
+    // temporary file and keeps the old copy (nothing waits for ever).
+    file(
+        &src,
+        "data/huge.bin",
+        &vec![5u8; 24 << 20],
+        0o644,
+        1_700_000_400,
+    );
+    let mut child = Command::new(herd_bin())
+        .args(["sync", "push", src.to_str().unwrap(), "--config", &cfg])
+        .args(["--dest", &dest.0, "-w", "node[01-04]", "--fanout", "1"])
+        .args(["--bwlimit", "2M"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp_in = |pid: u32| {
+        fs::read_dir(dest.of(pid).join("data")).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("herd-tmp")))
+        })
+    };
+    let chain: Vec<u32> = c.agents[..4].iter().map(|a| a.pid()).collect();
+    wait_for(
+        "the transfer to reach the end of the chain",
+        Duration::from_secs(20),
+        || tmp_in(chain[3]),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(
+        "every temporary file to go",
+        Duration::from_secs(15),
+        || chain.iter().all(|&p| !tmp_in(p)),
+    );
+    for &p in &chain {
+        assert!(!dest.of(p).join("data/huge.bin").exists());
+    }
+
     // A node's certificate cannot push by itself, grant or not.
     let (out, err, code) = push(&[
         "-w",
