@@ -17,8 +17,8 @@
 #
 #   bash bench/sync-vs-rsync.sh [--nodes 8] [--rounds 1] [--fanout K] [--lan RATE] [--only herd|rsync]
 #
-# --fanout K   herd's --fanout: beyond K nodes, content flows down the agent tree (default 128:
-#              direct to each of the 8 nodes)
+# --fanout K   herd's --fanout: the source sends to K nodes, agents relay to the rest (default
+#              2, herd's own default; 8 or more: direct to each node)
 # --lan RATE   each host (the source and every node) in a network namespace of its own, with a
 #              link of RATE each way (tc tbf, e.g. 1gbit) to a bridge: a LAN, where the source's
 #              link is what 8 pulls share. Without it all traffic is loopback and the 2 vCPUs,
@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-NODES=8 ROUNDS=1 ONLY= FANOUT=128 LAN=
+NODES=8 ROUNDS=1 ONLY= FANOUT=2 LAN=
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) NODES=$2; shift ;;

@@ -137,6 +137,11 @@ impl AgentConfig {
     }
 }
 
+/// `herd sync push` sends to this many nodes at once, and agents relay to the rest: content
+/// is bandwidth, and a source that sends each byte twice, to two relays, is done far sooner
+/// than one that sends it to every node (`[sync] fanout`, `--fanout`).
+pub const SYNC_FANOUT: usize = 2;
+
 /// `[sync.module.NAME]`: a tree this node serves to `herd sync pull NODE::NAME` (rsyncd.conf's
 /// modules), and optionally takes pushes into.
 #[derive(Debug, Clone, PartialEq, Eq)]

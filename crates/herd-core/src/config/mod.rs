@@ -260,6 +260,9 @@ pub struct Config {
     pub agent: AgentConfig,
     /// `[sync.module.*]`, in name order.
     pub sync_modules: Vec<crate::cluster::SyncModule>,
+    /// `[sync] fanout`: `herd sync push` connections beyond which agents relay (None: the
+    /// default, [`crate::cluster::SYNC_FANOUT`]).
+    pub sync_fanout: Option<usize>,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -429,6 +432,7 @@ impl Config {
         cfg.cluster = cluster::validate(&l, raw.nodes.as_ref(), raw.groups.as_ref(), &mut errs);
         cfg.agent = agent::validate(&l, raw.agent.as_ref(), &mut errs);
         cfg.sync_modules = sync::validate(&l, raw.sync.as_ref(), &cfg.cluster, &mut errs);
+        cfg.sync_fanout = sync::fanout(&l, raw.sync.as_ref(), &mut errs);
 
         if errs.is_empty() {
             Ok(cfg)
@@ -463,7 +467,7 @@ impl Config {
             nodes: cluster::nodes_out(&self.cluster),
             groups: cluster::groups_out(&self.cluster),
             agent: agent::agent_out(&self.agent),
-            sync: sync::sync_out(&self.sync_modules),
+            sync: sync::sync_out(&self.sync_modules, self.sync_fanout),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

@@ -12,8 +12,24 @@ use crate::cluster::{ClusterConfig, PullSchedule, SyncModule};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSync {
+    pub fanout: Option<Spanned<i64>>,
     #[serde(default)]
     pub module: BTreeMap<String, RawModule>,
+}
+
+pub(super) fn fanout(
+    l: &Lines<'_>,
+    raw: Option<&RawSync>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<usize> {
+    let n = raw?.fanout.as_ref()?;
+    match usize::try_from(*n.get_ref()) {
+        Ok(v) if (1..=65_536).contains(&v) => Some(v),
+        _ => {
+            errs.push(l.err(Some(n), "sync.fanout", "out of range 1..=65536"));
+            None
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +183,9 @@ pub(super) fn validate(
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(super) struct SyncOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fanout: Option<usize>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     module: BTreeMap<String, ModuleOut>,
 }
 
@@ -195,11 +214,12 @@ struct ScheduleOut {
     delete: bool,
 }
 
-pub(super) fn sync_out(modules: &[SyncModule]) -> Option<SyncOut> {
-    if modules.is_empty() {
+pub(super) fn sync_out(modules: &[SyncModule], fanout: Option<usize>) -> Option<SyncOut> {
+    if modules.is_empty() && fanout.is_none() {
         return None;
     }
     Some(SyncOut {
+        fanout,
         module: modules
             .iter()
             .map(|m| {
@@ -236,7 +256,7 @@ mod tests {
     #[test]
     fn modules_parse_check_access_and_round_trip() {
         let src = format!(
-            "{NODES}[sync.module.www]\npath = \"/srv/www\"\nallow = [\"@web\", \"role:read-only\"]\n\
+            "{NODES}[sync]\nfanout = 4\n[sync.module.www]\npath = \"/srv/www\"\nallow = [\"@web\", \"role:read-only\"]\n\
              exclude = [\"*.tmp\"]\n[sync.module.www.schedule]\nfrom = \"node1\"\nnodes = \"@web\"\n\
              every = \"5m\"\ndelete = true\n[sync.module.up]\npath = \"/srv/up\"\nread-only = false\n\
              write = [\"node4\"]\n"
@@ -256,8 +276,10 @@ mod tests {
         assert!(!www.permits(c, "node2", "node", true), "read-only module");
         assert!(up.permits(c, "node4", "node", true));
         assert!(!up.permits(c, "node3", "node", true));
+        assert_eq!(cfg.sync_fanout, Some(4));
         let again = Config::parse("out.toml", &cfg.to_toml()).unwrap();
         assert_eq!(again.sync_modules, cfg.sync_modules);
+        assert_eq!(again.sync_fanout, Some(4));
     }
 
     #[test]
@@ -281,6 +303,7 @@ mod tests {
                 "sync.module.w.schedule.every: at least 1s",
             ),
             ("[sync.module.w]\npath = \"/srv\"\nfoo = 1\n", "unknown field `foo`"),
+            ("[sync]\nfanout = 0\n", "t.toml:6: sync.fanout: out of range"),
         ];
         for (text, want) in cases {
             let err = Config::parse("t.toml", &format!("{NODES}{text}"))

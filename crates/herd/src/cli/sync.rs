@@ -93,7 +93,8 @@ pub struct PushArgs {
     /// At most this rate to each node: a number of KiB/s, or with a suffix K, M, G (rsync's)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     bwlimit: Option<u64>,
-    /// Nodes at once [default: [agent] fanout]
+    /// Nodes the source sends to at once; beyond, agents relay the content, each file once
+    /// per group [default: [sync] fanout, else 2]
     #[arg(long, value_name = "K")]
     fanout: Option<usize>,
     /// Print one JSON object per node
@@ -147,7 +148,10 @@ fn push(a: PushArgs) -> u8 {
     // node's module decides who may write).
     let fanout = match a.module {
         Some(_) => targets.len(),
-        None => a.fanout.unwrap_or(cfg.agent.fanout),
+        None => a
+            .fanout
+            .or(cfg.sync_fanout)
+            .unwrap_or(herd_core::cluster::SYNC_FANOUT),
     }
     .max(1);
     let relayed = targets.len() > fanout;
