@@ -19,7 +19,9 @@ pub enum Cmd {
         after_help = "Each node compares the tree with its copy and receives only the files \
 that differ (size and mtime, or --checksum); each arrives in a temporary file renamed into place, \
 so an interrupted push leaves every file old or new. Modes, owners (as root), mtimes and symlinks \
-are kept; symlinks that would lead out of the destination are refused.\n\nExamples:\n  herd sync \
+are kept; symlinks that would lead out of the destination are refused. Beyond --fanout nodes the \
+source sends each file once per group and agents pass it on (checked against the manifest the \
+admin's key signed).\n\nExamples:\n  herd sync \
 push /srv/www -w @web --delete\n  herd sync push ./conf -w 'node[01-08]' --dest /etc/app --dry-run"
     )]
     Push(PushArgs),
@@ -90,7 +92,8 @@ pub struct PushArgs {
     /// Compress the content on the wire (zstd; pays on text over slow links)
     #[arg(short = 'z', long)]
     compress: bool,
-    /// At most this rate to each node: a number of KiB/s, or with a suffix K, M, G (rsync's)
+    /// At most this rate on each connection the source opens: a number of KiB/s, or with a
+    /// suffix K, M, G (rsync's)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     bwlimit: Option<u64>,
     /// Nodes the source sends to at once; beyond, agents relay the content, each file once
