@@ -30,7 +30,8 @@ push /srv/www -w @web --delete\n  herd sync push ./conf -w 'node[01-08]' --dest 
         after_help = "The node's agent serves modules named in its config ([sync.module.NAME]: \
 path, who may pull, excludes); it checks this certificate against the module's `allow` list. \
 Only what differs travels (deltas for big changed files); each file arrives in a temporary file \
-renamed into place. A module's `schedule` makes nodes pull it on a timer instead of cron.\n\n\
+renamed into place; setuid and setgid bits are not kept (only an admin's push keeps them). A \
+module's `schedule` makes nodes pull it on a timer instead of cron.\n\n\
 Examples:\n  herd sync pull www3::webdata /var/www/html --delete\n  herd sync pull \
 node01::conf ./conf --dry-run"
     )]
