@@ -514,14 +514,7 @@ where
             changes: p.actions.iter().map(describe).collect(),
             ..SyncDone::default()
         };
-        within(
-            "the sender",
-            write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)]),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let _ = wr.shutdown().await;
-        return Ok(done);
+        return finish(wr, req.rank, done).await;
     }
     // Whole, or as a delta against the old copy when both are big enough.
     let old_sizes: std::collections::HashMap<&str, u64> = have
@@ -657,9 +650,18 @@ where
         refused: stats.refused,
         changes: Vec::new(),
     };
+    finish(wr, req.rank, done).await
+}
+
+/// The receiving side's last word: what it did (or would do), then the end of its stream.
+async fn finish<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    rank: u32,
+    done: SyncDone,
+) -> Result<SyncDone, String> {
     within(
         "the sender",
-        write_frames(wr, &[Frame::json(Kind::SyncDone, req.rank, &done)]),
+        write_frames(wr, &[Frame::json(Kind::SyncDone, rank, &done)]),
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -38,6 +38,17 @@ node01::conf ./conf --dry-run"
     Pull(PullArgs),
 }
 
+/// How files are compared and sent, both ways.
+#[derive(Debug, clap::Args)]
+pub struct How {
+    /// Compare content by BLAKE3 hash instead of size and mtime
+    #[arg(short = 'c', long)]
+    checksum: bool,
+    /// Compress the content on the wire (zstd; pays on text over slow links)
+    #[arg(short = 'z', long)]
+    compress: bool,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
     /// The node and its module, as NODE::MODULE
@@ -55,12 +66,8 @@ pub struct PullArgs {
     /// Only list what would change
     #[arg(long)]
     dry_run: bool,
-    /// Compare content by BLAKE3 hash instead of size and mtime
-    #[arg(short = 'c', long)]
-    checksum: bool,
-    /// Compress the content on the wire (zstd; pays on text over slow links)
-    #[arg(short = 'z', long)]
-    compress: bool,
+    #[command(flatten)]
+    how: How,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -87,12 +94,8 @@ pub struct PushArgs {
     /// Only list what would change on each node (-n is exec's "first N nodes")
     #[arg(long)]
     dry_run: bool,
-    /// Compare content by BLAKE3 hash instead of size and mtime
-    #[arg(short = 'c', long)]
-    checksum: bool,
-    /// Compress the content on the wire (zstd; pays on text over slow links)
-    #[arg(short = 'z', long)]
-    compress: bool,
+    #[command(flatten)]
+    how: How,
     /// At most this rate on each connection the source opens: a number of KiB/s, or with a
     /// suffix K, M, G (rsync's)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -161,7 +164,7 @@ fn push(a: PushArgs) -> u8 {
     let relayed = targets.len() > fanout;
     let opts = ScanOptions {
         // Through relays, every file's hash: each node checks what it gets against them.
-        hash: a.checksum || relayed,
+        hash: a.how.checksum || relayed,
         exclude: a.exclude_pattern.clone(),
     };
     let manifest = match scan(&src, &opts) {
@@ -178,7 +181,7 @@ fn push(a: PushArgs) -> u8 {
     let mut req = SyncRequest {
         dest,
         delete: a.delete,
-        checksum: a.checksum,
+        checksum: a.how.checksum,
         dry_run: a.dry_run,
         exclude: a.exclude_pattern.clone(),
         module: a.module.clone(),
@@ -207,7 +210,7 @@ fn push(a: PushArgs) -> u8 {
         bwlimit: a.bwlimit,
         progress: progress.clone(),
         deltas: Default::default(),
-        compress: a.compress,
+        compress: a.how.compress,
     };
     let show = !a.json && std::io::stderr().is_terminal();
     let rt = runtime();
@@ -323,15 +326,15 @@ fn pull(a: PullArgs) -> u8 {
     let local = SyncRequest {
         dest: dest.display().to_string(),
         delete: a.delete,
-        checksum: a.checksum,
+        checksum: a.how.checksum,
         dry_run: a.dry_run,
         exclude: a.exclude.clone(),
         ..SyncRequest::default()
     };
     let req = herd_agent::proto::PullRequest {
         module: module.to_string(),
-        checksum: a.checksum,
-        compress: a.compress,
+        checksum: a.how.checksum,
+        compress: a.how.compress,
     };
     let rt = runtime();
     let res = rt.block_on(herd_agent::sync::pull(
