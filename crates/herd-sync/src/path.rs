@@ -34,38 +34,56 @@ pub fn join(root: &Path, rel: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// Opens the regular file `rel` under `root` for reading without following any symlink, in
-/// `rel` or in its directories, and without leaving `root` (openat2 with RESOLVE_BENEATH and
-/// RESOLVE_NO_SYMLINKS; on kernels without openat2, the last component is still not followed).
-/// What a sender reads is what its manifest says, whatever a peer asks for or the tree became.
-pub fn open_beneath(root: &Path, rel: &str) -> std::io::Result<std::fs::File> {
-    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
-    check(rel).map_err(std::io::Error::other)?;
-    let dir = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    // NONBLOCK: a FIFO put there does not hang the open (regular files ignore it).
-    let flags =
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
-    let fd = match openat2(
-        &dir,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::openat(CWD, root.join(rel), flags, Mode::empty())?
-        }
-        other => other?,
-    };
-    let f = std::fs::File::from(fd);
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+/// A tree's root, opened once, to open the regular files beneath it for reading without
+/// following any symlink, in the path or its directories, and without leaving the root
+/// (openat2 with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS; on kernels without openat2, the last
+/// component is still not followed). What a sender reads is what its manifest says, whatever
+/// a peer asks for or the tree became since.
+#[derive(Debug)]
+pub struct Beneath {
+    root: PathBuf,
+    dir: rustix::fd::OwnedFd,
+}
+
+impl Beneath {
+    pub fn new(root: &Path) -> std::io::Result<Beneath> {
+        use rustix::fs::{Mode, OFlags};
+        let dir = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Beneath {
+            root: root.to_path_buf(),
+            dir,
+        })
     }
-    Ok(f)
+
+    /// The regular file `rel`, for reading.
+    pub fn open(&self, rel: &str) -> std::io::Result<std::fs::File> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+        check(rel).map_err(std::io::Error::other)?;
+        // NONBLOCK: a FIFO put there does not hang the open (regular files ignore it).
+        let flags =
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = match openat2(
+            &self.dir,
+            rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(rustix::io::Errno::NOSYS) => {
+                rustix::fs::openat(CWD, self.root.join(rel), flags, Mode::empty())?
+            }
+            other => other?,
+        };
+        let f = std::fs::File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(f)
+    }
 }
 
 /// Whether a symlink at `rel` with `target` stays inside the tree: an absolute target, or a
@@ -95,7 +113,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn open_beneath_follows_no_symlink_and_stays_under_the_root() {
+    fn beneath_follows_no_symlink_and_stays_under_the_root() {
         let base = std::env::temp_dir().join(format!("herd-beneath-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let root = base.join("root");
@@ -114,13 +132,15 @@ mod tests {
         .unwrap();
         let mut s = String::new();
         use std::io::Read;
-        open_beneath(&root, "dir/file")
+        let beneath = Beneath::new(&root).unwrap();
+        beneath
+            .open("dir/file")
             .unwrap()
             .read_to_string(&mut s)
             .unwrap();
         assert_eq!(s, "inside");
         for rel in ["dir/link", "up/secret", "../secret", "dir", "fifo", "nope"] {
-            assert!(open_beneath(&root, rel).is_err(), "{rel}");
+            assert!(beneath.open(rel).is_err(), "{rel}");
         }
         std::fs::remove_dir_all(&base).unwrap();
     }

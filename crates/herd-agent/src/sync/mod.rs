@@ -197,6 +197,8 @@ struct Streamed {
     hashes: std::collections::HashMap<String, [u8; 32]>,
     /// Content bytes received.
     received: u64,
+    /// For compressed files; made once.
+    unpack: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 /// What a `FileStart` frame says: for a delta the BLAKE3 of the signature it was made
@@ -341,8 +343,12 @@ impl Streamed {
                 })?;
                 plain.clear();
                 plain.reserve(MAX_PAYLOAD);
-                zstd::bulk::Decompressor::new()
-                    .and_then(|mut d| d.decompress_to_buffer(&packed, &mut plain))
+                let unpack = match &mut self.unpack {
+                    Some(d) => d,
+                    None => self.unpack.insert(zstd::bulk::Decompressor::new()?),
+                };
+                unpack
+                    .decompress_to_buffer(&packed, &mut plain)
                     .map_err(|e| io::Error::other(format!("compressed data: {e}")))?;
                 sink(&plain)?;
                 content += plain.len() as u64;
@@ -576,6 +582,7 @@ where
             deltas,
             hashes,
             received: 0,
+            unpack: None,
         };
         tokio::task::spawn_blocking(move || {
             apply(&p, &dest, &mut source).map(|stats| (stats, source.received))

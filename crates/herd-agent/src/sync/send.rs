@@ -500,11 +500,9 @@ where
     opts.progress.files.fetch_add(whole.len() as u64, Relaxed);
     for (path, is_whole) in whole {
         if is_whole {
-            if let Ok(m) = herd_sync::path::join(src, &path).map(std::fs::metadata) {
-                opts.progress
-                    .planned
-                    .fetch_add(m.map(|m| m.len()).unwrap_or(0), Relaxed);
-            }
+            // The manifest's size: no second look at the file.
+            let size = files.get(&path).copied().unwrap_or(0);
+            opts.progress.planned.fetch_add(size, Relaxed);
             items.push(Item::Whole(path.clone()));
         }
         if let Some(rx) = receivers.remove(&path) {
@@ -679,7 +677,8 @@ async fn delta_body(
             .map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {
             let mut data = Vec::new();
-            herd_sync::path::open_beneath(&root, &rel)
+            herd_sync::path::Beneath::new(&root)
+                .and_then(|b| b.open(&rel))
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .map_err(|e| format!("{rel}: {e}"))?;
             herd_sync::delta::delta(sig, &data).map(|d| {
@@ -745,6 +744,8 @@ fn frame_files(
         }
     };
     let mut chunk = Vec::new();
+    let beneath =
+        herd_sync::path::Beneath::new(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let mut last: Option<String> = None;
     for item in items {
         // A path counts once, whole or as deltas (or both).
@@ -784,7 +785,8 @@ fn frame_files(
         encode_header(Kind::FileStart, rank, start.len(), &mut out);
         out.extend_from_slice(&start);
         let p = herd_sync::path::join(src, &rel)?;
-        let mut f = herd_sync::path::open_beneath(src, &rel)
+        let mut f = beneath
+            .open(&rel)
             .map_err(|e| format!("{}: {e}", p.display()))?;
         loop {
             let n = if zstd {

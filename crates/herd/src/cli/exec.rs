@@ -199,6 +199,29 @@ pub(super) fn signer(
     Ok((cert, tls::signing_key(&files.key)?))
 }
 
+/// `--json` of a command over nodes: one object per node (its name added), in node order.
+pub(super) fn print_json<R>(
+    targets: &[Target],
+    results: &[R],
+    object: impl Fn(&R) -> serde_json::Value,
+) {
+    let list: Vec<_> = targets
+        .iter()
+        .zip(results)
+        .map(|(t, r)| {
+            let mut v = object(r);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("node".into(), t.name.clone().into());
+            }
+            v
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&list).unwrap_or_default()
+    );
+}
+
 /// Loads the config, the node list and the TLS identity; errors are printed.
 pub(super) fn prepare(s: &Select) -> Result<(Vec<Target>, Arc<rustls::ClientConfig>, Config), u8> {
     let cfg = load_config(s.conn.config.as_ref()).map_err(|e| {
@@ -490,18 +513,10 @@ pub fn ping(a: PingArgs) -> u8 {
     });
     let mut code = exit::OK;
     if a.json {
-        let list: Vec<_> = targets
-            .iter()
-            .zip(&results)
-            .map(|(t, r)| match r {
-                Ok(p) => serde_json::json!({"node": t.name, "ok": true, "agent": p}),
-                Err(o) => serde_json::json!({"node": t.name, "ok": false, "result": o}),
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+        print_json(&targets, &results, |r| match r {
+            Ok(p) => serde_json::json!({"ok": true, "agent": p}),
+            Err(o) => serde_json::json!({"ok": false, "result": o}),
+        });
     }
     for (t, r) in targets.iter().zip(&results) {
         match r {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use herd_agent::proto::{SyncDone, SyncRequest};
 use herd_sync::manifest::{scan, ScanOptions};
 
-use super::exec::{prepare, runtime, signer, target, tls_config, Conn, Select};
+use super::exec::{prepare, print_json, runtime, signer, target, tls_config, Conn, Select};
 use super::exit;
 use super::nodeset::load_config;
 
@@ -253,20 +253,10 @@ fn push(a: PushArgs) -> u8 {
     rt.shutdown_background();
     let mut code = exit::OK;
     if a.json {
-        let list: Vec<_> = targets
-            .iter()
-            .zip(&results)
-            .map(|(t, r)| match r {
-                Ok(d) => {
-                    serde_json::json!({"node": t.name, "ok": d.refused.is_empty(), "result": d})
-                }
-                Err(o) => serde_json::json!({"node": t.name, "ok": false, "error": o}),
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+        print_json(&targets, &results, |r| match r {
+            Ok(d) => serde_json::json!({"ok": d.refused.is_empty(), "result": d}),
+            Err(o) => serde_json::json!({"ok": false, "error": o}),
+        });
     }
     for (t, r) in targets.iter().zip(&results) {
         match r {
