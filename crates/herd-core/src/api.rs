@@ -17,7 +17,7 @@ pub const API_VERSION: u32 = 1;
 /// Largest request or response line accepted on the control socket.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     /// Daemon identity and uptime.
@@ -106,6 +106,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+    /// An operator's drain, disable or enable of a real server (the dashboard's actions, `herd
+    /// lb drain|disable|enable`). Kept across reloads while the real server stays configured.
+    SetRealState {
+        service: ServiceKey,
+        address: SocketAddr,
+        state: AdminState,
+    },
     /// VRRP instances: role, priority, master, transitions, counters.
     HaStatus,
     /// Planned hand-over: each named master instance (all if none named) resigns and stands by
@@ -121,7 +128,7 @@ pub enum Request {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
     Ok,
@@ -171,7 +178,7 @@ pub enum Response {
 }
 
 /// One VRRP instance, as `herd ha status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct VrrpStatus {
     pub name: String,
@@ -212,7 +219,7 @@ pub struct VrrpStatus {
 }
 
 /// One tracked object of a VRRP instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TrackStatus {
     /// interface, script or service.
@@ -225,7 +232,7 @@ pub struct TrackStatus {
     pub weight: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct VrrpTransition {
     /// Milliseconds since the Unix epoch.
@@ -236,7 +243,7 @@ pub struct VrrpTransition {
 }
 
 /// A health check and its targets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct HealthCheckStatus {
     pub name: String,
@@ -250,7 +257,7 @@ pub struct HealthCheckStatus {
 }
 
 /// One target of a check: its state and its last result (latency, verdict, summary).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct HealthTargetStatus {
     pub target: String,
@@ -275,7 +282,7 @@ pub struct HealthTargetStatus {
 }
 
 /// A silence in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct SilenceStatus {
     pub id: u64,
@@ -291,7 +298,7 @@ pub struct SilenceStatus {
 }
 
 /// One entry of the health history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct HealthEvent {
     /// Milliseconds since the Unix epoch.
@@ -306,7 +313,7 @@ pub struct HealthEvent {
 }
 
 /// One outage of one target (mon's downtime log).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DowntimeEntry {
     pub check: String,
@@ -319,7 +326,7 @@ pub struct DowntimeEntry {
 }
 
 /// The outcome of one alert run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeliveryStatus {
     pub sink: String,
@@ -329,7 +336,7 @@ pub struct DeliveryStatus {
 }
 
 /// Why a request failed. The kinds map onto ipvsadm's error messages and exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request is malformed or a value is out of range.
@@ -345,7 +352,7 @@ pub enum ErrorKind {
     Internal,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
@@ -368,7 +375,7 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DaemonStatus {
     pub version: String,
@@ -385,7 +392,7 @@ pub struct DaemonStatus {
 ///
 /// For TCP through the userspace proxy, "packets" are the chunks the proxy moved (one read or
 /// one splice), not wire segments; for UDP they are datagrams.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Stats {
     pub conns: u64,
@@ -396,7 +403,7 @@ pub struct Stats {
 }
 
 /// Rates per second, averaged like the kernel's estimator (ipvsadm `--rate`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Rates {
     pub cps: u64,
@@ -406,7 +413,7 @@ pub struct Rates {
     pub bps_out: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RealStatus {
     #[serde(flatten)]
@@ -422,6 +429,9 @@ pub struct RealStatus {
     /// The health monitor's verdict; `weight` above is 0 unless `up`.
     #[serde(default)]
     pub health: RealHealth,
+    /// What an operator has done to it; `weight` above is 0 unless `enabled`.
+    #[serde(default)]
+    pub admin: AdminState,
     /// The service's sorry server, listed while it stands in for a lost quorum.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sorry: bool,
@@ -430,7 +440,7 @@ pub struct RealStatus {
 }
 
 /// A service's quorum and whether it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct QuorumStatus {
     #[serde(flatten)]
@@ -441,8 +451,43 @@ pub struct QuorumStatus {
     pub lost: bool,
 }
 
+impl RealStatus {
+    /// In the kernel's table as ipvsadm would list it: not on its way out after a reload, not
+    /// disabled by an operator.
+    pub fn listed(&self) -> bool {
+        !self.draining && self.admin != AdminState::Disabled
+    }
+}
+
+/// What an operator has done to a real server, apart from its weight.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminState {
+    /// In service at its configured weight.
+    #[default]
+    Enabled,
+    /// No new connections (persistent clients included); open ones continue. Listed with
+    /// weight 0.
+    Draining,
+    /// Out of the table as after `ipvsadm -d`; open connections continue. Not listed by
+    /// `ipvsadm -L`, kept so that `enabled` brings it back.
+    Disabled,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
+}
+
 /// What the health monitor has done to a real server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RealHealth {
     /// In service (also: not monitored, or not checked yet).
@@ -454,7 +499,7 @@ pub enum RealHealth {
     Removed,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ServiceStatus {
     #[serde(flatten)]
@@ -467,7 +512,7 @@ pub struct ServiceStatus {
 }
 
 /// One entry of the connection table (ipvsadm `-L -c`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ConnEntry {
     pub protocol: crate::model::Protocol,

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Transport protocol of a virtual service (ipvsadm `-t` / `-u`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -48,7 +48,7 @@ impl FromStr for Protocol {
 }
 
 /// The fourteen IPVS scheduling methods, with the kernel's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SchedulerKind {
     /// Round robin.
@@ -142,7 +142,7 @@ impl FromStr for SchedulerKind {
 }
 
 /// Scheduler flags (ipvsadm `-b`): hashing variations of `sh` and `mh`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SchedFlags {
     /// sh/mh: if the hashed real server is unavailable, pick another one (`sh-fallback`,
@@ -198,7 +198,7 @@ impl SchedFlags {
 /// The userspace `proxy` data plane is a full proxy and forwards every method the same way
 /// (like `masq`); the kernel data planes honour the method. The method is kept and shown so that
 /// rules round-trip through `ipvsadm -S`/`-R` unchanged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Forward {
     /// Direct routing, ipvsadm's default (`-g`, "Route").
@@ -255,7 +255,7 @@ impl FromStr for Forward {
 }
 
 /// Identity of a virtual service: protocol and VIP:port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceKey {
     pub protocol: Protocol,
     pub address: SocketAddr,
@@ -268,7 +268,7 @@ impl fmt::Display for ServiceKey {
 }
 
 /// Persistence (ipvsadm `-p [timeout]` and `-M netmask`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Persistence {
     /// Seconds a client stays bound to its real server after its last connection ends.
@@ -326,7 +326,7 @@ pub fn prefix_to_netmask(prefix: u8, v6: bool) -> String {
 }
 
 /// A virtual service as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServiceSpec {
     #[serde(flatten)]
@@ -350,7 +350,7 @@ pub const MAX_WEIGHT: u32 = 65535;
 pub const MAX_THRESHOLD: u32 = 65535;
 
 /// A real server (destination) as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RealSpec {
     pub address: SocketAddr,
@@ -367,7 +367,7 @@ pub struct RealSpec {
 }
 
 /// Connection timeouts (ipvsadm `--set tcp tcpfin udp`), in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Timeouts {
     /// Idle timeout of an established TCP connection.
@@ -425,7 +425,7 @@ mod tests {
 /// new connections go to the sorry server instead. The quorum is lost below
 /// `min - hysteresis` and regained at `min + hysteresis`, so one server flapping at the edge
 /// does not switch the service back and forth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Quorum {
     pub min: u32,

@@ -12,7 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use herd_core::api::{ConnEntry, QuorumStatus, Rates, RealHealth, RealStatus, ServiceStatus};
+use herd_core::api::{
+    AdminState, ConnEntry, QuorumStatus, Rates, RealHealth, RealStatus, ServiceStatus,
+};
 use herd_core::model::{mask_addr, Protocol, Quorum, RealSpec, ServiceKey, ServiceSpec, Timeouts};
 
 use crate::sched::{new_scheduler, wlc_pick, ConnInfo, DestView, Scheduler};
@@ -102,13 +104,16 @@ struct DestEntry {
     draining: bool,
     /// What the health monitor says; kept across reloads.
     health: RealHealth,
+    /// What an operator says; kept across reloads.
+    admin: AdminState,
     est: RateEst,
 }
 
 impl DestEntry {
-    /// The weight the schedulers see: 0 while draining or taken out by the health monitor.
+    /// The weight the schedulers see: 0 while draining, drained or disabled by an operator, or
+    /// taken out by the health monitor.
     fn effective_weight(&self) -> u32 {
-        if self.draining || self.health != RealHealth::Up {
+        if self.draining || self.health != RealHealth::Up || self.admin != AdminState::Enabled {
             0
         } else {
             self.spec.weight
@@ -449,6 +454,7 @@ impl Service {
                 overloaded: d.dest.overloaded.load(Relaxed),
                 draining: d.draining,
                 health: d.health,
+                admin: d.admin,
                 sorry: false,
                 stats: d.dest.stats.snapshot(),
                 rates: d.est.rates(),
@@ -471,6 +477,7 @@ impl Service {
                 overloaded: false,
                 draining: false,
                 health: RealHealth::Up,
+                admin: AdminState::Enabled,
                 sorry: true,
                 stats: d.stats.snapshot(),
                 rates: Rates::default(),
@@ -579,6 +586,25 @@ impl Service {
         }
         d.health = health;
         if health != RealHealth::Up {
+            inner.templates.retain(|_, t| t.dest != addr);
+        }
+        inner.refresh_sched();
+        true
+    }
+
+    /// Sets what an operator says about a real server; false if there is none at this address.
+    /// Anything but `Enabled` stops new connections, persistent clients' too (their templates
+    /// go); open connections continue.
+    pub fn set_admin(&self, addr: SocketAddr, state: AdminState) -> bool {
+        let mut inner = self.lock();
+        let Some(d) = inner.dests.iter_mut().find(|d| d.dest.addr == addr) else {
+            return false;
+        };
+        if d.admin == state {
+            return true;
+        }
+        d.admin = state;
+        if state != AdminState::Enabled {
             inner.templates.retain(|_, t| t.dest != addr);
         }
         inner.refresh_sched();
@@ -699,6 +725,7 @@ impl Inner {
                 dest: Arc::new(Dest::new(&spec)),
                 draining: false,
                 health: RealHealth::Up,
+                admin: AdminState::Enabled,
                 est: RateEst::default(),
             },
         );
@@ -978,6 +1005,54 @@ mod tests {
             .iter()
             .all(|r| r.spec.weight == 5 && r.health == RealHealth::Up));
         assert!(!s.set_health(real(9, 1).address, RealHealth::Up));
+        drop(c);
+    }
+
+    #[test]
+    fn an_operators_drain_and_disable_stop_new_connections_and_survive_reloads() {
+        let (a, b) = (real(1, 5), real(2, 5));
+        let s = persistent_svc(300, 32, &[a, b]);
+        let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
+        let first = c.dest_addr();
+        let other = if first == a.address { b } else { a };
+        assert!(s.set_admin(first, AdminState::Draining));
+        // The persistent client moves too; the open connection stays counted.
+        for n in 1..10 {
+            assert_eq!(
+                s.schedule(client(n), vip(), 0, &[]).unwrap().dest_addr(),
+                other.address
+            );
+        }
+        let st = s.status();
+        let q = st.reals.iter().find(|r| r.spec.address == first).unwrap();
+        assert_eq!(
+            (q.spec.weight, q.admin, q.active_conns, q.listed()),
+            (0, AdminState::Draining, 1, true)
+        );
+        // A reload keeps it; a weight change keeps it too.
+        s.reconcile_reals(&[a, b]);
+        assert!(s.edit_real(RealSpec { weight: 7, ..a }));
+        assert!(s.edit_real(RealSpec { weight: 7, ..b }));
+        assert_eq!(
+            s.schedule(client(20), vip(), 0, &[]).unwrap().dest_addr(),
+            other.address
+        );
+        // Disabled: still in the status (to be enabled again), not listed.
+        assert!(s.set_admin(first, AdminState::Disabled));
+        let st = s.status();
+        let q = st.reals.iter().find(|r| r.spec.address == first).unwrap();
+        assert!(!q.listed());
+        assert_eq!(
+            s.schedule(client(21), vip(), 0, &[]).unwrap().dest_addr(),
+            other.address
+        );
+        assert!(s.set_admin(first, AdminState::Enabled));
+        let st = s.status();
+        assert!(st
+            .reals
+            .iter()
+            .all(|r| r.spec.weight == 7 && r.admin == AdminState::Enabled && r.listed()));
+        assert!(!s.set_admin(real(9, 1).address, AdminState::Draining));
         drop(c);
     }
 

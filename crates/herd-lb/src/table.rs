@@ -143,6 +143,19 @@ impl Table {
         Ok(())
     }
 
+    /// Applies an operator's drain, disable or enable (see [`Service::set_admin`]).
+    pub fn set_admin(
+        &self,
+        key: &ServiceKey,
+        addr: SocketAddr,
+        state: herd_core::api::AdminState,
+    ) -> Result<(), ApiError> {
+        if !self.need(key)?.set_admin(addr, state) {
+            return Err(no_real(key, addr));
+        }
+        Ok(())
+    }
+
     pub fn delete_real(&mut self, key: &ServiceKey, addr: SocketAddr) -> Result<(), ApiError> {
         if !self.need(key)?.remove_real(addr) {
             return Err(no_real(key, addr));

@@ -300,6 +300,11 @@ impl Daemon {
                     .map(|deliveries| Response::Deliveries { deliveries })
                     .map_err(invalid)
             }
+            Request::SetRealState {
+                service,
+                address,
+                state,
+            } => ok(self.table().set_admin(&service, address, state)),
             Request::HaStatus => Ok(Response::Ha {
                 instances: self.ha.as_ref().map(|h| h.status()).unwrap_or_default(),
             }),

@@ -23,6 +23,7 @@ mod health;
 mod smtp;
 mod sync;
 mod vrrp;
+pub mod web;
 
 pub use agent::{listen_address, normalize_serial};
 pub use vrrp::parse_vip;
@@ -126,6 +127,7 @@ pub struct RawConfig {
     pub groups: Option<cluster::RawGroups>,
     pub agent: Option<agent::RawAgent>,
     pub sync: Option<sync::RawSync>,
+    pub web: Option<web::RawWeb>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +265,8 @@ pub struct Config {
     /// `[sync] fanout`: `herd sync push` connections beyond which agents relay (None: the
     /// default, [`crate::cluster::SYNC_FANOUT`]).
     pub sync_fanout: Option<usize>,
+    /// `[web]`: the dashboard and HTTP API; none without the section.
+    pub web: Option<web::WebConfig>,
 }
 
 /// Maps byte offsets of the source to 1-based line numbers.
@@ -433,6 +437,7 @@ impl Config {
         cfg.agent = agent::validate(&l, raw.agent.as_ref(), &mut errs);
         cfg.sync_modules = sync::validate(&l, raw.sync.as_ref(), &cfg.cluster, &mut errs);
         cfg.sync_fanout = sync::fanout(&l, raw.sync.as_ref(), &mut errs);
+        cfg.web = web::validate(&l, raw.web.as_ref(), &mut errs);
 
         if errs.is_empty() {
             Ok(cfg)
@@ -468,6 +473,7 @@ impl Config {
             groups: cluster::groups_out(&self.cluster),
             agent: agent::agent_out(&self.agent),
             sync: sync::sync_out(&self.sync_modules, self.sync_fanout),
+            web: web::web_out(self.web.as_ref()),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -886,6 +892,8 @@ struct FileOut {
     agent: Option<agent::AgentOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sync: Option<sync::SyncOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    web: Option<web::WebOut>,
 }
 
 #[derive(Serialize)]

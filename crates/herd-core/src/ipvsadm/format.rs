@@ -296,7 +296,7 @@ fn print_service_entry(out: &mut String, s: &ServiceStatus, fmt: Fmt, resolver: 
     }
     out.push('\n');
 
-    let mut reals: Vec<&RealStatus> = s.reals.iter().filter(|r| !r.draining).collect();
+    let mut reals: Vec<&RealStatus> = s.reals.iter().filter(|r| r.listed()).collect();
     if fmt.sort {
         msort(&mut reals, &|a, b| {
             cmp_dests(

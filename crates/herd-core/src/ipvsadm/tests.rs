@@ -362,6 +362,7 @@ fn rstat(spec: RealSpec, active: u32, inactive: u32, persist: u32) -> RealStatus
         overloaded: false,
         draining: false,
         health: Default::default(),
+        admin: Default::default(),
         sorry: false,
         stats: Stats::default(),
         rates: Rates::default(),
@@ -1939,6 +1940,17 @@ UDP  10.0.0.1:domain                     5       10       20     3000     4000|
 fn draining_reals_are_not_listed() {
     let mut t = seed001();
     t[0].reals[0].draining = true;
+    let out = format_list(&t, &list_opts(|o| o.numeric = true), &NumericOnly);
+    assert!(!out.contains("211.238.41.166"), "{out}");
+    assert!(!format_save(&t, true, &NumericOnly).contains("211.238.41.166"));
+}
+
+#[test]
+fn disabled_reals_are_not_listed() {
+    let mut t = seed001();
+    let out = format_list(&t, &list_opts(|o| o.numeric = true), &NumericOnly);
+    assert!(out.contains("211.238.41.166"), "{out}");
+    t[0].reals[0].admin = crate::api::AdminState::Disabled;
     let out = format_list(&t, &list_opts(|o| o.numeric = true), &NumericOnly);
     assert!(!out.contains("211.238.41.166"), "{out}");
     assert!(!format_save(&t, true, &NumericOnly).contains("211.238.41.166"));

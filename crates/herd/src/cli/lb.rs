@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use herd_core::api::{Request, Response, ServiceStatus};
+use herd_core::api::{AdminState, RealHealth, Request, Response, ServiceStatus};
 use herd_core::config::{parse_duration, parse_real_addr, parse_socket_addr};
 use herd_core::model::{
     netmask_to_prefix, Forward, Persistence, Protocol, RealSpec, SchedFlags, SchedulerKind,
@@ -96,6 +96,24 @@ pub enum RealCmd {
         #[arg(long)]
         udp: bool,
     },
+    /// Drain a real server: no new connections (persistent clients' too), open ones finish;
+    /// listed with weight 0. Kept across reloads until `enable`
+    Drain(StateArgs),
+    /// Take a real server out of the table (as `ipvsadm -d`, open connections finish) but keep
+    /// it, to `enable` later
+    Disable(StateArgs),
+    /// Put a drained or disabled real server back at its configured weight
+    Enable(StateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// VIP:PORT of the virtual service
+    service: String,
+    /// IP[:PORT] of the real server (the port defaults to the service's)
+    real: String,
+    #[arg(long)]
+    udp: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,8 +248,21 @@ fn exec(cmd: Cmd, socket: &Option<PathBuf>) -> Result<(), u8> {
                 parse_real_addr(&real, service.address.port()).map_err(usage)?;
             Request::DeleteReal { service, address }
         }
+        Cmd::Real(RealCmd::Drain(a)) => set_state(a, AdminState::Draining)?,
+        Cmd::Real(RealCmd::Disable(a)) => set_state(a, AdminState::Disabled)?,
+        Cmd::Real(RealCmd::Enable(a)) => set_state(a, AdminState::Enabled)?,
     };
     call(socket, &req).map(|_| ())
+}
+
+fn set_state(a: StateArgs, state: AdminState) -> Result<Request, u8> {
+    let service = key(&a.service, a.udp)?;
+    let address = parse_real_addr(&a.real, service.address.port()).map_err(usage)?;
+    Ok(Request::SetRealState {
+        service,
+        address,
+        state,
+    })
 }
 
 fn save(file: &std::path::Path, toml: &str) -> Result<(), u8> {
@@ -306,7 +337,11 @@ pub fn render(services: &[ServiceStatus]) -> String {
         );
         for r in &s.reals {
             let state = if r.draining {
-                "draining"
+                "draining (removed)"
+            } else if r.admin != AdminState::Enabled {
+                r.admin.as_str()
+            } else if r.health != RealHealth::Up {
+                "failing checks"
             } else if r.overloaded {
                 "overloaded"
             } else if r.spec.weight == 0 {

@@ -232,6 +232,39 @@ fn weight_zero_quiesces_new_connections_but_open_ones_continue() {
 }
 
 #[test]
+fn drain_disable_and_enable_by_an_operator() {
+    let net = Net::new("admin_state");
+    let b: Vec<Backend> = (1..=2)
+        .map(|i| Backend::http(net.addr(10 + i, 8080), &format!("node0{i}")))
+        .collect();
+    let vip = net.addr(100, 8080);
+    let d = Daemon::start(
+        "admin_state",
+        &service(vip, "rr", &[(b[0].addr, 1), (b[1].addr, 1)]),
+    );
+    let (v, r1) = (vip.to_string(), b[0].addr.to_string());
+    d.ok(&["lb", "real", "drain", &v, &r1]);
+    assert_eq!(tally(vip, 10).get("node02"), Some(&10));
+    // Listed with weight 0 (the fourth column), as ipvsadm shows a quiesced server.
+    let ipvs = d.ok(&["ipvsadm", "-L", "-n"]);
+    let line = ipvs.lines().find(|l| l.contains(&r1)).expect("listed");
+    assert_eq!(line.split_whitespace().nth(3), Some("0"), "{ipvs}");
+    let list = d.ok(&["lb", "list"]);
+    assert!(list.contains("draining"), "{list}");
+    // A reload keeps the operator's word.
+    d.ok(&["reload"]);
+    assert_eq!(tally(vip, 6).get("node02"), Some(&6));
+    d.ok(&["lb", "real", "disable", &v, &r1]);
+    assert!(!d.ok(&["ipvsadm", "-L", "-n"]).contains(&r1));
+    assert_eq!(tally(vip, 4).get("node02"), Some(&4));
+    d.ok(&["lb", "real", "enable", &v, &r1]);
+    let t = tally(vip, 10);
+    assert_eq!((t.get("node01"), t.get("node02")), (Some(&5), Some(&5)));
+    let out = d.herd(&["lb", "real", "drain", &v, "127.0.0.1:1"]);
+    assert!(!out.status.success());
+}
+
+#[test]
 fn udp_sessions_are_forwarded_and_counted() {
     let net = Net::new("udp");
     let mut threads = Vec::new();

@@ -1,0 +1,257 @@
+//! `[web]`: the dashboard, the HTTP API and `/metrics`, and `[web.user.NAME]` logins.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{duration, format_duration, ConfigError, Lines, RawDuration};
+
+/// Where the dashboard listens when `[web]` names no address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+
+/// What a login may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebRole {
+    /// Everything, including the actions (drain, weights, silences, failover).
+    Admin,
+    /// Look, never touch.
+    ReadOnly,
+}
+
+impl WebRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebRole::Admin => "admin",
+            WebRole::ReadOnly => "read-only",
+        }
+    }
+}
+
+impl std::fmt::Display for WebRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One login: a name, an argon2id hash in PHC form (`herd user add` makes it), a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebUser {
+    pub name: String,
+    pub password: String,
+    pub role: WebRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key: HTTPS, and cookies marked `Secure`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// A session ends after this long without a request.
+    pub session_timeout: Duration,
+    /// JSON lines, one per action and per login; none = the daemon's log only.
+    pub audit_log: Option<PathBuf>,
+    /// `/metrics` without a login (Prometheus scrapes it); false = a session is needed.
+    pub metrics_public: bool,
+    pub users: Vec<WebUser>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: DEFAULT_LISTEN.parse().expect("a valid literal"),
+            tls: None,
+            session_timeout: Duration::from_secs(3600),
+            audit_log: None,
+            metrics_public: true,
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawWeb {
+    pub listen: Option<Spanned<String>>,
+    pub tls_cert: Option<Spanned<String>>,
+    pub tls_key: Option<Spanned<String>>,
+    pub session_timeout: Option<Spanned<RawDuration>>,
+    pub audit_log: Option<Spanned<String>>,
+    pub metrics_public: Option<bool>,
+    #[serde(default)]
+    pub user: BTreeMap<String, RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUser {
+    pub password: Spanned<String>,
+    pub role: Spanned<String>,
+}
+
+/// A login name: letters, digits, `.`, `_`, `-`, `@`; 1 to 64 of them.
+pub fn user_name_ok(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+}
+
+/// Checks the shape of an argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`); the
+/// web server parses it fully when it starts.
+pub fn argon2id_hash_ok(h: &str) -> bool {
+    let parts: Vec<&str> = h.split('$').collect();
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    };
+    parts.len() == 6
+        && parts[0].is_empty()
+        && parts[1] == "argon2id"
+        && parts[2].starts_with("v=")
+        && ["m=", "t=", "p="]
+            .iter()
+            .all(|k| parts[3].split(',').any(|p| p.starts_with(k)))
+        && b64(parts[4])
+        && b64(parts[5])
+}
+
+pub(super) fn validate(
+    l: &Lines<'_>,
+    raw: Option<&RawWeb>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<WebConfig> {
+    let raw = raw?;
+    let mut cfg = WebConfig::default();
+    if let Some(a) = &raw.listen {
+        match a.get_ref().parse::<SocketAddr>() {
+            Ok(v) => cfg.listen = v,
+            Err(_) => errs.push(l.err(
+                Some(a),
+                "web.listen",
+                format!("{:?} is not an address with a port (e.g. 127.0.0.1:9000)", a.get_ref()),
+            )),
+        }
+    }
+    let path = |p: &Spanned<String>, key: &str, errs: &mut Vec<ConfigError>| {
+        if std::path::Path::new(p.get_ref()).is_absolute() {
+            Some(PathBuf::from(p.get_ref()))
+        } else {
+            errs.push(l.err(Some(p), key, "an absolute path"));
+            None
+        }
+    };
+    match (&raw.tls_cert, &raw.tls_key) {
+        (Some(c), Some(k)) => {
+            if let (Some(c), Some(k)) = (
+                path(c, "web.tls-cert", errs),
+                path(k, "web.tls-key", errs),
+            ) {
+                cfg.tls = Some((c, k));
+            }
+        }
+        (Some(c), None) => errs.push(l.err(Some(c), "web.tls-cert", "needs web.tls-key too")),
+        (None, Some(k)) => errs.push(l.err(Some(k), "web.tls-key", "needs web.tls-cert too")),
+        (None, None) => {}
+    }
+    if let Some(d) = &raw.session_timeout {
+        match duration(d) {
+            Ok(v) if v >= Duration::from_secs(60) => cfg.session_timeout = v,
+            Ok(_) => errs.push(l.err(Some(d), "web.session-timeout", "at least 1m")),
+            Err(e) => errs.push(l.err(Some(d), "web.session-timeout", e)),
+        }
+    }
+    if let Some(p) = &raw.audit_log {
+        cfg.audit_log = path(p, "web.audit-log", errs);
+    }
+    if let Some(m) = raw.metrics_public {
+        cfg.metrics_public = m;
+    }
+    for (name, u) in &raw.user {
+        let key = |k: &str| format!("web.user.{name}.{k}");
+        if !user_name_ok(name) {
+            errs.push(l.err(
+                Some(&u.password),
+                format!("web.user.{name:?}"),
+                "a user name is 1 to 64 letters, digits, '.', '_', '-' or '@'",
+            ));
+        }
+        if !argon2id_hash_ok(u.password.get_ref()) {
+            errs.push(l.err(
+                Some(&u.password),
+                key("password"),
+                "not an argon2id hash ($argon2id$v=19$m=…,t=…,p=…$salt$hash); `herd user add` makes one",
+            ));
+        }
+        let role = match u.role.get_ref().as_str() {
+            "admin" => WebRole::Admin,
+            "read-only" => WebRole::ReadOnly,
+            other => {
+                errs.push(l.err(
+                    Some(&u.role),
+                    key("role"),
+                    format!("unknown role {other:?} (expected admin or read-only)"),
+                ));
+                continue;
+            }
+        };
+        cfg.users.push(WebUser {
+            name: name.clone(),
+            password: u.password.get_ref().clone(),
+            role,
+        });
+    }
+    Some(cfg)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) struct WebOut {
+    listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<String>,
+    session_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_log: Option<String>,
+    metrics_public: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    user: BTreeMap<String, UserOut>,
+}
+
+#[derive(Serialize)]
+pub(super) struct UserOut {
+    password: String,
+    role: &'static str,
+}
+
+pub(super) fn web_out(c: Option<&WebConfig>) -> Option<WebOut> {
+    let c = c?;
+    Some(WebOut {
+        listen: c.listen.to_string(),
+        tls_cert: c.tls.as_ref().map(|t| t.0.display().to_string()),
+        tls_key: c.tls.as_ref().map(|t| t.1.display().to_string()),
+        session_timeout: format_duration(c.session_timeout),
+        audit_log: c.audit_log.as_ref().map(|p| p.display().to_string()),
+        metrics_public: c.metrics_public,
+        user: c
+            .users
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    UserOut {
+                        password: u.password.clone(),
+                        role: u.role.as_str(),
+                    },
+                )
+            })
+            .collect(),
+    })
+}
