@@ -392,7 +392,9 @@ pub struct DaemonStatus {
 ///
 /// For TCP through the userspace proxy, "packets" are the chunks the proxy moved (one read or
 /// one splice), not wire segments; for UDP they are datagrams.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub struct Stats {
     pub conns: u64,
@@ -403,7 +405,9 @@ pub struct Stats {
 }
 
 /// Rates per second, averaged like the kernel's estimator (ipvsadm `--rate`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub struct Rates {
     pub cps: u64,
@@ -487,7 +491,9 @@ impl AdminState {
 }
 
 /// What the health monitor has done to a real server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RealHealth {
     /// In service (also: not monitored, or not checked yet).

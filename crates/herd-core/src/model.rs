@@ -10,7 +10,19 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Transport protocol of a virtual service (ipvsadm `-t` / `-u`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -142,7 +154,9 @@ impl FromStr for SchedulerKind {
 }
 
 /// Scheduler flags (ipvsadm `-b`): hashing variations of `sh` and `mh`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SchedFlags {
     /// sh/mh: if the hashed real server is unavailable, pick another one (`sh-fallback`,
@@ -198,7 +212,9 @@ impl SchedFlags {
 /// The userspace `proxy` data plane is a full proxy and forwards every method the same way
 /// (like `masq`); the kernel data planes honour the method. The method is kept and shown so that
 /// rules round-trip through `ipvsadm -S`/`-R` unchanged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Forward {
     /// Direct routing, ipvsadm's default (`-g`, "Route").
@@ -255,7 +271,19 @@ impl FromStr for Forward {
 }
 
 /// Identity of a virtual service: protocol and VIP:port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct ServiceKey {
     pub protocol: Protocol,
     pub address: SocketAddr,

@@ -67,6 +67,14 @@ pub struct Daemon {
     revoked: herd_agent::tls::Revoked,
     /// The sync modules the agent serves (reload replaces them).
     modules: herd_agent::module::Modules,
+    /// The dashboard and HTTP API, when the config has `[web]`.
+    web: std::sync::OnceLock<herd_web::Web>,
+}
+
+impl herd_web::Backend for Daemon {
+    fn call(&self, req: Request) -> Response {
+        self.handle(req)
+    }
 }
 
 /// Number of data-plane workers for a config value (0 = one per core).
@@ -113,6 +121,7 @@ impl Daemon {
                 &config.sync_modules,
             ))),
             ha,
+            web: std::sync::OnceLock::new(),
             source,
             table,
             monitor: Mutex::new(Some(Arc::new(monitor))),
@@ -162,6 +171,11 @@ impl Daemon {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .update(&cfg.cluster, &cfg.sync_modules);
+        match (self.web.get(), &cfg.web) {
+            (Some(w), web) => pending.extend(w.reload(web.as_ref())),
+            (None, Some(_)) => pending.push("web".to_string()),
+            (None, None) => {}
+        }
         for p in &pending {
             tracing::warn!("{p} changed: takes effect when the daemon restarts");
         }
@@ -552,17 +566,58 @@ pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
     crate::agent::bind(&cfg, daemon.revoked.clone(), daemon.modules.clone()).await
 }
 
+/// Binds the dashboard and HTTP API when the config has `[web]` (before the control socket,
+/// whose appearance means ready).
+pub async fn bind_web(daemon: &Arc<Daemon>) -> Result<Option<herd_web::Listener>> {
+    let (web, agent_name) = {
+        let c = daemon.config.lock().unwrap_or_else(|p| p.into_inner());
+        (c.web.clone(), c.agent.name.clone())
+    };
+    let Some(cfg) = web else {
+        return Ok(None);
+    };
+    let node = agent_name.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
+    });
+    let info = herd_web::Info {
+        version: env!("CARGO_PKG_VERSION"),
+        node,
+    };
+    let backend: Arc<dyn herd_web::Backend> = daemon.clone();
+    let (web, listener) = herd_web::Web::bind(&cfg, backend, info)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(url = %web.url(&listener), users = cfg.users.len(), "dashboard");
+    let _ = daemon.web.set(web);
+    Ok(Some(listener))
+}
+
+/// What start-up bound, handed to [`serve`].
+#[derive(Debug)]
+pub struct Bound {
+    pub control: UnixListener,
+    pub control_path: PathBuf,
+    pub agent: Option<BoundAgent>,
+    pub web: Option<herd_web::Listener>,
+}
+
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
 /// SIGTERM/SIGINT during the drain ends it at once.
 pub async fn serve(
     daemon: Arc<Daemon>,
     signals: Signals,
-    control: UnixListener,
-    control_path: PathBuf,
+    bound: Bound,
     drain_timeout: Duration,
-    agent: Option<BoundAgent>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let Bound {
+        control,
+        control_path,
+        agent,
+        web,
+    } = bound;
     let Signals {
         mut term,
         mut int,
@@ -596,6 +651,9 @@ pub async fn serve(
             .agent
             .port;
         crate::agent::spawn_schedules(&agent, port);
+    }
+    if let (Some(w), Some(l)) = (daemon.web.get(), web) {
+        w.spawn(l);
     }
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());

@@ -96,8 +96,7 @@ pub struct RawUser {
 /// A login name: letters, digits, `.`, `_`, `-`, `@`; 1 to 64 of them.
 pub fn user_name_ok(n: &str) -> bool {
     (1..=64).contains(&n.len())
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
 }
 
@@ -134,7 +133,10 @@ pub(super) fn validate(
             Err(_) => errs.push(l.err(
                 Some(a),
                 "web.listen",
-                format!("{:?} is not an address with a port (e.g. 127.0.0.1:9000)", a.get_ref()),
+                format!(
+                    "{:?} is not an address with a port (e.g. 127.0.0.1:9000)",
+                    a.get_ref()
+                ),
             )),
         }
     }
@@ -148,10 +150,9 @@ pub(super) fn validate(
     };
     match (&raw.tls_cert, &raw.tls_key) {
         (Some(c), Some(k)) => {
-            if let (Some(c), Some(k)) = (
-                path(c, "web.tls-cert", errs),
-                path(k, "web.tls-key", errs),
-            ) {
+            if let (Some(c), Some(k)) =
+                (path(c, "web.tls-cert", errs), path(k, "web.tls-key", errs))
+            {
                 cfg.tls = Some((c, k));
             }
         }

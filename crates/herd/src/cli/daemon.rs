@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use herd_core::config::Config;
 
 use super::exit;
-use crate::daemon::{bind_agent, bind_control, check_control, serve, Daemon, Signals, Source};
+use crate::daemon::{
+    bind_agent, bind_control, bind_web, check_control, serve, Bound, Daemon, Signals, Source,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -105,6 +107,13 @@ pub async fn daemon_main(
             return exit::CANTCREAT;
         }
     };
+    let web = match bind_web(&daemon).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            return exit::CANTCREAT;
+        }
+    };
     let control = match bind_control(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -113,7 +122,20 @@ pub async fn daemon_main(
         }
     };
     // 3. Serve; 4. drain.
-    match serve(daemon, signals, control, socket, drain, agent, shutdown).await {
+    match serve(
+        daemon,
+        signals,
+        Bound {
+            control,
+            control_path: socket,
+            agent,
+            web,
+        },
+        drain,
+        shutdown,
+    )
+    .await
+    {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("herd: {e:#}");

@@ -18,6 +18,29 @@ pub struct Args {
     /// Data-plane worker threads (0 = one per core)
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Where the dashboard and HTTP API listen (an admin login with a fresh password is
+    /// printed at start)
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9000")]
+    web: std::net::SocketAddr,
+    /// No dashboard
+    #[arg(long)]
+    no_web: bool,
+}
+
+/// The demo's config text: the embedded file, plus a `[web]` section with an `admin` login
+/// whose password is made up now (there is no default password anywhere).
+fn demo_text(a: &Args) -> Result<(String, Option<String>), String> {
+    if a.no_web {
+        return Ok((DEMO_CONFIG.to_string(), None));
+    }
+    let password = herd_web::auth::token()[..20].to_string();
+    let hash = herd_web::auth::hash_password(&password)?;
+    let text = format!(
+        "{DEMO_CONFIG}\n# Added by `herd demo`: the dashboard, and a login made up at start.\n\
+         [web]\nlisten = \"{}\"\n\n[web.user.admin]\npassword = \"{hash}\"\nrole = \"admin\"\n",
+        a.web
+    );
+    Ok((text, Some(password)))
 }
 
 /// The demo's control socket: `$XDG_RUNTIME_DIR/herd-demo.sock`, else `/tmp/herd-demo-UID.sock`.
@@ -32,7 +55,14 @@ fn demo_socket() -> PathBuf {
 }
 
 pub fn run(a: Args, socket: Option<PathBuf>) -> u8 {
-    let mut cfg = match Config::parse("demo.toml", DEMO_CONFIG) {
+    let (text, password) = match demo_text(&a) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("herd demo: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    let mut cfg = match Config::parse("demo.toml", &text) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("herd: the embedded demo config is invalid (a bug):\n{e}");
@@ -83,12 +113,17 @@ pub fn run(a: Args, socket: Option<PathBuf>) -> u8 {
             svc.reals[2].address
         );
         println!("  herd lb list --socket {s}");
+        if let Some(pw) = &password {
+            println!();
+            println!("Dashboard: http://{}/  (user admin, password {pw})", a.web);
+            println!("Metrics:   http://{}/metrics", a.web);
+        }
         println!();
         println!("Ctrl-C stops the demo.");
         daemon_main(
             Source::Embedded {
                 name: "demo.toml".into(),
-                text: DEMO_CONFIG.into(),
+                text,
             },
             cfg,
             socket,

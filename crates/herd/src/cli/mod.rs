@@ -12,6 +12,7 @@ mod ipvsadm;
 mod lb;
 mod nodeset;
 mod sync;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,7 +49,8 @@ herd lb list                   the same, friendlier (--json for scripts)\n  \
 herd health list               health checks and what they did to the real servers\n  \
 herd ha status                 which director holds the VIP (VRRP)\n  \
 herd init; herd cert issue N   the cluster CA, and a certificate for each node's agent\n  \
-herd exec -w 'node[01-64]' CMD run a command on many nodes (herd nodeset -e to see a set)",
+herd exec -w 'node[01-64]' CMD run a command on many nodes (herd nodeset -e to see a set)\n  \
+herd user add NAME --role admin  a login for the dashboard ([web] in the config)",
     after_help = "The CLI talks to the daemon over a Unix socket: --socket or HERD_SOCKET choose it \
 (default /run/herd/herd.sock)."
 )]
@@ -109,7 +111,11 @@ enum Cmd {
     /// Issue and show certificates signed by the cluster CA
     #[command(subcommand)]
     Cert(cert::Cmd),
-    /// Run a director with three built-in web servers behind 127.0.0.100:8080 (no root needed)
+    /// Logins for the dashboard and HTTP API (`herd user add NAME --role admin -c FILE`)
+    #[command(subcommand)]
+    User(user::Cmd),
+    /// Run a director with three built-in web servers behind 127.0.0.100:8080, and the
+    /// dashboard (no root needed)
     Demo(demo::Args),
 }
 
@@ -142,6 +148,7 @@ pub fn run() -> ExitCode {
         Cmd::Sync(c) => sync::run(c),
         Cmd::Init(a) => cert::init(a),
         Cmd::Cert(c) => cert::run(c),
+        Cmd::User(c) => user::run(c),
         Cmd::Demo(a) => demo::run(a, socket),
     };
     ExitCode::from(code)

@@ -1,0 +1,108 @@
+//! The web audit log: one JSON line per action and per login (`web.audit-log`), the recent
+//! ones kept in memory for the overview and `GET /api/v1/audit`.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Entries kept in memory.
+const RECENT: usize = 200;
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct AuditEntry {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub user: String,
+    pub role: String,
+    /// The client's address.
+    pub from: String,
+    /// `login`, `login-failed`, `logout`, or the action (`drain`, `weight`, `silence`, …).
+    pub event: String,
+    /// What it was done to, in words.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+#[derive(Debug)]
+pub struct Audit {
+    path: Mutex<Option<PathBuf>>,
+    recent: Mutex<VecDeque<AuditEntry>>,
+}
+
+impl Audit {
+    pub fn new(path: Option<PathBuf>) -> Audit {
+        Audit {
+            path: Mutex::new(path),
+            recent: Mutex::default(),
+        }
+    }
+
+    pub fn set_path(&self, path: Option<PathBuf>) {
+        *self.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        user: &str,
+        role: &str,
+        from: std::net::IpAddr,
+        event: &str,
+        detail: String,
+        result: Result<(), String>,
+    ) {
+        let now = jiff::Timestamp::now();
+        let e = AuditEntry {
+            time: now.to_string(),
+            time_ms: now.as_millisecond().max(0) as u64,
+            user: user.to_string(),
+            role: role.to_string(),
+            from: from.to_string(),
+            event: event.to_string(),
+            detail,
+            ok: result.is_ok(),
+            error: result.err().unwrap_or_default(),
+        };
+        tracing::info!(
+            user = %e.user, from = %e.from, event = %e.event, detail = %e.detail, ok = e.ok,
+            error = %e.error, "web audit"
+        );
+        let path = self.path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(path) = path {
+            let mut line = serde_json::to_vec(&e).unwrap_or_default();
+            line.push(b'\n');
+            let res = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&line));
+            if let Err(err) = res {
+                tracing::error!(path = %path.display(), error = %err, "web: cannot write the audit log");
+            }
+        }
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(e);
+    }
+
+    /// Newest last.
+    pub fn recent(&self) -> Vec<AuditEntry> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,447 @@
+//! The HTTP/1.1 server: listener and TLS, per-connection limits, the request and response
+//! types the handlers use, security headers, sessions from cookies, and the routing table of
+//! the pages (the API's is in `api.rs`).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use herd_core::config::web::WebConfig;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::auth::Session;
+use crate::State;
+
+/// Largest request body read (forms and JSON are small).
+const MAX_BODY: usize = 64 << 10;
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 512;
+/// A client has this long to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Body = BoxBody<Bytes, Infallible>;
+pub type Resp = hyper::Response<Body>;
+
+/// The bound socket, and the TLS acceptor when `web.tls-cert` is set.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.tcp.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Listener {
+    pub async fn bind(cfg: &WebConfig) -> Result<Listener, String> {
+        let tls = match &cfg.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let tcp = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| format!("web.listen: cannot bind {}: {e}", cfg.listen))?;
+        Ok(Listener { tcp, tls })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn url(&self, tls: bool) -> String {
+        format!(
+            "{}://{}/",
+            if tls { "https" } else { "http" },
+            self.local_addr()
+        )
+    }
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| format!("web.tls-cert: {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("web.tls-cert: {}: no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("web.tls-key: {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("web TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("web.tls-key: {e}"))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+pub(crate) async fn serve(st: Arc<State>, l: Listener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match l.tcp.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "web: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let st = st.clone();
+        let tls = l.tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                Some(acc) => match tokio::time::timeout(HEADER_TIMEOUT, acc.accept(stream)).await {
+                    Ok(Ok(s)) => connection(st, peer, TokioIo::new(s)).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "web: TLS handshake"),
+                    Err(_) => tracing::debug!(%peer, "web: TLS handshake timed out"),
+                },
+                None => connection(st, peer, TokioIo::new(stream)).await,
+            }
+        });
+    }
+}
+
+async fn connection<I>(st: Arc<State>, peer: SocketAddr, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let st = st.clone();
+        async move { Ok::<_, Infallible>(handle(st, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 << 10)
+        .serve_connection(io, svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "web: connection");
+    }
+}
+
+/// One request, its body read (small), with what the handlers need.
+#[derive(Debug)]
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        form_pairs(&self.query)
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+
+    /// The request comes from a page of this site, as far as the browser says: an `Origin`
+    /// naming another host, or `Sec-Fetch-Site: cross-site`, is refused for anything that
+    /// changes state (SameSite cookies and CSRF tokens are the main guard; this is a second).
+    pub fn same_origin(&self) -> bool {
+        if self.header("sec-fetch-site") == Some("cross-site") {
+            return false;
+        }
+        match (self.header("origin"), self.header("host")) {
+            (None, _) => true,
+            (Some(o), Some(h)) => o
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.trim_end_matches('/') == h),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+pub const SESSION_COOKIE: &str = "herd_session";
+
+/// The request's session, if its cookie names a live one.
+pub fn session(st: &State, req: &Req) -> Option<(String, Session)> {
+    let token = req.cookie(SESSION_COOKIE)?;
+    let cfg = st.cfg();
+    let s = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(
+        token,
+        &cfg.users,
+        Instant::now(),
+        cfg.session_timeout,
+    )?;
+    Some((token.to_string(), s))
+}
+
+pub fn session_cookie(st: &State, token: &str) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        if st.tls { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie(st: &State) -> String {
+    format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        if st.tls { "; Secure" } else { "" }
+    )
+}
+
+/// `a=1&b=x%20y` → pairs, `+` as space, percent-decoded.
+pub fn form_pairs(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match h {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn full(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Resp {
+    let mut r = hyper::Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+pub fn json(status: StatusCode, v: &impl serde::Serialize) -> Resp {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
+    full(status, "application/json", body)
+}
+
+pub fn html(status: StatusCode, body: String) -> Resp {
+    full(status, "text/html; charset=utf-8", body)
+}
+
+pub fn redirect(to: &str) -> Resp {
+    let mut r = full(StatusCode::SEE_OTHER, "text/plain", "");
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    r
+}
+
+pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().append(name, v);
+    }
+    r
+}
+
+/// A local path to go back to after a login or an action: `/…` but not `//…` (another host).
+pub fn local_path(p: Option<String>) -> String {
+    match p {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        _ => "/".to_string(),
+    }
+}
+
+fn security_headers(st: &State, r: &mut Resp) {
+    let h = r.headers_mut();
+    let mut set = |k: &'static str, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+         connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    );
+    set("x-content-type-options", "nosniff");
+    set("x-frame-options", "DENY");
+    set("referrer-policy", "no-referrer");
+    set("cache-control", "no-store");
+    if st.tls {
+        set("strict-transport-security", "max-age=31536000");
+    }
+}
+
+async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Resp {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return full(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "request body too large\n",
+            )
+        }
+    };
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        peer,
+        body,
+    };
+    let mut r = route(&st, req).await;
+    security_headers(&st, &mut r);
+    r
+}
+
+async fn route(st: &Arc<State>, req: Req) -> Resp {
+    if req.path.starts_with("/api/") {
+        return crate::api::route(st, req).await;
+    }
+    match (req.method.clone(), req.path.as_str()) {
+        (Method::GET, "/static/app.js") => asset("text/javascript", crate::pages::APP_JS),
+        (Method::GET, "/static/app.css") => asset("text/css", crate::pages::APP_CSS),
+        (Method::GET, "/metrics") => crate::metrics::serve(st, &req).await,
+        (Method::GET, "/login") => crate::pages::login_page(st, &req, None),
+        (Method::POST, "/login") => crate::pages::login_form(st, &req).await,
+        (Method::POST, "/logout") => crate::pages::logout_form(st, &req),
+        (Method::POST, "/action") => crate::pages::action_form(st, &req).await,
+        (Method::GET, "/events") => crate::pages::events(st, &req).await,
+        (Method::GET, p) if crate::pages::Page::from_path(p).is_some() => {
+            crate::pages::page(st, &req).await
+        }
+        (Method::GET, _) => html(
+            StatusCode::NOT_FOUND,
+            crate::pages::message_page("Not found", "There is no such page."),
+        ),
+        _ => full(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
+    }
+}
+
+fn asset(ctype: &str, body: &'static str) -> Resp {
+    let mut r = full(StatusCode::OK, ctype, body);
+    r.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// A response body fed by a channel: server-sent events.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Resp {
+    let mut r = hyper::Response::new(ChannelBody(rx).boxed());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_decode() {
+        assert_eq!(
+            form_pairs("a=1&b=x+y%20z&c=%2Fp%3F&d&e=%zz"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y z".into()),
+                ("c".into(), "/p?".into()),
+                ("d".into(), "".into()),
+                ("e".into(), "%zz".into()),
+            ]
+        );
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("%5B%3A%3A1%5D"), "[::1]");
+    }
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_path(Some("/services".into())), "/services");
+        assert_eq!(local_path(Some("//evil.example/".into())), "/");
+        assert_eq!(local_path(Some("https://evil.example/".into())), "/");
+        assert_eq!(local_path(Some("/\\evil".into())), "/");
+        assert_eq!(local_path(None), "/");
+    }
+}
