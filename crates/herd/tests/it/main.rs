@@ -13,3 +13,4 @@ mod nodeset;
 mod sync;
 mod util;
 mod vrrp;
+mod web;

@@ -1,0 +1,616 @@
+//! The dashboard's HTTP API, logins and `/metrics`, against a running daemon.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::lb::service;
+use crate::util::{herd_bin, tally, Backend, Daemon, Net};
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Http {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Http {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// The session cookie the answer sets, as `name=value`.
+    pub fn cookie(&self) -> String {
+        let c = self.header("set-cookie").expect("a session cookie");
+        c.split(';').next().unwrap().to_string()
+    }
+}
+
+/// One request on a connection of its own (`Connection: close`).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Http {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {text}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Http {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// `herd user add NAME --role ROLE` with the password on stdin: the TOML table it prints.
+pub fn user_table(name: &str, role: &str, password: &str) -> String {
+    let mut c = Command::new(herd_bin())
+        .args(["user", "add", name, "--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn login(web: SocketAddr, user: &str, password: &str) -> (String, String) {
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/json")],
+        &format!(r#"{{"user":"{user}","password":"{password}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    (
+        r.cookie(),
+        r.json()["csrf-token"].as_str().unwrap().to_string(),
+    )
+}
+
+struct Setup {
+    d: Daemon,
+    web: SocketAddr,
+    vip: SocketAddr,
+    reals: Vec<Backend>,
+}
+
+fn setup(test: &str, extra: &str) -> Setup {
+    let net = Net::new(test);
+    let reals: Vec<Backend> = (1..=2)
+        .map(|i| Backend::http(net.addr(10 + i, 8080), &format!("node0{i}")))
+        .collect();
+    let vip = net.addr(100, 8080);
+    let web = net.addr(1, 9000);
+    let mut cfg = service(vip, "rr", &[(reals[0].addr, 1), (reals[1].addr, 1)]);
+    cfg.push_str(&format!("\n[web]\nlisten = \"{web}\"\n{extra}\n"));
+    cfg.push_str(&user_table("ann", "admin", "ann-password"));
+    cfg.push_str(&user_table("rob", "read-only", "rob-password"));
+    let d = Daemon::start(test, &cfg);
+    Setup { d, web, vip, reals }
+}
+
+#[test]
+fn the_api_wants_a_login_an_admin_and_the_csrf_token() {
+    let s = setup("web_api", "");
+    let audit = s.d.dir.path("web-audit.log");
+    // The audit log is set by a reload: the [web] section applies at once.
+    let mut text = std::fs::read_to_string(&s.d.config).unwrap();
+    text = text.replace(
+        "[web]\n",
+        &format!("[web]\naudit-log = \"{}\"\n", audit.display()),
+    );
+    s.d.write_config(&text);
+    s.d.ok(&["reload"]);
+    let web = s.web;
+    let real = s.reals[0].addr;
+    let state_path = format!("/api/v1/services/tcp/{}/reals/{real}/state", s.vip);
+    let drain = r#"{"state":"draining"}"#;
+    let json = [("Content-Type", "application/json")];
+
+    // Unauthenticated: 401, reads and actions alike; the OpenAPI document is public.
+    assert_eq!(http(web, "GET", "/api/v1/services", &[], "").status, 401);
+    assert_eq!(http(web, "POST", &state_path, &json, drain).status, 401);
+    let r = http(
+        web,
+        "GET",
+        "/api/v1/services",
+        &[("Cookie", "herd_session=forged")],
+        "",
+    );
+    assert_eq!(r.status, 401);
+    let doc = http(web, "GET", "/api/v1/openapi.json", &[], "").json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(
+        doc["paths"]["/api/v1/services/{protocol}/{vip}/reals/{real}/state"]["post"].is_object()
+    );
+    // A page without a session goes to the login.
+    let r = http(web, "GET", "/services", &[], "");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/login?next=/services"))
+    );
+
+    // Wrong password: 401, and no cookie.
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/login",
+        &json,
+        r#"{"user":"ann","password":"nope"}"#,
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none());
+
+    // Read-only: may read, may not act (403), even with its own CSRF token.
+    let (rob, rob_csrf) = login(web, "rob", "rob-password");
+    let r = http(web, "GET", "/api/v1/services", &[("Cookie", &rob)], "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["services"][0]["reals"].as_array().unwrap().len(),
+        2
+    );
+    let r = http(
+        web,
+        "POST",
+        &state_path,
+        &[("Cookie", &rob), ("X-CSRF-Token", &rob_csrf), json[0]],
+        drain,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["kind"], "forbidden");
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/request",
+        &[("Cookie", &rob), ("X-CSRF-Token", &rob_csrf), json[0]],
+        r#"{"op":"clear"}"#,
+    );
+    assert_eq!(r.status, 403);
+    // ... but reads through the generic route work.
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/request",
+        &[("Cookie", &rob), json[0]],
+        r#"{"op":"status"}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["result"].as_str()),
+        (200, Some("status"))
+    );
+
+    // Admin without the token, with a wrong one, or from another origin: refused (CSRF).
+    let (ann, csrf) = login(web, "ann", "ann-password");
+    for h in [
+        vec![("Cookie", ann.as_str()), json[0]],
+        vec![
+            ("Cookie", ann.as_str()),
+            ("X-CSRF-Token", rob_csrf.as_str()),
+            json[0],
+        ],
+        vec![
+            ("Cookie", ann.as_str()),
+            ("X-CSRF-Token", csrf.as_str()),
+            ("Origin", "http://evil.example"),
+            json[0],
+        ],
+    ] {
+        let r = http(web, "POST", &state_path, &h, drain);
+        assert_eq!(
+            (r.status, r.json()["kind"].as_str()),
+            (403, Some("csrf")),
+            "{h:?}"
+        );
+    }
+    // A dashboard form without the token is refused too.
+    let form = format!(
+        "op=state&service=tcp+{}&real={real}&state=draining&confirmed=1&back=%2Fservices",
+        s.vip
+    );
+    let r = http(
+        web,
+        "POST",
+        "/action",
+        &[
+            ("Cookie", &ann),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &form,
+    );
+    assert_eq!(r.status, 403);
+    let listed = |d: &Daemon| -> serde_json::Value {
+        serde_json::from_str(&d.ok(&["lb", "list", "--json"])).unwrap()
+    };
+    assert_eq!(
+        listed(&s.d)[0]["reals"][1]["admin"],
+        "enabled",
+        "nothing changed yet"
+    );
+    assert_eq!(
+        listed(&s.d)[0]["reals"][0]["admin"],
+        "enabled",
+        "nothing changed yet"
+    );
+
+    // With everything: done, and visible to the CLI.
+    let r = http(
+        web,
+        "POST",
+        &state_path,
+        &[
+            ("Cookie", &ann),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", &format!("http://{web}")),
+            json[0],
+        ],
+        drain,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let l = listed(&s.d);
+    let r0 = l[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == real.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (r0["admin"].as_str(), r0["weight"].as_u64()),
+        (Some("draining"), Some(0))
+    );
+    assert_eq!(tally(s.vip, 6).get("node02"), Some(&6));
+    // The weight route, and errors mapped to statuses.
+    let weight = format!(
+        "/api/v1/services/tcp/{}/reals/{}/weight",
+        s.vip, s.reals[1].addr
+    );
+    let h = [
+        ("Cookie", ann.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        json[0],
+    ];
+    assert_eq!(
+        http(web, "POST", &weight, &h, r#"{"weight":7}"#).status,
+        200
+    );
+    assert_eq!(
+        http(web, "POST", &weight, &h, r#"{"weight":70000}"#).status,
+        400
+    );
+    assert_eq!(http(web, "POST", &weight, &h, r#"{"wait":7}"#).status, 400);
+    let nowhere = format!("/api/v1/services/tcp/{}/reals/127.0.0.1:1/weight", s.vip);
+    assert_eq!(
+        http(web, "POST", &nowhere, &h, r#"{"weight":1}"#).status,
+        404
+    );
+    assert_eq!(http(web, "GET", &weight, &h, "").status, 405);
+    assert!(s
+        .d
+        .ok(&["ipvsadm", "-L", "-n"])
+        .contains(&format!("{}", s.reals[1].addr)));
+
+    // Logout ends the session.
+    let r = http(web, "POST", "/api/v1/logout", &h, "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        http(web, "GET", "/api/v1/session", &[("Cookie", &ann)], "").status,
+        401
+    );
+
+    // The audit log has the action with its user, and the refusals changed nothing.
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|e| e["event"] == "drain"
+            && e["user"] == "ann"
+            && e["ok"] == true
+            && e["detail"].as_str().unwrap().contains(&real.to_string())),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["event"] == "login-failed" && e["user"] == "ann"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["event"] == "weight" && e["ok"] == false),
+        "{log}"
+    );
+
+    // Failed logins from one address are limited: after five within a minute (a good login
+    // clears the address's count), even the right password waits (429).
+    for _ in 0..5 {
+        let r = http(
+            web,
+            "POST",
+            "/api/v1/login",
+            &json,
+            r#"{"user":"ann","password":"nope"}"#,
+        );
+        assert_eq!(r.status, 401);
+    }
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/login",
+        &json,
+        r#"{"user":"ann","password":"ann-password"}"#,
+    );
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() <= 60);
+}
+
+#[test]
+fn a_reload_that_removes_a_user_ends_their_sessions() {
+    let s = setup("web_reload", "");
+    let (rob, _) = login(s.web, "rob", "rob-password");
+    assert_eq!(
+        http(s.web, "GET", "/api/v1/session", &[("Cookie", &rob)], "").status,
+        200
+    );
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
+    let cut = text.find("[web.user.rob]").unwrap();
+    s.d.write_config(&text[..cut]);
+    s.d.ok(&["reload"]);
+    assert_eq!(
+        http(s.web, "GET", "/api/v1/session", &[("Cookie", &rob)], "").status,
+        401
+    );
+    // A bad [web] section is refused like any bad config, and the old users stay.
+    s.d.write_config(&format!(
+        "{}\n[web.user.eve]\npassword = \"hunter2\"\nrole = \"admin\"\n",
+        &text[..cut]
+    ));
+    let out = s.d.herd(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("web.user.eve.password") && err.contains("not an argon2id hash"),
+        "{err}"
+    );
+    login(s.web, "ann", "ann-password");
+}
+
+/// `/metrics` parsed by Prometheus' own tools: `promtool check metrics` (the text format and
+/// its naming conventions) and the reference client library's parser (Python
+/// `prometheus_client`), whose families we check against the director's counters.
+#[test]
+fn metrics_parse_and_follow_prometheus_conventions() {
+    let s = setup("web_metrics", "");
+    tally(s.vip, 10);
+    let r = http(s.web, "GET", "/metrics", &[], "");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.body;
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut c) => {
+            c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool check metrics: {}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) if !ci => eprintln!("SKIPPED promtool check (apt-get install prometheus): {e}"),
+        Err(e) => panic!("promtool is needed under CI: {e}"),
+    }
+
+    let py = "import sys, json\n\
+              from prometheus_client.parser import text_string_to_metric_families as parse\n\
+              out = {}\n\
+              for f in parse(sys.stdin.read()):\n\
+              \x20   out[f.name] = {'type': f.type, 'help': f.documentation, 'samples': [[s.name, s.labels, s.value] for s in f.samples]}\n\
+              print(json.dumps(out))\n";
+    let parsed = Command::new("/usr/bin/python3")
+        .args(["-c", py])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let fams: BTreeMap<String, serde_json::Value> = match parsed {
+        Ok(mut c) => {
+            c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && err.contains("No module named") && !ci {
+                eprintln!("SKIPPED the prometheus_client parser (apt-get install python3-prometheus-client)");
+                return;
+            }
+            assert!(
+                out.status.success(),
+                "the parser refused /metrics: {err}\n{text}"
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        }
+        Err(e) => panic!("no /usr/bin/python3: {e}"),
+    };
+    for (name, f) in &fams {
+        // The client library strips `_total` from counter family names.
+        assert!(name.starts_with("herd_"), "{name}");
+        assert!(
+            !f["help"].as_str().unwrap().is_empty(),
+            "{name} has no HELP"
+        );
+        for s in f["samples"].as_array().unwrap() {
+            let sample = s[0].as_str().unwrap();
+            if f["type"] == "counter" {
+                assert!(sample.ends_with("_total"), "counter sample {sample}");
+            } else {
+                assert!(!sample.ends_with("_total"), "{} sample {sample}", f["type"]);
+            }
+        }
+    }
+    let value = |fam: &str, real: Option<SocketAddr>| -> f64 {
+        fams[fam]["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| real.is_none_or(|r| s[1]["real"] == r.to_string()))
+            .unwrap_or_else(|| panic!("{fam}: {:?}", fams[fam]))[2]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(fams["herd_lb_connections"]["type"], "counter");
+    assert_eq!(value("herd_lb_connections", None), 10.0);
+    assert_eq!(
+        value("herd_lb_real_connections", Some(s.reals[0].addr)),
+        5.0
+    );
+    assert_eq!(value("herd_lb_real_up", Some(s.reals[1].addr)), 1.0);
+    assert!(value("herd_lb_received_bytes", None) > 0.0);
+    assert_eq!(fams["herd_lb_real_weight"]["type"], "gauge");
+    let svc = &fams["herd_lb_connections"]["samples"][0][1];
+    assert_eq!(svc["vip"], s.vip.to_string());
+    assert_eq!(svc["protocol"], "tcp");
+    // A drained server reads 0 in service, 1 in the draining state.
+    s.d.ok(&[
+        "lb",
+        "real",
+        "drain",
+        &s.vip.to_string(),
+        &s.reals[0].addr.to_string(),
+    ]);
+    let text = http(s.web, "GET", "/metrics", &[], "").body;
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    };
+    let r0 = s.reals[0].addr;
+    assert!(
+        line(&format!(
+            "herd_lb_real_up{{service=\"TCP {}\",protocol=\"tcp\",vip=\"{}\",real=\"{r0}\"}} 0",
+            s.vip, s.vip
+        ))
+        .is_some(),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("real=\"{r0}\",state=\"draining\"}} 1")),
+        "{text}"
+    );
+}
+
+#[test]
+fn metrics_can_require_a_login() {
+    let s = setup("web_metrics_login", "metrics-public = false");
+    assert_eq!(http(s.web, "GET", "/metrics", &[], "").status, 401);
+    let (c, _) = login(s.web, "rob", "rob-password");
+    assert_eq!(
+        http(s.web, "GET", "/metrics", &[("Cookie", &c)], "").status,
+        200
+    );
+}
+
+#[test]
+fn pages_render_for_a_read_only_user_without_action_forms() {
+    let s = setup("web_pages", "");
+    let (c, _) = login(s.web, "rob", "rob-password");
+    for p in ["/", "/services", "/reals", "/alerts", "/nodes"] {
+        let r = http(s.web, "GET", p, &[("Cookie", &c)], "");
+        assert_eq!(r.status, 200, "{p}");
+        assert!(r
+            .header("content-security-policy")
+            .unwrap()
+            .contains("script-src 'self'"));
+        assert!(r.body.contains("<div id=\"live\""), "{p}");
+        assert!(
+            !r.body.contains("name=\"op\""),
+            "{p}: a read-only user gets no action forms"
+        );
+    }
+    let r = http(s.web, "GET", "/services", &[("Cookie", &c)], "");
+    for b in &s.reals {
+        assert!(
+            r.body.contains(&format!("data-real=\"{}\"", b.addr)),
+            "{}",
+            r.body
+        );
+    }
+    // The live region comes as server-sent events.
+    let mut sock = TcpStream::connect(s.web).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        sock,
+        "GET /events?page=services HTTP/1.1\r\nHost: x\r\nCookie: {c}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("event: live") {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("text/event-stream"), "{got}");
+    assert!(got.contains("data: "), "{got}");
+}
