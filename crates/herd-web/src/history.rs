@@ -1,5 +1,5 @@
-//! Recent history for the dashboard's small charts: every [`PERIOD`], the connection rate and
-//! open connections of every service and real server, and the latency of every check target,
+//! Recent history for the dashboard's small charts: every [`PERIOD`], the connection rate of
+//! every service and real server, and the latency of every check target,
 //! kept for [`POINTS`] periods (in memory; Prometheus is the place for long history).
 
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +19,6 @@ pub const POINTS: usize = 300;
 pub struct History {
     /// Keyed by `service` (`TCP 1.2.3.4:80`) or `service real`.
     pub cps: HashMap<String, VecDeque<f64>>,
-    pub active: HashMap<String, VecDeque<f64>>,
     /// Keyed by `check target`, in milliseconds.
     pub latency: HashMap<String, VecDeque<f64>>,
 }
@@ -49,14 +48,11 @@ impl History {
         let mut seen = std::collections::HashSet::new();
         for s in services {
             let k = s.spec.key.to_string();
-            let active: u32 = s.reals.iter().map(|r| r.active_conns).sum();
             push(&mut self.cps, k.clone(), s.rates.cps as f64);
-            push(&mut self.active, k.clone(), f64::from(active));
             seen.insert(k);
             for r in &s.reals {
                 let k = real_key(&s.spec.key, r.spec.address);
                 push(&mut self.cps, k.clone(), r.rates.cps as f64);
-                push(&mut self.active, k.clone(), f64::from(r.active_conns));
                 seen.insert(k);
             }
         }
@@ -70,7 +66,7 @@ impl History {
             }
         }
         // What is gone from the config goes from the charts.
-        for m in [&mut self.cps, &mut self.active, &mut self.latency] {
+        for m in [&mut self.cps, &mut self.latency] {
             m.retain(|k, _| seen.contains(k));
         }
     }

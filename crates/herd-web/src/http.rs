@@ -187,14 +187,19 @@ impl Req {
     }
 
     /// The request comes from a page of this site, as far as the browser says: an `Origin`
-    /// naming another host, or `Sec-Fetch-Site: cross-site`, is refused for anything that
-    /// changes state (SameSite cookies and CSRF tokens are the main guard; this is a second).
+    /// naming another host, or `Sec-Fetch-Site` other than `same-origin` or `none` (typed by
+    /// the user), is refused for anything that changes state (SameSite cookies and CSRF tokens
+    /// are the main guard; this is a second). Clients that are not browsers send neither.
     pub fn same_origin(&self) -> bool {
-        if self.header("sec-fetch-site") == Some("cross-site") {
+        if matches!(
+            self.header("sec-fetch-site"),
+            Some("cross-site" | "same-site")
+        ) {
             return false;
         }
         match (self.header("origin"), self.header("host")) {
-            (None, _) => true,
+            // Browsers send `null` from privacy-sensitive contexts; Sec-Fetch-Site decided.
+            (None | Some("null"), _) => true,
             (Some(o), Some(h)) => o
                 .split_once("://")
                 .is_some_and(|(_, rest)| rest.trim_end_matches('/') == h),
@@ -322,7 +327,8 @@ fn security_headers(st: &State, r: &mut Resp) {
     );
     set("x-content-type-options", "nosniff");
     set("x-frame-options", "DENY");
-    set("referrer-policy", "no-referrer");
+    // Not `no-referrer`: with it, browsers send `Origin: null` on form posts.
+    set("referrer-policy", "same-origin");
     set("cache-control", "no-store");
     if st.tls {
         set("strict-transport-security", "max-age=31536000");

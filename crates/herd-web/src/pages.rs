@@ -554,7 +554,7 @@ fn services(o: &mut String, snap: &Snapshot, s: &Session, h: &history::History) 
             bytes(v.rates.bps_out),
             sparkline(h.cps.get(&key).unwrap_or(&empty), "connections per second"),
         );
-        o.push_str("<div class=\"scroll\"><table class=\"reals\"><thead><tr><th>RemoteAddress:Port</th><th>Forward</th><th>Weight</th><th>ActiveConn</th><th>InActConn</th><th>Conns</th><th>Conn/s</th><th>In/s</th><th>Out/s</th><th>Health</th><th>State</th><th>Active, last 10 min</th>");
+        o.push_str("<div class=\"scroll\"><table class=\"reals\"><thead><tr><th>RemoteAddress:Port</th><th>Forward</th><th>Weight</th><th>ActiveConn</th><th>InActConn</th><th>Conns</th><th>Conn/s</th><th>In · out /s</th><th>Health</th><th>State</th><th>Last 10 min</th>");
         if is_admin(s) {
             o.push_str("<th>Actions</th>");
         }
@@ -579,7 +579,7 @@ fn services(o: &mut String, snap: &Snapshot, s: &Session, h: &history::History) 
             };
             let _ = write!(
                 o,
-                "<tr data-real=\"{addr}\"><td>{addr}</td><td>{}</td><td class=\"num weight\">{}</td><td class=\"num active\">{}</td><td class=\"num inactive\">{}</td><td class=\"num conns\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"state\">{state}{}</td><td>{}</td>",
+                "<tr data-real=\"{addr}\"><td>{addr}</td><td>{}</td><td class=\"num weight\">{}</td><td class=\"num active\">{}</td><td class=\"num inactive\">{}</td><td class=\"num conns\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} · {}</td><td>{}</td><td class=\"state\">{state}{}</td><td>{}</td>",
                 r.spec.forward.ipvs_name(),
                 r.spec.weight,
                 r.active_conns,
@@ -591,8 +591,8 @@ fn services(o: &mut String, snap: &Snapshot, s: &Session, h: &history::History) 
                 badge(health, hclass),
                 if r.overloaded { " overloaded" } else { "" },
                 sparkline(
-                    h.active.get(&history::real_key(&v.spec.key, addr)).unwrap_or(&empty),
-                    "open connections"
+                    h.cps.get(&history::real_key(&v.spec.key, addr)).unwrap_or(&empty),
+                    "connections per second"
                 ),
             );
             if is_admin(s) {

@@ -92,8 +92,15 @@ pub fn in_service(r: &herd_core::api::RealStatus) -> bool {
     r.spec.weight > 0 && !r.sorry && !r.draining
 }
 
+/// Up when every real server an operator has left enabled is in service, degraded when some
+/// are not (failing checks, weight 0, overloaded is not counted), down when none is or the
+/// quorum is lost. A drained or disabled server is the operator's choice, not a degradation.
 pub fn standing(s: &ServiceStatus) -> Standing {
-    let reals: Vec<_> = s.reals.iter().filter(|r| !r.sorry && !r.draining).collect();
+    let reals: Vec<_> = s
+        .reals
+        .iter()
+        .filter(|r| !r.sorry && !r.draining && r.admin == herd_core::api::AdminState::Enabled)
+        .collect();
     let up = reals.iter().filter(|r| in_service(r)).count();
     if up == 0 || s.quorum.is_some_and(|q| q.lost) {
         Standing::Down

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{herd_bin, tally, wait_for, TempDir};
+use crate::util::{herd_bin, tally, wait_for, TempDir, DEMO};
 
 /// A running demo, killed on drop.
 struct Demo(std::process::Child);
@@ -17,11 +17,18 @@ impl Drop for Demo {
 
 #[test]
 fn demo_serves_the_vip_with_wrr_1_2_3() {
+    let _lock = DEMO.lock().unwrap_or_else(|p| p.into_inner());
     let t = TempDir::new("demo");
     let sock = t.path("demo.sock");
+    // The dashboard on a port of the kernel's choosing, not the default 9000.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut demo = Demo(
         Command::new(herd_bin())
-            .arg("demo")
+            .args(["demo", "--web", &format!("127.0.0.1:{port}")])
             .env("HERD_SOCKET", &sock)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

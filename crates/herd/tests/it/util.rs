@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Held by tests that run `herd demo`: its addresses are fixed (127.0.0.100:8080, …).
+pub static DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn herd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_herd")
 }
