@@ -1078,6 +1078,80 @@ hash-port = true
         assert_eq!(again, cfg);
     }
 
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$oHjFL8CY0WImNjp2Eu+MyA$HRNYyKlzlxaL6Kx8OuDstOAH8CC25m2jYibKg/kuEsc";
+
+    #[test]
+    fn the_web_section_parses_round_trips_and_names_its_errors() {
+        let src = format!(
+            "[web]\nlisten = \"[::1]:9443\"\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\n\
+             session-timeout = \"30m\"\nmetrics-public = false\n\n\
+             [web.user.ann]\npassword = \"{HASH}\"\nrole = \"admin\"\n\n\
+             [web.user.\"rob@ops\"]\npassword = \"{HASH}\"\nrole = \"read-only\"\n"
+        );
+        let cfg = Config::parse("w.toml", &src).unwrap();
+        let w = cfg.web.as_ref().unwrap();
+        assert_eq!(w.listen, "[::1]:9443".parse().unwrap());
+        assert_eq!(w.session_timeout, Duration::from_secs(1800));
+        assert!(!w.metrics_public);
+        assert_eq!(
+            w.users
+                .iter()
+                .map(|u| (u.name.as_str(), u.role))
+                .collect::<Vec<_>>(),
+            [
+                ("ann", web::WebRole::Admin),
+                ("rob@ops", web::WebRole::ReadOnly)
+            ]
+        );
+        assert_eq!(Config::parse("out.toml", &cfg.to_toml()).unwrap(), cfg);
+        // No section, no web server; users alone imply the default address.
+        assert!(Config::parse("n.toml", "").unwrap().web.is_none());
+        let only = format!("[web.user.ann]\npassword = \"{HASH}\"\nrole = \"admin\"\n");
+        let w = Config::parse("u.toml", &only).unwrap().web.unwrap();
+        assert_eq!(w.listen.to_string(), web::DEFAULT_LISTEN);
+
+        check_err(
+            "[web]\nlisten = \"9000\"\n",
+            "bad.toml:2: web.listen: \"9000\" is not an address with a port",
+        );
+        check_err(
+            "[web]\ntls-cert = \"/c.pem\"\n",
+            "bad.toml:2: web.tls-cert: needs web.tls-key too",
+        );
+        check_err(
+            "[web]\ntls-cert = \"c.pem\"\ntls-key = \"/k\"\n",
+            "bad.toml:2: web.tls-cert: an absolute path",
+        );
+        check_err(
+            "[web]\nsession-timeout = \"5s\"\n",
+            "bad.toml:2: web.session-timeout: at least 1m",
+        );
+        check_err(
+            "[web]\nport = 9000\n",
+            "bad.toml:2: web.port: unknown field",
+        );
+        check_err(
+            "[web.user.ann]\npassword = \"hunter2\"\nrole = \"admin\"\n",
+            "bad.toml:2: web.user.ann.password: not an argon2id hash",
+        );
+        check_err(
+            &format!(
+                "[web.user.ann]\npassword = \"{}\"\nrole = \"admin\"\n",
+                HASH.replace("argon2id", "argon2i")
+            ),
+            "web.user.ann.password: not an argon2id hash",
+        );
+        check_err(
+            &format!("[web.user.ann]\npassword = \"{HASH}\"\nrole = \"root\"\n"),
+            "bad.toml:3: web.user.ann.role: unknown role \"root\" (expected admin or read-only)",
+        );
+        check_err(
+            &format!("[web.user.\"a b\"]\npassword = \"{HASH}\"\nrole = \"admin\"\n"),
+            "bad.toml:2: web.user.\"a b\": a user name is",
+        );
+    }
+
     /// Each bad input names the file, the line and the key.
     fn check_err(src: &str, expect: &str) {
         let err = Config::parse("bad.toml", src).unwrap_err().to_string();

@@ -30,8 +30,17 @@ pub fn run(cmd: Cmd) -> u8 {
                             1 => format!(", 1 {one}"),
                             n => format!(", {n} {many}"),
                         };
+                        let web = match &c.web {
+                            Some(w) => format!(
+                                ", dashboard on {} with {} login{}",
+                                w.listen,
+                                w.users.len(),
+                                if w.users.len() == 1 { "" } else { "s" }
+                            ),
+                            None => String::new(),
+                        };
                         println!(
-                            "{}: ok ({} virtual services, {} real servers{}{}{}{})",
+                            "{}: ok ({} virtual services, {} real servers{}{}{}{}{web})",
                             f.display(),
                             c.lb.services.len(),
                             reals,
