@@ -113,6 +113,9 @@ pub enum Request {
         address: SocketAddr,
         state: AdminState,
     },
+    /// The nodes of `[nodes]` and how their agents answered the last ping (`herd ping`'s view,
+    /// refreshed by the daemon every few seconds when it runs an agent).
+    Nodes,
     /// VRRP instances: role, priority, master, transitions, counters.
     HaStatus,
     /// Planned hand-over: each named master instance (all if none named) resigns and stands by
@@ -175,6 +178,35 @@ pub enum Response {
     HaChanged {
         instances: Vec<String>,
     },
+    Nodes {
+        /// This node's agent name, when it runs one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        this: Option<String>,
+        nodes: Vec<NodeStatus>,
+    },
+}
+
+/// A node of `[nodes]` as its agent answered the last ping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeStatus {
+    pub name: String,
+    /// The agent's address (`host:port`).
+    pub address: String,
+    /// Answered the last ping.
+    pub up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+    /// 1, 5 and 15 minute load averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<[f64; 3]>,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// Milliseconds since the Unix epoch of the last ping; 0 = not pinged yet.
+    pub checked_ms: u64,
 }
 
 /// One VRRP instance, as `herd ha status` shows it.

@@ -152,6 +152,7 @@ impl Action {
                     | Request::HealthHistory { .. }
                     | Request::HealthDowntime { .. }
                     | Request::HaStatus
+                    | Request::Nodes
             )
         )
     }

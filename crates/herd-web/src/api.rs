@@ -273,6 +273,15 @@ static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::GET,
+        path: "/api/v1/nodes",
+        summary: "The nodes of [nodes] and how their agents answered the last ping (version, uptime, load).",
+        access: Access::Read,
+        body: None,
+        reply: schema::<Response>,
+        handler: Handler::Read(|_, _| Ok(Request::Nodes)),
+    },
+    Route {
+        method: Method::GET,
         path: "/api/v1/ha",
         summary: "VRRP instances: role, priority, master, transitions.",
         access: Access::Read,

@@ -84,6 +84,7 @@ impl Page {
     fn want(self) -> Want {
         Want {
             history: matches!(self, Page::Reals | Page::Alerts),
+            nodes: self == Page::Nodes,
         }
     }
 }
@@ -897,7 +898,38 @@ fn nodes(o: &mut String, st: &State, snap: &Snapshot) {
             .len()
             .to_string(),
     );
-    o.push_str("</tbody></table></section>");
+    o.push_str("</tbody></table></section><section><h2>Agents</h2>");
+    if snap.nodes.is_empty() {
+        o.push_str("<p class=\"muted\">No [nodes] in the config.</p>");
+    } else {
+        o.push_str("<div class=\"scroll\"><table class=\"nodes\"><thead><tr><th>Node</th><th>Agent</th><th>State</th><th>Version</th><th>Up for</th><th>Load</th><th>Checked</th></tr></thead><tbody>");
+        for n in &snap.nodes {
+            let me = snap.this_node.as_deref() == Some(n.name.as_str());
+            let _ = write!(
+                o,
+                "<tr data-node=\"{}\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&n.name),
+                esc(&n.name),
+                if me { " <small>(this node)</small>" } else { "" },
+                esc(&n.address),
+                if n.up {
+                    badge("up", "ok")
+                } else if n.checked_ms == 0 {
+                    badge("not pinged", "muted")
+                } else {
+                    badge("unreachable", "bad")
+                } + &format!(" <small>{}</small>", esc(&n.error)),
+                esc(n.version.as_deref().unwrap_or("—")),
+                n.uptime_secs.map(|s| format!("{s} s")).unwrap_or_default(),
+                n.load
+                    .map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]))
+                    .unwrap_or_default(),
+                when(n.checked_ms),
+            );
+        }
+        o.push_str("</tbody></table></div>");
+    }
+    o.push_str("</section>");
     let _ = write!(
         o,
         "<section><h2>Directors</h2><p>{}</p></section>",

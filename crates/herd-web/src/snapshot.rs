@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub vrrp: Vec<VrrpStatus>,
     pub history: Vec<HealthEvent>,
     pub downtime: Vec<DowntimeEntry>,
+    /// This node's agent name and the nodes of `[nodes]` (for the nodes page).
+    pub this_node: Option<String>,
+    pub nodes: Vec<herd_core::api::NodeStatus>,
     /// Requests that failed, in words (shown, never hidden).
     pub errors: Vec<String>,
 }
@@ -26,6 +29,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Want {
     pub history: bool,
+    pub nodes: bool,
 }
 
 pub async fn take(st: &Arc<State>, want: Want) -> Snapshot {
@@ -52,6 +56,12 @@ pub async fn take(st: &Arc<State>, want: Want) -> Snapshot {
     }
     if let Response::Ha { instances } = st.call(Request::HaStatus).await {
         s.vrrp = instances;
+    }
+    if want.nodes {
+        if let Response::Nodes { this, nodes } = st.call(Request::Nodes).await {
+            s.this_node = this;
+            s.nodes = nodes;
+        }
     }
     if want.history {
         if let Response::HealthHistory { entries } =

@@ -169,3 +169,82 @@ pub fn spawn_schedules(agent: &Arc<Agent>, port: u16) {
         }
     });
 }
+
+/// How often the daemon pings the agents of `[nodes]` for `Request::Nodes`.
+const NODE_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the node watch last saw: this node's name and every node of `[nodes]`.
+pub type NodeCache = Arc<std::sync::Mutex<(Option<String>, Vec<herd_core::api::NodeStatus>)>>;
+
+/// Pings every node of `[nodes]` (this one too) with this node's certificate every
+/// [`NODE_WATCH_EVERY`], at most 64 at a time, and keeps the answers in `cache`. The node list
+/// is read from the module table, so a reload changes it at once.
+pub fn spawn_node_watch(agent: &Arc<Agent>, port: u16, cache: NodeCache) {
+    use std::time::Duration;
+
+    let s = agent.settings().clone();
+    let Some(tls) = s.relay_tls.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(64));
+        let mut tick = tokio::time::interval(NODE_WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let targets: Vec<herd_agent::client::Target> = {
+                let table = s.modules.read().unwrap_or_else(|p| p.into_inner());
+                table
+                    .cluster()
+                    .nodes
+                    .keys()
+                    .map(|n| herd_agent::client::Target {
+                        rank: 0,
+                        name: n.clone(),
+                        addr: table.cluster().agent_address(n, port),
+                    })
+                    .collect()
+            };
+            let tasks: Vec<_> = targets
+                .into_iter()
+                .map(|t| {
+                    let (tls, slots) = (tls.clone(), slots.clone());
+                    tokio::spawn(async move {
+                        let _slot = slots.acquire().await;
+                        let r = herd_agent::client::ping(tls, &t, Duration::from_secs(5)).await;
+                        let checked_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+                        match r {
+                            Ok(p) => herd_core::api::NodeStatus {
+                                name: t.name,
+                                address: t.addr,
+                                up: true,
+                                version: Some(p.version),
+                                uptime_secs: Some(p.uptime_secs),
+                                load: Some(p.load),
+                                error: String::new(),
+                                checked_ms,
+                            },
+                            Err(o) => herd_core::api::NodeStatus {
+                                name: t.name,
+                                address: t.addr,
+                                up: false,
+                                version: None,
+                                uptime_secs: None,
+                                load: None,
+                                error: o.problem().unwrap_or_default(),
+                                checked_ms,
+                            },
+                        }
+                    })
+                })
+                .collect();
+            let mut nodes = Vec::new();
+            for t in tasks {
+                if let Ok(n) = t.await {
+                    nodes.push(n);
+                }
+            }
+            *cache.lock().unwrap_or_else(|p| p.into_inner()) = (Some(s.name.clone()), nodes);
+        }
+    });
+}

@@ -69,6 +69,9 @@ pub struct Daemon {
     modules: herd_agent::module::Modules,
     /// The dashboard and HTTP API, when the config has `[web]`.
     web: std::sync::OnceLock<herd_web::Web>,
+    /// The agents of `[nodes]` as the node watch last saw them (with an agent running).
+    nodes: crate::agent::NodeCache,
+    watching_nodes: std::sync::atomic::AtomicBool,
 }
 
 impl herd_web::Backend for Daemon {
@@ -122,6 +125,8 @@ impl Daemon {
             ))),
             ha,
             web: std::sync::OnceLock::new(),
+            nodes: Arc::default(),
+            watching_nodes: std::sync::atomic::AtomicBool::new(false),
             source,
             table,
             monitor: Mutex::new(Some(Arc::new(monitor))),
@@ -195,6 +200,31 @@ impl Daemon {
         let n = self.reloads.fetch_add(1, Relaxed) + 1;
         tracing::info!(reloads = n, services, "config reloaded");
         Ok(pending)
+    }
+
+    /// The node watch's last look; without an agent, the configured nodes, not pinged.
+    fn nodes(&self) -> Response {
+        if self.watching_nodes.load(Relaxed) {
+            let (this, nodes) = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Response::Nodes { this, nodes };
+        }
+        let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let nodes = cfg
+            .cluster
+            .nodes
+            .keys()
+            .map(|n| herd_core::api::NodeStatus {
+                name: n.clone(),
+                address: cfg.cluster.agent_address(n, cfg.agent.port),
+                up: false,
+                version: None,
+                uptime_secs: None,
+                load: None,
+                error: "not pinged: this daemon runs no agent ([agent] listen)".to_string(),
+                checked_ms: 0,
+            })
+            .collect();
+        Response::Nodes { this: None, nodes }
     }
 
     fn monitor(&self) -> Result<Arc<Monitor>, ApiError> {
@@ -319,6 +349,7 @@ impl Daemon {
                 address,
                 state,
             } => ok(self.table().set_admin(&service, address, state)),
+            Request::Nodes => Ok(self.nodes()),
             Request::HaStatus => Ok(Response::Ha {
                 instances: self.ha.as_ref().map(|h| h.status()).unwrap_or_default(),
             }),
@@ -651,6 +682,10 @@ pub async fn serve(
             .agent
             .port;
         crate::agent::spawn_schedules(&agent, port);
+        if agent.settings().relay_tls.is_some() {
+            daemon.watching_nodes.store(true, Relaxed);
+            crate::agent::spawn_node_watch(&agent, port, daemon.nodes.clone());
+        }
     }
     if let (Some(w), Some(l)) = (daemon.web.get(), web) {
         w.spawn(l);
