@@ -6,8 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::exec::{kill, Cluster};
 use crate::lb::service;
-use crate::util::{herd_bin, tally, Backend, Daemon, Net};
+use crate::util::{herd_bin, tally, wait_for, Backend, Daemon, Net};
 
 /// An HTTP answer.
 #[derive(Debug)]
@@ -613,4 +614,168 @@ fn pages_render_for_a_read_only_user_without_action_forms() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.contains("text/event-stream"), "{got}");
     assert!(got.contains("data: "), "{got}");
+}
+
+/// The nodes page's data: the daemon pings the agents of `[nodes]` with its node certificate.
+#[test]
+fn the_nodes_api_shows_each_agents_version_and_who_is_down() {
+    let mut c = Cluster::new("web_nodes", 2);
+    let pki = c.dir.path("pki").display().to_string();
+    Command::new(herd_bin())
+        .args(["cert", "issue", "node03", "--pki", &pki])
+        .output()
+        .unwrap();
+    let web = c.net.addr(3, 9000);
+    let o = c.net.ip(1).octets();
+    let cfg = format!(
+        "[lb]\nworkers = 1\n[nodes]\n\"node[01-03]\" = \"127.{}.{}.[1-3]\"\n\
+         [agent]\nlisten = [\"{}\"]\nname = \"node03\"\npki = \"{pki}\"\n\
+         [web]\nlisten = \"{web}\"\n{}",
+        o[1],
+        o[2],
+        c.net.ip(3),
+        user_table("rob", "read-only", "rob-password"),
+    );
+    let _d = Daemon::start("web_nodes-node03", &cfg);
+    let (cookie, _) = login(web, "rob", "rob-password");
+    let nodes = || {
+        let v = http(web, "GET", "/api/v1/nodes", &[("Cookie", &cookie)], "").json();
+        assert_eq!(v["this"], "node03");
+        v["nodes"].as_array().unwrap().clone()
+    };
+    wait_for("three agents up", Duration::from_secs(20), || {
+        let n = nodes();
+        n.len() == 3 && n.iter().all(|x| x["up"] == true)
+    });
+    let n = nodes();
+    assert_eq!(n[0]["name"], "node01");
+    assert_eq!(n[0]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(n[0]["load"].as_array().is_some_and(|l| l.len() == 3));
+    let page = http(web, "GET", "/nodes", &[("Cookie", &cookie)], "").body;
+    assert!(page.contains("data-node=\"node02\""), "{page}");
+    kill(&mut c.agents[1]);
+    wait_for("node02 down", Duration::from_secs(30), || {
+        let n = nodes();
+        n[1]["up"] == false && !n[1]["error"].as_str().unwrap_or("").is_empty()
+    });
+    assert_eq!(nodes()[0]["up"], true);
+}
+
+/// Alerts: a failing real server shows as an open alert; an admin acknowledges it through a
+/// dashboard form (confirmation page first), lifts the silence, silences it by the API; each
+/// is audited; the alerts page and the metrics follow.
+#[test]
+fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
+    let net = Net::new("web_alerts");
+    let up = Backend::http(net.addr(11, 8080), "node01");
+    let dead = net.addr(12, 8080); // nothing listens there
+    let vip = net.addr(100, 8080);
+    let web = net.addr(1, 9000);
+    let cfg = format!(
+        "{}\n[[health.check]]\nname = \"tcp\"\ntype = \"tcp\"\nservice = \"{vip}\"\ninterval = \"200ms\"\nfall = 1\n\
+         \n[web]\nlisten = \"{web}\"\n{}",
+        service(vip, "rr", &[(up.addr, 1), (dead, 1)]),
+        user_table("ann", "admin", "ann-password"),
+    );
+    let d = Daemon::start("web_alerts", &cfg);
+    let (cookie, csrf) = login(web, "ann", "ann-password");
+    let page = |p: &str| http(web, "GET", p, &[("Cookie", &cookie)], "").body;
+    wait_for("an open alert", Duration::from_secs(10), || {
+        page("/alerts").contains(&format!("<td>{dead}</td>"))
+    });
+    let overview = page("/");
+    assert!(overview.contains("id=\"alerts-open\">1<"), "{overview}");
+    assert!(overview.contains(">degraded<"), "{overview}");
+
+    // The form without confirmation answers with a confirmation page; nothing happens yet.
+    let form = format!("_csrf={csrf}&op=ack&check=tcp&target={dead}&back=%2Falerts");
+    let ctype = ("Content-Type", "application/x-www-form-urlencoded");
+    let r = http(web, "POST", "/action", &[("Cookie", &cookie), ctype], &form);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body
+            .contains(&format!("Acknowledge check tcp on {dead}?")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("name=\"confirmed\" value=\"1\""));
+    let silences = |d: &Daemon| -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["health", "list", "--json"])).unwrap();
+        v["silences"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(silences(&d).is_empty());
+    // Confirmed: done, and back to the page with a notice.
+    let r = http(
+        web,
+        "POST",
+        "/action",
+        &[("Cookie", &cookie), ctype],
+        &format!("{form}&confirmed=1"),
+    );
+    assert_eq!(r.status, 303);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .starts_with("/alerts?msg=Done"),
+        "{:?}",
+        r.headers
+    );
+    let s = silences(&d);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0]["author"].as_str(), s[0]["reason"].as_str()),
+        (Some("ann"), Some("acknowledged"))
+    );
+    let alerts = page("/alerts");
+    assert!(alerts.contains("badge muted\">silenced"), "{alerts}");
+    let metrics = http(web, "GET", "/metrics", &[], "").body;
+    assert!(
+        metrics.contains("herd_health_alerts_unsilenced 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "herd_health_target_up{{check=\"tcp\",target=\"{dead}\"}} 0"
+        )),
+        "{metrics}"
+    );
+
+    // Lift it from the page, then silence for 30 minutes through the API.
+    let id = s[0]["id"].as_u64().unwrap();
+    let r = http(
+        web,
+        "POST",
+        "/action",
+        &[("Cookie", &cookie), ctype],
+        &format!("_csrf={csrf}&op=unsilence&id={id}&confirmed=1&back=%2Falerts"),
+    );
+    assert_eq!(r.status, 303);
+    assert!(silences(&d).is_empty());
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/silences",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        &format!(r#"{{"target":"{dead}","secs":1800,"reason":"replacing the disk"}}"#),
+    );
+    assert_eq!(
+        (r.status, r.json()["result"].as_str()),
+        (200, Some("silenced")),
+        "{}",
+        r.body
+    );
+    assert_eq!(silences(&d)[0]["reason"], "replacing the disk");
+    let recent = http(web, "GET", "/api/v1/audit", &[("Cookie", &cookie)], "").json();
+    let events: Vec<&str> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["login", "ack", "unsilence", "silence"]);
 }
