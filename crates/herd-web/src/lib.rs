@@ -155,3 +155,214 @@ impl Web {
 }
 
 pub use http::Listener;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_core::api::{AdminState, ApiError, ErrorKind, ServiceStatus, Stats, VrrpStatus};
+    use herd_core::config::web::{WebRole, WebUser};
+    use herd_core::model::{Protocol, RealSpec, ServiceKey};
+
+    /// Answers like a daemon with one service and one VRRP master; records every request.
+    #[derive(Default)]
+    struct Fake(Mutex<Vec<Request>>);
+
+    impl Backend for Fake {
+        fn call(&self, req: Request) -> Response {
+            self.0.lock().unwrap().push(req.clone());
+            match req {
+                Request::List { .. } => Response::Services {
+                    services: vec![ServiceStatus {
+                        spec: herd_core::api::service_spec(
+                            key(),
+                            herd_core::model::SchedulerKind::Rr,
+                        ),
+                        reals: vec![herd_core::api::RealStatus {
+                            spec: RealSpec {
+                                address: "10.0.0.2:80".parse().unwrap(),
+                                weight: 0,
+                                upper_threshold: 5,
+                                lower_threshold: 3,
+                                forward: Default::default(),
+                            },
+                            active_conns: 0,
+                            inactive_conns: 0,
+                            persistent_conns: 0,
+                            overloaded: false,
+                            draining: false,
+                            health: Default::default(),
+                            admin: AdminState::Draining,
+                            sorry: false,
+                            stats: Stats::default(),
+                            rates: Default::default(),
+                        }],
+                        quorum: None,
+                        stats: Stats::default(),
+                        rates: Default::default(),
+                    }],
+                },
+                Request::HaStatus => Response::Ha {
+                    instances: vec![vrrp()],
+                },
+                Request::Reload => {
+                    Response::Error(ApiError::new(ErrorKind::Config, "bad.toml:1: x"))
+                }
+                _ => Response::Ok,
+            }
+        }
+    }
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            protocol: Protocol::Tcp,
+            address: "10.0.0.1:80".parse().unwrap(),
+        }
+    }
+
+    fn vrrp() -> VrrpStatus {
+        VrrpStatus {
+            name: "vi_1".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: 3,
+            state: "master".into(),
+            priority: 150,
+            configured_priority: 150,
+            standby: false,
+            master: Some("10.0.0.5".into()),
+            address: "10.0.0.5".into(),
+            advert_interval_ms: 1000,
+            vips: vec!["10.0.0.100/24".into()],
+            transitions: Vec::new(),
+            adverts_sent: 12,
+            adverts_received: 0,
+            dropped: [("auth".to_string(), 2)].into_iter().collect(),
+            handover: None,
+            real_server: false,
+            tracking: Vec::new(),
+        }
+    }
+
+    async fn web(fake: Arc<Fake>) -> Web {
+        let cfg = WebConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..WebConfig::default()
+        };
+        Web::bind(
+            &cfg,
+            fake,
+            Info {
+                version: "9.9",
+                node: "n1".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .0
+    }
+
+    fn admin() -> auth::Session {
+        let u = WebUser {
+            name: "ann".into(),
+            password: String::new(),
+            role: WebRole::Admin,
+        };
+        auth::Sessions::default()
+            .open(
+                &u,
+                std::time::Instant::now(),
+                std::time::Duration::from_secs(60),
+            )
+            .1
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn actions_become_the_clis_requests_and_are_audited() {
+        use actions::Action;
+        let fake = Arc::new(Fake::default());
+        let w = web(fake.clone()).await;
+        let s = admin();
+        let ip = "10.9.9.9".parse().unwrap();
+        let svc = key();
+        let real = "10.0.0.2:80".parse().unwrap();
+        for a in [
+            Action::Failover {
+                instances: vec!["vi_1".into()],
+            },
+            Action::Resume { instances: vec![] },
+            Action::Weight {
+                service: svc,
+                real,
+                weight: 9,
+            },
+            Action::Reload,
+        ] {
+            actions::perform(&w.state, &s, ip, a).await;
+        }
+        let got = fake.0.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![
+                Request::HaFailover {
+                    instances: vec!["vi_1".into()]
+                },
+                Request::HaResume { instances: vec![] },
+                Request::List { service: Some(svc) },
+                // The configured thresholds stay; the listed weight (0: drained) is replaced.
+                Request::EditReal {
+                    service: svc,
+                    real: RealSpec {
+                        address: real,
+                        weight: 9,
+                        upper_threshold: 5,
+                        lower_threshold: 3,
+                        forward: Default::default()
+                    }
+                },
+                Request::Reload,
+            ]
+        );
+        let audit = w.state.audit.recent();
+        let seen: Vec<(&str, bool)> = audit.iter().map(|e| (e.event.as_str(), e.ok)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("failover", true),
+                ("resume", true),
+                ("weight", true),
+                ("reload", false)
+            ]
+        );
+        assert_eq!(audit[0].detail, "Hand over vi_1 to a backup director");
+        assert_eq!(audit[3].error, "bad.toml:1: x");
+        assert!(audit
+            .iter()
+            .all(|e| e.user == "ann" && e.from == "10.9.9.9"));
+        // Reads through the generic route are not audited.
+        actions::perform(&w.state, &s, ip, Action::Request(Request::HaStatus)).await;
+        assert_eq!(w.state.audit.recent().len(), 4);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn vrrp_metrics_have_one_series_per_state() {
+        let w = web(Arc::new(Fake::default())).await;
+        let snap = snapshot::take(&w.state, snapshot::Want::default()).await;
+        let text = metrics::render(&snap, &w.state.counters, 0, "9.9");
+        for (state, v) in [("init", 0), ("backup", 0), ("master", 1), ("fault", 0)] {
+            let line = format!(
+                "herd_vrrp_state{{instance=\"vi_1\",interface=\"eth0\",state=\"{state}\"}} {v}"
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(text.contains("herd_vrrp_dropped_packets_total{instance=\"vi_1\",interface=\"eth0\",reason=\"auth\"} 2"));
+        assert!(
+            text.contains("herd_vrrp_adverts_sent_total{instance=\"vi_1\",interface=\"eth0\"} 12")
+        );
+        assert!(text.contains("herd_lb_real_admin_state{service=\"TCP 10.0.0.1:80\",protocol=\"tcp\",vip=\"10.0.0.1:80\",real=\"10.0.0.2:80\",state=\"draining\"} 1"));
+        // Every family has HELP and TYPE once, before its samples.
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(l.split(' ').nth(2).unwrap().to_string()), "{l}");
+        }
+    }
+}

@@ -779,3 +779,104 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
         .collect();
     assert_eq!(events, ["login", "ack", "unsilence", "silence"]);
 }
+
+/// With `tls-cert`/`tls-key` the dashboard speaks HTTPS only, marks its cookie `Secure` and
+/// sends HSTS (curl is the client; the certificate is self-signed by openssl).
+#[test]
+fn over_tls_cookies_are_secure() {
+    let net = Net::new("web_tls");
+    let dir = crate::util::TempDir::new("web_tls-pki");
+    let (cert, key) = (dir.path("web.crt"), dir.path("web.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=herd",
+        ])
+        .arg("-addext")
+        .arg(format!("subjectAltName=IP:{}", net.ip(1)))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let web = net.addr(1, 9443);
+    let cfg = format!(
+        "[lb]\nworkers = 1\n[web]\nlisten = \"{web}\"\ntls-cert = \"{}\"\ntls-key = \"{}\"\n{}",
+        cert.display(),
+        key.display(),
+        user_table("ann", "admin", "ann-password")
+    );
+    let _d = Daemon::start("web_tls", &cfg);
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"user":"ann","password":"ann-password"}"#,
+        ])
+        .arg(format!("https://{web}/api/v1/login"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    let cookie = text.lines().find(|l| l.starts_with("set-cookie:")).unwrap();
+    assert!(
+        cookie.contains("; secure")
+            && cookie.contains("httponly")
+            && cookie.contains("samesite=strict"),
+        "{cookie}"
+    );
+    assert!(
+        text.contains("strict-transport-security: max-age="),
+        "{text}"
+    );
+    // Plain HTTP gets no answer from the TLS port.
+    let mut s = TcpStream::connect(web).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1"),
+        "answered in clear text"
+    );
+}
+
+/// A `[web]` address already taken stops the start-up with a clear error; nothing is left half up.
+#[test]
+fn a_web_address_in_use_stops_the_start() {
+    let net = Net::new("web_busy");
+    let web = net.addr(1, 9000);
+    let _taken = std::net::TcpListener::bind(web).unwrap();
+    let err = Daemon::try_start(
+        "web_busy",
+        &format!("[lb]\nworkers = 1\n[web]\nlisten = \"{web}\"\n"),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(&format!("web.listen: cannot bind {web}")),
+        "{err}"
+    );
+}
