@@ -102,7 +102,7 @@ fn dashboard_login_and_drain_in_headless_chromium() {
         .enable_all()
         .build()
         .unwrap();
-    let shot = rt.block_on(async {
+    let (shot, phone) = rt.block_on(async {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -127,17 +127,28 @@ fn dashboard_login_and_drain_in_headless_chromium() {
         let _ = c.close().await;
         result
     });
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("herd-dashboard.png");
-    std::fs::write(&path, &shot).unwrap();
-    assert!(shot.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
-    println!("screenshot: {}", path.display());
-    eprintln!("screenshot: {}", path.display());
+    for (name, png) in [
+        ("herd-dashboard.png", &shot),
+        ("herd-dashboard-phone.png", &phone),
+    ] {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, png).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+        println!("screenshot: {}", path.display());
+        eprintln!("screenshot: {}", path.display());
+    }
     demo.term();
     demo.wait_timeout(Duration::from_secs(10));
 }
 
-/// The browser's part; returns the screenshot.
-async fn drive(c: &fantoccini::Client, web: SocketAddr, password: &str, sock: &Path) -> Vec<u8> {
+/// The browser's part; returns screenshots of the services page (desktop) and of the overview
+/// on a phone-sized screen.
+async fn drive(
+    c: &fantoccini::Client,
+    web: SocketAddr,
+    password: &str,
+    sock: &Path,
+) -> (Vec<u8>, Vec<u8>) {
     let wait = Duration::from_secs(15);
     // Not logged in: the dashboard sends us to the login page.
     c.goto(&format!("http://{web}/")).await.unwrap();
@@ -302,5 +313,28 @@ async fn drive(c: &fantoccini::Client, web: SocketAddr, password: &str, sock: &P
         .await
         .unwrap();
     assert_eq!(live, "live");
-    c.screenshot().await.unwrap()
+    let desktop = c.screenshot().await.unwrap();
+
+    // On a phone: the page is as wide as the screen (wide tables scroll inside themselves).
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("http://{web}/")).await.unwrap();
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#svc-up"))
+        .await
+        .unwrap();
+    let w = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (page, screen) = (w[0].as_u64().unwrap(), w[1].as_u64().unwrap());
+    assert!(
+        page <= screen,
+        "the overview is {page} px wide on a {screen} px screen"
+    );
+    let phone = c.screenshot().await.unwrap();
+    (desktop, phone)
 }
