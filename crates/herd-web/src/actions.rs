@@ -225,6 +225,30 @@ pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
         Action::Failover { instances } => st.call(Request::HaFailover { instances }).await,
         Action::Resume { instances } => st.call(Request::HaResume { instances }).await,
         Action::Reload => st.call(Request::Reload).await,
+        // A silence is signed by whoever is logged in, whatever the body says.
+        Action::Request(Request::HealthSilence {
+            check,
+            target,
+            secs,
+            reason,
+            ..
+        }) => {
+            st.call(Request::HealthSilence {
+                check,
+                target,
+                secs,
+                author: who.user.clone(),
+                reason,
+            })
+            .await
+        }
+        // Password hashes stay in the config file: the web is a wider door than the socket.
+        Action::Request(Request::ExportConfig) => match st.call(Request::ExportConfig).await {
+            Response::Config { toml } => Response::Config {
+                toml: redact_hashes(&toml),
+            },
+            other => other,
+        },
         Action::Request(r) => st.call(r).await,
     };
     if !a.is_read() {
@@ -242,6 +266,34 @@ pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
         );
     }
     resp
+}
+
+/// `password = "$argon2id$…"` lines with the hash replaced.
+fn redact_hashes(toml: &str) -> String {
+    toml.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("password") && l.contains("$argon2") {
+                let key = &l[..l.find('=').unwrap_or(l.len())];
+                format!("{key}= \"(redacted; see the config file)\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[cfg(test)]
+#[test]
+fn hashes_are_redacted_from_exported_configs() {
+    let t = "[web.user.ann]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\"\nrole = \"admin\"\n";
+    let r = redact_hashes(t);
+    assert!(!r.contains("argon2id"), "{r}");
+    assert!(
+        r.contains("password = \"(redacted; see the config file)\"\nrole = \"admin\""),
+        "{r}"
+    );
 }
 
 /// The API edits a real server as a whole: read its spec, change the weight, write it back.

@@ -555,7 +555,8 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
             Err((code, msg)) => error(code, "invalid", msg),
         },
         Handler::Act(f) => {
-            if let Err(resp) = may_act(&req, &s, req.header("x-csrf-token")) {
+            let what = format!("{} {}", req.method, req.path);
+            if let Err(resp) = may_act_audited(st, &req, &s, req.header("x-csrf-token"), &what) {
                 return resp;
             }
             match f(&params, &req.body) {
@@ -570,7 +571,9 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
             };
             let a = Action::Request(q);
             if !a.is_read() {
-                if let Err(resp) = may_act(&req, &s, req.header("x-csrf-token")) {
+                let what = a.describe();
+                if let Err(resp) = may_act_audited(st, &req, &s, req.header("x-csrf-token"), &what)
+                {
                     return resp;
                 }
             }
@@ -580,18 +583,7 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
             if let Err(resp) = may_act_any_role(&req, &s) {
                 return resp;
             }
-            st.sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .close(&token);
-            st.audit.record(
-                &s.user,
-                s.role.as_str(),
-                req.ip(),
-                "logout",
-                String::new(),
-                Ok(()),
-            );
+            logout(st, &token, &s, req.ip());
             http::with_header(
                 http::json(StatusCode::OK, &Response::Ok),
                 "set-cookie",
@@ -604,12 +596,55 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
     }
 }
 
+/// Ends a session (its CSRF token checked by the caller) and audits it.
+pub fn logout(st: &State, token: &str, s: &Session, from: std::net::IpAddr) {
+    st.sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .close(token);
+    st.audit.record(
+        &s.user,
+        s.role.as_str(),
+        from,
+        "logout",
+        String::new(),
+        Ok(()),
+    );
+}
+
 fn unreachable_route() -> Resp {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "unhandled route",
     )
+}
+
+/// [`may_act`], and a refusal goes to the audit log (who tried what, and why not).
+pub fn may_act_audited(
+    st: &State,
+    req: &Req,
+    s: &Session,
+    token: Option<&str>,
+    what: &str,
+) -> Result<(), Resp> {
+    may_act(req, s, token).inspect_err(|_| {
+        let why = if s.role != herd_core::config::web::WebRole::Admin {
+            "read-only user"
+        } else if !req.same_origin() {
+            "cross-origin request"
+        } else {
+            "missing or wrong CSRF token"
+        };
+        st.audit.record(
+            &s.user,
+            s.role.as_str(),
+            req.ip(),
+            "refused",
+            what.to_string(),
+            Err(why.to_string()),
+        );
+    })
 }
 
 /// Logout changes state too: the CSRF token is needed, whatever the role.
@@ -638,34 +673,29 @@ pub enum LoginOutcome {
     Wait(std::time::Duration),
 }
 
-/// Checks a login: rate limit first, then the password (at most two argon2 checks at once; an
-/// unknown user is checked against a dummy hash, so both take as long), then opens a session.
+/// Checks a login: rate limit first (the attempt counts from here), then the password (at
+/// most two argon2 checks at once; an unknown user is checked against a dummy hash, so both
+/// take as long), then opens a session. Names that are not users are not recorded anywhere
+/// (people type passwords into the user field).
 pub async fn check_login(
     st: &Arc<State>,
     ip: std::net::IpAddr,
     user: &str,
     pw: &str,
 ) -> LoginOutcome {
-    let now = Instant::now();
-    if let Some(wait) = st
+    let cfg = st.cfg();
+    let found = cfg.users.iter().find(|u| u.name == user).cloned();
+    let allowed = st
         .limiter
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .check(ip, user, now)
-    {
+        .attempt(ip, found.as_ref().map(|u| u.name.as_str()), Instant::now());
+    if let Err(wait) = allowed {
+        // Counted, not audited: a flood of attempts must not flood the audit log.
         st.counters.login("limited");
-        st.audit.record(
-            user,
-            "",
-            ip,
-            "login-failed",
-            "rate limited".into(),
-            Err("too many failed logins".into()),
-        );
+        tracing::debug!(%ip, "web: login rate-limited");
         return LoginOutcome::Wait(wait);
     }
-    let cfg = st.cfg();
-    let found = cfg.users.iter().find(|u| u.name == user).cloned();
     let hash = found
         .as_ref()
         .map_or_else(|| st.dummy_hash.clone(), |u| u.password.clone());
@@ -683,7 +713,7 @@ pub async fn check_login(
             st.limiter
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .succeeded(ip);
+                .succeeded(ip, &u.name, Instant::now());
             let (token, session) = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).open(
                 &u,
                 Instant::now(),
@@ -694,25 +724,27 @@ pub async fn check_login(
                 .record(&u.name, u.role.as_str(), ip, "login", String::new(), Ok(()));
             LoginOutcome::Ok { token, session }
         }
-        found => {
-            st.limiter.lock().unwrap_or_else(|p| p.into_inner()).failed(
-                ip,
-                found.as_ref().map(|u| u.name.as_str()),
-                Instant::now(),
-            );
+        Some(u) => {
             st.counters.login("failed");
             st.audit.record(
-                user,
+                &u.name,
                 "",
                 ip,
                 "login-failed",
                 String::new(),
-                Err(if found.is_some() {
-                    "wrong password"
-                } else {
-                    "no such user"
-                }
-                .into()),
+                Err("wrong password".into()),
+            );
+            LoginOutcome::Refused
+        }
+        None => {
+            st.counters.login("failed");
+            st.audit.record(
+                "(unknown)",
+                "",
+                ip,
+                "login-failed",
+                String::new(),
+                Err("no such user".into()),
             );
             LoginOutcome::Refused
         }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -80,9 +81,11 @@ impl Audit {
         if let Some(path) = path {
             let mut line = serde_json::to_vec(&e).unwrap_or_default();
             line.push(b'\n');
+            // Client addresses and user names: for root and the daemon's group only.
             let res = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o640)
                 .open(&path)
                 .and_then(|mut f| f.write_all(&line));
             if let Err(err) = res {

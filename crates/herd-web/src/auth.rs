@@ -65,11 +65,22 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// A session ends this long after its login, however busy it is.
+pub const MAX_SESSION_AGE: Duration = Duration::from_secs(12 * 3600);
+/// An address that logged in successfully is not held back by a user's failures (someone
+/// else guessing that user's password) for this long.
+const TRUSTED_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Addresses remembered at most (failures or trust); the oldest go first.
+const MAX_ADDRS: usize = 100_000;
+
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user: String,
     pub role: WebRole,
     pub csrf: String,
+    /// The password hash at login: a new password (and a reload) ends the session.
+    phc: String,
+    created: Instant,
     last_seen: Instant,
 }
 
@@ -81,8 +92,7 @@ pub struct Sessions {
 impl Sessions {
     /// A new session for a user who just logged in; returns its token.
     pub fn open(&mut self, user: &WebUser, now: Instant, idle: Duration) -> (String, Session) {
-        self.by_token
-            .retain(|_, s| now.duration_since(s.last_seen) < idle);
+        self.by_token.retain(|_, s| alive(s, now, idle));
         if self.by_token.len() >= MAX_SESSIONS {
             if let Some(oldest) = self
                 .by_token
@@ -97,6 +107,8 @@ impl Sessions {
             user: user.name.clone(),
             role: user.role,
             csrf: token(),
+            phc: user.password.clone(),
+            created: now,
             last_seen: now,
         };
         let t = token();
@@ -104,8 +116,8 @@ impl Sessions {
         (t, s)
     }
 
-    /// The session of a token, if it is alive and its user still exists with the same role;
-    /// marks it used.
+    /// The session of a token, if it is alive and its user still exists with the same role
+    /// and password; marks it used.
     pub fn get(
         &mut self,
         token: &str,
@@ -113,19 +125,41 @@ impl Sessions {
         now: Instant,
         idle: Duration,
     ) -> Option<Session> {
-        let s = self.by_token.get_mut(token)?;
-        let valid = now.duration_since(s.last_seen) < idle
-            && users.iter().any(|u| u.name == s.user && u.role == s.role);
+        let s = self.peek(token, users, now, idle)?;
+        if let Some(x) = self.by_token.get_mut(token) {
+            x.last_seen = now;
+        }
+        Some(s)
+    }
+
+    /// As [`Sessions::get`], without marking it used (a live page refreshing itself is not
+    /// the user at work).
+    pub fn peek(
+        &mut self,
+        token: &str,
+        users: &[WebUser],
+        now: Instant,
+        idle: Duration,
+    ) -> Option<Session> {
+        let s = self.by_token.get(token)?;
+        let valid = alive(s, now, idle)
+            && users
+                .iter()
+                .any(|u| u.name == s.user && u.role == s.role && u.password == s.phc);
         if !valid {
             self.by_token.remove(token);
             return None;
         }
-        s.last_seen = now;
         Some(s.clone())
     }
 
     pub fn close(&mut self, token: &str) {
         self.by_token.remove(token);
+    }
+
+    /// Ends every session (the `[web]` section is gone).
+    pub fn clear(&mut self) {
+        self.by_token.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -137,40 +171,94 @@ impl Sessions {
     }
 }
 
-/// Failed logins per client address and per user name, in a sliding window.
+fn alive(s: &Session, now: Instant, idle: Duration) -> bool {
+    now.duration_since(s.last_seen) < idle && now.duration_since(s.created) < MAX_SESSION_AGE
+}
+
+/// The address as the limiter counts it: IPv6 by /64 (one host usually has a whole /64).
+fn addr_key(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
+}
+
+/// Failed logins per client address and per user name, in a sliding window. An attempt is
+/// counted as failed the moment it is let through (so parallel attempts cannot all pass the
+/// check before the first failure is recorded) and forgiven if it succeeds.
 #[derive(Debug, Default)]
 pub struct Limiter {
     by_addr: HashMap<IpAddr, Vec<Instant>>,
     by_user: HashMap<String, Vec<Instant>>,
+    /// Addresses that logged in lately: a user's failures from elsewhere do not block them.
+    trusted: HashMap<IpAddr, Instant>,
 }
 
 impl Limiter {
-    /// `Some(wait)` when this address or user name has failed too often lately.
-    pub fn check(&mut self, addr: IpAddr, user: &str, now: Instant) -> Option<Duration> {
+    /// Lets an attempt through and counts it, or says how long to wait. `user` is the name
+    /// tried when it is a configured user (other names are not kept: anyone could fill the
+    /// table with them).
+    pub fn attempt(
+        &mut self,
+        addr: IpAddr,
+        user: Option<&str>,
+        now: Instant,
+    ) -> Result<(), Duration> {
         self.prune(now);
+        let addr = addr_key(addr);
         let wait = |v: Option<&Vec<Instant>>, max: usize| {
             let v = v?;
             (v.len() >= max).then(|| WINDOW.saturating_sub(now.duration_since(v[v.len() - max])))
         };
-        wait(self.by_addr.get(&addr), MAX_FAILS_PER_ADDR)
+        let by_user = match user {
+            Some(u) if !self.trusted.contains_key(&addr) => {
+                wait(self.by_user.get(u), MAX_FAILS_PER_USER)
+            }
+            _ => None,
+        };
+        if let Some(w) = wait(self.by_addr.get(&addr), MAX_FAILS_PER_ADDR)
             .into_iter()
-            .chain(wait(self.by_user.get(user), MAX_FAILS_PER_USER))
+            .chain(by_user)
             .max()
-    }
-
-    /// Records a failed login; `user` is the name tried when it is a configured user (other
-    /// names are not kept: anyone could fill the table with them).
-    pub fn failed(&mut self, addr: IpAddr, user: Option<&str>, now: Instant) {
+        {
+            return Err(w.max(Duration::from_secs(1)));
+        }
+        if self.by_addr.len() >= MAX_ADDRS && !self.by_addr.contains_key(&addr) {
+            // Under a flood from very many addresses, forget the quietest.
+            if let Some(k) = self
+                .by_addr
+                .iter()
+                .min_by_key(|(_, v)| v.last().copied())
+                .map(|(k, _)| *k)
+            {
+                self.by_addr.remove(&k);
+            }
+        }
         self.by_addr.entry(addr).or_default().push(now);
         if let Some(u) = user {
             self.by_user.entry(u.to_string()).or_default().push(now);
         }
+        Ok(())
     }
 
-    /// A good login clears its address's record (not the user's: an attacker guessing from
-    /// elsewhere is still counted).
-    pub fn succeeded(&mut self, addr: IpAddr) {
-        self.by_addr.remove(&addr);
+    /// The attempt was good: it is not counted, and the address is trusted for a while. The
+    /// address's other failures stay (a user of one account cannot reset the count between
+    /// guesses at another).
+    pub fn succeeded(&mut self, addr: IpAddr, user: &str, now: Instant) {
+        let addr = addr_key(addr);
+        if let Some(v) = self.by_addr.get_mut(&addr) {
+            v.pop();
+        }
+        if let Some(v) = self.by_user.get_mut(user) {
+            v.pop();
+        }
+        if self.trusted.len() < MAX_ADDRS || self.trusted.contains_key(&addr) {
+            self.trusted.insert(addr, now);
+        }
     }
 
     fn prune(&mut self, now: Instant) {
@@ -180,6 +268,8 @@ impl Limiter {
         };
         self.by_addr.retain(|_, v| fresh(v));
         self.by_user.retain(|_, v| fresh(v));
+        self.trusted
+            .retain(|_, t| now.duration_since(*t) < TRUSTED_FOR);
     }
 }
 
@@ -235,32 +325,62 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_counts_failures_per_address_and_per_user() {
+    fn the_limiter_counts_attempts_per_address_and_per_user() {
         let t0 = Instant::now();
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut l = Limiter::default();
+        // Parallel attempts: each is counted when let through, before any password check.
         for i in 0..MAX_FAILS_PER_ADDR {
-            assert_eq!(l.check(a, "ann", t0), None, "attempt {i}");
-            l.failed(a, Some("ann"), t0 + Duration::from_secs(i as u64));
+            assert_eq!(
+                l.attempt(a, Some("ann"), t0 + Duration::from_secs(i as u64)),
+                Ok(()),
+                "attempt {i}"
+            );
         }
-        let wait = l.check(a, "bob", t0 + Duration::from_secs(10)).unwrap();
+        let wait = l
+            .attempt(a, Some("bob"), t0 + Duration::from_secs(10))
+            .unwrap_err();
         assert_eq!(wait, Duration::from_secs(50));
-        assert_eq!(l.check(b, "bob", t0), None, "another address");
+        assert_eq!(l.attempt(b, Some("bob"), t0), Ok(()), "another address");
         assert_eq!(
-            l.check(a, "bob", t0 + WINDOW + Duration::from_secs(5)),
-            None
+            l.attempt(a, None, t0 + WINDOW + Duration::from_secs(5)),
+            Ok(())
         );
-        // Spread over addresses, a user's failures still add up.
+        // IPv6 counts by /64.
+        let mut l = Limiter::default();
+        for i in 0..MAX_FAILS_PER_ADDR {
+            let x: IpAddr = format!("2001:db8::{i}").parse().unwrap();
+            assert!(l.attempt(x, None, t0).is_ok());
+        }
+        assert!(l
+            .attempt("2001:db8::ffff".parse().unwrap(), None, t0)
+            .is_err());
+        assert!(l
+            .attempt("2001:db8:0:1::1".parse().unwrap(), None, t0)
+            .is_ok());
+        // Spread over addresses, a user's failures still add up ...
         let mut l = Limiter::default();
         for i in 0..MAX_FAILS_PER_USER {
-            l.failed(IpAddr::from([10, 0, 1, i as u8]), Some("ann"), t0);
+            assert!(l
+                .attempt(IpAddr::from([10, 0, 1, i as u8]), Some("ann"), t0)
+                .is_ok());
         }
-        assert!(l.check(b, "ann", t0).is_some());
-        assert!(l.check(b, "bob", t0).is_none());
+        assert!(l.attempt(b, Some("ann"), t0).is_err());
+        assert!(l.attempt(b, Some("bob"), t0).is_ok());
+        // ... but not for an address that logged in lately.
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        assert!(l.attempt(c, Some("bob"), t0).is_ok());
+        l.succeeded(c, "bob", t0);
+        assert!(l.attempt(c, Some("ann"), t0).is_ok());
+        // A success forgives itself only: the address's failures stay.
         let mut l = Limiter::default();
-        l.failed(a, None, t0);
-        assert!(l.by_user.is_empty());
-        l.succeeded(a);
-        assert!(l.by_addr.is_empty());
+        for _ in 0..MAX_FAILS_PER_ADDR - 1 {
+            assert!(l.attempt(a, None, t0).is_ok());
+        }
+        assert!(l.attempt(a, Some("rob"), t0).is_ok());
+        l.succeeded(a, "rob", t0);
+        assert!(l.attempt(a, None, t0).is_ok());
+        assert!(l.attempt(a, None, t0).is_err());
+        assert!(l.by_user.get("rob").is_none_or(|v| v.is_empty()));
     }
 }

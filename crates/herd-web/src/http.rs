@@ -25,8 +25,10 @@ use crate::State;
 const MAX_BODY: usize = 64 << 10;
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 512;
-/// A client has this long to send its request headers.
+/// A client has this long to send its request headers, and again for the body.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one client address may hold at once.
+const MAX_PER_ADDR: usize = 32;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 pub type Resp = hyper::Response<Body>;
@@ -98,8 +100,40 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Open connections per client address.
+#[derive(Default)]
+struct PerAddr(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+/// One connection of an address, given back on drop.
+struct AddrSlot(Arc<PerAddr>, IpAddr);
+
+impl PerAddr {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddrSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_PER_ADDR {
+            return None;
+        }
+        *n += 1;
+        Some(AddrSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 pub(crate) async fn serve(st: Arc<State>, l: Listener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_addr = Arc::new(PerAddr::default());
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -112,11 +146,15 @@ pub(crate) async fn serve(st: Arc<State>, l: Listener) {
                 continue;
             }
         };
+        let Some(addr_slot) = per_addr.take(peer.ip()) else {
+            tracing::debug!(%peer, "web: too many connections from one address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let st = st.clone();
         let tls = l.tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, addr_slot);
             match tls {
                 Some(acc) => match tokio::time::timeout(HEADER_TIMEOUT, acc.accept(stream)).await {
                     Ok(Ok(s)) => connection(st, peer, TokioIo::new(s)).await,
@@ -209,10 +247,20 @@ impl Req {
 }
 
 pub const SESSION_COOKIE: &str = "herd_session";
+/// Under TLS: a cookie only this origin can set (no sibling subdomain can plant one).
+pub const SESSION_COOKIE_TLS: &str = "__Host-herd_session";
+
+pub fn cookie_name(tls: bool) -> &'static str {
+    if tls {
+        SESSION_COOKIE_TLS
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// The request's session, if its cookie names a live one.
 pub fn session(st: &State, req: &Req) -> Option<(String, Session)> {
-    let token = req.cookie(SESSION_COOKIE)?;
+    let token = req.cookie(cookie_name(st.tls))?;
     let cfg = st.cfg();
     let s = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(
         token,
@@ -225,14 +273,16 @@ pub fn session(st: &State, req: &Req) -> Option<(String, Session)> {
 
 pub fn session_cookie(st: &State, token: &str) -> String {
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        cookie_name(st.tls),
         if st.tls { "; Secure" } else { "" }
     )
 }
 
 pub fn clear_cookie(st: &State) -> String {
     format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        cookie_name(st.tls),
         if st.tls { "; Secure" } else { "" }
     )
 }
@@ -255,7 +305,10 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
+            b'%' if i + 2 < b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
                 let h = std::str::from_utf8(&b[i + 1..i + 3])
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
@@ -294,9 +347,8 @@ pub fn html(status: StatusCode, body: String) -> Resp {
 
 pub fn redirect(to: &str) -> Resp {
     let mut r = full(StatusCode::SEE_OTHER, "text/plain", "");
-    if let Ok(v) = HeaderValue::from_str(to) {
-        r.headers_mut().insert(hyper::header::LOCATION, v);
-    }
+    let v = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
+    r.headers_mut().insert(hyper::header::LOCATION, v);
     r
 }
 
@@ -307,10 +359,18 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
     r
 }
 
-/// A local path to go back to after a login or an action: `/…` but not `//…` (another host).
+/// A local path to go back to after a login or an action: `/…` of visible ASCII, not `//…`
+/// (another host), no backslash and no blank or control character (browsers drop tabs and
+/// newlines from `Location`, which would make `/\t/evil` into `//evil`).
 pub fn local_path(p: Option<String>) -> String {
     match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            p
+        }
         _ => "/".to_string(),
     }
 }
@@ -335,27 +395,69 @@ fn security_headers(st: &State, r: &mut Resp) {
     }
 }
 
+/// The `Host` header names this server as an IP address, `localhost` or one of
+/// `web.hostnames` (a page of another site whose name resolves here — DNS rebinding — names
+/// its own host). No `Host` (HTTP/1.0 clients) passes.
+fn host_ok(hostnames: &[String], host: Option<&str>) -> bool {
+    let Some(h) = host else {
+        return true;
+    };
+    let name = match h.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<IpAddr>().is_ok())
+        }
+        None => h.rsplit_once(':').map_or(h, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                h
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<IpAddr>().is_ok() || name == "localhost" || hostnames.contains(&name)
+}
+
 async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return full(
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let mut r = if !host_ok(&st.cfg().hostnames, host) {
+        full(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            "unknown host name: list it in web.hostnames\n",
+        )
+    } else {
+        match tokio::time::timeout(HEADER_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+            Ok(Ok(b)) => {
+                let req = Req {
+                    method: parts.method,
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or("").to_string(),
+                    headers: parts.headers,
+                    peer,
+                    body: b.to_bytes(),
+                };
+                route(&st, req).await
+            }
+            Ok(Err(_)) => full(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "text/plain",
-                "request body too large\n",
-            )
+                "request body too large or broken\n",
+            ),
+            Err(_) => full(
+                StatusCode::REQUEST_TIMEOUT,
+                "text/plain",
+                "the request body was too slow\n",
+            ),
         }
     };
-    let req = Req {
-        method: parts.method,
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers: parts.headers,
-        peer,
-        body,
-    };
-    let mut r = route(&st, req).await;
     security_headers(&st, &mut r);
     r
 }
@@ -380,11 +482,24 @@ async fn route(st: &Arc<State>, req: Req) -> Resp {
             StatusCode::NOT_FOUND,
             crate::pages::message_page("Not found", "There is no such page."),
         ),
-        _ => full(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n",
-        ),
+        (_, p) => {
+            let allow = match p {
+                "/login" => "GET, POST",
+                "/logout" | "/action" => "POST",
+                "/metrics" | "/events" | "/static/app.js" | "/static/app.css" => "GET",
+                p if crate::pages::Page::from_path(p).is_some() => "GET",
+                _ => return full(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+            };
+            with_header(
+                full(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    "method not allowed\n",
+                ),
+                "allow",
+                allow,
+            )
+        }
     }
 }
 
@@ -440,10 +555,43 @@ mod tests {
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("a%4"), "a%4");
         assert_eq!(percent_decode("%5B%3A%3A1%5D"), "[::1]");
+        assert_eq!(percent_decode("%+a"), "%+a".replace('+', " "));
+    }
+
+    #[test]
+    fn only_our_host_names_pass() {
+        let names = vec!["herd.example.com".to_string()];
+        for ok in [
+            None,
+            Some("127.0.0.1:9000"),
+            Some("[::1]:9000"),
+            Some("[fe80::1]"),
+            Some("10.0.0.5"),
+            Some("localhost:9000"),
+            Some("HERD.example.com."),
+            Some("herd.example.com:443"),
+        ] {
+            assert!(host_ok(&names, ok), "{ok:?}");
+        }
+        for bad in [
+            Some("evil.example"),
+            Some("evil.example:9000"),
+            Some("[evil]:80"),
+            Some("127.0.0.1.evil.example"),
+            Some(""),
+        ] {
+            assert!(!host_ok(&names, bad), "{bad:?}");
+        }
     }
 
     #[test]
     fn only_local_paths_are_followed() {
+        assert_eq!(local_path(Some("/\t/evil.example".into())), "/");
+        assert_eq!(local_path(Some("/ok path".into())), "/");
+        assert_eq!(
+            local_path(Some("/alerts?msg=Done%3A".into())),
+            "/alerts?msg=Done%3A"
+        );
         assert_eq!(local_path(Some("/services".into())), "/services");
         assert_eq!(local_path(Some("//evil.example/".into())), "/");
         assert_eq!(local_path(Some("https://evil.example/".into())), "/");

@@ -131,8 +131,18 @@ impl Web {
 
     /// Applies a reloaded `[web]` section: users, roles, timeouts and the audit log at once
     /// (sessions of removed users or changed roles end); returns what waits for a restart.
+    /// Without the section, nobody can log in any more and every session ends; the listener
+    /// stays (for `/metrics`) until the daemon restarts.
     pub fn reload(&self, cfg: Option<&WebConfig>) -> Vec<String> {
         let Some(cfg) = cfg else {
+            let mut c = (*self.state.cfg()).clone();
+            c.users.clear();
+            *self.state.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+            self.state
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             return vec!["web".to_string()];
         };
         let old = self.state.cfg();

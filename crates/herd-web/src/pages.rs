@@ -12,7 +12,7 @@ use hyper::body::Bytes;
 use hyper::StatusCode;
 
 use crate::actions::{perform, Action};
-use crate::api::{check_login, may_act, service_key, LoginOutcome};
+use crate::api::{check_login, service_key, LoginOutcome};
 use crate::auth::Session;
 use crate::history::{self, sparkline};
 use crate::http::{self, form_pairs, html, local_path, redirect, Req, Resp};
@@ -24,6 +24,8 @@ pub const APP_CSS: &str = include_str!("../assets/app.css");
 
 /// How often the live regions are refreshed.
 const LIVE_EVERY: Duration = Duration::from_secs(1);
+/// A live page whose client has read nothing for this long is closed.
+const STALLED_STREAM: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -89,11 +91,13 @@ impl Page {
     }
 }
 
-/// HTML-escapes text for element content and quoted attributes.
+/// HTML-escapes text for element content and quoted attributes. Control characters become
+/// spaces: the pages travel as server-sent events, where a bare CR would end a field.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            c if c.is_control() => o.push(' '),
             '&' => o.push_str("&amp;"),
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
@@ -229,7 +233,8 @@ pub async fn events(st: &Arc<State>, req: &Req) -> Resp {
         loop {
             tick.tick().await;
             let cfg = st.cfg();
-            let Some(s) = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(
+            // peek: a page left open does not keep its session alive.
+            let Some(s) = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).peek(
                 &token,
                 &cfg.users,
                 std::time::Instant::now(),
@@ -250,8 +255,10 @@ pub async fn events(st: &Arc<State>, req: &Req) -> Resp {
                 ev.push('\n');
             }
             ev.push('\n');
-            if tx.send(Bytes::from(ev)).await.is_err() {
-                return;
+            // A client that stops reading loses its stream (and its slot) after a while.
+            match tokio::time::timeout(STALLED_STREAM, tx.send(Bytes::from(ev))).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
     });
@@ -946,11 +953,16 @@ fn nodes(o: &mut String, st: &State, snap: &Snapshot) {
     );
 }
 
+/// `GET /login`, or the form again after a failure (`next` from the form then).
 pub fn login_page(st: &Arc<State>, req: &Req, error: Option<(StatusCode, &str)>) -> Resp {
-    if error.is_none() && http::session(st, req).is_some() {
-        return redirect(&local_path(req.param("next")));
-    }
     let next = local_path(req.param("next"));
+    if error.is_none() && http::session(st, req).is_some() {
+        return redirect(&next);
+    }
+    login_form_page(st, &next, error)
+}
+
+fn login_form_page(st: &State, next: &str, error: Option<(StatusCode, &str)>) -> Resp {
     let (status, err) = match error {
         Some((code, e)) => (
             code,
@@ -969,7 +981,7 @@ pub fn login_page(st: &Arc<State>, req: &Req, error: Option<(StatusCode, &str)>)
              <button id=\"login\">Log in</button></form></main></body></html>",
             head("herd · log in"),
             esc(&st.info.node),
-            esc(&next)
+            esc(next)
         ),
     )
 }
@@ -993,15 +1005,15 @@ pub async fn login_form(st: &Arc<State>, req: &Req) -> Resp {
             "set-cookie",
             &http::session_cookie(st, &token),
         ),
-        LoginOutcome::Refused => login_page(
+        LoginOutcome::Refused => login_form_page(
             st,
-            req,
+            &local_path(get("next")),
             Some((StatusCode::UNAUTHORIZED, "Wrong user name or password.")),
         ),
         LoginOutcome::Wait(w) => http::with_header(
-            login_page(
+            login_form_page(
                 st,
-                req,
+                &local_path(get("next")),
                 Some((
                     StatusCode::TOO_MANY_REQUESTS,
                     &format!(
@@ -1031,18 +1043,7 @@ pub fn logout_form(st: &Arc<State>, req: &Req) -> Resp {
             message_page("Refused", "Missing or wrong CSRF token."),
         );
     }
-    st.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .close(&token);
-    st.audit.record(
-        &s.user,
-        s.role.as_str(),
-        req.ip(),
-        "logout",
-        String::new(),
-        Ok(()),
-    );
+    crate::api::logout(st, &token, &s, req.ip());
     http::with_header(redirect("/login"), "set-cookie", &http::clear_cookie(st))
 }
 
@@ -1134,7 +1135,8 @@ pub async fn action_form(st: &Arc<State>, req: &Req) -> Resp {
     };
     let f = form_pairs(&String::from_utf8_lossy(&req.body));
     let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if let Err(r) = may_act(req, &s, get("_csrf").as_deref()) {
+    let what = format!("{} form", get("op").unwrap_or_default());
+    if let Err(r) = crate::api::may_act_audited(st, req, &s, get("_csrf").as_deref(), &what) {
         let why = if is_admin(&s) {
             "Missing or wrong CSRF token: reload the page and try again."
         } else {
@@ -1189,6 +1191,7 @@ mod tests {
 
     #[test]
     fn escaping() {
+        assert_eq!(esc("a\rb\nc"), "a b c");
         assert_eq!(
             esc("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"

@@ -57,6 +57,9 @@ pub struct WebConfig {
     pub audit_log: Option<PathBuf>,
     /// `/metrics` without a login (Prometheus scrapes it); false = a session is needed.
     pub metrics_public: bool,
+    /// Host names the dashboard answers to besides IP addresses and `localhost` (requests
+    /// naming any other host are refused: DNS rebinding).
+    pub hostnames: Vec<String>,
     pub users: Vec<WebUser>,
 }
 
@@ -68,6 +71,7 @@ impl Default for WebConfig {
             session_timeout: Duration::from_secs(3600),
             audit_log: None,
             metrics_public: true,
+            hostnames: Vec::new(),
             users: Vec::new(),
         }
     }
@@ -82,6 +86,7 @@ pub struct RawWeb {
     pub session_timeout: Option<Spanned<RawDuration>>,
     pub audit_log: Option<Spanned<String>>,
     pub metrics_public: Option<bool>,
+    pub hostnames: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub user: BTreeMap<String, RawUser>,
 }
@@ -173,6 +178,23 @@ pub(super) fn validate(
     if let Some(m) = raw.metrics_public {
         cfg.metrics_public = m;
     }
+    if let Some(h) = &raw.hostnames {
+        for n in h.get_ref() {
+            let ok = !n.is_empty()
+                && n.len() <= 253
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if ok {
+                cfg.hostnames.push(n.to_ascii_lowercase());
+            } else {
+                errs.push(l.err(
+                    Some(h),
+                    "web.hostnames",
+                    format!("{n:?} is not a host name (letters, digits, '-' and '.'; no port)"),
+                ));
+            }
+        }
+    }
     for (name, u) in &raw.user {
         let key = |k: &str| format!("web.user.{name}.{k}");
         if !user_name_ok(name) {
@@ -222,6 +244,8 @@ pub(super) struct WebOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_log: Option<String>,
     metrics_public: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hostnames: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     user: BTreeMap<String, UserOut>,
 }
@@ -241,6 +265,7 @@ pub(super) fn web_out(c: Option<&WebConfig>) -> Option<WebOut> {
         session_timeout: format_duration(c.session_timeout),
         audit_log: c.audit_log.as_ref().map(|p| p.display().to_string()),
         metrics_public: c.metrics_public,
+        hostnames: c.hostnames.clone(),
         user: c
             .users
             .iter()

@@ -172,6 +172,13 @@ fn the_api_wants_a_login_an_admin_and_the_csrf_token() {
     assert!(
         doc["paths"]["/api/v1/services/{protocol}/{vip}/reals/{real}/state"]["post"].is_object()
     );
+    // A name that is not ours (DNS rebinding: a page of evil.example resolving to us) is refused.
+    let mut raw = TcpStream::connect(web).unwrap();
+    raw.write_all(b"GET /metrics HTTP/1.1\r\nHost: evil.example:9000\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    raw.read_to_string(&mut got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 421"), "{got}");
     // A page without a session goes to the login.
     let r = http(web, "GET", "/services", &[], "");
     assert_eq!(
@@ -374,7 +381,8 @@ fn the_api_wants_a_login_an_admin_and_the_csrf_token() {
 
     // Failed logins from one address are limited: after five within a minute (a good login
     // clears the address's count), even the right password waits (429).
-    for _ in 0..5 {
+    let mut refused = 0;
+    loop {
         let r = http(
             web,
             "POST",
@@ -382,7 +390,12 @@ fn the_api_wants_a_login_an_admin_and_the_csrf_token() {
             &json,
             r#"{"user":"ann","password":"nope"}"#,
         );
+        if r.status == 429 {
+            break;
+        }
         assert_eq!(r.status, 401);
+        refused += 1;
+        assert!(refused <= 5, "no limit after {refused} failures");
     }
     let r = http(
         web,
@@ -601,7 +614,8 @@ fn pages_render_for_a_read_only_user_without_action_forms() {
         .unwrap();
     write!(
         sock,
-        "GET /events?page=services HTTP/1.1\r\nHost: x\r\nCookie: {c}\r\n\r\n"
+        "GET /events?page=services HTTP/1.1\r\nHost: {}\r\nCookie: {c}\r\n\r\n",
+        s.web
     )
     .unwrap();
     let mut got = Vec::new();
