@@ -285,6 +285,12 @@ pub struct HealthCheckStatus {
     pub group: String,
     pub interval_ms: u64,
     pub disabled: bool,
+    /// Notifications sent through its alert rules since the daemon started (tests included),
+    /// and those that failed.
+    #[serde(default)]
+    pub alerts_delivered: u64,
+    #[serde(default)]
+    pub alerts_failed: u64,
     pub targets: Vec<HealthTargetStatus>,
 }
 

@@ -68,6 +68,8 @@ struct Inner {
     downtime: Mutex<VecDeque<DowntimeEntry>>,
     /// To the history file's writer thread, if there is a file.
     store: Option<Mutex<std::sync::mpsc::Sender<StoreOp>>>,
+    /// Per check: notifications delivered and failed (kept by name across reloads).
+    sent: Vec<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 /// Work for the history file's writer.
@@ -158,6 +160,19 @@ impl Monitor {
             let old = prev.inner.engine();
             engine.adopt(&old);
         }
+        let sent = cfg
+            .checks
+            .iter()
+            .map(|c| {
+                let old = previous.and_then(|p| {
+                    let i = p.inner.cfg.checks.iter().position(|o| o.name == c.name)?;
+                    p.inner.sent.get(i)
+                });
+                let v =
+                    |k: usize| old.map_or(0, |o| o[k].load(std::sync::atomic::Ordering::Relaxed));
+                [v(0).into(), v(1).into()]
+            })
+            .collect();
         let reals = config
             .lb
             .services
@@ -184,6 +199,7 @@ impl Monitor {
             history: Mutex::new(VecDeque::new()),
             downtime: Mutex::new(VecDeque::new()),
             store,
+            sent,
         });
         inner.sync_all();
         let mut tasks = vec![tokio::spawn(dispatch(inner.clone(), rx))];
@@ -233,6 +249,16 @@ impl Monitor {
                 kind: spec.kind.type_name().to_string(),
                 group: group_name(spec),
                 interval_ms: ms(spec.interval),
+                alerts_delivered: self
+                    .inner
+                    .sent
+                    .get(ci)
+                    .map_or(0, |c| c[0].load(std::sync::atomic::Ordering::Relaxed)),
+                alerts_failed: self
+                    .inner
+                    .sent
+                    .get(ci)
+                    .map_or(0, |c| c[1].load(std::sync::atomic::Ordering::Relaxed)),
                 disabled: !(0..targets.len()).any(|ti| {
                     e.enabled(Key {
                         check: ci,
@@ -707,6 +733,9 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                     last_success: t.2,
                 };
                 let d = alert::send(&a.sink, &notice, a.timeout, &inner.cfg).await;
+                if let Some(c) = inner.sent.get(check) {
+                    c[usize::from(!d.ok)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if !d.ok {
                     tracing::warn!(check = %spec.name, error = %d.error, "alert failed");
                 }

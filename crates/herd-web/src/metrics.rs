@@ -324,6 +324,18 @@ pub fn render(s: &Snapshot, web: &WebCounters, sessions: usize, version: &str) -
         }
     }
     for c in &s.checks {
+        for (outcome, n) in [
+            ("delivered", c.alerts_delivered),
+            ("failed", c.alerts_failed),
+        ] {
+            o.add(
+                "herd_health_alerts_total",
+                "counter",
+                "Alert notifications of a check since the daemon started, by outcome.",
+                &[("check", c.name.as_str()), ("outcome", outcome)],
+                n as f64,
+            );
+        }
         for t in &c.targets {
             let l = [("check", c.name.as_str()), ("target", t.target.as_str())];
             if t.status != "unknown" {

@@ -687,6 +687,7 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
     let web = net.addr(1, 9000);
     let cfg = format!(
         "{}\n[[health.check]]\nname = \"tcp\"\ntype = \"tcp\"\nservice = \"{vip}\"\ninterval = \"200ms\"\nfall = 1\n\
+         [[health.check.alert]]\non = \"down\"\nexec = \"/bin/true\"\n\
          \n[web]\nlisten = \"{web}\"\n{}",
         service(vip, "rr", &[(up.addr, 1), (dead, 1)]),
         user_table("ann", "admin", "ann-password"),
@@ -748,6 +749,12 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
         metrics.contains("herd_health_alerts_unsilenced 0"),
         "{metrics}"
     );
+    // The down alert went out once, through /bin/true (after its grouping wait).
+    wait_for("the alert counted", Duration::from_secs(10), || {
+        http(web, "GET", "/metrics", &[], "")
+            .body
+            .contains("herd_health_alerts_total{check=\"tcp\",outcome=\"delivered\"} 1")
+    });
     assert!(
         metrics.contains(&format!(
             "herd_health_target_up{{check=\"tcp\",target=\"{dead}\"}} 0"
