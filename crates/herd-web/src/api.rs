@@ -214,7 +214,7 @@ static ROUTES: &[Route] = &[
         summary: "This document.",
         access: Access::Public,
         body: None,
-        reply: |_| Schema::from(true),
+        reply: |_| schemars::json_schema!({"type": "object", "description": "An OpenAPI 3.0 document"}),
         handler: Handler::OpenApi,
     },
     Route {
@@ -887,6 +887,37 @@ mod tests {
             assert!(schemas.contains_key(&name), "dangling reference {name}");
         }
         assert!(schemas.contains_key("Request") && schemas.contains_key("Response"));
+        // OpenAPI 3.0 has no boolean schemas (JSON Schema's `true`): every schema is an object.
+        fn objects_only(v: &Value, path: &str) {
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        let p = format!("{path}/{k}");
+                        let is_schema = matches!(k.as_str(), "schema" | "items" | "not")
+                            || path.ends_with("/properties")
+                            || path.ends_with("/schemas");
+                        assert!(
+                            !is_schema || x.is_object(),
+                            "{p} is not a schema object: {x}"
+                        );
+                        objects_only(x, &p);
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        if ["allOf", "anyOf", "oneOf"]
+                            .iter()
+                            .any(|k| path.ends_with(k))
+                        {
+                            assert!(x.is_object(), "{path}/{i} is not a schema object");
+                        }
+                        objects_only(x, &format!("{path}/{i}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        objects_only(&doc, "");
         assert!(schemas.contains_key("AdminState"));
     }
 }
