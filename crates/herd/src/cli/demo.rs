@@ -72,6 +72,17 @@ pub fn run(a: Args, socket: Option<PathBuf>) -> u8 {
     cfg.lb.workers = a.workers;
     init_logging("warn");
     let socket = socket.unwrap_or_else(demo_socket);
+    // Say how to get around a taken dashboard port before anything starts.
+    if !a.no_web {
+        if let Err(e) = std::net::TcpListener::bind(a.web) {
+            eprintln!(
+                "herd demo: cannot listen on {} for the dashboard: {e}\n  \
+                 --web 127.0.0.1:PORT picks another address, --no-web leaves the dashboard out",
+                a.web
+            );
+            return exit::CANTCREAT;
+        }
+    }
     let Some(rt) = runtime() else {
         return exit::SOFTWARE;
     };

@@ -73,3 +73,21 @@ fn demo_serves_the_vip_with_wrr_1_2_3() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_taken_dashboard_port_is_explained() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(herd_bin())
+        .args(["demo", "--web", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr} for the dashboard"))
+            && err.contains("--no-web"),
+        "{err}"
+    );
+}
