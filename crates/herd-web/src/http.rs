@@ -437,7 +437,12 @@ async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>)
         match tokio::time::timeout(HEADER_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
             Ok(Ok(b)) => {
                 let req = Req {
-                    method: parts.method,
+                    // HEAD is GET without the body (hyper leaves it out).
+                    method: if parts.method == Method::HEAD {
+                        Method::GET
+                    } else {
+                        parts.method
+                    },
                     path: parts.uri.path().to_string(),
                     query: parts.uri.query().unwrap_or("").to_string(),
                     headers: parts.headers,

@@ -179,6 +179,12 @@ fn the_api_wants_a_login_an_admin_and_the_csrf_token() {
     let mut got = String::new();
     raw.read_to_string(&mut got).unwrap();
     assert!(got.starts_with("HTTP/1.1 421"), "{got}");
+    // HEAD is GET without a body; unknown paths are 404, known ones with another method 405.
+    let r = http(web, "HEAD", "/login", &[], "");
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+    assert_eq!(http(web, "PUT", "/nothing", &[], "").status, 404);
+    let r = http(web, "PUT", "/login", &[], "");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, POST")));
     // A page without a session goes to the login.
     let r = http(web, "GET", "/services", &[], "");
     assert_eq!(
