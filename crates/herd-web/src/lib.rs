@@ -73,6 +73,8 @@ struct State {
     audit: audit::Audit,
     /// Live pages open at once (each a task refreshing every second).
     streams: Arc<tokio::sync::Semaphore>,
+    /// Live pages open per session token.
+    session_streams: Mutex<std::collections::HashMap<String, usize>>,
     counters: metrics::WebCounters,
 }
 
@@ -118,6 +120,7 @@ impl Web {
             history: Mutex::default(),
             audit: audit::Audit::new(cfg.audit_log.clone()),
             streams: Arc::new(tokio::sync::Semaphore::new(64)),
+            session_streams: Mutex::default(),
             counters: metrics::WebCounters::default(),
         });
         Ok((Web { state }, listener))

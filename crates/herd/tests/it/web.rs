@@ -634,6 +634,23 @@ fn pages_render_for_a_read_only_user_without_action_forms() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.contains("text/event-stream"), "{got}");
     assert!(got.contains("data: "), "{got}");
+    // One session has at most 8 live pages (this is its second to ninth).
+    let mut open = vec![sock];
+    for i in 2..=9 {
+        let mut x = TcpStream::connect(s.web).unwrap();
+        x.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            x,
+            "GET /events?page=overview HTTP/1.1\r\nHost: {}\r\nCookie: {c}\r\n\r\n",
+            s.web
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        x.read_exact(&mut head).unwrap();
+        let code = if i <= 8 { "200" } else { "429" };
+        assert_eq!(&head[9..12], code.as_bytes(), "live page {i}");
+        open.push(x);
+    }
 }
 
 /// The nodes page's data: the daemon pings the agents of `[nodes]` with its node certificate.
