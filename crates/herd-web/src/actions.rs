@@ -188,12 +188,20 @@ pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
             real,
             weight,
         } => set_weight(st, service, real, weight).await,
+        // A silence is signed by whoever is logged in, whatever a request's body says.
         Action::Silence {
             check,
             target,
             secs,
             reason,
-        } => {
+        }
+        | Action::Request(Request::HealthSilence {
+            check,
+            target,
+            secs,
+            reason,
+            ..
+        }) => {
             st.call(Request::HealthSilence {
                 check,
                 target,
@@ -225,23 +233,6 @@ pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
         Action::Failover { instances } => st.call(Request::HaFailover { instances }).await,
         Action::Resume { instances } => st.call(Request::HaResume { instances }).await,
         Action::Reload => st.call(Request::Reload).await,
-        // A silence is signed by whoever is logged in, whatever the body says.
-        Action::Request(Request::HealthSilence {
-            check,
-            target,
-            secs,
-            reason,
-            ..
-        }) => {
-            st.call(Request::HealthSilence {
-                check,
-                target,
-                secs,
-                author: who.user.clone(),
-                reason,
-            })
-            .await
-        }
         // Password hashes stay in the config file: the web is a wider door than the socket.
         Action::Request(Request::ExportConfig) => match st.call(Request::ExportConfig).await {
             Response::Config { toml } => Response::Config {
