@@ -231,8 +231,11 @@ pub struct VrrpStatus {
     pub address: String,
     pub advert_interval_ms: u64,
     pub vips: Vec<String>,
-    /// Most recent last.
+    /// The last few, most recent last.
     pub transitions: Vec<VrrpTransition>,
+    /// State changes since the daemon started (the list above keeps only the last few).
+    #[serde(default)]
+    pub transitions_total: u64,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Received packets dropped, by reason (short, version, type, checksum, length, ttl, vrid,
@@ -471,6 +474,9 @@ pub struct RealStatus {
     /// The health monitor's verdict; `weight` above is 0 unless `up`.
     #[serde(default)]
     pub health: RealHealth,
+    /// The weight as configured (`weight` above is what the schedulers see).
+    #[serde(default)]
+    pub configured_weight: u32,
     /// What an operator has done to it; `weight` above is 0 unless `enabled`.
     #[serde(default)]
     pub admin: AdminState,
@@ -495,9 +501,9 @@ pub struct QuorumStatus {
 
 impl RealStatus {
     /// In the kernel's table as ipvsadm would list it: not on its way out after a reload, not
-    /// disabled by an operator.
+    /// disabled by an operator, not removed by the health monitor.
     pub fn listed(&self) -> bool {
-        !self.draining && self.admin != AdminState::Disabled
+        !self.draining && self.admin != AdminState::Disabled && self.health != RealHealth::Removed
     }
 }
 

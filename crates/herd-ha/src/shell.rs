@@ -202,6 +202,7 @@ struct Member {
     vips: Vec<IpAddr>,
     slot: usize,
     transitions: VecDeque<VrrpTransition>,
+    transitions_total: u64,
     sent: u64,
     received: u64,
     /// Our VIPs are on `lo`: for a hand-over, or as a real server.
@@ -389,6 +390,7 @@ async fn setup(
                 password,
                 slot,
                 transitions: VecDeque::new(),
+                transitions_total: 0,
                 sent: 0,
                 received: 0,
                 parked: None,
@@ -422,6 +424,7 @@ async fn setup(
             advert_interval_ms: 0,
             vips: Vec::new(),
             transitions: Vec::new(),
+            transitions_total: 0,
             adverts_sent: 0,
             adverts_received: 0,
             dropped: BTreeMap::new(),
@@ -537,6 +540,7 @@ async fn supervise(
 
 impl Member {
     fn record(&mut self, from: State, to: State, reason: Reason) {
+        self.transitions_total += 1;
         if self.transitions.len() == KEEP_TRANSITIONS {
             self.transitions.pop_front();
         }
@@ -1150,6 +1154,7 @@ impl Group {
                 advert_interval_ms: u64::from(m.vm.master_interval_cs()) * 10,
                 vips: m.cfg.vips.iter().map(|v| v.to_string()).collect(),
                 transitions: m.transitions.iter().cloned().collect(),
+                transitions_total: m.transitions_total,
                 adverts_sent: m.sent,
                 adverts_received: m.received,
                 dropped: dropped.clone(),

@@ -68,8 +68,9 @@ struct Inner {
     downtime: Mutex<VecDeque<DowntimeEntry>>,
     /// To the history file's writer thread, if there is a file.
     store: Option<Mutex<std::sync::mpsc::Sender<StoreOp>>>,
-    /// Per check: notifications delivered and failed (kept by name across reloads).
-    sent: Vec<[std::sync::atomic::AtomicU64; 2]>,
+    /// Per check: notifications delivered and failed (shared by name with the monitor a reload
+    /// replaces, so that its last deliveries still count).
+    sent: Vec<Arc<[std::sync::atomic::AtomicU64; 2]>>,
 }
 
 /// Work for the history file's writer.
@@ -164,13 +165,12 @@ impl Monitor {
             .checks
             .iter()
             .map(|c| {
-                let old = previous.and_then(|p| {
-                    let i = p.inner.cfg.checks.iter().position(|o| o.name == c.name)?;
-                    p.inner.sent.get(i)
-                });
-                let v =
-                    |k: usize| old.map_or(0, |o| o[k].load(std::sync::atomic::Ordering::Relaxed));
-                [v(0).into(), v(1).into()]
+                previous
+                    .and_then(|p| {
+                        let i = p.inner.cfg.checks.iter().position(|o| o.name == c.name)?;
+                        p.inner.sent.get(i).cloned()
+                    })
+                    .unwrap_or_default()
             })
             .collect();
         let reals = config
@@ -411,6 +411,7 @@ impl Monitor {
         let mut out = Vec::new();
         for rule in &spec.alerts {
             let d = alert::send(&rule.sink, &notice, rule.timeout, &self.inner.cfg).await;
+            self.inner.count_delivery(ci, d.ok);
             self.inner
                 .record(check, &hosts.join(" "), "test", describe(&rule.sink, &d));
             out.push(DeliveryStatus {
@@ -431,6 +432,13 @@ impl Drop for Monitor {
 }
 
 impl Inner {
+    /// Counts one notification of check `ci`.
+    fn count_delivery(&self, ci: usize, ok: bool) {
+        if let Some(c) = self.sent.get(ci) {
+            c[usize::from(!ok)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn engine(&self) -> MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -733,9 +741,7 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                     last_success: t.2,
                 };
                 let d = alert::send(&a.sink, &notice, a.timeout, &inner.cfg).await;
-                if let Some(c) = inner.sent.get(check) {
-                    c[usize::from(!d.ok)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                inner.count_delivery(check, d.ok);
                 if !d.ok {
                     tracing::warn!(check = %spec.name, error = %d.error, "alert failed");
                 }

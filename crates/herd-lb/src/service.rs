@@ -440,9 +440,9 @@ impl Service {
         let reals: Vec<RealStatus> = inner
             .dests
             .iter()
-            // A real server the health monitor removed is out of the table, as after the
-            // `ipvsadm -d` of mon's lvs.alert.
-            .filter(|d| d.health != RealHealth::Removed)
+            // A real server the health monitor removed is listed with `health: removed`; the
+            // ipvsadm view leaves it out (`RealStatus::listed`), as after mon's lvs.alert's
+            // `ipvsadm -d`.
             .map(|d| RealStatus {
                 spec: RealSpec {
                     weight: d.effective_weight(),
@@ -454,6 +454,7 @@ impl Service {
                 overloaded: d.dest.overloaded.load(Relaxed),
                 draining: d.draining,
                 health: d.health,
+                configured_weight: d.spec.weight,
                 admin: d.admin,
                 sorry: false,
                 stats: d.dest.stats.snapshot(),
@@ -477,6 +478,7 @@ impl Service {
                 overloaded: false,
                 draining: false,
                 health: RealHealth::Up,
+                configured_weight: 1,
                 admin: AdminState::Enabled,
                 sorry: true,
                 stats: d.stats.snapshot(),
@@ -993,9 +995,9 @@ mod tests {
             s.schedule(client(20), vip(), 0, &[]).unwrap().dest_addr(),
             other.address
         );
-        // Removed: out of listings too.
+        // Removed: out of the ipvsadm listing too.
         assert!(s.set_health(first, RealHealth::Removed));
-        assert_eq!(s.status().reals.len(), 1);
+        assert_eq!(s.status().reals.iter().filter(|r| r.listed()).count(), 1);
         assert_eq!(s.reals().len(), 2, "the configured set is unchanged");
         assert!(s.set_health(first, RealHealth::Up));
         let st = s.status();

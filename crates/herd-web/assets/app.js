@@ -33,7 +33,11 @@ document.addEventListener("submit", (ev) => {
     }
   };
   es.addEventListener("open", () => show("live", "ok"));
-  es.addEventListener("error", () => show("reconnecting…", "warn"));
+  es.addEventListener("error", () => {
+    // The browser retries by itself unless the server refused the stream (401, 429, …).
+    if (es.readyState === EventSource.CLOSED) show("stopped: reload the page", "bad");
+    else show("reconnecting…", "warn");
+  });
   es.addEventListener("live", (e) => {
     // Someone typing a weight keeps their field: skip this refresh.
     const a = document.activeElement;

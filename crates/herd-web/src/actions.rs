@@ -121,7 +121,7 @@ impl Action {
                 target,
                 reason,
             } => format!(
-                "Acknowledge {}{}",
+                "Acknowledge {} (its alerts are held until the silence is lifted){}",
                 what(Some(check), target.as_deref()),
                 if reason.is_empty() {
                     String::new()
@@ -168,8 +168,20 @@ fn what(check: Option<&str>, target: Option<&str>) -> String {
 }
 
 /// Carries out an action for a session (the caller has checked role and CSRF token) and
-/// audits it; reads are not audited.
+/// audits it; reads are not audited. It runs as a task of its own: a client that goes away
+/// mid-way cannot leave an action done but not audited.
 pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) -> Response {
+    let (st, who) = (st.clone(), who.clone());
+    match tokio::spawn(async move { perform_now(&st, &who, from, a).await }).await {
+        Ok(r) => r,
+        Err(e) => Response::Error(ApiError::new(
+            ErrorKind::Internal,
+            format!("the action failed: {e}"),
+        )),
+    }
+}
+
+async fn perform_now(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) -> Response {
     let resp = match a.clone() {
         Action::RealState {
             service,
@@ -259,11 +271,13 @@ pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
     resp
 }
 
-/// `password = "$argon2id$…"` lines with the hash replaced.
+/// Secrets replaced: login hashes (`password = "$argon2id$…"`) and VRRPv2 passwords
+/// (`auth-pass`).
 fn redact_hashes(toml: &str) -> String {
     toml.lines()
         .map(|l| {
-            if l.trim_start().starts_with("password") && l.contains("$argon2") {
+            let t = l.trim_start();
+            if (t.starts_with("password") && l.contains("$argon2")) || t.starts_with("auth-pass") {
                 let key = &l[..l.find('=').unwrap_or(l.len())];
                 format!("{key}= \"(redacted; see the config file)\"")
             } else {
@@ -278,9 +292,10 @@ fn redact_hashes(toml: &str) -> String {
 #[cfg(test)]
 #[test]
 fn hashes_are_redacted_from_exported_configs() {
-    let t = "[web.user.ann]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\"\nrole = \"admin\"\n";
+    let t = "[web.user.ann]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\"\nrole = \"admin\"\n\
+             [[vrrp.instance]]\nauth-pass = \"s3cret\"\n";
     let r = redact_hashes(t);
-    assert!(!r.contains("argon2id"), "{r}");
+    assert!(!r.contains("argon2id") && !r.contains("s3cret"), "{r}");
     assert!(
         r.contains("password = \"(redacted; see the config file)\"\nrole = \"admin\""),
         "{r}"

@@ -368,7 +368,7 @@ static ROUTES: &[Route] = &[
     Route {
         method: Method::POST,
         path: "/api/v1/alerts/ack",
-        summary: "Acknowledge a failing check (or one target): its alerts are held until lifted (audited).",
+        summary: "Acknowledge a failing check (or one target): its alerts are held until the silence is lifted (DELETE /api/v1/silences/{id}); unlike mon's ack, recovery does not lift it (audited).",
         access: Access::Admin,
         body: Some(schema::<AckBody>),
         reply: schema::<Response>,
@@ -699,12 +699,16 @@ pub async fn check_login(
     let hash = found
         .as_ref()
         .map_or_else(|| st.dummy_hash.clone(), |u| u.password.clone());
-    let ok = match st.verifying.acquire().await {
-        Ok(_permit) => {
+    // The permit goes with the check: a client that leaves cannot free it while argon2 runs.
+    let ok = match st.verifying.clone().acquire_owned().await {
+        Ok(permit) => {
             let pw = pw.to_string();
-            tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, &hash))
-                .await
-                .unwrap_or(false)
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                crate::auth::verify_password(&pw, &hash)
+            })
+            .await
+            .unwrap_or(false)
         }
         Err(_) => false,
     };
@@ -841,7 +845,8 @@ pub fn openapi() -> Value {
         "components": {
             "schemas": g.take_definitions(true),
             "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": http::SESSION_COOKIE},
+                "session": {"type": "apiKey", "in": "cookie", "name": http::SESSION_COOKIE,
+                            "description": format!("Set by POST /api/v1/login; named {} when the dashboard serves TLS", http::SESSION_COOKIE_TLS)},
                 "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"}
             }
         }

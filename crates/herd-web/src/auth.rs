@@ -162,6 +162,14 @@ impl Sessions {
         self.by_token.clear();
     }
 
+    /// Sessions alive now (expired ones are only dropped when next seen or at a login).
+    pub fn live(&self, now: Instant, idle: Duration) -> usize {
+        self.by_token
+            .values()
+            .filter(|s| alive(s, now, idle))
+            .count()
+    }
+
     pub fn len(&self) -> usize {
         self.by_token.len()
     }
@@ -177,7 +185,7 @@ fn alive(s: &Session, now: Instant, idle: Duration) -> bool {
 
 /// The address as the limiter counts it: IPv6 by /64 (one host usually has a whole /64).
 fn addr_key(a: IpAddr) -> IpAddr {
-    match a {
+    match a.to_canonical() {
         IpAddr::V6(v6) => {
             let mut o = v6.octets();
             o[8..].fill(0);
@@ -358,6 +366,20 @@ mod tests {
         assert!(l
             .attempt("2001:db8:0:1::1".parse().unwrap(), None, t0)
             .is_ok());
+        // IPv4 clients of a dual-stack listener (::ffff:a.b.c.d) count one by one, not as
+        // one /64.
+        let x: IpAddr = "::ffff:10.1.0.1".parse().unwrap();
+        for _ in 0..MAX_FAILS_PER_ADDR {
+            assert!(l.attempt(x, None, t0).is_ok());
+        }
+        assert!(l.attempt(x, None, t0).is_err());
+        assert!(l
+            .attempt("::ffff:10.1.0.2".parse().unwrap(), None, t0)
+            .is_ok());
+        assert!(
+            l.attempt("10.1.0.1".parse().unwrap(), None, t0).is_err(),
+            "the same client"
+        );
         // Spread over addresses, a user's failures still add up ...
         let mut l = Limiter::default();
         for i in 0..MAX_FAILS_PER_USER {

@@ -146,7 +146,7 @@ pub(crate) async fn serve(st: Arc<State>, l: Listener) {
                 continue;
             }
         };
-        let Some(addr_slot) = per_addr.take(peer.ip()) else {
+        let Some(addr_slot) = per_addr.take(peer.ip().to_canonical()) else {
             tracing::debug!(%peer, "web: too many connections from one address");
             continue;
         };
@@ -220,8 +220,9 @@ impl Req {
             .map(|(_, v)| v)
     }
 
+    /// The client's address (an IPv4 client of a dual-stack listener as IPv4).
     pub fn ip(&self) -> IpAddr {
-        self.peer.ip()
+        self.peer.ip().to_canonical()
     }
 
     /// The request comes from a page of this site, as far as the browser says: an `Origin`

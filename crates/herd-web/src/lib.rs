@@ -66,7 +66,7 @@ struct State {
     sessions: Mutex<auth::Sessions>,
     limiter: Mutex<auth::Limiter>,
     /// At most this many argon2 checks at once: each takes ~19 MiB and tens of milliseconds.
-    verifying: tokio::sync::Semaphore,
+    verifying: Arc<tokio::sync::Semaphore>,
     /// Compared against when the user name is unknown, so that the answer takes as long.
     dummy_hash: String,
     history: Mutex<history::History>,
@@ -115,7 +115,7 @@ impl Web {
             cfg: RwLock::new(Arc::new(cfg.clone())),
             sessions: Mutex::default(),
             limiter: Mutex::default(),
-            verifying: tokio::sync::Semaphore::new(2),
+            verifying: Arc::new(tokio::sync::Semaphore::new(2)),
             dummy_hash,
             history: Mutex::default(),
             audit: audit::Audit::new(cfg.audit_log.clone()),
@@ -204,6 +204,7 @@ mod tests {
                             overloaded: false,
                             draining: false,
                             health: Default::default(),
+                            configured_weight: 4,
                             admin: AdminState::Draining,
                             sorry: false,
                             stats: Stats::default(),
@@ -247,6 +248,7 @@ mod tests {
             advert_interval_ms: 1000,
             vips: vec!["10.0.0.100/24".into()],
             transitions: Vec::new(),
+            transitions_total: 25,
             adverts_sent: 12,
             adverts_received: 0,
             dropped: [("auth".to_string(), 2)].into_iter().collect(),
@@ -370,6 +372,9 @@ mod tests {
         assert!(text.contains("herd_vrrp_dropped_packets_total{instance=\"vi_1\",interface=\"eth0\",reason=\"auth\"} 2"));
         assert!(
             text.contains("herd_vrrp_adverts_sent_total{instance=\"vi_1\",interface=\"eth0\"} 12")
+                && text.contains(
+                    "herd_vrrp_transitions_total{instance=\"vi_1\",interface=\"eth0\"} 25"
+                )
         );
         assert!(text.contains("herd_lb_real_admin_state{service=\"TCP 10.0.0.1:80\",protocol=\"tcp\",vip=\"10.0.0.1:80\",real=\"10.0.0.2:80\",state=\"draining\"} 1"));
         // Every family has HELP and TYPE once, before its samples.

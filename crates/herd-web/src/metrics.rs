@@ -37,7 +37,12 @@ pub async fn serve(st: &Arc<State>, req: &Req) -> Resp {
         return crate::api::unauthorized();
     }
     let snap = snapshot::take(st, snapshot::Want::default()).await;
-    let sessions = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let idle = st.cfg().session_timeout;
+    let sessions = st
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .live(std::time::Instant::now(), idle);
     let body = render(&snap, &st.counters, sessions, st.info.version);
     http::full(
         StatusCode::OK,
@@ -425,7 +430,7 @@ pub fn render(s: &Snapshot, web: &WebCounters, sessions: usize, version: &str) -
             "counter",
             "State changes of a VRRP instance since the daemon started.",
             &l,
-            v.transitions.len() as f64,
+            v.transitions_total as f64,
         );
         o.add(
             "herd_vrrp_adverts_sent_total",

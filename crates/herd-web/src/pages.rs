@@ -630,7 +630,14 @@ fn services(o: &mut String, snap: &Snapshot, s: &Session, h: &history::History) 
                 o,
                 "<tr data-real=\"{addr}\"><td>{addr}</td><td>{}</td><td class=\"num weight\">{}</td><td class=\"num active\">{}</td><td class=\"num inactive\">{}</td><td class=\"num conns\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} · {}</td><td>{}</td><td class=\"state\">{state}{}</td><td>{}</td>",
                 r.spec.forward.ipvs_name(),
-                r.spec.weight,
+                if r.configured_weight != r.spec.weight && !r.sorry {
+                    format!(
+                        "{} <small title=\"configured weight\">(set {})</small>",
+                        r.spec.weight, r.configured_weight
+                    )
+                } else {
+                    r.spec.weight.to_string()
+                },
                 r.active_conns,
                 r.inactive_conns,
                 r.stats.conns,
@@ -938,14 +945,14 @@ fn nodes(o: &mut String, st: &State, snap: &Snapshot) {
         row("Reloads", d.reloads.to_string());
         row("API version", d.api_version.to_string());
     }
-    row(
-        "Dashboard sessions",
+    row("Dashboard sessions", {
+        let idle = st.cfg().session_timeout;
         st.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .len()
-            .to_string(),
-    );
+            .live(std::time::Instant::now(), idle)
+            .to_string()
+    });
     o.push_str("</tbody></table></section><section><h2>Agents</h2>");
     if snap.nodes.is_empty() {
         o.push_str("<p class=\"muted\">No [nodes] in the config.</p>");

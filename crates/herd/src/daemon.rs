@@ -202,12 +202,21 @@ impl Daemon {
         Ok(pending)
     }
 
-    /// The node watch's last look; without an agent, the configured nodes, not pinged.
+    /// The node watch's last look; before its first, or without an agent, the configured
+    /// nodes, not pinged.
     fn nodes(&self) -> Response {
-        if self.watching_nodes.load(Relaxed) {
+        let watching = self.watching_nodes.load(Relaxed);
+        if watching {
             let (this, nodes) = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            return Response::Nodes { this, nodes };
+            if this.is_some() {
+                return Response::Nodes { this, nodes };
+            }
         }
+        let why = if watching {
+            "not pinged yet"
+        } else {
+            "not pinged: this daemon runs no agent ([agent] listen)"
+        };
         let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner());
         let nodes = cfg
             .cluster
@@ -220,7 +229,7 @@ impl Daemon {
                 version: None,
                 uptime_secs: None,
                 load: None,
-                error: "not pinged: this daemon runs no agent ([agent] listen)".to_string(),
+                error: why.to_string(),
                 checked_ms: 0,
             })
             .collect();
@@ -682,7 +691,8 @@ pub async fn serve(
             .agent
             .port;
         crate::agent::spawn_schedules(&agent, port);
-        if agent.settings().relay_tls.is_some() {
+        // Only the dashboard shows the nodes: without it, no daemon pings the others.
+        if agent.settings().relay_tls.is_some() && daemon.web.get().is_some() {
             daemon.watching_nodes.store(true, Relaxed);
             crate::agent::spawn_node_watch(&agent, port, daemon.nodes.clone());
         }

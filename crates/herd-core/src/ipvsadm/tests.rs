@@ -362,6 +362,7 @@ fn rstat(spec: RealSpec, active: u32, inactive: u32, persist: u32) -> RealStatus
         overloaded: false,
         draining: false,
         health: Default::default(),
+        configured_weight: 0,
         admin: Default::default(),
         sorry: false,
         stats: Stats::default(),

@@ -99,6 +99,9 @@ fn add(a: AddArgs) -> Result<(), u8> {
         print!("{table}");
         return Ok(());
     };
+    // The file itself, not a symlink to it (the rename replaces what it names).
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    let had_web = Config::load(&path).is_ok_and(|c| c.web.is_some());
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
@@ -110,24 +113,37 @@ fn add(a: AddArgs) -> Result<(), u8> {
         return Err(exit::CONFIG);
     }
     let tmp = path.with_extension("herd-user.tmp");
-    let res = std::fs::write(&tmp, &text)
-        .and_then(|()| {
-            if let Ok(m) = std::fs::metadata(&path) {
-                std::fs::set_permissions(&tmp, m.permissions())?;
-            }
-            Ok(())
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    // Created with the file's own mode (the hashes never sit in a wider-open file).
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&path).map_or(0o600, |m| m.permissions().mode() & 0o7777)
+    };
+    let _ = std::fs::remove_file(&tmp); // left by a run that was killed
+    let res = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+    };
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         eprintln!("herd: cannot write {}: {e}", path.display());
         return Err(exit::CANTCREAT);
     }
     eprintln!(
-        "added {} user {:?} to {}; `herd reload` applies it",
+        "added {} user {:?} to {}; {}",
         role,
         a.name,
-        path.display()
+        path.display(),
+        if had_web {
+            "`herd reload` applies it"
+        } else {
+            "the daemon serves the dashboard after a restart (the file had no [web] yet)"
+        }
     );
     Ok(())
 }

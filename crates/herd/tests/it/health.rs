@@ -165,14 +165,17 @@ fn on_failure_remove_takes_the_server_out_of_the_table() {
     );
     let d = Daemon::start("hc_remove", &cfg);
     wait_for("node01 removed", Duration::from_secs(5), || {
-        real(&d, addrs[0]).is_none()
+        real(&d, addrs[0]) == Some((0, "removed".into()))
     });
     assert_eq!(real(&d, addrs[1]), Some((3, "up".into())));
     let ipvs = d.ok(&["ipvsadm", "-L", "-n"]);
     assert!(!ipvs.contains(&addrs[0].to_string()), "{ipvs}");
     // Reload keeps the verdict (the monitor hands its state over).
     d.ok(&["reload"]);
-    assert!(real(&d, addrs[0]).is_none());
+    assert_eq!(real(&d, addrs[0]), Some((0, "removed".into())));
+    assert!(!d
+        .ok(&["ipvsadm", "-L", "-n"])
+        .contains(&addrs[0].to_string()));
     assert_eq!(state(&d, "tcp", &addrs[0].to_string()), "down");
 }
 

@@ -350,6 +350,38 @@ fn the_api_wants_a_login_an_admin_and_the_csrf_token() {
         .d
         .ok(&["ipvsadm", "-L", "-n"])
         .contains(&format!("{}", s.reals[1].addr)));
+    // Disable: out of the ipvsadm listing; enable: back, at the weight set above.
+    let r1 = s.reals[1].addr.to_string();
+    let state1 = format!("/api/v1/services/tcp/{}/reals/{r1}/state", s.vip);
+    assert_eq!(
+        http(web, "POST", &state1, &h, r#"{"state":"disabled"}"#).status,
+        200
+    );
+    assert!(!s.d.ok(&["ipvsadm", "-L", "-n"]).contains(&r1));
+    assert_eq!(
+        http(web, "POST", &state1, &h, r#"{"state":"enabled"}"#).status,
+        200
+    );
+    let ipvs = s.d.ok(&["ipvsadm", "-L", "-n"]);
+    let line = ipvs
+        .lines()
+        .find(|l| l.contains(&r1))
+        .expect("listed again");
+    assert_eq!(line.split_whitespace().nth(3), Some("7"), "{ipvs}");
+    // A config exported through the web keeps its password hashes to itself.
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/request",
+        &h,
+        r#"{"op":"export-config"}"#,
+    );
+    let toml = r.json()["toml"].as_str().unwrap().to_string();
+    assert!(
+        toml.contains("[web.user.ann]") && toml.contains("(redacted"),
+        "{toml}"
+    );
+    assert!(!toml.contains("$argon2id"), "{toml}");
 
     // Logout ends the session.
     let r = http(web, "POST", "/api/v1/logout", &h, "");
@@ -442,7 +474,114 @@ fn a_reload_that_removes_a_user_ends_their_sessions() {
         err.contains("web.user.eve.password") && err.contains("not an argon2id hash"),
         "{err}"
     );
-    login(s.web, "ann", "ann-password");
+    let (ann, _) = login(s.web, "ann", "ann-password");
+    // Without [web] at all, nobody is logged in any more (the listener stays until a restart).
+    let no_web = text[..text.find("[web]").unwrap()].to_string();
+    s.d.write_config(&no_web);
+    let out = s.d.ok(&["reload"]);
+    assert!(out.contains("web"), "{out}");
+    assert_eq!(
+        http(s.web, "GET", "/api/v1/session", &[("Cookie", &ann)], "").status,
+        401
+    );
+    let r = http(
+        s.web,
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/json")],
+        r#"{"user":"ann","password":"ann-password"}"#,
+    );
+    assert_eq!(r.status, 401);
+}
+
+/// `herd user add --config`: appended to the file (its mode kept), refused twice, applied by
+/// a reload.
+#[test]
+fn herd_user_add_appends_to_the_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup("web_user_add", "");
+    std::fs::set_permissions(&s.d.config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let add = |name: &str| {
+        let mut c = Command::new(herd_bin())
+            .args([
+                "user",
+                "add",
+                name,
+                "--role",
+                "admin",
+                "--password-stdin",
+                "--config",
+            ])
+            .arg(&s.d.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"carol-password\n")
+            .unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = add("carol");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`herd reload` applies it"));
+    let mode = std::fs::metadata(&s.d.config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
+    assert!(
+        text.contains("[web.user.carol]\npassword = \"$argon2id$"),
+        "{text}"
+    );
+    let again = add("carol");
+    assert_eq!(again.status.code(), Some(65));
+    assert_eq!(
+        std::fs::read_to_string(&s.d.config).unwrap(),
+        text,
+        "unchanged"
+    );
+    s.d.ok(&["reload"]);
+    login(s.web, "carol", "carol-password");
+}
+
+/// A real server the health monitor removes is still shown (and counted) by the dashboard and
+/// /metrics, though ipvsadm no longer lists it.
+#[test]
+fn a_removed_real_server_shows_on_the_dashboard() {
+    let net = Net::new("web_removed");
+    let up = Backend::http(net.addr(11, 8080), "node01");
+    let dead = net.addr(12, 8080);
+    let vip = net.addr(100, 8080);
+    let web = net.addr(1, 9000);
+    let cfg = format!(
+        "{}\n[[health.check]]\nname = \"tcp\"\ntype = \"tcp\"\nservice = \"{vip}\"\ninterval = \"200ms\"\n\
+         fall = 1\non-failure = \"remove\"\n\n[web]\nlisten = \"{web}\"\n{}",
+        service(vip, "rr", &[(up.addr, 1), (dead, 1)]),
+        user_table("rob", "read-only", "rob-password"),
+    );
+    let d = Daemon::start("web_removed", &cfg);
+    let real_up = format!(
+        "herd_lb_real_up{{service=\"TCP {vip}\",protocol=\"tcp\",vip=\"{vip}\",real=\"{dead}\"}} 0"
+    );
+    wait_for("removed", Duration::from_secs(10), || {
+        http(web, "GET", "/metrics", &[], "")
+            .body
+            .contains(&real_up)
+    });
+    assert!(!d.ok(&["ipvsadm", "-L", "-n"]).contains(&dead.to_string()));
+    let (c, _) = login(web, "rob", "rob-password");
+    let page = http(web, "GET", "/services", &[("Cookie", &c)], "").body;
+    assert!(page.contains(&format!("data-real=\"{dead}\"")), "{page}");
+    assert!(
+        page.contains("failing (removed)") && page.contains(">degraded<"),
+        "{page}"
+    );
 }
 
 /// `/metrics` parsed by Prometheus' own tools: `promtool check metrics` (the text format and
@@ -731,8 +870,9 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
     let r = http(web, "POST", "/action", &[("Cookie", &cookie), ctype], &form);
     assert_eq!(r.status, 200);
     assert!(
-        r.body
-            .contains(&format!("Acknowledge check tcp on {dead}?")),
+        r.body.contains(&format!(
+            "Acknowledge check tcp on {dead} (its alerts are held until the silence is lifted)?"
+        )),
         "{}",
         r.body
     );
