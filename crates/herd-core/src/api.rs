@@ -83,6 +83,9 @@ pub enum Request {
         /// Seconds from now; `None` = until lifted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secs: Option<u64>,
+        /// Also ends when every target it covers is up again (mon's `ack`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        until_recovery: bool,
         author: String,
         reason: String,
     },
@@ -333,6 +336,9 @@ pub struct SilenceStatus {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
+    /// Ends when every target it covers is up again (mon's `ack`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_recovery: bool,
     pub author: String,
     pub reason: String,
     pub created_ms: u64,

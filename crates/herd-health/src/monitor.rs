@@ -236,6 +236,7 @@ impl Monitor {
                 check: s.check.clone(),
                 target: s.target.clone(),
                 until_ms: s.until_ms,
+                until_recovery: s.until_recovery,
                 author: s.author.clone(),
                 reason: s.reason.clone(),
                 created_ms: s.created_ms,
@@ -328,6 +329,7 @@ impl Monitor {
         check: Option<String>,
         target: Option<String>,
         secs: Option<u64>,
+        until_recovery: bool,
         author: String,
         reason: String,
     ) -> Result<u64, String> {
@@ -337,6 +339,7 @@ impl Monitor {
             check,
             target,
             until_ms: secs.map(|s| now.saturating_add(s.saturating_mul(1000))),
+            until_recovery,
             author,
             reason,
             created_ms: now,
@@ -556,6 +559,10 @@ impl Inner {
                         "held",
                         format!("{on} alert #{rule}: {why}"),
                     );
+                }
+                Event::SilenceLifted { id } => {
+                    tracing::info!(id, "silence ended: what it covers recovered");
+                    self.record("*", "*", "unsilenced", format!("silence #{id}: recovered"));
                 }
                 Event::Flapping { key, started } => {
                     let (check, target, _) = self.names(key);

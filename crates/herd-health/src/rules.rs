@@ -166,6 +166,8 @@ pub enum Event {
     },
     /// Flapping started (`started`) or settled.
     Flapping { key: Key, started: bool },
+    /// A silence set to last until recovery ended: every target it covers is up again.
+    SilenceLifted { id: u64 },
 }
 
 /// An operator's silence: alerts of matching targets are held until it expires.
@@ -178,6 +180,8 @@ pub struct Silence {
     pub target: Option<String>,
     /// Milliseconds since the Unix epoch; `None` = until lifted.
     pub until_ms: Option<u64>,
+    /// Also ends when every target it covers is up again (mon's `ack`).
+    pub until_recovery: bool,
     pub author: String,
     pub reason: String,
     pub created_ms: u64,
@@ -602,9 +606,37 @@ impl Engine {
             }
             _ => {}
         }
+        let recovered = from == Status::Down && to == Status::Up;
         t.last = Some(outcome);
         t.last_ms = Some(now_ms);
+        if recovered {
+            self.lift_on_recovery(&check_name, &target_name, &mut out);
+        }
         out
+    }
+
+    /// Ends the until-recovery silences covering a target that just came up, when nothing
+    /// else they cover is down.
+    fn lift_on_recovery(&mut self, check: &str, target: &str, out: &mut Vec<Event>) {
+        let checks = &self.checks;
+        let still_down = |s: &Silence| {
+            checks
+                .iter()
+                .filter(|c| s.check.as_deref().is_none_or(|n| n == c.spec.name))
+                .flat_map(|c| &c.targets)
+                .any(|t| {
+                    s.target.as_deref().is_none_or(|n| n == t.name) && t.status == Status::Down
+                })
+        };
+        let mut lifted = Vec::new();
+        self.silences.retain(|s| {
+            let ends = s.until_recovery && s.matches(check, target) && !still_down(s);
+            if ends {
+                lifted.push(s.id);
+            }
+            !ends
+        });
+        out.extend(lifted.into_iter().map(|id| Event::SilenceLifted { id }));
     }
 }
 

@@ -30,10 +30,11 @@ pub enum Action {
         check: Option<String>,
         target: Option<String>,
         secs: Option<u64>,
+        until_recovery: bool,
         reason: String,
     },
-    /// Acknowledge a failing target: its alerts are held until the silence is lifted (mon's
-    /// `ack`).
+    /// Acknowledge a failing check or target: its alerts are held until it recovers (or the
+    /// silence is lifted), mon's `ack`.
     Ack {
         check: String,
         target: Option<String>,
@@ -105,6 +106,7 @@ impl Action {
                 target,
                 secs,
                 reason,
+                ..
             } => format!(
                 "Silence {}{}{} ({})",
                 what(check.as_deref(), target.as_deref()),
@@ -121,7 +123,7 @@ impl Action {
                 target,
                 reason,
             } => format!(
-                "Acknowledge {} (its alerts are held until the silence is lifted){}",
+                "Acknowledge {} (its alerts are held until it recovers){}",
                 what(Some(check), target.as_deref()),
                 if reason.is_empty() {
                     String::new()
@@ -205,12 +207,14 @@ async fn perform_now(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
             check,
             target,
             secs,
+            until_recovery,
             reason,
         }
         | Action::Request(Request::HealthSilence {
             check,
             target,
             secs,
+            until_recovery,
             reason,
             ..
         }) => {
@@ -218,6 +222,7 @@ async fn perform_now(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
                 check,
                 target,
                 secs,
+                until_recovery,
                 author: who.user.clone(),
                 reason,
             })
@@ -232,6 +237,7 @@ async fn perform_now(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
                 check: Some(check),
                 target,
                 secs: None,
+                until_recovery: true,
                 author: who.user.clone(),
                 reason: if reason.is_empty() {
                     "acknowledged".to_string()

@@ -102,6 +102,9 @@ struct SilenceBody {
     /// Seconds from now; absent = until lifted.
     #[serde(default)]
     secs: Option<u64>,
+    /// Also end when every target it covers is up again.
+    #[serde(default)]
+    until_recovery: bool,
     #[serde(default)]
     reason: String,
 }
@@ -345,6 +348,7 @@ static ROUTES: &[Route] = &[
                 check: s.check,
                 target: s.target,
                 secs: s.secs,
+                until_recovery: s.until_recovery,
                 reason: s.reason,
             })
         }),
@@ -368,7 +372,7 @@ static ROUTES: &[Route] = &[
     Route {
         method: Method::POST,
         path: "/api/v1/alerts/ack",
-        summary: "Acknowledge a failing check (or one target): its alerts are held until the silence is lifted (DELETE /api/v1/silences/{id}); unlike mon's ack, recovery does not lift it (audited).",
+        summary: "Acknowledge a failing check (or one target), as mon's ack: its alerts are held until everything it covers is up again, or the silence is lifted (DELETE /api/v1/silences/{id}) (audited).",
         access: Access::Admin,
         body: Some(schema::<AckBody>),
         reply: schema::<Response>,

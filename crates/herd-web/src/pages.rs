@@ -338,6 +338,7 @@ fn render_static(page: Page, snap: &Snapshot, s: &Session) -> String {
                  <label>Check <select name=\"check\"><option value=\"\">(any)</option>{checks}</select></label>\
                  <label>Target <input name=\"target\" placeholder=\"(any)\"></label>\
                  <label>For <input name=\"duration\" placeholder=\"e.g. 30m, 2h; empty = until lifted\"></label>\
+                 <label><input type=\"checkbox\" name=\"until_recovery\" value=\"1\"> Also end when it recovers</label>\
                  <label>Reason <input name=\"reason\" required></label>\
                  <button>Silence</button></form></section>",
                 csrf(s)
@@ -878,7 +879,15 @@ fn alerts(o: &mut String, snap: &Snapshot, s: &Session) {
                 x.id,
                 esc(x.check.as_deref().unwrap_or("(any)")),
                 esc(x.target.as_deref().unwrap_or("(any)")),
-                x.until_ms.map(when).unwrap_or_else(|| "lifted by hand".into()),
+                {
+                    let until = x.until_ms.map(when);
+                    match (until, x.until_recovery) {
+                        (Some(t), true) => format!("{t}, or recovery"),
+                        (Some(t), false) => t,
+                        (None, true) => "recovery".into(),
+                        (None, false) => "lifted by hand".into(),
+                    }
+                },
                 esc(&x.author),
                 esc(&x.reason)
             );
@@ -1150,6 +1159,7 @@ fn form_action(f: &[(String, String)]) -> Result<Action, String> {
                 check: opt("check"),
                 target: opt("target"),
                 secs,
+                until_recovery: get("until_recovery").as_deref() == Some("1"),
                 reason: get("reason").unwrap_or_default(),
             })
         }
@@ -1267,6 +1277,7 @@ mod tests {
                 check: Some("web".into()),
                 target: None,
                 secs: Some(1800),
+                until_recovery: false,
                 reason: "deploy".into()
             }
         );

@@ -329,11 +329,12 @@ impl Daemon {
                 check,
                 target,
                 secs,
+                until_recovery,
                 author,
                 reason,
             } => self
                 .monitor()?
-                .silence(check, target, secs, author, reason)
+                .silence(check, target, secs, until_recovery, author, reason)
                 .map(|id| Response::Silenced { id })
                 .map_err(invalid),
             Request::HealthUnsilence { id } => ok(self.monitor()?.unsilence(id).map_err(invalid)),

@@ -95,6 +95,8 @@ fn parse(line: &str) -> Command {
                 check: Some(check.to_string()),
                 target: None,
                 secs: None,
+                // mon's ack holds until the service recovers.
+                until_recovery: true,
                 author: "mon client".into(),
                 reason: comment.join(" "),
             },
@@ -331,7 +333,16 @@ mod tests {
             )
         );
         match parse("ack web http kernel update tonight") {
-            Command::Api(Request::HealthSilence { check, reason, .. }, Render::Done("ack")) => {
+            Command::Api(
+                Request::HealthSilence {
+                    check,
+                    reason,
+                    until_recovery,
+                    ..
+                },
+                Render::Done("ack"),
+            ) => {
+                assert!(until_recovery, "mon's ack ends when the service recovers");
                 assert_eq!(check.as_deref(), Some("http"));
                 assert_eq!(reason, "kernel update tonight");
             }

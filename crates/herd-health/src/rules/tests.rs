@@ -293,6 +293,7 @@ fn silences_hold_alerts_until_they_expire_or_are_lifted() {
             check: Some("http".into()),
             target: Some("a".into()),
             until_ms: Some(10 * SEC),
+            until_recovery: false,
             author: "kim".into(),
             reason: "maintenance".into(),
             created_ms: 0,
@@ -318,6 +319,7 @@ fn silences_hold_alerts_until_they_expire_or_are_lifted() {
             check: None,
             target: None,
             until_ms: None,
+            until_recovery: false,
             author: "kim".into(),
             reason: "".into(),
             created_ms: 0,
@@ -332,6 +334,48 @@ fn silences_hold_alerts_until_they_expire_or_are_lifted() {
 }
 
 #[test]
+fn an_ack_lasts_until_everything_it_covers_recovers() {
+    let mut r = Rig::new(vec![check("http", vec![alert(AlertOn::Down)])]);
+    r.run(1, false); // a down
+    r.run_on(0, 1, 0, false); // b down
+    let ack = |e: &mut Engine, target: Option<&str>| {
+        e.silence(Silence {
+            id: 0,
+            check: Some("http".into()),
+            target: target.map(str::to_string),
+            until_ms: None,
+            until_recovery: true,
+            author: "kim".into(),
+            reason: "ack".into(),
+            created_ms: 0,
+        })
+        .expect("silence")
+    };
+    let whole = ack(&mut r.e, None);
+    let only_b = ack(&mut r.e, Some("b"));
+    // a recovers: the check-wide ack holds on (b is still down); b's own ack is untouched.
+    let ev = r.run(1, true);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::SilenceLifted { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(r.e.silences(r.now).len(), 2);
+    // b recovers: both end, each reported.
+    let ev = r.run_on(0, 1, 1, true);
+    let lifted: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::SilenceLifted { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lifted, [whole, only_b]);
+    assert!(r.e.silences(r.now).is_empty());
+    // The next outage alerts again.
+    assert_eq!(alerts(&r.run(1, false)), [(0, AlertOn::Down)]);
+}
+
+#[test]
 fn silencing_an_unknown_check_or_target_is_an_error() {
     let mut r = Rig::new(vec![check("http", vec![])]);
     let s = |c: Option<&str>, t: Option<&str>| Silence {
@@ -339,6 +383,7 @@ fn silencing_an_unknown_check_or_target_is_an_error() {
         check: c.map(Into::into),
         target: t.map(Into::into),
         until_ms: None,
+        until_recovery: false,
         author: String::new(),
         reason: String::new(),
         created_ms: 0,

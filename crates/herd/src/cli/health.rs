@@ -54,6 +54,9 @@ check is down gets weight 0 in the director (or is removed, with on-failure = \"
         /// How long, e.g. 30m, 2h (default: until `herd health unsilence`)
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Also end when every target it covers is up again (mon's ack)
+        #[arg(long)]
+        until_recovery: bool,
         /// Why (shown in `herd health list --json` and the history)
         #[arg(long, default_value = "")]
         reason: String,
@@ -139,6 +142,7 @@ pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> u8 {
             check,
             target,
             duration,
+            until_recovery,
             reason,
             author,
         } => {
@@ -159,6 +163,7 @@ pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> u8 {
                     check,
                     target,
                     secs,
+                    until_recovery,
                     author,
                     reason,
                 },

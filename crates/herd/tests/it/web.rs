@@ -871,7 +871,7 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
     assert_eq!(r.status, 200);
     assert!(
         r.body.contains(&format!(
-            "Acknowledge check tcp on {dead} (its alerts are held until the silence is lifted)?"
+            "Acknowledge check tcp on {dead} (its alerts are held until it recovers)?"
         )),
         "{}",
         r.body
@@ -905,6 +905,7 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
         (s[0]["author"].as_str(), s[0]["reason"].as_str()),
         (Some("ann"), Some("acknowledged"))
     );
+    assert_eq!(s[0]["until-recovery"], true, "an ack lasts until recovery");
     let alerts = page("/alerts");
     assert!(alerts.contains("badge muted\">silenced"), "{alerts}");
     let metrics = http(web, "GET", "/metrics", &[], "").body;
@@ -954,6 +955,30 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
         r.body
     );
     assert_eq!(silences(&d)[0]["reason"], "replacing the disk");
+    // Acknowledged through the API, then the server comes back: the ack ends by itself, the
+    // timed silence stays.
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/alerts/ack",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        &format!(r#"{{"check":"tcp","target":"{dead}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(silences(&d).len(), 2);
+    let _back = Backend::http(dead, "node02");
+    wait_for(
+        "the ack to end with the recovery",
+        Duration::from_secs(10),
+        || {
+            let s = silences(&d);
+            s.len() == 1 && s[0]["reason"] == "replacing the disk"
+        },
+    );
     let recent = http(web, "GET", "/api/v1/audit", &[("Cookie", &cookie)], "").json();
     let events: Vec<&str> = recent
         .as_array()
@@ -961,7 +986,7 @@ fn alerts_are_acknowledged_silenced_and_lifted_from_the_dashboard() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(events, ["login", "ack", "unsilence", "silence"]);
+    assert_eq!(events, ["login", "ack", "unsilence", "silence", "ack"]);
 }
 
 /// With `tls-cert`/`tls-key` the dashboard speaks HTTPS only, marks its cookie `Secure` and
