@@ -173,6 +173,12 @@ fn what(check: Option<&str>, target: Option<&str>) -> String {
 /// audits it; reads are not audited. It runs as a task of its own: a client that goes away
 /// mid-way cannot leave an action done but not audited.
 pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) -> Response {
+    if !a.is_read() && st.closing.load(std::sync::atomic::Ordering::Relaxed) {
+        return Response::Error(ApiError::new(
+            ErrorKind::Internal,
+            "the daemon is shutting down: no more actions",
+        ));
+    }
     let (st, who) = (st.clone(), who.clone());
     match tokio::spawn(async move { perform_now(&st, &who, from, a).await }).await {
         Ok(r) => r,

@@ -76,6 +76,8 @@ struct State {
     /// Live pages open per session token.
     session_streams: Mutex<std::collections::HashMap<String, usize>>,
     counters: metrics::WebCounters,
+    /// Set when the daemon starts shutting down.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -122,6 +124,7 @@ impl Web {
             streams: Arc::new(tokio::sync::Semaphore::new(64)),
             session_streams: Mutex::default(),
             counters: metrics::WebCounters::default(),
+            closing: Default::default(),
         });
         Ok((Web { state }, listener))
     }
@@ -159,6 +162,13 @@ impl Web {
         self.state.audit.set_path(cfg.audit_log.clone());
         *self.state.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         pending
+    }
+
+    /// The daemon is shutting down: actions are refused from now on (pages and reads go on).
+    pub fn stop_actions(&self) {
+        self.state
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Where it listens (the port is the kernel's choice when the config said 0).
@@ -356,6 +366,14 @@ mod tests {
         // Reads through the generic route are not audited.
         actions::perform(&w.state, &s, ip, Action::Request(Request::HaStatus)).await;
         assert_eq!(w.state.audit.recent().len(), 4);
+        // Once the daemon shuts down, actions are refused before they reach it; reads go on.
+        w.stop_actions();
+        let n = fake.0.lock().unwrap().len();
+        let r = actions::perform(&w.state, &s, ip, Action::Reload).await;
+        assert!(matches!(r, Response::Error(e) if e.message.contains("shutting down")));
+        assert_eq!(fake.0.lock().unwrap().len(), n);
+        let r = actions::perform(&w.state, &s, ip, Action::Request(Request::HaStatus)).await;
+        assert!(matches!(r, Response::Ha { .. }));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -720,6 +720,10 @@ pub async fn serve(
         }
     }
     ctl.abort();
+    // The dashboard still shows the drain, but takes no more actions.
+    if let Some(w) = daemon.web.get() {
+        w.stop_actions();
+    }
     if let Some(m) = mon {
         m.abort();
     }
