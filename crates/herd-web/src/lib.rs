@@ -78,6 +78,25 @@ struct State {
     counters: metrics::WebCounters,
     /// Set when the daemon starts shutting down.
     closing: std::sync::atomic::AtomicBool,
+    /// `/metrics`' bearer token, read from `web.metrics-token-file`.
+    metrics_token: RwLock<Option<String>>,
+}
+
+/// The token in `web.metrics-token-file` (its first line), if the config names one.
+fn read_token(cfg: &WebConfig) -> Result<Option<String>, String> {
+    let Some(p) = &cfg.metrics_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| format!("web.metrics-token-file: {}: {e}", p.display()))?;
+    let t = text.lines().next().unwrap_or("").trim().to_string();
+    if t.len() < 16 {
+        return Err(format!(
+            "web.metrics-token-file: {}: the token is shorter than 16 characters",
+            p.display()
+        ));
+    }
+    Ok(Some(t))
 }
 
 impl State {
@@ -106,6 +125,7 @@ impl Web {
         backend: Arc<dyn Backend>,
         info: Info,
     ) -> Result<(Web, http::Listener), String> {
+        let metrics_token = read_token(cfg)?;
         let listener = http::Listener::bind(cfg).await?;
         let dummy_hash = tokio::task::spawn_blocking(|| auth::hash_password(&auth::token()))
             .await
@@ -125,6 +145,7 @@ impl Web {
             session_streams: Mutex::default(),
             counters: metrics::WebCounters::default(),
             closing: Default::default(),
+            metrics_token: RwLock::new(metrics_token),
         });
         Ok((Web { state }, listener))
     }
@@ -155,6 +176,16 @@ impl Web {
         let mut pending = Vec::new();
         if old.listen != cfg.listen || old.tls != cfg.tls {
             pending.push("web.listen/tls".to_string());
+        }
+        match read_token(cfg) {
+            Ok(t) => {
+                *self
+                    .state
+                    .metrics_token
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = t
+            }
+            Err(e) => tracing::error!("{e}; keeping the previous metrics token"),
         }
         let mut new = cfg.clone();
         new.listen = old.listen;

@@ -33,7 +33,7 @@ impl WebCounters {
 }
 
 pub async fn serve(st: &Arc<State>, req: &Req) -> Resp {
-    if !st.cfg().metrics_public && http::session(st, req).is_none() {
+    if !st.cfg().metrics_public && !bearer_ok(st, req) && http::session(st, req).is_none() {
         return crate::api::unauthorized();
     }
     let snap = snapshot::take(st, snapshot::Want::default()).await;
@@ -49,6 +49,23 @@ pub async fn serve(st: &Arc<State>, req: &Req) -> Resp {
         "text/plain; version=0.0.4; charset=utf-8",
         body,
     )
+}
+
+/// `Authorization: Bearer TOKEN` with the token of `web.metrics-token-file`.
+fn bearer_ok(st: &State, req: &Req) -> bool {
+    let token = st
+        .metrics_token
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match (
+        token,
+        req.header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer ")),
+    ) {
+        (Some(t), Some(given)) => crate::auth::same(given.trim(), &t),
+        _ => false,
+    }
 }
 
 /// Families in order of appearance, each with its samples.

@@ -1128,6 +1128,10 @@ hash-port = true
             "bad.toml:2: web.session-timeout: at least 1m",
         );
         check_err(
+            "[web]\nmetrics-token-file = \"t\"\n",
+            "bad.toml:2: web.metrics-token-file: an absolute path",
+        );
+        check_err(
             "[web]\nport = 9000\n",
             "bad.toml:2: web.port: unknown field",
         );

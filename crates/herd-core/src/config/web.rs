@@ -55,8 +55,11 @@ pub struct WebConfig {
     pub session_timeout: Duration,
     /// JSON lines, one per action and per login; none = the daemon's log only.
     pub audit_log: Option<PathBuf>,
-    /// `/metrics` without a login (Prometheus scrapes it); false = a session is needed.
+    /// `/metrics` without a login (Prometheus scrapes it); false = a session or the token.
     pub metrics_public: bool,
+    /// A file holding a token that `/metrics` accepts as `Authorization: Bearer TOKEN` (for
+    /// scrapers, with `metrics-public = false`).
+    pub metrics_token_file: Option<PathBuf>,
     /// Host names the dashboard answers to besides IP addresses and `localhost` (requests
     /// naming any other host are refused: DNS rebinding).
     pub hostnames: Vec<String>,
@@ -71,6 +74,7 @@ impl Default for WebConfig {
             session_timeout: Duration::from_secs(3600),
             audit_log: None,
             metrics_public: true,
+            metrics_token_file: None,
             hostnames: Vec::new(),
             users: Vec::new(),
         }
@@ -86,6 +90,7 @@ pub struct RawWeb {
     pub session_timeout: Option<Spanned<RawDuration>>,
     pub audit_log: Option<Spanned<String>>,
     pub metrics_public: Option<bool>,
+    pub metrics_token_file: Option<Spanned<String>>,
     pub hostnames: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub user: BTreeMap<String, RawUser>,
@@ -178,6 +183,9 @@ pub(super) fn validate(
     if let Some(m) = raw.metrics_public {
         cfg.metrics_public = m;
     }
+    if let Some(p) = &raw.metrics_token_file {
+        cfg.metrics_token_file = path(p, "web.metrics-token-file", errs);
+    }
     if let Some(h) = &raw.hostnames {
         for n in h.get_ref() {
             let ok = !n.is_empty()
@@ -244,6 +252,8 @@ pub(super) struct WebOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_log: Option<String>,
     metrics_public: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_token_file: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hostnames: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -265,6 +275,10 @@ pub(super) fn web_out(c: Option<&WebConfig>) -> Option<WebOut> {
         session_timeout: format_duration(c.session_timeout),
         audit_log: c.audit_log.as_ref().map(|p| p.display().to_string()),
         metrics_public: c.metrics_public,
+        metrics_token_file: c
+            .metrics_token_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         hostnames: c.hostnames.clone(),
         user: c
             .users

@@ -718,14 +718,47 @@ fn metrics_parse_and_follow_prometheus_conventions() {
 }
 
 #[test]
-fn metrics_can_require_a_login() {
-    let s = setup("web_metrics_login", "metrics-public = false");
+fn metrics_can_require_a_login_or_a_token() {
+    let token_file =
+        std::env::temp_dir().join(format!("herd-it-metrics-token-{}", std::process::id()));
+    std::fs::write(&token_file, "s3cret-scraper-token-0123\n").unwrap();
+    let s = setup(
+        "web_metrics_login",
+        &format!(
+            "metrics-public = false\nmetrics-token-file = \"{}\"",
+            token_file.display()
+        ),
+    );
+    let _ = std::fs::remove_file(&token_file);
     assert_eq!(http(s.web, "GET", "/metrics", &[], "").status, 401);
     let (c, _) = login(s.web, "rob", "rob-password");
     assert_eq!(
         http(s.web, "GET", "/metrics", &[("Cookie", &c)], "").status,
         200
     );
+    // A scraper with the token (Prometheus' `authorization: credentials_file`).
+    let bearer = |t: &str| {
+        http(
+            s.web,
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {t}"))],
+            "",
+        )
+        .status
+    };
+    assert_eq!(bearer("s3cret-scraper-token-0123"), 200);
+    assert_eq!(bearer("s3cret-scraper-token-0124"), 401);
+    assert_eq!(bearer(""), 401);
+    // The token opens /metrics only.
+    let r = http(
+        s.web,
+        "GET",
+        "/api/v1/services",
+        &[("Authorization", "Bearer s3cret-scraper-token-0123")],
+        "",
+    );
+    assert_eq!(r.status, 401);
 }
 
 #[test]
