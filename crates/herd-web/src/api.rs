@@ -591,7 +591,7 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
             http::with_header(
                 http::json(StatusCode::OK, &Response::Ok),
                 "set-cookie",
-                &http::clear_cookie(st),
+                &http::clear_cookie(&req),
             )
         }
         Handler::Session => http::json(StatusCode::OK, &info(&s)),
@@ -771,7 +771,7 @@ async fn login(st: &Arc<State>, req: &Req) -> Resp {
         LoginOutcome::Ok { token, session } => http::with_header(
             http::json(StatusCode::OK, &info(&session)),
             "set-cookie",
-            &http::session_cookie(st, &token),
+            &http::session_cookie(req, &token),
         ),
         LoginOutcome::Refused => error(
             StatusCode::UNAUTHORIZED,

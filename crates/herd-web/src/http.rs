@@ -146,9 +146,22 @@ pub(crate) async fn serve(st: Arc<State>, l: Listener) {
                 continue;
             }
         };
-        let Some(addr_slot) = per_addr.take(peer.ip().to_canonical()) else {
-            tracing::debug!(%peer, "web: too many connections from one address");
-            continue;
+        // A trusted proxy carries many clients: it is not held to one client's share.
+        let proxy = st
+            .cfg()
+            .trusted_proxies
+            .iter()
+            .any(|n| herd_core::config::web::in_net(peer.ip(), *n));
+        let addr_slot = if proxy {
+            None
+        } else {
+            match per_addr.take(peer.ip().to_canonical()) {
+                Some(s) => Some(s),
+                None => {
+                    tracing::debug!(%peer, "web: too many connections from one address");
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let st = st.clone();
@@ -192,8 +205,39 @@ pub struct Req {
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
-    pub peer: SocketAddr,
     pub body: Bytes,
+    /// The client: the peer, or what a trusted proxy says in `X-Forwarded-For`.
+    pub client: IpAddr,
+    /// Came over HTTPS: ours, or a trusted proxy's (`X-Forwarded-Proto: https`).
+    pub secure: bool,
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the right-most
+/// address of `X-Forwarded-For` that is not one of the trusted proxies (the left part of the
+/// header is whatever the client wrote).
+fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[(IpAddr, u8)]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| {
+        trusted
+            .iter()
+            .any(|n| herd_core::config::web::in_net(ip, *n))
+    };
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .map(|a| a.to_canonical())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|a| !is_trusted(**a))
+        .copied()
+        .unwrap_or(peer)
 }
 
 impl Req {
@@ -220,9 +264,10 @@ impl Req {
             .map(|(_, v)| v)
     }
 
-    /// The client's address (an IPv4 client of a dual-stack listener as IPv4).
+    /// The client's address (an IPv4 client of a dual-stack listener as IPv4; behind a trusted
+    /// proxy, the address it forwards for).
     pub fn ip(&self) -> IpAddr {
-        self.peer.ip().to_canonical()
+        self.client
     }
 
     /// The request comes from a page of this site, as far as the browser says: an `Origin`
@@ -261,7 +306,7 @@ pub fn cookie_name(tls: bool) -> &'static str {
 
 /// The request's session, if its cookie names a live one.
 pub fn session(st: &State, req: &Req) -> Option<(String, Session)> {
-    let token = req.cookie(cookie_name(st.tls))?;
+    let token = req.cookie(cookie_name(req.secure))?;
     let cfg = st.cfg();
     let s = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(
         token,
@@ -272,19 +317,19 @@ pub fn session(st: &State, req: &Req) -> Option<(String, Session)> {
     Some((token.to_string(), s))
 }
 
-pub fn session_cookie(st: &State, token: &str) -> String {
+pub fn session_cookie(req: &Req, token: &str) -> String {
     format!(
         "{}={token}; Path=/; HttpOnly; SameSite=Strict{}",
-        cookie_name(st.tls),
-        if st.tls { "; Secure" } else { "" }
+        cookie_name(req.secure),
+        if req.secure { "; Secure" } else { "" }
     )
 }
 
-pub fn clear_cookie(st: &State) -> String {
+pub fn clear_cookie(req: &Req) -> String {
     format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        cookie_name(st.tls),
-        if st.tls { "; Secure" } else { "" }
+        cookie_name(req.secure),
+        if req.secure { "; Secure" } else { "" }
     )
 }
 
@@ -437,7 +482,22 @@ async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>)
     } else {
         match tokio::time::timeout(HEADER_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
             Ok(Ok(b)) => {
+                let trusted = st.cfg().trusted_proxies.clone();
+                let client = client_of(peer.ip(), &parts.headers, &trusted);
+                let via_proxy = client != peer.ip().to_canonical()
+                    || trusted
+                        .iter()
+                        .any(|n| herd_core::config::web::in_net(peer.ip(), *n));
+                let secure = st.tls
+                    || (via_proxy
+                        && parts
+                            .headers
+                            .get("x-forwarded-proto")
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")));
                 let req = Req {
+                    client,
+                    secure,
                     // HEAD is GET without the body (hyper leaves it out).
                     method: if parts.method == Method::HEAD {
                         Method::GET
@@ -447,7 +507,6 @@ async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>)
                     path: parts.uri.path().to_string(),
                     query: parts.uri.query().unwrap_or("").to_string(),
                     headers: parts.headers,
-                    peer,
                     body: b.to_bytes(),
                 };
                 route(&st, req).await
@@ -562,6 +621,35 @@ mod tests {
         assert_eq!(percent_decode("a%4"), "a%4");
         assert_eq!(percent_decode("%5B%3A%3A1%5D"), "[::1]");
         assert_eq!(percent_decode("%+a"), "%+a".replace('+', " "));
+    }
+
+    #[test]
+    fn the_client_is_who_a_trusted_proxy_says() {
+        use herd_core::config::web::parse_net;
+        let trusted = vec![parse_net("10.0.0.0/8").unwrap(), parse_net("::1").unwrap()];
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 198.51.100.7"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Through two trusted hops: the right-most untrusted address.
+        assert_eq!(client_of(ip("10.0.0.5"), &h, &trusted), ip("198.51.100.7"));
+        assert_eq!(client_of(ip("::1"), &h, &trusted), ip("198.51.100.7"));
+        // From anyone else, the header is the client's own words: ignored.
+        assert_eq!(client_of(ip("192.0.2.1"), &h, &trusted), ip("192.0.2.1"));
+        // A trusted proxy without the header is the client.
+        assert_eq!(
+            client_of(ip("10.0.0.5"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.5")
+        );
+        assert_eq!(parse_net("10.0.0.0/33"), None);
+        assert!(herd_core::config::web::in_net(
+            ip("::ffff:10.9.9.9"),
+            trusted[0]
+        ));
+        assert!(!herd_core::config::web::in_net(ip("11.0.0.1"), trusted[0]));
     }
 
     #[test]

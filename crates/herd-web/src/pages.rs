@@ -1060,7 +1060,7 @@ pub async fn login_form(st: &Arc<State>, req: &Req) -> Resp {
         LoginOutcome::Ok { token, .. } => http::with_header(
             redirect(&local_path(get("next"))),
             "set-cookie",
-            &http::session_cookie(st, &token),
+            &http::session_cookie(req, &token),
         ),
         LoginOutcome::Refused => login_form_page(
             st,
@@ -1101,7 +1101,7 @@ pub fn logout_form(st: &Arc<State>, req: &Req) -> Resp {
         );
     }
     crate::api::logout(st, &token, &s, req.ip());
-    http::with_header(redirect("/login"), "set-cookie", &http::clear_cookie(st))
+    http::with_header(redirect("/login"), "set-cookie", &http::clear_cookie(req))
 }
 
 /// An action from a form's fields.

@@ -63,6 +63,10 @@ pub struct WebConfig {
     /// Host names the dashboard answers to besides IP addresses and `localhost` (requests
     /// naming any other host are refused: DNS rebinding).
     pub hostnames: Vec<String>,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For`, `-Proto` and `-Host`
+    /// are believed: the client's address for the login limit and the audit log, and HTTPS
+    /// for the cookies.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     pub users: Vec<WebUser>,
 }
 
@@ -76,6 +80,7 @@ impl Default for WebConfig {
             metrics_public: true,
             metrics_token_file: None,
             hostnames: Vec::new(),
+            trusted_proxies: Vec::new(),
             users: Vec::new(),
         }
     }
@@ -92,6 +97,7 @@ pub struct RawWeb {
     pub metrics_public: Option<bool>,
     pub metrics_token_file: Option<Spanned<String>>,
     pub hostnames: Option<Spanned<Vec<String>>>,
+    pub trusted_proxies: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub user: BTreeMap<String, RawUser>,
 }
@@ -203,6 +209,18 @@ pub(super) fn validate(
             }
         }
     }
+    if let Some(list) = &raw.trusted_proxies {
+        for e in list.get_ref() {
+            match parse_net(e) {
+                Some(n) => cfg.trusted_proxies.push(n),
+                None => errs.push(l.err(
+                    Some(list),
+                    "web.trusted-proxies",
+                    format!("{e:?} is not an address or a network (10.0.0.5, 10.0.0.0/8, ::1)"),
+                )),
+            }
+        }
+    }
     for (name, u) in &raw.user {
         let key = |k: &str| format!("web.user.{name}.{k}");
         if !user_name_ok(name) {
@@ -240,6 +258,35 @@ pub(super) fn validate(
     Some(cfg)
 }
 
+/// `10.0.0.5`, `10.0.0.0/8`, `::1`, `fd00::/8` → address and prefix length.
+pub fn parse_net(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (a, p) = s.split_once('/').unwrap_or((s, ""));
+    let ip: std::net::IpAddr = a.trim().parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = if p.is_empty() {
+        max
+    } else {
+        p.trim().parse().ok()?
+    };
+    (prefix <= max).then_some((ip, prefix))
+}
+
+/// Whether `ip` is in the network `(net, prefix)` (IPv4-mapped IPv6 counts as IPv4).
+pub fn in_net(ip: std::net::IpAddr, (net, prefix): (std::net::IpAddr, u8)) -> bool {
+    use std::net::IpAddr;
+    match (ip.to_canonical(), net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & m == u32::from(n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & m == u128::from(n) & m
+        }
+        _ => false,
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(super) struct WebOut {
@@ -256,6 +303,8 @@ pub(super) struct WebOut {
     metrics_token_file: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hostnames: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    trusted_proxies: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     user: BTreeMap<String, UserOut>,
 }
@@ -280,6 +329,11 @@ pub(super) fn web_out(c: Option<&WebConfig>) -> Option<WebOut> {
             .as_ref()
             .map(|p| p.display().to_string()),
         hostnames: c.hostnames.clone(),
+        trusted_proxies: c
+            .trusted_proxies
+            .iter()
+            .map(|(ip, p)| format!("{ip}/{p}"))
+            .collect(),
         user: c
             .users
             .iter()

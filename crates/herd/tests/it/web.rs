@@ -518,11 +518,8 @@ fn herd_user_add_appends_to_the_config() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(b"carol-password\n")
-            .unwrap();
+        // A refused add stops before reading the password: the pipe may be closed by then.
+        let _ = c.stdin.take().unwrap().write_all(b"carol-password\n");
         c.wait_with_output().unwrap()
     };
     let out = add("carol");
@@ -1121,4 +1118,50 @@ fn a_web_address_in_use_stops_the_start() {
         err.contains(&format!("web.listen: cannot bind {web}")),
         "{err}"
     );
+}
+
+/// Behind a trusted reverse proxy (the test, on loopback): the login limit and the audit log
+/// see the forwarded client, and `X-Forwarded-Proto: https` makes the cookie `Secure`.
+#[test]
+fn a_trusted_proxy_forwards_the_client() {
+    let audit = std::env::temp_dir().join(format!("herd-it-proxy-audit-{}", std::process::id()));
+    let _ = std::fs::remove_file(&audit);
+    let s = setup(
+        "web_proxy",
+        &format!(
+            "trusted-proxies = [\"127.0.0.0/8\"]\naudit-log = \"{}\"",
+            audit.display()
+        ),
+    );
+    let login_as = |xff: &str, pw: &str| {
+        http(
+            s.web,
+            "POST",
+            "/api/v1/login",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", xff),
+                ("X-Forwarded-Proto", "https"),
+            ],
+            &format!(r#"{{"user":"ann","password":"{pw}"}}"#),
+        )
+    };
+    let r = login_as("198.51.100.7", "ann-password");
+    assert_eq!(r.status, 200);
+    let c = r.header("set-cookie").unwrap();
+    assert!(
+        c.starts_with("__Host-herd_session=") && c.contains("; Secure"),
+        "{c}"
+    );
+    // Five failures from one forwarded client limit that client, not the proxy's others.
+    for _ in 0..5 {
+        assert_eq!(login_as("198.51.100.8", "nope").status, 401);
+    }
+    assert_eq!(login_as("198.51.100.8", "ann-password").status, 429);
+    assert_eq!(login_as("198.51.100.9", "ann-password").status, 200);
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let _ = std::fs::remove_file(&audit);
+    assert!(log.contains("\"from\":\"198.51.100.7\""), "{log}");
+    assert!(log.contains("\"from\":\"198.51.100.8\""), "{log}");
+    assert!(!log.contains("\"from\":\"127."), "{log}");
 }
