@@ -1085,7 +1085,8 @@ hash-port = true
     fn the_web_section_parses_round_trips_and_names_its_errors() {
         let src = format!(
             "[web]\nlisten = \"[::1]:9443\"\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\n\
-             session-timeout = \"30m\"\nmetrics-public = false\n\n\
+             session-timeout = \"30m\"\nmetrics-public = false\n\
+             trusted-proxies = [\"10.0.0.0/8\", \"::1\"]\n\n\
              [web.user.ann]\npassword = \"{HASH}\"\nrole = \"admin\"\n\n\
              [web.user.\"rob@ops\"]\npassword = \"{HASH}\"\nrole = \"read-only\"\n"
         );
@@ -1126,6 +1127,10 @@ hash-port = true
         check_err(
             "[web]\nsession-timeout = \"5s\"\n",
             "bad.toml:2: web.session-timeout: at least 1m",
+        );
+        check_err(
+            "[web]\ntrusted-proxies = [\"10.0.0.0/40\"]\n",
+            "bad.toml:2: web.trusted-proxies: \"10.0.0.0/40\" is not an address or a network",
         );
         check_err(
             "[web]\nmetrics-token-file = \"t\"\n",
