@@ -231,6 +231,20 @@ pub fn render(s: &Snapshot, web: &WebCounters, sessions: usize, version: &str) -
             &l,
             svc.rates.bps_out as f64,
         );
+        o.add(
+            "herd_lb_received_packets_per_second",
+            "gauge",
+            "Chunks (TCP) or datagrams (UDP) per second from clients, estimated.",
+            &l,
+            svc.rates.pps_in as f64,
+        );
+        o.add(
+            "herd_lb_sent_packets_per_second",
+            "gauge",
+            "Chunks (TCP) or datagrams (UDP) per second to clients, estimated.",
+            &l,
+            svc.rates.pps_out as f64,
+        );
         let (act, inact) = svc.reals.iter().fold((0u64, 0u64), |(a, i), r| {
             (
                 a + u64::from(r.active_conns),

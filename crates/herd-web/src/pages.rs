@@ -586,7 +586,7 @@ fn services(o: &mut String, snap: &Snapshot, s: &Session, h: &history::History) 
         let _ = write!(
             o,
             "<section class=\"svc\" data-service=\"{}\"><h2>{} {} <small>{}{}</small> {}</h2>\
-             <p class=\"stats\">{} conns · in {} · out {} · {} conn/s · in {}/s · out {}/s {}</p>",
+             <p class=\"stats\">{} conns · in {} · out {} · {} conn/s · in {}/s, {} pkt/s · out {}/s, {} pkt/s {}</p>",
             esc(&key),
             esc(&key),
             esc(&v.spec.scheduler.to_string()),
@@ -601,7 +601,9 @@ fn services(o: &mut String, snap: &Snapshot, s: &Session, h: &history::History) 
             bytes(v.stats.bytes_out),
             v.rates.cps,
             bytes(v.rates.bps_in),
+            v.rates.pps_in,
             bytes(v.rates.bps_out),
+            v.rates.pps_out,
             sparkline(h.cps.get(&key).unwrap_or(&empty), "connections per second"),
         );
         o.push_str("<div class=\"scroll\"><table class=\"reals\"><thead><tr><th>RemoteAddress:Port</th><th>Forward</th><th>Weight</th><th>ActiveConn</th><th>InActConn</th><th>Conns</th><th>Conn/s</th><th>In · out /s</th><th>Health</th><th>State</th><th>Last 10 min</th>");
