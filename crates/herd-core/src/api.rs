@@ -65,8 +65,12 @@ pub enum Request {
     },
     /// The connection table (ipvsadm `-L -c`).
     Connections,
-    /// The effective state rendered as a config file (`herd lb save`).
-    ExportConfig,
+    /// The effective state rendered as a config file (`herd lb save`); with `redact`, its
+    /// secrets (login hashes, VRRPv2 passwords) replaced by a note.
+    ExportConfig {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redact: bool,
+    },
     /// Every health check with its targets' states (`herd health list`).
     HealthList,
     /// Recent state changes, alerts and holds, newest last (`herd health history`).
@@ -210,6 +214,22 @@ pub struct NodeStatus {
     pub error: String,
     /// Milliseconds since the Unix epoch of the last ping; 0 = not pinged yet.
     pub checked_ms: u64,
+}
+
+impl NodeStatus {
+    /// A node that did not answer (or was not asked: `checked_ms` 0), and why.
+    pub fn unanswered(name: String, address: String, error: String, checked_ms: u64) -> Self {
+        NodeStatus {
+            name,
+            address,
+            up: false,
+            version: None,
+            uptime_secs: None,
+            load: None,
+            error,
+            checked_ms,
+        }
+    }
 }
 
 /// One VRRP instance, as `herd ha status` shows it.

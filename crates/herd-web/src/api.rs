@@ -700,15 +700,14 @@ pub async fn check_login(
         tracing::debug!(%ip, "web: login rate-limited");
         return LoginOutcome::Wait(wait);
     }
-    let hash = found
-        .as_ref()
-        .map_or_else(|| st.dummy_hash.clone(), |u| u.password.clone());
+    let hash = found.as_ref().map(|u| u.password.clone());
     // The permit goes with the check: a client that leaves cannot free it while argon2 runs.
     let ok = match st.verifying.clone().acquire_owned().await {
         Ok(permit) => {
-            let pw = pw.to_string();
+            let (pw, st) = (pw.to_string(), st.clone());
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
+                let hash = hash.unwrap_or_else(|| st.dummy_hash());
                 crate::auth::verify_password(&pw, &hash)
             })
             .await

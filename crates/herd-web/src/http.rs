@@ -100,28 +100,39 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Open connections per client address.
-#[derive(Default)]
-struct PerAddr(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+/// At most `max` of something per key at once (connections per client address, live pages
+/// per session); a key is forgotten when its last one ends.
+pub(crate) struct PerKey<K> {
+    max: usize,
+    held: std::sync::Mutex<std::collections::HashMap<K, usize>>,
+}
 
-/// One connection of an address, given back on drop.
-struct AddrSlot(Arc<PerAddr>, IpAddr);
+/// One of a key's share, given back on drop.
+pub(crate) struct KeySlot<K: Eq + std::hash::Hash + Clone>(Arc<PerKey<K>>, K);
 
-impl PerAddr {
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddrSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_default();
-        if *n >= MAX_PER_ADDR {
+impl<K: Eq + std::hash::Hash + Clone> PerKey<K> {
+    pub(crate) fn new(max: usize) -> Arc<PerKey<K>> {
+        Arc::new(PerKey {
+            max,
+            held: std::sync::Mutex::default(),
+        })
+    }
+
+    /// A slot for `key`, or none if it holds `max` already.
+    pub(crate) fn take(self: &Arc<Self>, key: &K) -> Option<KeySlot<K>> {
+        let mut m = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key.clone()).or_default();
+        if *n >= self.max {
             return None;
         }
         *n += 1;
-        Some(AddrSlot(self.clone(), ip))
+        Some(KeySlot(self.clone(), key.clone()))
     }
 }
 
-impl Drop for AddrSlot {
+impl<K: Eq + std::hash::Hash + Clone> Drop for KeySlot<K> {
     fn drop(&mut self) {
-        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.0.held.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = m.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {
@@ -133,7 +144,7 @@ impl Drop for AddrSlot {
 
 pub(crate) async fn serve(st: Arc<State>, l: Listener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let per_addr = Arc::new(PerAddr::default());
+    let per_addr = PerKey::new(MAX_PER_ADDR);
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -155,7 +166,7 @@ pub(crate) async fn serve(st: Arc<State>, l: Listener) {
         let addr_slot = if proxy {
             None
         } else {
-            match per_addr.take(peer.ip().to_canonical()) {
+            match per_addr.take(&peer.ip().to_canonical()) {
                 Some(s) => Some(s),
                 None => {
                     tracing::debug!(%peer, "web: too many connections from one address");
@@ -473,7 +484,8 @@ async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>)
         .headers
         .get(hyper::header::HOST)
         .and_then(|v| v.to_str().ok());
-    let mut r = if !host_ok(&st.cfg().hostnames, host) {
+    let cfg = st.cfg();
+    let mut r = if !host_ok(&cfg.hostnames, host) {
         full(
             StatusCode::MISDIRECTED_REQUEST,
             "text/plain",
@@ -482,8 +494,8 @@ async fn handle(st: Arc<State>, peer: SocketAddr, req: hyper::Request<Incoming>)
     } else {
         match tokio::time::timeout(HEADER_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
             Ok(Ok(b)) => {
-                let trusted = st.cfg().trusted_proxies.clone();
-                let client = client_of(peer.ip(), &parts.headers, &trusted);
+                let trusted = &cfg.trusted_proxies;
+                let client = client_of(peer.ip(), &parts.headers, trusted);
                 let via_proxy = client != peer.ip().to_canonical()
                     || trusted
                         .iter()

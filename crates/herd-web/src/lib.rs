@@ -68,13 +68,13 @@ struct State {
     /// At most this many argon2 checks at once: each takes ~19 MiB and tens of milliseconds.
     verifying: Arc<tokio::sync::Semaphore>,
     /// Compared against when the user name is unknown, so that the answer takes as long.
-    dummy_hash: String,
+    dummy_hash: std::sync::OnceLock<String>,
     history: Mutex<history::History>,
     audit: audit::Audit,
     /// Live pages open at once (each a task refreshing every second).
     streams: Arc<tokio::sync::Semaphore>,
     /// Live pages open per session token.
-    session_streams: Mutex<std::collections::HashMap<String, usize>>,
+    session_streams: Arc<http::PerKey<String>>,
     counters: metrics::WebCounters,
     /// Set when the daemon starts shutting down.
     closing: std::sync::atomic::AtomicBool,
@@ -100,6 +100,14 @@ fn read_token(cfg: &WebConfig) -> Result<Option<String>, String> {
 }
 
 impl State {
+    /// An argon2id hash of a random password: an unknown user's password is checked against
+    /// it, so that the answer takes as long as for a known user.
+    fn dummy_hash(&self) -> String {
+        self.dummy_hash
+            .get_or_init(|| auth::hash_password(&auth::token()).unwrap_or_default())
+            .clone()
+    }
+
     fn cfg(&self) -> Arc<WebConfig> {
         self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -127,9 +135,6 @@ impl Web {
     ) -> Result<(Web, http::Listener), String> {
         let metrics_token = read_token(cfg)?;
         let listener = http::Listener::bind(cfg).await?;
-        let dummy_hash = tokio::task::spawn_blocking(|| auth::hash_password(&auth::token()))
-            .await
-            .map_err(|e| e.to_string())??;
         let state = Arc::new(State {
             backend,
             info,
@@ -138,11 +143,11 @@ impl Web {
             sessions: Mutex::default(),
             limiter: Mutex::default(),
             verifying: Arc::new(tokio::sync::Semaphore::new(2)),
-            dummy_hash,
+            dummy_hash: std::sync::OnceLock::new(),
             history: Mutex::default(),
             audit: audit::Audit::new(cfg.audit_log.clone()),
             streams: Arc::new(tokio::sync::Semaphore::new(64)),
-            session_streams: Mutex::default(),
+            session_streams: http::PerKey::new(pages::STREAMS_PER_SESSION),
             counters: metrics::WebCounters::default(),
             closing: Default::default(),
             metrics_token: RwLock::new(metrics_token),
@@ -150,8 +155,13 @@ impl Web {
         Ok((Web { state }, listener))
     }
 
-    /// Serves the listener and samples the history; the tasks end with the runtime.
+    /// Serves the listener and samples the history; the tasks end with the runtime. The dummy
+    /// hash is made off the start-up path, before the first login is likely to need it.
     pub fn spawn(&self, listener: http::Listener) {
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            st.dummy_hash();
+        });
         tokio::spawn(http::serve(self.state.clone(), listener));
         tokio::spawn(history::sample(self.state.clone()));
     }

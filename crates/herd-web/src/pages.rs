@@ -202,38 +202,7 @@ pub async fn page(st: &Arc<State>, req: &Req) -> Resp {
 }
 
 /// Live pages one session may have open at once (so that one user cannot take them all).
-const STREAMS_PER_SESSION: usize = 8;
-
-/// One live page of a session, counted while it lives.
-struct SessionStreams(Arc<State>, String);
-
-impl SessionStreams {
-    fn take(st: &Arc<State>, token: &str) -> Option<SessionStreams> {
-        let mut m = st.session_streams.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(token.to_string()).or_default();
-        if *n >= STREAMS_PER_SESSION {
-            return None;
-        }
-        *n += 1;
-        Some(SessionStreams(st.clone(), token.to_string()))
-    }
-}
-
-impl Drop for SessionStreams {
-    fn drop(&mut self) {
-        let mut m = self
-            .0
-            .session_streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
+pub(crate) const STREAMS_PER_SESSION: usize = 8;
 
 /// `GET /events?page=NAME`: the page's live region, re-rendered every second, as server-sent
 /// events named `live`. Ends when the session does.
@@ -244,7 +213,7 @@ pub async fn events(st: &Arc<State>, req: &Req) -> Resp {
     let Some(page) = req.param("page").and_then(|p| Page::from_name(&p)) else {
         return http::full(StatusCode::BAD_REQUEST, "text/plain", "unknown page\n");
     };
-    let Some(mine) = SessionStreams::take(st, &token) else {
+    let Some(mine) = st.session_streams.take(&token) else {
         return http::full(
             StatusCode::TOO_MANY_REQUESTS,
             "text/plain",

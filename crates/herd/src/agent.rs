@@ -224,16 +224,12 @@ pub fn spawn_node_watch(agent: &Arc<Agent>, port: u16, cache: NodeCache) {
                                 error: String::new(),
                                 checked_ms,
                             },
-                            Err(o) => herd_core::api::NodeStatus {
-                                name: t.name,
-                                address: t.addr,
-                                up: false,
-                                version: None,
-                                uptime_secs: None,
-                                load: None,
-                                error: o.problem().unwrap_or_default(),
+                            Err(o) => herd_core::api::NodeStatus::unanswered(
+                                t.name,
+                                t.addr,
+                                o.problem().unwrap_or_default(),
                                 checked_ms,
-                            },
+                            ),
                         }
                     })
                 })

@@ -222,15 +222,13 @@ impl Daemon {
             .cluster
             .nodes
             .keys()
-            .map(|n| herd_core::api::NodeStatus {
-                name: n.clone(),
-                address: cfg.cluster.agent_address(n, cfg.agent.port),
-                up: false,
-                version: None,
-                uptime_secs: None,
-                load: None,
-                error: why.to_string(),
-                checked_ms: 0,
+            .map(|n| {
+                herd_core::api::NodeStatus::unanswered(
+                    n.clone(),
+                    cfg.cluster.agent_address(n, cfg.agent.port),
+                    why.to_string(),
+                    0,
+                )
             })
             .collect();
         Response::Nodes { this: None, nodes }
@@ -373,7 +371,7 @@ impl Daemon {
                 .resume(instances)
                 .map(|instances| Response::HaChanged { instances })
                 .map_err(invalid),
-            Request::ExportConfig => {
+            Request::ExportConfig { redact } => {
                 let mut cfg = self
                     .config
                     .lock()
@@ -381,6 +379,9 @@ impl Daemon {
                     .clone();
                 let lb: LbConfig = self.table().to_config(&cfg.lb);
                 cfg.lb = lb;
+                if redact {
+                    cfg.redact_secrets();
+                }
                 Ok(Response::Config {
                     toml: cfg.to_toml(),
                 })

@@ -446,6 +446,20 @@ impl Config {
         }
     }
 
+    /// Replaces its secrets — login hashes, VRRPv2 passwords — by a note, for showing it where
+    /// the file itself is not readable (the web).
+    pub fn redact_secrets(&mut self) {
+        const NOTE: &str = "(redacted; see the config file)";
+        for u in self.web.iter_mut().flat_map(|w| &mut w.users) {
+            u.password = NOTE.to_string();
+        }
+        for i in &mut self.vrrp.instances {
+            if i.auth_pass.is_some() {
+                i.auth_pass = Some(NOTE.to_string());
+            }
+        }
+    }
+
     /// Renders the config as TOML that [`Config::parse`] reads back to an equal config.
     pub fn to_toml(&self) -> String {
         let file = FileOut {
@@ -1080,6 +1094,19 @@ hash-port = true
 
     const HASH: &str =
         "$argon2id$v=19$m=19456,t=2,p=1$oHjFL8CY0WImNjp2Eu+MyA$HRNYyKlzlxaL6Kx8OuDstOAH8CC25m2jYibKg/kuEsc";
+
+    #[test]
+    fn secrets_are_redacted_on_request() {
+        let src = format!("[web.user.ann]\npassword = \"{HASH}\"\nrole = \"admin\"\n");
+        let mut cfg = Config::parse("w.toml", &src).unwrap();
+        cfg.redact_secrets();
+        let out = cfg.to_toml();
+        assert!(!out.contains("argon2id"), "{out}");
+        assert!(
+            out.contains("password = \"(redacted; see the config file)\""),
+            "{out}"
+        );
+    }
 
     #[test]
     fn the_web_section_parses_round_trips_and_names_its_errors() {

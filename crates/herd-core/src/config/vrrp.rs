@@ -823,5 +823,17 @@ vips = ["10.0.0.100/24", "10.0.0.101"]
         .unwrap();
         assert_eq!(cfg.vrrp.instances[0].interval_cs(), 100);
         assert_eq!(cfg.vrrp.instances[0].auth_pass.as_deref(), Some("secret"));
+        // Shown through the web, the password is not.
+        let mut shown = cfg.clone();
+        shown.redact_secrets();
+        let out = shown.to_toml();
+        assert!(
+            !out.contains("s3cret") && !out.contains("\"secret\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("auth-pass = \"(redacted; see the config file)\""),
+            "{out}"
+        );
     }
 }

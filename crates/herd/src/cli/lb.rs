@@ -221,7 +221,8 @@ fn exec(cmd: Cmd, socket: &Option<PathBuf>) -> Result<(), u8> {
             return Ok(());
         }
         Cmd::Save { file } => {
-            let Response::Config { toml } = call(socket, &Request::ExportConfig)? else {
+            let Response::Config { toml } = call(socket, &Request::ExportConfig { redact: false })?
+            else {
                 return Err(exit::SOFTWARE);
             };
             return save(&file, &toml);

@@ -57,7 +57,12 @@ fn add(a: AddArgs) -> Result<(), u8> {
     // Before asking for a password: the file must be there, valid, and without that user.
     let original = match &a.config {
         Some(path) => {
-            let cfg = Config::load(path).map_err(|e| {
+            // Read once: checked here, appended to below.
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                eprintln!("herd: cannot read {}: {e}", path.display());
+                exit::CONFIG
+            })?;
+            let cfg = Config::parse(&path.display().to_string(), &text).map_err(|e| {
                 eprintln!("{e}");
                 exit::CONFIG
             })?;
@@ -75,10 +80,7 @@ fn add(a: AddArgs) -> Result<(), u8> {
                 );
                 return Err(exit::DATAERR);
             }
-            Some(std::fs::read_to_string(path).map_err(|e| {
-                eprintln!("herd: cannot read {}: {e}", path.display());
-                exit::CONFIG
-            })?)
+            Some((text, cfg.web.is_some()))
         }
         None => None,
     };
@@ -95,13 +97,12 @@ fn add(a: AddArgs) -> Result<(), u8> {
         "[web.user.{}]\npassword = \"{hash}\"\nrole = \"{role}\"\n",
         toml_key(&a.name)
     );
-    let (Some(path), Some(mut text)) = (a.config, original) else {
+    let (Some(path), Some((mut text, had_web))) = (a.config, original) else {
         print!("{table}");
         return Ok(());
     };
     // The file itself, not a symlink to it (the rename replaces what it names).
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    let had_web = Config::load(&path).is_ok_and(|c| c.web.is_some());
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
