@@ -141,6 +141,35 @@ fn dashboard_login_and_drain_in_headless_chromium() {
     demo.wait_timeout(Duration::from_secs(10));
 }
 
+/// The text of an element of the page. The live region is replaced every second by design, so
+/// an element found may be gone by the time it is read: then it is looked up again.
+async fn live_text(c: &fantoccini::Client, css: &str) -> String {
+    for _ in 0..50 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                return t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: not found or never readable");
+}
+
+/// Clicks an element of the page, looking it up again if the live region replaced it.
+async fn live_click(c: &fantoccini::Client, css: &str) {
+    for _ in 0..50 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            match e.click().await {
+                Ok(()) => return,
+                Err(e) if e.is_stale_element_reference() => {}
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: not found or never clickable");
+}
+
 /// The browser's part; returns screenshots of the services page (desktop) and of the overview
 /// on a phone-sized screen.
 async fn drive(
@@ -185,13 +214,7 @@ async fn drive(
             c.source().await.unwrap_or_default()
         );
     }
-    let text = c
-        .find(Locator::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = live_text(c, "main").await;
     assert!(text.contains("demo-web") && text.contains("1 up"), "{text}");
 
     // The virtual service and its three real servers.
@@ -202,13 +225,7 @@ async fn drive(
         .for_element(Locator::Css(&sel("127.0.0.11:8080", "td")))
         .await
         .unwrap();
-    let head = c
-        .find(Locator::Css("section.svc h2"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let head = live_text(c, "section.svc h2").await;
     assert!(head.contains("TCP 127.0.0.100:8080 wrr"), "{head}");
     let rows = c
         .find_all(Locator::Css("table.reals tbody tr"))
@@ -220,28 +237,18 @@ async fn drive(
         ("127.0.0.12:8080", "2"),
         ("127.0.0.13:8080", "3"),
     ] {
-        let w = c
-            .find(Locator::Css(&sel(real, "td.weight")))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let w = live_text(c, &sel(real, "td.weight")).await;
         assert_eq!(w, weight, "{real}");
     }
 
     // Drain node01: the button asks for confirmation, we accept.
     tally("127.0.0.100:8080".parse().unwrap(), 12);
     let before = conns(sock);
-    c.find(Locator::Css(&sel(
-        "127.0.0.11:8080",
-        "form[data-confirm^=\"Drain\"] button",
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    live_click(
+        c,
+        &sel("127.0.0.11:8080", "form[data-confirm^=\"Drain\"] button"),
+    )
+    .await;
     let deadline = Instant::now() + wait;
     while c.accept_alert().await.is_err() {
         assert!(Instant::now() < deadline, "no confirmation dialog");
@@ -260,13 +267,7 @@ async fn drive(
         notice.contains("Done: Drain real server 127.0.0.11:8080 of TCP 127.0.0.100:8080"),
         "{notice}"
     );
-    let state = c
-        .find(Locator::Css(&sel("127.0.0.11:8080", "td.state")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let state = live_text(c, &sel("127.0.0.11:8080", "td.state")).await;
     assert!(state.contains("draining"), "{state}");
 
     // Through the director: node01 takes no new connections, the others take them all.
@@ -289,13 +290,7 @@ async fn drive(
     let want = after["127.0.0.13:8080"].to_string();
     let deadline = Instant::now() + wait;
     loop {
-        let shown = c
-            .find(Locator::Css(&sel("127.0.0.13:8080", "td.conns")))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let shown = live_text(c, &sel("127.0.0.13:8080", "td.conns")).await;
         if shown == want {
             break;
         }
@@ -305,13 +300,7 @@ async fn drive(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let live = c
-        .find(Locator::Css("#conn"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let live = live_text(c, "#conn").await;
     assert_eq!(live, "live");
     let desktop = c.screenshot().await.unwrap();
 
