@@ -579,34 +579,42 @@ impl Service {
     /// address. `Quiesced` and `Removed` both stop new connections (open ones continue);
     /// `Removed` also hides the server from listings and drops its persistence templates.
     pub fn set_health(&self, addr: SocketAddr, health: RealHealth) -> bool {
-        let mut inner = self.lock();
-        let Some(d) = inner.dests.iter_mut().find(|d| d.dest.addr == addr) else {
-            return false;
-        };
-        if d.health == health {
-            return true;
-        }
-        d.health = health;
-        if health != RealHealth::Up {
-            inner.templates.retain(|_, t| t.dest != addr);
-        }
-        inner.refresh_sched();
-        true
+        self.set_state(addr, |d| {
+            (d.health != health).then(|| {
+                d.health = health;
+                health != RealHealth::Up
+            })
+        })
     }
 
     /// Sets what an operator says about a real server; false if there is none at this address.
     /// Anything but `Enabled` stops new connections, persistent clients' too (their templates
     /// go); open connections continue.
     pub fn set_admin(&self, addr: SocketAddr, state: AdminState) -> bool {
+        self.set_state(addr, |d| {
+            (d.admin != state).then(|| {
+                d.admin = state;
+                state != AdminState::Enabled
+            })
+        })
+    }
+
+    /// Changes a real server's health or operator state with `change`, which says whether it
+    /// changed anything (`None`: no) and whether the server now stops taking new connections
+    /// (its persistence templates go then); false if there is no real server at `addr`.
+    fn set_state(
+        &self,
+        addr: SocketAddr,
+        change: impl FnOnce(&mut DestEntry) -> Option<bool>,
+    ) -> bool {
         let mut inner = self.lock();
         let Some(d) = inner.dests.iter_mut().find(|d| d.dest.addr == addr) else {
             return false;
         };
-        if d.admin == state {
+        let Some(stops) = change(d) else {
             return true;
-        }
-        d.admin = state;
-        if state != AdminState::Enabled {
+        };
+        if stops {
             inner.templates.retain(|_, t| t.dest != addr);
         }
         inner.refresh_sched();

@@ -135,6 +135,35 @@ impl Cluster {
     pub fn pki(&self, file: &str) -> String {
         self.dir.path("pki").join(file).display().to_string()
     }
+
+    /// To talk to node `node`'s agent in a test's own words: a runtime, the TLS config of the
+    /// certificate `who` (`admin`, `node01`, …) and the node as a target.
+    pub fn raw_client(
+        &self,
+        who: &str,
+        node: u8,
+    ) -> (
+        tokio::runtime::Runtime,
+        std::sync::Arc<rustls::ClientConfig>,
+        herd_agent::client::Target,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tls = herd_agent::tls::client_config(&herd_agent::tls::Files {
+            ca: self.dir.path("pki/ca.crt"),
+            cert: self.dir.path(&format!("pki/{who}.crt")),
+            key: self.dir.path(&format!("pki/{who}.key")),
+        })
+        .unwrap();
+        let target = herd_agent::client::Target {
+            rank: 0,
+            name: format!("node{node:02}"),
+            addr: format!("{}:2875", self.net.ip(node)),
+        };
+        (rt, tls, target)
+    }
 }
 
 pub fn kill(d: &mut Daemon) {

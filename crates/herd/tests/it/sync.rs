@@ -272,21 +272,7 @@ fn an_interrupted_push_leaves_no_partial_file_and_traversal_is_refused() {
     assert_eq!(fs::read(dst.join("big")).unwrap(), b"the old version\n");
 
     // A manifest with a path out of the destination: the agent refuses the whole sync.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let tls = herd_agent::tls::client_config(&herd_agent::tls::Files {
-        ca: c.dir.path("pki/ca.crt"),
-        cert: c.dir.path("pki/admin.crt"),
-        key: c.dir.path("pki/admin.key"),
-    })
-    .unwrap();
-    let target = herd_agent::client::Target {
-        rank: 0,
-        name: "node01".into(),
-        addr: format!("{}:2875", c.net.ip(1)),
-    };
+    let (rt, tls, target) = c.raw_client("admin", 1);
     let evil = b"{\"path\":\"\",\"type\":\"dir\",\"mode\":493,\"uid\":0,\"gid\":0,\"mtime\":0,\"mtime-nsec\":0}\n\
 {\"path\":\"../escape\",\"type\":\"file\",\"size\":1,\"mode\":420,\"uid\":0,\"gid\":0,\"mtime\":0,\"mtime-nsec\":0}\n"
         .to_vec();
@@ -526,21 +512,7 @@ fn modules_are_pulled_as_allowed_pushed_into_as_writable_and_on_schedule() {
     // outside) gets none of it: the agent sends only the manifest's regular files.
     let asked = {
         use herd_agent::frame::{Frame, FrameReader, Kind};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let tls = herd_agent::tls::client_config(&herd_agent::tls::Files {
-            ca: c.dir.path("pki/ca.crt"),
-            cert: c.dir.path("pki/node01.crt"),
-            key: c.dir.path("pki/node01.key"),
-        })
-        .unwrap();
-        let node03 = herd_agent::client::Target {
-            rank: 0,
-            name: "node03".into(),
-            addr: format!("{}:2875", c.net.ip(3)),
-        };
+        let (rt, tls, node03) = c.raw_client("node01", 3);
         rt.block_on(async {
             let stream = herd_agent::client::connect(tls, &node03, Duration::from_secs(5))
                 .await
