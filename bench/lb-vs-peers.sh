@@ -21,6 +21,7 @@ declare -A VIP=(
     [herd]=127.0.0.21:8080
     [haproxy]=127.0.0.22:8080
     [nginx]=127.0.0.23:8080
+    [herd-b]=127.0.0.24:8080 # a second herd (another build or settings), for A/B runs
     [direct]=127.0.0.11:8081 # reference row: wrk straight at one backend, no load balancer
 )
 APT_LINE="apt-get update && apt-get install -y nginx-light libnginx-mod-stream haproxy wrk"
@@ -81,6 +82,9 @@ Environment:
   HERD=PATH         use this herd binary instead of building it (cargo build --release -p herd)
   DURATION, ROUNDS, CONNS, WARMUP (s, default 1), BACKEND_WORKERS (default 1),
   HERD_IDLE_POLL=10us   herd's lb.idle-poll ("0": workers sleep as soon as they are idle)
+  HERD_B=PATH, HERD_B_ENV="VAR=VALUE ..."   the target herd-b (--lbs haproxy,herd,herd-b): a
+                    second herd on its own VIP, by default the same binary; HERD_B_ENV is
+                    its environment. The summary adds herd-b/herd ratios (an A/B run)
   OTHER_LIMIT=20, RETRIES=2   a run during which other processes took more than OTHER_LIMIT %
                     of one CPU is measured again, at most RETRIES times
   CPU_LB, CPU_WRK, CPU_BACKENDS=LIST   taskset -c LIST for each part ("" = not pinned)
@@ -128,7 +132,7 @@ is_uint "$BACKEND_WORKERS" || die "BACKEND_WORKERS must be a positive integer"
 
 IFS=, read -r -a LB_LIST <<<"$LBS"
 for lb in "${LB_LIST[@]}"; do
-    case "$lb" in haproxy | nginx | herd) ;; *) die "unknown load balancer '$lb' in --lbs (haproxy, nginx, herd)" ;; esac
+    case "$lb" in haproxy | nginx | herd | herd-b) ;; *) die "unknown load balancer '$lb' in --lbs (haproxy, nginx, herd, herd-b)" ;; esac
 done
 [ "${#LB_LIST[@]}" -gt 0 ] || die "--lbs is empty"
 IFS=, read -r -a MODE_LIST <<<"$MODES"
@@ -345,7 +349,7 @@ child_ticks() {
 
 # --- herd binary ---
 HERD_BIN=
-if has_lb herd; then
+if has_lb herd || has_lb herd-b; then
     if [ -n "${HERD:-}" ]; then
         HERD_BIN=$HERD
         [ -x "$HERD_BIN" ] || die "HERD=$HERD_BIN is not an executable file"
@@ -361,6 +365,13 @@ if has_lb herd; then
         [ -x "$HERD_BIN" ] || HERD_BIN=$REPO_ROOT/target/release/herd
         [ -x "$HERD_BIN" ] || die "built herd but cannot find target/release/herd"
     fi
+fi
+HERD_B_BIN=${HERD_B:-$HERD_BIN}
+if has_lb herd-b; then
+    [ -x "$HERD_B_BIN" ] || die "HERD_B=$HERD_B_BIN is not an executable file"
+    for kv in ${HERD_B_ENV:-}; do
+        [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "HERD_B_ENV: '$kv' is not VAR=VALUE"
+    done
 fi
 
 # --- ports ---
@@ -448,7 +459,8 @@ stream {
 }
 EOF
 
-cat >"$TMP/herd.toml" <<EOF
+herd_config() { # vip
+    cat <<EOF
 [daemon]
 drain-timeout = "1s"
 log-level = "warn"
@@ -456,7 +468,7 @@ log-level = "warn"
 workers = 1
 idle-poll = "$HERD_IDLE_POLL"
 [[lb.service]]
-address = "${VIP[herd]}"
+address = "$1"
 scheduler = "rr"
   [[lb.service.real]]
   address = "$BE1"
@@ -468,6 +480,9 @@ scheduler = "rr"
   address = "$BE3"
   weight = 1
 EOF
+}
+herd_config "${VIP[herd]}" >"$TMP/herd.toml"
+herd_config "${VIP[herd-b]}" >"$TMP/herd-b.toml"
 
 # --- versions ---
 # The first line of a command's output. No `| head`: head exiting early would SIGPIPE the
@@ -489,6 +504,7 @@ echo "  $V_HAPROXY"
 echo "  $V_NGINX"
 echo "  $V_WRK"
 echo "  herd: $V_HERD${HERD_BIN:+ ($HERD_BIN)}"
+has_lb herd-b && echo "  herd-b: $(first_line "$HERD_B_BIN" --version) ($HERD_B_BIN)${HERD_B_ENV:+, environment: $HERD_B_ENV}"
 echo "  kernel: $V_KERNEL, $NCPU CPUs"
 echo "settings: rounds=$ROUNDS duration=${DURATION}s conns=$CONNS wrk -t1, backend nginx workers=$BACKEND_WORKERS, herd idle-poll=$HERD_IDLE_POLL, cpus: $PINNING"
 
@@ -523,6 +539,14 @@ if has_lb herd; then
     spawn herd "$CPU_LB" "$TMP/herd.log" "$HERD_BIN" daemon --config "$TMP/herd.toml" --socket "$TMP/herd.sock"
     wait_accepts herd "${VIP[herd]}" "$TMP/herd.log"
     check_lb herd "${VIP[herd]}" "$TMP/herd.log"
+fi
+if has_lb herd-b; then
+    "$HERD_B_BIN" config validate "$TMP/herd-b.toml" >"$TMP/herd-b.validate.log" 2>&1 ||
+        fail "herd-b rejects the config" "$TMP/herd-b.validate.log"
+    # shellcheck disable=SC2086 # HERD_B_ENV is a list of VAR=VALUE words
+    spawn herd-b "$CPU_LB" "$TMP/herd-b.log" env ${HERD_B_ENV:-} "$HERD_B_BIN" daemon --config "$TMP/herd-b.toml" --socket "$TMP/herd-b.sock"
+    wait_accepts herd-b "${VIP[herd-b]}" "$TMP/herd-b.log"
+    check_lb herd-b "${VIP[herd-b]}" "$TMP/herd-b.log"
 fi
 
 TARGETS=()
@@ -578,7 +602,7 @@ alive_or_fail() { # target [more log files to show]
     local logf rc
     case "$t" in
     backends) logf=$TMP/backends.error.log ;; haproxy) logf=$TMP/haproxy.log ;;
-    nginx) logf=$TMP/nginx-stream.error.log ;; herd) logf=$TMP/herd.log ;;
+    nginx) logf=$TMP/nginx-stream.error.log ;; herd | herd-b) logf=$TMP/$t.log ;;
     esac
     kill -0 "${PID[$t]}" 2>/dev/null || {
         wait "${PID[$t]}" 2>/dev/null && rc=0 || rc=$?
@@ -703,6 +727,24 @@ paired_ratio() { # mode a b column
             printf "%.2f\n", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
         }' "$RESULTS"
 }
+# How the per-round ratios a/b of RESULTS column c spread: their middle half (25th to 75th
+# percentile) and in how many rounds a did better than b ("higher" or "lower" is better). Two
+# identical builds (herd against herd-b, an A/A run) show how wide this is from noise alone.
+paired_spread() { # mode a b column higher|lower
+    awk -F'\t' -v m="$1" -v a="$2" -v b="$3" -v c="$4" -v better="$5" '
+        function q(p,   i) { i = int(p * (n - 1) + 0.5) + 1; return v[i] }
+        $1 == m && $2 == a { x[$3] = $c } $1 == m && $2 == b { y[$3] = $c }
+        END {
+            n = 0; k = 0
+            for (r in x) if ((r in y) && y[r] + 0 > 0) {
+                v[++n] = x[r] / y[r]
+                if ((better == "higher" && x[r] + 0 > y[r] + 0) || (better == "lower" && x[r] + 0 < y[r] + 0)) k++
+            }
+            if (n == 0) { print "-"; exit }
+            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            printf "middle half x%.2f-x%.2f, %s in %d of %d rounds\n", q(0.25), q(0.75), better, k, n
+        }' "$RESULTS"
+}
 
 ROW='%-8s %10s %10s %6s %7s %7s %6s %9s %6s %7s %6s %10s %8s\n'
 echo
@@ -729,7 +771,13 @@ for mode in "${MODE_LIST[@]}"; do
     done
     if has_lb herd && has_lb haproxy; then
         echo "herd/HAProxy req/s: x$(ratio "$(field "$mode" herd 3)" "$ha_rps") (medians), x$(paired_ratio "$mode" herd haproxy 4) (median of per-round ratios), x$(ratio "$(field "$mode" herd 12)" "$(field "$mode" haproxy 12)") (best runs); higher is better for herd"
+        echo "                    per round: $(paired_spread "$mode" herd haproxy 4 higher)"
         echo "herd/HAProxy p99:   x$(ratio "$(field "$mode" herd 4)" "$ha_p99") (medians), x$(paired_ratio "$mode" herd haproxy 5) (median of per-round ratios); lower is better for herd"
+        echo "                    per round: $(paired_spread "$mode" herd haproxy 5 lower)"
+    fi
+    if has_lb herd && has_lb herd-b; then
+        echo "herd-b/herd req/s:  x$(ratio "$(field "$mode" herd-b 3)" "$(field "$mode" herd 3)") (medians), x$(paired_ratio "$mode" herd-b herd 4) (median of per-round ratios); $(paired_spread "$mode" herd-b herd 4 higher)"
+        echo "herd-b/herd p99:    x$(ratio "$(field "$mode" herd-b 4)" "$(field "$mode" herd 4)") (medians), x$(paired_ratio "$mode" herd-b herd 5) (median of per-round ratios); $(paired_spread "$mode" herd-b herd 5 lower)"
     fi
     echo
 done
