@@ -67,7 +67,8 @@ Options:
   --conns N         wrk connections (default $CONNS)
   --quick           1 round of 3 s (a smoke run, not a measurement)
   --json FILE       also write the results as JSON to FILE
-  --lbs LIST        load balancers to measure, comma-separated (default $LBS)
+  --lbs LIST        load balancers to measure, comma-separated: haproxy, nginx, herd,
+                    herd-b (default $LBS)
   --modes LIST      keepalive,close (default $MODES)
   --no-direct       skip the reference row (wrk straight at one backend)
   --no-pin          do not pin anything to CPUs (default: LB alone on CPU 1; wrk and the
