@@ -822,6 +822,21 @@ if [ -n "$JSON_OUT" ]; then
         done
         echo
         echo "  },"
+        if has_lb herd && has_lb herd-b; then
+            echo "  \"ratios_herd_b_over_herd\": {"
+            first=1
+            for mode in "${MODE_LIST[@]}"; do
+                [ "$first" = 1 ] || echo ","
+                first=0
+                rr=$(ratio "$(field "$mode" herd-b 3)" "$(field "$mode" herd 3)")
+                rp=$(ratio "$(field "$mode" herd-b 4)" "$(field "$mode" herd 4)")
+                pr=$(paired_ratio "$mode" herd-b herd 4)
+                pp=$(paired_ratio "$mode" herd-b herd 5)
+                printf '    "%s": {"rps": %s, "p99": %s, "rps_paired": %s, "p99_paired": %s}' "$mode" "${rr/-/null}" "${rp/-/null}" "${pr/-/null}" "${pp/-/null}"
+            done
+            echo
+            echo "  },"
+        fi
         echo "  \"runs\": ["
         awk -F'\t' -v tck="$CLK_TCK" '{
             printf "%s    {\"mode\": \"%s\", \"target\": \"%s\", \"round\": %s, \"rps\": %s, \"p99_ms\": %s, \"socket_errors\": %s, \"non2xx\": %s, \"requests\": %s, \"lb_cpu_s\": %s, \"box_cpu_pct\": %s, \"other_cpu_pct\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8, ($2 == "direct" ? "null" : sprintf("%.2f", $9 / tck)), $10, $11
