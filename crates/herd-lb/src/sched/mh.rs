@@ -663,7 +663,7 @@ mod tests {
     /// Prints the distribution behind `DISRUPTION_SHARES` (slow; run with `--ignored
     /// --nocapture`, preferably in release mode).
     #[test]
-    #[ignore]
+    #[ignore = "a measurement, not a check: cargo test --release -p herd-lb -- --ignored --nocapture measure_disruption"]
     fn measure_disruption() {
         let mut rng = crate::sched::SplitMix64::new(2);
         let mut shares = Vec::new();
