@@ -17,10 +17,15 @@ use crate::splice::{forward, read_ready, write_all, write_ready, Buf, Flow, Sock
 use crate::{OpenGuard, ServiceSlot, Shared};
 
 /// Most connections accepted per wake-up before the connections already accepted get to run
-/// (haproxy's `tune.maxaccept`). Accepting a deep backlog in one go queues every new client
-/// behind all the others: with 1000 clients in `Connection: close` mode, p99 was 150 ms without a
-/// cap and 200 ms with 16, against 25–45 ms with 4 (HAProxy: 22–50 ms on the same runs).
-const MAX_ACCEPT: usize = 4;
+/// (haproxy's `tune.maxaccept`, nginx's `multi_accept`).
+///
+/// Each accepted connection is started on the spot (see [`Accepted::start`]), so a wake-up
+/// forwards the requests of the whole backlog, in the order they arrived, before it turns to
+/// the connections already open. When the accept loop only spawned tasks, which then waited
+/// behind every task already queued, a cap of 4 was best (with 1000 clients in `Connection:
+/// close` mode, p99 was 150 ms without a cap and 200 ms with 16, against 25–45 ms with 4); with
+/// the start done here, 64 gives the tightest latencies (bench/README.md: 2026-12-06).
+const MAX_ACCEPT: usize = 64;
 
 /// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted.
 pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
@@ -45,11 +50,14 @@ pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: 
                         continue;
                     };
                     let svc = slot.current();
+                    let Some(accepted) = Accepted::start(fd, peer, vip, &svc) else {
+                        continue;
+                    };
                     let guard = OpenGuard::new(&shared);
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let _guard = guard;
-                        handle(fd, peer, vip, svc, &shared).await;
+                        handle(accepted, vip, svc, &shared).await;
                     });
                 }
                 Ok(Err(e)) if is_exhaustion(&e) => {
@@ -79,14 +87,24 @@ fn is_exhaustion(e: &io::Error) -> bool {
         .is_some_and(|n| exhausted.contains(&Errno::from_raw_os_error(n)))
 }
 
-/// Opens a non-blocking connection to `addr`, sends `first` (what the client has sent so far)
-/// and returns once the connection is established and `first` is on its way.
+/// A connection to a real server, opened and maybe not yet registered with the reactor.
+#[derive(Debug)]
+struct Opened {
+    fd: OwnedFd,
+    /// How much of the first bytes `send` took.
+    sent: usize,
+    /// The handshake is known to be complete (a `send` succeeded).
+    connected: bool,
+}
+
+/// Opens a non-blocking connection to `addr` and sends `first` (what the client has sent so
+/// far) as far as the socket takes it, without the reactor; [`Opened::settle`] does the rest.
 ///
 /// Over loopback and fast LANs the handshake often completes inside `connect(2)` itself, so
 /// the first bytes are sent at once: a `send` that succeeds proves the connection is up, and
 /// the round through the reactor to learn that (EPOLLOUT) is skipped. Only a `send` that
 /// answers `EAGAIN` (still connecting) or an empty `first` waits for EPOLLOUT.
-async fn connect_one(addr: SocketAddr, first: &[u8]) -> io::Result<Sock> {
+fn open(addr: SocketAddr, first: &[u8]) -> io::Result<Opened> {
     let family = if addr.is_ipv6() {
         AddressFamily::INET6
     } else {
@@ -103,13 +121,16 @@ async fn connect_one(addr: SocketAddr, first: &[u8]) -> io::Result<Sock> {
         Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
         Err(e) => return Err(e.into()),
     }
-    let mut rest = first;
-    let mut connected = false;
-    if !rest.is_empty() {
-        match rustix::net::send(&fd, rest, SendFlags::NOSIGNAL) {
+    let mut opened = Opened {
+        fd,
+        sent: 0,
+        connected: false,
+    };
+    if !first.is_empty() {
+        match rustix::net::send(&opened.fd, first, SendFlags::NOSIGNAL) {
             Ok(n) => {
-                rest = &rest[n..];
-                connected = true;
+                opened.sent = n;
+                opened.connected = true;
             }
             // Still in SYN_SENT.
             Err(rustix::io::Errno::AGAIN) => {}
@@ -117,60 +138,164 @@ async fn connect_one(addr: SocketAddr, first: &[u8]) -> io::Result<Sock> {
             Err(e) => return Err(e.into()),
         }
     }
-    let sock = crate::sys::register(fd)?;
-    if !connected {
-        let mut g = write_ready(&sock).await?;
-        // A failed connect reports EPOLLHUP (with EPOLLERR) alongside its EPOLLOUT, which the
-        // write readiness shows as "write closed"; only then is SO_ERROR worth a system call,
-        // to say why.
-        if g.ready().is_write_closed() {
-            return Err(match rustix::net::sockopt::socket_error(sock.get_ref())? {
-                Err(e) => e.into(),
-                Ok(()) => io::Error::from(io::ErrorKind::ConnectionRefused),
-            });
-        }
-        g.retain_ready();
-    }
-    write_all(&sock, rest).await?;
-    Ok(sock)
+    Ok(opened)
 }
 
-/// Connects to a real server and sends it `first`, trying others when a connect fails or
-/// times out, so the client never sees a dead real server while another one is available.
+impl Opened {
+    /// Registers the socket, waits for the handshake if `send` could not tell, and sends
+    /// what of `first` is left; returns once the connection is established and `first` is on
+    /// its way.
+    async fn settle(self, first: &[u8]) -> io::Result<Sock> {
+        let rest = &first[self.sent..];
+        let connected = self.connected;
+        let sock = crate::sys::register(self.fd)?;
+        if !connected {
+            let mut g = write_ready(&sock).await?;
+            // A failed connect reports EPOLLHUP (with EPOLLERR) alongside its EPOLLOUT, which the
+            // write readiness shows as "write closed"; only then is SO_ERROR worth a system call,
+            // to say why.
+            if g.ready().is_write_closed() {
+                return Err(match rustix::net::sockopt::socket_error(sock.get_ref())? {
+                    Err(e) => e.into(),
+                    Ok(()) => io::Error::from(io::ErrorKind::ConnectionRefused),
+                });
+            }
+            g.retain_ready();
+        }
+        write_all(&sock, rest).await?;
+        Ok(sock)
+    }
+}
+
+/// A new connection as the accept loop hands it to its task.
+#[derive(Debug)]
+struct Accepted {
+    client: OwnedFd,
+    peer: SocketAddr,
+    /// What the client had sent by the accept (`n` bytes); later the buffer the server's
+    /// reply is read into.
+    first: Buf,
+    n: usize,
+    /// When the client had sent something: the real server chosen for it, and the connection
+    /// to it opened with those bytes.
+    attempt: Option<Attempt>,
+    /// The PROXY protocol header followed by the client's bytes, once a real server needs it.
+    with_header: Option<Vec<u8>>,
+}
+
+/// A real server chosen for a connection, and the connection to it opened or failed.
+#[derive(Debug)]
+struct Attempt {
+    conn: Conn,
+    opened: io::Result<Opened>,
+}
+
+impl Accepted {
+    /// Starts a connection in the accept loop itself: reads what the client has sent, picks a
+    /// real server and opens the connection to it with those bytes. `None`: the client reset
+    /// the connection already, there is nothing to forward.
+    ///
+    /// Most clients send their request right after the handshake, so it is usually queued by
+    /// the time the connection is accepted. Doing this here, rather than in the connection's
+    /// task, forwards the requests of a whole backlog in the order they arrived before the
+    /// tasks already queued run; when the task did it, a new request waited behind all of
+    /// them, and on a CPU shared with the clients and the servers, for the next time slice
+    /// (bench/README.md, 2026-12-06). If the client has sent nothing yet, or speaks second,
+    /// the task waits for whoever speaks first. An end of stream read here is read again
+    /// there, as EOF stays readable.
+    fn start(
+        client: OwnedFd,
+        peer: SocketAddr,
+        vip: SocketAddr,
+        svc: &Arc<Service>,
+    ) -> Option<Accepted> {
+        let mut first = Buf::take();
+        let n = match rustix::net::recv(&client, first.get(), RecvFlags::empty()) {
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::AGAIN) => 0,
+            Err(_) => return None,
+        };
+        let mut with_header = None;
+        // No real server available: the task tries again and says so.
+        let attempt = (n > 0)
+            .then(|| svc.schedule(peer, vip, now_ms(), &[]).ok())
+            .flatten()
+            .map(|conn| {
+                let bytes = first_bytes(&conn, peer, vip, &first.get()[..n], &mut with_header);
+                let opened = open(conn.dest_addr(), bytes);
+                Attempt { conn, opened }
+            });
+        Some(Accepted {
+            client,
+            peer,
+            first,
+            n,
+            attempt,
+            with_header,
+        })
+    }
+}
+
+/// What goes to the real server first: the client's bytes, behind a PROXY protocol header if
+/// the real server wants one (built on first use, then kept for retries on other servers).
+fn first_bytes<'a>(
+    conn: &Conn,
+    peer: SocketAddr,
+    vip: SocketAddr,
+    client_bytes: &'a [u8],
+    with_header: &'a mut Option<Vec<u8>>,
+) -> &'a [u8] {
+    if !conn.proxy_protocol() {
+        return client_bytes;
+    }
+    with_header.get_or_insert_with(|| {
+        let mut v = Vec::with_capacity(64 + client_bytes.len());
+        encode_v2(peer, vip, Transport::Stream, &mut v);
+        v.extend_from_slice(client_bytes);
+        v
+    })
+}
+
+/// Connects to a real server and sends it the client's first bytes, trying others when a
+/// connect fails or times out, so the client never sees a dead real server while another one
+/// is available. `attempt` is one the accept loop started.
+#[allow(clippy::too_many_arguments)]
 async fn connect(
     svc: &Arc<Service>,
     peer: SocketAddr,
     vip: SocketAddr,
     timeout: Duration,
     client_bytes: &[u8],
+    with_header: &mut Option<Vec<u8>>,
+    mut attempt: Option<Attempt>,
     failed: &mut Vec<SocketAddr>,
 ) -> Option<(Conn, Sock)> {
-    // Built on first use: the PROXY header goes ahead of the client's bytes, in one send.
-    let mut with_header: Option<Vec<u8>> = None;
     loop {
-        let conn = match svc.schedule(peer, vip, now_ms(), failed) {
-            Ok(c) => c,
-            Err(_) => {
-                if failed.is_empty() {
-                    tracing::debug!(service = %svc.key(), "no real server available");
-                } else {
-                    tracing::warn!(service = %svc.key(), ?failed, "every available real server refused the connection");
+        let Attempt { conn, opened } = match attempt.take() {
+            Some(a) => a,
+            None => match svc.schedule(peer, vip, now_ms(), failed) {
+                Ok(conn) => {
+                    let bytes = first_bytes(&conn, peer, vip, client_bytes, with_header);
+                    let opened = open(conn.dest_addr(), bytes);
+                    Attempt { conn, opened }
                 }
-                return None;
-            }
+                Err(_) => {
+                    if failed.is_empty() {
+                        tracing::debug!(service = %svc.key(), "no real server available");
+                    } else {
+                        tracing::warn!(service = %svc.key(), ?failed, "every available real server refused the connection");
+                    }
+                    return None;
+                }
+            },
         };
         let addr = conn.dest_addr();
-        let first = if conn.proxy_protocol() {
-            with_header.get_or_insert_with(|| {
-                let mut v = Vec::with_capacity(64 + client_bytes.len());
-                encode_v2(peer, vip, Transport::Stream, &mut v);
-                v.extend_from_slice(client_bytes);
-                v
-            })
-        } else {
-            client_bytes
+        let bytes = first_bytes(&conn, peer, vip, client_bytes, with_header);
+        let settled = match opened {
+            Ok(o) => tokio::time::timeout(timeout, o.settle(bytes)).await,
+            Err(e) => Ok(Err(e)),
         };
-        match tokio::time::timeout(timeout, connect_one(addr, first)).await {
+        match settled {
             Ok(Ok(sock)) => return Some((conn, sock)),
             Ok(Err(e)) => {
                 tracing::debug!(real = %addr, error = %e, "connect failed; trying another real server")
@@ -184,26 +309,16 @@ async fn connect(
     }
 }
 
-async fn handle(
-    client: OwnedFd,
-    peer: SocketAddr,
-    vip: SocketAddr,
-    svc: Arc<Service>,
-    shared: &Shared,
-) {
+async fn handle(accepted: Accepted, vip: SocketAddr, svc: Arc<Service>, shared: &Shared) {
     let settings = shared.settings();
-    // Most clients send their request right after the handshake, so it is usually queued by
-    // the time the connection is accepted: read it now, before registering the socket, and
-    // send it with the connect. If nothing is there yet (or the client speaks second), the
-    // forwarding loop picks it up through the reactor as usual; an end of stream read here is
-    // read again there, as EOF stays readable.
-    let mut first = Buf::take();
-    let mut n = match rustix::net::recv(&client, first.get(), RecvFlags::empty()) {
-        Ok((n, _)) => n,
-        Err(rustix::io::Errno::AGAIN) => 0,
-        // Reset before anything happened: nothing to forward.
-        Err(_) => return,
-    };
+    let Accepted {
+        client,
+        peer,
+        mut first,
+        mut n,
+        mut attempt,
+        mut with_header,
+    } = accepted;
     // TCP_NODELAY comes from the listener: Linux copies it into accepted sockets.
     let Ok(client) = crate::sys::register(client) else {
         return;
@@ -222,6 +337,8 @@ async fn handle(
             vip,
             settings.connect_timeout,
             &first.get()[..n],
+            &mut with_header,
+            attempt.take(),
             &mut failed,
         )
         .await
@@ -377,6 +494,90 @@ mod tests {
     use rustix::io::Errno;
 
     use super::*;
+
+    /// A request that is already there when its connection is accepted is forwarded by the
+    /// accept loop itself; when that first connect is refused, the connection's task takes the
+    /// request to another real server, and the client never knows.
+    #[test]
+    fn the_accept_loop_starts_a_waiting_request_and_a_refused_connect_is_retried() {
+        use herd_core::api::service_spec;
+        use herd_core::model::{Forward, Protocol, RealSpec, SchedulerKind, ServiceKey};
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+
+        // Nothing listens on `dead` any more.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let live_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = live_listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = live_listener.accept().unwrap();
+            let mut req = [0u8; 5];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(b"pong:").unwrap();
+            s.write_all(&req).unwrap();
+        });
+        // fo picks the heaviest available real server: `dead` first, then `live`.
+        let real = |address, weight| RealSpec {
+            address,
+            weight,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            forward: Forward::Masq,
+        };
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let vip = front.local_addr().unwrap();
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address: vip,
+        };
+        let svc = Service::new(
+            service_spec(key, SchedulerKind::Fo),
+            &[real(dead, 2), real(live, 1)],
+            1,
+        );
+
+        let mut client = TcpStream::connect(vip).unwrap();
+        client.write_all(b"ping!").unwrap();
+        let (accepted, peer) = front.accept().unwrap();
+        // Wait for the request to be in the accepted socket's queue, as it usually is.
+        accepted.peek(&mut [0u8; 1]).unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let started = Accepted::start(OwnedFd::from(accepted), peer, vip, &svc).unwrap();
+        assert_eq!(started.n, 5);
+        let attempt = started
+            .attempt
+            .as_ref()
+            .expect("started in the accept loop");
+        assert_eq!(attempt.conn.dest_addr(), dead);
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        let shared = Arc::new(Shared::new(Settings {
+            timeouts: herd_core::model::Timeouts::default(),
+            connect_timeout: Duration::from_secs(2),
+            idle_poll: Duration::ZERO,
+        }));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                handle(started, vip, svc.clone(), &shared),
+            )
+            .await
+        })
+        .expect("the connection ends once both sides are done");
+        server.join().unwrap();
+        assert_eq!(reader.join().unwrap(), b"pong:ping!");
+    }
 
     #[test]
     fn only_resource_exhaustion_makes_accept_back_off() {
