@@ -222,7 +222,12 @@ pub struct Netns(pub String);
 impl Netns {
     pub fn new(test: &str) -> Netns {
         let name = format!("herd-t-{test}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A leftover of a crashed run under the same name; usually there is none, and `ip`
+        // would say so on stderr.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
