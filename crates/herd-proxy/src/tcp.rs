@@ -20,8 +20,9 @@ use crate::{OpenGuard, ServiceSlot, Shared};
 /// (haproxy's `tune.maxaccept`, nginx's `multi_accept`).
 ///
 /// Each accepted connection is started on the spot (see [`Accepted::start`]), so a wake-up
-/// forwards the requests of the whole backlog, in the order they arrived, before it turns to
-/// the connections already open. When the accept loop only spawned tasks, which then waited
+/// forwards the requests of up to this many queued connections, in the order they arrived
+/// (where the handshake with the real server completes inside `connect(2)`, as on loopback
+/// and fast LANs), before it turns to the connections already open. When the accept loop only spawned tasks, which then waited
 /// behind every task already queued, a cap of 4 was best (with 1000 clients in `Connection:
 /// close` mode, p99 was 150 ms without a cap and 200 ms with 16, against 25–45 ms with 4); with
 /// the start done here, 64 gives the tightest latencies (bench/README.md: 2026-12-06).
@@ -50,10 +51,12 @@ pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: 
                         continue;
                     };
                     let svc = slot.current();
+                    // Counted from before its request goes anywhere, so that a drain on
+                    // shutdown waits for it.
+                    let guard = OpenGuard::new(&shared);
                     let Some(accepted) = Accepted::start(fd, peer, vip, &svc) else {
                         continue;
                     };
-                    let guard = OpenGuard::new(&shared);
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let _guard = guard;
@@ -179,7 +182,7 @@ struct Accepted {
     /// When the client had sent something: the real server chosen for it, and the connection
     /// to it opened with those bytes.
     attempt: Option<Attempt>,
-    /// The PROXY protocol header followed by the client's bytes, once a real server needs it.
+    /// The PROXY protocol header followed by those bytes, if the real server needs it.
     with_header: Option<Vec<u8>>,
 }
 
@@ -258,7 +261,9 @@ fn first_bytes<'a>(
 
 /// Connects to a real server and sends it the client's first bytes, trying others when a
 /// connect fails or times out, so the client never sees a dead real server while another one
-/// is available. `attempt` is one the accept loop started.
+/// is available. `attempt` is one the accept loop started, `with_header` what it built for it
+/// from the same `client_bytes` (kept for the retries of this call only: the next call may
+/// have more client bytes).
 #[allow(clippy::too_many_arguments)]
 async fn connect(
     svc: &Arc<Service>,
@@ -266,7 +271,7 @@ async fn connect(
     vip: SocketAddr,
     timeout: Duration,
     client_bytes: &[u8],
-    with_header: &mut Option<Vec<u8>>,
+    mut with_header: Option<Vec<u8>>,
     mut attempt: Option<Attempt>,
     failed: &mut Vec<SocketAddr>,
 ) -> Option<(Conn, Sock)> {
@@ -275,7 +280,7 @@ async fn connect(
             Some(a) => a,
             None => match svc.schedule(peer, vip, now_ms(), failed) {
                 Ok(conn) => {
-                    let bytes = first_bytes(&conn, peer, vip, client_bytes, with_header);
+                    let bytes = first_bytes(&conn, peer, vip, client_bytes, &mut with_header);
                     let opened = open(conn.dest_addr(), bytes);
                     Attempt { conn, opened }
                 }
@@ -290,7 +295,7 @@ async fn connect(
             },
         };
         let addr = conn.dest_addr();
-        let bytes = first_bytes(&conn, peer, vip, client_bytes, with_header);
+        let bytes = first_bytes(&conn, peer, vip, client_bytes, &mut with_header);
         let settled = match opened {
             Ok(o) => tokio::time::timeout(timeout, o.settle(bytes)).await,
             Err(e) => Ok(Err(e)),
@@ -337,7 +342,7 @@ async fn handle(accepted: Accepted, vip: SocketAddr, svc: Arc<Service>, shared: 
             vip,
             settings.connect_timeout,
             &first.get()[..n],
-            &mut with_header,
+            with_header.take(),
             attempt.take(),
             &mut failed,
         )
@@ -495,69 +500,45 @@ mod tests {
 
     use super::*;
 
-    /// A request that is already there when its connection is accepted is forwarded by the
-    /// accept loop itself; when that first connect is refused, the connection's task takes the
-    /// request to another real server, and the client never knows.
-    #[test]
-    fn the_accept_loop_starts_a_waiting_request_and_a_refused_connect_is_retried() {
-        use herd_core::api::service_spec;
-        use herd_core::model::{Forward, Protocol, RealSpec, SchedulerKind, ServiceKey};
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
 
-        // Nothing listens on `dead` any more.
-        let dead = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
+    use herd_core::api::service_spec;
+    use herd_core::model::{Forward, Protocol, RealSpec, SchedulerKind, ServiceKey};
+
+    /// A loopback port that refuses connections: bound, not listening, and kept bound (so no
+    /// other socket can take it) while the returned socket lives.
+    fn refusing() -> (socket2::Socket, SocketAddr) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
             .unwrap();
-        let live_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let live = live_listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = live_listener.accept().unwrap();
-            let mut req = [0u8; 5];
-            s.read_exact(&mut req).unwrap();
-            s.write_all(b"pong:").unwrap();
-            s.write_all(&req).unwrap();
-        });
-        // fo picks the heaviest available real server: `dead` first, then `live`.
-        let real = |address, weight| RealSpec {
-            address,
-            weight,
-            upper_threshold: 0,
-            lower_threshold: 0,
-            forward: Forward::Masq,
-        };
-        let front = TcpListener::bind("127.0.0.1:0").unwrap();
-        let vip = front.local_addr().unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (s, addr)
+    }
+
+    /// A `fo` service (the heaviest available real server first) on `vip`.
+    fn fo(vip: SocketAddr, reals: &[(SocketAddr, u32)], proxy_protocol: bool) -> Arc<Service> {
         let key = ServiceKey {
             protocol: Protocol::Tcp,
             address: vip,
         };
-        let svc = Service::new(
-            service_spec(key, SchedulerKind::Fo),
-            &[real(dead, 2), real(live, 1)],
-            1,
-        );
+        let mut spec = service_spec(key, SchedulerKind::Fo);
+        spec.proxy_protocol = proxy_protocol;
+        let reals: Vec<RealSpec> = reals
+            .iter()
+            .map(|&(address, weight)| RealSpec {
+                address,
+                weight,
+                upper_threshold: 0,
+                lower_threshold: 0,
+                forward: Forward::Masq,
+            })
+            .collect();
+        Service::new(spec, &reals, 1)
+    }
 
-        let mut client = TcpStream::connect(vip).unwrap();
-        client.write_all(b"ping!").unwrap();
-        let (accepted, peer) = front.accept().unwrap();
-        // Wait for the request to be in the accepted socket's queue, as it usually is.
-        accepted.peek(&mut [0u8; 1]).unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let started = Accepted::start(OwnedFd::from(accepted), peer, vip, &svc).unwrap();
-        assert_eq!(started.n, 5);
-        let attempt = started
-            .attempt
-            .as_ref()
-            .expect("started in the accept loop");
-        assert_eq!(attempt.conn.dest_addr(), dead);
-
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).unwrap();
-            got
-        });
+    /// Runs a connection's task to its end (at most 10 s).
+    fn run(accepted: Accepted, vip: SocketAddr, svc: &Arc<Service>) {
         let shared = Arc::new(Shared::new(Settings {
             timeouts: herd_core::model::Timeouts::default(),
             connect_timeout: Duration::from_secs(2),
@@ -570,13 +551,183 @@ mod tests {
         rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                handle(started, vip, svc.clone(), &shared),
+                handle(accepted, vip, svc.clone(), &shared),
             )
             .await
         })
         .expect("the connection ends once both sides are done");
+    }
+
+    /// The listener clients connect to, and its address (the VIP).
+    fn front() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let vip = l.local_addr().unwrap();
+        (l, vip)
+    }
+
+    /// Accepts a connection as the accept loop does (non-blocking); with `request`, first
+    /// waits until the client's bytes are queued on it, as they usually are.
+    fn accept(l: &TcpListener, request: bool) -> (OwnedFd, SocketAddr) {
+        let (s, peer) = l.accept().unwrap();
+        if request {
+            s.peek(&mut [0u8; 1]).unwrap();
+        }
+        s.set_nonblocking(true).unwrap();
+        (OwnedFd::from(s), peer)
+    }
+
+    /// Connection counts of every real server of `svc`: (active, inactive).
+    fn counts(svc: &Service) -> Vec<(u32, u32)> {
+        svc.status()
+            .reals
+            .iter()
+            .map(|r| (r.active_conns, r.inactive_conns))
+            .collect()
+    }
+
+    /// A request that is already there when its connection is accepted is forwarded by the
+    /// accept loop itself, and the task carries on with that connection: the real server gets
+    /// the request exactly once, and the client gets the answer.
+    #[test]
+    fn the_accept_loop_forwards_a_waiting_request_and_the_task_carries_on() {
+        let live_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = live_listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = live_listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            s.write_all(b"pong").unwrap();
+            got
+        });
+        let (front, vip) = front();
+        let svc = fo(vip, &[(live, 1)], false);
+        let mut client = TcpStream::connect(vip).unwrap();
+        client.write_all(b"ping!").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let (fd, peer) = accept(&front, true);
+        let started = Accepted::start(fd, peer, vip, &svc).unwrap();
+        assert_eq!(started.n, 5);
+        let attempt = started
+            .attempt
+            .as_ref()
+            .expect("started in the accept loop");
+        assert_eq!(attempt.conn.dest_addr(), live);
+        assert!(attempt.opened.is_ok());
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        run(started, vip, &svc);
+        // Neither lost nor sent twice (the accept loop's `send` and the task's rest).
+        assert_eq!(server.join().unwrap(), b"ping!");
+        assert_eq!(reader.join().unwrap(), b"pong");
+        assert_eq!(counts(&svc), vec![(0, 0)]);
+    }
+
+    /// When the connect the accept loop started is refused, the connection's task takes the
+    /// request to another real server, and the client never knows.
+    #[test]
+    fn a_refused_connect_started_by_the_accept_loop_is_retried_elsewhere() {
+        let (_dead_socket, dead) = refusing();
+        let live_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = live_listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = live_listener.accept().unwrap();
+            let mut req = [0u8; 5];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(b"pong:").unwrap();
+            s.write_all(&req).unwrap();
+        });
+        let (front, vip) = front();
+        let svc = fo(vip, &[(dead, 2), (live, 1)], false);
+        let mut client = TcpStream::connect(vip).unwrap();
+        client.write_all(b"ping!").unwrap();
+        let (fd, peer) = accept(&front, true);
+        let started = Accepted::start(fd, peer, vip, &svc).unwrap();
+        let attempt = started
+            .attempt
+            .as_ref()
+            .expect("started in the accept loop");
+        assert_eq!(attempt.conn.dest_addr(), dead);
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        run(started, vip, &svc);
         server.join().unwrap();
         assert_eq!(reader.join().unwrap(), b"pong:ping!");
+        assert_eq!(counts(&svc), vec![(0, 0), (0, 0)]);
+    }
+
+    /// With the PROXY protocol, a request that arrives after the accept and is reset by the
+    /// first real server before any reply goes to the next one behind a header of its own,
+    /// with the client's bytes after it.
+    #[test]
+    fn a_late_request_reset_before_any_reply_is_retried_behind_a_proxy_header() {
+        use crate::proxy_protocol::decode_v2;
+        // Reads until the request is in, then resets the connection.
+        let resetting = TcpListener::bind("127.0.0.1:0").unwrap();
+        let first = resetting.local_addr().unwrap();
+        let resetter = std::thread::spawn(move || {
+            let (mut s, _) = resetting.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while !got.ends_with(b"ping!") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the request: {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        // Answers with the client address from the header and the bytes after it.
+        let answering = TcpListener::bind("127.0.0.1:0").unwrap();
+        let second = answering.local_addr().unwrap();
+        let answerer = std::thread::spawn(move || {
+            let (mut s, _) = answering.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            loop {
+                if let Some((client, _, len)) = decode_v2(&got) {
+                    if got.len() >= len + 5 {
+                        let reply = format!("{client} {}", String::from_utf8_lossy(&got[len..]));
+                        s.write_all(reply.as_bytes()).unwrap();
+                        return;
+                    }
+                }
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the request: {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+        });
+        let (front, vip) = front();
+        let svc = fo(vip, &[(first, 2), (second, 1)], true);
+        let mut client = TcpStream::connect(vip).unwrap();
+        let me = client.local_addr().unwrap();
+        let (fd, peer) = accept(&front, false);
+        // Nothing sent yet: the accept loop cannot start a connection.
+        let started = Accepted::start(fd, peer, vip, &svc).unwrap();
+        assert_eq!(started.n, 0);
+        assert!(started.attempt.is_none());
+
+        let talker = std::thread::spawn(move || {
+            client.write_all(b"ping!").unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        run(started, vip, &svc);
+        resetter.join().unwrap();
+        answerer.join().unwrap();
+        assert_eq!(
+            String::from_utf8(talker.join().unwrap()).unwrap(),
+            format!("{me} ping!")
+        );
     }
 
     #[test]
