@@ -17,16 +17,16 @@ use crate::splice::{forward, read_ready, write_all, write_ready, Buf, Flow, Sock
 use crate::{OpenGuard, ServiceSlot, Shared};
 
 /// Most connections accepted per wake-up before the connections already accepted get to run
-/// (haproxy's `tune.maxaccept`, nginx's `multi_accept`).
+/// (haproxy's `tune.maxaccept`). Accepting a deep backlog in one go queues every new client
+/// behind all the others: with 1000 clients in `Connection: close` mode, p99 was 150 ms without a
+/// cap and 200 ms with 16, against 25–45 ms with 4 (HAProxy: 22–50 ms on the same runs).
 ///
-/// Each accepted connection is started on the spot (see [`Accepted::start`]), so a wake-up
-/// forwards the requests of up to this many queued connections, in the order they arrived
-/// (where the handshake with the real server completes inside `connect(2)`, as on loopback
-/// and fast LANs), before it turns to the connections already open. When the accept loop only spawned tasks, which then waited
-/// behind every task already queued, a cap of 4 was best (with 1000 clients in `Connection:
-/// close` mode, p99 was 150 ms without a cap and 200 ms with 16, against 25–45 ms with 4); with
-/// the start done here, 64 gives the tightest latencies (bench/README.md: 2026-12-06).
-const MAX_ACCEPT: usize = 64;
+/// Tried and not kept: starting each accepted connection in the accept loop itself (reading
+/// the request, scheduling, connecting, sending), up to 64 per wake-up, as nginx does. It
+/// narrowed the latencies of new connections when the proxy shares its CPU with clients and
+/// servers, but keep-alive connections on the same worker lost to a stream of new ones:
+/// their p99 rose by 7–63% and their share of requests fell (bench/README.md, 2026-12-06).
+const MAX_ACCEPT: usize = 4;
 
 /// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted.
 pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
@@ -51,16 +51,13 @@ pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: 
                         continue;
                     };
                     let svc = slot.current();
-                    // Counted from before its request goes anywhere, so that a drain on
-                    // shutdown waits for it.
                     let guard = OpenGuard::new(&shared);
-                    let Some(accepted) = Accepted::start(fd, peer, vip, &svc) else {
-                        continue;
-                    };
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let _guard = guard;
-                        handle(accepted, vip, svc, &shared).await;
+                        if let Some(started) = Started::start(fd, peer, vip, &svc) {
+                            handle(started, vip, svc, &shared).await;
+                        }
                     });
                 }
                 Ok(Err(e)) if is_exhaustion(&e) => {
@@ -170,9 +167,9 @@ impl Opened {
     }
 }
 
-/// A new connection as the accept loop hands it to its task.
+/// A new connection after its first, synchronous steps ([`Started::start`]).
 #[derive(Debug)]
-struct Accepted {
+struct Started {
     client: OwnedFd,
     peer: SocketAddr,
     /// What the client had sent by the accept (`n` bytes); later the buffer the server's
@@ -193,25 +190,22 @@ struct Attempt {
     opened: io::Result<Opened>,
 }
 
-impl Accepted {
-    /// Starts a connection in the accept loop itself: reads what the client has sent, picks a
-    /// real server and opens the connection to it with those bytes. `None`: the client reset
-    /// the connection already, there is nothing to forward.
+impl Started {
+    /// The first thing a connection's task does: reads what the client has sent, picks a real
+    /// server and opens the connection to it with those bytes, all before the client socket
+    /// is registered with the reactor ([`handle`] goes on from there). `None`: the client
+    /// reset the connection already, there is nothing to forward.
     ///
     /// Most clients send their request right after the handshake, so it is usually queued by
-    /// the time the connection is accepted. Doing this here, rather than in the connection's
-    /// task, forwards the requests of a whole backlog in the order they arrived before the
-    /// tasks already queued run; when the task did it, a new request waited behind all of
-    /// them, and on a CPU shared with the clients and the servers, for the next time slice
-    /// (bench/README.md, 2026-12-06). If the client has sent nothing yet, or speaks second,
-    /// the task waits for whoever speaks first. An end of stream read here is read again
-    /// there, as EOF stays readable.
+    /// the time the connection is accepted, and goes out with the connect. If the client has
+    /// sent nothing yet, or speaks second, the task waits for whoever speaks first. An end of
+    /// stream read here is read again there, as EOF stays readable.
     fn start(
         client: OwnedFd,
         peer: SocketAddr,
         vip: SocketAddr,
         svc: &Arc<Service>,
-    ) -> Option<Accepted> {
+    ) -> Option<Started> {
         let mut first = Buf::take();
         let n = match rustix::net::recv(&client, first.get(), RecvFlags::empty()) {
             Ok((n, _)) => n,
@@ -228,7 +222,7 @@ impl Accepted {
                 let opened = open(conn.dest_addr(), bytes);
                 Attempt { conn, opened }
             });
-        Some(Accepted {
+        Some(Started {
             client,
             peer,
             first,
@@ -261,7 +255,7 @@ fn first_bytes<'a>(
 
 /// Connects to a real server and sends it the client's first bytes, trying others when a
 /// connect fails or times out, so the client never sees a dead real server while another one
-/// is available. `attempt` is one the accept loop started, `with_header` what it built for it
+/// is available. `attempt` is one [`Started::start`] began, `with_header` what it built for it
 /// from the same `client_bytes` (kept for the retries of this call only: the next call may
 /// have more client bytes).
 #[allow(clippy::too_many_arguments)]
@@ -314,16 +308,16 @@ async fn connect(
     }
 }
 
-async fn handle(accepted: Accepted, vip: SocketAddr, svc: Arc<Service>, shared: &Shared) {
+async fn handle(started: Started, vip: SocketAddr, svc: Arc<Service>, shared: &Shared) {
     let settings = shared.settings();
-    let Accepted {
+    let Started {
         client,
         peer,
         mut first,
         mut n,
         mut attempt,
         mut with_header,
-    } = accepted;
+    } = started;
     // TCP_NODELAY comes from the listener: Linux copies it into accepted sockets.
     let Ok(client) = crate::sys::register(client) else {
         return;
@@ -538,7 +532,7 @@ mod tests {
     }
 
     /// Runs a connection's task to its end (at most 10 s).
-    fn run(accepted: Accepted, vip: SocketAddr, svc: &Arc<Service>) {
+    fn run(started: Started, vip: SocketAddr, svc: &Arc<Service>) {
         let shared = Arc::new(Shared::new(Settings {
             timeouts: herd_core::model::Timeouts::default(),
             connect_timeout: Duration::from_secs(2),
@@ -551,7 +545,7 @@ mod tests {
         rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                handle(accepted, vip, svc.clone(), &shared),
+                handle(started, vip, svc.clone(), &shared),
             )
             .await
         })
@@ -585,11 +579,11 @@ mod tests {
             .collect()
     }
 
-    /// A request that is already there when its connection is accepted is forwarded by the
-    /// accept loop itself, and the task carries on with that connection: the real server gets
-    /// the request exactly once, and the client gets the answer.
+    /// A request that is already there when its connection is accepted goes out with the
+    /// connect, before the client socket is registered, and the task carries on with that
+    /// connection: the real server gets the request exactly once, and the client the answer.
     #[test]
-    fn the_accept_loop_forwards_a_waiting_request_and_the_task_carries_on() {
+    fn a_waiting_request_goes_out_with_the_connect_and_the_task_carries_on() {
         let live_listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let live = live_listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
@@ -605,12 +599,9 @@ mod tests {
         client.write_all(b"ping!").unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();
         let (fd, peer) = accept(&front, true);
-        let started = Accepted::start(fd, peer, vip, &svc).unwrap();
+        let started = Started::start(fd, peer, vip, &svc).unwrap();
         assert_eq!(started.n, 5);
-        let attempt = started
-            .attempt
-            .as_ref()
-            .expect("started in the accept loop");
+        let attempt = started.attempt.as_ref().expect("started with the request");
         assert_eq!(attempt.conn.dest_addr(), live);
         assert!(attempt.opened.is_ok());
 
@@ -620,16 +611,16 @@ mod tests {
             got
         });
         run(started, vip, &svc);
-        // Neither lost nor sent twice (the accept loop's `send` and the task's rest).
+        // Neither lost nor sent twice (the first `send` and the rest after registering).
         assert_eq!(server.join().unwrap(), b"ping!");
         assert_eq!(reader.join().unwrap(), b"pong");
         assert_eq!(counts(&svc), vec![(0, 0)]);
     }
 
-    /// When the connect the accept loop started is refused, the connection's task takes the
-    /// request to another real server, and the client never knows.
+    /// When the first connect is refused, the request goes to another real server, and the
+    /// client never knows.
     #[test]
-    fn a_refused_connect_started_by_the_accept_loop_is_retried_elsewhere() {
+    fn a_refused_first_connect_is_retried_elsewhere() {
         let (_dead_socket, dead) = refusing();
         let live_listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let live = live_listener.local_addr().unwrap();
@@ -645,11 +636,8 @@ mod tests {
         let mut client = TcpStream::connect(vip).unwrap();
         client.write_all(b"ping!").unwrap();
         let (fd, peer) = accept(&front, true);
-        let started = Accepted::start(fd, peer, vip, &svc).unwrap();
-        let attempt = started
-            .attempt
-            .as_ref()
-            .expect("started in the accept loop");
+        let started = Started::start(fd, peer, vip, &svc).unwrap();
+        let attempt = started.attempt.as_ref().expect("started with the request");
         assert_eq!(attempt.conn.dest_addr(), dead);
 
         let reader = std::thread::spawn(move || {
@@ -710,8 +698,8 @@ mod tests {
         let mut client = TcpStream::connect(vip).unwrap();
         let me = client.local_addr().unwrap();
         let (fd, peer) = accept(&front, false);
-        // Nothing sent yet: the accept loop cannot start a connection.
-        let started = Accepted::start(fd, peer, vip, &svc).unwrap();
+        // Nothing sent yet: no real server is picked before the client speaks.
+        let started = Started::start(fd, peer, vip, &svc).unwrap();
         assert_eq!(started.n, 0);
         assert!(started.attempt.is_none());
 
