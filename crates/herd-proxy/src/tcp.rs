@@ -190,6 +190,26 @@ struct Attempt {
     opened: io::Result<Opened>,
 }
 
+impl Attempt {
+    /// Asks the scheduler for a real server (none of `failed`) and opens the connection to
+    /// it with the client's bytes. `None`: no real server is available.
+    fn begin(
+        svc: &Arc<Service>,
+        peer: SocketAddr,
+        vip: SocketAddr,
+        client_bytes: &[u8],
+        with_header: &mut Option<Vec<u8>>,
+        failed: &[SocketAddr],
+    ) -> Option<Attempt> {
+        let conn = svc.schedule(peer, vip, now_ms(), failed).ok()?;
+        let opened = open(
+            conn.dest_addr(),
+            first_bytes(&conn, peer, vip, client_bytes, with_header),
+        );
+        Some(Attempt { conn, opened })
+    }
+}
+
 impl Started {
     /// The first thing a connection's task does: reads what the client has sent, picks a real
     /// server and opens the connection to it with those bytes, all before the client socket
@@ -213,15 +233,10 @@ impl Started {
             Err(_) => return None,
         };
         let mut with_header = None;
-        // No real server available: the task tries again and says so.
+        // No real server available: `connect` asks again and says so.
         let attempt = (n > 0)
-            .then(|| svc.schedule(peer, vip, now_ms(), &[]).ok())
-            .flatten()
-            .map(|conn| {
-                let bytes = first_bytes(&conn, peer, vip, &first.get()[..n], &mut with_header);
-                let opened = open(conn.dest_addr(), bytes);
-                Attempt { conn, opened }
-            });
+            .then(|| Attempt::begin(svc, peer, vip, &first.get()[..n], &mut with_header, &[]))
+            .flatten();
         Some(Started {
             client,
             peer,
@@ -270,23 +285,16 @@ async fn connect(
     failed: &mut Vec<SocketAddr>,
 ) -> Option<(Conn, Sock)> {
     loop {
-        let Attempt { conn, opened } = match attempt.take() {
-            Some(a) => a,
-            None => match svc.schedule(peer, vip, now_ms(), failed) {
-                Ok(conn) => {
-                    let bytes = first_bytes(&conn, peer, vip, client_bytes, &mut with_header);
-                    let opened = open(conn.dest_addr(), bytes);
-                    Attempt { conn, opened }
-                }
-                Err(_) => {
-                    if failed.is_empty() {
-                        tracing::debug!(service = %svc.key(), "no real server available");
-                    } else {
-                        tracing::warn!(service = %svc.key(), ?failed, "every available real server refused the connection");
-                    }
-                    return None;
-                }
-            },
+        let next = attempt
+            .take()
+            .or_else(|| Attempt::begin(svc, peer, vip, client_bytes, &mut with_header, failed));
+        let Some(Attempt { conn, opened }) = next else {
+            if failed.is_empty() {
+                tracing::debug!(service = %svc.key(), "no real server available");
+            } else {
+                tracing::warn!(service = %svc.key(), ?failed, "every available real server refused the connection");
+            }
+            return None;
         };
         let addr = conn.dest_addr();
         let bytes = first_bytes(&conn, peer, vip, client_bytes, &mut with_header);
