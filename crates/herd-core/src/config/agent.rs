@@ -124,18 +124,11 @@ pub(super) fn validate(
         ));
     }
     if let Some(list) = &r.revoked {
-        for s in list.get_ref() {
-            match normalize_serial(s) {
-                Some(h) => cfg.revoked.push(h),
-                None => errs.push(l.err(
-                    Some(list),
-                    "agent.revoked",
-                    format!(
-                        "{s:?} is not a certificate serial (hex, as `herd cert show` prints it)"
-                    ),
-                )),
-            }
-        }
+        cfg.revoked = l.each(list, "agent.revoked", errs, |s| {
+            normalize_serial(s).ok_or_else(|| {
+                format!("{s:?} is not a certificate serial (hex, as `herd cert show` prints it)")
+            })
+        });
     }
     if let Some(u) = &r.user {
         let ok = !u.get_ref().is_empty()

@@ -298,6 +298,25 @@ impl Lines<'_> {
             reason: reason.into(),
         }
     }
+
+    /// Parses every item of a list of strings with `parse`; each item it refuses is an error
+    /// at the list's line, with `parse`'s reason.
+    fn each<T>(
+        &self,
+        list: &Spanned<Vec<String>>,
+        key: &str,
+        errs: &mut Vec<ConfigError>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(list.get_ref().len());
+        for item in list.get_ref() {
+            match parse(item) {
+                Ok(v) => out.push(v),
+                Err(why) => errs.push(self.err(Some(list), key, why)),
+            }
+        }
+        out
+    }
 }
 
 impl Config {

@@ -193,33 +193,22 @@ pub(super) fn validate(
         cfg.metrics_token_file = path(p, "web.metrics-token-file", errs);
     }
     if let Some(h) = &raw.hostnames {
-        for n in h.get_ref() {
+        cfg.hostnames = l.each(h, "web.hostnames", errs, |n| {
             let ok = !n.is_empty()
                 && n.len() <= 253
                 && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if ok {
-                cfg.hostnames.push(n.to_ascii_lowercase());
-            } else {
-                errs.push(l.err(
-                    Some(h),
-                    "web.hostnames",
-                    format!("{n:?} is not a host name (letters, digits, '-' and '.'; no port)"),
-                ));
-            }
-        }
+            ok.then(|| n.to_ascii_lowercase()).ok_or_else(|| {
+                format!("{n:?} is not a host name (letters, digits, '-' and '.'; no port)")
+            })
+        });
     }
     if let Some(list) = &raw.trusted_proxies {
-        for e in list.get_ref() {
-            match parse_net(e) {
-                Some(n) => cfg.trusted_proxies.push(n),
-                None => errs.push(l.err(
-                    Some(list),
-                    "web.trusted-proxies",
-                    format!("{e:?} is not an address or a network (10.0.0.5, 10.0.0.0/8, ::1)"),
-                )),
-            }
-        }
+        cfg.trusted_proxies = l.each(list, "web.trusted-proxies", errs, |e| {
+            parse_net(e).ok_or_else(|| {
+                format!("{e:?} is not an address or a network (10.0.0.5, 10.0.0.0/8, ::1)")
+            })
+        });
     }
     for (name, u) in &raw.user {
         let key = |k: &str| format!("web.user.{name}.{k}");
