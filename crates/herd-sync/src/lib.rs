@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod delta;
+pub mod dest;
 pub mod manifest;
 pub mod path;
 pub mod plan;

@@ -55,6 +55,39 @@ pub struct Manifest {
     pub skipped: Vec<(String, String)>,
 }
 
+impl Manifest {
+    /// Checks a manifest that came from a peer, sorted by path: the root first and a
+    /// directory, every path checked ([`path::check`]) and there once, and every other
+    /// entry's parent a directory of the manifest. A hand-made manifest cannot then put a
+    /// file under something that is not a directory of the tree (`link/file`, `file/file`).
+    pub fn check_tree(&self) -> Result<(), String> {
+        let mut dirs = std::collections::HashSet::new();
+        match self.entries.first() {
+            Some(e) if e.path.is_empty() && e.is_dir() => {}
+            _ => return Err("the root directory is missing".into()),
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            path::check(&e.path)?;
+            if i > 0 && self.entries[i - 1].path >= e.path {
+                return Err(format!("{:?}: listed twice or out of order", e.path));
+            }
+            if i > 0 {
+                let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
+                if !dirs.contains(parent) {
+                    return Err(format!(
+                        "{:?}: its parent is not a directory of the tree",
+                        e.path
+                    ));
+                }
+            }
+            if e.is_dir() {
+                dirs.insert(e.path.as_str());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Options of a scan.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
@@ -99,6 +132,7 @@ fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
         .map_or(2, |n| n.get())
         .min(files.len().max(1));
     let entries = &m.entries;
+    let beneath = path::Beneath::new(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let hashed: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -110,8 +144,11 @@ fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
                             return Ok(out);
                         };
                         let rel = &entries[i].path;
-                        let h = path::join(root, rel)
-                            .and_then(|p| hash_file(&p).map_err(|e| e.to_string()))
+                        // Beneath the root: a symlink put in the path since the scan is
+                        // not followed (the hash of a file outside would leave the host).
+                        let h = beneath
+                            .open(rel)
+                            .and_then(hash_open)
                             .map_err(|e| format!("{rel}: {e}"))?;
                         out.push((i, h));
                     }
@@ -213,7 +250,11 @@ fn walk(root: &Path, rel: &str, opts: &ScanOptions, m: &mut Manifest) -> Result<
 
 /// BLAKE3 of a file's content, hex.
 pub fn hash_file(p: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(p)?;
+    hash_open(fs::File::open(p)?)
+}
+
+/// The BLAKE3 of an open file's content, hex.
+pub fn hash_open(mut f: fs::File) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {

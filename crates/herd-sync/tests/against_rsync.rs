@@ -133,7 +133,7 @@ fn push_leaves_the_same_tree_as_rsync_a_delete() {
             ..PlanOptions::default()
         },
     );
-    let st = apply(&p, &ours.0, &mut LocalSource(&src.0)).unwrap();
+    let st = apply(&p, &ours.0, &mut LocalSource::new(&src.0).unwrap()).unwrap();
     assert!(st.refused.is_empty(), "{:?}", st.refused);
 
     let out = Command::new("rsync")
@@ -182,7 +182,7 @@ fn a_symlink_leading_out_is_refused_and_nothing_is_left_half_written() {
         &scan(&dst.0, &ScanOptions::default()).unwrap(),
         PlanOptions::default(),
     );
-    let st = apply(&p, &dst.0, &mut LocalSource(&src.0)).unwrap();
+    let st = apply(&p, &dst.0, &mut LocalSource::new(&src.0).unwrap()).unwrap();
     let refused: Vec<&str> = st.refused.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(refused, ["abs", "climb"]);
     assert!(dst.0.join("ok.txt").exists());

@@ -17,8 +17,10 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use herd_sync::apply::{apply, Source};
+use herd_sync::apply::{apply_in, Source};
+use herd_sync::dest::Dest;
 use herd_sync::manifest::{scan, Entry, Manifest, ScanOptions};
+use herd_sync::path::Beneath;
 use herd_sync::plan::{plan, Action, PlanOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -147,12 +149,7 @@ fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
         m.entries.push(e);
     }
     m.entries.sort_by(|a, b| a.path.cmp(&b.path));
-    if m.entries
-        .first()
-        .is_none_or(|e| !e.path.is_empty() || !e.is_dir())
-    {
-        return Err("manifest: the root directory is missing".into());
-    }
+    m.check_tree().map_err(|e| format!("manifest: {e}"))?;
     Ok(m)
 }
 
@@ -189,7 +186,8 @@ struct Streamed {
     rx: mpsc::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
-    dest: PathBuf,
+    /// The destination, for the old copies deltas are made against.
+    old: Arc<Beneath>,
     /// Path → new size, for the files that come as deltas.
     deltas: std::collections::HashMap<String, u64>,
     /// Path → BLAKE3 of the new content, where the manifest has it: checked before the file
@@ -400,8 +398,7 @@ impl Source for Streamed {
                 "the delta is for other content than the manifest says",
             ));
         }
-        let old =
-            std::fs::File::open(herd_sync::path::join(&self.dest, rel).map_err(io::Error::other)?)?;
+        let old = self.old.open(rel)?;
         herd_sync::delta::patch(&old, delta, size, hash, out).map_err(io::Error::other)?;
         Ok(size)
     }
@@ -496,14 +493,17 @@ where
         exclude: req.exclude.clone(),
     };
     let (d, dry) = (dest.clone(), req.dry_run);
-    let have = tokio::task::spawn_blocking(move || -> Result<Manifest, String> {
+    // The destination is opened once, before it is read; every change below goes through that
+    // handle and no symlink beneath it is followed (herd_sync::dest).
+    let (have, target) = tokio::task::spawn_blocking(move || {
         if !d.exists() {
             if dry {
-                return Ok(Manifest::default());
+                return Ok((Manifest::default(), None));
             }
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        scan(&d, &opts)
+        let target = Dest::open(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        Ok::<_, String>((scan(&d, &opts)?, Some(target)))
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -515,13 +515,18 @@ where
             checksum: req.checksum,
         },
     );
-    if req.dry_run {
+    let Some(mut target) = target.filter(|_| !req.dry_run) else {
         let done = SyncDone {
             changes: p.actions.iter().map(describe).collect(),
             ..SyncDone::default()
         };
         return finish(wr, req.rank, done).await;
-    }
+    };
+    let old = Arc::new(
+        target
+            .reader()
+            .map_err(|e| format!("{}: {e}", dest.display()))?,
+    );
     // Whole, or as a delta against the old copy when both are big enough.
     let old_sizes: std::collections::HashMap<&str, u64> = have
         .entries
@@ -566,7 +571,7 @@ where
     for a in &p.actions {
         if let Action::Write { entry, .. } = a {
             if deltas.contains_key(&entry.path) {
-                to_sign.push(herd_sync::path::join(&dest, &entry.path)?);
+                to_sign.push(entry.path.clone());
             }
         }
     }
@@ -578,14 +583,14 @@ where
             rx,
             cur: Vec::new(),
             pos: 0,
-            dest: dest.clone(),
+            old: old.clone(),
             deltas,
             hashes,
             received: 0,
             unpack: None,
         };
         tokio::task::spawn_blocking(move || {
-            apply(&p, &dest, &mut source).map(|stats| (stats, source.received))
+            apply_in(&p, &mut target, &mut source).map(|stats| (stats, source.received))
         })
     };
     tokio::pin!(applying);
@@ -615,13 +620,14 @@ where
     let applied = {
         let signing = async {
             for basis in to_sign {
+                let old = old.clone();
                 let sig = tokio::task::spawn_blocking(move || {
-                    std::fs::File::open(&basis)
+                    old.open(&basis)
                         .and_then(|f| {
                             let len = f.metadata()?.len();
                             herd_sync::delta::signature(std::io::BufReader::new(f), len)
                         })
-                        .map_err(|e| format!("{}: {e}", basis.display()))
+                        .map_err(|e| format!("{basis}: {e}"))
                 })
                 .await
                 .map_err(|e| e.to_string())??;

@@ -884,3 +884,133 @@ fn a_push_through_the_agent_tree_makes_every_node_the_same() {
     assert_ne!(code, Some(0), "{out}{err}");
     assert!(err.contains("needs an admin certificate"), "{err}");
 }
+
+/// Everything under `base` but `skip` (the module, whose root takes the manifest's mode) and
+/// its content: kind, mode, mtime, content or target.
+fn snapshot(base: &Path, skip: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![base.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for item in fs::read_dir(&dir).unwrap() {
+            let p = item.unwrap().path();
+            if p == skip {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_file() {
+                format!("{:?}", fs::read(&p).unwrap())
+            } else {
+                "dir".into()
+            };
+            use std::os::unix::fs::MetadataExt;
+            out.push(format!(
+                "{} {what} {:o} {}",
+                p.display(),
+                m.mode(),
+                m.mtime()
+            ));
+            if m.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_node_pushing_into_a_module_writes_nothing_outside_it() {
+    let c = Cluster::with("syncesc", 2, |dir, net| {
+        let o = net.ip(1).octets();
+        format!(
+            "[nodes]\n\"node[01-02]\" = \"127.{}.{}.[1-2]\"\n\
+             [sync.module.drop]\npath = \"{}\"\nread-only = false\nwrite = [\"node02\"]\n",
+            o[1],
+            o[2],
+            dir.path("base/drop").display(),
+        )
+    });
+    let base = c.dir.path("base");
+    let drop = base.join("drop");
+    fs::create_dir_all(&drop).unwrap();
+    file(&base, "cron.d/job", b"# a job\n", 0o644, 1_500_000_000);
+    let before = snapshot(&base, &drop);
+    // node02 may write into the module; it speaks the protocol itself, with hand-made
+    // manifests (what a compromised node can send).
+    let (rt, tls, target) = c.raw_client("node02", 1);
+    let push = |manifest: &str| {
+        let req = herd_agent::proto::SyncRequest {
+            module: Some("drop".into()),
+            ..Default::default()
+        };
+        let tree = herd_agent::sync::Tree {
+            root: c.dir.path("src"),
+            lines: std::sync::Arc::new(manifest.as_bytes().to_vec()),
+            files: Default::default(),
+        };
+        let opts = herd_agent::sync::PushOptions {
+            limit: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let mut res = rt.block_on(herd_agent::sync::push(
+            tls.clone(),
+            vec![target.clone()],
+            1,
+            req,
+            tree,
+            opts,
+        ));
+        res.pop().unwrap().1
+    };
+    let e = |path: &str, kind: &str| {
+        format!(
+            "{{\"path\":\"{path}\",{kind},\"mode\":511,\"uid\":0,\"gid\":0,\"mtime\":0,\"mtime-nsec\":0}}\n"
+        )
+    };
+    let root = e("", "\"type\":\"dir\"");
+    let link = |p: &str, t: &str| e(p, &format!("\"type\":\"symlink\",\"target\":\"{t}\""));
+    let f = |p: &str| e(p, "\"type\":\"file\",\"size\":5");
+    // Chained symlinks (`s -> .`, `t -> s/s/../../cron.d`) with a file under `t`, a file under
+    // a file, a file under an absolute symlink: each manifest is refused whole.
+    for (manifest, why) in [
+        (
+            format!(
+                "{root}{}{}{}",
+                link("s", "."),
+                link("t", "s/s/../../cron.d"),
+                f("t/evil")
+            ),
+            "\"t/evil\": its parent is not a directory of the tree",
+        ),
+        (
+            format!("{root}{}{}", f("x"), f("x/evil")),
+            "\"x/evil\": its parent",
+        ),
+        (
+            format!("{root}{}{}", link("a", "/etc"), f("a/evil")),
+            "\"a/evil\": its parent",
+        ),
+        (
+            format!("{root}{}", f("../cron.d/evil")),
+            "'..' leads out of the tree",
+        ),
+    ] {
+        let err = push(&manifest).unwrap_err().problem().unwrap();
+        assert!(err.contains(why), "{manifest}: {err}");
+    }
+    // The symlinks alone: the ones that lead out are refused, the rest are made.
+    let done = push(&format!(
+        "{root}{}{}{}",
+        link("s", "."),
+        link("t", "s/s/../../cron.d"),
+        link("u", "/etc")
+    ))
+    .unwrap();
+    let refused: Vec<&str> = done.refused.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(refused, ["t", "u"], "{done:?}");
+    assert_eq!(fs::read_link(drop.join("s")).unwrap(), Path::new("."));
+    assert!(fs::symlink_metadata(drop.join("t")).is_err());
+    assert_eq!(snapshot(&base, &drop), before);
+}
