@@ -38,6 +38,9 @@ pub struct HealthConfig {
     /// Where to speak mon's client protocol (`moncmd`, `monshow`; mon's port is 2583);
     /// `None` = off. Read at start-up.
     pub mon_listen: Option<std::net::SocketAddr>,
+    /// The mon port on an address that is not loopback, knowingly (its `login` sends a
+    /// password in the clear).
+    pub mon_insecure: bool,
     pub checks: Vec<CheckSpec>,
 }
 
@@ -105,6 +108,7 @@ impl Default for HealthConfig {
             hostgroups: BTreeMap::new(),
             smtp: None,
             mon_listen: None,
+            mon_insecure: false,
             checks: Vec::new(),
         }
     }

@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS downtime (
 CREATE INDEX IF NOT EXISTS downtime_up ON downtime(up_ms);
 ";
 
+/// The most rows one request lists: the history file keeps weeks, and a client asking for
+/// `limit=999999999` gets this many, not a response of gigabytes built in the daemon.
+pub const MAX_LISTED: usize = 10_000;
+
 fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
@@ -145,7 +149,7 @@ impl Store {
         )
     }
 
-    /// Runs `sql` (one `LIMIT ?1` parameter) and maps each row.
+    /// Runs `sql` (one `LIMIT ?1` parameter, at most [`MAX_LISTED`]) and maps each row.
     fn last_rows<T>(
         &self,
         sql: &str,
@@ -154,7 +158,7 @@ impl Store {
     ) -> Result<Vec<T>, String> {
         let mut q = self.conn.prepare(sql).map_err(|e| e.to_string())?;
         let rows = q
-            .query_map(params![to_i64(limit as u64)], row)
+            .query_map(params![to_i64(limit.min(MAX_LISTED) as u64)], row)
             .map_err(|e| e.to_string())?;
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
@@ -194,6 +198,22 @@ mod tests {
             event: event.into(),
             detail: format!("at {t}"),
         }
+    }
+
+    #[test]
+    fn a_listing_is_at_most_ten_thousand_rows_the_newest() {
+        let dir = std::env::temp_dir().join(format!("herd-history-max-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("health.db");
+        let mut s = Store::open(&path).unwrap();
+        let evs: Vec<HealthEvent> = (0..MAX_LISTED as u64 + 5).map(|t| ev(t, "up")).collect();
+        s.append(&evs, &[]).unwrap();
+        let got = s.recent(usize::MAX).unwrap();
+        assert_eq!(got.len(), MAX_LISTED);
+        assert_eq!(got.last().unwrap().time_ms, MAX_LISTED as u64 + 4);
+        assert_eq!(got[0].time_ms, 5);
+        assert_eq!(s.downtime(usize::MAX).unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

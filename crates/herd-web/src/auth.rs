@@ -184,7 +184,7 @@ fn alive(s: &Session, now: Instant, idle: Duration) -> bool {
 }
 
 /// The address as the limiter counts it: IPv6 by /64 (one host usually has a whole /64).
-fn addr_key(a: IpAddr) -> IpAddr {
+pub(crate) fn addr_key(a: IpAddr) -> IpAddr {
     match a.to_canonical() {
         IpAddr::V6(v6) => {
             let mut o = v6.octets();

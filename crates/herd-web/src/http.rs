@@ -75,6 +75,12 @@ impl Listener {
     }
 }
 
+/// Whether the dashboard's certificate and key load (`herd config validate`): the very
+/// loading the daemon does at start.
+pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
+    tls_acceptor(cert, key).map(|_| ())
+}
+
 fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -166,7 +172,9 @@ pub(crate) async fn serve(st: Arc<State>, l: Listener) {
         let addr_slot = if proxy {
             None
         } else {
-            match per_addr.take(&peer.ip().to_canonical()) {
+            // IPv6 clients by /64, as the login limiter counts them: one host usually has the
+            // whole /64, and counting each of its addresses would give it 2^64 shares.
+            match per_addr.take(&crate::auth::addr_key(peer.ip())) {
                 Some(s) => Some(s),
                 None => {
                     tracing::debug!(%peer, "web: too many connections from one address");

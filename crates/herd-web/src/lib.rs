@@ -218,7 +218,7 @@ impl Web {
     }
 }
 
-pub use http::Listener;
+pub use http::{check_tls, Listener};
 
 #[cfg(test)]
 mod tests {

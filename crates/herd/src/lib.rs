@@ -6,3 +6,4 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod monproto;
+pub mod preflight;

@@ -29,6 +29,7 @@ pub struct RawHealth {
     pub hostgroups: BTreeMap<String, Spanned<Vec<String>>>,
     pub smtp: Option<Spanned<RawSmtp>>,
     pub mon_listen: Option<Spanned<String>>,
+    pub mon_insecure: Option<bool>,
     #[serde(default)]
     pub check: Vec<Spanned<RawCheck>>,
 }
@@ -183,6 +184,20 @@ pub(super) fn validate(
                 "health.mon-listen",
                 format!("{:?} is not ip:port (e.g. \"127.0.0.1:2583\")", m.get_ref()),
             )),
+        }
+    }
+    h.mon_insecure = raw.mon_insecure.unwrap_or(false);
+    if let Some(a) = h.mon_listen {
+        if !a.ip().to_canonical().is_loopback() && !h.mon_insecure {
+            errs.push(l.err(
+                raw.mon_listen.as_ref(),
+                "health.mon-listen",
+                format!(
+                    "{a} is not a loopback address: mon's protocol is plain text, its `login` \
+                     password included; keep it on 127.0.0.1 (moncmd on this host, or through \
+                     an SSH tunnel), or say `mon-insecure = true` in [health]"
+                ),
+            ));
         }
     }
     if let Some(raw_smtp) = &raw.smtp {
@@ -1111,6 +1126,8 @@ pub(super) struct HealthOut {
     smtp: Option<SmtpOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mon_listen: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    mon_insecure: bool,
     check: Vec<CheckOut>,
 }
 
@@ -1220,6 +1237,7 @@ impl From<&HealthConfig> for HealthOut {
             hostgroups: h.hostgroups.clone(),
             smtp: h.smtp.as_ref().map(SmtpOut::from),
             mon_listen: h.mon_listen.map(|a| a.to_string()),
+            mon_insecure: h.mon_insecure,
             check: h.checks.iter().map(CheckOut::from).collect(),
         }
     }

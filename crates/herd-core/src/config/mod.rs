@@ -1186,6 +1186,38 @@ hash-port = true
             "[web]\nport = 9000\n",
             "bad.toml:2: web.port: unknown field",
         );
+        // Plain HTTP beyond loopback only when the config says it knows.
+        check_err(
+            "[web]\nlisten = \"0.0.0.0:9000\"\n",
+            "bad.toml:2: web.listen: plain HTTP on 0.0.0.0:9000, which is not a loopback address",
+        );
+        check_err(
+            "[web]\nlisten = \"[2001:db8::1]:9000\"\n",
+            "web.listen: plain HTTP on [2001:db8::1]:9000",
+        );
+        for ok in [
+            "[web]\nlisten = \"0.0.0.0:9000\"\ninsecure = true\n",
+            "[web]\nlisten = \"[::ffff:127.0.0.2]:9000\"\n",
+            "[web]\nlisten = \"10.0.0.1:9443\"\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\n",
+        ] {
+            let cfg = Config::parse("ok.toml", ok).unwrap();
+            assert_eq!(
+                Config::parse("out.toml", &cfg.to_toml()).unwrap(),
+                cfg,
+                "{ok}"
+            );
+        }
+        check_err(
+            "[health]\nmon-listen = \"0.0.0.0:2583\"\n",
+            "bad.toml:2: health.mon-listen: 0.0.0.0:2583 is not a loopback address",
+        );
+        let cfg = Config::parse(
+            "ok.toml",
+            "[health]\nmon-listen = \"0.0.0.0:2583\"\nmon-insecure = true\n",
+        )
+        .unwrap();
+        assert!(cfg.health.mon_insecure);
+        assert_eq!(Config::parse("out.toml", &cfg.to_toml()).unwrap(), cfg);
         check_err(
             "[web.user.ann]\npassword = \"hunter2\"\nrole = \"admin\"\n",
             "bad.toml:2: web.user.ann.password: not an argon2id hash",

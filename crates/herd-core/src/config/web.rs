@@ -68,6 +68,9 @@ pub struct WebConfig {
     /// for the cookies.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     pub users: Vec<WebUser>,
+    /// Plain HTTP on an address that is not loopback, knowingly: passwords and session
+    /// cookies then cross the network in the clear.
+    pub insecure: bool,
 }
 
 impl Default for WebConfig {
@@ -82,6 +85,7 @@ impl Default for WebConfig {
             hostnames: Vec::new(),
             trusted_proxies: Vec::new(),
             users: Vec::new(),
+            insecure: false,
         }
     }
 }
@@ -98,6 +102,7 @@ pub struct RawWeb {
     pub metrics_token_file: Option<Spanned<String>>,
     pub hostnames: Option<Spanned<Vec<String>>>,
     pub trusted_proxies: Option<Spanned<Vec<String>>>,
+    pub insecure: Option<bool>,
     #[serde(default)]
     pub user: BTreeMap<String, RawUser>,
 }
@@ -175,6 +180,19 @@ pub(super) fn validate(
         (Some(c), None) => errs.push(l.err(Some(c), "web.tls-cert", "needs web.tls-key too")),
         (None, Some(k)) => errs.push(l.err(Some(k), "web.tls-key", "needs web.tls-cert too")),
         (None, None) => {}
+    }
+    cfg.insecure = raw.insecure.unwrap_or(false);
+    if cfg.tls.is_none() && !cfg.listen.ip().to_canonical().is_loopback() && !cfg.insecure {
+        errs.push(l.err(
+            raw.listen.as_ref(),
+            "web.listen",
+            format!(
+                "plain HTTP on {}, which is not a loopback address: logins and session cookies \
+                 would cross the network in the clear; give web.tls-cert and web.tls-key, or \
+                 say `insecure = true` in [web] if a TLS proxy in front of it is on this host",
+                cfg.listen
+            ),
+        ));
     }
     if let Some(d) = &raw.session_timeout {
         match duration(d) {
@@ -294,6 +312,8 @@ pub(super) struct WebOut {
     hostnames: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     trusted_proxies: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    insecure: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     user: BTreeMap<String, UserOut>,
 }
@@ -323,6 +343,7 @@ pub(super) fn web_out(c: Option<&WebConfig>) -> Option<WebOut> {
             .iter()
             .map(|(ip, p)| format!("{ip}/{p}"))
             .collect(),
+        insecure: c.insecure,
         user: c
             .users
             .iter()

@@ -10,7 +10,7 @@ fn every_shipped_example_validates() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
             let out = Command::new(herd_bin())
-                .args(["config", "validate"])
+                .args(["config", "validate", "--config-only"])
                 .arg(&p)
                 .output()
                 .unwrap();
@@ -109,4 +109,64 @@ fn a_closed_pipe_ends_the_cli_quietly() {
     let stderr = std::fs::read_to_string(&notes).unwrap();
     assert_eq!(status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn validate_checks_what_the_daemon_needs_from_this_host() {
+    let t = TempDir::new("validate_host");
+    let f = t.path("node.toml");
+    let pki = t.path("no-pki");
+    std::fs::write(
+        &f,
+        format!(
+            "[agent]\nlisten = [\"127.0.0.1:1\"]\nname = \"node01\"\npki = \"{}\"\n\
+             user = \"no-such-user-herd\"\naudit-log = \"{}\"\n\
+             [[vrrp.instance]]\nname = \"vi\"\ninterface = \"herdnoif0\"\nvrid = 1\n\
+             priority = 100\nvips = [\"192.0.2.1/24\"]\n\
+             [web]\nlisten = \"127.0.0.1:1\"\ntls-cert = \"{}\"\ntls-key = \"{}\"\n",
+            pki.display(),
+            t.path("").display(),
+            t.path("no.crt").display(),
+            t.path("no.key").display(),
+        ),
+    )
+    .unwrap();
+    let validate = |extra: &[&str]| {
+        Command::new(herd_bin())
+            .args(["config", "validate"])
+            .args(extra)
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = validate(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let name = f.display().to_string();
+    for want in [
+        "agent.pki: the agent of node \"node01\" cannot load its certificates",
+        "agent.user: ",
+        "agent.audit-log: ",
+        "vrrp.instance.vi.interface: this host has no interface \"herdnoif0\"",
+        "web.tls-cert: ",
+    ] {
+        assert!(err.contains(&format!("{name}: {want}")), "{want}: {err}");
+    }
+    // The config alone is fine (written for another host).
+    let out = validate(&["--config-only"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the daemon cannot start with it: what validate said.
+    let sock = t.path("s.sock");
+    let out = Command::new(herd_bin())
+        .args(["daemon", "--config"])
+        .arg(&f)
+        .arg("--socket")
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
