@@ -11,8 +11,10 @@
 #   clush           clush -f F -w NODES true         (F: clush's default 64, or --fanout)
 # and prints min/median/max wall time per mode and each one's ratio to herd's median.
 # A second size (--tree-nodes, default 1000) runs herd through the tree only.
-# Needs root; --install installs pdsh, clustershell and openssh (client and server).
-# Nothing leaves loopback; agents, sshd and the scratch directory are removed on exit.
+# Needs root; --install installs pdsh, clustershell and openssh (client and server) without
+# starting or stopping any service (.ci/install). Nothing leaves loopback; the agents and the
+# sshd it started (by pid) and the scratch directory are removed on exit; the system's sshd,
+# if any, is not touched.
 #
 #   bash bench/exec-vs-peers.sh [--install] [--nodes 256] [--tree-nodes 1000] [--rounds 5]
 #                               [--fanout F] [--tree-fanout 32]
@@ -23,10 +25,8 @@ NODES=256 TREE_NODES=1000 ROUNDS=5 FANOUT= TREE_FANOUT=32
 while [ $# -gt 0 ]; do
     case "$1" in
         --install)
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                pdsh clustershell openssh-client openssh-server >/dev/null
-            if command -v systemctl >/dev/null; then systemctl disable --now ssh >/dev/null 2>&1 || true; fi
+            # Without starting the system's sshd: the benchmark runs its own (.ci/install).
+            bash .ci/install pdsh clustershell openssh-client openssh-server
             ;;
         --nodes) NODES=$2; shift ;;
         --tree-nodes) TREE_NODES=$2; shift ;;
@@ -51,10 +51,13 @@ cargo build -q --release -p herd
 HERD=$PWD/target/release/herd
 WORK=$(mktemp -d /tmp/herd-bench-exec.XXXXXX)
 PIDS=()
+# sshd wants its privilege-separation directory; made here only if missing, and then removed.
+MADE_RUN_SSHD=0
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
+    if [ "$MADE_RUN_SSHD" = 1 ]; then rmdir /run/sshd 2>/dev/null || true; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -98,7 +101,8 @@ done
 echo "agents up; resident memory: $(ps -o rss= -p "$(IFS=,; echo "${PIDS[*]}")" | awk '{s+=$1} END {printf "%.0f MiB total, %.1f MiB each", s/1024, s/1024/NR}')" >&2
 
 # sshd of our own on 127.0.0.1:2222, and an ssh config that sends every node there.
-mkdir -p "$WORK/ssh" /run/sshd
+mkdir -p "$WORK/ssh"
+if [ ! -d /run/sshd ]; then mkdir -m 0755 /run/sshd; MADE_RUN_SSHD=1; fi
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/id"
 cp "$WORK/ssh/id.pub" "$WORK/ssh/authorized_keys"

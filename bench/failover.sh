@@ -9,7 +9,9 @@
 #   keepalived-1s    keepalived's VRRP (advert_int 1) beside herd as a load balancer only
 #   keepalived-0.1s  the same with advert_int 0.1
 # Prints min/median/max per mode. Needs root, iproute2, nftables, python3 and keepalived
-# (--install installs them). Traffic stays inside the namespaces; all are removed on exit.
+# (--install installs them without touching any service). Traffic stays inside the
+# namespaces; all are removed on exit, with the processes started in them. A keepalived of the
+# machine's own keeps running: the benchmark's run in its namespaces with their own pid files.
 #
 #   bash bench/failover.sh [--install] [--runs N] [--modes herd,keepalived-1s] [--json FILE]
 set -euo pipefail
@@ -21,15 +23,14 @@ OUT=
 while [ $# -gt 0 ]; do
     case "$1" in
         --install)
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                keepalived iproute2 nftables python3 >/dev/null
-            if command -v systemctl >/dev/null; then systemctl disable --now keepalived >/dev/null 2>&1 || true; fi
+            # Without starting, stopping or disabling the system's keepalived: the benchmark's
+            # own run inside its namespaces (.ci/install).
+            bash .ci/install keepalived iproute2 nftables python3
             ;;
         --runs) RUNS=$2; shift ;;
         --modes) MODES=$2; shift ;;
         --json) OUT=$(realpath -m "$2"); shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift

@@ -160,10 +160,9 @@ if [ -n "$MISSING" ]; then
     if [ "$INSTALL" = 1 ] || { [ "$(id -u)" = 0 ] && [ "${CI:-}" = true ]; }; then
         [ "$(id -u)" = 0 ] || die "--install needs root; run as root: $APT_LINE"
         log "installing: $MISSING"
-        # The packages' postinst may try to start the system services; policy-rc.d or the
-        # absence of systemd usually stops that, and nothing here uses them.
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light libnginx-mod-stream haproxy wrk
+        # Their services are never started: the benchmark runs its own nginx and HAProxy on
+        # its own addresses, and leaves any the machine runs alone (.ci/install).
+        bash "$REPO_ROOT/.ci/install" nginx-light libnginx-mod-stream haproxy wrk
         MISSING=$(missing_peers)
         [ -z "$MISSING" ] || die "still missing after apt-get install: $MISSING"
     else

@@ -94,12 +94,21 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Deletes namespaces of earlier test processes that died without cleaning up.
 fn sweep() {
+    sweep_namespaces(PREFIX);
+}
+
+/// Deletes the namespaces named `{prefix}…-{PID}` whose PID is no longer a live process: what a
+/// test process killed outright (SIGKILL, a timeout) left behind. A namespace of a process that
+/// still runs, this one or a parallel test binary, is never touched; a leftover whose PID was
+/// reused by another process stays until that process is gone too. Names are made by this
+/// crate (`htk-`) and by herd's integration tests (`herd-t-`), each ending in the PID.
+pub fn sweep_namespaces(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
+        let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
         let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());

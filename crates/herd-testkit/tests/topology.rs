@@ -73,3 +73,43 @@ fn hosts_talk_cut_heal_loss_and_cleanup() {
         assert!(!list.contains(&n), "{n} left behind");
     }
 }
+
+/// What a killed test run leaves behind (a namespace whose creating process is gone) is swept;
+/// the namespace of a process that still runs is not, so parallel test binaries keep theirs.
+#[test]
+fn sweep_deletes_namespaces_of_dead_processes_only() {
+    if !require_root("sweep_deletes_namespaces_of_dead_processes_only") {
+        return;
+    }
+    // A PID that certainly belonged to a process that has exited: one this test ran and reaped.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let me = std::process::id();
+    let prefix = format!("htk-sweep{me}-");
+    let left = format!("{prefix}killedrun-{dead}");
+    let live = format!("{prefix}running-{me}");
+    let exists = |n: &str| std::path::Path::new("/run/netns").join(n).exists();
+    for n in [&left, &live] {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", n])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {n}");
+    }
+    herd_testkit::sweep_namespaces(&prefix);
+    let (left_gone, live_kept) = (!exists(&left), exists(&live));
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &live])
+        .status();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &left])
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        left_gone,
+        "{left}: its process {dead} is gone, yet it was kept"
+    );
+    assert!(live_kept, "{live}: its process runs, yet it was swept");
+}

@@ -219,9 +219,15 @@ impl Drop for Daemon {
 #[derive(Debug)]
 pub struct Netns(pub String);
 
+/// Prefix of [`Netns`] names; the test's name and the PID follow.
+const NETNS_PREFIX: &str = "herd-t-";
+
 impl Netns {
     pub fn new(test: &str) -> Netns {
-        let name = format!("herd-t-{test}-{}", std::process::id());
+        // Namespaces of test processes that were killed before their `Drop` ran, swept the way
+        // the testkit sweeps its own: only those whose process is gone.
+        herd_testkit::sweep_namespaces(NETNS_PREFIX);
+        let name = format!("{NETNS_PREFIX}{test}-{}", std::process::id());
         // A leftover of a crashed run under the same name; usually there is none, and `ip`
         // would say so on stderr.
         let _ = Command::new("ip")
