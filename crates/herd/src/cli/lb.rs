@@ -272,10 +272,8 @@ fn save(file: &std::path::Path, toml: &str) -> Result<(), u8> {
         print!("{text}");
         return Ok(());
     }
-    let tmp = file.with_extension("tmp~");
-    let res = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, file));
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+    // 0600: the running state is a whole config, the dashboard's password hashes included.
+    super::write_atomic(file, text.as_bytes(), 0o600).map_err(|e| {
         eprintln!("herd: cannot write {}: {e}", file.display());
         exit::CANTCREAT
     })?;

@@ -197,6 +197,30 @@ pub fn call(socket: &Option<PathBuf>, req: &Request) -> Result<Response, u8> {
     }
 }
 
+/// Replaces `path` with `bytes` at once: a temporary file beside it, created exclusively with
+/// `mode` (a config holds password hashes and secrets: never wider than asked, not even for a
+/// moment; a symlink planted at the temporary name is removed, not written through), synced,
+/// then renamed over it.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".herd-tmp");
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp); // left by a run that was killed
+    let res = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 fn api_exit(e: &ApiError) -> u8 {
     use herd_core::api::ErrorKind::*;
     match e.kind {

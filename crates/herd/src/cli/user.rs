@@ -113,25 +113,13 @@ fn add(a: AddArgs) -> Result<(), u8> {
         eprintln!("herd: the config would not be valid with the new user:\n{e}");
         return Err(exit::CONFIG);
     }
-    let tmp = path.with_extension("herd-user.tmp");
     // Created with the file's own mode (the hashes never sit in a wider-open file).
     let mode = {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(&path).map_or(0o600, |m| m.permissions().mode() & 0o7777)
     };
-    let _ = std::fs::remove_file(&tmp); // left by a run that was killed
-    let res = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-    };
+    let res = super::write_atomic(&path, text.as_bytes(), mode);
     if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
         eprintln!("herd: cannot write {}: {e}", path.display());
         return Err(exit::CANTCREAT);
     }

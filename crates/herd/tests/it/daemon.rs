@@ -278,7 +278,21 @@ fn save_writes_the_running_state_as_a_loadable_config() {
         "3",
     ]);
     let out = d.dir.path("saved.toml");
+    // A symlink planted where a temporary file could go is not written through.
+    let victim = d.dir.path("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    for tmp in ["saved.toml.herd-tmp", "saved.tmp~"] {
+        std::os::unix::fs::symlink(&victim, d.dir.path(tmp)).unwrap();
+    }
     d.ok(&["lb", "save", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    // The running state is a whole config (password hashes too): for root's eyes only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::symlink_metadata(&out)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600, "{mode:o}");
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
         text.contains(&format!("address = \"{}\"\nweight = 3", b2.addr)),
