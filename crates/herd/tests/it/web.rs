@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::exec::{kill, Cluster};
 use crate::lb::service;
-use crate::util::{herd_bin, tally, wait_for, Backend, Daemon, Net};
+use crate::util::{herd_bin, tally, wait_for, Backend, Daemon, Net, Netns};
 
 /// An HTTP answer.
 #[derive(Debug)]
@@ -1164,4 +1164,85 @@ fn a_trusted_proxy_forwards_the_client() {
     assert!(log.contains("\"from\":\"198.51.100.7\""), "{log}");
     assert!(log.contains("\"from\":\"198.51.100.8\""), "{log}");
     assert!(!log.contains("\"from\":\"127."), "{log}");
+}
+
+/// 40 connections from 40 addresses of one IPv6 /64, then one from another /64, inside a
+/// network namespace of the test's own (the whole of `fd00:64::/64` and `fd00:65::/64` is local
+/// there, so any of their addresses can be a client).
+const SIXTY_FOUR_CLIENT: &str = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+held = []
+for i in range(40):
+    s = socket.socket(socket.AF_INET6)
+    s.bind(("fd00:64::%x" % (i + 2), 0))
+    s.connect(("fd00:64::1", port))
+    held.append(s)
+time.sleep(1.0)
+still = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            continue
+    except BlockingIOError:
+        still += 1
+    except OSError:
+        pass
+other = socket.create_connection(("fd00:64::1", port), timeout=5, source_address=("fd00:65::7", 0))
+other.sendall(b"GET /login HTTP/1.1\r\nHost: [fd00:64::1]\r\nConnection: close\r\n\r\n")
+first = other.recv(64).split(b"\r\n")[0].decode()
+print(still, first)
+"#;
+
+#[test]
+fn one_ipv6_64_is_one_client_for_the_connection_cap() {
+    let ns = Netns::new("web64");
+    ns.run(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "local",
+        "fd00:64::/64",
+        "dev",
+        "lo",
+    ]);
+    ns.run(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "local",
+        "fd00:65::/64",
+        "dev",
+        "lo",
+    ]);
+    // Addresses of a local route are delivered here; binding them needs nonlocal binds.
+    ns.run(&["sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1"]);
+    let cfg = format!(
+        "[web]\nlisten = \"[fd00:64::1]:9000\"\ninsecure = true\n{}",
+        user_table("ann", "admin", "ann-password")
+    );
+    let _d = Daemon::start_with("web64", &cfg, &["ip", "netns", "exec", &ns.0]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "python3",
+            "-c",
+            SIXTY_FOUR_CLIENT,
+            "9000",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 32 connections per client, the /64 being the client; another /64 still gets in.
+    assert_eq!(text.trim(), "32 HTTP/1.1 200 OK", "{text}");
 }
