@@ -190,6 +190,15 @@ pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) ->
 }
 
 async fn perform_now(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) -> Response {
+    if !a.is_read() {
+        if let Err(why) = st.audit.writable() {
+            tracing::error!(user = %who.user, %from, action = a.name(), "web: refused: {why}");
+            return Response::Error(ApiError::new(
+                ErrorKind::Internal,
+                format!("{why}: no action is taken without its audit line"),
+            ));
+        }
+    }
     let resp = match a.clone() {
         Action::RealState {
             service,

@@ -9,6 +9,17 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+/// The log, for appending. Client addresses and user names: for root and the daemon's group
+/// only (0640), and a symlink at the path is not followed.
+fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 /// Entries kept in memory.
 const RECENT: usize = 200;
 
@@ -51,6 +62,19 @@ impl Audit {
         *self.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
     }
 
+    /// Whether an action's line can be written now: the log is opened for appending (created
+    /// 0640 if missing) and nothing is written. Actions are refused when it cannot be: an
+    /// action nobody can account for is not done (`web.audit-log` fails closed).
+    pub fn writable(&self) -> Result<(), String> {
+        let path = self.path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(path) = path else {
+            return Ok(());
+        };
+        open(&path)
+            .map(drop)
+            .map_err(|e| format!("the audit log {} cannot be written: {e}", path.display()))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
@@ -81,13 +105,7 @@ impl Audit {
         if let Some(path) = path {
             let mut line = serde_json::to_vec(&e).unwrap_or_default();
             line.push(b'\n');
-            // Client addresses and user names: for root and the daemon's group only.
-            let res = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .open(&path)
-                .and_then(|mut f| f.write_all(&line));
+            let res = open(&path).and_then(|mut f| f.write_all(&line));
             if let Err(err) = res {
                 tracing::error!(path = %path.display(), error = %err, "web: cannot write the audit log");
             }

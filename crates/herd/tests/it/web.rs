@@ -1246,3 +1246,56 @@ fn one_ipv6_64_is_one_client_for_the_connection_cap() {
     // 32 connections per client, the /64 being the client; another /64 still gets in.
     assert_eq!(text.trim(), "32 HTTP/1.1 200 OK", "{text}");
 }
+
+#[test]
+fn an_action_without_its_audit_line_is_not_taken() {
+    let s = setup("web_audit_closed", "");
+    // The audit log's path is a directory: no line can be written there.
+    let audit = s.d.dir.path("audit-dir");
+    std::fs::create_dir(&audit).unwrap();
+    let text = std::fs::read_to_string(&s.d.config).unwrap().replace(
+        "[web]\n",
+        &format!("[web]\naudit-log = \"{}\"\n", audit.display()),
+    );
+    s.d.write_config(&text);
+    s.d.ok(&["reload"]);
+    let (cookie, csrf) = login(s.web, "ann", "ann-password");
+    let real = s.reals[0].addr;
+    let path = format!("/api/v1/services/tcp/{}/reals/{real}/state", s.vip);
+    let drain = |web| {
+        http(
+            web,
+            "POST",
+            &path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Cookie", &cookie),
+                ("X-CSRF-Token", &csrf),
+            ],
+            r#"{"state":"draining"}"#,
+        )
+    };
+    let r = drain(s.web);
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(
+        r.body.contains("cannot be written") && r.body.contains("audit line"),
+        "{}",
+        r.body
+    );
+    // Nothing was done: both real servers still take connections.
+    let t = tally(s.vip, 8);
+    assert_eq!(
+        (t.get("node01"), t.get("node02")),
+        (Some(&4), Some(&4)),
+        "{t:?}"
+    );
+    // Once the log can be written, the same action goes through and is in it.
+    std::fs::remove_dir(&audit).unwrap();
+    assert_eq!(drain(s.web).status, 200);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    assert!(std::fs::read_to_string(&audit)
+        .unwrap()
+        .contains("\"event\":\"drain\""));
+}
