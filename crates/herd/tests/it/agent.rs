@@ -260,6 +260,24 @@ fn an_audit_log_that_cannot_be_written_stops_commands() {
         "{err}"
     );
     assert!(!marker.exists(), "the command ran without its audit line");
+    // A push writes files as root: it fails closed too.
+    let (src, dest) = (c.dir.path("src"), c.dir.path("dest"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "x").unwrap();
+    let o = Command::new(herd_bin())
+        .args(["sync", "push", src.to_str().unwrap(), "--config"])
+        .arg(&c.client)
+        .args(["-w", "node01", "--dest", dest.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("cannot write the audit log"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!dest.exists(), "the push wrote without its audit line");
 
     // Once it can be written, the command runs; the log is created 0600.
     std::fs::remove_dir(&audit).unwrap();
