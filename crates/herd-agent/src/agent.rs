@@ -41,6 +41,9 @@ use crate::tls::Revoked;
 /// a few signatures (milliseconds, even across continents); the deadline is what an idle
 /// stranger can hold a place of the handshake budget for.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a verified peer turned away for want of a slot has to send its request (it sends
+/// it right after the handshake) and to take the answer.
+const BUSY_GRACE: Duration = Duration::from_secs(1);
 /// How long a client has to send its request after the handshake.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write to a client may make no progress before the client is dropped.
@@ -196,7 +199,8 @@ impl Agent {
         };
         // Only a peer the cluster's CA vouches for takes a slot; it holds it to the end.
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, who = %id.name, "agent: max-connections verified peers served already; closing this one");
+            tracing::warn!(%peer, who = %id.name, "agent: max-connections verified peers served already; turning this one away");
+            self.turn_away(tls).await;
             return;
         };
         let (rd, mut wr) = tokio::io::split(tls);
@@ -337,6 +341,33 @@ impl Agent {
                 self.sync(&caller, peer, r, rd, wr).await;
             }
         }
+    }
+
+    /// A verified peer beyond `max-connections`: its request gets an answer that says so
+    /// (within [`BUSY_GRACE`], no slot held), so that its client can tell busy from broken.
+    async fn turn_away(&self, tls: TlsStream<TcpStream>) {
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = FrameReader::new(rd);
+        let Ok(Ok(Some(f))) = timeout(BUSY_GRACE, rd.read()).await else {
+            return;
+        };
+        let Some(req) = (f.kind == Kind::Request)
+            .then(|| f.parse::<Request>().ok())
+            .flatten()
+        else {
+            return;
+        };
+        let why = format!(
+            "busy: {} serves {} connections already ([agent] max-connections); try again",
+            self.settings.name, self.settings.max_connections
+        );
+        let frames = match &req {
+            Request::Exec(e) => not_run(e.rank, &e.subtree, &self.settings.name, &why),
+            Request::Sync(r) => not_run(r.rank, &r.subtree, &self.settings.name, &why),
+            Request::Ping | Request::Pull(_) => not_run(0, &[], &self.settings.name, &why),
+        };
+        let _ = timeout(BUSY_GRACE, write_frames(&mut wr, &frames)).await;
+        let _ = timeout(BUSY_GRACE, wr.shutdown()).await;
     }
 
     /// The whole stdin of a run whose grant covers it (a run through relays), checked against

@@ -92,6 +92,34 @@ fn seventy_idle_connections_leave_room_for_an_admin() {
 }
 
 #[test]
+fn verified_peers_past_max_connections_are_told_the_agent_is_busy() {
+    let c = Cluster::with("agentbusy", 1, |_, _| "max-connections = 1\n".into());
+    let (rt, tls, target) = c.raw_client("admin", 1);
+    // An admin's connection that has done its handshake holds the one slot.
+    let holder = rt.block_on(herd_agent::client::connect(
+        tls,
+        &target,
+        Duration::from_secs(5),
+    ));
+    let holder = holder.unwrap();
+    let o = c.exec(&["-w", "node01", "true"]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(
+            "node01: agent: busy: node01 serves 1 connections already ([agent] max-connections)"
+        ),
+        "{}",
+        text(&o.stderr)
+    );
+    // Its slot comes back when it goes.
+    drop(holder);
+    drop(rt);
+    crate::util::wait_for("the slot to come back", Duration::from_secs(5), || {
+        c.exec(&["-w", "node01", "true"]).status.success()
+    });
+}
+
+#[test]
 fn a_handshake_that_stalls_is_closed_after_two_seconds() {
     let c = Cluster::new("agentstall", 1);
     let agent = c.net.addr(1, 2875);
