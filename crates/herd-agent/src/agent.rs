@@ -3,10 +3,11 @@
 //! A connection's life: TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], and held to the
 //! handshake budget of [`crate::gate`]; the verifier has already refused strangers and revoked
 //! certificates) → a slot of `max-connections`, taken only now → one `Request` frame → the
-//! role check → the answer. `exec` runs `/bin/sh -c COMMAND` as the configured user in a process group of
-//! its own, with a minimal environment, and streams its output back; the client's `Signal`
-//! frames go to that process group, and so does the kill at the timeout or when the client
-//! goes away. Every request that runs or is refused is written to the audit log.
+//! role check → the answer. `exec` runs `/bin/sh -c COMMAND` as the configured user in a
+//! process group of its own, with a minimal environment, and streams its output back; the
+//! client's `Signal` frames go to that process group, and so does the kill at the timeout or
+//! when the client goes away. Every request that runs or is refused is written to the audit
+//! log, and what runs only once its line is written (the log fails closed).
 //!
 //! A client that stops reading stalls only its own command (the pipes fill up); after
 //! [`WRITE_STALL`] without progress the connection is dropped and the command killed.
