@@ -1,11 +1,13 @@
 //! The agent: accepts mutual-TLS connections and serves one request on each.
 //!
-//! A connection's life: TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`]; the verifier has
-//! already refused strangers and revoked certificates) → one `Request` frame → the role check
-//! → the answer. `exec` runs `/bin/sh -c COMMAND` as the configured user in a process group of
-//! its own, with a minimal environment, and streams its output back; the client's `Signal`
-//! frames go to that process group, and so does the kill at the timeout or when the client
-//! goes away. Every request that runs or is refused is written to the audit log.
+//! A connection's life: TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], and held to the
+//! handshake budget of [`crate::gate`]; the verifier has already refused strangers and revoked
+//! certificates) → a slot of `max-connections`, taken only now → one `Request` frame → the
+//! role check → the answer. `exec` runs `/bin/sh -c COMMAND` as the configured user in a
+//! process group of its own, with a minimal environment, and streams its output back; the
+//! client's `Signal` frames go to that process group, and so does the kill at the timeout or
+//! when the client goes away. Every request that runs or is refused is written to the audit
+//! log, and what runs only once its line is written (the log fails closed).
 //!
 //! A client that stops reading stalls only its own command (the pipes fill up); after
 //! [`WRITE_STALL`] without progress the connection is dropped and the command killed.
@@ -21,19 +23,28 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{sleep_until, timeout};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::client::{self, Run};
 use crate::frame::{write_frames, Frame, FrameReader, Kind};
+use crate::gate::{Handshakes, Source, PER_SOURCE};
 use crate::grant::Checker;
 use crate::pki::{Identity, Role};
-use crate::proto::{ExecRequest, Exit, Failure, FailureKind, Pong, Request, SIGNALS};
+use crate::proto::{
+    ExecRequest, Exit, Failure, FailureKind, Pong, Request, StdinDigest, RELAYED_STDIN_MAX, SIGNALS,
+};
 use crate::tls::Revoked;
 
-/// How long a client has to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to finish the TLS handshake. A handshake is two round trips and
+/// a few signatures (milliseconds, even across continents); the deadline is what an idle
+/// stranger can hold a place of the handshake budget for.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a verified peer turned away for want of a slot has to send its request (it sends
+/// it right after the handshake) and to take the answer.
+const BUSY_GRACE: Duration = Duration::from_secs(1);
 /// How long a client has to send its request after the handshake.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write to a client may make no progress before the client is dropped.
@@ -57,7 +68,8 @@ pub struct Settings {
     /// Commands run as this user (the agent must be root to run them as someone else).
     pub user: String,
     pub audit_log: Option<PathBuf>,
-    /// Connections served at once; more are closed at once.
+    /// Verified peers served at once; more are closed once their handshake is done. Unfinished
+    /// handshakes have a budget of their own, half as many (see [`crate::gate`]).
     pub max_connections: usize,
     /// Checks the grants of requests relayed by other nodes.
     pub grants: Arc<Checker>,
@@ -71,7 +83,10 @@ pub struct Settings {
 pub struct Agent {
     settings: Settings,
     started: Instant,
+    /// Verified peers: a connection takes one after its handshake and identity check.
     slots: Arc<Semaphore>,
+    /// Unfinished handshakes, each with the sender whose drop makes it give up.
+    handshakes: Mutex<Handshakes<oneshot::Sender<()>>>,
     audit: Mutex<()>,
 }
 
@@ -79,6 +94,10 @@ impl Agent {
     pub fn new(settings: Settings) -> Arc<Agent> {
         Arc::new(Agent {
             slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            handshakes: Mutex::new(Handshakes::new(
+                handshake_budget(settings.max_connections),
+                PER_SOURCE,
+            )),
             settings,
             started: Instant::now(),
             audit: Mutex::new(()),
@@ -108,32 +127,62 @@ impl Agent {
                     continue;
                 }
             };
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "agent: too many connections; closing this one");
-                continue;
-            };
+            let src = Source::from(peer.ip());
+            let (give_up, displaced) = oneshot::channel();
+            let (id, pushed_out) = self.lock_handshakes().admit(src, give_up);
+            if pushed_out.is_some() {
+                tracing::info!(%peer, "agent: too many unfinished handshakes; the oldest of the busiest source closed to make room");
+            }
             let agent = self.clone();
             tokio::spawn(async move {
-                agent.serve(tcp, peer).await;
-                drop(slot);
+                let pending = Pending {
+                    agent: &agent,
+                    src,
+                    id,
+                };
+                let Some(tls) = agent.handshake(tcp, peer, displaced).await else {
+                    return;
+                };
+                drop(pending);
+                agent.serve(tls, peer).await;
             });
         }
     }
 
-    async fn serve(&self, tcp: TcpStream, peer: SocketAddr) {
+    fn lock_handshakes(&self) -> std::sync::MutexGuard<'_, Handshakes<oneshot::Sender<()>>> {
+        self.handshakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The TLS handshake, within [`HANDSHAKE_TIMEOUT`], unless the gate makes it give up.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        displaced: oneshot::Receiver<()>,
+    ) -> Option<TlsStream<TcpStream>> {
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.settings.tls.clone());
-        let tls = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => s,
+        let res = tokio::select! {
+            r = timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+            _ = displaced => {
+                tracing::info!(%peer, "agent: unfinished TLS handshake closed to make room");
+                return None;
+            }
+        };
+        match res {
+            Ok(Ok(s)) => Some(s),
             Ok(Err(e)) => {
                 tracing::info!(%peer, error = %e, "agent: TLS handshake refused");
-                return;
+                None
             }
             Err(_) => {
                 tracing::info!(%peer, "agent: TLS handshake timed out");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    async fn serve(&self, tls: TlsStream<TcpStream>, peer: SocketAddr) {
         if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             tracing::debug!(%peer, "agent: TLS session resumed");
         }
@@ -148,6 +197,12 @@ impl Agent {
                     Err(_) => return,
                 },
             },
+        };
+        // Only a peer the cluster's CA vouches for takes a slot; it holds it to the end.
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, who = %id.name, "agent: max-connections verified peers served already; turning this one away");
+            self.turn_away(tls).await;
+            return;
         };
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = FrameReader::new(rd);
@@ -193,7 +248,7 @@ impl Agent {
                 id.role
             );
             tracing::warn!(%peer, who = %id.name, role = %id.role, request = req.name(), "agent: refused");
-            self.audit(&AuditRecord {
+            let _ = self.audit(&AuditRecord {
                 event: "refused",
                 request: req.name(),
                 command: match &req {
@@ -218,7 +273,7 @@ impl Agent {
                     Ok(admin) => (admin, Some(id.name.clone())),
                     Err(why) => {
                         tracing::warn!(%peer, via = %id.name, "agent: relayed request refused: {why}");
-                        self.audit(&AuditRecord {
+                        let _ = self.audit(&AuditRecord {
                             event: "refused",
                             request: "exec",
                             command: Some(&e.command),
@@ -251,7 +306,22 @@ impl Agent {
                 let _ = write_frames(&mut wr, &[Frame::json(Kind::Pong, 0, &pong)]).await;
                 let _ = wr.shutdown().await;
             }
-            Request::Exec(e) => self.exec(&caller, via.as_deref(), peer, e, rd, wr).await,
+            Request::Exec(e) => {
+                let input = match self.granted_stdin(&id, peer, &e, &mut rd).await {
+                    Ok(input) => input,
+                    Err(why) => {
+                        let req = Request::Exec(e);
+                        let _ = refuse(&mut wr, &req, &self.settings.name, why).await;
+                        return;
+                    }
+                };
+                let who = Caller {
+                    id: &caller,
+                    via: via.as_deref(),
+                    peer,
+                };
+                self.exec(who, e, input, rd, wr).await
+            }
             Request::Pull(p) => self.pull(&caller, peer, p, rd, wr).await,
             Request::Sync(mut r) => {
                 if let Some(name) = r.module.clone() {
@@ -274,6 +344,61 @@ impl Agent {
         }
     }
 
+    /// A verified peer beyond `max-connections`: its request gets an answer that says so
+    /// (within [`BUSY_GRACE`], no slot held), so that its client can tell busy from broken.
+    async fn turn_away(&self, tls: TlsStream<TcpStream>) {
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = FrameReader::new(rd);
+        let Ok(Ok(Some(f))) = timeout(BUSY_GRACE, rd.read()).await else {
+            return;
+        };
+        let Some(req) = (f.kind == Kind::Request)
+            .then(|| f.parse::<Request>().ok())
+            .flatten()
+        else {
+            return;
+        };
+        let why = format!(
+            "busy: {} serves {} connections already ([agent] max-connections); try again",
+            self.settings.name, self.settings.max_connections
+        );
+        let frames = match &req {
+            Request::Exec(e) => not_run(e.rank, &e.subtree, &self.settings.name, &why),
+            Request::Sync(r) => not_run(r.rank, &r.subtree, &self.settings.name, &why),
+            Request::Ping | Request::Pull(_) => not_run(0, &[], &self.settings.name, &why),
+        };
+        let _ = timeout(BUSY_GRACE, write_frames(&mut wr, &frames)).await;
+        let _ = timeout(BUSY_GRACE, wr.shutdown()).await;
+    }
+
+    /// The whole stdin of a run whose grant covers it (a run through relays), checked against
+    /// the grant's hash; `None` when stdin streams (a direct run). A refusal is audited.
+    async fn granted_stdin<R: AsyncRead + Unpin>(
+        &self,
+        id: &Identity,
+        peer: SocketAddr,
+        req: &ExecRequest,
+        rd: &mut FrameReader<R>,
+    ) -> Result<Option<Arc<Vec<u8>>>, String> {
+        let Some(want) = req.stdin_digest.as_ref().filter(|_| req.stdin) else {
+            return Ok(None);
+        };
+        match read_stdin(rd, want).await {
+            Ok(data) => Ok(Some(Arc::new(data))),
+            Err(why) => {
+                tracing::warn!(%peer, via = %id.name, "agent: relayed request refused: {why}");
+                let _ = self.audit(&AuditRecord {
+                    event: "refused",
+                    request: "exec",
+                    command: Some(&req.command),
+                    reason: Some(&why),
+                    ..AuditRecord::new(id, peer, &self.settings)
+                });
+                Err(format!("refused: {why}"))
+            }
+        }
+    }
+
     /// A module for a transfer, or why not (written to the audit log).
     fn open_module(
         &self,
@@ -290,7 +415,7 @@ impl Agent {
             .open(name, id, write, &self.settings.name);
         if let Err(why) = &res {
             tracing::warn!(%peer, who = %id.name, module = name, "agent: {why}");
-            self.audit(&AuditRecord {
+            let _ = self.audit(&AuditRecord {
                 event: "refused",
                 request: if write { "sync" } else { "pull" },
                 command: Some(name),
@@ -321,12 +446,16 @@ impl Agent {
             }
         };
         let m = &open.module;
-        self.audit(&AuditRecord {
+        let started = self.audit(&AuditRecord {
             event: "start",
             request: "pull",
             command: Some(&m.name),
             ..AuditRecord::new(id, peer, &self.settings)
         });
+        if let Err(why) = started {
+            let _ = fail(&mut wr, 0, FailureKind::Agent, format!("not served: {why}")).await;
+            return;
+        }
         let opts = herd_sync::manifest::ScanOptions {
             hash: req.checksum,
             exclude: m.exclude.clone(),
@@ -363,7 +492,7 @@ impl Agent {
             }
         };
         let failed = res.as_ref().err().cloned();
-        self.audit(&AuditRecord {
+        let _ = self.audit(&AuditRecord {
             event: "end",
             request: "pull",
             command: Some(&m.name),
@@ -388,12 +517,22 @@ impl Agent {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        self.audit(&AuditRecord {
+        let started = self.audit(&AuditRecord {
             event: "start",
             request: "sync",
             command: Some(&r.dest),
             ..AuditRecord::new(caller, peer, &self.settings)
         });
+        if let Err(why) = started {
+            let _ = fail(
+                &mut wr,
+                r.rank,
+                FailureKind::Agent,
+                format!("not run: {why}"),
+            )
+            .await;
+            return;
+        }
         // A node relaying an admin's push: the grant must cover the request and the
         // manifest (whose file hashes each node checks).
         // An admin's tree: from an admin, or relayed with an admin's grant (checked below).
@@ -431,7 +570,7 @@ impl Agent {
                         verify.as_deref(),
                     )
                     .await;
-                    self.audit(&AuditRecord {
+                    let _ = self.audit(&AuditRecord {
                         event: "end",
                         request: "sync",
                         command: Some(&r.dest),
@@ -450,7 +589,7 @@ impl Agent {
             .await
             .map(|_| ());
         let failed = res.as_ref().err().cloned();
-        self.audit(&AuditRecord {
+        let _ = self.audit(&AuditRecord {
             event: "end",
             request: "sync",
             command: Some(&r.dest),
@@ -465,46 +604,47 @@ impl Agent {
 
     async fn exec<R, W>(
         &self,
-        id: &Identity,
-        via: Option<&str>,
-        peer: SocketAddr,
+        caller: Caller<'_>,
         mut req: ExecRequest,
+        input: Option<Arc<Vec<u8>>>,
         mut rd: FrameReader<R>,
         mut wr: W,
     ) where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        let Caller { id, via, peer } = caller;
         let rank = req.rank;
         let started = Instant::now();
         let subtree = std::mem::take(&mut req.subtree);
-        let mut child = match self.spawn_command(id, &req) {
+        let mut base = AuditRecord {
+            request: "exec",
+            via,
+            command: Some(&req.command),
+            ..AuditRecord::new(id, peer, &self.settings)
+        };
+        // No audit line, no command: the line is written before the command starts (so it
+        // has no pid; the end line has it).
+        let start = AuditRecord {
+            event: "start",
+            ..base.clone()
+        };
+        let spawned = match self.audit(&start) {
+            Err(e) => Err(format!("not run: {e}")),
+            Ok(()) => self.spawn_command(id, &req).inspect_err(|e| {
+                let _ = self.audit(&AuditRecord {
+                    event: "end",
+                    reason: Some(e),
+                    ..base.clone()
+                });
+            }),
+        };
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "agent: cannot run the command");
-                // The subtree is not left out silently: each of its nodes is reported.
-                let mut frames = vec![Frame::json(
-                    Kind::Error,
-                    rank,
-                    &Failure {
-                        kind: FailureKind::Agent,
-                        message: e.clone(),
-                    },
-                )];
-                frames.extend(subtree.iter().map(|h| {
-                    Frame::json(
-                        Kind::Error,
-                        h.rank,
-                        &Failure {
-                            kind: FailureKind::Agent,
-                            message: format!(
-                                "not run: its relay {} failed: {e}",
-                                self.settings.name
-                            ),
-                        },
-                    )
-                }));
-                let _ = write_frames(&mut wr, &frames).await;
+                let _ =
+                    write_frames(&mut wr, &not_run(rank, &subtree, &self.settings.name, &e)).await;
                 let _ = wr.shutdown().await;
                 return;
             }
@@ -512,17 +652,7 @@ impl Agent {
         let Some(pid) = child.id().and_then(|p| Pid::from_raw(p as i32)) else {
             return;
         };
-        let base = AuditRecord {
-            request: "exec",
-            via,
-            command: Some(&req.command),
-            pid: Some(pid.as_raw_nonzero().get()),
-            ..AuditRecord::new(id, peer, &self.settings)
-        };
-        self.audit(&AuditRecord {
-            event: "start",
-            ..base.clone()
-        });
+        base.pid = Some(pid.as_raw_nonzero().get());
         tracing::info!(%peer, who = %id.name, pid = pid.as_raw_nonzero().get(), command = %req.command, "agent: exec");
 
         // Output: two pumps feed one writer, which alone touches the socket.
@@ -614,6 +744,15 @@ impl Agent {
         let mut sub_stdin = sub_stdin;
         let (interrupted_tx, mut interrupted) = tokio::sync::watch::channel(false);
         let reader = tokio::spawn(async move {
+            // Stdin read whole and checked already: it goes first, and is all there is.
+            if let Some(data) = input {
+                if let Some(tx) = sub_stdin.take() {
+                    let _ = tx.send(data.clone());
+                }
+                if let Some(mut s) = stdin.take() {
+                    let _ = s.write_all(&data).await;
+                }
+            }
             loop {
                 match rd.read().await {
                     Ok(Some(f)) => match f.kind {
@@ -744,7 +883,7 @@ impl Agent {
         reader.abort();
         let _ = writer.await;
         tracing::info!(%peer, who = %id.name, pid = pid.as_raw_nonzero().get(), status = exit.status(), timed_out, "agent: exec ended");
-        self.audit(&AuditRecord {
+        let _ = self.audit(&AuditRecord {
             event: "end",
             exit: exit.code,
             signal: exit.signal,
@@ -807,9 +946,11 @@ impl Agent {
     }
 
     /// Writes one line; the time is taken here (nothing is formatted when there is no log).
-    fn audit(&self, rec: &AuditRecord<'_>) {
+    /// An error says why; what the line records must not go ahead without it (fail closed),
+    /// except what has happened already (an end, a refusal), which the error log then notes.
+    fn audit(&self, rec: &AuditRecord<'_>) -> Result<(), String> {
         let Some(path) = &self.settings.audit_log else {
-            return;
+            return Ok(());
         };
         let rec = AuditRecord {
             time: jiff::Timestamp::now().to_string(),
@@ -818,14 +959,58 @@ impl Agent {
         let mut line = serde_json::to_vec(&rec).unwrap_or_default();
         line.push(b'\n');
         let _guard = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let res = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(&line));
-        if let Err(e) = res {
-            tracing::error!(path = %path.display(), error = %e, "agent: cannot write the audit log");
+        open_audit_log(path)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(|e| {
+                tracing::error!(path = %path.display(), error = %e, "agent: cannot write the audit log");
+                format!("cannot write the audit log {}: {e}", path.display())
+            })
+    }
+}
+
+/// Opens the audit log to append, creating it 0600: it names every command run as root. A log
+/// an older herd made (0644) loses its bits for other users.
+fn open_audit_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let mode = f.metadata()?.permissions().mode();
+    if mode & 0o007 != 0 {
+        // Best effort: a file the agent does not own keeps what its owner chose.
+        if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o770)) {
+            tracing::warn!(path = %path.display(), error = %e, "agent: the audit log is readable by every user");
         }
+    }
+    Ok(f)
+}
+
+/// The handshake budget for `max_connections` verified slots: half as many, so that the agent
+/// holds at most 1.5 × `max-connections` sockets (the daemon sizes it from its file limit).
+pub fn handshake_budget(max_connections: usize) -> usize {
+    max_connections.div_ceil(2).max(1)
+}
+
+/// Who a run is for: the identity it runs as (the admin's, for a relayed run), the node that
+/// relayed it, and the address it came from.
+struct Caller<'a> {
+    id: &'a Identity,
+    via: Option<&'a str>,
+    peer: SocketAddr,
+}
+
+/// An unfinished handshake's place in the gate, given back when it ends (either way).
+struct Pending<'a> {
+    agent: &'a Agent,
+    src: Source,
+    id: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.agent.lock_handshakes().finish(self.src, self.id);
     }
 }
 
@@ -877,6 +1062,65 @@ async fn fail<W: AsyncWrite + Unpin>(
     )
     .await?;
     wr.shutdown().await
+}
+
+/// The frames that say a run did not start here: for this node's rank and, since a relay
+/// that does not run does not relay, for each node of its subtree.
+fn not_run(rank: u32, subtree: &[crate::proto::Hop], me: &str, why: &str) -> Vec<Frame> {
+    let failure = |rank, message| {
+        Frame::json(
+            Kind::Error,
+            rank,
+            &Failure {
+                kind: FailureKind::Agent,
+                message,
+            },
+        )
+    };
+    let mut frames = vec![failure(rank, why.to_string())];
+    frames.extend(
+        subtree
+            .iter()
+            .map(|h| failure(h.rank, format!("not run: its relay {me} failed: {why}"))),
+    );
+    frames
+}
+
+/// Reads a run's whole stdin (up to its `StdinDigest`) and checks it against the digest, which
+/// the admin's grant covers: a command never reads stdin that a relay changed.
+async fn read_stdin<R: AsyncRead + Unpin>(
+    rd: &mut FrameReader<R>,
+    want: &StdinDigest,
+) -> Result<Vec<u8>, String> {
+    if want.len > RELAYED_STDIN_MAX {
+        return Err(format!(
+            "stdin of {} bytes; a run through relays carries at most {RELAYED_STDIN_MAX}",
+            want.len
+        ));
+    }
+    // The length is the admin's (the grant was checked): what it reserves is bounded.
+    let mut data = Vec::with_capacity(want.len as usize);
+    loop {
+        let f = match timeout(WRITE_STALL, rd.read()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return Err("the connection closed before stdin ended".into()),
+            Ok(Err(e)) => return Err(format!("a bad frame in stdin: {e}")),
+            Err(_) => return Err("stdin stalled".into()),
+        };
+        match f.kind {
+            Kind::Stdin if (data.len() + f.payload.len()) as u64 <= want.len => {
+                data.extend_from_slice(&f.payload)
+            }
+            Kind::Stdin => return Err("stdin is longer than the admin's grant says".into()),
+            Kind::StdinEnd => break,
+            Kind::Signal => return Err("interrupted before stdin was whole".into()),
+            k => return Err(format!("a {k:?} frame before the end of stdin")),
+        }
+    }
+    if StdinDigest::of(&data) != *want {
+        return Err("stdin is not the one the admin's grant covers (changed on the way)".into());
+    }
+    Ok(data)
 }
 
 /// Refuses a request: for its own rank, and for each node of its subtree (which is then not

@@ -8,7 +8,9 @@
 //! signature is good, the request matches the grant, the agent is in the grant's node set,
 //! the grant is fresh (±[`MAX_SKEW`]) and its run id has not been seen before.
 //! So a relay can drop or delay the run it carries, and see its output, but it cannot change
-//! the command, run it on other nodes, or run it twice on a node.
+//! the command, run it on other nodes, or run it twice on a node. Nor its stdin: a grant that
+//! lets the command read stdin names its length and BLAKE3, and the agent checks the bytes it
+//! got before it runs the command (a grant with stdin and no hash is refused).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use rustls::SignatureScheme;
 use serde::{Deserialize, Serialize};
 
 use crate::pki::{Identity, Role};
-use crate::proto::{Auth, ExecRequest};
+use crate::proto::{Auth, ExecRequest, StdinDigest};
 
 /// How far a grant's time may be from the agent's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
@@ -34,6 +36,9 @@ pub struct Grant {
     pub command: String,
     pub timeout_ms: Option<u64>,
     pub stdin: bool,
+    /// The whole stdin's length and hash, when `stdin` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_digest: Option<StdinDigest>,
     /// The run's node set, folded.
     pub nodes: String,
     /// Random, hex.
@@ -108,6 +113,7 @@ fn sign_grant(
         command: req.command.clone(),
         timeout_ms: req.timeout_ms,
         stdin: req.stdin,
+        stdin_digest: req.stdin_digest.clone(),
         nodes: nodes.fold(),
         run: hex(&run),
         issued: now_secs(),
@@ -140,8 +146,17 @@ impl Checker {
         }
     }
 
-    /// The admin who signed `auth`, if it allows `req` on the node `me`.
+    /// The admin who signed `auth`, if it allows `req` on the node `me`. When the command
+    /// reads stdin, the grant names its hash (`req.stdin_digest`, the same), which the caller
+    /// must check against the bytes it gets before running anything.
     pub fn check(&self, auth: &Auth, req: &ExecRequest, me: &str) -> Result<Identity, String> {
+        if req.stdin && req.stdin_digest.is_none() {
+            return Err(
+                "grant: stdin through relays needs the grant to cover its hash \
+                        (the client is an older herd; or use --no-stdin)"
+                    .into(),
+            );
+        }
         self.check_grant(auth, req, false, me)
     }
 
@@ -189,7 +204,11 @@ impl Checker {
                 if g.sync { "a sync" } else { "a command" }
             ));
         }
-        if g.command != req.command || g.timeout_ms != req.timeout_ms || g.stdin != req.stdin {
+        if g.command != req.command
+            || g.timeout_ms != req.timeout_ms
+            || g.stdin != req.stdin
+            || g.stdin_digest != req.stdin_digest
+        {
             return Err("grant: the request is not the one the admin signed".into());
         }
         // Checked without expanding the set: a node of a 1000-node run checks one name.
@@ -323,6 +342,35 @@ mod tests {
             .check_sync(&command, what, "n1")
             .unwrap_err()
             .contains("signed for a command"));
+        // Stdin: the grant covers its hash; another stdin, or one without a hash, is refused.
+        let with_stdin = ExecRequest {
+            command: "sh".into(),
+            stdin: true,
+            stdin_digest: Some(StdinDigest::of(b"echo ok\n")),
+            ..ExecRequest::default()
+        };
+        let auth4 = sign(&with_stdin, &nodes, &cert, signer.as_ref()).unwrap();
+        let changed = ExecRequest {
+            stdin_digest: Some(StdinDigest::of(b"rm -rf /\n")),
+            ..with_stdin.clone()
+        };
+        assert!(checker
+            .check(&auth4, &changed, "n1")
+            .unwrap_err()
+            .contains("not the one"));
+        assert_eq!(
+            checker.check(&auth4, &with_stdin, "n1").unwrap().name,
+            "alice"
+        );
+        let unhashed = ExecRequest {
+            stdin_digest: None,
+            ..with_stdin.clone()
+        };
+        let auth5 = sign(&unhashed, &nodes, &cert, signer.as_ref()).unwrap();
+        assert!(checker
+            .check(&auth5, &unhashed, "n1")
+            .unwrap_err()
+            .contains("cover its hash"));
         // A revoked admin: refused.
         revoked.write().unwrap().insert(admin.serial.clone());
         let auth3 = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();

@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod client;
 pub mod frame;
+pub mod gate;
 pub mod grant;
 pub mod module;
 pub mod pki;

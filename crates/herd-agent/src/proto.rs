@@ -58,6 +58,10 @@ pub struct ExecRequest {
     /// Whether stdin frames follow; otherwise the command's stdin is empty.
     #[serde(default)]
     pub stdin: bool,
+    /// For a run through relays: the whole stdin's length and hash, which the admin's grant
+    /// covers. Every agent that gets it buffers stdin and checks it before running anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_digest: Option<StdinDigest>,
     /// This node's rank in the run (gexec's numbering), and the run's size: the command sees
     /// them as `HERD_RANK` and `HERD_SIZE`.
     #[serde(default)]
@@ -75,6 +79,27 @@ pub struct ExecRequest {
     /// The admin's grant: required when the caller is a node (a relay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+}
+
+/// The largest stdin a run through relays may carry: each agent of the tree holds it whole
+/// until it has checked it against the admin's grant.
+pub const RELAYED_STDIN_MAX: u64 = 16 << 20;
+
+/// The length and BLAKE3 (hex) of a run's whole stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StdinDigest {
+    pub len: u64,
+    pub blake3: String,
+}
+
+impl StdinDigest {
+    pub fn of(data: &[u8]) -> StdinDigest {
+        StdinDigest {
+            len: data.len() as u64,
+            blake3: blake3::hash(data).to_hex().to_string(),
+        }
+    }
 }
 
 /// A node of the run, as a relay needs it.

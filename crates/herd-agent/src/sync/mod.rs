@@ -137,7 +137,7 @@ pub fn manifest_lines(m: &Manifest) -> Vec<u8> {
     out
 }
 
-fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
+pub fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
     let mut m = Manifest::default();
     for (i, line) in lines.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_agent::client::{self, Event, Outcome, Run, Stream, Target};
-use herd_agent::proto::ExecRequest;
+use herd_agent::proto::{ExecRequest, StdinDigest, RELAYED_STDIN_MAX};
 use herd_agent::tls::{self, Files};
 use herd_core::config::{parse_duration, Config};
 use herd_core::nodeset::NodeSet;
@@ -62,7 +62,8 @@ pub struct Conn {
 #[command(
     after_help = "Output: each line as `node: line`, never split or mixed with another \
 node's line; remote stderr goes to stderr. Standard input, when it is not a terminal, goes to \
-every node. Ctrl-C sends SIGINT to every remote command's process group; a second Ctrl-C sends \
+every node; through relays (more nodes than --fanout) it is read whole first, at most 16 MiB, \
+and each node checks it against the run's signature before running the command. Ctrl-C sends SIGINT to every remote command's process group; a second Ctrl-C sends \
 SIGKILL.\n\nExit status: the highest remote exit status (pdsh -S); 124 for a node whose command \
 timed out, 126 for a refused request, 255 for a node not reached or lost. Failures are summed up \
 per node on stderr.\n\nExamples:\n  herd exec -w 'node[01-64]' uptime\n  herd exec -w @web -x web03 \
@@ -276,7 +277,23 @@ pub fn run(a: Args) -> u8 {
         connect_timeout_ms: a.select.conn.connect_timeout.as_millis().max(1) as u64,
         ..ExecRequest::default()
     };
-    if targets.len() > request.fanout as usize {
+    let relayed = targets.len() > request.fanout as usize;
+    // Through relays, stdin is read whole first: the grant covers its hash, so a relay
+    // cannot change what the nodes below it read.
+    let whole_stdin = match (relayed, use_stdin) {
+        (true, true) => match read_whole_stdin(&mut std::io::stdin().lock()) {
+            Ok(data) => {
+                request.stdin_digest = Some(StdinDigest::of(&data));
+                Some(data)
+            }
+            Err(e) => {
+                eprintln!("herd: {e}");
+                return exit::USAGE;
+            }
+        },
+        _ => None,
+    };
+    if relayed {
         match grant(&a.select, &cfg, &request, &targets) {
             Ok(auth) => request.auth = Some(auth),
             Err(e) => {
@@ -289,7 +306,10 @@ pub fn run(a: Args) -> u8 {
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let rt = runtime();
     let (stdin_tx, stdin_rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Vec<u8>>>();
-    if use_stdin {
+    if let Some(data) = whole_stdin {
+        let _ = stdin_tx.send(Arc::new(data));
+        drop(stdin_tx);
+    } else if use_stdin {
         // A plain thread: reading stdin blocks, and it must not hold up the runtime.
         std::thread::spawn(move || {
             let mut input = std::io::stdin().lock();
@@ -433,6 +453,24 @@ pub fn run(a: Args) -> u8 {
         .map(|o| o.status().clamp(0, 255) as u8)
         .max()
         .unwrap_or(0)
+}
+
+/// All of stdin, for a run through relays; an error past [`RELAYED_STDIN_MAX`].
+fn read_whole_stdin(input: &mut impl Read) -> Result<Vec<u8>, String> {
+    let mut data = Vec::new();
+    input
+        .take(RELAYED_STDIN_MAX + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    if data.len() as u64 > RELAYED_STDIN_MAX {
+        return Err(format!(
+            "standard input is over {} MiB, the most a run through relays carries (each node \
+             checks it whole against the signed run); use --fanout with at least as many \
+             connections as nodes (stdin then streams), or --no-stdin",
+            RELAYED_STDIN_MAX >> 20
+        ));
+    }
+    Ok(data)
 }
 
 /// clush -b: one block per group of nodes with the same output and exit status.

@@ -110,11 +110,11 @@ impl Cluster {
         c
     }
 
-    fn exec(&self, args: &[&str]) -> Output {
+    pub(crate) fn exec(&self, args: &[&str]) -> Output {
         self.cmd(args).stdin(Stdio::null()).output().unwrap()
     }
 
-    fn exec_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+    pub(crate) fn exec_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         let mut child = self
             .cmd(args)
             .stdin(Stdio::piped())
@@ -173,12 +173,12 @@ pub fn kill(d: &mut Daemon) {
     }
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// The sorted lines of an output.
-fn lines(b: &[u8]) -> Vec<String> {
+pub(crate) fn sorted_lines(b: &[u8]) -> Vec<String> {
     let mut l: Vec<String> = text(b).lines().map(str::to_string).collect();
     l.sort();
     l
@@ -187,7 +187,12 @@ fn lines(b: &[u8]) -> Vec<String> {
 fn expect_lines(out: &Output, want: impl IntoIterator<Item = String>) {
     let mut want: Vec<String> = want.into_iter().collect();
     want.sort();
-    assert_eq!(lines(&out.stdout), want, "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        want,
+        "stderr: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -301,7 +306,7 @@ fn exec_on_64_agents() {
 
     // Lines are never split or mixed: 64 nodes × 2000 lines, and one line of 1 MiB.
     let o = c.exec(&["-a", "seq 1 2000 | sed \"s/^/$HERD_NODE-/\""]);
-    let got = lines(&o.stdout);
+    let got = sorted_lines(&o.stdout);
     assert_eq!(got.len(), 64 * 2000);
     for l in &got {
         let (prefix, rest) = l.split_once(": ").unwrap();

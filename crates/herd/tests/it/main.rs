@@ -2,6 +2,7 @@
 // Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod agent;
 mod browser;
 mod config;
 mod daemon;
