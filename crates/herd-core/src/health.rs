@@ -38,6 +38,11 @@ pub struct HealthConfig {
     /// Where to speak mon's client protocol (`moncmd`, `monshow`; mon's port is 2583);
     /// `None` = off. Read at start-up.
     pub mon_listen: Option<std::net::SocketAddr>,
+    /// Clients the mon port serves at once; more are told so and closed. The daemon lowers
+    /// it further when the process has few file descriptors.
+    pub mon_max_connections: usize,
+    /// A mon client that sends nothing for this long is disconnected.
+    pub mon_idle_timeout: Duration,
     pub checks: Vec<CheckSpec>,
 }
 
@@ -84,6 +89,12 @@ impl SmtpTls {
 /// Default of `health.history-retention`: 90 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
 
+/// Default of `health.mon-max-connections`.
+pub const DEFAULT_MON_MAX_CONNECTIONS: usize = 64;
+
+/// Default of `health.mon-idle-timeout`.
+pub const DEFAULT_MON_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default of `health.max-concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 
@@ -105,6 +116,8 @@ impl Default for HealthConfig {
             hostgroups: BTreeMap::new(),
             smtp: None,
             mon_listen: None,
+            mon_max_connections: DEFAULT_MON_MAX_CONNECTIONS,
+            mon_idle_timeout: DEFAULT_MON_IDLE_TIMEOUT,
             checks: Vec::new(),
         }
     }
