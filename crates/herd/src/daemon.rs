@@ -10,8 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -471,35 +470,7 @@ impl Director for TableDirector {
     }
 }
 
-/// Prepares the control socket's path: creates its directory, refuses to go on if another
-/// daemon answers on it, and removes a stale socket file (one nobody listens on).
-pub async fn check_control(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-    }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!("another herd daemon is listening on {}", path.display());
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Binds the control socket. Its appearance tells clients (and tests) that the daemon is
-/// ready: it is bound only after every virtual service is.
-pub fn bind_control(path: &Path) -> Result<UnixListener> {
-    let l = UnixListener::bind(path)
-        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
-    // The control API can change the director: only the daemon's user may use it.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set permissions on {}", path.display()))?;
-    Ok(l)
-}
+pub use crate::ctlsock::{bind as bind_control, check as check_control};
 
 async fn serve_control(daemon: Arc<Daemon>, listener: UnixListener) {
     loop {

@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod cli;
 pub mod client;
+pub mod ctlsock;
 pub mod daemon;
 pub mod monproto;
