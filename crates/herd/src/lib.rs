@@ -6,4 +6,5 @@ pub mod cli;
 pub mod client;
 pub mod ctlsock;
 pub mod daemon;
+pub mod fdlimit;
 pub mod monproto;

@@ -10,6 +10,7 @@ mod exec;
 mod health;
 mod ipvsadm;
 mod lb;
+mod mon;
 mod nodeset;
 mod sync;
 mod util;
