@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod demo;
 mod exec;
+mod flood;
 mod health;
 mod ipvsadm;
 mod lb;
