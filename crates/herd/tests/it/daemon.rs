@@ -489,8 +489,8 @@ fn a_stale_socket_is_replaced_by_one_of_mode_0600() {
     let net = Net::new("socket_stale");
     let dir = crate::util::TempDir::new("socket_stale");
     let path = dir.path("herd.sock");
+    // A socket nobody answers on (a crashed daemon's): `herd status` below reaches the new one.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let old = std::fs::symlink_metadata(&path).unwrap().ino();
     let cfg = dir.path("herd.toml");
     std::fs::write(&cfg, service(net.addr(100, 7000), "rr", &[])).unwrap();
     let child = std::process::Command::new(crate::util::herd_bin())
@@ -515,7 +515,6 @@ fn a_stale_socket_is_replaced_by_one_of_mode_0600() {
     d.ok(&["status"]);
     let m = std::fs::symlink_metadata(&path).unwrap();
     assert!(m.file_type().is_socket());
-    assert_ne!(m.ino(), old, "a new socket");
     assert_eq!(m.mode() & 0o7777, 0o600);
     // Only the socket: the private directory it was bound in is gone.
     let names: Vec<String> = std::fs::read_dir(&d.dir.0)

@@ -63,6 +63,35 @@ fn flood(addr: SocketAddr, n: usize) -> Flooded {
     }
 }
 
+/// `herd status` against the daemon, given up after `limit` (a starved control socket takes
+/// the connection into its backlog and never answers).
+fn status_within(d: &Daemon, limit: Duration) -> Result<(), String> {
+    let mut c = Command::new(herd_bin())
+        .arg("status")
+        .env("HERD_SOCKET", &d.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return if st.success() {
+                Ok(())
+            } else {
+                Err(format!("exited with {st}"))
+            };
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return Err(format!("no answer within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Descriptors the process holds now.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -87,8 +116,6 @@ fn floods_of_idle_connections_starve_neither_the_data_plane_nor_the_control_sock
         dir.path("audit.log").display()
     ));
     let d = Daemon::start_with(test, &cfg, &["prlimit", NOFILE]);
-    let log = crate::mon::plain(&d.log());
-    assert!(log.contains("open_files=256"), "{log}");
 
     let mut held = Vec::new();
     let mut figures = Vec::new();
@@ -112,10 +139,14 @@ fn floods_of_idle_connections_starve_neither_the_data_plane_nor_the_control_sock
             other => failed.push(format!("request {i}: {other:?}")),
         }
         if i % 20 == 0 {
-            let s = d.herd(&["status"]);
-            if !s.status.success() {
-                failed.push(format!("status {i}: {s:?}"));
+            if let Err(e) = status_within(&d, Duration::from_secs(10)) {
+                failed.push(format!("status {i}: {e}"));
             }
+        }
+        // A starved daemon fails each request only after the client's timeouts: three
+        // failures tell enough.
+        if failed.len() >= 3 {
+            break;
         }
     }
     eprintln!(
@@ -128,5 +159,7 @@ fn floods_of_idle_connections_starve_neither_the_data_plane_nor_the_control_sock
     assert_eq!(ok, 200);
     let log = crate::mon::plain(&d.log());
     assert!(!log.contains("Too many open files"), "{log}");
+    // The caps came from the limit the test set.
+    assert!(log.contains("open_files=256"), "{log}");
     drop(held);
 }
