@@ -51,7 +51,7 @@ pub struct Caps {
 /// Caps for a config under `limit` open files: each configured listener gets an equal share
 /// of half of what is left after the fixed part and the control socket's reserve; the other
 /// half (and every share a listener does not use) stays with the data plane. A cap is never
-/// above what the config asks, and never below 1.
+/// above what the config asks, and never below 1 for a listener the config has.
 pub fn caps(limit: u64, cfg: &Config) -> Caps {
     let wanted = [
         cfg.health
@@ -63,9 +63,9 @@ pub fn caps(limit: u64, cfg: &Config) -> Caps {
     let listeners = wanted.iter().flatten().count().max(1) as u64;
     let share = limit.saturating_sub(FIXED + CONTROL) / 2 / listeners;
     let share = usize::try_from(share).unwrap_or(usize::MAX);
+    // 0 for a listener the config does not have.
     let cap = |wanted: Option<usize>, fds_each: usize| {
-        let want = wanted.unwrap_or(1);
-        want.min(share / fds_each).max(1)
+        wanted.map_or(0, |want| want.min(share / fds_each).max(1))
     };
     Caps {
         mon: cap(wanted[0], 1),
@@ -118,7 +118,14 @@ mod tests {
         );
         // Alone, the mon port gets the whole half.
         let mon = config("[health]\nmon-listen = \"127.0.0.1:2583\"\nmon-max-connections = 500\n");
-        assert_eq!(caps(256, &mon).mon, 88);
+        assert_eq!(
+            caps(256, &mon),
+            Caps {
+                mon: 88,
+                web: 0,
+                agent: 0
+            }
+        );
     }
 
     #[test]

@@ -144,9 +144,18 @@ fn parse(line: &str) -> Command {
             Render::Done("ack"),
         ),
         _ => refuse(&format!(
-            "unknown or unsupported command: {line} (herd speaks list opstatus|failures|disabled, disable/enable service, ack, login, checkauth, version, quit)"
+            "unknown or unsupported command: {} (herd speaks list opstatus|failures|disabled, disable/enable service, ack, login, checkauth, version, quit)",
+            printable(line)
         )),
     }
+}
+
+/// A client's text as it may be echoed in a reply: control characters (a NUL, a carriage
+/// return, an escape sequence for the client's terminal) become `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// `520 WHY` as the only reply line.
@@ -191,7 +200,8 @@ fn list(what: &str, rest: &[&str]) -> Command {
         // herd's dependencies name checks, not mon expressions: none are listed.
         ("deps", []) => Command::Local(vec!["220 list deps completed".into()]),
         _ => refuse(&format!(
-            "unknown or unsupported command: list {what} (herd lists opstatus, failures, disabled, watch, descriptions, group G, state, deps)"
+            "unknown or unsupported command: list {} (herd lists opstatus, failures, disabled, watch, descriptions, group G, state, deps)",
+            printable(what)
         )),
     }
 }
@@ -205,7 +215,11 @@ pub fn fuzz_parse(bytes: &[u8]) {
     let cmd = parse(line);
     match &cmd {
         Command::Local(lines) => {
-            assert!(!lines.is_empty() && lines.iter().all(|l| !l.contains('\n')));
+            assert!(!lines.is_empty());
+            assert!(
+                lines.iter().all(|l| !l.chars().any(char::is_control)),
+                "{lines:?}"
+            );
             if line.to_ascii_lowercase().starts_with("login") {
                 assert!(lines.iter().all(|l| !l.contains(line)), "{lines:?}");
             }
@@ -309,7 +323,7 @@ fn render(how: Render, resp: Response) -> Vec<String> {
                 }
             }
             if hosts.is_empty() {
-                return vec![format!("520 no group {g}")];
+                return vec![format!("520 no group {}", printable(&g))];
             }
             vec![
                 format!("hostgroup {g} {}", hosts.join(" ")),
@@ -427,6 +441,17 @@ mod tests {
             Command::Local(l) => assert!(l[0].starts_with("520 unknown"), "{l:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn what_a_client_sent_is_echoed_without_control_characters() {
+        match parse("\u{0}x\u{1b}[2J") {
+            Command::Local(l) => assert!(l[0].contains(": ?x?[2J (herd speaks"), "{l:?}"),
+            other => panic!("{other:?}"),
+        }
+        fuzz_parse(b"list group \x00\x07");
+        fuzz_parse(b"LOGIN ann secret words");
+        fuzz_parse(b"login ann");
     }
 
     #[test]
