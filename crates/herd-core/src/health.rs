@@ -41,6 +41,11 @@ pub struct HealthConfig {
     /// The mon port on an address that is not loopback, knowingly (its `login` sends a
     /// password in the clear).
     pub mon_insecure: bool,
+    /// Clients the mon port serves at once; more are told so and closed. The daemon lowers
+    /// it further when the process has few file descriptors.
+    pub mon_max_connections: usize,
+    /// A mon client that sends nothing for this long is disconnected.
+    pub mon_idle_timeout: Duration,
     pub checks: Vec<CheckSpec>,
 }
 
@@ -87,6 +92,12 @@ impl SmtpTls {
 /// Default of `health.history-retention`: 90 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
 
+/// Default of `health.mon-max-connections`.
+pub const DEFAULT_MON_MAX_CONNECTIONS: usize = 64;
+
+/// Default of `health.mon-idle-timeout`.
+pub const DEFAULT_MON_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default of `health.max-concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 
@@ -109,6 +120,8 @@ impl Default for HealthConfig {
             smtp: None,
             mon_listen: None,
             mon_insecure: false,
+            mon_max_connections: DEFAULT_MON_MAX_CONNECTIONS,
+            mon_idle_timeout: DEFAULT_MON_IDLE_TIMEOUT,
             checks: Vec::new(),
         }
     }

@@ -9,11 +9,13 @@
 //! - [`nodeset`]: node sets in ClusterShell's syntax (`node[01-20]`, `@web`, `,!&^`);
 //!   [`cluster`]: the cluster's nodes, their agents' addresses, and groups.
 //! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
+//! - [`backoff`]: how long an accept loop waits after a failed accept.
 //! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
 //!
 //! This crate does no I/O beyond reading a config file on request.
 
 pub mod api;
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod ha;

@@ -32,6 +32,7 @@ const MAX_ACCEPT: usize = 4;
 pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
     let vip = slot.key.address;
     let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let mut backoff = herd_core::backoff::Backoff::default();
     loop {
         let Ok(mut g) = read_ready(&listener).await else {
             return;
@@ -47,6 +48,7 @@ pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: 
                 rustix::net::acceptfrom_with(fd.get_ref(), flags).map_err(io::Error::from)
             }) {
                 Ok(Ok((fd, addr))) => {
+                    backoff.succeeded();
                     let Some(peer) = addr.and_then(|a| SocketAddr::try_from(a).ok()) else {
                         continue;
                     };
@@ -61,10 +63,10 @@ pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: 
                     });
                 }
                 Ok(Err(e)) if is_exhaustion(&e) => {
-                    // Out of file descriptors or memory: back off instead of spinning; the
-                    // backlog holds the clients meanwhile.
+                    // Out of file descriptors or memory: back off (10 ms, growing to 100 ms)
+                    // instead of spinning; the backlog holds the clients meanwhile.
                     tracing::warn!(service = %slot.key, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(backoff.failed()).await;
                     break;
                 }
                 Ok(Err(e)) => {

@@ -23,8 +23,9 @@ use crate::State;
 
 /// Largest request body read (forms and JSON are small).
 const MAX_BODY: usize = 64 << 10;
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once unless the daemon asks for fewer (it sizes the cap from its
+/// open-files limit); more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 512;
 /// A client has this long to send its request headers, and again for the body.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections one client address may hold at once.
@@ -148,18 +149,23 @@ impl<K: Eq + std::hash::Hash + Clone> Drop for KeySlot<K> {
     }
 }
 
-pub(crate) async fn serve(st: Arc<State>, l: Listener) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+pub(crate) async fn serve(st: Arc<State>, l: Listener, max_connections: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let per_addr = PerKey::new(MAX_PER_ADDR);
+    let mut backoff = herd_core::backoff::Backoff::default();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
         let (stream, peer) = match l.tcp.accept().await {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff.succeeded();
+                c
+            }
             Err(e) => {
+                // Out of descriptors and the like: wait (growing) rather than spin.
                 tracing::warn!(error = %e, "web: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };

@@ -155,14 +155,16 @@ impl Web {
         Ok((Web { state }, listener))
     }
 
-    /// Serves the listener and samples the history; the tasks end with the runtime. The dummy
+    /// Serves the listener with at most `max_connections` clients at once (at most
+    /// [`MAX_CONNECTIONS`]) and samples the history; the tasks end with the runtime. The dummy
     /// hash is made off the start-up path, before the first login is likely to need it.
-    pub fn spawn(&self, listener: http::Listener) {
+    pub fn spawn(&self, listener: http::Listener, max_connections: usize) {
         let st = self.state.clone();
         tokio::task::spawn_blocking(move || {
             st.dummy_hash();
         });
-        tokio::spawn(http::serve(self.state.clone(), listener));
+        let max = max_connections.min(MAX_CONNECTIONS);
+        tokio::spawn(http::serve(self.state.clone(), listener, max));
         tokio::spawn(history::sample(self.state.clone()));
     }
 
@@ -218,7 +220,7 @@ impl Web {
     }
 }
 
-pub use http::{check_tls, Listener};
+pub use http::{check_tls, Listener, MAX_CONNECTIONS};
 
 #[cfg(test)]
 mod tests {

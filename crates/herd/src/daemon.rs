@@ -10,8 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -72,6 +71,9 @@ pub struct Daemon {
     /// The agents of `[nodes]` as the node watch last saw them (with an agent running).
     nodes: crate::agent::NodeCache,
     watching_nodes: std::sync::atomic::AtomicBool,
+    /// The connection caps of the mon port, the dashboard and the agent, sized at start from
+    /// the open-files limit (see `fdlimit`).
+    caps: crate::fdlimit::Caps,
 }
 
 impl herd_web::Backend for Daemon {
@@ -117,7 +119,17 @@ impl Daemon {
             })?)
         };
         let monitor = Monitor::start(&config, Arc::new(TableDirector(table.clone())), None);
+        let limit = crate::fdlimit::current();
+        let caps = crate::fdlimit::caps(limit, &config);
+        tracing::info!(
+            open_files = limit,
+            mon = caps.mon,
+            web = caps.web,
+            agent = caps.agent,
+            "connection caps"
+        );
         Ok(Arc::new(Daemon {
+            caps,
             revoked: crate::agent::revoked_set(&config.agent),
             modules: std::sync::Arc::new(std::sync::RwLock::new(herd_agent::module::Table::new(
                 &config.cluster,
@@ -136,6 +148,16 @@ impl Daemon {
             reloads: AtomicU64::new(0),
             workers,
         }))
+    }
+
+    /// The dashboard's logins in the running config (none without `[web]`): the mon port
+    /// checks its logins against them.
+    pub(crate) fn web_users(&self) -> Vec<herd_core::config::web::WebUser> {
+        let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        cfg.web
+            .as_ref()
+            .map(|w| w.users.clone())
+            .unwrap_or_default()
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -471,40 +493,14 @@ impl Director for TableDirector {
     }
 }
 
-/// Prepares the control socket's path: creates its directory, refuses to go on if another
-/// daemon answers on it, and removes a stale socket file (one nobody listens on).
-pub async fn check_control(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-    }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!("another herd daemon is listening on {}", path.display());
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Binds the control socket. Its appearance tells clients (and tests) that the daemon is
-/// ready: it is bound only after every virtual service is.
-pub fn bind_control(path: &Path) -> Result<UnixListener> {
-    let l = UnixListener::bind(path)
-        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
-    // The control API can change the director: only the daemon's user may use it.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set permissions on {}", path.display()))?;
-    Ok(l)
-}
+pub use crate::ctlsock::{bind as bind_control, check as check_control};
 
 async fn serve_control(daemon: Arc<Daemon>, listener: UnixListener) {
+    let mut backoff = herd_core::backoff::Backoff::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.succeeded();
                 let d = daemon.clone();
                 tokio::spawn(async move {
                     if let Err(e) = serve_client(d, stream).await {
@@ -513,8 +509,9 @@ async fn serve_control(daemon: Arc<Daemon>, listener: UnixListener) {
                 });
             }
             Err(e) => {
+                // Out of descriptors and the like: wait (growing) rather than spin.
                 tracing::warn!(error = %e, "control accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.failed()).await;
             }
         }
     }
@@ -599,12 +596,14 @@ pub type BoundAgent = (Arc<herd_agent::agent::Agent>, Vec<tokio::net::TcpListene
 /// Binds the node agent when `[agent] listen` names addresses (before the control socket,
 /// whose appearance means ready).
 pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
-    let cfg = daemon
+    let mut cfg = daemon
         .config
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .agent
         .clone();
+    // No more than the open-files limit leaves for the agent.
+    cfg.max_connections = daemon.caps.agent;
     crate::agent::bind(&cfg, daemon.revoked.clone(), daemon.modules.clone()).await
 }
 
@@ -667,19 +666,25 @@ pub async fn serve(
     } = signals;
     // mon's client protocol, when configured; bound before "ready", and a failure to bind
     // stops the start-up.
-    let mon_listen = daemon
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .health
-        .mon_listen;
+    let (mon_listen, idle) = {
+        let c = daemon.config.lock().unwrap_or_else(|p| p.into_inner());
+        (c.health.mon_listen, c.health.mon_idle_timeout)
+    };
     let mon = match mon_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("health.mon-listen: cannot bind {addr}"))?;
-            tracing::info!(%addr, "mon client protocol");
-            Some(tokio::spawn(crate::monproto::serve(daemon.clone(), l)))
+            let limits = crate::monproto::Limits {
+                max_connections: daemon.caps.mon,
+                idle,
+            };
+            tracing::info!(%addr, max_connections = limits.max_connections, "mon client protocol");
+            Some(tokio::spawn(crate::monproto::serve(
+                daemon.clone(),
+                l,
+                limits,
+            )))
         }
         None => None,
     };
@@ -700,7 +705,7 @@ pub async fn serve(
         }
     }
     if let (Some(w), Some(l)) = (daemon.web.get(), web) {
-        w.spawn(l);
+        w.spawn(l, daemon.caps.web);
     }
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());

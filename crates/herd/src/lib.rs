@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod cli;
 pub mod client;
+pub mod ctlsock;
 pub mod daemon;
+pub mod fdlimit;
 pub mod monproto;
 pub mod preflight;

@@ -1,22 +1,26 @@
 //! mon's client protocol (TCP, mon's port 2583), so Debian's `moncmd` and scripts built on
 //! it work against herd: one command per line; the reply is data lines, then one line that
-//! starts with a 3-digit code (`220` done, `520` refused).
+//! starts with a 3-digit code (`220` done, `520` refused, `530` login refused).
 //!
 //! A mon group is a check's group (its service, host group or `hosts`); a mon service is the
 //! check (a check's name is unique, so the group of `disable`/`enable`/`ack` is not
 //! looked at). Supported: `list opstatus`, `list failures`, `list disabled`, `disable service G S`,
-//! `enable service G S`, `ack G S TEXT`, `protid`, `version`, `quit`. And what `monshow`
-//! asks: `list state|watch|deps|descriptions|group G` (no dependencies are listed: herd's
-//! name checks, not mon expressions). Every command goes through the
-//! same [`Request`]s as `herd health`, so both see and change the same state.
+//! `enable service G S`, `ack G S TEXT`, `login USER PASS`, `checkauth CMD`, `protid`,
+//! `version`, `quit`. And what `monshow` asks: `list state|watch|deps|descriptions|group G`
+//! (no dependencies are listed: herd's name checks, not mon expressions). Every command goes
+//! through the same [`Request`]s as `herd health`, so both see and change the same state.
+//!
+//! Reading is open to every client, as in mon. Everything that changes state needs a `login`
+//! on the connection first (`moncmd -a -l USER`), checked against the dashboard's users
+//! (`[web.user.NAME]`, argon2id), and an `admin` among them: see [`auth`]. The connection
+//! handling (cap, idle timeout, accept back-off) is in [`conn`].
 
-use std::sync::Arc;
+pub mod auth;
+mod conn;
+
+pub use conn::{serve, Limits};
 
 use herd_core::api::{HealthCheckStatus, Request, Response};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-
-use crate::daemon::Daemon;
 
 /// The longest command line taken.
 const MAX_LINE: u64 = 4096;
@@ -27,6 +31,13 @@ enum Command {
     /// Answered without the daemon: the reply lines.
     Local(Vec<String>),
     Quit,
+    /// `login USER PASS` (the password is everything after the user name).
+    Login {
+        user: String,
+        password: String,
+    },
+    /// `checkauth CMD`: may this connection run CMD?
+    CheckAuth(String),
     /// A request, and how to render its response.
     Api(Request, Render),
 }
@@ -47,66 +58,203 @@ enum Render {
     Done(&'static str),
 }
 
-/// Parses one command line.
+/// mon's commands that change its state (mon 1.3.6 checks these against `auth.cf`). A line
+/// starting with one of them needs a login whether herd supports the command or not, so
+/// that a client without one learns nothing but the refusal.
+const WRITE_VERBS: &[&str] = &[
+    "ack",
+    "clear",
+    "disable",
+    "enable",
+    "loadstate",
+    "reload",
+    "reset",
+    "savestate",
+    "set",
+    "start",
+    "stop",
+    "term",
+    "test",
+];
+
+/// Does the command line start with one of mon's state-changing commands (in any case, as
+/// mon reads them)?
+fn is_write_verb(line: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_some_and(|v| WRITE_VERBS.contains(&v.to_ascii_lowercase().as_str()))
+}
+
+/// Does the request change anything? Listed by what only reads, so that a request added to
+/// the mon port later is a write (and needs a login) unless said otherwise here.
+fn writes(req: &Request) -> bool {
+    !matches!(
+        req,
+        Request::Status
+            | Request::List { .. }
+            | Request::GetTimeouts
+            | Request::Connections
+            | Request::HealthList
+            | Request::HealthHistory { .. }
+            | Request::HealthDowntime { .. }
+            | Request::Nodes
+            | Request::HaStatus
+    )
+}
+
+/// Parses one command line. The command word is read in any case, as mon does.
 fn parse(line: &str) -> Command {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let refuse = |why: &str| Command::Local(vec![format!("520 {why}")]);
-    match words.as_slice() {
-        ["quit"] => Command::Quit,
+    let Some((first, args)) = words.split_first() else {
+        return refuse("empty command");
+    };
+    let verb = first.to_ascii_lowercase();
+    match (verb.as_str(), args) {
+        ("quit", []) => Command::Quit,
+        ("login", _) => login(line),
+        ("checkauth", [cmd, ..]) => Command::CheckAuth(cmd.to_ascii_lowercase()),
         // Mon::Client's handshake; herd speaks one protocol, so any id is taken.
-        ["protid", _] => Command::Local(vec!["220 protid completed".into()]),
-        ["version"] => Command::Local(vec!["version 0".into(), "220 version completed".into()]),
-        ["list", "opstatus", ..] => Command::Api(
-            Request::HealthList,
-            Render::Opstatus {
-                failures_only: false,
-            },
-        ),
-        ["list", "failures"] => Command::Api(
-            Request::HealthList,
-            Render::Opstatus {
-                failures_only: true,
-            },
-        ),
-        ["list", "disabled"] => Command::Api(Request::HealthList, Render::Disabled),
-        ["list", "watch"] => Command::Api(Request::HealthList, Render::Watch),
-        ["list", "descriptions"] => Command::Api(Request::HealthList, Render::Descriptions),
-        ["list", "group", g] => Command::Api(Request::HealthList, Render::Group(g.to_string())),
-        ["list", "state"] => Command::Local(vec![
-            "scheduler running".into(),
-            "220 list state completed".into(),
-        ]),
-        // herd's dependencies name checks, not mon expressions: none are listed.
-        ["list", "deps"] => Command::Local(vec!["220 list deps completed".into()]),
-        [verb @ ("disable" | "enable"), "service", _group, check] => Command::Api(
-            Request::HealthDisable {
-                check: check.to_string(),
-                target: None,
-                disabled: *verb == "disable",
-            },
-            Render::Done(if *verb == "disable" {
-                "disable"
-            } else {
-                "enable"
-            }),
-        ),
-        ["ack", _group, check, comment @ ..] => Command::Api(
+        ("protid", [_]) => Command::Local(vec!["220 protid completed".into()]),
+        ("version", []) => {
+            Command::Local(vec!["version 0".into(), "220 version completed".into()])
+        }
+        ("list", [what, rest @ ..]) => list(what, rest),
+        ("disable" | "enable", ["service", _group, check]) => {
+            let disable = verb == "disable";
+            Command::Api(
+                Request::HealthDisable {
+                    check: check.to_string(),
+                    target: None,
+                    disabled: disable,
+                },
+                Render::Done(if disable { "disable" } else { "enable" }),
+            )
+        }
+        ("ack", [_group, check, comment @ ..]) => Command::Api(
             Request::HealthSilence {
                 check: Some(check.to_string()),
                 target: None,
                 secs: None,
                 // mon's ack holds until the service recovers.
                 until_recovery: true,
-                author: "mon client".into(),
+                // Replaced by the logged-in user before the request is made.
+                author: String::new(),
                 reason: comment.join(" "),
             },
             Render::Done("ack"),
         ),
-        [] => refuse("empty command"),
         _ => refuse(&format!(
-            "unknown or unsupported command: {line} (herd speaks list opstatus|failures|disabled, disable/enable service, ack, version, quit)"
+            "unknown or unsupported command: {} (herd speaks list opstatus|failures|disabled, disable/enable service, ack, login, checkauth, version, quit)",
+            printable(line)
         )),
     }
+}
+
+/// A client's text as it may be echoed in a reply: control characters (a NUL, a carriage
+/// return, an escape sequence for the client's terminal) become `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// `520 WHY` as the only reply line.
+fn refuse(why: &str) -> Command {
+    Command::Local(vec![format!("520 {why}")])
+}
+
+/// `login USER PASS`: the password is the rest of the line after the user name (mon splits
+/// the arguments in two the same way), so it may hold spaces. It is never echoed.
+fn login(line: &str) -> Command {
+    let args = line
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, rest)| rest.trim_start());
+    match args.split_once(char::is_whitespace) {
+        Some((user, password)) if !password.trim().is_empty() => Command::Login {
+            user: user.to_string(),
+            password: password.trim_start().to_string(),
+        },
+        _ => Command::Local(vec!["530 login unsuccessful (login USER PASSWORD)".into()]),
+    }
+}
+
+/// `list WHAT ...`.
+fn list(what: &str, rest: &[&str]) -> Command {
+    let health = |how| Command::Api(Request::HealthList, how);
+    match (what, rest) {
+        ("opstatus", _) => health(Render::Opstatus {
+            failures_only: false,
+        }),
+        ("failures", []) => health(Render::Opstatus {
+            failures_only: true,
+        }),
+        ("disabled", []) => health(Render::Disabled),
+        ("watch", []) => health(Render::Watch),
+        ("descriptions", []) => health(Render::Descriptions),
+        ("group", [g]) => health(Render::Group(g.to_string())),
+        ("state", []) => Command::Local(vec![
+            "scheduler running".into(),
+            "220 list state completed".into(),
+        ]),
+        // herd's dependencies name checks, not mon expressions: none are listed.
+        ("deps", []) => Command::Local(vec!["220 list deps completed".into()]),
+        _ => refuse(&format!(
+            "unknown or unsupported command: list {} (herd lists opstatus, failures, disabled, watch, descriptions, group G, state, deps)",
+            printable(what)
+        )),
+    }
+}
+
+/// Runs the parser, the write classification and the renderer on arbitrary bytes, as a
+/// client could send them (the fuzz target's entry point). Panics only if an invariant
+/// breaks: a password echoed back, or a state change not classified as one.
+pub fn fuzz_parse(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.trim();
+    let cmd = parse(line);
+    match &cmd {
+        Command::Local(lines) => {
+            assert!(!lines.is_empty());
+            assert!(
+                lines.iter().all(|l| !l.chars().any(char::is_control)),
+                "{lines:?}"
+            );
+            if line.to_ascii_lowercase().starts_with("login") {
+                assert!(lines.iter().all(|l| !l.contains(line)), "{lines:?}");
+            }
+        }
+        Command::Login { user, password } => {
+            assert!(!user.is_empty() && !password.is_empty());
+            assert!(!user.chars().any(char::is_whitespace));
+        }
+        Command::Api(req, how) => {
+            assert_eq!(writes(req), is_write_verb(line), "{line:?}");
+            for resp in fuzz_responses() {
+                let out = render(how.clone(), resp);
+                let last = out.last().map(String::as_str).unwrap_or_default();
+                assert!(
+                    last.starts_with("220 ") || last.starts_with("520 "),
+                    "{out:?}"
+                );
+            }
+        }
+        Command::Quit | Command::CheckAuth(_) => {}
+    }
+    let _ = esc(line);
+}
+
+/// Answers a daemon could give, for [`fuzz_parse`].
+fn fuzz_responses() -> Vec<Response> {
+    use herd_core::api::{ApiError, ErrorKind};
+    vec![
+        Response::Ok,
+        Response::Error(ApiError::new(ErrorKind::Invalid, "no check x")),
+        Response::Health {
+            checks: Vec::new(),
+            silences: Vec::new(),
+        },
+    ]
 }
 
 /// The reply lines of a response.
@@ -118,7 +266,8 @@ fn render(how: Render, resp: Response) -> Vec<String> {
         out
     };
     match (how, resp) {
-        (_, Response::Error(e)) => vec![format!("520 {}", e.message)],
+        // One line: a message with line breaks must not end the reply early.
+        (_, Response::Error(e)) => vec![format!("520 {}", e.message.replace('\n', " "))],
         (Render::Opstatus { failures_only }, Response::Health { checks, silences }) => {
             let lines = checks
                 .iter()
@@ -174,7 +323,7 @@ fn render(how: Render, resp: Response) -> Vec<String> {
                 }
             }
             if hosts.is_empty() {
-                return vec![format!("520 no group {g}")];
+                return vec![format!("520 no group {}", printable(&g))];
             }
             vec![
                 format!("hostgroup {g} {}", hosts.join(" ")),
@@ -254,66 +403,6 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// Accepts mon clients until the task is aborted.
-pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let d = daemon.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = client(d, stream).await {
-                        tracing::debug!(%peer, error = %e, "mon client connection ended");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "mon client accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-async fn client(daemon: Arc<Daemon>, stream: TcpStream) -> std::io::Result<()> {
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if (&mut rd)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut line)
-            .await?
-            == 0
-        {
-            return Ok(());
-        }
-        if !line.ends_with(b"\n") && line.len() as u64 == MAX_LINE {
-            // Not cut into two commands: refused, and the connection closed.
-            wr.write_all(b"520 command line too long\n").await?;
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&line).trim().to_string();
-        let reply = match parse(&text) {
-            Command::Quit => {
-                wr.write_all(b"220 quitting\n").await?;
-                return Ok(());
-            }
-            Command::Local(lines) => lines,
-            Command::Api(req, how) => {
-                let d = daemon.clone();
-                let resp = tokio::task::spawn_blocking(move || d.handle(req))
-                    .await
-                    .map_err(std::io::Error::other)?;
-                render(how, resp)
-            }
-        };
-        let mut out = reply.join("\n");
-        out.push('\n');
-        wr.write_all(out.as_bytes()).await?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +441,17 @@ mod tests {
             Command::Local(l) => assert!(l[0].starts_with("520 unknown"), "{l:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn what_a_client_sent_is_echoed_without_control_characters() {
+        match parse("\u{0}x\u{1b}[2J") {
+            Command::Local(l) => assert!(l[0].contains(": ?x?[2J (herd speaks"), "{l:?}"),
+            other => panic!("{other:?}"),
+        }
+        fuzz_parse(b"list group \x00\x07");
+        fuzz_parse(b"LOGIN ann secret words");
+        fuzz_parse(b"login ann");
     }
 
     #[test]

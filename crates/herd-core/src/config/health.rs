@@ -30,6 +30,8 @@ pub struct RawHealth {
     pub smtp: Option<Spanned<RawSmtp>>,
     pub mon_listen: Option<Spanned<String>>,
     pub mon_insecure: Option<bool>,
+    pub mon_max_connections: Option<Spanned<i64>>,
+    pub mon_idle_timeout: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub check: Vec<Spanned<RawCheck>>,
 }
@@ -200,6 +202,7 @@ pub(super) fn validate(
             ));
         }
     }
+    mon_limits(l, raw, &mut h, errs);
     if let Some(raw_smtp) = &raw.smtp {
         h.smtp = smtp::validate(l, raw_smtp, errs);
     }
@@ -1107,6 +1110,29 @@ pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::ServiceC
         })
 }
 
+/// `mon-max-connections` and `mon-idle-timeout`: what one mon client may hold.
+fn mon_limits(l: &Lines<'_>, raw: &RawHealth, h: &mut HealthConfig, errs: &mut Vec<ConfigError>) {
+    if let Some(n) = &raw.mon_max_connections {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=65_536).contains(&v) => h.mon_max_connections = v,
+            _ => errs.push(l.err(
+                Some(n),
+                "health.mon-max-connections",
+                format!("{} is out of range 1..=65536", n.get_ref()),
+            )),
+        }
+    }
+    if let Some(d) = &raw.mon_idle_timeout {
+        match duration(d) {
+            Ok(v) if (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&v) => {
+                h.mon_idle_timeout = v
+            }
+            Ok(_) => errs.push(l.err(Some(d), "health.mon-idle-timeout", "must be from 1s to 1d")),
+            Err(e) => errs.push(l.err(Some(d), "health.mon-idle-timeout", e)),
+        }
+    }
+}
+
 // --- rendering -------------------------------------------------------------------------------
 
 #[derive(Serialize)]
@@ -1128,6 +1154,8 @@ pub(super) struct HealthOut {
     mon_listen: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     mon_insecure: bool,
+    mon_max_connections: usize,
+    mon_idle_timeout: String,
     check: Vec<CheckOut>,
 }
 
@@ -1238,6 +1266,8 @@ impl From<&HealthConfig> for HealthOut {
             smtp: h.smtp.as_ref().map(SmtpOut::from),
             mon_listen: h.mon_listen.map(|a| a.to_string()),
             mon_insecure: h.mon_insecure,
+            mon_max_connections: h.mon_max_connections,
+            mon_idle_timeout: format_duration(h.mon_idle_timeout),
             check: h.checks.iter().map(CheckOut::from).collect(),
         }
     }
@@ -1409,6 +1439,8 @@ mondir = ["/usr/lib/mon/mon.d"]
 history = "/var/lib/herd/health.db"
 history-retention = "30d"
 mon-listen = "127.0.0.1:2583"
+mon-max-connections = 16
+mon-idle-timeout = "90s"
 
 [health.hostgroups]
 www = ["127.0.0.11", "127.0.0.12"]
@@ -1529,6 +1561,8 @@ reals = ["127.0.0.12"]
         );
         assert_eq!(h.history_retention, Duration::from_secs(30 * 86400));
         assert_eq!(h.mon_listen, Some("127.0.0.1:2583".parse().unwrap()));
+        assert_eq!(h.mon_max_connections, 16);
+        assert_eq!(h.mon_idle_timeout, Duration::from_secs(90));
         assert_eq!(h.checks.len(), 9);
         assert_eq!(h.checks[5].kind, CheckKind::Icmp);
         assert_eq!(h.checks[8].reals, ["127.0.0.12"]);
@@ -1705,6 +1739,18 @@ reals = ["127.0.0.12"]
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"tcp\"\nhosts = [\"a\"]\n",
                 "h.toml:6: health.check[0].port: a tcp check of hosts needs a port",
+            ),
+            (
+                "[health]\nmon-max-connections = 0\n",
+                "h.toml:5: health.mon-max-connections: 0 is out of range 1..=65536",
+            ),
+            (
+                "[health]\nmon-idle-timeout = \"500ms\"\n",
+                "h.toml:5: health.mon-idle-timeout: must be from 1s to 1d",
+            ),
+            (
+                "[health]\nmon-idle-timeout = \"soon\"\n",
+                "h.toml:5: health.mon-idle-timeout: ",
             ),
             (
                 "[[health.check]]\nname = \"x\"\ntype = \"tcp\"\nhosts = [\"a\"]\nport = 80\non-failure = \"remove\"\n",

@@ -80,6 +80,9 @@ pub async fn daemon_main(
     socket: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> u8 {
+    // Before anything is opened or sized: every listener's cap follows from this limit.
+    let open_files = crate::fdlimit::raise();
+    tracing::debug!(open_files, "open-files limit");
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {

@@ -433,3 +433,107 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     // Held open until here, so that the drain had a connection to wait for.
     drop(c);
 }
+
+/// `herd daemon --socket PATH` with something at PATH: its exit code and stderr.
+fn start_on(test: &str, what: &std::path::Path) -> (Option<i32>, String) {
+    let net = Net::new(test);
+    let dir = crate::util::TempDir::new(&format!("{test}-config"));
+    let cfg = dir.path("herd.toml");
+    std::fs::write(&cfg, service(net.addr(100, 7000), "rr", &[])).unwrap();
+    let log = dir.path("daemon.log");
+    let child = std::process::Command::new(crate::util::herd_bin())
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(what)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed on drop: a daemon that starts after all must not outlive the test.
+    let mut d = Daemon {
+        child: Some(child),
+        socket: what.to_path_buf(),
+        config: cfg,
+        dir,
+    };
+    let code = d.wait(Duration::from_secs(20));
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+#[test]
+fn a_regular_file_or_a_symlink_at_the_socket_path_is_kept_and_named() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = crate::util::TempDir::new("socket_file");
+    let file = dir.path("herd.toml.bak");
+    std::fs::write(&file, "precious\n").unwrap();
+    let (code, err) = start_on("socket_file", &file);
+    assert_eq!(code, Some(73), "{err}");
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("is a regular file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious\n");
+
+    // A symbolic link, here to a stale socket: neither followed nor removed.
+    let stale = dir.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let link = dir.path("link.sock");
+    std::os::unix::fs::symlink(&stale, &link).unwrap();
+    let (code, err) = start_on("socket_link", &link);
+    assert_eq!(code, Some(73), "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_link(&link).unwrap(), stale);
+    assert!(std::fs::symlink_metadata(&stale)
+        .unwrap()
+        .file_type()
+        .is_socket());
+
+    let sub = dir.path("a-directory");
+    std::fs::create_dir(&sub).unwrap();
+    let (code, err) = start_on("socket_dir", &sub);
+    assert_eq!(code, Some(73), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(sub.is_dir());
+}
+
+#[test]
+fn a_stale_socket_is_replaced_by_one_of_mode_0600() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let net = Net::new("socket_stale");
+    let dir = crate::util::TempDir::new("socket_stale");
+    let path = dir.path("herd.sock");
+    // A socket nobody answers on (a crashed daemon's): `herd status` below reaches the new one.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let cfg = dir.path("herd.toml");
+    std::fs::write(&cfg, service(net.addr(100, 7000), "rr", &[])).unwrap();
+    let child = std::process::Command::new(crate::util::herd_bin())
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed on drop, also when an assertion fails.
+    let d = Daemon {
+        child: Some(child),
+        socket: path.clone(),
+        config: cfg,
+        dir,
+    };
+    wait_for("the daemon's socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&path).is_ok()
+    });
+    d.ok(&["status"]);
+    let m = std::fs::symlink_metadata(&path).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.mode() & 0o7777, 0o600);
+    // Only the socket: the private directory it was bound in is gone.
+    let names: Vec<String> = std::fs::read_dir(&d.dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+}

@@ -1032,7 +1032,10 @@ fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
     let cfg = format!(
         "[health]\nmon-listen = \"{mon}\"\n\n\
          [[health.check]]\nname = \"web\"\ntype = \"tcp\"\nhosts = [\"{up}\"]\ninterval = \"200ms\"\nrise = 1\n\n\
-         [[health.check]]\nname = \"db\"\ntype = \"tcp\"\nhosts = [\"{down}\"]\ninterval = \"200ms\"\nfall = 1\n"
+         [[health.check]]\nname = \"db\"\ntype = \"tcp\"\nhosts = [\"{down}\"]\ninterval = \"200ms\"\nfall = 1\n\n\
+         [web]\nlisten = \"{}\"\n{}",
+        net.addr(1, 9000),
+        crate::web::user_table("ann", "admin", "ann-secret")
     );
     let d = Daemon::start("hc_moncmd", &cfg);
     wait_for("verdicts", Duration::from_secs(5), || {
@@ -1045,6 +1048,22 @@ fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
             .output()
             .unwrap();
         assert!(o.status.success(), "moncmd {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // Changes need a login: `moncmd -a -l ann`, the password on stdin (moncmd drops the
+    // line after the credentials, hence the empty one).
+    let admin = |cmd: &str| {
+        let mut c = std::process::Command::new("/usr/bin/moncmd")
+            .args(["-s", &mon.ip().to_string(), "-p", &mon.port().to_string()])
+            .args(["-a", "-l", "ann"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = format!("pass=ann-secret\n\n{cmd}\n");
+        std::io::Write::write_all(&mut c.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "moncmd -a {cmd}: {o:?}");
         String::from_utf8_lossy(&o.stdout).to_string()
     };
     let all = moncmd(&["list", "opstatus"]);
@@ -1068,17 +1087,14 @@ fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
 
     // disable and ack change the same state as `herd health`.
     assert_eq!(
-        moncmd(&["disable", "service", "hosts", "db"]).trim(),
+        admin("disable service hosts db").trim(),
         "220 disable completed"
     );
     assert_eq!(health(&d)["checks"][1]["disabled"], true);
     assert!(moncmd(&["list", "disabled"]).starts_with("watch hosts service db\n"));
-    moncmd(&["enable", "service", "hosts", "db"]);
+    admin("enable service hosts db");
     assert_eq!(health(&d)["checks"][1]["disabled"], false);
-    assert_eq!(
-        moncmd(&["ack", "hosts", "db", "disk", "swap"]).trim(),
-        "220 ack completed"
-    );
+    assert_eq!(admin("ack hosts db disk swap").trim(), "220 ack completed");
     let h = health(&d);
     assert_eq!(h["silences"][0]["check"], "db");
     assert_eq!(h["silences"][0]["reason"], "disk swap");
@@ -1106,7 +1122,7 @@ fn moncmd_lists_disables_and_acks_through_mons_client_protocol() {
     assert!(row("db").contains("FAIL"), "{shown}");
     assert!(row("web").contains("-"), "{shown}");
     // Unknown names and commands are refused with a 520 line.
-    assert!(moncmd(&["disable", "service", "hosts", "nope"]).starts_with("520 "));
+    assert!(admin("disable service hosts nope").starts_with("520 "));
     assert!(moncmd(&["list", "pids"]).starts_with("520 unknown or unsupported command"));
     // A line longer than 4 KiB is refused whole, not run as two commands.
     let long = format!("list opstatus {}", "x".repeat(5000));

@@ -1,0 +1,198 @@
+//! The mon port's connections: accepting (with a cap and a back-off on errors), reading
+//! command lines with an idle timeout, and the login gate in front of every change.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_core::api::Request;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use super::auth::{self, Gate, Login};
+use super::{is_write_verb, parse, render, writes, Command, MAX_LINE};
+use crate::daemon::Daemon;
+
+/// What one mon port allows.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Clients served at once; the next is told so and closed.
+    pub max_connections: usize,
+    /// A client that sends nothing (or reads nothing) for this long is closed.
+    pub idle: Duration,
+}
+
+/// Accepts mon clients until the task is aborted.
+pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let gate = Arc::new(Gate::default());
+    let mut backoff = herd_core::backoff::Backoff::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff.succeeded();
+                c
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait (growing) rather than spin.
+                tracing::warn!(error = %e, "mon client accept failed");
+                tokio::time::sleep(backoff.failed()).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Told, not left waiting: the socket is closed at once either way, so a flood
+            // holds no more than one descriptor beyond the cap.
+            tracing::debug!(%peer, "mon: too many connections; closing this one");
+            let _ = stream.try_write(b"520 too many connections, try again later\n");
+            continue;
+        };
+        let (d, g) = (daemon.clone(), gate.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut c = Client {
+                daemon: d,
+                gate: g,
+                peer,
+                login: None,
+                idle: limits.idle,
+            };
+            if let Err(e) = c.run(stream).await {
+                tracing::debug!(%peer, error = %e, "mon client connection ended");
+            }
+        });
+    }
+}
+
+/// One connection's state.
+struct Client {
+    daemon: Arc<Daemon>,
+    gate: Arc<Gate>,
+    peer: SocketAddr,
+    login: Option<Login>,
+    idle: Duration,
+}
+
+/// An error that ends the connection because the client went quiet.
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")
+}
+
+impl Client {
+    async fn run(&mut self, stream: TcpStream) -> std::io::Result<()> {
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let mut limited = (&mut rd).take(MAX_LINE);
+            let read = limited.read_until(b'\n', &mut line);
+            let n = match timeout(self.idle, read).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    // Best effort: a client that reads nothing does not hold the close up.
+                    let bye = wr.write_all(b"520 idle timeout, closing\n");
+                    let _ = timeout(Duration::from_secs(1), bye).await;
+                    return Err(idle_error());
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            if !line.ends_with(b"\n") && line.len() as u64 == MAX_LINE {
+                // Not cut into two commands: refused, and the connection closed.
+                wr.write_all(b"520 command line too long\n").await?;
+                return Ok(());
+            }
+            let text = String::from_utf8_lossy(&line).trim().to_string();
+            let Some(reply) = self.answer(&text).await else {
+                wr.write_all(b"220 quitting\n").await?;
+                return Ok(());
+            };
+            let mut out = reply.join("\n");
+            out.push('\n');
+            // A client that stops reading is closed like one that stops writing.
+            timeout(self.idle, wr.write_all(out.as_bytes()))
+                .await
+                .map_err(|_| idle_error())??;
+        }
+    }
+
+    /// The reply lines to one command line; `None` for `quit`.
+    async fn answer(&mut self, text: &str) -> Option<Vec<String>> {
+        let cmd = parse(text);
+        let write = is_write_verb(text) || matches!(&cmd, Command::Api(r, _) if writes(r));
+        if write {
+            if let Err(refusal) = self.may_write() {
+                let (who, role) = self
+                    .login
+                    .as_ref()
+                    .map_or(("(none)", ""), |l| (l.user.as_str(), l.role.as_str()));
+                auth::audit(who, role, self.peer, "refused", text, Err("not authorized"));
+                return Some(vec![refusal]);
+            }
+        }
+        Some(match cmd {
+            Command::Quit => return None,
+            Command::Local(lines) => lines,
+            Command::Login { user, password } => {
+                let users = self.daemon.web_users();
+                let (reply, login) = self.gate.login(&users, self.peer, &user, &password).await;
+                if login.is_some() {
+                    self.login = login;
+                }
+                vec![reply]
+            }
+            Command::CheckAuth(verb) => {
+                let ok = !WRITE_CHECK.contains(&verb.as_str()) || self.may_write().is_ok();
+                vec![if ok {
+                    "220 command authorized".to_string()
+                } else {
+                    "520 command could not be executed".to_string()
+                }]
+            }
+            Command::Api(req, how) => self.request(req, how, text, write).await,
+        })
+    }
+
+    fn may_write(&mut self) -> Result<String, String> {
+        let users = self.daemon.web_users();
+        auth::may_write(&mut self.login, &users)
+    }
+
+    /// Makes the request (a write signed with the logged-in user) and renders its answer.
+    async fn request(
+        &self,
+        mut req: Request,
+        how: super::Render,
+        text: &str,
+        write: bool,
+    ) -> Vec<String> {
+        let (user, role) = self
+            .login
+            .as_ref()
+            .map(|l| (l.user.clone(), l.role.as_str()))
+            .unwrap_or_default();
+        if let Request::HealthSilence { author, .. } = &mut req {
+            author.clone_from(&user);
+        }
+        let d = self.daemon.clone();
+        let resp = match tokio::task::spawn_blocking(move || d.handle(req)).await {
+            Ok(r) => r,
+            Err(e) => return vec![format!("520 the request failed: {e}")],
+        };
+        if write {
+            let result = match &resp {
+                herd_core::api::Response::Error(e) => Err(e.message.as_str()),
+                _ => Ok(()),
+            };
+            auth::audit(&user, role, self.peer, "command", text, result);
+        }
+        render(how, resp)
+    }
+}
+
+/// Commands `checkauth` answers "authorized" for only after an admin's login.
+const WRITE_CHECK: &[&str] = super::WRITE_VERBS;
