@@ -87,6 +87,9 @@ pub struct Agent {
     slots: Arc<Semaphore>,
     /// Unfinished handshakes, each with the sender whose drop makes it give up.
     handshakes: Mutex<Handshakes<oneshot::Sender<()>>>,
+    /// Every socket the agent holds, whatever its stage ([`sockets_for`]): taken before an
+    /// accept, given back when the connection is closed.
+    sockets: Arc<Semaphore>,
     audit: Mutex<()>,
 }
 
@@ -94,6 +97,7 @@ impl Agent {
     pub fn new(settings: Settings) -> Arc<Agent> {
         Arc::new(Agent {
             slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            sockets: Arc::new(Semaphore::new(sockets_for(settings.max_connections))),
             handshakes: Mutex::new(Handshakes::new(
                 handshake_budget(settings.max_connections),
                 PER_SOURCE,
@@ -118,6 +122,14 @@ impl Agent {
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
         loop {
+            // A flood makes the gate push out old handshakes as new ones come; their sockets
+            // close when their tasks next run, so without this bound a burst of accepts would
+            // hold hundreds of descriptors at once (measured at ulimit -n 256: EMFILE, which
+            // every other listener and the data plane share). Beyond it, connections wait in
+            // the kernel's backlog.
+            let Ok(socket) = self.sockets.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -135,6 +147,7 @@ impl Agent {
             }
             let agent = self.clone();
             tokio::spawn(async move {
+                let _socket = socket;
                 let pending = Pending {
                     agent: &agent,
                     src,
@@ -991,6 +1004,16 @@ fn open_audit_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 /// holds at most 1.5 × `max-connections` sockets (the daemon sizes it from its file limit).
 pub fn handshake_budget(max_connections: usize) -> usize {
     max_connections.div_ceil(2).max(1)
+}
+
+/// Sockets pushed out of the handshake budget that may still be closing when new ones come.
+const CLOSING: usize = 8;
+
+/// The most sockets the agent holds at once: its verified peers, its unfinished handshakes,
+/// and those still closing (the daemon sizes `max-connections` so that these, and each
+/// command's pipes, fit its file descriptors).
+pub fn sockets_for(max_connections: usize) -> usize {
+    max_connections.max(1) + handshake_budget(max_connections) + CLOSING
 }
 
 /// Who a run is for: the identity it runs as (the admin's, for a relayed run), the node that

@@ -70,8 +70,26 @@ pub fn caps(limit: u64, cfg: &Config) -> Caps {
     Caps {
         mon: cap(wanted[0], 1),
         web: cap(wanted[1], 1),
-        agent: cap(wanted[2], AGENT_FDS),
+        agent: wanted[2].map_or(0, |want| want.min(agent_cap(share)).max(1)),
     }
+}
+
+/// The largest `max-connections` whose descriptors fit `share`: each verified peer's
+/// [`AGENT_FDS`] (its socket among them), and the sockets of unfinished and closing
+/// handshakes (`herd_agent::agent::sockets_for`).
+fn agent_cap(share: usize) -> usize {
+    let fits = |m: usize| m * (AGENT_FDS - 1) + herd_agent::agent::sockets_for(m) <= share;
+    // `fits` is monotone: the largest m that fits, by halving.
+    let (mut lo, mut hi) = (0usize, share);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]
@@ -94,7 +112,7 @@ mod tests {
             Caps {
                 mon: 29,
                 web: 29,
-                agent: 7
+                agent: 4
             }
         );
         // Plenty of descriptors: what the config says (mon 64, web 512, agent 1024).
