@@ -642,6 +642,26 @@ pub struct Bound {
     pub control_path: PathBuf,
     pub agent: Option<BoundAgent>,
     pub web: Option<herd_web::Listener>,
+    pub mon: Option<tokio::net::TcpListener>,
+}
+
+/// Binds mon's client protocol when the config has `health.mon-listen`: like every listener,
+/// before the control socket appears (its appearance means "ready", and a client that saw it
+/// must find the mon port too); a failure to bind stops the start-up.
+pub async fn bind_mon(daemon: &Daemon) -> Result<Option<tokio::net::TcpListener>> {
+    let addr = daemon
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .health
+        .mon_listen;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("health.mon-listen: cannot bind {addr}"))?;
+    Ok(Some(l))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
@@ -658,36 +678,26 @@ pub async fn serve(
         control_path,
         agent,
         web,
+        mon,
     } = bound;
     let Signals {
         mut term,
         mut int,
         mut hup,
     } = signals;
-    // mon's client protocol, when configured; bound before "ready", and a failure to bind
-    // stops the start-up.
-    let (mon_listen, idle) = {
+    let idle = {
         let c = daemon.config.lock().unwrap_or_else(|p| p.into_inner());
-        (c.health.mon_listen, c.health.mon_idle_timeout)
+        c.health.mon_idle_timeout
     };
-    let mon = match mon_listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("health.mon-listen: cannot bind {addr}"))?;
-            let limits = crate::monproto::Limits {
-                max_connections: daemon.caps.mon,
-                idle,
-            };
-            tracing::info!(%addr, max_connections = limits.max_connections, "mon client protocol");
-            Some(tokio::spawn(crate::monproto::serve(
-                daemon.clone(),
-                l,
-                limits,
-            )))
-        }
-        None => None,
-    };
+    let mon = mon.map(|l| {
+        let limits = crate::monproto::Limits {
+            max_connections: daemon.caps.mon,
+            idle,
+        };
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, max_connections = limits.max_connections, "mon client protocol");
+        tokio::spawn(crate::monproto::serve(daemon.clone(), l, limits))
+    });
     if let Some((agent, listeners)) = agent {
         tracing::info!(name = %agent.settings().name, "node agent");
         agent.spawn(listeners);

@@ -6,7 +6,8 @@ use herd_core::config::Config;
 
 use super::exit;
 use crate::daemon::{
-    bind_agent, bind_control, bind_web, check_control, serve, Bound, Daemon, Signals, Source,
+    bind_agent, bind_control, bind_mon, bind_web, check_control, serve, Bound, Daemon, Signals,
+    Source,
 };
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +118,13 @@ pub async fn daemon_main(
             return exit::CANTCREAT;
         }
     };
+    let mon = match bind_mon(&daemon).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            return exit::CANTCREAT;
+        }
+    };
     let control = match bind_control(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -133,6 +141,7 @@ pub async fn daemon_main(
             control_path: socket,
             agent,
             web,
+            mon,
         },
         drain,
         shutdown,
