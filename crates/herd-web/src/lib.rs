@@ -222,6 +222,30 @@ impl Web {
 
 pub use http::{check_tls, Listener, MAX_CONNECTIONS};
 
+impl Web {
+    /// Whether a line can go to the audit log now (`web.audit-log`; none set: yes). Other
+    /// doors to the same actions (the mon port) refuse a change when it cannot.
+    pub fn audit_writable(&self) -> Result<(), String> {
+        self.state.audit.writable()
+    }
+
+    /// Writes one audit line for an action taken through another door (the mon port), so
+    /// that the dashboard's audit log is the one record of who changed what.
+    pub fn audit(
+        &self,
+        user: &str,
+        role: &str,
+        from: std::net::IpAddr,
+        event: &str,
+        detail: String,
+        result: Result<(), String>,
+    ) {
+        self.state
+            .audit
+            .record(user, role, from, event, detail, result);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

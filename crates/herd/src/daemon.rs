@@ -150,6 +150,12 @@ impl Daemon {
         }))
     }
 
+    /// The dashboard's audit log, when there is one: the record of changes through the mon
+    /// port too.
+    pub(crate) fn web_audit(&self) -> Option<&herd_web::Web> {
+        self.web.get()
+    }
+
     /// The dashboard's logins in the running config (none without `[web]`): the mon port
     /// checks its logins against them.
     pub(crate) fn web_users(&self) -> Vec<herd_core::config::web::WebUser> {

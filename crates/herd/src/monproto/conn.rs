@@ -130,8 +130,17 @@ impl Client {
                     .login
                     .as_ref()
                     .map_or(("(none)", ""), |l| (l.user.as_str(), l.role.as_str()));
-                auth::audit(who, role, self.peer, "refused", text, Err("not authorized"));
+                let (who, role) = (who.to_string(), role.to_string());
+                self.audit(&who, &role, "refused", text, Err("not authorized"));
                 return Some(vec![refusal]);
+            }
+            // No change that cannot be accounted for: the dashboard's audit log (when there
+            // is one) must take the line first, as for the dashboard's own actions.
+            if let Some(Err(why)) = self.daemon.web_audit().map(|w| w.audit_writable()) {
+                tracing::error!(peer = %self.peer, "mon: refused: {why}");
+                return Some(vec![format!(
+                    "520 command could not be executed, {why}: no change without its audit line"
+                )]);
             }
         }
         Some(match cmd {
@@ -155,6 +164,16 @@ impl Client {
             }
             Command::Api(req, how) => self.request(req, how, text, write).await,
         })
+    }
+
+    /// One audit line: to the daemon's log, and to the dashboard's audit log if there is one.
+    fn audit(&self, user: &str, role: &str, event: &str, text: &str, result: Result<(), &str>) {
+        auth::audit(user, role, self.peer, event, text, result);
+        if let Some(web) = self.daemon.web_audit() {
+            let result = result.map_err(str::to_string);
+            let detail = format!("mon: {text}");
+            web.audit(user, role, self.peer.ip(), event, detail, result);
+        }
     }
 
     fn may_write(&mut self) -> Result<String, String> {
@@ -188,7 +207,7 @@ impl Client {
                 herd_core::api::Response::Error(e) => Err(e.message.as_str()),
                 _ => Ok(()),
             };
-            auth::audit(&user, role, self.peer, "command", text, result);
+            self.audit(&user, role, "command", text, result);
         }
         render(how, resp)
     }

@@ -390,3 +390,34 @@ fn user_nobody_cannot_disable_a_check_with_moncmd_until_an_admin_logs_in() {
     assert_eq!(out.trim(), "220 disable completed");
     assert_eq!(db(&m.d).0["disabled"], true);
 }
+
+#[test]
+fn mon_changes_go_to_the_dashboards_audit_log_or_are_not_made() {
+    let m = start("mon_audit", "");
+    // The dashboard's audit log is a directory: no line can be written.
+    let audit = m.d.dir.path("audit");
+    std::fs::create_dir(&audit).unwrap();
+    let text = std::fs::read_to_string(&m.d.config).unwrap().replace(
+        "[web]\n",
+        &format!("[web]\naudit-log = \"{}\"\n", audit.display()),
+    );
+    m.d.write_config(&text);
+    m.d.ok(&["reload"]);
+    let mut c = Client::connect(m.port);
+    assert_eq!(c.last(&format!("login ann {ANN}")), "220 login accepted");
+    let r = c.last("disable service hosts db");
+    assert!(
+        r.starts_with(REFUSED) && r.contains("no change without its audit line"),
+        "{r}"
+    );
+    assert_eq!(db(&m.d).0["disabled"], false);
+    // Once it can be written, the change is made and is in the dashboard's audit log.
+    std::fs::remove_dir(&audit).unwrap();
+    assert_eq!(c.last("disable service hosts db"), "220 disable completed");
+    assert_eq!(db(&m.d).0["disabled"], true);
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        log.contains("\"user\":\"ann\"") && log.contains("mon: disable service hosts db"),
+        "{log}"
+    );
+}
