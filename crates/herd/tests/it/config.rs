@@ -170,3 +170,71 @@ fn validate_checks_what_the_daemon_needs_from_this_host() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// A systemd unit's `Key=value` settings, comments and section headers left out.
+fn unit(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join("dist").join(name)).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_director_unit_is_sandboxed_and_the_agent_unit_can_change_its_node() {
+    let director = unit("herd-director.service");
+    let agent = unit("herd-agent.service");
+    let has = |u: &[(String, String)], k: &str, v: &str| u.iter().any(|(a, b)| a == k && b == v);
+    let key = |u: &[(String, String)], k: &str| u.iter().any(|(a, _)| a == k);
+    for u in [&director, &agent] {
+        assert!(has(
+            u,
+            "ExecStartPre",
+            "/usr/local/bin/herd config validate /etc/herd/herd.toml"
+        ));
+        assert!(has(
+            u,
+            "ExecStart",
+            "/usr/local/bin/herd daemon --config /etc/herd/herd.toml"
+        ));
+        // Where the daemon writes by default is writable under either unit: the control
+        // socket's directory, the agent's audit log's, the health history's.
+        let socket = std::path::Path::new(herd::client::DEFAULT_SOCKET);
+        assert_eq!(socket.parent().unwrap(), std::path::Path::new("/run/herd"));
+        assert!(has(u, "RuntimeDirectory", "herd"));
+        let audit = herd_core::cluster::AgentConfig::default()
+            .audit_log
+            .unwrap();
+        assert_eq!(
+            audit.parent().unwrap(),
+            std::path::Path::new("/var/log/herd")
+        );
+        assert!(has(u, "LogsDirectory", "herd"));
+        assert!(has(u, "StateDirectory", "herd"));
+    }
+    // The director: a read-only system, network capabilities only, no new privileges.
+    for (k, v) in [
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("PrivateTmp", "yes"),
+    ] {
+        assert!(has(&director, k, v), "director: {k}={v}");
+    }
+    // The agent exists to change its node (`herd exec apt-get upgrade`, sync into /var/www,
+    // commands as another user): none of the sandbox that would stop it.
+    for k in [
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "ReadOnlyPaths",
+        "InaccessiblePaths",
+    ] {
+        assert!(!key(&agent, k), "agent: {k}");
+    }
+    // A restart of herd by an upgrade it runs must not kill that upgrade.
+    assert!(has(&agent, "KillMode", "process"));
+}
