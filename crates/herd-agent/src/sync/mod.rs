@@ -507,6 +507,14 @@ where
     })
     .await
     .map_err(|e| e.to_string())??;
+    if req.module.is_some() && !req.trusted {
+        // A module is the admin's directory: a node pushing into it changes what is in it,
+        // not the module root's own owner and mode (a manifest saying 0777 would otherwise
+        // open it to every local user).
+        if let (Some(s), Some(h)) = (src.entries.first_mut(), have.entries.first()) {
+            (s.mode, s.uid, s.gid) = (h.mode, h.uid, h.gid);
+        }
+    }
     let p = plan(
         &src,
         &have,

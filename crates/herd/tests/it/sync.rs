@@ -935,6 +935,7 @@ fn a_node_pushing_into_a_module_writes_nothing_outside_it() {
     let base = c.dir.path("base");
     let drop = base.join("drop");
     fs::create_dir_all(&drop).unwrap();
+    fs::set_permissions(&drop, fs::Permissions::from_mode(0o755)).unwrap();
     file(&base, "cron.d/job", b"# a job\n", 0o644, 1_500_000_000);
     let before = snapshot(&base, &drop);
     // node02 may write into the module; it speaks the protocol itself, with hand-made
@@ -1013,4 +1014,7 @@ fn a_node_pushing_into_a_module_writes_nothing_outside_it() {
     assert_eq!(fs::read_link(drop.join("s")).unwrap(), Path::new("."));
     assert!(fs::symlink_metadata(drop.join("t")).is_err());
     assert_eq!(snapshot(&base, &drop), before);
+    // The module root keeps its own mode: the manifests said 0777.
+    let mode = fs::metadata(&drop).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "{mode:o}");
 }
