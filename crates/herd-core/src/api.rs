@@ -138,6 +138,26 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request only reads. Listed by what reads, so that a request added later
+    /// counts as a change (needing an admin, audited) on every door — the dashboard's
+    /// generic route and the mon port — until it is named here.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Request::Status
+                | Request::List { .. }
+                | Request::GetTimeouts
+                | Request::Connections
+                | Request::HealthList
+                | Request::HealthHistory { .. }
+                | Request::HealthDowntime { .. }
+                | Request::HaStatus
+                | Request::Nodes
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {

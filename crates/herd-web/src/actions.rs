@@ -143,20 +143,7 @@ impl Action {
 
     /// Changes nothing (a read through the generic request route).
     pub fn is_read(&self) -> bool {
-        matches!(
-            self,
-            Action::Request(
-                Request::Status
-                    | Request::List { .. }
-                    | Request::GetTimeouts
-                    | Request::Connections
-                    | Request::HealthList
-                    | Request::HealthHistory { .. }
-                    | Request::HealthDowntime { .. }
-                    | Request::HaStatus
-                    | Request::Nodes
-            )
-        )
+        matches!(self, Action::Request(r) if r.is_read())
     }
 }
 

@@ -85,21 +85,9 @@ fn is_write_verb(line: &str) -> bool {
         .is_some_and(|v| WRITE_VERBS.contains(&v.to_ascii_lowercase().as_str()))
 }
 
-/// Does the request change anything? Listed by what only reads, so that a request added to
-/// the mon port later is a write (and needs a login) unless said otherwise here.
+/// Does the request change anything? ([`Request::is_read`] lists what only reads.)
 fn writes(req: &Request) -> bool {
-    !matches!(
-        req,
-        Request::Status
-            | Request::List { .. }
-            | Request::GetTimeouts
-            | Request::Connections
-            | Request::HealthList
-            | Request::HealthHistory { .. }
-            | Request::HealthDowntime { .. }
-            | Request::Nodes
-            | Request::HaStatus
-    )
+    !req.is_read()
 }
 
 /// Parses one command line. The command word is read in any case, as mon does.
