@@ -23,22 +23,14 @@ use std::net::IpAddr;
 pub const PER_SOURCE: usize = 8;
 
 /// Where a connection comes from, as far as the caps go: an IPv4 address (IPv4-mapped IPv6
-/// addresses included), or the /64 of an IPv6 address.
+/// addresses included), or the /64 of an IPv6 address ([`herd_core::addr::client_key`], as
+/// the dashboard counts its clients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    V4(u32),
-    V6(u64),
-}
+pub struct Source(IpAddr);
 
 impl From<IpAddr> for Source {
     fn from(ip: IpAddr) -> Source {
-        match ip {
-            IpAddr::V4(a) => Source::V4(u32::from(a)),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => Source::V4(u32::from(v4)),
-                None => Source::V6((u128::from(a) >> 64) as u64),
-            },
-        }
+        Source(herd_core::addr::client_key(ip))
     }
 }
 

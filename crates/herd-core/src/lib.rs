@@ -14,6 +14,7 @@
 //!
 //! This crate does no I/O beyond reading a config file on request.
 
+pub mod addr;
 pub mod api;
 pub mod backoff;
 pub mod cluster;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
+use herd_core::addr::client_key;
 use herd_core::config::web::{WebRole, WebUser};
 use subtle::ConstantTimeEq;
 
@@ -183,18 +184,6 @@ fn alive(s: &Session, now: Instant, idle: Duration) -> bool {
     now.duration_since(s.last_seen) < idle && now.duration_since(s.created) < MAX_SESSION_AGE
 }
 
-/// The address as the limiter counts it: IPv6 by /64 (one host usually has a whole /64).
-pub(crate) fn addr_key(a: IpAddr) -> IpAddr {
-    match a.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::from(o)
-        }
-        v4 => v4,
-    }
-}
-
 /// Failed logins per client address and per user name, in a sliding window. An attempt is
 /// counted as failed the moment it is let through (so parallel attempts cannot all pass the
 /// check before the first failure is recorded) and forgiven if it succeeds.
@@ -217,7 +206,7 @@ impl Limiter {
         now: Instant,
     ) -> Result<(), Duration> {
         self.prune(now);
-        let addr = addr_key(addr);
+        let addr = client_key(addr);
         let wait = |v: Option<&Vec<Instant>>, max: usize| {
             let v = v?;
             (v.len() >= max).then(|| WINDOW.saturating_sub(now.duration_since(v[v.len() - max])))
@@ -257,7 +246,7 @@ impl Limiter {
     /// address's other failures stay (a user of one account cannot reset the count between
     /// guesses at another).
     pub fn succeeded(&mut self, addr: IpAddr, user: &str, now: Instant) {
-        let addr = addr_key(addr);
+        let addr = client_key(addr);
         if let Some(v) = self.by_addr.get_mut(&addr) {
             v.pop();
         }

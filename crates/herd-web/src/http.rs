@@ -180,7 +180,7 @@ pub(crate) async fn serve(st: Arc<State>, l: Listener, max_connections: usize) {
         } else {
             // IPv6 clients by /64, as the login limiter counts them: one host usually has the
             // whole /64, and counting each of its addresses would give it 2^64 shares.
-            match per_addr.take(&crate::auth::addr_key(peer.ip())) {
+            match per_addr.take(&herd_core::addr::client_key(peer.ip())) {
                 Some(s) => Some(s),
                 None => {
                     tracing::debug!(%peer, "web: too many connections from one address");
