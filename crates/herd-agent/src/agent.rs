@@ -121,6 +121,7 @@ impl Agent {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        let mut backoff = herd_core::backoff::Backoff::default();
         loop {
             // A flood makes the gate push out old handshakes as new ones come; their sockets
             // close when their tasks next run, so without this bound a burst of accepts would
@@ -131,11 +132,14 @@ impl Agent {
                 return;
             };
             let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
+                Ok(c) => {
+                    backoff.succeeded();
+                    c
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(error = %e, "agent: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(backoff.failed()).await;
                     continue;
                 }
             };

@@ -2,7 +2,7 @@
 //! descriptors (EMFILE, ENFILE) or memory neither spins on the error nor sleeps long once the
 //! descriptors are back: 10 ms after the first failure, doubling up to 100 ms, and back to
 //! 10 ms after an accept that works. Shared by every listener (data plane, control socket,
-//! mon port, dashboard) so that they behave alike; time is the caller's (no I/O here).
+//! mon port, dashboard, node agent) so that they behave alike; time is the caller's (no I/O here).
 
 use std::time::Duration;
 
