@@ -22,9 +22,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-use herd_core::api::{ApiError, ErrorKind};
 use herd_core::model::{Protocol, ServiceKey};
-use herd_lb::dataplane::{DataPlane, Settings};
+use herd_lb::dataplane::{Change, DataPlane, DataPlaneError, Settings};
 use herd_lb::service::Service;
 use socket2::{Domain, Socket, Type};
 use tokio::runtime::Handle;
@@ -200,11 +199,12 @@ impl Proxy {
         })
     }
 
-    fn bind(&self, key: &ServiceKey) -> Result<Vec<Socket>, ApiError> {
+    fn bind(&self, key: &ServiceKey) -> Result<Vec<Socket>, DataPlaneError> {
         let mut out = Vec::with_capacity(self.workers.len());
         for _ in 0..self.workers.len() {
-            out.push(bind_one(key).map_err(|e| {
-                ApiError::new(ErrorKind::Bind, format!("cannot listen on {key}: {e}"))
+            out.push(bind_one(key).map_err(|source| DataPlaneError::Bind {
+                service: *key,
+                source,
             })?);
         }
         Ok(out)
@@ -214,7 +214,7 @@ impl Proxy {
         &self,
         slot: &Arc<ServiceSlot>,
         sockets: Vec<Socket>,
-    ) -> Result<Vec<JoinHandle<()>>, ApiError> {
+    ) -> Result<Vec<JoinHandle<()>>, DataPlaneError> {
         let mut tasks = Vec::with_capacity(sockets.len());
         for (s, rt) in sockets.into_iter().zip(&self.workers) {
             // Registration binds a socket to the reactor of the runtime entered here.
@@ -238,8 +238,11 @@ impl Proxy {
     }
 }
 
-fn internal(key: &ServiceKey, e: std::io::Error) -> ApiError {
-    ApiError::new(ErrorKind::Internal, format!("{key}: {e}"))
+fn internal(key: &ServiceKey, source: std::io::Error) -> DataPlaneError {
+    DataPlaneError::Internal {
+        service: *key,
+        source,
+    }
 }
 
 fn bind_one(key: &ServiceKey) -> std::io::Result<Socket> {
@@ -280,7 +283,7 @@ impl DataPlane for Proxy {
         "proxy"
     }
 
-    fn apply(&self, services: &[Arc<Service>]) -> Result<(), ApiError> {
+    fn apply(&self, services: &[Arc<Service>]) -> Result<(), DataPlaneError> {
         let mut listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
         // Bind every new listener first; only when all succeeded does anything change.
         let mut fresh = Vec::new();
@@ -309,6 +312,10 @@ impl DataPlane for Proxy {
         }
         Ok(())
     }
+
+    /// Nothing to do: a connection asks its service for a real server when it starts, so it
+    /// sees every change made before.
+    fn changed(&self, _service: &Arc<Service>, _change: Change) {}
 
     fn set_settings(&self, settings: Settings) {
         self.shared.set(settings);

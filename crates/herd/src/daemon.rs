@@ -106,8 +106,8 @@ impl Daemon {
             )
         })?;
         let dp: Arc<dyn DataPlane> = Arc::new(proxy);
-        let mut table = Table::new(settings);
-        table.apply_config(&config.lb, dp.as_ref())?;
+        let mut table = Table::new(settings, dp.clone());
+        table.apply_config(&config.lb).map_err(lb_error)?;
         let table = Arc::new(Mutex::new(table));
         let ha = if config.vrrp.instances.is_empty() {
             None
@@ -179,7 +179,7 @@ impl Daemon {
             .map_err(|e| ApiError::new(ErrorKind::Config, e.to_string()))?;
         let services = {
             let mut table = self.table();
-            table.apply_config(&cfg.lb, self.dp.as_ref())?;
+            table.apply_config(&cfg.lb).map_err(lb_error)?;
             table.services().len()
         };
         let mut pending = Vec::new();
@@ -303,6 +303,7 @@ impl Daemon {
     fn dispatch(&self, req: Request) -> Result<Response, ApiError> {
         let dp = self.dp.as_ref();
         let ok = |r: Result<(), ApiError>| r.map(|()| Response::Ok);
+        let lb = |r: Result<(), herd_lb::table::LbError>| ok(r.map_err(lb_error));
         match req {
             Request::Status => Ok(Response::Status(DaemonStatus {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -319,23 +320,23 @@ impl Daemon {
             })),
             Request::Reload => self.reload().map(|pending| Response::Reloaded { pending }),
             Request::List { service } => Ok(Response::Services {
-                services: self.table().status(service.as_ref())?,
+                services: self.table().status(service.as_ref()).map_err(lb_error)?,
             }),
-            Request::AddService { service } => ok(self.table().add_service(service, &[], dp)),
-            Request::EditService { service } => ok(self.table().edit_service(service)),
-            Request::DeleteService { service } => ok(self.table().delete_service(&service, dp)),
-            Request::Clear => ok(self.table().clear(dp)),
-            Request::AddReal { service, real } => ok(self.table().add_real(&service, real)),
-            Request::EditReal { service, real } => ok(self.table().edit_real(&service, real)),
+            Request::AddService { service } => lb(self.table().add_service(service, &[])),
+            Request::EditService { service } => lb(self.table().edit_service(service)),
+            Request::DeleteService { service } => lb(self.table().delete_service(&service)),
+            Request::Clear => lb(self.table().clear()),
+            Request::AddReal { service, real } => lb(self.table().add_real(&service, real)),
+            Request::EditReal { service, real } => lb(self.table().edit_real(&service, real)),
             Request::DeleteReal { service, address } => {
-                ok(self.table().delete_real(&service, address))
+                lb(self.table().delete_real(&service, address))
             }
-            Request::Zero { service } => ok(self.table().zero(service.as_ref())),
+            Request::Zero { service } => lb(self.table().zero(service.as_ref())),
             Request::GetTimeouts => Ok(Response::Timeouts {
                 timeouts: self.table().settings().timeouts,
             }),
             Request::SetTimeouts { timeouts } => {
-                self.table().set_timeouts(timeouts, dp);
+                self.table().set_timeouts(timeouts);
                 Ok(Response::Ok)
             }
             Request::Connections => Ok(Response::Connections {
@@ -384,7 +385,7 @@ impl Daemon {
                 service,
                 address,
                 state,
-            } => ok(self.table().set_admin(&service, address, state)),
+            } => lb(self.table().set_admin(&service, address, state)),
             Request::Nodes => Ok(self.nodes()),
             Request::HaStatus => Ok(Response::Ha {
                 instances: self.ha.as_ref().map(|h| h.status()).unwrap_or_default(),
@@ -470,6 +471,22 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The API's form of the director core's refusals.
+fn lb_error(e: herd_lb::table::LbError) -> ApiError {
+    use herd_lb::dataplane::DataPlaneError;
+    use herd_lb::table::LbError;
+    let kind = match &e {
+        LbError::NoService(_) => ErrorKind::NoService,
+        LbError::ServiceExists(_) => ErrorKind::ServiceExists,
+        LbError::RealExists { .. } => ErrorKind::RealExists,
+        LbError::NoReal { .. } => ErrorKind::NoReal,
+        LbError::Invalid(_) => ErrorKind::Invalid,
+        LbError::DataPlane(DataPlaneError::Bind { .. }) => ErrorKind::Bind,
+        LbError::DataPlane(DataPlaneError::Internal { .. }) => ErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
 }
 
 fn invalid(message: String) -> ApiError {

@@ -622,7 +622,8 @@ mod tests {
     /// finishes its quota early, and the positions it used to claim last go to others, a
     /// cascade that is long when two servers' permutations happen to be similar (e.g. the
     /// same skip). The number is empirical: over 200,000 random sets of 2 to 39 servers with
-    /// one random removal (`measure_disruption`), the other positions that moved were a
+    /// one random removal (`cargo run --release -p herd-lb --example
+    /// maglev_disruption`), the other positions that moved were a
     /// median 0.39 shares, 0.90 at the 99th percentile, 1.7 at the 99.99th and 2.3 at most
     /// (as a fraction of the whole table: median 1.9 %, 99th percentile 3.5 %, but up to
     /// 29 % for 3 servers in a 509 table). Four shares leaves a wide margin.
@@ -658,36 +659,5 @@ mod tests {
             inactive: 0,
             overloaded: false,
         }
-    }
-
-    /// Prints the distribution behind `DISRUPTION_SHARES` (slow; run with `--ignored
-    /// --nocapture`, preferably in release mode).
-    #[test]
-    #[ignore = "a measurement, not a check: cargo test --release -p herd-lb -- --ignored --nocapture measure_disruption"]
-    fn measure_disruption() {
-        let mut rng = crate::sched::SplitMix64::new(2);
-        let mut shares = Vec::new();
-        let mut fractions = Vec::new();
-        for _ in 0..200_000 {
-            let n = 2 + rng.below(38) as u32;
-            let m = prime_above(n);
-            let dests: Vec<DestView> = (0..n).map(|_| random_server(&mut rng)).collect();
-            let gone = rng.below(u64::from(n)) as usize;
-            let moved = removal_disruption(&dests, gone, m).0 as f64;
-            shares.push(moved / (f64::from(m) / f64::from(n)));
-            fractions.push(moved / f64::from(m));
-        }
-        shares.sort_by(f64::total_cmp);
-        fractions.sort_by(f64::total_cmp);
-        let l = shares.len();
-        for q in [0.5, 0.9, 0.99, 0.999, 0.9999] {
-            let k = (l as f64 * q) as usize;
-            println!("q{q}: {:.3} shares, {:.4} of M", shares[k], fractions[k]);
-        }
-        println!(
-            "max: {:.3} shares, {:.4} of M",
-            shares[l - 1],
-            fractions[l - 1]
-        );
     }
 }
