@@ -194,6 +194,8 @@ struct Draining {
     d: Daemon,
     c: TcpStream,
     _backend: Backend,
+    /// When SIGTERM was sent.
+    signalled: Instant,
 }
 
 fn start_draining(test: &str, drain_timeout: &str) -> Draining {
@@ -207,6 +209,7 @@ fn start_draining(test: &str, drain_timeout: &str) -> Draining {
     let d = Daemon::start(test, &cfg);
     let mut c = TcpStream::connect(vip).unwrap();
     roundtrip(&mut c, b"hello");
+    let signalled = Instant::now();
     d.signal("TERM");
     // New connections are refused once the listener is gone.
     wait_for("listener to close", Duration::from_secs(5), || {
@@ -216,6 +219,7 @@ fn start_draining(test: &str, drain_timeout: &str) -> Draining {
         d,
         c,
         _backend: backend,
+        signalled,
     }
 }
 
@@ -238,8 +242,25 @@ fn sigterm_drains_open_connections_then_exits() {
 
 #[test]
 fn drain_timeout_bounds_the_wait() {
-    let Draining { mut d, c, .. } = start_draining("drain_timeout", "1s");
+    // The daemon must wait for the open connection (not skip the drain), and not much
+    // longer than the timeout. The signal is sent before the drain starts, so the lower bound
+    // holds however slow the machine is.
+    let Draining {
+        mut d,
+        c,
+        signalled,
+        ..
+    } = start_draining("drain_timeout", "1s");
     assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "exited {waited:?} after SIGTERM: the drain did not wait for the open connection"
+    );
+    assert!(
+        waited < Duration::from_secs(8),
+        "the 1 s drain timeout did not bound the wait ({waited:?})"
+    );
     // Held open until here, so that the drain had a connection to wait for.
     drop(c);
 }
