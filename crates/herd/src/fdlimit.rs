@@ -41,7 +41,7 @@ pub fn current() -> u64 {
 }
 
 /// The connection caps of the listeners beside the data plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
     pub mon: usize,
     pub web: usize,

@@ -18,7 +18,7 @@
 pub mod auth;
 mod conn;
 
-pub use conn::{serve, Limits};
+pub use conn::{Accounts, Limits, Port};
 
 use herd_core::api::{HealthCheckStatus, Request, Response};
 

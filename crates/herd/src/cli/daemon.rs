@@ -6,8 +6,7 @@ use herd_core::config::Config;
 
 use super::exit;
 use crate::daemon::{
-    bind_agent, bind_control, bind_mon, bind_web, check_control, serve, Bound, Daemon, Signals,
-    Source,
+    bind_agent, bind_control, bind_web, check_control, serve, Bound, Daemon, Signals, Source,
 };
 
 #[derive(Debug, clap::Args)]
@@ -97,7 +96,14 @@ pub async fn daemon_main(
         return exit::CANTCREAT;
     }
     let drain = cfg.daemon.drain_timeout;
-    let daemon = match Daemon::start(source, cfg) {
+    // Listeners are bound in the apply: off the async workers.
+    let started = tokio::task::spawn_blocking(move || Daemon::start(source, cfg)).await;
+    let daemon = match started.unwrap_or_else(|e| {
+        Err(herd_core::api::ApiError::new(
+            herd_core::api::ErrorKind::Internal,
+            e.to_string(),
+        ))
+    }) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("herd: {}", e.message);
@@ -113,13 +119,6 @@ pub async fn daemon_main(
     };
     let web = match bind_web(&daemon).await {
         Ok(w) => w,
-        Err(e) => {
-            eprintln!("herd: {e:#}");
-            return exit::CANTCREAT;
-        }
-    };
-    let mon = match bind_mon(&daemon).await {
-        Ok(m) => m,
         Err(e) => {
             eprintln!("herd: {e:#}");
             return exit::CANTCREAT;
@@ -141,7 +140,6 @@ pub async fn daemon_main(
             control_path: socket,
             agent,
             web,
-            mon,
         },
         drain,
         shutdown,

@@ -1,22 +1,24 @@
 //! The mon port's connections: accepting (with a cap and a back-off on errors), reading
 //! command lines with an idle timeout, and the login gate in front of every change.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herd_core::api::Request;
+use herd_core::config::web::WebUser;
+use herd_web::Backend;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use super::auth::{self, Gate, Login};
 use super::{is_write_verb, parse, render, writes, Command, MAX_LINE};
-use crate::daemon::Daemon;
 
 /// What one mon port allows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Clients served at once; the next is told so and closed.
     pub max_connections: usize,
@@ -24,10 +26,144 @@ pub struct Limits {
     pub idle: Duration,
 }
 
+/// Who may change state through the mon port and where that is recorded: the dashboard's
+/// logins and audit log (the daemon provides them; the requests themselves go through the
+/// same [`Backend`] as the dashboard's).
+pub trait Accounts: Send + Sync + 'static {
+    /// The logins a `login` is checked against.
+    fn users(&self) -> Vec<WebUser>;
+    /// Whether the audit log can take a line now (`Err(why)` when not: no change then).
+    fn audit_writable(&self) -> Result<(), String>;
+    /// One line in the audit log (the daemon's log has it already).
+    fn audit(
+        &self,
+        user: &str,
+        role: &str,
+        peer: IpAddr,
+        event: &str,
+        detail: String,
+        result: Result<(), String>,
+    );
+}
+
+/// The mon port: nothing, or one address being served. [`Port::apply`] takes it from one to
+/// the other (start, reload and stop are all an apply).
+#[derive(Default)]
+pub struct Port {
+    running: Mutex<Option<Running>>,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port").finish_non_exhaustive()
+    }
+}
+
+struct Running {
+    /// As configured, and as bound (port 0 resolved).
+    addr: SocketAddr,
+    bound: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Stops accepting; connections already served run to their end.
+        self.task.abort();
+    }
+}
+
+/// What every connection of one port reads: the limits (a reload changes them in place) and
+/// how many clients are being served.
+struct Shared {
+    limits: Mutex<Limits>,
+    open: AtomicUsize,
+    backend: Arc<dyn Backend>,
+    accounts: Arc<dyn Accounts>,
+    gate: Arc<Gate>,
+}
+
+impl Shared {
+    fn limits(&self) -> Limits {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Port {
+    /// Serves `addr` with `limits` (`None`: stops accepting). A new address is bound before
+    /// the old one closes; if it cannot be bound, the port stays as it was and the error says
+    /// why. Connections being served continue either way. Call within a tokio runtime.
+    pub fn apply(
+        &self,
+        addr: Option<SocketAddr>,
+        limits: Limits,
+        backend: Arc<dyn Backend>,
+        accounts: Arc<dyn Accounts>,
+    ) -> std::io::Result<()> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(addr) = addr else {
+            *running = None;
+            return Ok(());
+        };
+        if let Some(r) = running.as_ref().filter(|r| r.addr == addr) {
+            *r.shared.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+            return Ok(());
+        }
+        let listener = bind(addr)?;
+        let shared = Arc::new(Shared {
+            limits: Mutex::new(limits),
+            open: AtomicUsize::new(0),
+            backend,
+            accounts,
+            gate: Arc::default(),
+        });
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, max_connections = limits.max_connections, "mon client protocol");
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        *running = Some(Running {
+            addr,
+            bound,
+            shared,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Stops accepting (the apply to nothing); connections being served continue.
+    pub fn stop(&self) {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The address served now, as bound (port 0 resolved).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| r.bound)
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("health.mon-listen: cannot bind {addr}: {e}"),
+        )
+    })?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
+}
+
+/// Counts one client being served while alive.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Accepts mon clients until the task is aborted.
-pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, limits: Limits) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let gate = Arc::new(Gate::default());
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = herd_core::backoff::Backoff::default();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -42,19 +178,19 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, limits: Limits) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let limits = shared.limits();
+        if shared.open.fetch_add(1, Relaxed) >= limits.max_connections.max(1) {
+            shared.open.fetch_sub(1, Relaxed);
             // Told, not left waiting: the socket is closed at once either way, so a flood
             // holds no more than one descriptor beyond the cap.
             tracing::debug!(%peer, "mon: too many connections; closing this one");
             let _ = stream.try_write(b"520 too many connections, try again later\n");
             continue;
-        };
-        let (d, g) = (daemon.clone(), gate.clone());
+        }
+        let slot = Slot(shared.clone());
         tokio::spawn(async move {
-            let _slot = slot;
             let mut c = Client {
-                daemon: d,
-                gate: g,
+                shared: slot.0.clone(),
                 peer,
                 login: None,
                 idle: limits.idle,
@@ -62,14 +198,14 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, limits: Limits) {
             if let Err(e) = c.run(stream).await {
                 tracing::debug!(%peer, error = %e, "mon client connection ended");
             }
+            drop(slot);
         });
     }
 }
 
 /// One connection's state.
 struct Client {
-    daemon: Arc<Daemon>,
-    gate: Arc<Gate>,
+    shared: Arc<Shared>,
     peer: SocketAddr,
     login: Option<Login>,
     idle: Duration,
@@ -136,7 +272,7 @@ impl Client {
             }
             // No change that cannot be accounted for: the dashboard's audit log (when there
             // is one) must take the line first, as for the dashboard's own actions.
-            if let Some(Err(why)) = self.daemon.web_audit().map(|w| w.audit_writable()) {
+            if let Err(why) = self.shared.accounts.audit_writable() {
                 tracing::error!(peer = %self.peer, "mon: refused: {why}");
                 return Some(vec![format!(
                     "520 command could not be executed, {why}: no change without its audit line"
@@ -147,8 +283,9 @@ impl Client {
             Command::Quit => return None,
             Command::Local(lines) => lines,
             Command::Login { user, password } => {
-                let users = self.daemon.web_users();
-                let (reply, login) = self.gate.login(&users, self.peer, &user, &password).await;
+                let users = self.shared.accounts.users();
+                let gate = &self.shared.gate;
+                let (reply, login) = gate.login(&users, self.peer, &user, &password).await;
                 if login.is_some() {
                     self.login = login;
                 }
@@ -169,15 +306,14 @@ impl Client {
     /// One audit line: to the daemon's log, and to the dashboard's audit log if there is one.
     fn audit(&self, user: &str, role: &str, event: &str, text: &str, result: Result<(), &str>) {
         auth::audit(user, role, self.peer, event, text, result);
-        if let Some(web) = self.daemon.web_audit() {
-            let result = result.map_err(str::to_string);
-            let detail = format!("mon: {text}");
-            web.audit(user, role, self.peer.ip(), event, detail, result);
-        }
+        let result = result.map_err(str::to_string);
+        let detail = format!("mon: {text}");
+        let accounts = &self.shared.accounts;
+        accounts.audit(user, role, self.peer.ip(), event, detail, result);
     }
 
     fn may_write(&mut self) -> Result<String, String> {
-        let users = self.daemon.web_users();
+        let users = self.shared.accounts.users();
         auth::may_write(&mut self.login, &users)
     }
 
@@ -197,8 +333,8 @@ impl Client {
         if let Request::HealthSilence { author, .. } = &mut req {
             author.clone_from(&user);
         }
-        let d = self.daemon.clone();
-        let resp = match tokio::task::spawn_blocking(move || d.handle(req)).await {
+        let backend = self.shared.backend.clone();
+        let resp = match tokio::task::spawn_blocking(move || backend.call(req)).await {
             Ok(r) => r,
             Err(e) => return vec![format!("520 the request failed: {e}")],
         };

@@ -1,0 +1,148 @@
+//! One path from the running state to a config: start-up applies a config to a daemon running
+//! nothing, a reload applies the new config to the running one, and each subsystem takes only
+//! its difference.
+//!
+//! Order, the same every time: the mon port (a listener that may fail to bind, before anything
+//! else changes), the virtual services and their data plane, VRRP (a director claims a VIP
+//! only once it can serve it), the health monitor (which tells the table its verdicts), the
+//! agent's revocations and sync modules, the dashboard. Each subsystem applies all of its part
+//! or none of it; if one fails, the ones before it have applied and the ones after it have
+//! not, the error names the one that failed, and the config kept as "running" stays the old
+//! one (a later reload applies the rest).
+
+use std::sync::Arc;
+
+use herd_core::api::{ApiError, ErrorKind};
+use herd_core::config::Config;
+use herd_health::monitor::Monitor;
+
+use super::{lb_error, Daemon, TableDirector};
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Virtual services now configured.
+    pub services: usize,
+    /// Changed keys that take effect only at the next start.
+    pub pending: Vec<String>,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
+}
+
+impl Daemon {
+    fn me(&self) -> Result<Arc<Daemon>, ApiError> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| failed("the daemon", "is shutting down"))
+    }
+
+    /// Makes the running state equal to `next` (see the module's doc for the order).
+    pub(crate) fn apply(&self, next: Config) -> Result<Applied, ApiError> {
+        let prev = self.config().clone();
+        let limit = crate::fdlimit::current();
+        let caps = crate::fdlimit::caps(limit, &next);
+        if caps != self.caps() {
+            tracing::info!(
+                open_files = limit,
+                mon = caps.mon,
+                web = caps.web,
+                agent = caps.agent,
+                "connection caps"
+            );
+        }
+        *self.caps.lock().unwrap_or_else(|p| p.into_inner()) = caps;
+        self.apply_mon(&next)?;
+        let services = self.apply_lb(&next)?;
+        let mut pending = Vec::new();
+        if super::worker_count(next.lb.workers) != self.workers {
+            pending.push("lb.workers".to_string());
+        }
+        pending.extend(self.apply_ha(&prev, &next)?);
+        self.apply_health(&next);
+        pending.extend(self.apply_agent(&prev, &next));
+        pending.extend(self.apply_web(&next));
+        for p in &pending {
+            tracing::warn!("{p} changed: takes effect when the daemon restarts");
+        }
+        *self.config() = next;
+        Ok(Applied { services, pending })
+    }
+
+    /// The mon client protocol's port: its address and limits.
+    fn apply_mon(&self, next: &Config) -> Result<(), ApiError> {
+        let limits = crate::monproto::Limits {
+            max_connections: self.caps().mon,
+            idle: next.health.mon_idle_timeout,
+        };
+        let me = self.me()?;
+        let backend: Arc<dyn herd_web::Backend> = me.clone();
+        let accounts: Arc<dyn crate::monproto::Accounts> = me;
+        self.mon
+            .apply(next.health.mon_listen, limits, backend, accounts)
+            .map_err(|e| ApiError::new(ErrorKind::Bind, e.to_string()))
+    }
+
+    /// The virtual services (the table and, through it, the data plane) and the number of
+    /// data-plane workers. Returns how many services there are.
+    fn apply_lb(&self, next: &Config) -> Result<usize, ApiError> {
+        let mut table = self.table();
+        table.apply_config(&next.lb).map_err(lb_error)?;
+        Ok(table.services().len())
+    }
+
+    /// VRRP instances.
+    fn apply_ha(&self, prev: &Config, next: &Config) -> Result<Vec<String>, ApiError> {
+        if next.vrrp == prev.vrrp {
+            return Ok(Vec::new());
+        }
+        if self.ha.get().is_some() || next.vrrp.instances.is_empty() {
+            return Ok(vec!["vrrp".to_string()]);
+        }
+        let ha = herd_ha::Ha::start(&next.vrrp).map_err(|e| failed("cannot start VRRP", e))?;
+        let _ = self.ha.set(ha);
+        Ok(Vec::new())
+    }
+
+    /// The health monitor: the new one takes over the old one's states, silences and
+    /// disables, and tells the director its verdict on every real server (the table lock is
+    /// not held here: it takes it).
+    fn apply_health(&self, next: &Config) {
+        let mut slot = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+        let old = slot.take();
+        if let Some(m) = &old {
+            m.stop();
+        }
+        let director = Arc::new(TableDirector(self.table.clone()));
+        *slot = Some(Arc::new(Monitor::start(next, director, old.as_deref())));
+    }
+
+    /// The agent's revocations (at once, for new connections) and sync modules (at once, for
+    /// new transfers); its other settings at restart.
+    fn apply_agent(&self, prev: &Config, next: &Config) -> Vec<String> {
+        let mut pending = Vec::new();
+        let mut agent = next.agent.clone();
+        agent.revoked.clone_from(&prev.agent.revoked);
+        if prev != &Config::default() && agent != prev.agent {
+            pending.push("agent".to_string());
+        }
+        crate::agent::set_revoked(&self.revoked, &next.agent);
+        self.modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&next.cluster, &next.sync_modules);
+        pending
+    }
+
+    /// The dashboard.
+    fn apply_web(&self, next: &Config) -> Vec<String> {
+        match (self.web.get(), &next.web) {
+            (Some(w), web) => w.reload(web.as_ref()),
+            (None, Some(_)) if self.reloads.load(std::sync::atomic::Ordering::Relaxed) > 0 => {
+                vec!["web".to_string()]
+            }
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `herd daemon`: the node daemon.
+//!
+//! Start-up order (the same every time, so that nothing is half-up):
+//! 1. parse and validate the config without touching the network;
+//! 2. bind the control socket and the virtual services (start-up is a reload from an empty
+//!    table, so it shares the reload path);
+//! 3. serve: the control API, the data plane, housekeeping;
+//! 4. on SIGTERM/SIGINT stop accepting and drain open connections, for at most
+//!    `daemon.drain-timeout`; SIGHUP (or `herd reload`) reloads.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use herd_core::api::{
+    ApiError, DaemonStatus, ErrorKind, RealHealth, Request, Response, API_VERSION, MAX_MESSAGE,
+};
+use herd_core::config::{Config, LbConfig};
+use herd_core::model::ServiceKey;
+use herd_health::monitor::{Director, Monitor};
+use herd_lb::dataplane::{DataPlane, Settings};
+use herd_lb::stats::RateEst;
+use herd_lb::table::Table;
+use herd_proxy::clock::now_ms;
+use herd_proxy::Proxy;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+mod apply;
+mod control;
+mod dispatch;
+
+pub use control::{bind_control, check_control, Signals};
+use control::{serve_control, stop_signal};
+use dispatch::lb_error;
+
+/// Where the config comes from: a file (reloadable) or text embedded in the binary (demo).
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Embedded { name: String, text: String },
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, herd_core::config::ConfigErrors> {
+        match self {
+            Source::File(p) => Config::load(p),
+            Source::Embedded { name, text } => Config::parse(name, text),
+        }
+    }
+}
+
+/// The running daemon's state, shared by the control API and housekeeping.
+#[derive(Debug)]
+pub struct Daemon {
+    source: Source,
+    table: Arc<Mutex<Table>>,
+    /// The health monitor of the config applied last; replaced (keeping its state) on reload.
+    monitor: Mutex<Option<Arc<Monitor>>>,
+    /// The last config applied, for what a save keeps besides the table (daemon settings).
+    config: Mutex<Config>,
+    /// This daemon, for the listeners an apply starts (they call back into it).
+    me: std::sync::Weak<Daemon>,
+    /// The mon client protocol's port.
+    mon: crate::monproto::Port,
+    dp: Arc<dyn DataPlane>,
+    started: Instant,
+    reloads: AtomicU64,
+    workers: usize,
+    /// VRRP, once a config has had instances; changes to them take effect at restart.
+    ha: std::sync::OnceLock<herd_ha::Ha>,
+    /// The agent's revoked serials, shared with its TLS verifier (reload replaces them).
+    revoked: herd_agent::tls::Revoked,
+    /// The sync modules the agent serves (reload replaces them).
+    modules: herd_agent::module::Modules,
+    /// The dashboard and HTTP API, when the config has `[web]`.
+    web: std::sync::OnceLock<herd_web::Web>,
+    /// The agents of `[nodes]` as the node watch last saw them (with an agent running).
+    nodes: crate::agent::NodeCache,
+    watching_nodes: std::sync::atomic::AtomicBool,
+    /// The connection caps of the mon port, the dashboard and the agent, sized by each apply
+    /// from the open-files limit (see `fdlimit`).
+    caps: Mutex<crate::fdlimit::Caps>,
+}
+
+impl herd_web::Backend for Daemon {
+    fn call(&self, req: Request) -> Response {
+        self.handle(req)
+    }
+}
+
+/// The mon port's logins are the dashboard's, and its changes go to the dashboard's audit log
+/// when there is one.
+impl crate::monproto::Accounts for Daemon {
+    fn users(&self) -> Vec<herd_core::config::web::WebUser> {
+        let cfg = self.config();
+        cfg.web
+            .as_ref()
+            .map(|w| w.users.clone())
+            .unwrap_or_default()
+    }
+
+    fn audit_writable(&self) -> Result<(), String> {
+        self.web.get().map_or(Ok(()), |w| w.audit_writable())
+    }
+
+    fn audit(
+        &self,
+        user: &str,
+        role: &str,
+        peer: std::net::IpAddr,
+        event: &str,
+        detail: String,
+        result: Result<(), String>,
+    ) {
+        if let Some(web) = self.web.get() {
+            web.audit(user, role, peer, event, detail, result);
+        }
+    }
+}
+
+/// Number of data-plane workers for a config value (0 = one per core).
+pub fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+impl Daemon {
+    /// Builds the daemon and applies `config` to it: the start-up is an apply from nothing
+    /// (see [`Daemon::apply`]); if any part fails, the error says which. Call within a tokio
+    /// runtime, off its async workers (`spawn_blocking`): listeners are bound here.
+    pub fn start(source: Source, config: Config) -> Result<Arc<Daemon>, ApiError> {
+        let daemon = Daemon::empty(source, &config)?;
+        daemon.apply(config)?;
+        Ok(daemon)
+    }
+
+    /// A daemon running nothing yet: an empty table on a data plane with the configured
+    /// number of workers.
+    fn empty(source: Source, config: &Config) -> Result<Arc<Daemon>, ApiError> {
+        let workers = worker_count(config.lb.workers);
+        let settings = Settings::from_config(&config.lb);
+        let proxy = Proxy::new(workers, settings).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("cannot start the data plane: {e}"),
+            )
+        })?;
+        let dp: Arc<dyn DataPlane> = Arc::new(proxy);
+        let table = Arc::new(Mutex::new(Table::new(settings, dp.clone())));
+        let empty = Config::default();
+        Ok(Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
+            caps: Mutex::new(crate::fdlimit::Caps::default()),
+            revoked: crate::agent::revoked_set(&empty.agent),
+            modules: Arc::new(std::sync::RwLock::new(herd_agent::module::Table::new(
+                &empty.cluster,
+                &empty.sync_modules,
+            ))),
+            ha: std::sync::OnceLock::new(),
+            web: std::sync::OnceLock::new(),
+            mon: crate::monproto::Port::default(),
+            nodes: Arc::default(),
+            watching_nodes: std::sync::atomic::AtomicBool::new(false),
+            source,
+            table,
+            monitor: Mutex::new(None),
+            config: Mutex::new(empty),
+            dp,
+            started: Instant::now(),
+            reloads: AtomicU64::new(0),
+            workers,
+        }))
+    }
+
+    /// The config applied last.
+    pub(crate) fn config(&self) -> MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection caps the config applied last was given.
+    pub(crate) fn caps(&self) -> crate::fdlimit::Caps {
+        *self.caps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the config and applies the difference (see [`Daemon::apply`]). Returns the
+    /// changed keys that wait for a restart (none today).
+    pub fn reload(&self) -> Result<Vec<String>, ApiError> {
+        let cfg = self
+            .source
+            .load()
+            .map_err(|e| ApiError::new(ErrorKind::Config, e.to_string()))?;
+        let applied = self.apply(cfg)?;
+        let n = self.reloads.fetch_add(1, Relaxed) + 1;
+        tracing::info!(reloads = n, services = applied.services, "config reloaded");
+        Ok(applied.pending)
+    }
+
+    /// Masters resign and hand their addresses over (called before the drain, so that a
+    /// backup takes over at once instead of after the master-down interval; the open
+    /// connections drain here, see `herd_ha::handover`).
+    pub fn stop_ha(&self) {
+        if let Some(h) = self.ha.get() {
+            h.stop();
+        }
+    }
+
+    /// After the drain: VIPs parked for the hand-over go, VRRP ends.
+    pub fn finish_ha(&self) {
+        if let Some(h) = self.ha.get() {
+            h.finish();
+        }
+    }
+
+    /// Housekeeping every second; rates are sampled every two seconds as the kernel does.
+    async fn housekeeping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            let sample = n.is_multiple_of(RateEst::PERIOD_MS / 1000);
+            self.table().maintain(now_ms(), sample);
+            self.tell_ha_services();
+        }
+    }
+
+    /// VRRP's `track-service`: which tracked virtual services are failing now.
+    fn tell_ha_services(&self) {
+        let Some(ha) = self.ha.get().filter(|h| !h.tracked_services().is_empty()) else {
+            return;
+        };
+        let failing = self
+            .table()
+            .services()
+            .iter()
+            .filter_map(|s| Some((s.spec().name?, s)))
+            .filter(|(name, s)| ha.tracked_services().contains(name) && s.failing())
+            .map(|(name, _)| name)
+            .collect();
+        ha.set_failing_services(failing);
+    }
+
+    /// Stops accepting and waits for open connections to finish, at most `timeout`.
+    async fn drain(&self, timeout: Duration) {
+        self.dp.stop_accepting();
+        // Bounded by the config check; saturate anyway rather than overflow the clock.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + herd_core::config::MAX_DURATION);
+        loop {
+            let open = self.dp.open_connections();
+            if open == 0 {
+                tracing::info!("drained");
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(open, "drain timeout reached; closing remaining connections");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The director as the health monitor sees it: the virtual service table.
+#[derive(Debug)]
+struct TableDirector(Arc<Mutex<Table>>);
+
+impl Director for TableDirector {
+    fn set_health(&self, service: &ServiceKey, real: SocketAddr, health: RealHealth) {
+        let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let lost = |t: &Table| t.get(service).and_then(|s| s.quorum()).map(|q| q.lost);
+        let before = lost(&table);
+        // A real server removed by ipvsadm since the config was loaded: nothing to do.
+        if let Err(e) = table.set_health(service, real, health) {
+            tracing::debug!(error = %e, "health verdict not applied");
+        }
+        match (before, lost(&table)) {
+            (Some(false), Some(true)) => {
+                tracing::warn!(%service, "quorum lost: new connections go to the sorry server, if any")
+            }
+            (Some(true), Some(false)) => tracing::warn!(%service, "quorum regained"),
+            _ => {}
+        }
+    }
+}
+
+/// The node agent with its addresses bound, not yet serving.
+pub type BoundAgent = (Arc<herd_agent::agent::Agent>, Vec<tokio::net::TcpListener>);
+
+/// Binds the node agent when `[agent] listen` names addresses (before the control socket,
+/// whose appearance means ready).
+pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
+    let mut cfg = daemon.config().agent.clone();
+    // No more than the open-files limit leaves for the agent.
+    cfg.max_connections = daemon.caps().agent;
+    crate::agent::bind(&cfg, daemon.revoked.clone(), daemon.modules.clone()).await
+}
+
+/// Binds the dashboard and HTTP API when the config has `[web]` (before the control socket,
+/// whose appearance means ready).
+pub async fn bind_web(daemon: &Arc<Daemon>) -> Result<Option<herd_web::Listener>> {
+    let (web, agent_name) = {
+        let c = daemon.config.lock().unwrap_or_else(|p| p.into_inner());
+        (c.web.clone(), c.agent.name.clone())
+    };
+    let Some(cfg) = web else {
+        return Ok(None);
+    };
+    let node = agent_name.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
+    });
+    let info = herd_web::Info {
+        version: env!("CARGO_PKG_VERSION"),
+        node,
+    };
+    let backend: Arc<dyn herd_web::Backend> = daemon.clone();
+    let (web, listener) = herd_web::Web::bind(&cfg, backend, info)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(url = %web.url(&listener), users = cfg.users.len(), "dashboard");
+    let _ = daemon.web.set(web);
+    Ok(Some(listener))
+}
+
+/// What start-up bound, handed to [`serve`].
+#[derive(Debug)]
+pub struct Bound {
+    pub control: UnixListener,
+    pub control_path: PathBuf,
+    pub agent: Option<BoundAgent>,
+    pub web: Option<herd_web::Listener>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
+/// SIGTERM/SIGINT during the drain ends it at once.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    signals: Signals,
+    bound: Bound,
+    drain_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let Bound {
+        control,
+        control_path,
+        agent,
+        web,
+    } = bound;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
+    if let Some((agent, listeners)) = agent {
+        tracing::info!(name = %agent.settings().name, "node agent");
+        agent.spawn(listeners);
+        let port = daemon
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .agent
+            .port;
+        crate::agent::spawn_schedules(&agent, port);
+        // Only the dashboard shows the nodes: without it, no daemon pings the others.
+        if agent.settings().relay_tls.is_some() && daemon.web.get().is_some() {
+            daemon.watching_nodes.store(true, Relaxed);
+            crate::agent::spawn_node_watch(&agent, port, daemon.nodes.clone());
+        }
+    }
+    if let (Some(w), Some(l)) = (daemon.web.get(), web) {
+        w.spawn(l, daemon.caps().web);
+    }
+    let ctl = tokio::spawn(serve_control(daemon.clone(), control));
+    let hk = tokio::spawn(daemon.clone().housekeeping());
+    tracing::info!(socket = %control_path.display(), "ready");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            sig = stop_signal(&mut term, &mut int) => { tracing::info!("{sig}: draining"); break; }
+            _ = &mut shutdown => break,
+            _ = hup.recv() => {
+                let d = daemon.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!("reload refused, keeping the running config:\n{e}"),
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+        }
+    }
+    ctl.abort();
+    // The dashboard still shows the drain, but takes no more actions.
+    if let Some(w) = daemon.web.get() {
+        w.stop_actions();
+    }
+    daemon.mon.stop();
+    let _ = std::fs::remove_file(&control_path);
+    {
+        let d = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || d.stop_ha()).await;
+    }
+    tokio::select! {
+        _ = daemon.drain(drain_timeout) => {}
+        sig = stop_signal(&mut term, &mut int) => {
+            tracing::warn!("{sig} again: closing open connections now");
+        }
+    }
+    {
+        let d = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || d.finish_ha()).await;
+    }
+    hk.abort();
+    Ok(())
+}
