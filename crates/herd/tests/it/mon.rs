@@ -21,6 +21,9 @@ struct Mon {
     d: Daemon,
     port: SocketAddr,
     _up: Backend,
+    /// The config it was started with.
+    cfg: String,
+    net: Net,
 }
 
 fn start(test: &str, extra: &str) -> Mon {
@@ -38,7 +41,13 @@ fn start(test: &str, extra: &str) -> Mon {
     cfg.push_str(&user_table("ann", "admin", ANN));
     cfg.push_str(&user_table("rob", "read-only", ROB));
     let d = Daemon::start(test, &cfg);
-    Mon { d, port, _up: b }
+    Mon {
+        d,
+        port,
+        _up: b,
+        cfg,
+        net,
+    }
 }
 
 /// The `db` check as `herd health list --json` shows it, and the silences.
@@ -260,6 +269,50 @@ fn the_mon_port_serves_64_clients_and_refuses_the_65th() {
         c.cmd("version").last().map(String::as_str) == Some("220 version completed")
     });
     m.d.ok(&["status"]);
+}
+
+#[test]
+fn a_reload_moves_the_mon_port_and_changes_its_cap_in_place() {
+    let m = start("mon_reload", "");
+    let mut old = Client::connect(m.port);
+    assert_eq!(old.last("version"), "220 version completed");
+    let pid = m.d.ok(&["status", "--json"]);
+    let pid = serde_json::from_str::<Value>(&pid).unwrap()["pid"].clone();
+    // Moved to another address, with room for one client only.
+    let moved = m.net.addr(3, 2583);
+    let cfg = m.cfg.replace(
+        &format!("mon-listen = \"{}\"", m.port),
+        &format!("mon-listen = \"{moved}\"\nmon-max-connections = 1"),
+    );
+    m.d.write_config(&cfg);
+    let out = m.d.ok(&["reload"]);
+    assert!(!out.contains("restart"), "{out}");
+    // The old port takes no one new; the client it was serving goes on.
+    assert!(TcpStream::connect_timeout(&m.port, Duration::from_secs(2)).is_err());
+    assert_eq!(old.last("version"), "220 version completed");
+    let mut first = Client::connect(moved);
+    assert_eq!(first.last("version"), "220 version completed");
+    let mut second = Client::connect(moved);
+    assert_eq!(
+        second.reply(),
+        ["520 too many connections, try again later"]
+    );
+    // An address that cannot be bound: refused, and the port stays where it was.
+    let taken = std::net::TcpListener::bind(m.net.addr(4, 2583)).unwrap();
+    let bad = m.cfg.replace(
+        &format!("mon-listen = \"{}\"", m.port),
+        &format!("mon-listen = \"{}\"", taken.local_addr().unwrap()),
+    );
+    m.d.write_config(&bad);
+    let out = m.d.herd(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot bind"),
+        "{err}"
+    );
+    assert_eq!(first.last("version"), "220 version completed");
+    let status: Value = serde_json::from_str(&m.d.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["pid"], pid, "the same process throughout");
 }
 
 #[test]
