@@ -55,9 +55,9 @@ pub enum Change {
     /// A real server removed: at once (ipvsadm `-d`) or, after a reload, taking no new
     /// connections while its open ones finish.
     RealRemoved(SocketAddr),
-    /// The health monitor's verdict (told for every verdict, also one that repeats the last).
+    /// The health monitor's verdict, when it differs from the last.
     Health(SocketAddr, RealHealth),
-    /// An operator's drain, disable or enable.
+    /// An operator's drain, disable or enable, when it differs from the last.
     Admin(SocketAddr, AdminState),
     /// The quorum or the sorry server.
     Quorum,

@@ -575,10 +575,10 @@ impl Service {
         true
     }
 
-    /// Sets what the health monitor says about a real server; false if there is none at this
-    /// address. `Quiesced` and `Removed` both stop new connections (open ones continue);
+    /// Sets what the health monitor says about a real server: whether that changed anything,
+    /// `None` if there is no real server at this address. `Quiesced` and `Removed` both stop new connections (open ones continue);
     /// `Removed` also hides the server from listings and drops its persistence templates.
-    pub fn set_health(&self, addr: SocketAddr, health: RealHealth) -> bool {
+    pub fn set_health(&self, addr: SocketAddr, health: RealHealth) -> Option<bool> {
         self.set_state(addr, |d| {
             (d.health != health).then(|| {
                 d.health = health;
@@ -587,10 +587,11 @@ impl Service {
         })
     }
 
-    /// Sets what an operator says about a real server; false if there is none at this address.
+    /// Sets what an operator says about a real server: whether that changed anything, `None` if
+    /// there is no real server at this address.
     /// Anything but `Enabled` stops new connections, persistent clients' too (their templates
     /// go); open connections continue.
-    pub fn set_admin(&self, addr: SocketAddr, state: AdminState) -> bool {
+    pub fn set_admin(&self, addr: SocketAddr, state: AdminState) -> Option<bool> {
         self.set_state(addr, |d| {
             (d.admin != state).then(|| {
                 d.admin = state;
@@ -601,24 +602,23 @@ impl Service {
 
     /// Changes a real server's health or operator state with `change`, which says whether it
     /// changed anything (`None`: no) and whether the server now stops taking new connections
-    /// (its persistence templates go then); false if there is no real server at `addr`.
+    /// (its persistence templates go then). Returns whether it changed anything, `None` if
+    /// there is no real server at `addr`.
     fn set_state(
         &self,
         addr: SocketAddr,
         change: impl FnOnce(&mut DestEntry) -> Option<bool>,
-    ) -> bool {
+    ) -> Option<bool> {
         let mut inner = self.lock();
-        let Some(d) = inner.dests.iter_mut().find(|d| d.dest.addr == addr) else {
-            return false;
-        };
+        let d = inner.dests.iter_mut().find(|d| d.dest.addr == addr)?;
         let Some(stops) = change(d) else {
-            return true;
+            return Some(false);
         };
         if stops {
             inner.templates.retain(|_, t| t.dest != addr);
         }
         inner.refresh_sched();
-        true
+        Some(true)
     }
 
     /// Removes a real server at once (ipvsadm `-d`); its open connections continue to the end.
@@ -985,7 +985,7 @@ mod tests {
         let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
         let first = c.dest_addr();
         let other = if first == a.address { b } else { a };
-        assert!(s.set_health(first, RealHealth::Quiesced));
+        assert_eq!(s.set_health(first, RealHealth::Quiesced), Some(true));
         // The persistent client moves; the open connection stays counted.
         for n in 1..10 {
             let c2 = s.schedule(client(n), vip(), 0, &[]).unwrap();
@@ -1004,17 +1004,17 @@ mod tests {
             other.address
         );
         // Removed: out of the ipvsadm listing too.
-        assert!(s.set_health(first, RealHealth::Removed));
+        assert_eq!(s.set_health(first, RealHealth::Removed), Some(true));
         assert_eq!(s.status().reals.iter().filter(|r| r.listed()).count(), 1);
         assert_eq!(s.reals().len(), 2, "the configured set is unchanged");
-        assert!(s.set_health(first, RealHealth::Up));
+        assert_eq!(s.set_health(first, RealHealth::Up), Some(true));
         let st = s.status();
         assert_eq!(st.reals.len(), 2);
         assert!(st
             .reals
             .iter()
             .all(|r| r.spec.weight == 5 && r.health == RealHealth::Up));
-        assert!(!s.set_health(real(9, 1).address, RealHealth::Up));
+        assert_eq!(s.set_health(real(9, 1).address, RealHealth::Up), None);
         drop(c);
     }
 
@@ -1025,7 +1025,7 @@ mod tests {
         let c = s.schedule(client(1), vip(), 0, &[]).unwrap();
         let first = c.dest_addr();
         let other = if first == a.address { b } else { a };
-        assert!(s.set_admin(first, AdminState::Draining));
+        assert_eq!(s.set_admin(first, AdminState::Draining), Some(true));
         // The persistent client moves too; the open connection stays counted.
         for n in 1..10 {
             assert_eq!(
@@ -1048,7 +1048,7 @@ mod tests {
             other.address
         );
         // Disabled: still in the status (to be enabled again), not listed.
-        assert!(s.set_admin(first, AdminState::Disabled));
+        assert_eq!(s.set_admin(first, AdminState::Disabled), Some(true));
         let st = s.status();
         let q = st.reals.iter().find(|r| r.spec.address == first).unwrap();
         assert!(!q.listed());
@@ -1056,13 +1056,13 @@ mod tests {
             s.schedule(client(21), vip(), 0, &[]).unwrap().dest_addr(),
             other.address
         );
-        assert!(s.set_admin(first, AdminState::Enabled));
+        assert_eq!(s.set_admin(first, AdminState::Enabled), Some(true));
         let st = s.status();
         assert!(st
             .reals
             .iter()
             .all(|r| r.spec.weight == 7 && r.admin == AdminState::Enabled && r.listed()));
-        assert!(!s.set_admin(real(9, 1).address, AdminState::Draining));
+        assert_eq!(s.set_admin(real(9, 1).address, AdminState::Draining), None);
         drop(c);
     }
 

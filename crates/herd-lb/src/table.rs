@@ -92,8 +92,8 @@ impl Table {
         self.get(key).ok_or(LbError::NoService(*key))
     }
 
-    /// Makes a change with `f` on the service `key` (which says whether there was anything to
-    /// change) and tells the data plane.
+    /// Makes a change with `f` on the service `key` (`false`: there was nothing to change it
+    /// on) and tells the data plane.
     fn change(
         &self,
         key: &ServiceKey,
@@ -101,12 +101,28 @@ impl Table {
         f: impl FnOnce(&Service) -> bool,
         absent: impl FnOnce() -> LbError,
     ) -> Result<(), LbError> {
+        self.change_if(key, change, |s| f(s).then_some(true), absent)
+    }
+
+    /// As [`Table::change`], for a change that may turn out to be none (`Some(false)`: the
+    /// data plane is not told).
+    fn change_if(
+        &self,
+        key: &ServiceKey,
+        change: Change,
+        f: impl FnOnce(&Service) -> Option<bool>,
+        absent: impl FnOnce() -> LbError,
+    ) -> Result<(), LbError> {
         let svc = self.need(key)?;
-        if !f(svc) {
-            return Err(absent());
+        match f(svc) {
+            None => Err(absent()),
+            Some(changed) => {
+                if changed {
+                    self.dp.changed(svc, change);
+                }
+                Ok(())
+            }
         }
-        self.dp.changed(svc, change);
-        Ok(())
     }
 
     pub fn add_service(&mut self, spec: ServiceSpec, reals: &[RealSpec]) -> Result<(), LbError> {
@@ -185,7 +201,7 @@ impl Table {
         health: RealHealth,
     ) -> Result<(), LbError> {
         let set = |svc: &Service| svc.set_health(addr, health);
-        self.change(key, Change::Health(addr, health), set, || {
+        self.change_if(key, Change::Health(addr, health), set, || {
             no_real(key, addr)
         })
     }
@@ -198,7 +214,7 @@ impl Table {
         state: AdminState,
     ) -> Result<(), LbError> {
         let set = |svc: &Service| svc.set_admin(addr, state);
-        self.change(key, Change::Admin(addr, state), set, || no_real(key, addr))
+        self.change_if(key, Change::Admin(addr, state), set, || no_real(key, addr))
     }
 
     pub fn delete_real(&mut self, key: &ServiceKey, addr: SocketAddr) -> Result<(), LbError> {

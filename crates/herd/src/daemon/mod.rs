@@ -34,6 +34,8 @@ use tokio::signal::unix::{signal, SignalKind};
 mod apply;
 mod control;
 mod dispatch;
+#[cfg(test)]
+mod tests;
 
 pub use control::{bind_control, check_control, Signals};
 use control::{serve_control, stop_signal};
@@ -156,10 +158,19 @@ impl Daemon {
                 format!("cannot start the data plane: {e}"),
             )
         })?;
-        let dp: Arc<dyn DataPlane> = Arc::new(proxy);
+        Ok(Daemon::assemble(source, Arc::new(proxy), settings, workers))
+    }
+
+    /// A daemon running nothing yet on the data plane `dp`.
+    fn assemble(
+        source: Source,
+        dp: Arc<dyn DataPlane>,
+        settings: Settings,
+        workers: usize,
+    ) -> Arc<Daemon> {
         let table = Arc::new(Mutex::new(Table::new(settings, dp.clone())));
         let empty = Config::default();
-        Ok(Arc::new_cyclic(|me| Daemon {
+        Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
             caps: Mutex::new(crate::fdlimit::Caps::default()),
             revoked: crate::agent::revoked_set(&empty.agent),
@@ -180,7 +191,7 @@ impl Daemon {
             started: Instant::now(),
             reloads: AtomicU64::new(0),
             workers,
-        }))
+        })
     }
 
     /// The config applied last.
