@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Persistence, Quorum, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts,
+    Forward, Persistence, Quorum, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec,
+    Timeouts,
 };
 
 /// Version of the API, bumped on incompatible changes.
@@ -32,9 +33,10 @@ pub enum Request {
     AddService {
         service: ServiceSpec,
     },
-    /// Change scheduler, flags, persistence or PROXY protocol of an existing service.
+    /// Change scheduler, flags, persistence, name or PROXY protocol of an existing service
+    /// (the fields the edit gives).
     EditService {
-        service: ServiceSpec,
+        service: ServiceEdit,
     },
     DeleteService {
         service: ServiceKey,
@@ -45,9 +47,10 @@ pub enum Request {
         service: ServiceKey,
         real: RealSpec,
     },
+    /// Change weight, thresholds or forwarding of a real server (the fields the edit gives).
     EditReal {
         service: ServiceKey,
-        real: RealSpec,
+        real: RealEdit,
     },
     DeleteReal {
         service: ServiceKey,
@@ -662,5 +665,128 @@ mod tests {
         let e = Response::Error(ApiError::new(ErrorKind::NoService, "No such service"));
         let line = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), e);
+    }
+}
+
+/// A change to a virtual service (ipvsadm `-E`, `herd lb edit`): each field given replaces the
+/// running one, the others stay as they are. The daemon applies it to the running service, so
+/// two clients editing different fields at once do not undo each other's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServiceEdit {
+    #[serde(flatten)]
+    pub key: ServiceKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched_flags: Option<SchedFlags>,
+    /// `null` ends persistence; absent keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "given")]
+    #[schemars(with = "Option<Persistence>")]
+    pub persistence: Option<Option<Persistence>>,
+    /// `null` removes the name; absent keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "given")]
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
+}
+
+impl ServiceEdit {
+    /// An edit that replaces every field with `spec`'s.
+    pub fn replacing(spec: ServiceSpec) -> ServiceEdit {
+        ServiceEdit {
+            key: spec.key,
+            scheduler: Some(spec.scheduler),
+            sched_flags: Some(spec.sched_flags),
+            persistence: Some(spec.persistence),
+            name: Some(spec.name),
+            proxy_protocol: Some(spec.proxy_protocol),
+        }
+    }
+
+    /// `spec` with this edit applied.
+    pub fn apply(&self, spec: &ServiceSpec) -> ServiceSpec {
+        ServiceSpec {
+            key: spec.key,
+            name: self.name.clone().unwrap_or_else(|| spec.name.clone()),
+            scheduler: self.scheduler.unwrap_or(spec.scheduler),
+            sched_flags: self.sched_flags.unwrap_or(spec.sched_flags),
+            persistence: self.persistence.unwrap_or(spec.persistence),
+            proxy_protocol: self.proxy_protocol.unwrap_or(spec.proxy_protocol),
+        }
+    }
+}
+
+/// A change to a real server (ipvsadm `-e`, `herd lb real edit`, the dashboard's weight): each
+/// field given replaces the running one, the others stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RealEdit {
+    pub address: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Forward>,
+}
+
+impl RealEdit {
+    /// An edit that replaces every field with `spec`'s.
+    pub fn replacing(spec: RealSpec) -> RealEdit {
+        RealEdit {
+            address: spec.address,
+            weight: Some(spec.weight),
+            upper_threshold: Some(spec.upper_threshold),
+            lower_threshold: Some(spec.lower_threshold),
+            forward: Some(spec.forward),
+        }
+    }
+
+    /// An edit of the weight alone.
+    pub fn weight(address: SocketAddr, weight: u32) -> RealEdit {
+        RealEdit {
+            address,
+            weight: Some(weight),
+            upper_threshold: None,
+            lower_threshold: None,
+            forward: None,
+        }
+    }
+
+    /// `spec` with this edit applied.
+    pub fn apply(&self, spec: &RealSpec) -> RealSpec {
+        RealSpec {
+            address: spec.address,
+            weight: self.weight.unwrap_or(spec.weight),
+            upper_threshold: self.upper_threshold.unwrap_or(spec.upper_threshold),
+            lower_threshold: self.lower_threshold.unwrap_or(spec.lower_threshold),
+            forward: self.forward.unwrap_or(spec.forward),
+        }
+    }
+}
+
+/// A field that may be absent (keep), `null` (clear) or a value (set): `Option<Option<T>>`
+/// with the outer `None` for absent (with `#[serde(default)]`).
+mod given {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
     }
 }

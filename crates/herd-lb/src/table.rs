@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use herd_core::api::{AdminState, ConnEntry, RealHealth, ServiceStatus};
+use herd_core::api::{AdminState, ConnEntry, RealEdit, RealHealth, ServiceEdit, ServiceStatus};
 use herd_core::config::{LbConfig, ServiceConfig};
 use herd_core::model::{RealSpec, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT};
 
@@ -141,7 +141,9 @@ impl Table {
         Ok(())
     }
 
-    pub fn edit_service(&mut self, spec: ServiceSpec) -> Result<(), LbError> {
+    /// ipvsadm `-E`: the fields `edit` gives replace the running service's.
+    pub fn edit_service(&mut self, edit: &ServiceEdit) -> Result<(), LbError> {
+        let spec = edit.apply(&self.need(&edit.key)?.spec());
         check_service(&spec)?;
         let seed = self.next_seed();
         let key = spec.key;
@@ -185,10 +187,16 @@ impl Table {
         Ok(())
     }
 
-    pub fn edit_real(&mut self, key: &ServiceKey, real: RealSpec) -> Result<(), LbError> {
-        self.need(key)?;
+    /// ipvsadm `-e`: the fields `edit` gives replace the running real server's.
+    pub fn edit_real(&mut self, key: &ServiceKey, edit: &RealEdit) -> Result<(), LbError> {
+        let addr = edit.address;
+        let current = self
+            .need(key)?
+            .reals()
+            .into_iter()
+            .find(|r| r.address == addr);
+        let real = edit.apply(&current.ok_or_else(|| no_real(key, addr))?);
         check_real(key, &real)?;
-        let addr = real.address;
         let edit = |svc: &Service| svc.edit_real(real);
         self.change(key, Change::RealEdited(addr), edit, || no_real(key, addr))
     }
@@ -495,9 +503,13 @@ mod tests {
         assert_eq!(rec.take(), vec![Event::Apply(vec![key(80)])]);
         t.add_real(&key(80), real(1, 1)).unwrap();
         t.add_real(&key(80), real(2, 1)).unwrap();
-        t.edit_real(&key(80), real(1, 5)).unwrap();
-        t.edit_service(service_spec(key(80), SchedulerKind::Wlc))
+        t.edit_real(&key(80), &RealEdit::weight(addr(1), 5))
             .unwrap();
+        t.edit_service(&ServiceEdit::replacing(service_spec(
+            key(80),
+            SchedulerKind::Wlc,
+        )))
+        .unwrap();
         t.set_health(&key(80), addr(2), RealHealth::Quiesced)
             .unwrap();
         t.set_admin(&key(80), addr(1), AdminState::Draining)
@@ -528,7 +540,7 @@ mod tests {
             .unwrap();
         rec.take();
         assert!(matches!(
-            t.edit_real(&key(80), real(1, 5)),
+            t.edit_real(&key(80), &RealEdit::weight(addr(1), 5)),
             Err(LbError::NoReal { .. })
         ));
         assert!(matches!(
@@ -597,5 +609,46 @@ mod tests {
         assert_eq!(t.get(&key(80)).unwrap().reals()[0].weight, 1);
         // Only the settings were set and set back.
         assert!(rec.take().iter().all(|e| matches!(e, Event::Settings(_))));
+    }
+
+    #[test]
+    fn an_edit_changes_the_fields_it_gives_and_keeps_the_others() {
+        let (mut t, _rec) = table();
+        let mut spec = service_spec(key(80), SchedulerKind::Wrr);
+        spec.name = Some("web".into());
+        spec.proxy_protocol = true;
+        let mut r = real(1, 3);
+        r.upper_threshold = 100;
+        r.lower_threshold = 50;
+        t.add_service(spec, &[r]).unwrap();
+        // ipvsadm -E: its fields, not herd's own.
+        let edit = ServiceEdit {
+            name: None,
+            proxy_protocol: None,
+            ..ServiceEdit::replacing(service_spec(key(80), SchedulerKind::Sh))
+        };
+        t.edit_service(&edit).unwrap();
+        let now = t.get(&key(80)).unwrap().spec();
+        assert_eq!(now.scheduler, SchedulerKind::Sh);
+        assert_eq!(now.name.as_deref(), Some("web"));
+        assert!(now.proxy_protocol);
+        // The dashboard's weight: thresholds and forwarding stay.
+        t.edit_real(&key(80), &RealEdit::weight(addr(1), 9))
+            .unwrap();
+        let now = t.get(&key(80)).unwrap().reals()[0];
+        assert_eq!(
+            (now.weight, now.upper_threshold, now.lower_threshold),
+            (9, 100, 50)
+        );
+        // An edit that would break a rule is refused whole.
+        let bad = RealEdit {
+            lower_threshold: Some(200),
+            ..RealEdit::weight(addr(1), 1)
+        };
+        assert!(matches!(
+            t.edit_real(&key(80), &bad),
+            Err(LbError::Invalid(_))
+        ));
+        assert_eq!(t.get(&key(80)).unwrap().reals()[0].weight, 9);
     }
 }

@@ -314,7 +314,7 @@ async fn set_weight(
     spec.weight = weight;
     st.call(Request::EditReal {
         service,
-        real: spec,
+        real: herd_core::api::RealEdit::replacing(spec),
     })
     .await
 }

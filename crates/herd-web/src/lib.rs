@@ -403,13 +403,13 @@ mod tests {
                 // The configured thresholds stay; the listed weight (0: drained) is replaced.
                 Request::EditReal {
                     service: svc,
-                    real: RealSpec {
+                    real: herd_core::api::RealEdit::replacing(RealSpec {
                         address: real,
                         weight: 9,
                         upper_threshold: 5,
                         lower_threshold: 3,
                         forward: Default::default()
-                    }
+                    })
                 },
                 Request::Reload,
             ]

@@ -120,19 +120,14 @@ fn execute(client: &mut Client, cmd: &Command, names: &HostTables) -> i32 {
         },
         Command::Save { .. } => Request::List { service: None },
         Command::AddService(s) => Request::AddService { service: s.clone() },
-        Command::EditService(s) => {
-            // ipvsadm cannot express herd's own service fields: keep them as they are.
-            let mut service = s.clone();
-            if let Ok(Response::Services { services }) = client.call(&Request::List {
-                service: Some(s.key),
-            }) {
-                if let Some(cur) = services.first() {
-                    service.name = cur.spec.name.clone();
-                    service.proxy_protocol = cur.spec.proxy_protocol;
-                }
-            }
-            Request::EditService { service }
-        }
+        // ipvsadm cannot express herd's own service fields: the daemon keeps them as they are.
+        Command::EditService(s) => Request::EditService {
+            service: herd_core::api::ServiceEdit {
+                name: None,
+                proxy_protocol: None,
+                ..herd_core::api::ServiceEdit::replacing(s.clone())
+            },
+        },
         Command::DeleteService(k) => Request::DeleteService { service: *k },
         Command::Clear => Request::Clear,
         Command::AddReal { service, real } => Request::AddReal {
@@ -141,7 +136,7 @@ fn execute(client: &mut Client, cmd: &Command, names: &HostTables) -> i32 {
         },
         Command::EditReal { service, real } => Request::EditReal {
             service: *service,
-            real: *real,
+            real: herd_core::api::RealEdit::replacing(*real),
         },
         Command::DeleteReal { service, address } => Request::DeleteReal {
             service: *service,

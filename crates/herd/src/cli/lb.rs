@@ -228,7 +228,10 @@ fn exec(cmd: Cmd, socket: &Option<PathBuf>) -> Result<(), u8> {
             return save(&file, &toml);
         }
         Cmd::Add(a) => Request::AddService { service: spec(a)? },
-        Cmd::Edit(a) => Request::EditService { service: spec(a)? },
+        // Every field, as ipvsadm -E: what is not given takes its default.
+        Cmd::Edit(a) => Request::EditService {
+            service: herd_core::api::ServiceEdit::replacing(spec(a)?),
+        },
         Cmd::Remove { service, udp } => Request::DeleteService {
             service: key(&service, udp)?,
         },
@@ -241,6 +244,7 @@ fn exec(cmd: Cmd, socket: &Option<PathBuf>) -> Result<(), u8> {
         }
         Cmd::Real(RealCmd::Edit(a)) => {
             let (service, real) = real(&a)?;
+            let real = herd_core::api::RealEdit::replacing(real);
             Request::EditReal { service, real }
         }
         Cmd::Real(RealCmd::Remove { service, real, udp }) => {

@@ -80,11 +80,11 @@ impl Daemon {
                 services: self.table().status(service.as_ref()).map_err(lb_error)?,
             }),
             Request::AddService { service } => lb(self.table().add_service(service, &[])),
-            Request::EditService { service } => lb(self.table().edit_service(service)),
+            Request::EditService { service } => lb(self.table().edit_service(&service)),
             Request::DeleteService { service } => lb(self.table().delete_service(&service)),
             Request::Clear => lb(self.table().clear()),
             Request::AddReal { service, real } => lb(self.table().add_real(&service, real)),
-            Request::EditReal { service, real } => lb(self.table().edit_real(&service, real)),
+            Request::EditReal { service, real } => lb(self.table().edit_real(&service, &real)),
             Request::DeleteReal { service, address } => {
                 lb(self.table().delete_real(&service, address))
             }

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use herd_core::api::RealEdit;
 use herd_core::api::{Request, Response};
-use herd_core::model::{Forward, RealSpec, ServiceKey};
+use herd_core::model::ServiceKey;
 use herd_lb::dataplane::{Change, Event, Recording, Settings};
 
 use super::{Daemon, Source};
@@ -61,13 +62,7 @@ async fn a_weight_change_reaches_the_data_plane_from_the_api_and_from_a_reload()
     let (d, rec) = daemon(dir.path(), &config(1));
     assert!(rec.take().contains(&Event::Apply(vec![vip()])));
     // ipvsadm -e / the dashboard's weight.
-    let real = RealSpec {
-        address: real2(),
-        weight: 5,
-        upper_threshold: 0,
-        lower_threshold: 0,
-        forward: Forward::Masq,
-    };
+    let real = RealEdit::weight(real2(), 5);
     let resp = d.handle(Request::EditReal {
         service: vip(),
         real,
