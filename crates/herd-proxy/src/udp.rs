@@ -6,14 +6,17 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use herd_lb::service::Conn;
 use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
+use crate::listener::{Held, Stop};
 use crate::{OpenGuard, ServiceSlot, Shared};
 
 const MAX_DATAGRAM: usize = 65536;
@@ -27,17 +30,44 @@ struct Session {
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 
-pub(crate) async fn serve(sock: Arc<UdpSocket>, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
-    let sessions: Sessions = Arc::default();
-    // The sessions' reply tasks belong to this task: when the listener is stopped (service
-    // removed, daemon draining), dropping the set aborts them, so they neither keep the VIP's
-    // socket open nor hold up a drain; clients' next datagrams go to whatever serves the VIP
-    // then.
-    let mut replies_tasks = tokio::task::JoinSet::new();
+/// A UDP listener's sessions: what moves with its socket when its worker retires.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    sessions: Sessions,
+    /// The sessions' reply tasks belong to the listener's task: when the listener is stopped
+    /// (service removed, daemon draining), dropping the set aborts them, so they neither keep
+    /// the VIP's socket open nor hold up a drain; clients' next datagrams go to whatever serves
+    /// the VIP then.
+    ///
+    /// When the socket moves to another worker, the reply tasks stay where they run (on the
+    /// retired worker, which lives on until the last of them ends) and their set moves along:
+    /// the sessions continue, answered from the retired worker, fed from the new one.
+    replies: JoinSet<()>,
+}
+
+pub(crate) async fn serve(
+    sock: Arc<UdpSocket>,
+    slot: Arc<ServiceSlot>,
+    shared: Arc<Shared>,
+    state: State,
+    mut stop: Stop,
+) {
+    let State {
+        sessions,
+        replies: mut replies_tasks,
+    } = state;
     let vip = slot.key.address;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            biased;
+            to = &mut stop => {
+                hand_back(&sock, &slot, State { sessions, replies: replies_tasks }, to.ok());
+                return;
+            }
+            r = sock.recv_from(&mut buf) => r,
+        };
+        let (n, peer) = match received {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(service = %slot.key, error = %e, "udp receive failed");
@@ -77,6 +107,21 @@ pub(crate) async fn serve(sock: Arc<UdpSocket>, slot: Arc<ServiceSlot>, shared: 
         sess.last_ms.store(now_ms(), Relaxed);
         if sess.backend.send(&buf[..n]).await.is_ok() {
             sess.conn.record_in(1, n as u64);
+        }
+    }
+}
+
+/// Hands the socket (a duplicate of its descriptor, as the reply tasks hold the original) and
+/// the sessions to whoever stopped the task. Without a free descriptor the socket cannot be
+/// handed over: it closes, and its sessions end.
+fn hand_back(sock: &UdpSocket, slot: &ServiceSlot, state: State, to: Option<mpsc::Sender<Held>>) {
+    let Some(to) = to else { return };
+    match sock.as_fd().try_clone_to_owned() {
+        Ok(fd) => {
+            let _ = to.send(Held::Udp(fd, state));
+        }
+        Err(e) => {
+            tracing::warn!(service = %slot.key, error = %e, "cannot hand over a udp listener")
         }
     }
 }
