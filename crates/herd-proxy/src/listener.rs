@@ -191,3 +191,57 @@ impl Listening {
         failed.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herd_core::api::service_spec;
+    use herd_core::model::{Protocol, SchedulerKind, ServiceKey, Timeouts};
+    use herd_lb::dataplane::{DataPlane, Settings};
+    use herd_lb::service::Service;
+
+    use crate::Proxy;
+
+    /// Listeners per worker of the proxy's one service.
+    fn counts(proxy: &Proxy) -> Vec<usize> {
+        let state = proxy.state();
+        let l = state.listening.values().next().unwrap();
+        l.counts(state.workers.len())
+    }
+
+    #[test]
+    fn a_shrink_keeps_every_socket_and_a_grow_moves_them_back_before_binding() {
+        let settings = Settings {
+            timeouts: Timeouts::default(),
+            connect_timeout: Duration::from_secs(1),
+            idle_poll: Duration::ZERO,
+        };
+        let proxy = Proxy::new(3, settings).unwrap();
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let key = ServiceKey {
+            protocol: Protocol::Tcp,
+            address,
+        };
+        let svc = Service::new(service_spec(key, SchedulerKind::Rr), &[], 1);
+        proxy.apply(std::slice::from_ref(&svc)).unwrap();
+        assert_eq!(counts(&proxy), [1, 1, 1]);
+        proxy.set_workers(1).unwrap();
+        assert_eq!(counts(&proxy), [3]);
+        let missing = |n| proxy.state().listening[&key].missing(n);
+        assert_eq!((missing(2), missing(3), missing(5)), (0, 0, 2));
+        // Two surplus sockets for three new workers: one more is bound.
+        proxy.set_workers(4).unwrap();
+        assert_eq!(counts(&proxy), [1, 1, 1, 1]);
+        proxy.set_workers(2).unwrap();
+        assert_eq!(counts(&proxy), [2, 2]);
+        // Services added now get a listener per current worker; after stopping, an apply
+        // starts afresh with the current count.
+        proxy.stop_accepting();
+        proxy.apply(&[svc]).unwrap();
+        assert_eq!(counts(&proxy), [1, 1]);
+    }
+}
