@@ -9,6 +9,11 @@
 //! A reload hands the proxy a new list of services: listeners of services that stay are left
 //! alone (their connections never notice), new ones are bound before anything else changes,
 //! and removed ones stop accepting while their connections run to the end.
+//!
+//! The number of workers changes in place too ([`Proxy::set_workers`]): a listening socket,
+//! once bound, stays open while its service is served, and moves to another worker when its
+//! own retires (closing it would reset the connections in its accept queue); a retired worker
+//! finishes its connections, then exits (see `listener.rs` and `worker.rs`).
 
 pub mod clock;
 mod listener;
@@ -205,6 +210,9 @@ impl Proxy {
         let n = n.max(1);
         let mut state = self.state();
         let State { workers, listening } = &mut *state;
+        if n == workers.len() {
+            return Ok(());
+        }
         let mut fresh = HashMap::new();
         let mut retiring = Vec::new();
         if n > workers.len() {
