@@ -199,9 +199,9 @@ impl Proxy {
     /// names the service), the worker count stays as it was.
     ///
     /// Shrinking retires the last workers: their listeners stop and hand their sockets, still
-    /// open and with the connections waiting in their accept queues, to the remaining workers
-    /// (UDP listeners with their sessions). A retired thread runs its open connections, and
-    /// the reply tasks of the UDP sessions it started, to their end, then exits.
+    /// open and with the connections waiting in their accept queues, to the remaining workers.
+    /// UDP sessions move along with their listening socket (each client keeps its real
+    /// server). A retired thread runs its open TCP connections to their end, then exits.
     ///
     /// Either way no listening socket closes, so new connections are never refused or reset,
     /// and open ones carry on where they are. Blocks until the moved listeners' tasks have

@@ -69,7 +69,7 @@ impl Listener {
             Held::Tcp(fd) => rt.spawn(tcp::accept_loop(sys::register(fd)?, slot, shared, stop)),
             Held::Udp(fd, state) => {
                 let sock = tokio::net::UdpSocket::from_std(fd.into())?;
-                rt.spawn(udp::serve(Arc::new(sock), slot, shared, state, stop))
+                rt.spawn(udp::serve(sock, slot, shared, state, stop))
             }
         };
         Ok(Listener {

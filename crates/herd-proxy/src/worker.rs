@@ -24,8 +24,8 @@ const RETIRED_POLL: Duration = Duration::from_millis(50);
 
 /// One worker thread, as the proxy holds it while the worker serves.
 ///
-/// Dropping it retires the worker: the thread goes on running the tasks it has (connections,
-/// UDP sessions) and exits once none is left. Its listeners must have been moved away first.
+/// Dropping it retires the worker: the thread goes on running the tasks it has (TCP
+/// connections) and exits once none is left. Its listeners must have been moved away first.
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub(crate) rt: Handle,
@@ -99,8 +99,8 @@ impl Worker {
 }
 
 /// A worker's life: it serves until retired (or the proxy is dropped), then runs its remaining
-/// tasks to their end. Its listeners were handed to other workers before, so what is left are
-/// connections (and UDP sessions' reply tasks), which end by themselves.
+/// tasks to their end. Its listeners (and UDP sessions) were handed to other workers before, so
+/// what is left are TCP connections, which end by themselves.
 async fn serve_until_retired(rt: Handle, retired: oneshot::Receiver<()>) {
     let _ = retired.await;
     while rt.metrics().num_alive_tasks() > 0 {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use herd_core::model::Protocol;
 use herd_lb::dataplane::DataPlane;
-use support::{connect, eventually, exchange, proxy, Echo};
+use support::{ask, connect, eventually, exchange, proxy, udp_real, Echo};
 
 /// What a long-lived client saw: exchanges per phase of the test (before the grow, after it,
 /// after the shrink).
@@ -140,40 +140,6 @@ fn connections_made_during_a_shrink_and_a_grow_all_succeed() {
         "{total} connections; {after_shrink} done after the shrink, {after_grow} after the grow"
     );
     assert!(eventually(|| proxy.open_connections() == 0));
-}
-
-/// A UDP real server that answers every datagram with its name and the datagram, until
-/// `stop`.
-fn udp_real(
-    name: &'static str,
-    stop: Arc<AtomicBool>,
-) -> (SocketAddr, std::thread::JoinHandle<()>) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let addr = s.local_addr().unwrap();
-    let t = std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while !stop.load(SeqCst) {
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                let mut reply = format!("{name}:").into_bytes();
-                reply.extend_from_slice(&buf[..n]);
-                let _ = s.send_to(&reply, from);
-            }
-        }
-    });
-    (addr, t)
-}
-
-/// Sends `msg` from `client` through the proxy; the name of the real server that answered.
-fn ask(client: &UdpSocket, vip: SocketAddr, msg: &str) -> String {
-    client.send_to(msg.as_bytes(), vip).unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, from) = client.recv_from(&mut buf).unwrap();
-    assert_eq!(from, vip, "answers come from the VIP");
-    let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    let (node, echo) = text.split_once(':').unwrap();
-    assert_eq!(echo, msg);
-    node.to_string()
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -145,4 +146,38 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     f()
+}
+
+/// A UDP real server that answers every datagram with its name and the datagram, until
+/// `stop`.
+pub fn udp_real(
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let addr = s.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !stop.load(SeqCst) {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                let mut reply = format!("{name}:").into_bytes();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = s.send_to(&reply, from);
+            }
+        }
+    });
+    (addr, t)
+}
+
+/// Sends `msg` from `client` through the proxy; the name of the real server that answered.
+pub fn ask(client: &UdpSocket, vip: SocketAddr, msg: &str) -> String {
+    client.send_to(msg.as_bytes(), vip).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(from, vip, "answers come from the VIP");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let (node, echo) = text.split_once(':').unwrap();
+    assert_eq!(echo, msg);
+    node.to_string()
 }
