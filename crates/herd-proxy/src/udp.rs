@@ -122,7 +122,7 @@ impl Table {
     /// Stops the reply tasks and takes the listening socket and the sessions out of this
     /// worker's reactor, still open, for another worker to take over.
     async fn pause(mut self) -> Option<(OwnedFd, State)> {
-        let _ = self.moving.send(true);
+        self.moving.send_replace(true);
         let mut guards = HashMap::new();
         while let Some(ended) = self.replies.join_next().await {
             if let Ok(Some((peer, guard))) = ended {
