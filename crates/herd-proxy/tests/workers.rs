@@ -115,10 +115,12 @@ fn connections_made_during_a_shrink_and_a_grow_all_succeed() {
         })
         .collect();
     assert!(eventually(|| done.load(SeqCst) >= 200));
+    let t = std::time::Instant::now();
     proxy.set_workers(1).unwrap();
-    let after_shrink = done.load(SeqCst);
+    let (after_shrink, shrink_took) = (done.load(SeqCst), t.elapsed());
+    let t = std::time::Instant::now();
     proxy.set_workers(4).unwrap();
-    let after_grow = done.load(SeqCst);
+    let (after_grow, grow_took) = (done.load(SeqCst), t.elapsed());
     resized.store(true, SeqCst);
     for c in clients {
         c.join().unwrap();
@@ -137,7 +139,8 @@ fn connections_made_during_a_shrink_and_a_grow_all_succeed() {
         "connections went on after the resizes: {after_shrink}, {after_grow} of {total}"
     );
     eprintln!(
-        "{total} connections; {after_shrink} done after the shrink, {after_grow} after the grow"
+        "{total} connections; {after_shrink} done after the shrink ({shrink_took:?}), \
+         {after_grow} after the grow ({grow_took:?})"
     );
     assert!(eventually(|| proxy.open_connections() == 0));
 }
