@@ -9,25 +9,34 @@
 //! A reload hands the proxy a new list of services: listeners of services that stay are left
 //! alone (their connections never notice), new ones are bound before anything else changes,
 //! and removed ones stop accepting while their connections run to the end.
+//!
+//! The number of workers changes in place too ([`Proxy::set_workers`]): a listening socket,
+//! once bound, stays open while its service is served, and moves to another worker when its
+//! own retires (closing it would reset the connections in its accept queue); a retired worker
+//! finishes its connections, then exits (see `listener.rs` and `worker.rs`).
 
 pub mod clock;
+mod listener;
 pub mod proxy_protocol;
 mod splice;
 mod sys;
 mod tcp;
 mod udp;
+mod worker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use herd_core::model::{Protocol, ServiceKey};
 use herd_lb::dataplane::{Change, DataPlane, DataPlaneError, Settings};
 use herd_lb::service::Service;
 use socket2::{Domain, Socket, Type};
-use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
+
+use crate::listener::Listening;
+use crate::worker::{Numbers, Worker};
 
 /// What every connection task reads: settings and the count of open connections.
 #[derive(Debug)]
@@ -78,13 +87,22 @@ impl Shared {
             return;
         }
         let start = std::time::Instant::now();
-        while start.elapsed().as_nanos() < u128::from(ns) {
-            std::thread::yield_now();
-        }
+        yield_for(ns, || start.elapsed(), std::thread::yield_now);
     }
 }
 
-fn nanos(d: std::time::Duration) -> u64 {
+/// Calls `yield_now` until `elapsed` reaches `ns` nanoseconds (none at all for 0); returns
+/// how many times it yielded. The clock and the yield are arguments so that tests can count.
+fn yield_for(ns: u64, mut elapsed: impl FnMut() -> Duration, mut yield_now: impl FnMut()) -> u64 {
+    let mut passes = 0;
+    while ns > 0 && elapsed().as_nanos() < u128::from(ns) {
+        yield_now();
+        passes += 1;
+    }
+    passes
+}
+
+fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -122,86 +140,110 @@ impl ServiceSlot {
     }
 }
 
-#[derive(Debug)]
-struct Listening {
-    slot: Arc<ServiceSlot>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        // Stops accepting (the sockets close with their tasks); connection tasks are separate
-        // and run to their end.
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Task polls between two looks at epoll while a worker is busy (tokio's default is 61).
-///
-/// A busy worker only harvests new events every `EVENT_INTERVAL` polls, so an event that
-/// arrives just after a look waits for the whole batch ahead of it. With the default, herd made
-/// 0.11–0.15 `epoll_wait` calls per keep-alive request against HAProxy's 0.6, and its p99 was
-/// 20% above HAProxy's at equal req/s; at 4 it makes ~0.5 and the tail matched (bench/README.md).
-const EVENT_INTERVAL: u32 = 4;
-
 /// The userspace proxy data plane.
 ///
 /// Each worker is an OS thread running its own single-threaded tokio runtime; every service has
-/// one `SO_REUSEPORT` listener per worker, served on that worker. A connection lives its whole
-/// life on the worker that accepted it: no task migrates, and no scheduler state is shared
-/// between workers (a single-threaded runtime also wakes tasks more cheaply than the
-/// work-stealing one).
+/// one `SO_REUSEPORT` listener per worker (or more, see `listener.rs`), served on that worker.
+/// A connection lives its whole life on the worker that accepted it: no task migrates, and no
+/// scheduler state is shared between workers (a single-threaded runtime also wakes tasks more
+/// cheaply than the work-stealing one).
 #[derive(Debug)]
 pub struct Proxy {
-    workers: Vec<Handle>,
     shared: Arc<Shared>,
-    listening: Mutex<HashMap<ServiceKey, Listening>>,
+    numbers: Arc<Numbers>,
+    state: Mutex<State>,
+}
+
+/// The workers and what they listen on, changed together.
+#[derive(Debug)]
+struct State {
+    workers: Vec<Worker>,
+    listening: HashMap<ServiceKey, Listening>,
 }
 
 impl Proxy {
     /// Starts `workers` worker threads (at least one).
     pub fn new(workers: usize, settings: Settings) -> std::io::Result<Proxy> {
-        let mut handles = Vec::with_capacity(workers.max(1));
         let shared = Arc::new(Shared::new(settings));
-        for i in 0..workers.max(1) {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("herd-worker-{i}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .event_interval(EVENT_INTERVAL)
-                        .enable_all()
-                        .on_thread_park(move || shared.before_sleep())
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(Ok(rt.handle().clone()));
-                    // The worker runs its tasks until the process exits.
-                    rt.block_on(std::future::pending::<()>());
-                })?;
-            let handle = rx
-                .recv()
-                .map_err(|_| std::io::Error::other("worker thread died at start"))??;
-            handles.push(handle);
-        }
+        let numbers = Arc::new(Numbers::default());
+        let workers = (0..workers.max(1))
+            .map(|_| Worker::start(&shared, &numbers))
+            .collect::<std::io::Result<_>>()?;
         Ok(Proxy {
-            workers: handles,
             shared,
-            listening: Mutex::new(HashMap::new()),
+            numbers,
+            state: Mutex::new(State {
+                workers,
+                listening: HashMap::new(),
+            }),
         })
     }
 
-    fn bind(&self, key: &ServiceKey) -> Result<Vec<Socket>, DataPlaneError> {
-        let mut out = Vec::with_capacity(self.workers.len());
-        for _ in 0..self.workers.len() {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The number of workers serving (not counting retired ones still finishing their
+    /// connections).
+    pub fn workers(&self) -> usize {
+        self.state().workers.len()
+    }
+
+    /// Changes the number of workers (at least one) in place, without dropping a connection:
+    /// what `lb.workers` does on a reload.
+    ///
+    /// Growing starts the new worker threads and gives each a listener for every service:
+    /// first the surplus listening sockets of workers that hold more than one, then newly
+    /// bound ones. All of these are bound before anything changes; if one fails (the error
+    /// names the service), the worker count stays as it was.
+    ///
+    /// Shrinking retires the last workers: their listeners stop and hand their sockets, still
+    /// open and with the connections waiting in their accept queues, to the remaining workers.
+    /// UDP sessions move along with their listening socket (each client keeps its real
+    /// server). A retired thread runs its open TCP connections to their end, then exits.
+    ///
+    /// Either way no listening socket closes, so new connections are never refused or reset,
+    /// and open ones carry on where they are. Blocks until the moved listeners' tasks have
+    /// answered (one accept batch each).
+    pub fn set_workers(&self, n: usize) -> std::io::Result<()> {
+        let n = n.max(1);
+        let mut state = self.state();
+        let State { workers, listening } = &mut *state;
+        if n == workers.len() {
+            return Ok(());
+        }
+        let mut fresh = HashMap::new();
+        let mut retiring = Vec::new();
+        if n > workers.len() {
+            // Everything that can fail comes first; dropping the new workers retires them.
+            let started = (workers.len()..n)
+                .map(|_| Worker::start(&self.shared, &self.numbers))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            for (key, l) in listening.iter() {
+                let sockets = (0..l.missing(n))
+                    .map(|_| bind_one(key).map_err(|e| cannot_listen(key, e)))
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                fresh.insert(*key, sockets);
+            }
+            workers.extend(started);
+        } else {
+            retiring = workers.split_off(n);
+        }
+        let mut failed = Ok(());
+        for (key, l) in listening.iter_mut() {
+            let sockets = fresh.remove(key).unwrap_or_default();
+            if let Err(e) = l.spread(workers, sockets, &self.shared) {
+                failed = failed.and(Err(e));
+            }
+        }
+        // Only now that their listeners have moved away.
+        drop(retiring);
+        failed
+    }
+
+    fn bind(&self, key: &ServiceKey, workers: usize) -> Result<Vec<Socket>, DataPlaneError> {
+        let mut out = Vec::with_capacity(workers);
+        for _ in 0..workers {
             out.push(bind_one(key).map_err(|source| DataPlaneError::Bind {
                 service: *key,
                 source,
@@ -209,33 +251,11 @@ impl Proxy {
         }
         Ok(out)
     }
+}
 
-    fn spawn(
-        &self,
-        slot: &Arc<ServiceSlot>,
-        sockets: Vec<Socket>,
-    ) -> Result<Vec<JoinHandle<()>>, DataPlaneError> {
-        let mut tasks = Vec::with_capacity(sockets.len());
-        for (s, rt) in sockets.into_iter().zip(&self.workers) {
-            // Registration binds a socket to the reactor of the runtime entered here.
-            let _enter = rt.enter();
-            let shared = self.shared.clone();
-            let slot2 = slot.clone();
-            let task = match slot.key.protocol {
-                Protocol::Tcp => {
-                    let l = sys::register(s.into()).map_err(|e| internal(&slot.key, e))?;
-                    rt.spawn(tcp::accept_loop(l, slot2, shared))
-                }
-                Protocol::Udp => {
-                    let u = tokio::net::UdpSocket::from_std(s.into())
-                        .map_err(|e| internal(&slot.key, e))?;
-                    rt.spawn(udp::serve(Arc::new(u), slot2, shared))
-                }
-            };
-            tasks.push(task);
-        }
-        Ok(tasks)
-    }
+/// A bind error as `apply` words it, kept as an I/O error.
+fn cannot_listen(key: &ServiceKey, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot listen on {key}: {e}"))
 }
 
 fn internal(key: &ServiceKey, source: std::io::Error) -> DataPlaneError {
@@ -284,13 +304,14 @@ impl DataPlane for Proxy {
     }
 
     fn apply(&self, services: &[Arc<Service>]) -> Result<(), DataPlaneError> {
-        let mut listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
+        let State { workers, listening } = &mut *state;
         // Bind every new listener first; only when all succeeded does anything change.
         let mut fresh = Vec::new();
         for svc in services {
             let key = svc.key();
             if !listening.contains_key(&key) {
-                fresh.push((svc.clone(), self.bind(&key)?));
+                fresh.push((svc.clone(), self.bind(&key, workers.len())?));
             }
         }
         for svc in services {
@@ -307,8 +328,9 @@ impl DataPlane for Proxy {
                 key: svc.key(),
                 service: RwLock::new(svc),
             });
-            let tasks = self.spawn(&slot, sockets)?;
-            listening.insert(slot.key, Listening { slot, tasks });
+            let l = Listening::start(slot.clone(), sockets, workers, &self.shared)
+                .map_err(|e| internal(&slot.key, e))?;
+            listening.insert(slot.key, l);
         }
         Ok(())
     }
@@ -322,10 +344,7 @@ impl DataPlane for Proxy {
     }
 
     fn stop_accepting(&self) {
-        self.listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.state().listening.clear();
     }
 
     fn open_connections(&self) -> usize {
@@ -359,18 +378,43 @@ mod tests {
         }
     }
 
+    /// What `before_sleep` does with the setting it reads: yield passes until the clock has
+    /// advanced by `ns` (a fake clock that advances `step` per reading). Also the clock
+    /// readings it made.
+    fn passes(ns: u64, step: Duration) -> (u64, u32) {
+        use std::cell::Cell;
+        let (now, readings, yielded) = (Cell::new(Duration::ZERO), Cell::new(0), Cell::new(0));
+        let passes = yield_for(
+            ns,
+            || {
+                readings.set(readings.get() + 1);
+                now.get()
+            },
+            || {
+                yielded.set(yielded.get() + 1);
+                now.set(now.get() + step);
+            },
+        );
+        assert_eq!(passes, yielded.get());
+        (passes, readings.get())
+    }
+
     #[test]
     fn a_worker_yields_for_idle_poll_before_sleeping_and_reloads_change_it() {
-        use std::time::{Duration, Instant};
         let shared = Shared::new(settings(Duration::from_millis(20)));
-        let t = Instant::now();
-        shared.before_sleep();
-        assert!(t.elapsed() >= Duration::from_millis(20));
-        // Set to 0 (as a reload would): no yielding at all.
+        let ns = || shared.idle_poll_ns.load(Relaxed);
+        assert_eq!(ns(), 20_000_000);
+        // 1 ms per pass: 20 passes, then the 21st reading shows 20 ms have passed.
+        assert_eq!(passes(ns(), Duration::from_millis(1)), (20, 21));
+        // Set to 0 (as a reload would): no yielding at all, not even a clock reading.
         shared.set(settings(Duration::ZERO));
-        assert_eq!(shared.idle_poll_ns.load(Relaxed), 0);
+        assert_eq!(ns(), 0);
         assert_eq!(shared.settings().idle_poll, Duration::ZERO);
+        assert_eq!(passes(ns(), Duration::from_millis(1)), (0, 0));
         shared.set(settings(Duration::from_micros(10)));
-        assert_eq!(shared.idle_poll_ns.load(Relaxed), 10_000);
+        assert_eq!(ns(), 10_000);
+        assert_eq!(passes(ns(), Duration::from_micros(3)), (4, 5));
+        // The real clock: returns once the time has passed (no bound on how long after).
+        shared.before_sleep();
     }
 }

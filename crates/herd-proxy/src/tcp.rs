@@ -10,8 +10,10 @@ use std::time::Duration;
 use herd_lb::dataplane::Settings;
 use herd_lb::service::{Conn, Service};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use tokio::io::unix::AsyncFdReadyGuard;
 
 use crate::clock::now_ms;
+use crate::listener::{Held, Stop};
 use crate::proxy_protocol::{encode_v2, Transport};
 use crate::splice::{forward, read_ready, write_all, write_ready, Buf, Flow, Sock};
 use crate::{OpenGuard, ServiceSlot, Shared};
@@ -28,54 +30,84 @@ use crate::{OpenGuard, ServiceSlot, Shared};
 /// their p99 rose by 7–63% and their share of requests fell (bench/README.md, 2026-12-06).
 const MAX_ACCEPT: usize = 4;
 
-/// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted.
-pub(crate) async fn accept_loop(listener: Sock, slot: Arc<ServiceSlot>, shared: Arc<Shared>) {
-    let vip = slot.key.address;
-    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+/// Accepts connections on one of the service's SO_REUSEPORT listeners until aborted, or until
+/// stopped: then it hands the listening socket back, still open, with the connections waiting
+/// in its queue.
+pub(crate) async fn accept_loop(
+    listener: Sock,
+    slot: Arc<ServiceSlot>,
+    shared: Arc<Shared>,
+    mut stop: Stop,
+) {
     let mut backoff = herd_core::backoff::Backoff::default();
     loop {
-        let Ok(mut g) = read_ready(&listener).await else {
-            return;
+        let stopped = tokio::select! {
+            biased;
+            to = &mut stop => to.ok(),
+            ready = read_ready(&listener) => {
+                let Ok(g) = ready else {
+                    return;
+                };
+                accept_batch(g, &slot, &shared, &mut backoff).await;
+                continue;
+            }
         };
-        for accepted in 0.. {
-            if accepted == MAX_ACCEPT {
-                // The backlog may hold more: keep the readiness and let others run first.
-                drop(g);
-                tokio::task::yield_now().await;
-                break;
+        // Deregistered from this worker's reactor; the descriptor stays open.
+        if let Some(to) = stopped {
+            let _ = to.send(Held::Tcp(listener.into_inner()));
+        }
+        return;
+    }
+}
+
+/// Accepts what the listener has queued, up to [`MAX_ACCEPT`] connections, and spawns a task
+/// for each on this worker.
+async fn accept_batch(
+    mut g: AsyncFdReadyGuard<'_, OwnedFd>,
+    slot: &ServiceSlot,
+    shared: &Arc<Shared>,
+    backoff: &mut herd_core::backoff::Backoff,
+) {
+    let vip = slot.key.address;
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    for accepted in 0.. {
+        if accepted == MAX_ACCEPT {
+            // The backlog may hold more: keep the readiness and let others run first.
+            drop(g);
+            tokio::task::yield_now().await;
+            return;
+        }
+        match g
+            .try_io(|fd| rustix::net::acceptfrom_with(fd.get_ref(), flags).map_err(io::Error::from))
+        {
+            Ok(Ok((fd, addr))) => {
+                backoff.succeeded();
+                let Some(peer) = addr.and_then(|a| SocketAddr::try_from(a).ok()) else {
+                    continue;
+                };
+                let svc = slot.current();
+                let guard = OpenGuard::new(shared);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    if let Some(started) = Started::start(fd, peer, vip, &svc) {
+                        handle(started, vip, svc, &shared).await;
+                    }
+                });
             }
-            match g.try_io(|fd| {
-                rustix::net::acceptfrom_with(fd.get_ref(), flags).map_err(io::Error::from)
-            }) {
-                Ok(Ok((fd, addr))) => {
-                    backoff.succeeded();
-                    let Some(peer) = addr.and_then(|a| SocketAddr::try_from(a).ok()) else {
-                        continue;
-                    };
-                    let svc = slot.current();
-                    let guard = OpenGuard::new(&shared);
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let _guard = guard;
-                        if let Some(started) = Started::start(fd, peer, vip, &svc) {
-                            handle(started, vip, svc, &shared).await;
-                        }
-                    });
-                }
-                Ok(Err(e)) if is_exhaustion(&e) => {
-                    // Out of file descriptors or memory: back off (10 ms, growing to 100 ms)
-                    // instead of spinning; the backlog holds the clients meanwhile.
-                    tracing::warn!(service = %slot.key, error = %e, "accept failed");
-                    tokio::time::sleep(backoff.failed()).await;
-                    break;
-                }
-                Ok(Err(e)) => {
-                    // One connection's problem (reset before it was accepted, a protocol
-                    // error): skip it, the next one is fine.
-                    tracing::debug!(service = %slot.key, error = %e, "accept failed");
-                }
-                Err(_would_block) => break,
+            Ok(Err(e)) if is_exhaustion(&e) => {
+                // Out of file descriptors or memory: back off (10 ms, growing to 100 ms)
+                // instead of spinning; the backlog holds the clients meanwhile.
+                tracing::warn!(service = %slot.key, error = %e, "accept failed");
+                tokio::time::sleep(backoff.failed()).await;
+                return;
             }
+            Ok(Err(e)) => {
+                // One connection's problem (reset before it was accepted, a protocol
+                // error): skip it, the next one is fine.
+                tracing::debug!(service = %slot.key, error = %e, "accept failed");
+            }
+            Err(_would_block) => return,
         }
     }
 }
