@@ -97,6 +97,13 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
 
     fn set_settings(&self, settings: Settings);
 
+    /// Serves with `n` workers (threads of a userspace data plane; at least one), changed in
+    /// place without dropping a connection. A data plane without workers ignores it.
+    fn set_workers(&self, n: usize) -> io::Result<()>;
+
+    /// The workers serving now.
+    fn workers(&self) -> usize;
+
     /// Stops accepting new connections everywhere (the start of a graceful shutdown).
     fn stop_accepting(&self);
 
@@ -113,6 +120,8 @@ pub enum Event {
     Changed(ServiceKey, Change),
     /// [`DataPlane::set_settings`].
     Settings(Settings),
+    /// [`DataPlane::set_workers`].
+    Workers(usize),
 }
 
 /// A data plane that forwards nothing and records every call, for tests of the control side
@@ -122,6 +131,7 @@ pub enum Event {
 pub struct Recording {
     events: std::sync::Mutex<Vec<Event>>,
     pub fail_apply: std::sync::atomic::AtomicBool,
+    workers: std::sync::atomic::AtomicUsize,
 }
 
 impl Recording {
@@ -166,6 +176,19 @@ impl DataPlane for Recording {
 
     fn set_settings(&self, settings: Settings) {
         self.push(Event::Settings(settings));
+    }
+
+    fn set_workers(&self, n: usize) -> io::Result<()> {
+        self.workers
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.push(Event::Workers(n.max(1)));
+        Ok(())
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1)
     }
 
     fn stop_accepting(&self) {}

@@ -10,7 +10,7 @@
 //! alone (their connections never notice), new ones are bound before anything else changes,
 //! and removed ones stop accepting while their connections run to the end.
 //!
-//! The number of workers changes in place too ([`Proxy::set_workers`]): a listening socket,
+//! The number of workers changes in place too ([`Proxy::resize`], the data plane's `set_workers`): a listening socket,
 //! once bound, stays open while its service is served, and moves to another worker when its
 //! own retires (closing it would reset the connections in its accept queue); a retired worker
 //! finishes its connections, then exits (see `listener.rs` and `worker.rs`).
@@ -185,7 +185,7 @@ impl Proxy {
 
     /// The number of workers serving (not counting retired ones still finishing their
     /// connections).
-    pub fn workers(&self) -> usize {
+    fn serving(&self) -> usize {
         self.state().workers.len()
     }
 
@@ -205,7 +205,7 @@ impl Proxy {
     /// Either way no listening socket closes, so new connections are never refused or reset,
     /// and open ones carry on where they are. Blocks until the moved listeners' tasks have
     /// answered (one accept batch each).
-    pub fn set_workers(&self, n: usize) -> std::io::Result<()> {
+    fn resize(&self, n: usize) -> std::io::Result<()> {
         let n = n.max(1);
         let mut state = self.state();
         let State { workers, listening } = &mut *state;
@@ -338,6 +338,15 @@ impl DataPlane for Proxy {
     /// Nothing to do: a connection asks its service for a real server when it starts, so it
     /// sees every change made before.
     fn changed(&self, _service: &Arc<Service>, _change: Change) {}
+
+    /// See [`Proxy::resize`].
+    fn set_workers(&self, n: usize) -> std::io::Result<()> {
+        self.resize(n)
+    }
+
+    fn workers(&self) -> usize {
+        self.serving()
+    }
 
     fn set_settings(&self, settings: Settings) {
         self.shared.set(settings);

@@ -56,9 +56,6 @@ impl Daemon {
         self.apply_mon(&next)?;
         let services = self.apply_lb(&next)?;
         let mut pending = Vec::new();
-        if super::worker_count(next.lb.workers) != self.workers {
-            pending.push("lb.workers".to_string());
-        }
         pending.extend(self.apply_ha(&prev, &next)?);
         self.apply_health(&next);
         pending.extend(self.apply_agent(&prev, &next));
@@ -87,9 +84,19 @@ impl Daemon {
     /// The virtual services (the table and, through it, the data plane) and the number of
     /// data-plane workers. Returns how many services there are.
     fn apply_lb(&self, next: &Config) -> Result<usize, ApiError> {
-        let mut table = self.table();
-        table.apply_config(&next.lb).map_err(lb_error)?;
-        Ok(table.services().len())
+        let services = {
+            let mut table = self.table();
+            table.apply_config(&next.lb).map_err(lb_error)?;
+            table.services().len()
+        };
+        let workers = super::worker_count(next.lb.workers);
+        if workers != self.dp.workers() {
+            self.dp
+                .set_workers(workers)
+                .map_err(|e| ApiError::new(ErrorKind::Bind, format!("lb.workers: {e}")))?;
+            tracing::info!(workers, "data-plane workers");
+        }
+        Ok(services)
     }
 
     /// VRRP instances.

@@ -72,7 +72,7 @@ impl Daemon {
                     Source::Embedded { name, .. } => Some(name.clone()),
                 },
                 data_plane: dp.name().to_string(),
-                workers: self.workers,
+                workers: dp.workers(),
                 reloads: self.reloads.load(Relaxed),
             })),
             Request::Reload => self.reload().map(|pending| Response::Reloaded { pending }),

@@ -73,7 +73,6 @@ pub struct Daemon {
     dp: Arc<dyn DataPlane>,
     started: Instant,
     reloads: AtomicU64,
-    workers: usize,
     /// VRRP, once a config has had instances; changes to them take effect at restart.
     ha: std::sync::OnceLock<herd_ha::Ha>,
     /// The agent's revoked serials, shared with its TLS verifier (reload replaces them).
@@ -158,16 +157,11 @@ impl Daemon {
                 format!("cannot start the data plane: {e}"),
             )
         })?;
-        Ok(Daemon::assemble(source, Arc::new(proxy), settings, workers))
+        Ok(Daemon::assemble(source, Arc::new(proxy), settings))
     }
 
     /// A daemon running nothing yet on the data plane `dp`.
-    fn assemble(
-        source: Source,
-        dp: Arc<dyn DataPlane>,
-        settings: Settings,
-        workers: usize,
-    ) -> Arc<Daemon> {
+    fn assemble(source: Source, dp: Arc<dyn DataPlane>, settings: Settings) -> Arc<Daemon> {
         let table = Arc::new(Mutex::new(Table::new(settings, dp.clone())));
         let empty = Config::default();
         Arc::new_cyclic(|me| Daemon {
@@ -190,7 +184,6 @@ impl Daemon {
             dp,
             started: Instant::now(),
             reloads: AtomicU64::new(0),
-            workers,
         })
     }
 

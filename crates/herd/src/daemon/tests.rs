@@ -40,7 +40,6 @@ fn daemon(dir: &std::path::Path, text: &str) -> (Arc<Daemon>, Arc<Recording>) {
         Source::File(path),
         rec.clone(),
         Settings::from_config(&cfg.lb),
-        1,
     );
     d.apply(cfg).unwrap();
     (d, rec)
