@@ -12,7 +12,7 @@ use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsPar
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::alert::{Kind, Notice};
+use crate::notice::{Kind, Notice};
 
 /// Sends `n` to `to` through `smtp`; the error names the step that failed.
 pub async fn send(smtp: &Smtp, to: &[String], n: &Notice, timeout: Duration) -> Result<(), String> {

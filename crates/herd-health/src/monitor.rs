@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use herd_core::api::{
     DeliveryStatus, DowntimeEntry, HealthCheckStatus, HealthEvent, HealthTargetStatus, RealHealth,
@@ -27,8 +27,10 @@ use herd_core::period::LocalTime;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::alert::{self, Kind, Notice};
+use crate::alert;
+use crate::clock::wall_ms;
 use crate::history::Store;
+use crate::notice::{Delivery, Kind, Notice};
 use crate::probe::{self, ExecEnv};
 use crate::rules::{Engine, Event, Key, Silence, Status};
 
@@ -773,7 +775,7 @@ fn last<T: Clone>(ring: &Mutex<VecDeque<T>>, limit: usize) -> Vec<T> {
         .collect()
 }
 
-fn describe(sink: &Sink, d: &alert::Delivery) -> String {
+fn describe(sink: &Sink, d: &Delivery) -> String {
     if d.ok {
         format!("{} ok in {} ms", sink_name(sink), d.took_ms)
     } else {
@@ -878,13 +880,6 @@ fn group_name(spec: &CheckSpec) -> String {
         Targets::Group(g) => g.clone(),
         Targets::Hosts(_) => "hosts".to_string(),
     }
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn ms(d: Duration) -> u64 {
