@@ -22,7 +22,7 @@ use crate::rules::{Outcome, Verdict};
 const MAX_HTTP: usize = 64 * 1024;
 
 /// Where a probe runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The host as written (a name or an address); given to `exec` programs.
     pub host: String,

@@ -362,8 +362,8 @@ impl Daemon {
                 .monitor()?
                 .silence(check, target, secs, until_recovery, author, reason)
                 .map(|id| Response::Silenced { id })
-                .map_err(invalid),
-            Request::HealthUnsilence { id } => ok(self.monitor()?.unsilence(id).map_err(invalid)),
+                .map_err(|e| invalid(e.to_string())),
+            Request::HealthUnsilence { id } => ok(self.monitor()?.unsilence(id).map_err(|e| invalid(e.to_string()))),
             Request::HealthDisable {
                 check,
                 target,
@@ -371,14 +371,14 @@ impl Daemon {
             } => ok(self
                 .monitor()?
                 .set_disabled(&check, target.as_deref(), disabled)
-                .map_err(invalid)),
+                .map_err(|e| invalid(e.to_string()))),
             Request::HealthTestAlert { check } => {
                 let m = self.monitor()?;
                 // Requests run on a blocking thread: wait here for the alert programs.
                 tokio::runtime::Handle::current()
                     .block_on(m.test_alert(&check))
                     .map(|deliveries| Response::Deliveries { deliveries })
-                    .map_err(invalid)
+                    .map_err(|e| invalid(e.to_string()))
             }
             Request::SetRealState {
                 service,
