@@ -302,4 +302,58 @@ mod tests {
         assert!(d.error.contains("no answer"), "{}", d.error);
         drop(l);
     }
+
+    /// An `exec` sink whose program never ends, killed at the alert's timeout on tokio's
+    /// paused clock (no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn an_alert_program_that_hangs_is_killed_at_its_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("herd-alert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("hang.alert");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sink = Sink::Exec {
+            command: vec![script.display().to_string()],
+        };
+        let start = tokio::time::Instant::now();
+        let timeout = Duration::from_secs(15);
+        let d = send(&sink, &notice(), timeout, &HealthConfig::default()).await;
+        let took = start.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            took >= timeout && took < timeout + Duration::from_secs(1),
+            "{took:?}"
+        );
+        assert!(!d.ok);
+        assert!(
+            d.error.ends_with("killed after 15s (timeout)"),
+            "{}",
+            d.error
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_never_answers_fails_at_its_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let start = tokio::time::Instant::now();
+        let d = send(
+            &Sink::Webhook {
+                url: url.clone(),
+                tls_ca: None,
+            },
+            &notice(),
+            Duration::from_secs(10),
+            &HealthConfig::default(),
+        )
+        .await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(d.error, format!("{url}: no answer within 10s"));
+        drop(l);
+    }
 }

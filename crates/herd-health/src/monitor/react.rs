@@ -57,8 +57,14 @@ impl State {
                     } else {
                         Kind::Failure
                     };
-                    let host = self.engine.target(key).name.clone();
-                    out.extend(self.alert(key, rule, kind, host, summary, detail, times));
+                    let alert = self.alert(key, rule, kind, times);
+                    out.extend(alert.map(|p| {
+                        Effect::Alert(Pending {
+                            summary,
+                            detail,
+                            ..p
+                        })
+                    }));
                 }
                 Event::Suppressed { key, rule, on, why } => {
                     let (check, target) = self.names(key);
@@ -126,16 +132,8 @@ impl State {
                 if a.on == AlertOn::Down {
                     let summary =
                         format!("{check} is flapping on {target}; alerts held until it settles");
-                    let alert = self.alert(
-                        key,
-                        rule,
-                        Kind::Flapping,
-                        target.clone(),
-                        summary,
-                        String::new(),
-                        times,
-                    );
-                    out.extend(alert);
+                    let alert = self.alert(key, rule, Kind::Flapping, times);
+                    out.extend(alert.map(|p| Effect::Alert(Pending { summary, ..p })));
                 }
             }
         }
@@ -143,21 +141,11 @@ impl State {
         out.push(record(check, target, event, String::new()));
     }
 
-    /// An alert of rule `rule` of the check of `key`.
-    #[allow(clippy::too_many_arguments)]
-    fn alert(
-        &self,
-        key: Key,
-        rule: usize,
-        kind: Kind,
-        host: String,
-        summary: String,
-        detail: String,
-        times: (u64, u64, u64),
-    ) -> Option<Effect> {
+    /// An alert of rule `rule` of the check of `key` about its target, without words yet.
+    fn alert(&self, key: Key, rule: usize, kind: Kind, times: (u64, u64, u64)) -> Option<Pending> {
         let spec = self.engine.spec(key.check);
         let a = spec.alerts.get(rule)?;
-        Some(Effect::Alert(Pending {
+        Some(Pending {
             check: spec.name.clone(),
             group: group_name(spec),
             rule,
@@ -165,11 +153,11 @@ impl State {
             timeout: a.timeout,
             sent: self.sent.get(key.check).cloned().unwrap_or_default(),
             kind,
-            host,
-            summary,
-            detail,
+            host: self.engine.target(key).name.clone(),
+            summary: String::new(),
+            detail: String::new(),
             times,
-        }))
+        })
     }
 
     /// The names of a check and target.
