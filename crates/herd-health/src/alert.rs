@@ -39,7 +39,9 @@ pub async fn send(sink: &Sink, notice: &Notice, timeout: Duration, cfg: &HealthC
         }
         Sink::Exec { command } => exec(command, notice, timeout, &cfg.alertdir).await,
         Sink::Email { to } => match &cfg.smtp {
-            Some(smtp) => crate::email::send(smtp, to, notice, timeout).await,
+            Some(smtp) => crate::email::send(smtp, to, notice, timeout)
+                .await
+                .map_err(|e| e.to_string()),
             None => Err("no [health.smtp] relay configured".into()),
         },
         Sink::Webhook { url, tls_ca } => {
@@ -81,7 +83,7 @@ async fn webhook(url: &str, tls_ca: Option<&Path>, n: &Notice) -> Result<(), Str
         ca: tls_ca.map(Path::to_path_buf),
         expiry_warning: DEFAULT_CERT_WARNING,
     };
-    let config = crate::tls::client_config(&tls)?;
+    let config = crate::tls::client_config(&tls).map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from(u.host.clone())
         .map_err(|e| format!("{url}: {e}"))?;
     let s = tokio_rustls::TlsConnector::from(config)

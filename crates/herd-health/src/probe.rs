@@ -156,7 +156,7 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
             };
             let config = match crate::tls::client_config(tls) {
                 Ok(c) => c,
-                Err(e) => return Outcome::new(Verdict::Unknown, e),
+                Err(e) => return Outcome::new(Verdict::Unknown, e.to_string()),
             };
             // SNI: the configured name, else the Host header's name, else the target.
             let sni = tls
@@ -339,7 +339,7 @@ async fn dns(addr: SocketAddr, name: &str, qtype_name: &str, expect: Option<&str
         & 0xffff) as u16;
     let q = match crate::dns::query(id, name, qtype) {
         Ok(q) => q,
-        Err(e) => return Outcome::new(Verdict::Unknown, e),
+        Err(e) => return Outcome::new(Verdict::Unknown, e.to_string()),
     };
     let reply = match exchange(addr, &q).await {
         Ok(r) => r,
