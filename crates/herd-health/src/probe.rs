@@ -99,38 +99,7 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
         Err(e) => return Outcome::fail(format!("{addr}: connect: {e}")),
     };
     match kind {
-        CheckKind::Tcp { send, expect } => {
-            if let Some(data) = send {
-                if let Err(e) = s.write_all(data.as_bytes()).await {
-                    return Outcome::fail(format!("{addr}: send: {e}"));
-                }
-            }
-            let Some(want) = expect else {
-                return Outcome::ok(format!("{addr}: connected"));
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            loop {
-                if contains(&buf, want.as_bytes()) {
-                    return Outcome::ok(format!("{addr}: got {want:?}"));
-                }
-                match s.read(&mut chunk).await {
-                    Ok(0) => {
-                        return Outcome::fail(format!(
-                            "{addr}: closed without {want:?} (got {:?})",
-                            shown(&buf)
-                        ))
-                    }
-                    Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n]),
-                    Ok(_) => {
-                        return Outcome::fail(format!(
-                            "{addr}: no {want:?} in the first {MAX_OUTPUT} bytes"
-                        ))
-                    }
-                    Err(e) => return Outcome::fail(format!("{addr}: read: {e}")),
-                }
-            }
-        }
+        CheckKind::Tcp { send, expect } => tcp(s, addr, send.as_deref(), expect.as_deref()).await,
         CheckKind::Http {
             method,
             path,
@@ -154,35 +123,9 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
                 };
                 return http_verdict(addr, &buf, method, status, expect.as_deref());
             };
-            let config = match crate::tls::client_config(tls) {
-                Ok(c) => c,
-                Err(e) => return Outcome::new(Verdict::Unknown, e.to_string()),
-            };
-            // SNI: the configured name, else the Host header's name, else the target.
-            let sni = tls
-                .sni
-                .clone()
-                .unwrap_or_else(|| herd_core::config::host_port(&host_header).0.to_string());
-            let name = match rustls::pki_types::ServerName::try_from(sni.clone()) {
-                Ok(n) => n,
-                Err(e) => return Outcome::new(Verdict::Unknown, format!("sni {sni:?}: {e}")),
-            };
-            let mut ts = match tokio_rustls::TlsConnector::from(config)
-                .connect(name, s)
-                .await
-            {
-                Ok(t) => t,
-                Err(e) => return Outcome::fail(format!("{addr}: TLS: {e}")),
-            };
-            let expires = ts
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| crate::tls::not_after(c));
-            let buf = match exchange_http(&mut ts, &req).await {
-                Ok(b) => b,
-                Err(e) => return Outcome::fail(format!("{addr}: {e}")),
+            let (buf, expires) = match https(s, addr, tls, &host_header, &req).await {
+                Ok(r) => r,
+                Err(o) => return o,
             };
             let mut o = http_verdict(addr, &buf, method, status, expect.as_deref());
             let now = (wall_ms() / 1000) as i64;
@@ -191,6 +134,79 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
         }
         _ => Outcome::fail("not a TCP probe"),
     }
+}
+
+/// A tcp probe on a connected stream: sends `send`, then waits for `expect`.
+async fn tcp(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    send: Option<&str>,
+    expect: Option<&str>,
+) -> Outcome {
+    if let Some(data) = send {
+        if let Err(e) = s.write_all(data.as_bytes()).await {
+            return Outcome::fail(format!("{addr}: send: {e}"));
+        }
+    }
+    let Some(want) = expect else {
+        return Outcome::ok(format!("{addr}: connected"));
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if contains(&buf, want.as_bytes()) {
+            return Outcome::ok(format!("{addr}: got {want:?}"));
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) => {
+                return Outcome::fail(format!(
+                    "{addr}: closed without {want:?} (got {:?})",
+                    shown(&buf)
+                ))
+            }
+            Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                return Outcome::fail(format!(
+                    "{addr}: no {want:?} in the first {MAX_OUTPUT} bytes"
+                ))
+            }
+            Err(e) => return Outcome::fail(format!("{addr}: read: {e}")),
+        }
+    }
+}
+
+/// The request over TLS: the response, and when the server's certificate expires (Unix
+/// seconds), or the outcome that ends the probe.
+async fn https(
+    s: TcpStream,
+    addr: SocketAddr,
+    tls: &herd_core::health::Tls,
+    host_header: &str,
+    req: &str,
+) -> Result<(Vec<u8>, Option<i64>), Outcome> {
+    let config = crate::tls::client_config(tls)
+        .map_err(|e| Outcome::new(Verdict::Unknown, e.to_string()))?;
+    // SNI: the configured name, else the Host header's name, else the target.
+    let sni = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| herd_core::config::host_port(host_header).0.to_string());
+    let name = rustls::pki_types::ServerName::try_from(sni.clone())
+        .map_err(|e| Outcome::new(Verdict::Unknown, format!("sni {sni:?}: {e}")))?;
+    let mut ts = tokio_rustls::TlsConnector::from(config)
+        .connect(name, s)
+        .await
+        .map_err(|e| Outcome::fail(format!("{addr}: TLS: {e}")))?;
+    let expires = ts
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::not_after(c));
+    let buf = exchange_http(&mut ts, req)
+        .await
+        .map_err(|e| Outcome::fail(format!("{addr}: {e}")))?;
+    Ok((buf, expires))
 }
 
 /// One ICMP echo request and its reply. A ping socket (`SOCK_DGRAM`, allowed by
