@@ -10,3 +10,8 @@ pub fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// The local time now (time zone included), for the alert periods the rule engine checks.
+pub fn local_now() -> herd_core::period::LocalTime {
+    herd_core::period::LocalTime::now()
+}

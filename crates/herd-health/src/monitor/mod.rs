@@ -42,7 +42,6 @@ use herd_core::api::{DowntimeEntry, HealthEvent, RealHealth};
 use herd_core::config::Config;
 use herd_core::health::{HealthConfig, OnFailure};
 use herd_core::model::ServiceKey;
-use herd_core::period::LocalTime;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -50,7 +49,7 @@ use self::dispatch::Pending;
 use self::plan::{Plan, Schedule, TaskId};
 use self::react::Effect;
 use self::run::{Prober, Step, Times};
-use crate::clock::wall_ms;
+use crate::clock::{local_now, wall_ms};
 use crate::probe::ExecEnv;
 use crate::rules::{Engine, Key, Outcome, Status};
 
@@ -411,7 +410,7 @@ impl Inner {
         let (effects, down) = {
             let mut st = self.state();
             let key = st.key(id, generation)?;
-            let events = st.engine.observe(key, outcome, now, &LocalTime::now());
+            let events = st.engine.observe(key, outcome, now, &local_now());
             let effects = st.effects(events, times.tuple());
             (effects, st.engine.target(key).status == Status::Down)
         };
