@@ -291,3 +291,43 @@ async fn the_director_hears_an_added_check_and_no_longer_a_removed_one() {
     rig.until(30.0).await;
     assert_eq!(rig.fake.times("tcp", "10.0.0.1"), [0]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn max_concurrent_holds_probes_back_and_an_apply_changes_it_in_place() {
+    let rig = Rig::new(Duration::from_secs(4));
+    let c = check("slow", &["10.0.0.1", "10.0.0.2"], "interval = \"10s\"");
+    let cfg = |n: u32| format!("[health]\nrandstart = \"0s\"\nmax-concurrent = {n}\n\n{c}");
+    rig.apply(&cfg(1));
+    rig.until(25.0).await;
+    // One probe at a time: each waits for the other's 4 s.
+    let mut all = [
+        rig.fake.times("slow", "10.0.0.1"),
+        rig.fake.times("slow", "10.0.0.2"),
+    ]
+    .concat();
+    all.sort_unstable();
+    assert_eq!(all, [0, 4_000, 10_000, 14_000, 20_000, 24_000]);
+    rig.apply(&cfg(2));
+    rig.until(31.0).await;
+    // Both tasks kept their timers (due at 30 s) and now run side by side.
+    assert_eq!(rig.fake.times("slow", "10.0.0.1").last(), Some(&30_000));
+    assert_eq!(rig.fake.times("slow", "10.0.0.2").last(), Some(&30_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_target_stays_disabled_across_an_apply() {
+    let rig = Rig::new(Duration::ZERO);
+    let c = check("tcp", &["10.0.0.1", "10.0.0.2"], "interval = \"10s\"");
+    rig.apply(&checks(&c));
+    rig.until(5.0).await;
+    rig.monitor
+        .set_disabled("tcp", Some("10.0.0.1:80"), true)
+        .unwrap();
+    let more = check("other", &["10.0.0.3"], "interval = \"10s\"");
+    rig.apply(&checks(&format!("{c}{more}")));
+    rig.until(25.0).await;
+    assert_eq!(rig.fake.times("tcp", "10.0.0.1"), [0]);
+    assert_eq!(rig.fake.times("tcp", "10.0.0.2"), [0, 10_000, 20_000]);
+    let err = rig.monitor.set_disabled("nope", None, true).unwrap_err();
+    assert_eq!(err.to_string(), "no check named \"nope\"");
+}
