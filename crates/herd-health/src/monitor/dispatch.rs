@@ -2,17 +2,30 @@
 //! each other go out as one notification (a burst across many targets is one page, not a
 //! hundred), each group to its sink concurrently, the outcome counted and recorded.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::health::Sink;
+use herd_core::health::{HealthConfig, Sink};
 use tokio::sync::mpsc;
 
-use super::{Counters, Inner, GROUP_WAIT};
 use crate::alert;
 use crate::clock::wall_ms;
 use crate::notice::{Delivery, Kind, Notice};
+
+/// How long alerts of one check and rule are collected into one notification.
+pub const GROUP_WAIT: Duration = Duration::from_secs(1);
+
+/// Notifications of one check: delivered, failed. Kept by the check's name across applies.
+pub(super) type Counters = [AtomicU64; 2];
+
+/// What the dispatch needs from the monitor.
+pub(super) trait Outbox: Send + Sync + 'static {
+    /// The `[health]` config applied last (alert directories, the mail relay).
+    fn health_config(&self) -> Arc<HealthConfig>;
+    /// An entry for the history.
+    fn record(&self, check: &str, targets: &str, event: &str, detail: String);
+}
 
 /// An alert waiting to be grouped. It carries its rule's sink and counters, so that an apply
 /// that renumbers or removes checks meanwhile changes nothing about where it goes.
@@ -33,7 +46,7 @@ pub(super) struct Pending {
 }
 
 /// Collects alerts into groups and sends each group; runs as long as the monitor.
-pub(super) async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+pub(super) async fn dispatch<O: Outbox>(out: Arc<O>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + GROUP_WAIT;
@@ -52,16 +65,16 @@ pub(super) async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<
         }
         for group in groups {
             // Alert programs run concurrently; each has its own timeout.
-            tokio::spawn(send(inner.clone(), group));
+            tokio::spawn(send(out.clone(), group));
         }
     }
 }
 
 /// Sends one group (never empty) as one notification.
-async fn send(inner: Arc<Inner>, ps: Vec<Pending>) {
+async fn send<O: Outbox>(out: Arc<O>, ps: Vec<Pending>) {
     let notice = notice(&ps);
     let p = &ps[0];
-    let cfg = inner.state().cfg.clone();
+    let cfg = out.health_config();
     let d = alert::send(&p.sink, &notice, p.timeout, &cfg).await;
     count(&p.sent, d.ok);
     if !d.ok {
@@ -73,7 +86,7 @@ async fn send(inner: Arc<Inner>, ps: Vec<Pending>) {
         Kind::Test => "test",
         Kind::Failure => "alert",
     };
-    inner.record(
+    out.record(
         &p.check,
         &notice.hosts.join(" "),
         event,

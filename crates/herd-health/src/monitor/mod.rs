@@ -22,10 +22,12 @@
 //! sending), `query` (what operators ask and set), `store` (the history file's writer).
 
 mod dispatch;
+mod error;
 mod plan;
 mod query;
 mod react;
 mod run;
+mod state;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -34,26 +36,27 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herd_core::api::{DowntimeEntry, HealthEvent, RealHealth};
 use herd_core::config::Config;
-use herd_core::health::{HealthConfig, OnFailure};
+use herd_core::health::HealthConfig;
 use herd_core::model::ServiceKey;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use self::dispatch::Pending;
+use self::dispatch::{Outbox, Pending};
 use self::plan::{Plan, Schedule, TaskId};
 use self::react::Effect;
-use self::run::{Prober, Step, Times};
+use self::run::{ProbeFuture, Prober, Runner, Step, Times};
+use self::state::State;
 use crate::clock::{local_now, wall_ms};
 use crate::probe::ExecEnv;
-use crate::rules::{Engine, Key, Outcome, Status};
+use crate::rules::{Key, Outcome, Status};
 
-pub use self::query::MonitorError;
+pub use self::dispatch::GROUP_WAIT;
+pub use self::error::MonitorError;
 
 /// What the monitor needs from the director.
 pub trait Director: Send + Sync + fmt::Debug {
@@ -63,12 +66,6 @@ pub trait Director: Send + Sync + fmt::Debug {
 
 /// Entries kept in the in-memory history.
 const HISTORY: usize = 2000;
-
-/// How long alerts of one check and rule are collected into one notification.
-pub const GROUP_WAIT: Duration = Duration::from_secs(1);
-
-/// Notifications of one check: delivered, failed. Kept by the check's name across applies.
-type Counters = [AtomicU64; 2];
 
 /// A running monitor. Dropping it stops every task.
 #[derive(Debug)]
@@ -89,23 +86,6 @@ struct Inner {
     downtime: Mutex<VecDeque<DowntimeEntry>>,
     /// The history file's writer, if there is a file.
     store: Mutex<Option<store::Writer>>,
-}
-
-/// What the last applied config says, with what the rule engine knows.
-#[derive(Debug)]
-struct State {
-    cfg: Arc<HealthConfig>,
-    engine: Engine,
-    /// Per (check, target) of a service check: the real server it stands for.
-    bindings: HashMap<Key, (ServiceKey, SocketAddr)>,
-    /// Every real server of every service, for the director's sync.
-    reals: Vec<(ServiceKey, SocketAddr)>,
-    /// Per check, in config order.
-    sent: Vec<Arc<Counters>>,
-    /// The (check, target) of each probe task, and the generation of the task that runs it.
-    keys: HashMap<TaskId, (Key, u64)>,
-    /// `health.max-concurrent` permits.
-    sem: Arc<Semaphore>,
 }
 
 #[derive(Debug, Default)]
@@ -236,75 +216,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl State {
-    fn empty() -> State {
-        let cfg = HealthConfig::default();
-        State {
-            sem: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
-            cfg: Arc::new(cfg),
-            engine: Engine::new(Vec::new(), 0),
-            bindings: HashMap::new(),
-            reals: Vec::new(),
-            sent: Vec::new(),
-            keys: HashMap::new(),
-        }
-    }
-
-    /// The state for `plan`, taking over from `old` what still applies. `keys` is left for
-    /// the caller, who knows which tasks run.
-    fn next(old: &State, plan: Plan, cfg: HealthConfig) -> State {
-        let sent = plan
-            .checks
-            .iter()
-            .map(|(c, _)| {
-                old.engine
-                    .check_index(&c.name)
-                    .and_then(|i| old.sent.get(i).cloned())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let mut engine = Engine::new(plan.checks, wall_ms());
-        engine.adopt(&old.engine);
-        let sem = if cfg.max_concurrent == old.cfg.max_concurrent {
-            old.sem.clone()
-        } else {
-            Arc::new(Semaphore::new(cfg.max_concurrent.max(1)))
-        };
-        State {
-            cfg: Arc::new(cfg),
-            engine,
-            bindings: plan.bindings,
-            reals: plan.reals,
-            sent,
-            keys: HashMap::new(),
-            sem,
-        }
-    }
-
-    /// The (check, target) of a task, if the task is still the one that runs it.
-    fn key(&self, id: &TaskId, generation: u64) -> Option<Key> {
-        match self.keys.get(id) {
-            Some(&(key, g)) if g == generation => Some(key),
-            _ => None,
-        }
-    }
-
-    /// A real server is up unless one of its checks has it down; `remove` wins over `quiesce`.
-    fn verdict(&self, svc: &ServiceKey, real: SocketAddr) -> RealHealth {
-        let mut v = RealHealth::Up;
-        for (key, b) in &self.bindings {
-            if b != &(*svc, real) || self.engine.target(*key).status != Status::Down {
-                continue;
-            }
-            v = match (v, self.engine.spec(key.check).on_failure) {
-                (_, OnFailure::Remove) | (RealHealth::Removed, _) => RealHealth::Removed,
-                _ => RealHealth::Quiesced,
-            };
-        }
-        v
-    }
-}
-
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
@@ -374,50 +285,6 @@ impl Inner {
         }
     }
 
-    /// What a probe task does next, and with what.
-    fn prepare(&self, id: &TaskId, generation: u64, times: &Times) -> Step {
-        let st = self.state();
-        let Some(key) = st.key(id, generation) else {
-            return Step::Gone;
-        };
-        if !st.engine.enabled(key) {
-            return Step::Disabled;
-        }
-        let t = st.engine.target(key);
-        let last = t.last.as_ref();
-        let env = ExecEnv {
-            check: id.check.clone(),
-            last_summary: last.map(|o| o.summary.clone()).unwrap_or_default(),
-            last_detail: last.map(|o| o.detail.clone()).unwrap_or_default(),
-            last_failure: times.last_failure,
-            first_failure: times.first_failure,
-            last_success: times.last_success,
-            mondir: st.cfg.mondir.clone(),
-        };
-        Step::Run(env, st.sem.clone())
-    }
-
-    /// Feeds a probe's outcome to the engine and carries out what follows. Returns whether
-    /// the target is down now, or `None` if the task has been replaced meanwhile.
-    fn observe(
-        &self,
-        id: &TaskId,
-        generation: u64,
-        outcome: Outcome,
-        now: u64,
-        times: Times,
-    ) -> Option<bool> {
-        let (effects, down) = {
-            let mut st = self.state();
-            let key = st.key(id, generation)?;
-            let events = st.engine.observe(key, outcome, now, &local_now());
-            let effects = st.effects(events, times.tuple());
-            (effects, st.engine.target(key).status == Status::Down)
-        };
-        self.perform(effects);
-        Some(down)
-    }
-
     /// Carries out effects, in order, without holding the state's lock (the director takes
     /// its own).
     fn perform(&self, effects: Vec<Effect>) {
@@ -480,6 +347,63 @@ impl Inner {
         for (svc, real, v) in verdicts {
             self.director.set_health(&svc, real, v);
         }
+    }
+}
+
+impl Runner for Inner {
+    fn prepare(&self, id: &TaskId, generation: u64, times: &Times) -> Step {
+        let st = self.state();
+        let Some(key) = st.key(id, generation) else {
+            return Step::Gone;
+        };
+        if !st.engine.enabled(key) {
+            return Step::Disabled;
+        }
+        let t = st.engine.target(key);
+        let last = t.last.as_ref();
+        let env = ExecEnv {
+            check: id.check.clone(),
+            last_summary: last.map(|o| o.summary.clone()).unwrap_or_default(),
+            last_detail: last.map(|o| o.detail.clone()).unwrap_or_default(),
+            last_failure: times.last_failure,
+            first_failure: times.first_failure,
+            last_success: times.last_success,
+            mondir: st.cfg.mondir.clone(),
+        };
+        Step::Run(env, st.sem.clone())
+    }
+
+    fn observe(
+        &self,
+        id: &TaskId,
+        generation: u64,
+        outcome: Outcome,
+        now: u64,
+        times: Times,
+    ) -> Option<bool> {
+        let (effects, down) = {
+            let mut st = self.state();
+            let key = st.key(id, generation)?;
+            let events = st.engine.observe(key, outcome, now, &local_now());
+            let effects = st.effects(events, times.tuple());
+            (effects, st.engine.target(key).status == Status::Down)
+        };
+        self.perform(effects);
+        Some(down)
+    }
+
+    fn probe<'a>(&'a self, schedule: &'a Schedule, env: &'a ExecEnv) -> ProbeFuture<'a> {
+        self.prober.probe(schedule, env)
+    }
+}
+
+impl Outbox for Inner {
+    fn health_config(&self) -> Arc<HealthConfig> {
+        self.state().cfg.clone()
+    }
+
+    fn record(&self, check: &str, targets: &str, event: &str, detail: String) {
+        Inner::record(self, check, targets, event, detail);
     }
 }
 

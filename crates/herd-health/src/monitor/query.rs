@@ -12,6 +12,7 @@ use herd_core::api::{
 use herd_core::health::CheckSpec;
 
 use super::dispatch::{count, describe, sink_name};
+use super::error::MonitorError;
 use super::plan::group_name;
 use super::{lock, ms, Monitor};
 use crate::alert;
@@ -19,20 +20,6 @@ use crate::clock::wall_ms;
 use crate::history::Store;
 use crate::notice::{Kind, Notice};
 use crate::rules::{Engine, Key, Silence, TargetState};
-
-/// Why an operator's request to the monitor was refused (the texts are what the API shows).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MonitorError {
-    #[error("no check named {0:?}")]
-    NoCheck(String),
-    #[error("check {0} has no alerts")]
-    NoAlerts(String),
-    #[error("no silence #{0}")]
-    NoSilence(u64),
-    /// The rule engine refused a silence or a disable, in its words.
-    #[error("{0}")]
-    Refused(String),
-}
 
 impl Monitor {
     /// Checks and their targets, for `herd health list` and the dashboard.

@@ -9,7 +9,7 @@ use herd_core::model::ServiceKey;
 
 use super::dispatch::Pending;
 use super::plan::group_name;
-use super::State;
+use super::state::State;
 use crate::clock::wall_ms;
 use crate::notice::Kind;
 use crate::rules::{Event, Key, Status};

@@ -13,7 +13,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::plan::{resolve_addr, Schedule, TaskId};
-use super::Inner;
 use crate::clock::wall_ms;
 use crate::probe::{self, ExecEnv};
 use crate::rules::Outcome;
@@ -38,6 +37,24 @@ impl Prober for Probes {
             probe::run(&s.kind, &target, s.timeout, env).await
         })
     }
+}
+
+/// What a probe task needs from the monitor.
+pub(super) trait Runner: Send + Sync + 'static {
+    /// What the task does next, and with what.
+    fn prepare(&self, id: &TaskId, generation: u64, times: &Times) -> Step;
+    /// Runs the probe.
+    fn probe<'a>(&'a self, schedule: &'a Schedule, env: &'a ExecEnv) -> ProbeFuture<'a>;
+    /// Feeds a probe's outcome to the rule engine and carries out what follows. Returns
+    /// whether the target is down now, or `None` if the task has been replaced meanwhile.
+    fn observe(
+        &self,
+        id: &TaskId,
+        generation: u64,
+        outcome: Outcome,
+        now: u64,
+        times: Times,
+    ) -> Option<bool>;
 }
 
 /// What the task does next.
@@ -79,8 +96,8 @@ impl Times {
 }
 
 /// The task: the first run after `first`, then on the schedule, until an apply ends it.
-pub(super) async fn run_target(
-    inner: Arc<Inner>,
+pub(super) async fn run_target<R: Runner>(
+    inner: Arc<R>,
     id: TaskId,
     generation: u64,
     schedule: Schedule,
@@ -96,7 +113,7 @@ pub(super) async fn run_target(
             Step::Run(env, sem) => {
                 let outcome = {
                     let _permit = sem.acquire().await;
-                    inner.prober.probe(&schedule, &env).await
+                    inner.probe(&schedule, &env).await
                 };
                 let now = wall_ms();
                 times.note(outcome.verdict.passes(), now);
