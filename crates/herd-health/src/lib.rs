@@ -1,7 +1,8 @@
 //! herd-health: health monitoring that drives the director (mon, reborn).
 //!
 //! - [`rules`]: the rule engine, without I/O: results in; state changes, alerts and holds out.
-//! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history.
+//! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history;
+//!   one way in from a config, [`monitor::Monitor::apply`] (start, reload and stop alike).
 //! - [`history`]: the SQLite history and downtime log.
 //! - [`alert`]: alert sinks (mon's alert protocol for programs, webhooks, e-mail, the log).
 //! - [`notice`]: what a sink is given (a notice) and gives back (a delivery).
@@ -16,7 +17,8 @@
 //!
 //! Uses between modules go one way: `monitor` → `probe`, `alert`, `history`, `rules`; the
 //! probes and the sinks → the small shared modules (`notice`, `program`, `clock`, `tls`, `dns`);
-//! nothing depends on `monitor`.
+//! nothing depends on `monitor`. Timers run on tokio's clock (tests pause it); the time of day
+//! (stamps, the engine's "now", alert periods) is read only in `clock`.
 
 pub mod alert;
 pub mod clock;

@@ -8,7 +8,7 @@
 //! apply of an empty config (or dropping the monitor). A probe task whose check and target
 //! are unchanged keeps running on its timer; an added one starts, a removed one stops, a
 //! changed one restarts; target states, silences and disables carry over by name (see
-//! [`Engine::adopt`]), and the director is told the verdict on every real server.
+//! [`Engine::adopt`](crate::rules::Engine::adopt)), and the director is told the verdict on every real server.
 //!
 //! Scheduling (mon's, plus thresholds): each (check, target) has one task, so a check never
 //! runs twice at once against the same target. Runs start every `interval` (`failure-interval`

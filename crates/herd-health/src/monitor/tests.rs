@@ -331,3 +331,22 @@ async fn a_disabled_target_stays_disabled_across_an_apply() {
     let err = rig.monitor.set_disabled("nope", None, true).unwrap_err();
     assert_eq!(err.to_string(), "no check named \"nope\"");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_only_the_rule_engine_reads_takes_effect_without_touching_the_timer() {
+    let rig = Rig::new(Duration::ZERO);
+    let c = |fall: u32| {
+        let c = check("tcp", &["10.0.0.1"], "interval = \"10s\"");
+        checks(&c.replace("fall = 1", &format!("fall = {fall}")))
+    };
+    rig.apply(&c(1));
+    rig.until(5.0).await;
+    rig.apply(&c(3));
+    rig.fake.set_failing("10.0.0.1", true);
+    rig.until(21.0).await;
+    assert_eq!(rig.fake.times("tcp", "10.0.0.1"), [0, 10_000, 20_000]);
+    // Three failures are needed now, not one: two are not enough, the third is.
+    assert_eq!(rig.status_of("tcp", "10.0.0.1:80"), "up");
+    rig.until(31.0).await;
+    assert_eq!(rig.status_of("tcp", "10.0.0.1:80"), "down");
+}
