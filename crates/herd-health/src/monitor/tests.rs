@@ -350,3 +350,41 @@ async fn a_change_only_the_rule_engine_reads_takes_effect_without_touching_the_t
     rig.until(31.0).await;
     assert_eq!(rig.status_of("tcp", "10.0.0.1:80"), "down");
 }
+
+/// The history file follows `health.history` across applies: a new path is opened, the old
+/// one is left alone. (Real time: the file is written by its own thread.)
+#[tokio::test]
+async fn an_apply_moves_the_history_to_a_new_file() {
+    let dir = std::env::temp_dir().join(format!("herd-monitor-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = |file: &str| {
+        let c = check("tcp", &["10.0.0.1"], "interval = \"1h\"");
+        let path = dir.join(file);
+        format!("[health]\nhistory = \"{}\"\n\n{c}", path.display())
+    };
+    let events = |file: &str| -> Vec<String> {
+        crate::history::Store::open_read(&dir.join(file))
+            .and_then(|s| s.recent(100))
+            .map(|v| v.into_iter().map(|e| e.event).collect())
+            .unwrap_or_default()
+    };
+    let wait = |file: &str, event: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !events(file).iter().any(|e| e == event) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{event} never reached {file}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let rig = Rig::new(Duration::ZERO);
+    rig.apply(&cfg("a.db"));
+    rig.monitor.set_disabled("tcp", None, true).unwrap();
+    wait("a.db", "disabled");
+    rig.apply(&cfg("b.db"));
+    rig.monitor.set_disabled("tcp", None, false).unwrap();
+    wait("b.db", "enabled");
+    assert!(!events("a.db").iter().any(|e| e == "enabled"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
