@@ -363,7 +363,10 @@ impl Daemon {
                 .silence(check, target, secs, until_recovery, author, reason)
                 .map(|id| Response::Silenced { id })
                 .map_err(|e| invalid(e.to_string())),
-            Request::HealthUnsilence { id } => ok(self.monitor()?.unsilence(id).map_err(|e| invalid(e.to_string()))),
+            Request::HealthUnsilence { id } => ok(self
+                .monitor()?
+                .unsilence(id)
+                .map_err(|e| invalid(e.to_string()))),
             Request::HealthDisable {
                 check,
                 target,
