@@ -17,61 +17,9 @@ use std::time::{Duration, Instant};
 
 use herd_core::config::{parse_http_url, HttpUrl};
 use herd_core::health::{HealthConfig, Sink, Tls, DEFAULT_CERT_WARNING};
-use serde::Serialize;
 
-use crate::probe::{dirs, find_program, run_program};
-
-/// What kind of notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// Targets are failing (mon's `alert`).
-    Failure,
-    /// Targets recovered (mon's `upalert`).
-    Up,
-    /// Flapping started; alerts are held until it settles.
-    Flapping,
-    /// `herd health test-alert`.
-    Test,
-}
-
-impl Kind {
-    /// `MON_ALERTTYPE`.
-    fn mon_type(self) -> &'static str {
-        match self {
-            Kind::Failure | Kind::Flapping => "failure",
-            Kind::Up => "up",
-            Kind::Test => "test",
-        }
-    }
-}
-
-/// One notification: possibly several targets of one check (a grouped burst).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Notice {
-    pub kind: Kind,
-    /// The check's name (mon's service).
-    pub check: String,
-    /// The check's group: its service, host group or `hosts` (mon's watch group).
-    pub group: String,
-    pub hosts: Vec<String>,
-    pub summary: String,
-    pub detail: String,
-    /// Unix seconds.
-    pub time: u64,
-    pub first_failure: u64,
-    pub last_failure: u64,
-    pub last_success: u64,
-}
-
-/// The recorded outcome of one alert run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Delivery {
-    pub ok: bool,
-    /// What went wrong, or `""`.
-    pub error: String,
-    pub took_ms: u64,
-}
+use crate::notice::{Delivery, Kind, Notice};
+use crate::program::{dirs, find_program, run_program};
 
 /// Sends `notice` to `sink` (`cfg` gives the alert directories and the mail relay); never
 /// fails, the outcome says how it went.
@@ -91,7 +39,9 @@ pub async fn send(sink: &Sink, notice: &Notice, timeout: Duration, cfg: &HealthC
         }
         Sink::Exec { command } => exec(command, notice, timeout, &cfg.alertdir).await,
         Sink::Email { to } => match &cfg.smtp {
-            Some(smtp) => crate::email::send(smtp, to, notice, timeout).await,
+            Some(smtp) => crate::email::send(smtp, to, notice, timeout)
+                .await
+                .map_err(|e| e.to_string()),
             None => Err("no [health.smtp] relay configured".into()),
         },
         Sink::Webhook { url, tls_ca } => {
@@ -133,7 +83,7 @@ async fn webhook(url: &str, tls_ca: Option<&Path>, n: &Notice) -> Result<(), Str
         ca: tls_ca.map(Path::to_path_buf),
         expiry_warning: DEFAULT_CERT_WARNING,
     };
-    let config = crate::tls::client_config(&tls)?;
+    let config = crate::tls::client_config(&tls).map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from(u.host.clone())
         .map_err(|e| format!("{url}: {e}"))?;
     let s = tokio_rustls::TlsConnector::from(config)
@@ -352,6 +302,60 @@ mod tests {
         .await;
         assert!(!d.ok);
         assert!(d.error.contains("no answer"), "{}", d.error);
+        drop(l);
+    }
+
+    /// An `exec` sink whose program never ends, killed at the alert's timeout on tokio's
+    /// paused clock (no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn an_alert_program_that_hangs_is_killed_at_its_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("herd-alert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("hang.alert");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sink = Sink::Exec {
+            command: vec![script.display().to_string()],
+        };
+        let start = tokio::time::Instant::now();
+        let timeout = Duration::from_secs(15);
+        let d = send(&sink, &notice(), timeout, &HealthConfig::default()).await;
+        let took = start.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            took >= timeout && took < timeout + Duration::from_secs(1),
+            "{took:?}"
+        );
+        assert!(!d.ok);
+        assert!(
+            d.error.ends_with("killed after 15s (timeout)"),
+            "{}",
+            d.error
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_never_answers_fails_at_its_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let start = tokio::time::Instant::now();
+        let d = send(
+            &Sink::Webhook {
+                url: url.clone(),
+                tls_ca: None,
+            },
+            &notice(),
+            Duration::from_secs(10),
+            &HealthConfig::default(),
+        )
+        .await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(d.error, format!("{url}: no answer within 10s"));
         drop(l);
     }
 }

@@ -24,15 +24,28 @@ pub fn qtype(name: &str) -> Option<u16> {
         .map(|&(_, t)| t)
 }
 
+/// Why a query cannot be made or a response cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    #[error("{0:?} is not a domain name")]
+    BadName(String),
+    #[error("truncated response")]
+    Truncated,
+    #[error("response to another query")]
+    OtherQuery,
+    #[error("not a response")]
+    NotResponse,
+}
+
 /// A query for `name` (absolute or not) of type `qtype`, recursion desired.
-pub fn query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
+pub fn query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, DnsError> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00]); // RD
     q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // 1 question
     for label in name.trim_end_matches('.').split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(format!("{name:?} is not a domain name"));
+            return Err(DnsError::BadName(name.to_string()));
         }
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
@@ -66,16 +79,16 @@ pub fn rcode_name(r: u8) -> String {
 }
 
 /// Parses the response to query `id` of type `qtype`.
-pub fn parse(resp: &[u8], id: u16, qtype: u16) -> Result<Answer, String> {
-    let short = || "truncated response".to_string();
+pub fn parse(resp: &[u8], id: u16, qtype: u16) -> Result<Answer, DnsError> {
+    let short = || DnsError::Truncated;
     if resp.len() < 12 {
         return Err(short());
     }
     if u16::from_be_bytes([resp[0], resp[1]]) != id {
-        return Err("response to another query".into());
+        return Err(DnsError::OtherQuery);
     }
     if resp[2] & 0x80 == 0 {
-        return Err("not a response".into());
+        return Err(DnsError::NotResponse);
     }
     let rcode = resp[3] & 0x0f;
     let qd = u16::from_be_bytes([resp[4], resp[5]]);
@@ -205,7 +218,10 @@ mod tests {
                 b'e', 3, b'c', b'o', b'm', 0, 0, 28, 0, 1
             ]
         );
-        assert!(query(1, "a..b", 1).is_err());
+        assert_eq!(
+            query(1, "a..b", 1).unwrap_err().to_string(),
+            "\"a..b\" is not a domain name"
+        );
         assert!(query(1, &"x".repeat(64), 1).is_err());
     }
 
@@ -217,7 +233,10 @@ mod tests {
         assert_eq!(a.records, ["192.0.2.10", "192.0.2.11"]);
         let c = parse(&r, 0x1234, 5).unwrap();
         assert_eq!(c.records, ["web.example.com."]);
-        assert!(parse(&r, 0x9999, 1).unwrap_err().contains("another query"));
+        assert_eq!(
+            parse(&r, 0x9999, 1).unwrap_err().to_string(),
+            "response to another query"
+        );
         // Every truncation is an error, never a panic.
         for n in 0..r.len() {
             let _ = parse(&r[..n], 0x1234, 1);

@@ -1,6 +1,7 @@
 //! `email` alerts: one mail per notice through the `[health.smtp]` relay (lettre), worded
 //! like mon's `mail.alert` so people who read mon's mails find the same lines.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use herd_core::health::{Smtp, SmtpTls};
@@ -12,10 +13,60 @@ use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsPar
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::alert::{Kind, Notice};
+use crate::notice::{Kind, Notice};
+
+/// Why a mail was not sent; the text names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// A sender or recipient that is not a mail address.
+    #[error("{0:?}: {1}")]
+    Address(String, lettre::address::AddressError),
+    /// The message cannot be built.
+    #[error("{0}")]
+    Message(#[from] lettre::error::Error),
+    /// A file (the CA, the password) cannot be read.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The CA file is not a certificate.
+    #[error("{}: {source}", path.display())]
+    Ca {
+        path: PathBuf,
+        source: lettre::transport::smtp::Error,
+    },
+    /// TLS to the relay cannot be set up.
+    #[error("{relay}: TLS: {source}")]
+    Tls {
+        relay: String,
+        source: lettre::transport::smtp::Error,
+    },
+    /// The relay refused or failed.
+    #[error("{relay}: {source}")]
+    Relay {
+        relay: String,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("{relay}: no answer within {timeout:?}")]
+    Timeout { relay: String, timeout: Duration },
+}
+
+/// Reads a file `send` needs, as bytes or as text.
+fn read<T>(path: &Path, how: fn(&Path) -> std::io::Result<T>) -> Result<T, EmailError> {
+    how(path).map_err(|source| EmailError::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// Sends `n` to `to` through `smtp`; the error names the step that failed.
-pub async fn send(smtp: &Smtp, to: &[String], n: &Notice, timeout: Duration) -> Result<(), String> {
+pub async fn send(
+    smtp: &Smtp,
+    to: &[String],
+    n: &Notice,
+    timeout: Duration,
+) -> Result<(), EmailError> {
     let relay = format!("smtp {}:{}", smtp.host, smtp.port);
     let message = message(smtp, to, n)?;
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
@@ -25,13 +76,21 @@ pub async fn send(smtp: &Smtp, to: &[String], n: &Notice, timeout: Duration) -> 
     if smtp.tls != SmtpTls::None {
         let mut p = TlsParameters::builder(smtp.host.clone());
         if let Some(ca) = &smtp.tls_ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let cert =
+                Certificate::from_pem(&read(ca, |p| std::fs::read(p))?).map_err(|source| {
+                    EmailError::Ca {
+                        path: ca.clone(),
+                        source,
+                    }
+                })?;
             p = p
                 .certificate_store(CertificateStore::None)
                 .add_root_certificate(cert);
         }
-        let p = p.build_rustls().map_err(|e| format!("{relay}: TLS: {e}"))?;
+        let p = p.build_rustls().map_err(|source| EmailError::Tls {
+            relay: relay.clone(),
+            source,
+        })?;
         b = b.tls(match smtp.tls {
             SmtpTls::Opportunistic => Tls::Opportunistic(p),
             SmtpTls::Starttls => Tls::Required(p),
@@ -40,20 +99,23 @@ pub async fn send(smtp: &Smtp, to: &[String], n: &Notice, timeout: Duration) -> 
     }
     if let (Some(user), Some(file)) = (&smtp.username, &smtp.password_file) {
         // Read at each send, so a changed password needs no reload.
-        let pass = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let pass = read(file, |p| std::fs::read_to_string(p))?;
         b = b.credentials(Credentials::new(user.clone(), pass.trim_end().to_string()));
     }
     let mailer = b.build();
     match tokio::time::timeout(timeout, mailer.send(message)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("{relay}: {e}")),
-        Err(_) => Err(format!("{relay}: no answer within {timeout:?}")),
+        Ok(Err(source)) => Err(EmailError::Relay { relay, source }),
+        Err(_) => Err(EmailError::Timeout { relay, timeout }),
     }
 }
 
 /// The mail: mon's `mail.alert` subject and body, in plain text.
-fn message(smtp: &Smtp, to: &[String], n: &Notice) -> Result<Message, String> {
-    let addr = |a: &str| a.parse::<Mailbox>().map_err(|e| format!("{a:?}: {e}"));
+fn message(smtp: &Smtp, to: &[String], n: &Notice) -> Result<Message, EmailError> {
+    let addr = |a: &str| {
+        a.parse::<Mailbox>()
+            .map_err(|e| EmailError::Address(a.to_string(), e))
+    };
     let mut m = Message::builder().from(addr(&smtp.from)?);
     for t in to {
         m = m.to(addr(t)?);
@@ -62,7 +124,7 @@ fn message(smtp: &Smtp, to: &[String], n: &Notice) -> Result<Message, String> {
     m.subject(subject)
         .header(ContentType::TEXT_PLAIN)
         .body(body)
-        .map_err(|e| e.to_string())
+        .map_err(EmailError::from)
 }
 
 /// Subject and body of a notice.
@@ -174,6 +236,6 @@ mod tests {
         };
         assert!(message(&smtp, &["ops@example.com".into()], &n).is_ok());
         let e = message(&smtp, &["ops@@x".into()], &n).unwrap_err();
-        assert!(e.contains("ops@@x"), "{e}");
+        assert!(e.to_string().contains("ops@@x"), "{e}");
     }
 }

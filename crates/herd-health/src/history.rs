@@ -2,7 +2,7 @@
 //! outcome) and hold, and a downtime log (mon's `dtlog`: one row per outage, written when the
 //! target comes back). Old rows are pruned by age.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herd_core::api::{DowntimeEntry, HealthEvent};
@@ -39,35 +39,64 @@ CREATE INDEX IF NOT EXISTS downtime_up ON downtime(up_ms);
 /// `limit=999999999` gets this many, not a response of gigabytes built in the daemon.
 pub const MAX_LISTED: usize = 10_000;
 
-fn err(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+/// What went wrong with the history file; the texts name the file where it matters.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// Its directory cannot be created.
+    #[error("{}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file cannot be opened or set up.
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A statement failed.
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    /// The writer thread cannot be started.
+    #[error("cannot start the history writer: {0}")]
+    Writer(std::io::Error),
+}
+
+fn err(path: &Path) -> impl FnOnce(rusqlite::Error) -> HistoryError + '_ {
+    move |source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Store {
     /// Opens (creating file, directory and tables if needed) for writing.
-    pub fn open(path: &Path) -> Result<Store, String> {
+    pub fn open(path: &Path) -> Result<Store, HistoryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path).map_err(|e| err(path, e))?;
+        let conn = Connection::open(path).map_err(err(path))?;
         conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| err(path, e))?;
+            .map_err(err(path))?;
         // WAL: readers (the CLI) never block the writer; NORMAL: a power cut may lose the
         // last moments, never corrupt the file.
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| err(path, e))?;
+            .map_err(err(path))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| err(path, e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| err(path, e))?;
+            .map_err(err(path))?;
+        conn.execute_batch(SCHEMA).map_err(err(path))?;
         Ok(Store { conn })
     }
 
     /// Opens an existing file read-only.
-    pub fn open_read(path: &Path) -> Result<Store, String> {
+    pub fn open_read(path: &Path) -> Result<Store, HistoryError> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| err(path, e))?;
+            .map_err(err(path))?;
         conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| err(path, e))?;
+            .map_err(err(path))?;
         Ok(Store { conn })
     }
 
@@ -76,14 +105,14 @@ impl Store {
         &mut self,
         events: &[HealthEvent],
         outages: &[DowntimeEntry],
-    ) -> Result<(), String> {
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+    ) -> Result<(), HistoryError> {
+        let tx = self.conn.transaction()?;
         {
             let mut ins = tx
                 .prepare(
                     "INSERT INTO events (time_ms, check_name, targets, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .map_err(|e| e.to_string())?;
+                ?;
             for e in events {
                 ins.execute(params![
                     to_i64(e.time_ms),
@@ -91,14 +120,13 @@ impl Store {
                     e.targets,
                     e.event,
                     e.detail
-                ])
-                .map_err(|e| e.to_string())?;
+                ])?;
             }
             let mut ins = tx
                 .prepare(
                     "INSERT INTO downtime (check_name, target, down_ms, up_ms, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .map_err(|e| e.to_string())?;
+                ?;
             for o in outages {
                 ins.execute(params![
                     o.check,
@@ -106,15 +134,15 @@ impl Store {
                     to_i64(o.down_ms),
                     to_i64(o.up_ms),
                     o.summary
-                ])
-                .map_err(|e| e.to_string())?;
+                ])?;
             }
         }
-        tx.commit().map_err(|e| e.to_string())
+        tx.commit()?;
+        Ok(())
     }
 
     /// The last `limit` events, oldest first.
-    pub fn recent(&self, limit: usize) -> Result<Vec<HealthEvent>, String> {
+    pub fn recent(&self, limit: usize) -> Result<Vec<HealthEvent>, HistoryError> {
         self.last_rows(
             "SELECT time_ms, check_name, targets, event, detail FROM
              (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
@@ -132,7 +160,7 @@ impl Store {
     }
 
     /// The last `limit` outages, oldest first.
-    pub fn downtime(&self, limit: usize) -> Result<Vec<DowntimeEntry>, String> {
+    pub fn downtime(&self, limit: usize) -> Result<Vec<DowntimeEntry>, HistoryError> {
         self.last_rows(
             "SELECT check_name, target, down_ms, up_ms, summary FROM
              (SELECT * FROM downtime ORDER BY id DESC LIMIT ?1) ORDER BY id",
@@ -155,25 +183,21 @@ impl Store {
         sql: &str,
         limit: usize,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, String> {
-        let mut q = self.conn.prepare(sql).map_err(|e| e.to_string())?;
-        let rows = q
-            .query_map(params![to_i64(limit.min(MAX_LISTED) as u64)], row)
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    ) -> Result<Vec<T>, HistoryError> {
+        let mut q = self.conn.prepare(sql)?;
+        let rows = q.query_map(params![to_i64(limit.min(MAX_LISTED) as u64)], row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes what is older than `before_ms`; returns how many rows went.
-    pub fn prune(&mut self, before_ms: u64) -> Result<usize, String> {
+    pub fn prune(&mut self, before_ms: u64) -> Result<usize, HistoryError> {
         let t = to_i64(before_ms);
         let a = self
             .conn
-            .execute("DELETE FROM events WHERE time_ms < ?1", params![t])
-            .map_err(|e| e.to_string())?;
+            .execute("DELETE FROM events WHERE time_ms < ?1", params![t])?;
         let b = self
             .conn
-            .execute("DELETE FROM downtime WHERE up_ms < ?1", params![t])
-            .map_err(|e| e.to_string())?;
+            .execute("DELETE FROM downtime WHERE up_ms < ?1", params![t])?;
         Ok(a + b)
     }
 }
@@ -257,7 +281,7 @@ mod tests {
         assert!(w.downtime(10).unwrap().is_empty());
         // A path that cannot be a file is an error naming it, not a panic.
         let bad = Store::open(&dir.join("sub/health.db/x.db")).unwrap_err();
-        assert!(bad.contains("health.db"), "{bad}");
+        assert!(bad.to_string().contains("health.db"), "{bad}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

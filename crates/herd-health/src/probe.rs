@@ -6,25 +6,23 @@
 //! the same: do not send clients there.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use herd_core::health::{CheckKind, ExecProtocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::clock::wall_ms;
+pub use crate::program::MAX_OUTPUT;
+use crate::program::{dirs, find_program, read_capped, run_program};
 use crate::rules::{Outcome, Verdict};
-
-/// Output kept from a probe (mon keeps what its monitors print; herd keeps the first 4 KiB and
-/// drains the rest so the program never blocks on a full pipe).
-pub const MAX_OUTPUT: usize = 4096;
 
 /// Largest HTTP response head + body read by the http probe.
 const MAX_HTTP: usize = 64 * 1024;
 
 /// Where a probe runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The host as written (a name or an address); given to `exec` programs.
     pub host: String,
@@ -101,38 +99,7 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
         Err(e) => return Outcome::fail(format!("{addr}: connect: {e}")),
     };
     match kind {
-        CheckKind::Tcp { send, expect } => {
-            if let Some(data) = send {
-                if let Err(e) = s.write_all(data.as_bytes()).await {
-                    return Outcome::fail(format!("{addr}: send: {e}"));
-                }
-            }
-            let Some(want) = expect else {
-                return Outcome::ok(format!("{addr}: connected"));
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            loop {
-                if contains(&buf, want.as_bytes()) {
-                    return Outcome::ok(format!("{addr}: got {want:?}"));
-                }
-                match s.read(&mut chunk).await {
-                    Ok(0) => {
-                        return Outcome::fail(format!(
-                            "{addr}: closed without {want:?} (got {:?})",
-                            shown(&buf)
-                        ))
-                    }
-                    Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n]),
-                    Ok(_) => {
-                        return Outcome::fail(format!(
-                            "{addr}: no {want:?} in the first {MAX_OUTPUT} bytes"
-                        ))
-                    }
-                    Err(e) => return Outcome::fail(format!("{addr}: read: {e}")),
-                }
-            }
-        }
+        CheckKind::Tcp { send, expect } => tcp(s, addr, send.as_deref(), expect.as_deref()).await,
         CheckKind::Http {
             method,
             path,
@@ -156,43 +123,90 @@ async fn net(kind: &CheckKind, addr: SocketAddr, host: &str) -> Outcome {
                 };
                 return http_verdict(addr, &buf, method, status, expect.as_deref());
             };
-            let config = match crate::tls::client_config(tls) {
-                Ok(c) => c,
-                Err(e) => return Outcome::new(Verdict::Unknown, e),
-            };
-            // SNI: the configured name, else the Host header's name, else the target.
-            let sni = tls
-                .sni
-                .clone()
-                .unwrap_or_else(|| herd_core::config::host_port(&host_header).0.to_string());
-            let name = match rustls::pki_types::ServerName::try_from(sni.clone()) {
-                Ok(n) => n,
-                Err(e) => return Outcome::new(Verdict::Unknown, format!("sni {sni:?}: {e}")),
-            };
-            let mut ts = match tokio_rustls::TlsConnector::from(config)
-                .connect(name, s)
-                .await
-            {
-                Ok(t) => t,
-                Err(e) => return Outcome::fail(format!("{addr}: TLS: {e}")),
-            };
-            let expires = ts
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| crate::tls::not_after(c));
-            let buf = match exchange_http(&mut ts, &req).await {
-                Ok(b) => b,
-                Err(e) => return Outcome::fail(format!("{addr}: {e}")),
+            let (buf, expires) = match https(s, addr, tls, &host_header, &req).await {
+                Ok(r) => r,
+                Err(o) => return o,
             };
             let mut o = http_verdict(addr, &buf, method, status, expect.as_deref());
-            let now = (crate::monitor::wall_ms() / 1000) as i64;
+            let now = (wall_ms() / 1000) as i64;
             judge_expiry(&mut o, expires, now, tls.expiry_warning);
             o
         }
         _ => Outcome::fail("not a TCP probe"),
     }
+}
+
+/// A tcp probe on a connected stream: sends `send`, then waits for `expect`.
+async fn tcp(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    send: Option<&str>,
+    expect: Option<&str>,
+) -> Outcome {
+    if let Some(data) = send {
+        if let Err(e) = s.write_all(data.as_bytes()).await {
+            return Outcome::fail(format!("{addr}: send: {e}"));
+        }
+    }
+    let Some(want) = expect else {
+        return Outcome::ok(format!("{addr}: connected"));
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if contains(&buf, want.as_bytes()) {
+            return Outcome::ok(format!("{addr}: got {want:?}"));
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) => {
+                return Outcome::fail(format!(
+                    "{addr}: closed without {want:?} (got {:?})",
+                    shown(&buf)
+                ))
+            }
+            Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                return Outcome::fail(format!(
+                    "{addr}: no {want:?} in the first {MAX_OUTPUT} bytes"
+                ))
+            }
+            Err(e) => return Outcome::fail(format!("{addr}: read: {e}")),
+        }
+    }
+}
+
+/// The request over TLS: the response, and when the server's certificate expires (Unix
+/// seconds), or the outcome that ends the probe.
+async fn https(
+    s: TcpStream,
+    addr: SocketAddr,
+    tls: &herd_core::health::Tls,
+    host_header: &str,
+    req: &str,
+) -> Result<(Vec<u8>, Option<i64>), Outcome> {
+    let config = crate::tls::client_config(tls)
+        .map_err(|e| Outcome::new(Verdict::Unknown, e.to_string()))?;
+    // SNI: the configured name, else the Host header's name, else the target.
+    let sni = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| herd_core::config::host_port(host_header).0.to_string());
+    let name = rustls::pki_types::ServerName::try_from(sni.clone())
+        .map_err(|e| Outcome::new(Verdict::Unknown, format!("sni {sni:?}: {e}")))?;
+    let mut ts = tokio_rustls::TlsConnector::from(config)
+        .connect(name, s)
+        .await
+        .map_err(|e| Outcome::fail(format!("{addr}: TLS: {e}")))?;
+    let expires = ts
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::not_after(c));
+    let buf = exchange_http(&mut ts, req)
+        .await
+        .map_err(|e| Outcome::fail(format!("{addr}: {e}")))?;
+    Ok((buf, expires))
 }
 
 /// One ICMP echo request and its reply. A ping socket (`SOCK_DGRAM`, allowed by
@@ -341,7 +355,7 @@ async fn dns(addr: SocketAddr, name: &str, qtype_name: &str, expect: Option<&str
         & 0xffff) as u16;
     let q = match crate::dns::query(id, name, qtype) {
         Ok(q) => q,
-        Err(e) => return Outcome::new(Verdict::Unknown, e),
+        Err(e) => return Outcome::new(Verdict::Unknown, e.to_string()),
     };
     let reply = match exchange(addr, &q).await {
         Ok(r) => r,
@@ -598,125 +612,6 @@ async fn exec(
         outcome.detail.push_str("\n[output truncated]");
     }
     outcome
-}
-
-/// A finished (or killed) program.
-#[derive(Debug)]
-pub(crate) struct ProgramRun {
-    pub status: Option<std::process::ExitStatus>,
-    /// The first [`MAX_OUTPUT`] bytes of stdout.
-    pub stdout: Vec<u8>,
-    pub truncated: bool,
-    pub timed_out: bool,
-}
-
-/// Runs a program in its own process group with `stdin` as input; at `timeout` the whole
-/// group is killed (a monitor's children too). Keeps the first [`MAX_OUTPUT`] bytes of
-/// stdout and discards the rest; stderr is discarded.
-pub(crate) async fn run_program(
-    mut cmd: tokio::process::Command,
-    stdin: Option<Vec<u8>>,
-    timeout: Duration,
-) -> std::io::Result<ProgramRun> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .process_group(0)
-    .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
-    let pid = child.id();
-    let input = child.stdin.take();
-    let mut stdout = child.stdout.take();
-    let work = async {
-        let feed = async {
-            if let (Some(mut w), Some(data)) = (input, stdin) {
-                // A program that does not read its input is not an error.
-                let _ = w.write_all(&data).await;
-            }
-        };
-        let mut buf = Vec::new();
-        let read = async {
-            match stdout.as_mut() {
-                Some(out) => read_capped(out, &mut buf, MAX_OUTPUT)
-                    .await
-                    .unwrap_or(false),
-                None => false,
-            }
-        };
-        let ((), truncated) = tokio::join!(feed, read);
-        let status = child.wait().await;
-        (status, buf, truncated)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok((status, stdout, truncated)) => Ok(ProgramRun {
-            status: Some(status?),
-            stdout,
-            truncated,
-            timed_out: false,
-        }),
-        Err(_) => {
-            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-            }
-            Ok(ProgramRun {
-                status: None,
-                stdout: Vec::new(),
-                truncated: false,
-                timed_out: true,
-            })
-        }
-    }
-}
-
-/// Reads to EOF, keeping the first `cap` bytes; returns whether more was discarded.
-async fn read_capped<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> std::io::Result<bool> {
-    let mut chunk = [0u8; 8192];
-    let mut truncated = false;
-    loop {
-        let n = r.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(truncated);
-        }
-        let room = cap.saturating_sub(buf.len());
-        if n > room {
-            truncated = true;
-        }
-        buf.extend_from_slice(&chunk[..n.min(room)]);
-    }
-}
-
-/// A program given without a `/` is looked up in `dirs`, then in `PATH`.
-pub(crate) fn find_program(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    dirs.iter()
-        .cloned()
-        .chain(std::env::split_paths(&path))
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-pub(crate) fn dirs(d: &[PathBuf]) -> String {
-    let mut v: Vec<String> = d.iter().map(|p| p.display().to_string()).collect();
-    v.push("PATH".into());
-    v.join(", ")
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -18,9 +18,24 @@ const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Client configs by (verify, CA file, the file's modification time).
 type Configs = HashMap<(bool, Option<PathBuf>, Option<SystemTime>), Arc<ClientConfig>>;
 
+/// Why no client config can be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// The CA file cannot be read as PEM.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no usable CA certificates", .0.display())]
+    NoRoots(PathBuf),
+}
+
 /// A client config for these settings; built once per (verify, CA file) and shared, and
 /// built again when the CA file changes.
-pub fn client_config(t: &Tls) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(t: &Tls) -> Result<Arc<ClientConfig>, TlsError> {
     static CACHE: OnceLock<Mutex<Configs>> = OnceLock::new();
     let modified =
         t.ca.as_ref()
@@ -32,8 +47,7 @@ pub fn client_config(t: &Tls) -> Result<Arc<ClientConfig>, String> {
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .with_safe_default_protocol_versions()?;
     let config = if t.verify {
         builder
             .with_root_certificates(roots(t.ca.as_deref())?)
@@ -53,20 +67,22 @@ pub fn client_config(t: &Tls) -> Result<Arc<ClientConfig>, String> {
 }
 
 /// Trusted roots: the given PEM bundle, else the system's, else Mozilla's (built in).
-fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     let file = ca.or_else(|| Some(Path::new(SYSTEM_BUNDLE)).filter(|p| p.exists()));
     match file {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            for c in certs {
-                let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+            let pem = |source| TlsError::Pem {
+                path: path.to_path_buf(),
+                source,
+            };
+            for c in CertificateDer::pem_file_iter(path).map_err(pem)? {
+                let c = c.map_err(pem)?;
                 // A bundle may hold certificates rustls cannot use as roots; skip those.
                 let _ = store.add(c);
             }
             if store.is_empty() {
-                return Err(format!("{}: no usable CA certificates", path.display()));
+                return Err(TlsError::NoRoots(path.to_path_buf()));
             }
         }
         None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -358,7 +358,7 @@ fn opstatus(c: &HealthCheckStatus, ack: Option<&str>) -> String {
         ("last_check", secs(last_check).to_string()),
         // Seconds to the next run (monshow's NEXT).
         ("timer", {
-            let now = herd_health::monitor::wall_ms();
+            let now = herd_health::clock::wall_ms();
             let next = last_check.unwrap_or(now) + c.interval_ms;
             (next.saturating_sub(now) / 1000).to_string()
         }),

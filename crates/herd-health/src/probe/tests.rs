@@ -419,3 +419,46 @@ fn certificate_expiry_warns_then_fails() {
     assert_eq!(unread.verdict, Verdict::Ok);
     assert!(unread.detail.contains("cannot read"));
 }
+
+/// On tokio's paused clock the timeout is exact and costs no real time: the probe ends at
+/// its timeout, not before (a lower bound) and not a moment of real waiting later.
+#[tokio::test(start_paused = true)]
+async fn a_program_that_hangs_fails_at_its_timeout_on_tokios_clock() {
+    let start = tokio::time::Instant::now();
+    let real = Instant::now();
+    let timeout = Duration::from_secs(20);
+    let o = exec_probe("sleep 60; exit 0", ExecProtocol::Mon, &[], true, timeout).await;
+    let took = start.elapsed();
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+    assert_eq!(o.verdict, Verdict::Critical);
+    assert!(
+        o.summary.ends_with("killed after 20s (timeout)"),
+        "{}",
+        o.summary
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_answers_fails_the_probe_at_its_timeout() {
+    // Connections complete in the kernel's backlog; nothing ever reads or writes.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let kind = CheckKind::Tcp {
+        send: None,
+        expect: Some("never".into()),
+    };
+    let start = tokio::time::Instant::now();
+    let timeout = Duration::from_secs(30);
+    let o = run(&kind, &target(addr), timeout, &ExecEnv::default()).await;
+    assert!(start.elapsed() >= timeout, "{:?}", start.elapsed());
+    assert_eq!(o.summary, format!("{addr}: timed out after 30s"));
+    drop(l);
+}

@@ -6,7 +6,7 @@ use std::time::UNIX_EPOCH;
 use herd_core::api::{HealthCheckStatus, Request, Response};
 use herd_core::config::parse_duration;
 use herd_core::period::LocalTime;
-use herd_health::monitor::wall_ms;
+use herd_health::clock::wall_ms;
 
 use super::{call, exit};
 

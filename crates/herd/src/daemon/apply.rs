@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use herd_core::api::{ApiError, ErrorKind};
 use herd_core::config::Config;
-use herd_health::monitor::Monitor;
 
-use super::{lb_error, Daemon, TableDirector};
+use super::{lb_error, Daemon};
 
 /// What an apply did.
 #[derive(Debug, Default)]
@@ -112,17 +111,11 @@ impl Daemon {
         Ok(Vec::new())
     }
 
-    /// The health monitor: the new one takes over the old one's states, silences and
-    /// disables, and tells the director its verdict on every real server (the table lock is
-    /// not held here: it takes it).
+    /// The health monitor: unchanged checks keep running on their timers, the rest start,
+    /// stop or restart; then the director hears every verdict (the table lock is not held
+    /// here: the monitor takes it).
     fn apply_health(&self, next: &Config) {
-        let mut slot = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
-        let old = slot.take();
-        if let Some(m) = &old {
-            m.stop();
-        }
-        let director = Arc::new(TableDirector(self.table.clone()));
-        *slot = Some(Arc::new(Monitor::start(next, director, old.as_deref())));
+        self.monitor.apply(next);
     }
 
     /// The agent's revocations (at once, for new connections) and sync modules (at once, for

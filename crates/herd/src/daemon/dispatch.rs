@@ -35,12 +35,8 @@ impl Daemon {
         Response::Nodes { this: None, nodes }
     }
 
-    pub(super) fn monitor(&self) -> Result<Arc<Monitor>, ApiError> {
-        self.monitor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the health monitor is not running"))
+    pub(super) fn monitor(&self) -> Result<&Monitor, ApiError> {
+        Ok(&self.monitor)
     }
 
     pub(super) fn ha(&self) -> Result<&herd_ha::Ha, ApiError> {
@@ -192,6 +188,6 @@ pub(super) fn lb_error(e: herd_lb::table::LbError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
-pub(super) fn invalid(message: String) -> ApiError {
-    ApiError::new(ErrorKind::Invalid, message)
+pub(super) fn invalid(message: impl ToString) -> ApiError {
+    ApiError::new(ErrorKind::Invalid, message.to_string())
 }

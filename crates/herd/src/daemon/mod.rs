@@ -62,8 +62,8 @@ impl Source {
 pub struct Daemon {
     source: Source,
     table: Arc<Mutex<Table>>,
-    /// The health monitor of the config applied last; replaced (keeping its state) on reload.
-    monitor: Mutex<Option<Arc<Monitor>>>,
+    /// The health monitor; each apply gives it the checks of the config.
+    monitor: Monitor,
     /// The last config applied, for what a save keeps besides the table (daemon settings).
     config: Mutex<Config>,
     /// This daemon, for the listeners an apply starts (they call back into it).
@@ -163,6 +163,7 @@ impl Daemon {
     /// A daemon running nothing yet on the data plane `dp`.
     fn assemble(source: Source, dp: Arc<dyn DataPlane>, settings: Settings) -> Arc<Daemon> {
         let table = Arc::new(Mutex::new(Table::new(settings, dp.clone())));
+        let monitor = Monitor::new(Arc::new(TableDirector(table.clone())));
         let empty = Config::default();
         Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
@@ -179,7 +180,7 @@ impl Daemon {
             watching_nodes: std::sync::atomic::AtomicBool::new(false),
             source,
             table,
-            monitor: Mutex::new(None),
+            monitor,
             config: Mutex::new(empty),
             dp,
             started: Instant::now(),
