@@ -59,6 +59,14 @@ pub struct Ha {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The wall clock in microseconds: the auth trailer's sequence numbers.
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -775,7 +783,7 @@ impl Group {
             (false, _) => m.cfg.unicast_peers.clone(),
         };
         if let Some(key) = &m.key {
-            key.sign(&mut adv, m.seq.advance(), self.local, dsts[0]);
+            key.sign(&mut adv, m.seq.advance(wall_us()), self.local, dsts[0]);
         }
         let index = self.link.index;
         for dst in dsts {
