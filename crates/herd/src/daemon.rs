@@ -393,12 +393,12 @@ impl Daemon {
                 .ha()?
                 .failover(instances)
                 .map(|instances| Response::HaChanged { instances })
-                .map_err(invalid),
+                .map_err(|e| invalid(e.to_string())),
             Request::HaResume { instances } => self
                 .ha()?
                 .resume(instances)
                 .map(|instances| Response::HaChanged { instances })
-                .map_err(invalid),
+                .map_err(|e| invalid(e.to_string())),
             Request::ExportConfig { redact } => {
                 let mut cfg = self
                     .config
