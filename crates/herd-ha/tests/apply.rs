@@ -72,7 +72,11 @@ fn router() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let answer = match words.as_slice() {
             ["apply", iface, priority, ms] => {
-                let cfg = config(iface, priority.parse().expect("priority"), ms.parse().expect("ms"));
+                let cfg = config(
+                    iface,
+                    priority.parse().expect("priority"),
+                    ms.parse().expect("ms"),
+                );
                 match ha.apply(&cfg) {
                     Ok(a) => format!("ok {:?}", a),
                     Err(e) => format!("err {e}"),
@@ -85,7 +89,12 @@ fn router() {
             ["status"] => match ha.status().first() {
                 Some(s) => format!(
                     "{} {} {} {} {} {}",
-                    s.state, s.priority, s.advert_interval_ms, s.adverts_received, s.adverts_sent, s.transitions_total
+                    s.state,
+                    s.priority,
+                    s.advert_interval_ms,
+                    s.adverts_received,
+                    s.adverts_sent,
+                    s.transitions_total
                 ),
                 None => "none".into(),
             },
@@ -185,7 +194,10 @@ impl Drop for Router {
 }
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    assert!(wait_until(Duration::from_secs(secs), &mut f), "timed out: {what}");
+    assert!(
+        wait_until(Duration::from_secs(secs), &mut f),
+        "timed out: {what}"
+    );
 }
 
 fn apply_changes_priority_and_interval_in_place() {
@@ -211,7 +223,10 @@ fn apply_changes_priority_and_interval_in_place() {
     let bad = r1.apply("nope0", 10, 1000);
     assert!(bad.starts_with("err interface nope0: "), "{bad}");
     let s = r1.status();
-    assert_eq!((s.state.as_str(), s.priority, s.advert_interval_ms), ("master", 150, 100));
+    assert_eq!(
+        (s.state.as_str(), s.priority, s.advert_interval_ms),
+        ("master", 150, 100)
+    );
 
     // The master's priority drops but stays above r2's, and its interval grows: it stays
     // master (no transition), and r2 hears adverts every 300 ms.
@@ -225,10 +240,18 @@ fn apply_changes_priority_and_interval_in_place() {
     let t = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
     let rate = (r2.status().received - heard) as f64 / t.elapsed().as_secs_f64();
-    assert!((2.0..=5.0).contains(&rate), "adverts per second at 300 ms: {rate:.1}");
+    assert!(
+        (2.0..=5.0).contains(&rate),
+        "adverts per second at 300 ms: {rate:.1}"
+    );
     let after = r1.status();
     assert_eq!(
-        (after.state.as_str(), after.priority, after.advert_interval_ms, after.transitions),
+        (
+            after.state.as_str(),
+            after.priority,
+            after.advert_interval_ms,
+            after.transitions
+        ),
         ("master", 120, 300, before.transitions),
         "r1 stayed master all along"
     );
@@ -240,7 +263,9 @@ fn apply_changes_priority_and_interval_in_place() {
     wait_for("r2 master, r1 backup", 10, || {
         r2.status().state == "master" && r1.status().state == "backup"
     });
-    wait_for("the VIP on d2 only", 5, || d2.has_addr(VIP) && !d1.has_addr(VIP));
+    wait_for("the VIP on d2 only", 5, || {
+        d2.has_addr(VIP) && !d1.has_addr(VIP)
+    });
     assert_eq!(r1.status().priority, 50);
     wait_for("r1 hears r2's 100 ms interval", 5, || {
         r1.status().advert_interval_ms == 100
@@ -251,12 +276,16 @@ fn apply_changes_priority_and_interval_in_place() {
     wait_for("r1 master again", 10, || {
         r1.status().state == "master" && r2.status().state == "backup"
     });
-    wait_for("the VIP back on d1", 5, || d1.has_addr(VIP) && !d2.has_addr(VIP));
+    wait_for("the VIP back on d1", 5, || {
+        d1.has_addr(VIP) && !d2.has_addr(VIP)
+    });
 
     // From one instance to none: r1 resigns and removes its VIP, r2 takes over at once.
     assert!(r1.ask("clear").contains(r#"removed: ["vi"]"#));
     assert_eq!(r1.ask("status"), "none");
-    wait_for("r2 master after r1 left", 5, || r2.status().state == "master");
+    wait_for("r2 master after r1 left", 5, || {
+        r2.status().state == "master"
+    });
     wait_for("the VIP on d2", 5, || d2.has_addr(VIP) && !d1.has_addr(VIP));
 
     // Every step ran in the same two processes, which stop cleanly.

@@ -10,9 +10,9 @@
 //!
 //! keepalived does not speak this trailer: a group with keepalived in it runs without it.
 
+use ring::hmac;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use ring::hmac;
 
 use crate::packet::{Advert, Trailer};
 

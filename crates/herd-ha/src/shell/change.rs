@@ -113,8 +113,9 @@ impl<I: Io> Group<I> {
         m.tracking = tracking;
         let mut actions = m.vm.reconfigure(now, params(&m.cfg), priority);
         actions.extend(m.vm.set_fault(now, fault || !own));
-        let sends = |a: &[Action]| a.iter().any(|a| matches!(a, Action::Send { .. }));
-        if !(added.is_empty() && removed.is_empty()) && !sends(&actions) {
+        let sends = actions.iter().any(|a| matches!(a, Action::Send { .. }));
+        let vips_changed = !added.is_empty() || !removed.is_empty();
+        if vips_changed && !sends {
             actions.extend(m.vm.advertise(now));
         }
         self.perform(i, actions).await;

@@ -335,11 +335,14 @@ impl<I: Io> Group<I> {
             .track_interfaces
             .iter()
             .map(|t| status("interface", &t.name, self.io.link_up(&t.name), t.weight))
-            .chain(
-                m.cfg.track_scripts.iter().zip(&m.scripts).map(|(t, p)| {
-                    status("script", &t.command, p.load(std::sync::atomic::Ordering::Relaxed), t.weight)
-                }),
-            )
+            .chain(m.cfg.track_scripts.iter().zip(&m.scripts).map(|(t, p)| {
+                status(
+                    "script",
+                    &t.command,
+                    p.load(std::sync::atomic::Ordering::Relaxed),
+                    t.weight,
+                )
+            }))
             .chain(
                 m.cfg
                     .track_services

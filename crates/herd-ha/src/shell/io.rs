@@ -136,9 +136,8 @@ impl Sys {
             IpAddr::V6(_) => open_v6(iface, link.index),
         }
         .map_err(|e| socket("VRRP", e))?;
-        let announcer = Announcer::new(link.index, link.mac, !v6, v6).map_err(|e| {
-            socket(if v6 { "neighbour advertisement" } else { "ARP" }, e)
-        })?;
+        let announcer = Announcer::new(link.index, link.mac, !v6, v6)
+            .map_err(|e| socket(if v6 { "neighbour advertisement" } else { "ARP" }, e))?;
         let sys = Sys {
             iface: iface.to_string(),
             index: link.index,

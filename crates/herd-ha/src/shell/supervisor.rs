@@ -129,7 +129,11 @@ impl Supervisor {
         let mut failed = None;
         for g in &self.groups {
             // An empty list means every instance.
-            let mine: Vec<String> = names.iter().filter(|n| g.names.contains(n)).cloned().collect();
+            let mine: Vec<String> = names
+                .iter()
+                .filter(|n| g.names.contains(n))
+                .cloned()
+                .collect();
             if !names.is_empty() && mine.is_empty() {
                 continue;
             }
@@ -159,7 +163,11 @@ impl Supervisor {
     }
 
     async fn prepare(&mut self, plan: &Plan, cfg: &VrrpConfig) -> Result<Ready, HaError> {
-        let mut update = plan.update.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+        let mut update = plan
+            .update
+            .iter()
+            .map(prepare)
+            .collect::<Result<Vec<_>, _>>()?;
         // Unchanged instances read their key files again: a new key applies too.
         for i in &cfg.instances {
             let listed = |v: &[VrrpInstance]| v.iter().any(|u| u.name == i.name);
@@ -171,7 +179,11 @@ impl Supervisor {
                 update.push(p);
             }
         }
-        let add = plan.add.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+        let add = plan
+            .add
+            .iter()
+            .map(prepare)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut opened: Vec<(GroupKey, Opened)> = Vec::new();
         for p in &add {
             let key = GroupKey::of(&p.cfg);
@@ -209,7 +221,12 @@ impl Supervisor {
         let after: HashSet<GroupKey> = cfg.instances.iter().map(GroupKey::of).collect();
         for g in &self.groups {
             let change = Change {
-                remove: plan.remove.iter().filter(|n| g.names.contains(n)).cloned().collect(),
+                remove: plan
+                    .remove
+                    .iter()
+                    .filter(|n| g.names.contains(n))
+                    .cloned()
+                    .collect(),
                 update: in_group(&ready.update, &g.key),
                 add: Vec::new(),
                 end: !after.contains(&g.key),
@@ -232,7 +249,14 @@ impl Supervisor {
         for (key, o) in ready.opened {
             let (tx, rx) = mpsc::unbounded_channel();
             let iface = key.iface.clone();
-            let mut g = Group::new(iface, o.index, o.local, o.sys, self.failing.clone(), self.board.clone());
+            let mut g = Group::new(
+                iface,
+                o.index,
+                o.local,
+                o.sys,
+                self.failing.clone(),
+                self.board.clone(),
+            );
             g.start_members(in_group(&ready.add, &key)).await;
             g.publish();
             tokio::spawn(g.run(rx));
@@ -257,7 +281,8 @@ impl Supervisor {
                 None => self.secrets.remove(&p.cfg.name),
             };
         }
-        self.secrets.retain(|name, _| cfg.instances.iter().any(|i| i.name == *name));
+        self.secrets
+            .retain(|name, _| cfg.instances.iter().any(|i| i.name == *name));
         self.running = cfg.instances;
         applied(plan, &ready.update)
     }
@@ -265,14 +290,20 @@ impl Supervisor {
 
 /// The prepared instances that belong to a group.
 fn in_group(v: &[Prepared], key: &GroupKey) -> Vec<Prepared> {
-    v.iter().filter(|p| GroupKey::of(&p.cfg) == *key).cloned().collect()
+    v.iter()
+        .filter(|p| GroupKey::of(&p.cfg) == *key)
+        .cloned()
+        .collect()
 }
 
 /// What an apply did, by instance name.
 fn applied(plan: Plan, update: &[Prepared]) -> Applied {
     let replaced = plan.replaced;
     let fresh = |names: Vec<String>| -> Vec<String> {
-        names.into_iter().filter(|n| !replaced.contains(n)).collect()
+        names
+            .into_iter()
+            .filter(|n| !replaced.contains(n))
+            .collect()
     };
     Applied {
         added: fresh(plan.add.into_iter().map(|i| i.name).collect()),

@@ -43,7 +43,12 @@ impl Log {
 
     /// The lines, without times.
     fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(_, l)| l.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     fn take(&self) -> Vec<String> {
@@ -55,7 +60,10 @@ impl Log {
     /// When the adverts with this priority were sent.
     fn sent_at(&self, what: &str) -> Vec<u64> {
         let v = self.0.lock().unwrap();
-        v.iter().filter(|(_, l)| l.starts_with(what)).map(|(t, _)| *t).collect()
+        v.iter()
+            .filter(|(_, l)| l.starts_with(what))
+            .map(|(t, _)| *t)
+            .collect()
     }
 }
 
@@ -100,12 +108,15 @@ impl Io for Fake {
 
     fn announce(&self, instance: &str, vips: Vec<IpAddr>, _: u32, _: Duration) {
         let vips: Vec<String> = vips.iter().map(|a| a.to_string()).collect();
-        self.log.push(format!("announce {instance} [{}]", vips.join(" ")));
+        self.log
+            .push(format!("announce {instance} [{}]", vips.join(" ")));
     }
 
     async fn hook(&self, command: String, ev: notify::Event, _: Duration, wait: bool) {
-        self.log
-            .push(format!("hook {command} {} {} wait={wait}", ev.instance, ev.state));
+        self.log.push(format!(
+            "hook {command} {} {} wait={wait}",
+            ev.instance, ev.state
+        ));
     }
 
     async fn nft(&self, _script: String) -> std::io::Result<()> {
@@ -230,7 +241,9 @@ async fn packets_go_to_the_instance_with_their_vrid() {
     let mut r = rig();
     let a = instance("a", "eth0", 1, 100);
     let b = instance("b", "eth0", 2, 100);
-    r.group.start_members(vec![prepared(&a), prepared(&b)]).await;
+    r.group
+        .start_members(vec![prepared(&a), prepared(&b)])
+        .await;
     r.group.receive(datagram(PEER, 2, 200, 10)).await;
     let b_ = &r.group.members[1];
     assert_eq!((b_.received, b_.vm.master()), (1, Some(ip(PEER))));
@@ -262,7 +275,9 @@ async fn unicast_groups_hear_only_their_peers() {
         Err(Malformed::Peer)
     );
     assert_eq!(
-        r.group.route(&datagram("10.0.0.3", 1, 200, 10)).map(|(i, _)| i),
+        r.group
+            .route(&datagram("10.0.0.3", 1, 200, 10))
+            .map(|(i, _)| i),
         Ok(0)
     );
 }
@@ -338,7 +353,10 @@ async fn a_change_of_hooks_or_peers_only_sends_nothing_and_keeps_the_role() {
     // The next advert goes to the new peer.
     let deadline = r.group.members[0].vm.deadline().unwrap();
     r.group.poll(deadline).await;
-    assert_eq!(r.log.take(), ["send 1 prio 100 int 10 to 10.0.0.2 [10.0.0.1]"]);
+    assert_eq!(
+        r.log.take(),
+        ["send 1 prio 100 int 10 to 10.0.0.2 [10.0.0.1]"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -371,11 +389,19 @@ async fn an_apply_removes_changes_and_adds_in_that_order() {
             "del Lo 10.0.0.1/32",
         ]
     );
-    let names: Vec<_> = r.group.members.iter().map(|m| m.name().to_string()).collect();
+    let names: Vec<_> = r
+        .group
+        .members
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
     assert_eq!(names, ["b", "c"]);
     assert_eq!(r.group.members[0].vm.priority(), 120);
     assert_eq!(state(&r, "c"), State::Backup);
-    assert!(!lock(&r.board).by_name.contains_key("a"), "status forgets a");
+    assert!(
+        !lock(&r.board).by_name.contains_key("a"),
+        "status forgets a"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -393,16 +419,25 @@ async fn tracking_weights_apply_at_once_when_they_change() {
     };
     r.group.change(apply(&a)).await;
     assert_eq!(r.group.members[0].vm.priority(), 70);
-    assert_eq!(r.log.take(), ["send 1 prio 70 int 10 to 224.0.0.18 [10.0.0.1]"]);
+    assert_eq!(
+        r.log.take(),
+        ["send 1 prio 70 int 10 to 224.0.0.18 [10.0.0.1]"]
+    );
     a.track_interfaces[0].weight = -60;
     r.group.change(apply(&a)).await;
-    assert_eq!(r.log.take(), ["send 1 prio 40 int 10 to 224.0.0.18 [10.0.0.1]"]);
+    assert_eq!(
+        r.log.take(),
+        ["send 1 prio 40 int 10 to 224.0.0.18 [10.0.0.1]"]
+    );
     // The tracking round agrees, and the interface coming back restores the priority.
     r.group.track().await;
     assert!(r.log.take().is_empty());
     r.down.lock().unwrap().clear();
     r.group.track().await;
-    assert_eq!(r.log.take(), ["send 1 prio 100 int 10 to 224.0.0.18 [10.0.0.1]"]);
+    assert_eq!(
+        r.log.take(),
+        ["send 1 prio 100 int 10 to 224.0.0.18 [10.0.0.1]"]
+    );
     // Weight 0: a failing object means fault, and a master in fault resigns.
     r.down.lock().unwrap().insert("eth1".into());
     a.track_interfaces[0].weight = 0;
@@ -438,7 +473,10 @@ async fn changed_track_scripts_restart_and_unchanged_ones_keep_running() {
     assert_eq!(r.log.take(), ["watch a check-one"]);
     a.priority = 110;
     r.group.change(apply(&a)).await;
-    assert_eq!(r.log.take(), ["send 1 prio 110 int 10 to 224.0.0.18 [10.0.0.1]"]);
+    assert_eq!(
+        r.log.take(),
+        ["send 1 prio 110 int 10 to 224.0.0.18 [10.0.0.1]"]
+    );
     a.track_scripts = vec![script("check-two")];
     r.group.change(apply(&a)).await;
     assert_eq!(r.log.take(), ["watch a check-two"]);
@@ -522,7 +560,8 @@ async fn failover_of_a_backup_names_its_state() {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(r.group.run(rx));
     let (reply, answer) = oneshot::channel();
-    tx.send(GroupCmd::Failover(vec!["a".into()], reply)).unwrap();
+    tx.send(GroupCmd::Failover(vec!["a".into()], reply))
+        .unwrap();
     let e = answer.await.unwrap().unwrap_err();
     assert_eq!(e.to_string(), "vrrp instance a is backup, not master");
     drop(tx);

@@ -357,7 +357,11 @@ fn a_master_whose_priority_drops_is_preempted_by_a_peer_that_now_outranks_it() {
     assert_eq!(a.state(), State::Master);
     let deadline = b.deadline().unwrap();
     assert!(b.advert(t1 + ms(10), a_ip, &adv(50, 10)).is_empty());
-    assert_eq!(b.deadline(), Some(deadline), "a master of lower priority resets nothing");
+    assert_eq!(
+        b.deadline(),
+        Some(deadline),
+        "a master of lower priority resets nothing"
+    );
     let out = b.poll(deadline);
     assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
     // a hears b's advert of higher priority and steps down.
