@@ -54,3 +54,41 @@ pub enum HaError {
     #[error("vrrp instance {instance}: auth-key-file {} holds fewer than 16 bytes", path.display())]
     ShortKey { instance: String, path: PathBuf },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_texts_are_those_herd_always_printed() {
+        let cases: Vec<(HaError, &str)> = vec![
+            (HaError::NotRunning, "VRRP is not running"),
+            (HaError::NoInstance("x".into()), "no vrrp instance \"x\""),
+            (
+                HaError::NotMaster {
+                    name: "vi".into(),
+                    state: "backup",
+                },
+                "vrrp instance vi is backup, not master",
+            ),
+            (
+                HaError::Socket {
+                    what: "VRRP",
+                    iface: "eth0".into(),
+                    source: io::Error::from_raw_os_error(1),
+                },
+                "VRRP socket on eth0: Operation not permitted (os error 1)",
+            ),
+            (
+                HaError::NoSource {
+                    iface: "eth0".into(),
+                    what: "an IPv4 address of its own",
+                },
+                "interface eth0 has no an IPv4 address of its own to send VRRP from",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+    }
+}

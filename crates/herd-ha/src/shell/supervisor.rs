@@ -338,3 +338,87 @@ fn prepare(cfg: &VrrpInstance) -> Result<Prepared, HaError> {
         key,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shell::plan::tests::instance;
+
+    fn key_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("herd-ha-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_apply_that_cannot_read_a_key_changes_nothing_and_says_why() {
+        let mut s = Supervisor::new(Board::default(), Failing::default());
+        let mut a = instance("a", "eth0", 1, 100);
+        let short = key_file("short", b"  too short \n");
+        a.auth_key_file = Some(short.clone());
+        let cfg = VrrpConfig {
+            instances: vec![a.clone()],
+        };
+        let e = s.apply(cfg).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "vrrp instance a: auth-key-file {} holds fewer than 16 bytes",
+                short.display()
+            )
+        );
+        let missing = std::env::temp_dir().join("herd-ha-no-such-key");
+        a.auth_key_file = Some(missing.clone());
+        let e = s
+            .apply(VrrpConfig { instances: vec![a] })
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "vrrp instance a: auth-key-file {}: ",
+                missing.display()
+            )),
+            "{e}"
+        );
+        assert!(s.running.is_empty() && s.groups.is_empty() && s.nl.is_none());
+        std::fs::remove_file(short).unwrap();
+    }
+
+    #[test]
+    fn a_key_file_is_read_and_trimmed() {
+        let mut a = instance("a", "eth0", 1, 100);
+        let p = key_file("good", b"0123456789abcdef\n");
+        a.auth_key_file = Some(p.clone());
+        let prepared = prepare(&a).unwrap();
+        assert_eq!(prepared.key.unwrap().1, b"0123456789abcdef");
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_without_instances_say_so() {
+        let s = Supervisor::new(Board::default(), Failing::default());
+        let e = s.route(Vec::new(), true).await.unwrap_err();
+        assert_eq!(e.to_string(), "no vrrp instances are configured");
+    }
+
+    #[test]
+    fn what_an_apply_did_names_replacements_once() {
+        let old = vec![instance("a", "eth0", 1, 100), instance("b", "eth0", 2, 100)];
+        let mut new = vec![instance("a", "eth1", 1, 100), instance("c", "eth0", 3, 100)];
+        new.push(instance("d", "eth0", 4, 100));
+        let p = plan(&old, &new);
+        let update = vec![Prepared {
+            cfg: instance("x", "eth0", 9, 100),
+            key: None,
+        }];
+        assert_eq!(
+            applied(p, &update),
+            Applied {
+                added: vec!["c".into(), "d".into()],
+                changed: vec!["x".into()],
+                replaced: vec!["a".into()],
+                removed: vec!["b".into()],
+            }
+        );
+    }
+}
