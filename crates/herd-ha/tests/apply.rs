@@ -30,8 +30,15 @@ fn main() {
     println!("ok");
 }
 
-/// One VRRP instance `vi` (VRID 62) on `iface` with the VIP.
-fn config(iface: &str, priority: u8, advert_ms: u64) -> VrrpConfig {
+/// One VRRP instance `vi` (VRID 62) on `iface` with the VIP and `more` VIPs.
+fn config(iface: &str, priority: u8, advert_ms: u64, more: &[&str]) -> VrrpConfig {
+    let vips = std::iter::once(VIP)
+        .chain(more.iter().copied())
+        .map(|a| Vip {
+            addr: a.parse().expect("an address"),
+            prefix: 24,
+        })
+        .collect();
     VrrpConfig {
         instances: vec![VrrpInstance {
             name: "vi".into(),
@@ -42,10 +49,7 @@ fn config(iface: &str, priority: u8, advert_ms: u64) -> VrrpConfig {
             advert_int: Duration::from_millis(advert_ms),
             preempt: true,
             preempt_delay: Duration::ZERO,
-            vips: vec![Vip {
-                addr: VIP.parse().expect("an address"),
-                prefix: 24,
-            }],
+            vips,
             unicast_peers: Vec::new(),
             auth_key_file: None,
             auth_pass: None,
@@ -63,7 +67,7 @@ fn config(iface: &str, priority: u8, advert_ms: u64) -> VrrpConfig {
 }
 
 /// The router: starts with no instance, then obeys one command per line:
-/// `apply IFACE PRIORITY ADVERT_MS`, `clear` (apply an empty config), `status`, `quit`.
+/// `apply IFACE PRIORITY ADVERT_MS [VIP…]`, `clear` (apply an empty config), `status`, `quit`.
 fn router() {
     let ha = Ha::new().expect("VRRP starts without instances");
     let mut out = std::io::stdout();
@@ -71,11 +75,12 @@ fn router() {
         let line = line.expect("stdin");
         let words: Vec<&str> = line.split_whitespace().collect();
         let answer = match words.as_slice() {
-            ["apply", iface, priority, ms] => {
+            ["apply", iface, priority, ms, more @ ..] => {
                 let cfg = config(
                     iface,
                     priority.parse().expect("priority"),
                     ms.parse().expect("ms"),
+                    more,
                 );
                 match ha.apply(&cfg) {
                     Ok(a) => format!("ok {:?}", a),
@@ -257,6 +262,20 @@ fn apply_changes_priority_and_interval_in_place() {
     );
     assert_eq!(r2.status().state, "backup");
     assert!(d1.has_addr(VIP) && !d2.has_addr(VIP));
+
+    // A VIP more, then one less: the master adds it and removes it, and stays master.
+    let answer = r1.ask("apply eth0 120 300 10.62.0.101");
+    assert!(answer.contains(r#"changed: ["vi"]"#), "{answer}");
+    wait_for("the new VIP on d1", 5, || d1.has_addr("10.62.0.101"));
+    assert!(d1.has_addr(VIP) && !d2.has_addr("10.62.0.101"));
+    assert!(r1.apply("eth0", 120, 300).contains(r#"changed: ["vi"]"#));
+    wait_for("the VIP gone from d1", 5, || !d1.has_addr("10.62.0.101"));
+    assert!(d1.has_addr(VIP));
+    let s = r1.status();
+    assert_eq!(
+        (s.state.as_str(), s.transitions),
+        ("master", before.transitions)
+    );
 
     // Below r2's priority: r2 preempts, the VIP moves.
     assert!(r1.apply("eth0", 50, 300).contains(r#"changed: ["vi"]"#));
