@@ -1,17 +1,17 @@
 //! The I/O shell around the state machines: raw sockets, timers, netlink, announcements and
 //! hooks, and the one path from the running instances to a config ([`Ha::apply`]).
 //!
-//! VRRP runs on a thread of its own (`herd-vrrp`, a single-threaded runtime), so that API
+//! VRRP runs on a thread of its own (named `herd-vrrp`, a single-threaded runtime), so that API
 //! requests, reloads or health history writes on the control thread never delay an advert.
-//! Instances are grouped by interface and family ([`group`]): one raw socket per group
+//! Instances are grouped by interface and family (`group`): one raw socket per group
 //! receives every VRRP packet on it and hands each to the instance with its VRID. The
-//! [`supervisor`] holds the running config and applies new ones: what an apply does is
-//! planned without I/O ([`plan`]), everything that can fail is done before anything changes,
-//! and each group then carries out its part ([`change`]).
+//! `supervisor` holds the running config and applies new ones: what an apply does is
+//! planned without I/O (`plan`), everything that can fail is done before anything changes,
+//! and each group then carries out its part (`change`).
 //!
-//! - [`io`]: the narrow trait through which a group touches the world, and the real one.
-//! - [`member`]: one instance in its group, the checks a received advert passes.
-//! - [`park`]: hand-overs and the real-server role.
+//! - `io`: the narrow trait through which a group touches the world, and the real one.
+//! - `member`: one instance in its group, the checks a received advert passes.
+//! - `park`: hand-overs and the real-server role.
 
 mod change;
 mod group;
