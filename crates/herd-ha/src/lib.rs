@@ -1,19 +1,18 @@
-//! Director failover with VRRP.
+//! Director failover with VRRP: the I/O shell around the protocol core.
 //!
-//! - [`packet`]: the wire format (v3 for IPv4 and IPv6, v2 for IPv4), parsing that never
-//!   panics and names why a packet is dropped.
-//! - [`state`]: the state machine of one virtual router, without I/O (a fake clock tests it).
-//! - [`auth`]: herd's HMAC-SHA256 trailer with anti-replay, for herd-only groups.
-//! - [`shell`]: the I/O around them: raw sockets, timers, VIPs over netlink ([`netlink`]),
-//!   gratuitous ARP and unsolicited NA ([`announce`]), role-change hooks ([`notify`]), and
-//!   hand-overs that keep open connections ([`handover`]), tracked scripts and services
-//!   ([`track`]).
-pub mod auth;
-pub mod packet;
-pub mod state;
+//! - [`packet`], [`state`], [`auth`]: the protocol core, re-exported from the crate
+//!   `herd-vrrp`, which cannot do I/O.
+//! - [`shell`]: [`Ha`], the running instances, and [`Ha::apply`], the one path from them to a
+//!   config (start is an apply from empty; a reload applies the difference in place).
+//!   Around the core: raw sockets, timers, VIPs over netlink ([`netlink`]), gratuitous ARP
+//!   and unsolicited NA ([`announce`]), role-change hooks ([`notify`]), hand-overs that keep
+//!   open connections ([`handover`]), tracked scripts and services ([`track`]).
+//! - [`HaError`]: why starting, applying or a command failed.
+pub use herd_vrrp::{auth, packet, state};
 
 pub mod ancillary;
 pub mod announce;
+mod error;
 pub mod handover;
 pub mod netlink;
 pub mod notify;
@@ -21,4 +20,5 @@ pub mod shell;
 mod sys;
 pub mod track;
 
-pub use shell::Ha;
+pub use error::HaError;
+pub use shell::{Applied, Ha};

@@ -94,9 +94,14 @@ pub async fn check(command: &str, timeout: Duration) -> bool {
     }
 }
 
-/// Runs a script every interval for as long as the runtime lives, keeping `passing` up to date.
-pub fn spawn(instance: String, script: TrackScript, passing: Arc<AtomicBool>) {
-    tokio::spawn(async move {
+/// Runs a script every interval, keeping `passing` up to date, until the returned handle
+/// aborts it (or the runtime ends).
+pub fn spawn(
+    instance: String,
+    script: TrackScript,
+    passing: Arc<AtomicBool>,
+) -> tokio::task::AbortHandle {
+    let task = tokio::spawn(async move {
         let mut h = Hysteresis::new(script.fall, script.rise);
         let mut tick = tokio::time::interval(script.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,6 +119,7 @@ pub fn spawn(instance: String, script: TrackScript, passing: Arc<AtomicBool>) {
             }
         }
     });
+    task.abort_handle()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use herd_ha::packet::{checksum, Advert, Ipv4Header, Version};
+use herd_vrrp::packet::{checksum, Advert, Ipv4Header, Version};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -55,7 +55,7 @@ impl Daemon {
         self.apply_mon(&next)?;
         let services = self.apply_lb(&next)?;
         let mut pending = Vec::new();
-        pending.extend(self.apply_ha(&prev, &next)?);
+        self.apply_ha(&next)?;
         self.apply_health(&next);
         pending.extend(self.apply_agent(&prev, &next));
         pending.extend(self.apply_web(&next));
@@ -98,17 +98,19 @@ impl Daemon {
         Ok(services)
     }
 
-    /// VRRP instances.
-    fn apply_ha(&self, prev: &Config, next: &Config) -> Result<Vec<String>, ApiError> {
-        if next.vrrp == prev.vrrp {
-            return Ok(Vec::new());
+    /// VRRP instances, changed in place (priorities, intervals, VIPs, peers, hooks,
+    /// tracking); an instance whose interface, VRID, family or version changes is replaced.
+    /// All or nothing: on an error (a missing interface, a socket, a key file) the running
+    /// instances stay as they were.
+    fn apply_ha(&self, next: &Config) -> Result<(), ApiError> {
+        let applied = self
+            .ha
+            .apply(&next.vrrp)
+            .map_err(|e| failed("cannot apply VRRP", e))?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "vrrp applied");
         }
-        if self.ha.get().is_some() || next.vrrp.instances.is_empty() {
-            return Ok(vec!["vrrp".to_string()]);
-        }
-        let ha = herd_ha::Ha::start(&next.vrrp).map_err(|e| failed("cannot start VRRP", e))?;
-        let _ = self.ha.set(ha);
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// The health monitor: unchanged checks keep running on their timers, the rest start,

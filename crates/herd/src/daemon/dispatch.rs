@@ -39,12 +39,6 @@ impl Daemon {
         Ok(&self.monitor)
     }
 
-    pub(super) fn ha(&self) -> Result<&herd_ha::Ha, ApiError> {
-        self.ha
-            .get()
-            .ok_or_else(|| invalid("no vrrp instances are configured".to_string()))
-    }
-
     /// Answers one API request.
     pub fn handle(&self, req: Request) -> Response {
         match self.dispatch(req) {
@@ -141,15 +135,15 @@ impl Daemon {
             } => lb(self.table().set_admin(&service, address, state)),
             Request::Nodes => Ok(self.nodes()),
             Request::HaStatus => Ok(Response::Ha {
-                instances: self.ha.get().map(|h| h.status()).unwrap_or_default(),
+                instances: self.ha.status(),
             }),
             Request::HaFailover { instances } => self
-                .ha()?
+                .ha
                 .failover(instances)
                 .map(|instances| Response::HaChanged { instances })
                 .map_err(invalid),
             Request::HaResume { instances } => self
-                .ha()?
+                .ha
                 .resume(instances)
                 .map(|instances| Response::HaChanged { instances })
                 .map_err(invalid),

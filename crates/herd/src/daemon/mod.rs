@@ -73,8 +73,8 @@ pub struct Daemon {
     dp: Arc<dyn DataPlane>,
     started: Instant,
     reloads: AtomicU64,
-    /// VRRP, once a config has had instances; changes to them take effect at restart.
-    ha: std::sync::OnceLock<herd_ha::Ha>,
+    /// VRRP: the instances of the config applied last (none is fine).
+    ha: herd_ha::Ha,
     /// The agent's revoked serials, shared with its TLS verifier (reload replaces them).
     revoked: herd_agent::tls::Revoked,
     /// The sync modules the agent serves (reload replaces them).
@@ -157,15 +157,22 @@ impl Daemon {
                 format!("cannot start the data plane: {e}"),
             )
         })?;
-        Ok(Daemon::assemble(source, Arc::new(proxy), settings))
+        Daemon::assemble(source, Arc::new(proxy), settings)
     }
 
     /// A daemon running nothing yet on the data plane `dp`.
-    fn assemble(source: Source, dp: Arc<dyn DataPlane>, settings: Settings) -> Arc<Daemon> {
+    fn assemble(
+        source: Source,
+        dp: Arc<dyn DataPlane>,
+        settings: Settings,
+    ) -> Result<Arc<Daemon>, ApiError> {
         let table = Arc::new(Mutex::new(Table::new(settings, dp.clone())));
         let monitor = Monitor::new(Arc::new(TableDirector(table.clone())));
+        // No instances yet: an idle thread, nothing opened until an apply brings some.
+        let ha = herd_ha::Ha::new()
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("cannot start VRRP: {e}")))?;
         let empty = Config::default();
-        Arc::new_cyclic(|me| Daemon {
+        Ok(Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
             caps: Mutex::new(crate::fdlimit::Caps::default()),
             revoked: crate::agent::revoked_set(&empty.agent),
@@ -173,7 +180,7 @@ impl Daemon {
                 &empty.cluster,
                 &empty.sync_modules,
             ))),
-            ha: std::sync::OnceLock::new(),
+            ha,
             web: std::sync::OnceLock::new(),
             mon: crate::monproto::Port::default(),
             nodes: Arc::default(),
@@ -185,7 +192,7 @@ impl Daemon {
             dp,
             started: Instant::now(),
             reloads: AtomicU64::new(0),
-        })
+        }))
     }
 
     /// The config applied last.
@@ -219,16 +226,12 @@ impl Daemon {
     /// backup takes over at once instead of after the master-down interval; the open
     /// connections drain here, see `herd_ha::handover`).
     pub fn stop_ha(&self) {
-        if let Some(h) = self.ha.get() {
-            h.stop();
-        }
+        self.ha.stop();
     }
 
     /// After the drain: VIPs parked for the hand-over go, VRRP ends.
     pub fn finish_ha(&self) {
-        if let Some(h) = self.ha.get() {
-            h.finish();
-        }
+        self.ha.finish();
     }
 
     /// Housekeeping every second; rates are sampled every two seconds as the kernel does.
@@ -246,18 +249,19 @@ impl Daemon {
 
     /// VRRP's `track-service`: which tracked virtual services are failing now.
     fn tell_ha_services(&self) {
-        let Some(ha) = self.ha.get().filter(|h| !h.tracked_services().is_empty()) else {
+        let tracked = self.ha.tracked_services();
+        if tracked.is_empty() {
             return;
-        };
+        }
         let failing = self
             .table()
             .services()
             .iter()
             .filter_map(|s| Some((s.spec().name?, s)))
-            .filter(|(name, s)| ha.tracked_services().contains(name) && s.failing())
+            .filter(|(name, s)| tracked.contains(name) && s.failing())
             .map(|(name, _)| name)
             .collect();
-        ha.set_failing_services(failing);
+        self.ha.set_failing_services(failing);
     }
 
     /// Stops accepting and waits for open connections to finish, at most `timeout`.

@@ -40,7 +40,8 @@ fn daemon(dir: &std::path::Path, text: &str) -> (Arc<Daemon>, Arc<Recording>) {
         Source::File(path),
         rec.clone(),
         Settings::from_config(&cfg.lb),
-    );
+    )
+    .unwrap();
     d.apply(cfg).unwrap();
     (d, rec)
 }

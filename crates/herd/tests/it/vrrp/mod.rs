@@ -7,6 +7,7 @@ mod handover;
 mod ipv6;
 mod keepalived;
 mod real_server;
+mod reload;
 mod tracking;
 mod unicast;
 

@@ -233,6 +233,8 @@ impl Instance {
         }
         out.push(self.send(self.priority));
         self.transition(State::Master, reason, out);
+        // A master advertises its own interval (RFC 5798 §6.4.3), whatever it heard before.
+        self.master_interval_cs = self.p.interval_cs;
         self.master = Some(self.local);
         self.deadline = Some(now + cs(u64::from(self.p.interval_cs)));
     }
@@ -359,24 +361,66 @@ impl Instance {
         out
     }
 
-    /// Tracking changed the priority in effect. A master advertises the new priority at once,
-    /// so that a backup that now outranks it can preempt without waiting for the next advert.
-    pub fn set_priority(&mut self, now: Instant, priority: u8) -> Vec<Action> {
-        let mut out = Vec::new();
-        let priority = if self.p.priority == 255 {
+    /// A priority in effect: 255 only for the address owner.
+    fn clamp(&self, priority: u8) -> u8 {
+        if self.p.priority == 255 {
             priority
         } else {
             priority.clamp(1, 254)
-        };
+        }
+    }
+
+    /// Tracking changed the priority in effect. A master advertises the new priority at once,
+    /// so that a backup that now outranks it can preempt without waiting for the next advert.
+    pub fn set_priority(&mut self, now: Instant, priority: u8) -> Vec<Action> {
+        let priority = self.clamp(priority);
         if priority == self.priority {
-            return out;
+            return Vec::new();
         }
         self.priority = priority;
-        if self.state == State::Master {
-            out.push(self.send(priority));
-            self.deadline = Some(now + cs(u64::from(self.p.interval_cs)));
+        self.advertise(now)
+    }
+
+    /// A master advertises at once (its priority, interval or addresses changed) and again one
+    /// interval later; in any other state nothing happens.
+    pub fn advertise(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != State::Master {
+            return Vec::new();
         }
-        out
+        self.deadline = Some(now + cs(u64::from(self.p.interval_cs)));
+        vec![self.send(self.priority)]
+    }
+
+    /// A reload changed the configuration; `priority` is the priority in effect under it (the
+    /// configured one moved by tracking). The role stays:
+    /// - a master advertises at once with the new priority and interval, and every new interval
+    ///   after; a backup that now outranks it preempts it as RFC 5798 §6.4.2 says;
+    /// - a backup ranks by the new priority from the next advert on: with preempt, a master it
+    ///   now outranks no longer resets its master-down timer, so it takes over when that runs
+    ///   out. A v2 backup expects its own interval (v2 groups share one);
+    /// - preempt and preempt-delay (counted from start-up) apply to the next advert heard.
+    ///
+    /// VRID and version cannot change in place: the shell replaces such an instance.
+    pub fn reconfigure(&mut self, now: Instant, p: Params, priority: u8) -> Vec<Action> {
+        debug_assert!(p.vrid == self.p.vrid && p.version == self.p.version);
+        let interval_changed = p.interval_cs != self.p.interval_cs;
+        self.p = p;
+        let priority = self.clamp(priority);
+        let priority_changed = priority != self.priority;
+        self.priority = priority;
+        match self.state {
+            State::Master => {
+                self.master_interval_cs = self.p.interval_cs;
+                if interval_changed || priority_changed {
+                    return self.advertise(now);
+                }
+            }
+            State::Backup | State::Init | State::Fault if self.p.version == Version::V2 => {
+                self.master_interval_cs = self.p.interval_cs;
+            }
+            _ => {}
+        }
+        Vec::new()
     }
 
     /// A tracked interface went down (`true`) or came back (`false`).

@@ -10,11 +10,9 @@
 //!
 //! keepalived does not speak this trailer: a group with keepalived in it runs without it.
 
+use ring::hmac;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use ring::hmac;
 
 use crate::packet::{Advert, Trailer};
 
@@ -66,12 +64,10 @@ impl Key {
 pub struct Sequence(u64);
 
 impl Sequence {
-    pub fn advance(&mut self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        self.0 = now.max(self.0 + 1);
+    /// The next sequence number, given the wall clock in microseconds since the Unix epoch
+    /// (the caller reads the clock: this crate does no I/O).
+    pub fn advance(&mut self, wall_us: u64) -> u64 {
+        self.0 = wall_us.max(self.0 + 1);
         self.0
     }
 }
@@ -144,9 +140,13 @@ mod tests {
 
     #[test]
     fn sequence_numbers_grow() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
         let mut s = Sequence::default();
-        let a = s.advance();
-        let b = s.advance();
+        let a = s.advance(wall);
+        let b = s.advance(wall);
         assert!(b > a && a > 1_600_000_000_000_000);
     }
 }

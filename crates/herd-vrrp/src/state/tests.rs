@@ -300,3 +300,118 @@ fn own_adverts_are_ignored() {
     i.advert(t0 + ms(10), ip("10.0.0.1"), &adv(200, 10));
     assert_eq!(i.deadline(), d);
 }
+
+fn intervals(actions: &[Action]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { interval_cs, .. } => Some(*interval_cs),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An instance that became master at `t0` (no one else heard).
+fn master_at(t0: Instant, priority: u8) -> Instance {
+    let mut i = Instance::new(params(priority), ip("10.0.0.1"));
+    i.start(t0);
+    let out = i.poll(i.deadline().unwrap());
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    i
+}
+
+#[test]
+fn a_master_reconfigured_stays_master_and_advertises_the_new_settings_at_once() {
+    let t0 = Instant::now();
+    let mut i = master_at(t0, 100);
+    let now = i.deadline().unwrap() - ms(50);
+    let mut p = params(80);
+    p.interval_cs = 25;
+    let out = i.reconfigure(now, p, 80);
+    assert_eq!(became(&out), None, "the role stays: {out:?}");
+    assert_eq!(sends(&out), vec![80]);
+    assert_eq!(intervals(&out), vec![25]);
+    assert_eq!((i.priority(), i.master_interval_cs()), (80, 25));
+    // The next adverts follow the new interval.
+    assert_eq!(i.deadline(), Some(now + ms(250)));
+    assert!(i.poll(now + ms(249)).is_empty());
+    assert_eq!(intervals(&i.poll(now + ms(250))), vec![25]);
+    // Unchanged settings send nothing extra.
+    let mut p = params(80);
+    p.interval_cs = 25;
+    assert!(i.reconfigure(now + ms(260), p, 80).is_empty());
+}
+
+#[test]
+fn a_master_whose_priority_drops_is_preempted_by_a_peer_that_now_outranks_it() {
+    let t0 = Instant::now();
+    let (a_ip, b_ip) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    let mut a = master_at(t0, 100);
+    let mut b = Instance::new(params(90), b_ip);
+    let t1 = a.deadline().unwrap();
+    b.start(t1);
+    b.advert(t1, a_ip, &adv(100, 10));
+    // The reload lowers a's priority below b's: a says so at once, and b lets its timer run.
+    let out = a.reconfigure(t1 + ms(10), params(50), 50);
+    assert_eq!(sends(&out), vec![50]);
+    assert_eq!(a.state(), State::Master);
+    let deadline = b.deadline().unwrap();
+    assert!(b.advert(t1 + ms(10), a_ip, &adv(50, 10)).is_empty());
+    assert_eq!(
+        b.deadline(),
+        Some(deadline),
+        "a master of lower priority resets nothing"
+    );
+    let out = b.poll(deadline);
+    assert_eq!(became(&out), Some((State::Master, Reason::MasterDown)));
+    // a hears b's advert of higher priority and steps down.
+    let out = a.advert(deadline, b_ip, &adv(90, 10));
+    assert_eq!(became(&out), Some((State::Backup, Reason::Preempted)));
+}
+
+#[test]
+fn a_backup_raised_above_the_master_takes_over_only_with_preempt() {
+    let t0 = Instant::now();
+    let m = ip("10.0.0.2");
+    for preempt in [true, false] {
+        let mut b = Instance::new(params(90), ip("10.0.0.1"));
+        b.start(t0);
+        b.advert(t0, m, &adv(100, 10));
+        let mut p = params(150);
+        p.preempt = preempt;
+        assert!(b.reconfigure(t0 + ms(10), p, 150).is_empty());
+        assert_eq!((b.state(), b.priority()), (State::Backup, 150));
+        let mut now = t0 + ms(100);
+        let mut took_over = false;
+        while now < t0 + ms(2000) && !took_over {
+            b.advert(now, m, &adv(100, 10));
+            took_over = became(&b.poll(now + ms(1))) == Some((State::Master, Reason::MasterDown));
+            now += ms(100);
+        }
+        assert_eq!(took_over, preempt, "preempt = {preempt}");
+    }
+}
+
+#[test]
+fn a_v2_backup_expects_its_new_interval() {
+    let mut p = params(100);
+    p.version = Version::V2;
+    p.interval_cs = 100;
+    let mut b = Instance::new(p.clone(), ip("10.0.0.1"));
+    b.start(Instant::now());
+    p.interval_cs = 200;
+    assert!(b.reconfigure(Instant::now(), p, 100).is_empty());
+    assert_eq!(b.master_interval_cs(), 200);
+    assert_eq!(b.master_down(), ms(6000) + b.skew());
+}
+
+#[test]
+fn a_backup_that_becomes_master_advertises_its_own_interval() {
+    let t0 = Instant::now();
+    let mut b = Instance::new(params(100), ip("10.0.0.1"));
+    b.start(t0);
+    b.advert(t0, ip("10.0.0.2"), &adv(200, 50));
+    assert_eq!(b.master_interval_cs(), 50);
+    b.poll(b.deadline().unwrap());
+    assert_eq!((b.state(), b.master_interval_cs()), (State::Master, 10));
+}
