@@ -1,4 +1,5 @@
-//! `herd reload` applies VRRP changes in the running daemon: priority and advert interval.
+//! `herd reload` applies VRRP changes in the running daemon: priority and advert interval, with
+//! the data plane's workers in the same reload.
 
 use std::time::Duration;
 
@@ -23,11 +24,15 @@ fn a_reload_applies_priority_and_advert_interval_in_place() {
         "{}",
         d1.report("d1 never became master")
     );
-    // Priority 100 (below d2's 150) and a 300 ms interval: both apply in this process.
+    // Priority 100 (below d2's 150), a 300 ms interval and 2 data-plane workers instead of 1:
+    // all three apply in this process.
     d1.configure(Some(Vrrp {
         priority: 100,
         advert_ms: 300,
     }));
+    let text = std::fs::read_to_string(&d1.config).unwrap();
+    assert!(text.contains("workers = 1\n"), "{text}");
+    std::fs::write(&d1.config, text.replace("workers = 1\n", "workers = 2\n")).unwrap();
     let out = d1.herd(&["reload"]);
     let said =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -35,6 +40,9 @@ fn a_reload_applies_priority_and_advert_interval_in_place() {
     assert!(!said.contains("restart"), "{said}");
     let s = d1.status();
     assert_eq!(s[0]["priority"], 100, "{s}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&d1.herd(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["workers"], 2, "{st}");
     assert!(
         wait_until(Duration::from_secs(5), || d2.state().as_deref()
             == Some("master")
