@@ -8,7 +8,7 @@
 //! server, check or instance leaves the config. The families are tables ([`SERVICE`],
 //! [`REAL`], [`TARGET`], [`VRRP`]) of a name, a help text and how to read the value.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use herd_core::api::{
     HealthCheckStatus, HealthTargetStatus, RealStatus, ServiceStatus, VrrpStatus,
@@ -24,31 +24,13 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 
+use crate::access::session;
 use crate::http::{self, Req, Resp};
 use crate::snapshot::{self, Snapshot};
-use crate::State;
+use crate::state::{State, WebCounters};
 
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// The web server's own counters.
-#[derive(Debug, Default)]
-pub struct WebCounters {
-    logins_ok: AtomicU64,
-    logins_failed: AtomicU64,
-    logins_limited: AtomicU64,
-}
-
-impl WebCounters {
-    pub fn login(&self, outcome: &str) {
-        match outcome {
-            "ok" => &self.logins_ok,
-            "limited" => &self.logins_limited,
-            _ => &self.logins_failed,
-        }
-        .fetch_add(1, Relaxed);
-    }
-}
 
 /// A sample's value; its variant is its family's type.
 #[derive(Debug, Clone, Copy)]
@@ -509,8 +491,8 @@ fn logins(f: &mut Families, web: &WebCounters, sessions: usize) {
 }
 
 pub async fn serve(st: &Arc<State>, req: &Req) -> Resp {
-    if !st.cfg().metrics_public && !bearer_ok(st, req) && http::session(st, req).is_none() {
-        return crate::api::unauthorized();
+    if !st.cfg().metrics_public && !bearer_ok(st, req) && session(st, req).is_none() {
+        return http::unauthorized();
     }
     let snap = snapshot::take(st, snapshot::Want::default()).await;
     let idle = st.cfg().session_timeout;
@@ -525,13 +507,8 @@ pub async fn serve(st: &Arc<State>, req: &Req) -> Resp {
 
 /// `Authorization: Bearer TOKEN` with the token of `web.metrics-token-file`.
 fn bearer_ok(st: &State, req: &Req) -> bool {
-    let token = st
-        .metrics_token
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
     match (
-        token,
+        st.metrics_token(),
         req.header("authorization")
             .and_then(|h| h.strip_prefix("Bearer ")),
     ) {
