@@ -524,4 +524,132 @@ mod tests {
             assert!(seen.insert(l.split(' ').nth(2).unwrap().to_string()), "{l}");
         }
     }
+
+    /// `GET /static/app.css` over a new connection: the status line, or the connect error.
+    async fn get(addr: SocketAddr) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await?;
+        c.write_all(
+            b"GET /static/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await?;
+        let text = String::from_utf8_lossy(&out);
+        Ok(text.lines().next().unwrap_or("").to_string())
+    }
+
+    /// Waits (at most two seconds) until nothing listens at `addr` any more.
+    async fn refused(addr: SocketAddr) -> bool {
+        for _ in 0..200 {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        false
+    }
+
+    fn listen(addr: &str) -> WebConfig {
+        WebConfig {
+            listen: addr.parse().unwrap(),
+            ..WebConfig::default()
+        }
+    }
+
+    /// A port nothing listens on now.
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_that_moves_the_port_serves_on_the_new_port_and_not_the_old() {
+        let w = web(Arc::new(Fake::default())).await;
+        w.apply(Some(&listen("127.0.0.1:0"))).unwrap();
+        let old = w.local_addr().unwrap();
+        assert_eq!(get(old).await.unwrap(), "HTTP/1.1 200 OK");
+        let port = free_port();
+        w.apply(Some(&listen(&format!("127.0.0.1:{port}"))))
+            .unwrap();
+        let new = w.local_addr().unwrap();
+        assert_eq!(new.port(), port);
+        assert_eq!(get(new).await.unwrap(), "HTTP/1.1 200 OK");
+        assert!(refused(old).await, "{old} still accepts");
+        // The same section again changes nothing: the listener stays.
+        w.apply(Some(&listen(&format!("127.0.0.1:{port}"))))
+            .unwrap();
+        assert_eq!(w.local_addr(), Some(new));
+        assert_eq!(get(new).await.unwrap(), "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_with_a_bad_certificate_keeps_the_old_listener_and_reports_the_error() {
+        let w = web(Arc::new(Fake::default())).await;
+        w.apply(Some(&listen("127.0.0.1:0"))).unwrap();
+        let old = w.local_addr().unwrap();
+        let dir = std::env::temp_dir().join(format!("herd-web-badcert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, "not a certificate\n").unwrap();
+        std::fs::write(&key, "not a key\n").unwrap();
+        let port = free_port();
+        let mut cfg = listen(&format!("127.0.0.1:{port}"));
+        cfg.tls = Some((cert.clone(), key));
+        cfg.users.push(herd_core::config::web::WebUser {
+            name: "ann".into(),
+            password: String::new(),
+            role: herd_core::config::web::WebRole::Admin,
+        });
+        let e = w.apply(Some(&cfg)).unwrap_err();
+        assert!(matches!(e, WebError::Tls(TlsError::NoCert { .. })), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("web.tls-cert: {}: no certificate", cert.display())
+        );
+        // Nothing of the new section applied: the old listener serves, the new port is not
+        // bound, the new user is unknown.
+        assert_eq!(w.local_addr(), Some(old));
+        assert_eq!(get(old).await.unwrap(), "HTTP/1.1 200 OK");
+        let new: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert!(refused(new).await);
+        assert!(w.state.cfg().users.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn adding_web_starts_the_dashboard_and_removing_it_stops_it() {
+        let w = web(Arc::new(Fake::default())).await;
+        assert_eq!(w.local_addr(), None);
+        w.apply(None).unwrap();
+        let mut cfg = listen("127.0.0.1:0");
+        cfg.users.push(herd_core::config::web::WebUser {
+            name: "ann".into(),
+            password: String::new(),
+            role: herd_core::config::web::WebRole::Admin,
+        });
+        w.apply(Some(&cfg)).unwrap();
+        let addr = w.local_addr().unwrap();
+        assert_eq!(get(addr).await.unwrap(), "HTTP/1.1 200 OK");
+        let (token, _) = w.state.sessions.lock().unwrap().open(
+            &cfg.users[0],
+            std::time::Instant::now(),
+            cfg.session_timeout,
+        );
+        w.apply(None).unwrap();
+        assert_eq!(w.local_addr(), None);
+        assert!(refused(addr).await, "{addr} still accepts");
+        assert!(w.state.cfg().users.is_empty());
+        let s = w.state.sessions.lock().unwrap().get(
+            &token,
+            &cfg.users,
+            std::time::Instant::now(),
+            cfg.session_timeout,
+        );
+        assert!(s.is_none(), "the session outlived [web]");
+        // And back: a new listener.
+        w.apply(Some(&cfg)).unwrap();
+        let again = w.local_addr().unwrap();
+        assert_eq!(get(again).await.unwrap(), "HTTP/1.1 200 OK");
+    }
 }
