@@ -127,9 +127,10 @@ impl Web {
             Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
             None => None,
         };
+        // The same address, or the one the kernel chose for port 0: the listener stays.
         let moved = running
             .as_ref()
-            .is_none_or(|r| r.serving.addr != cfg.listen);
+            .is_none_or(|r| r.serving.addr != cfg.listen && r.serving.local != cfg.listen);
         let listener = if moved {
             Some(server::bind(cfg.listen)?)
         } else {
@@ -651,5 +652,71 @@ mod tests {
         w.apply(Some(&cfg)).unwrap();
         let again = w.local_addr().unwrap();
         assert_eq!(get(again).await.unwrap(), "HTTP/1.1 200 OK");
+    }
+
+    /// A self-signed certificate for `localhost`, written to `dir` as `NAME.crt` and
+    /// `NAME.key`; returns the paths and the certificate's DER.
+    fn certificate(
+        dir: &std::path::Path,
+        name: &str,
+    ) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        (crt, key, c.cert.der().to_vec())
+    }
+
+    /// A TLS handshake with `addr` trusting `der` only; the certificate the server showed.
+    async fn handshake(addr: SocketAddr, der: &[u8]) -> Result<Vec<u8>, String> {
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(der.to_vec())).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("localhost").unwrap();
+        let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let shown = s.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        Ok(shown)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_new_certificate_serves_new_connections_on_the_same_listener() {
+        let dir = std::env::temp_dir().join(format!("herd-web-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (crt_a, key_a, der_a) = certificate(&dir, "a");
+        let (crt_b, key_b, der_b) = certificate(&dir, "b");
+        let w = web(Arc::new(Fake::default())).await;
+        w.apply(Some(&listen("127.0.0.1:0"))).unwrap();
+        let addr = w.local_addr().unwrap();
+        assert_eq!(get(addr).await.unwrap(), "HTTP/1.1 200 OK");
+        let mut cfg = listen(&addr.to_string());
+        cfg.tls = Some((crt_a, key_a));
+        w.apply(Some(&cfg)).unwrap();
+        assert_eq!(w.local_addr(), Some(addr), "the same listener");
+        assert_eq!(handshake(addr, &der_a).await.unwrap(), der_a);
+        // Plain HTTP is not answered any more.
+        assert_ne!(get(addr).await.unwrap_or_default(), "HTTP/1.1 200 OK");
+        cfg.tls = Some((crt_b, key_b));
+        w.apply(Some(&cfg)).unwrap();
+        assert_eq!(handshake(addr, &der_b).await.unwrap(), der_b);
+        assert!(
+            handshake(addr, &der_a).await.is_err(),
+            "the old certificate"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
