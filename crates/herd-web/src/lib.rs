@@ -299,10 +299,23 @@ impl Web {
         }
     }
 
-    /// [`Web::apply`] for the daemon's reload as it is: every key applies now, so nothing
-    /// waits for a restart; an error is logged and the dashboard goes on as it was.
+    /// The daemon's reload as it is: a `[web]` section applies through [`Web::apply`] (every
+    /// key now; an error is logged and the dashboard goes on as it was). Without one, as
+    /// before the apply path: nobody can log in and every session ends, but the listener stays
+    /// and `web` is named as waiting for a restart ([`Web::apply`] with `None` stops it).
     pub fn reload(&self, cfg: Option<&WebConfig>) -> Vec<String> {
-        if let Err(e) = self.apply(cfg) {
+        let Some(cfg) = cfg else {
+            let st = &self.state;
+            let mut c = (*st.cfg()).clone();
+            c.users.clear();
+            st.set_cfg(c);
+            st.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            return vec!["web".to_string()];
+        };
+        if let Err(e) = self.apply(Some(cfg)) {
             tracing::error!("{e}; the dashboard goes on as it was");
         }
         Vec::new()
