@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::error::{TlsError, WebError};
 use crate::http::{full, Req, Resp};
-use crate::state::State;
+use crate::state::{KeySlot, State};
 
 /// Largest request body read (forms and JSON are small).
 const MAX_BODY: usize = 64 << 10;
@@ -148,7 +148,7 @@ async fn accept_loop(st: Arc<State>, l: TcpListener, tls: Tls, mut retired: watc
                 continue;
             }
         };
-        let Some(client_slot) = client_slot(&st, peer) else {
+        let Some(share) = share(&st, peer) else {
             tracing::debug!(%peer, "web: too many connections from one address");
             continue;
         };
@@ -156,7 +156,7 @@ async fn accept_loop(st: Arc<State>, l: TcpListener, tls: Tls, mut retired: watc
         let acceptor = tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         let (st, retired) = (st.clone(), retired.clone());
         tokio::spawn(async move {
-            let _held = (permit, client_slot);
+            let _held = (permit, share);
             match acceptor {
                 Some(acc) => match tokio::time::timeout(HEADER_TIMEOUT, acc.accept(stream)).await {
                     Ok(Ok(s)) => connection(st, peer, true, TokioIo::new(s), retired).await,
@@ -169,23 +169,28 @@ async fn accept_loop(st: Arc<State>, l: TcpListener, tls: Tls, mut retired: watc
     }
 }
 
-/// The client's share of the connections: none left, `None`; a trusted proxy carries many
-/// clients and is not held to one client's share (`Some(None)`).
-#[allow(clippy::option_option)]
-fn client_slot(st: &Arc<State>, peer: SocketAddr) -> Option<Option<crate::state::KeySlot<IpAddr>>> {
+/// What an accepted connection holds of the per-client cap, given back when it ends.
+enum Share {
+    /// A trusted proxy carries many clients: it is not held to one client's share.
+    Proxy,
+    Client(#[allow(dead_code, reason = "held for its drop")] KeySlot<IpAddr>),
+}
+
+/// The peer's share of the connections, or none when its client holds its share already.
+fn share(st: &State, peer: SocketAddr) -> Option<Share> {
     let proxy = st
         .cfg()
         .trusted_proxies
         .iter()
         .any(|n| herd_core::config::web::in_net(peer.ip(), *n));
     if proxy {
-        return Some(None);
+        return Some(Share::Proxy);
     }
     // IPv6 clients by /64, as the login limiter counts them: one host usually has the whole
     // /64, and counting each of its addresses would give it 2^64 shares.
     st.per_client
         .take(&herd_core::addr::client_key(peer.ip()))
-        .map(Some)
+        .map(Share::Client)
 }
 
 async fn connection<I>(
