@@ -26,6 +26,13 @@ pub enum WebError {
     NoRuntime,
 }
 
+impl WebError {
+    /// The address is taken (by us, on an overlapping address, or by another program).
+    pub fn addr_in_use(&self) -> bool {
+        matches!(self, WebError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
 /// The dashboard's certificate or key does not load.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -132,7 +132,7 @@ impl Web {
             .as_ref()
             .is_none_or(|r| r.serving.addr != cfg.listen && r.serving.local != cfg.listen);
         let listener = if moved {
-            Some(server::bind(cfg.listen)?)
+            Some(self.bind_moved(&mut running, cfg.listen)?)
         } else {
             None
         };
@@ -141,22 +141,53 @@ impl Web {
         st.set_metrics_token(token);
         st.audit.set_path(cfg.audit_log.clone());
         st.set_cfg(cfg.clone());
-        match (listener, running.as_mut()) {
-            (None, Some(r)) => {
-                *r.serving.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        if let Some(l) = listener {
+            let tls = Arc::new(RwLock::new(acceptor));
+            let serving = Serving::start(st.clone(), cfg.listen, l, tls);
+            tracing::info!(url = %url(&serving), users = cfg.users.len(), "dashboard");
+            match running.as_mut() {
+                Some(r) => std::mem::replace(&mut r.serving, serving).retire(),
+                None => *running = Some(self.start(serving)),
             }
-            (Some(l), old) => {
-                let tls = Arc::new(RwLock::new(acceptor));
-                let serving = Serving::start(st.clone(), cfg.listen, l, tls);
-                tracing::info!(url = %url(&serving), users = cfg.users.len(), "dashboard");
-                match old {
-                    Some(r) => std::mem::replace(&mut r.serving, serving).retire(),
-                    None => *running = Some(self.start(serving)),
-                }
-            }
-            (None, None) => unreachable!("no listener is bound only when one serves"),
+        } else if let Some(r) = running.as_mut() {
+            *r.serving.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
         }
         Ok(())
+    }
+
+    /// Binds the address a `[web]` section moves to. Where the running listener holds that
+    /// port on an overlapping address (`127.0.0.1:P` to `0.0.0.0:P`) the two cannot listen at
+    /// once: the old one stops listening first, and if the new address still cannot be
+    /// bound, a new socket takes the old address back (open connections go on either way).
+    fn bind_moved(
+        &self,
+        running: &mut Option<Running>,
+        addr: SocketAddr,
+    ) -> Result<tokio::net::TcpListener, WebError> {
+        let e = match server::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        let Some(r) = running
+            .as_mut()
+            .filter(|r| e.addr_in_use() && r.serving.local.port() == addr.port())
+        else {
+            return Err(e);
+        };
+        r.serving.stop_listening();
+        let e = match server::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        match server::bind(r.serving.local) {
+            Ok(back) => {
+                let (addr, tls) = (r.serving.addr, r.serving.tls.clone());
+                let serving = Serving::start(self.state.clone(), addr, back, tls);
+                std::mem::replace(&mut r.serving, serving).retire();
+            }
+            Err(lost) => tracing::error!("{lost}: the dashboard does not listen any more"),
+        }
+        Err(e)
     }
 
     /// Starts what goes with the first listener: the history sampler, and the dummy hash
@@ -589,7 +620,9 @@ mod tests {
         let new = w.local_addr().unwrap();
         assert_eq!(new.port(), port);
         assert_eq!(get(new).await.unwrap(), "HTTP/1.1 200 OK");
-        assert!(refused(old).await, "{old} still accepts");
+        // Refused from the moment the reload returns.
+        let e = tokio::net::TcpStream::connect(old).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{old}");
         // The same section again changes nothing: the listener stays.
         w.apply(Some(&listen(&format!("127.0.0.1:{port}"))))
             .unwrap();
@@ -731,5 +764,71 @@ mod tests {
             "the old certificate"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_to_an_overlapping_address_on_the_same_port_takes_the_port_over() {
+        let w = web(Arc::new(Fake::default())).await;
+        let port = free_port();
+        w.apply(Some(&listen(&format!("127.0.0.1:{port}"))))
+            .unwrap();
+        let lo: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // A request begun before the move is finished after it.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut open = tokio::net::TcpStream::connect(lo).await.unwrap();
+        open.write_all(b"GET /static/app.css HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        w.apply(Some(&listen(&format!("0.0.0.0:{port}")))).unwrap();
+        assert_eq!(
+            w.local_addr(),
+            Some(format!("0.0.0.0:{port}").parse().unwrap())
+        );
+        assert_eq!(get(lo).await.unwrap(), "HTTP/1.1 200 OK", "through 0.0.0.0");
+        open.write_all(b"Host: 127.0.0.1\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        open.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK"), "{answer:?}");
+        // And back.
+        w.apply(Some(&listen(&format!("127.0.0.1:{port}"))))
+            .unwrap();
+        assert_eq!(w.local_addr(), Some(lo));
+        assert_eq!(get(lo).await.unwrap(), "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_port_another_program_holds_is_refused_and_the_old_listener_serves_on() {
+        let w = web(Arc::new(Fake::default())).await;
+        w.apply(Some(&listen("127.0.0.1:0"))).unwrap();
+        let old = w.local_addr().unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = other.local_addr().unwrap();
+        let e = w.apply(Some(&listen(&taken.to_string()))).unwrap_err();
+        assert!(e.addr_in_use(), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("web.listen: cannot bind {taken}: ")),
+            "{e}"
+        );
+        assert_eq!(w.local_addr(), Some(old));
+        assert_eq!(get(old).await.unwrap(), "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_takeover_of_the_same_port_gives_the_old_address_back() {
+        let w = web(Arc::new(Fake::default())).await;
+        let port = free_port();
+        let lo: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        w.apply(Some(&listen(&lo.to_string()))).unwrap();
+        // Another program on the same port of another loopback address: 0.0.0.0 cannot be had
+        // even once ours stops listening.
+        let _other = std::net::TcpListener::bind(format!("127.0.0.2:{port}")).unwrap();
+        let e = w
+            .apply(Some(&listen(&format!("0.0.0.0:{port}"))))
+            .unwrap_err();
+        assert!(e.addr_in_use(), "{e:?}");
+        assert_eq!(w.local_addr(), Some(lo));
+        assert_eq!(get(lo).await.unwrap(), "HTTP/1.1 200 OK");
     }
 }

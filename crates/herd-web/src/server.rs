@@ -98,6 +98,7 @@ pub(crate) struct Serving {
     /// Where it listens (the kernel's port when the config said 0).
     pub local: SocketAddr,
     pub tls: Tls,
+    listener: Arc<TcpListener>,
     retire: watch::Sender<bool>,
 }
 
@@ -105,24 +106,42 @@ impl Serving {
     /// Serves `l` on the current runtime (the caller has entered it).
     pub fn start(st: Arc<State>, addr: SocketAddr, l: TcpListener, tls: Tls) -> Serving {
         let local = l.local_addr().unwrap_or(addr);
+        let listener = Arc::new(l);
         let (retire, retired) = watch::channel(false);
-        tokio::spawn(accept_loop(st, l, tls.clone(), retired));
+        tokio::spawn(accept_loop(st, listener.clone(), tls.clone(), retired));
         Serving {
             addr,
             local,
             tls,
+            listener,
             retire,
         }
     }
 
-    /// Stops accepting (the socket closes as the accept loop ends); open connections finish
-    /// the request they are on and close.
+    /// Stops listening now, before the accept loop has seen anything: new connections are
+    /// refused from here on, and the port can be bound again (the socket stays bound, not
+    /// listening; with `SO_REUSEADDR` Linux lets another socket bind beside it). This is
+    /// `shutdown(2)` of a listening socket, which Linux turns into a close of its queue.
+    pub fn stop_listening(&self) {
+        if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Both) {
+            tracing::debug!(addr = %self.local, error = %e, "web: shutdown of a listener");
+        }
+    }
+
+    /// Stops accepting at once; the accept loop ends (and the socket closes) as it sees the
+    /// signal, and open connections finish the request they are on and close.
     pub fn retire(self) {
+        self.stop_listening();
         let _ = self.retire.send(true);
     }
 }
 
-async fn accept_loop(st: Arc<State>, l: TcpListener, tls: Tls, mut retired: watch::Receiver<bool>) {
+async fn accept_loop(
+    st: Arc<State>,
+    l: Arc<TcpListener>,
+    tls: Tls,
+    mut retired: watch::Receiver<bool>,
+) {
     let mut backoff = herd_core::backoff::Backoff::default();
     loop {
         let permit = tokio::select! {
