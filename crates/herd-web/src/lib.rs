@@ -223,6 +223,15 @@ impl Web {
         st.set_metrics_token(None);
     }
 
+    /// Moves the cap on connections served at once (at most [`MAX_CONNECTIONS`], at least 1),
+    /// as the daemon resizes its listeners' shares of the open-files limit. Lowered below what
+    /// is open, no connection is closed: the difference is taken back as they end.
+    pub fn set_max_connections(&self, max_connections: usize) {
+        self.state
+            .connections
+            .resize(max_connections.min(MAX_CONNECTIONS));
+    }
+
     /// Where it listens (the port is the kernel's choice when the config said 0); `None`
     /// without `[web]`.
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -317,8 +326,7 @@ impl Web {
     /// Lowers the connection cap to `max_connections` (the dashboard already serves since
     /// [`Web::bind`]).
     pub fn spawn(&self, _listener: Listener, max_connections: usize) {
-        let over = MAX_CONNECTIONS.saturating_sub(max_connections.max(1));
-        self.state.connections.forget_permits(over);
+        self.set_max_connections(max_connections);
     }
 
     /// Where it listens, as a URL (`https` with a certificate).

@@ -146,9 +146,9 @@ async fn accept_loop(
     loop {
         let permit = tokio::select! {
             _ = retired.changed() => return,
-            p = st.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
+            p = st.connections.take() => match p {
+                Some(p) => p,
+                None => return,
             },
         };
         let accepted = tokio::select! {

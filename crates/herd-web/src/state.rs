@@ -3,7 +3,7 @@
 //! caps. It knows nothing of HTTP: the transport (`server.rs`) and the views (`api.rs`,
 //! `pages.rs`, `metrics.rs`) read it; only the apply path (`lib.rs`) replaces what is in it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use herd_core::api::{ApiError, ErrorKind, Request, Response};
@@ -54,7 +54,7 @@ pub(crate) struct State {
     pub session_streams: Arc<PerKey<String>>,
     /// Connections served at once, over every listener (an old one finishing its connections
     /// after a move counts too).
-    pub connections: Arc<tokio::sync::Semaphore>,
+    pub connections: Arc<ConnCap>,
     /// Connections per client (IPv4 address or IPv6 /64), over every listener.
     pub per_client: Arc<PerKey<std::net::IpAddr>>,
     pub counters: WebCounters,
@@ -78,7 +78,7 @@ impl State {
             audit: audit::Audit::new(None),
             streams: Arc::new(tokio::sync::Semaphore::new(STREAMS)),
             session_streams: PerKey::new(STREAMS_PER_SESSION),
-            connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+            connections: ConnCap::new(max_connections),
             per_client: PerKey::new(MAX_PER_ADDR),
             counters: WebCounters::default(),
             closing: AtomicBool::new(false),
@@ -152,6 +152,74 @@ impl WebCounters {
     }
 }
 
+/// The cap on connections served at once, which a reload may move (the daemon sizes it from
+/// its open-files limit and the listeners the config has). Lowered below what is open, it
+/// takes the difference back as connections end instead of closing any.
+pub(crate) struct ConnCap {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: Mutex<usize>,
+    /// Slots to take back as connections end.
+    owed: AtomicUsize,
+}
+
+/// One connection's slot, given back (or taken back, when the cap was lowered) on drop.
+pub(crate) struct ConnSlot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    cap: Arc<ConnCap>,
+}
+
+impl ConnCap {
+    pub fn new(max: usize) -> Arc<ConnCap> {
+        let max = max.max(1);
+        Arc::new(ConnCap {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max: Mutex::new(max),
+            owed: AtomicUsize::new(0),
+        })
+    }
+
+    /// Waits for a free slot.
+    pub async fn take(self: &Arc<Self>) -> Option<ConnSlot> {
+        let permit = self.slots.clone().acquire_owned().await.ok()?;
+        Some(ConnSlot {
+            permit: Some(permit),
+            cap: self.clone(),
+        })
+    }
+
+    /// Moves the cap to `max` (at least 1).
+    pub fn resize(&self, max: usize) {
+        let max = max.max(1);
+        let mut now = self.max.lock().unwrap_or_else(|p| p.into_inner());
+        if max > *now {
+            let grow = max - *now;
+            // What is owed is forgiven first, then new slots are made.
+            let forgiven = self
+                .owed
+                .fetch_update(Relaxed, Relaxed, |o| Some(o - o.min(grow)))
+                .map_or(0, |o| o.min(grow));
+            self.slots.add_permits(grow - forgiven);
+        } else {
+            let shrink = *now - max;
+            let free = self.slots.forget_permits(shrink);
+            self.owed.fetch_add(shrink - free, Relaxed);
+        }
+        *now = max;
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let owed = self
+            .cap
+            .owed
+            .fetch_update(Relaxed, Relaxed, |o| o.checked_sub(1));
+        if let (Ok(_), Some(p)) = (owed, self.permit.take()) {
+            p.forget();
+        }
+    }
+}
+
 /// At most `max` of something per key at once (connections per client address, live pages
 /// per session); a key is forgotten when its last one ends.
 pub(crate) struct PerKey<K> {
@@ -191,5 +259,47 @@ impl<K: Eq + std::hash::Hash + Clone> Drop for KeySlot<K> {
                 m.remove(&self.1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lowered_cap_takes_its_slots_back_as_connections_end() {
+        let cap = ConnCap::new(3);
+        let a = cap.take().await.unwrap();
+        let b = cap.take().await.unwrap();
+        assert_eq!(cap.slots.available_permits(), 1);
+        // Two open, cap 1: the free slot goes now, one more when a connection ends.
+        cap.resize(1);
+        assert_eq!(cap.slots.available_permits(), 0);
+        drop(a);
+        assert_eq!(cap.slots.available_permits(), 0, "taken back");
+        drop(b);
+        assert_eq!(cap.slots.available_permits(), 1);
+        // Raised while something is owed: forgiven first.
+        let c = cap.take().await.unwrap();
+        cap.resize(0);
+        assert_eq!(cap.owed.load(Relaxed), 0, "1 is the least");
+        cap.resize(4);
+        assert_eq!(cap.slots.available_permits(), 3);
+        drop(c);
+        assert_eq!(cap.slots.available_permits(), 4);
+        let d = cap.take().await.unwrap();
+        let e = cap.take().await.unwrap();
+        cap.resize(1);
+        assert_eq!(
+            (cap.slots.available_permits(), cap.owed.load(Relaxed)),
+            (0, 1)
+        );
+        cap.resize(2);
+        assert_eq!(
+            (cap.slots.available_permits(), cap.owed.load(Relaxed)),
+            (0, 0)
+        );
+        drop((d, e));
+        assert_eq!(cap.slots.available_permits(), 2);
     }
 }
