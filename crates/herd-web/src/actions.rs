@@ -9,7 +9,19 @@ use herd_core::api::{AdminState, ApiError, ErrorKind, Request, Response};
 use herd_core::model::ServiceKey;
 
 use crate::auth::Session;
-use crate::State;
+use crate::state::State;
+
+/// `{protocol}/{vip}` of the path → a service key.
+pub fn service_key(protocol: &str, vip: &str) -> Result<ServiceKey, String> {
+    let protocol = match protocol {
+        "tcp" => herd_core::model::Protocol::Tcp,
+        "udp" => herd_core::model::Protocol::Udp,
+        p => return Err(format!("protocol {p:?}: expected tcp or udp")),
+    };
+    let address = herd_core::config::parse_socket_addr(vip)
+        .map_err(|e| format!("virtual service {vip:?}: {e}"))?;
+    Ok(ServiceKey { protocol, address })
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -160,7 +172,7 @@ fn what(check: Option<&str>, target: Option<&str>) -> String {
 /// audits it; reads are not audited. It runs as a task of its own: a client that goes away
 /// mid-way cannot leave an action done but not audited.
 pub async fn perform(st: &Arc<State>, who: &Session, from: IpAddr, a: Action) -> Response {
-    if !a.is_read() && st.closing.load(std::sync::atomic::Ordering::Relaxed) {
+    if !a.is_read() && st.closing() {
         return Response::Error(ApiError::new(
             ErrorKind::Internal,
             "the daemon is shutting down: no more actions",
@@ -289,32 +301,11 @@ async fn set_weight(
             format!("weight {weight} is out of range 0..=65535"),
         ));
     }
-    let services = match st
-        .call(Request::List {
-            service: Some(service),
-        })
-        .await
-    {
-        Response::Services { services } => services,
-        other => return other,
-    };
-    // Thresholds and forwarding as configured; the listed weight (0 while drained or
-    // failing) is replaced anyway.
-    let Some(mut spec) = services
-        .iter()
-        .flat_map(|s| &s.reals)
-        .find(|r| r.spec.address == real && !r.sorry)
-        .map(|r| r.spec)
-    else {
-        return Response::Error(ApiError::new(
-            ErrorKind::NoReal,
-            format!("no real server {real} in {service}"),
-        ));
-    };
-    spec.weight = weight;
+    // Only the weight: the daemon keeps the real server's thresholds and forwarding (and
+    // says if there is no such real server).
     st.call(Request::EditReal {
         service,
-        real: herd_core::api::RealEdit::replacing(spec),
+        real: herd_core::api::RealEdit::weight(real, weight),
     })
     .await
 }

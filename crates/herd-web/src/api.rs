@@ -9,19 +9,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use herd_core::api::{AdminState, ErrorKind, Request, Response};
-use herd_core::model::{Protocol, ServiceKey};
+use herd_core::model::ServiceKey;
 use hyper::{Method, StatusCode};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::actions::{perform, Action};
+use crate::access::{
+    check_login, logout, may_act_any_role, may_act_audited, session, LoginOutcome,
+};
+use crate::actions::{perform, service_key, Action};
 use crate::auth::Session;
-use crate::http::{self, Req, Resp};
-use crate::State;
+use crate::http::{self, error, unauthorized, ErrorBody, Req, Resp};
+use crate::state::State;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -127,14 +129,6 @@ struct InstancesBody {
     instances: Vec<String>,
 }
 
-/// An error answer (also `Response`'s `error` variant).
-#[derive(Debug, Serialize, JsonSchema)]
-struct ErrorBody {
-    result: String,
-    kind: String,
-    message: String,
-}
-
 fn bad(msg: impl Into<String>) -> Bad {
     (StatusCode::BAD_REQUEST, msg.into())
 }
@@ -155,20 +149,8 @@ fn param<'a>(p: &'a Params, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// `{protocol}/{vip}` of the path → a service key.
-pub fn service_key(protocol: &str, vip: &str) -> Result<ServiceKey, Bad> {
-    let protocol = match protocol {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        p => return Err(bad(format!("protocol {p:?}: expected tcp or udp"))),
-    };
-    let address = herd_core::config::parse_socket_addr(vip)
-        .map_err(|e| bad(format!("virtual service {vip:?}: {e}")))?;
-    Ok(ServiceKey { protocol, address })
-}
-
 fn real_of(p: &Params) -> Result<(ServiceKey, SocketAddr), Bad> {
-    let service = service_key(param(p, "protocol"), param(p, "vip"))?;
+    let service = service_key(param(p, "protocol"), param(p, "vip")).map_err(bad)?;
     let real = herd_core::config::parse_real_addr(param(p, "real"), service.address.port())
         .map_err(|e| bad(format!("real server {:?}: {e}", param(p, "real"))))?;
     Ok((service, real))
@@ -466,56 +448,6 @@ fn status_of(r: &Response) -> StatusCode {
     }
 }
 
-fn error(status: StatusCode, kind: &str, msg: impl Into<String>) -> Resp {
-    http::json(
-        status,
-        &ErrorBody {
-            result: "error".into(),
-            kind: kind.into(),
-            message: msg.into(),
-        },
-    )
-}
-
-pub fn unauthorized() -> Resp {
-    http::with_header(
-        error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "log in first (POST /api/v1/login)",
-        ),
-        "www-authenticate",
-        "Cookie realm=\"herd\"",
-    )
-}
-
-/// The checks every state change passes: an admin session, a same-origin request and the
-/// session's CSRF token (header or form field, compared in constant time).
-pub fn may_act(req: &Req, s: &Session, token: Option<&str>) -> Result<(), Resp> {
-    if s.role != herd_core::config::web::WebRole::Admin {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{} is read-only", s.user),
-        ));
-    }
-    if !req.same_origin() {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            "cross-origin request refused",
-        ));
-    }
-    match token {
-        Some(t) if crate::auth::same(t, &s.csrf) => Ok(()),
-        _ => Err(error(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            "missing or wrong CSRF token (send the session's token as X-CSRF-Token)",
-        )),
-    }
-}
-
 pub async fn route(st: &Arc<State>, req: Req) -> Resp {
     let mut allowed = Vec::new();
     let found = ROUTES.iter().find_map(|r| {
@@ -550,7 +482,7 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
         Handler::OpenApi => return http::json(StatusCode::OK, &openapi()),
         _ => {}
     }
-    let Some((token, s)) = http::session(st, &req) else {
+    let Some((token, s)) = session(st, &req) else {
         return unauthorized();
     };
     match r.handler {
@@ -600,62 +532,12 @@ pub async fn route(st: &Arc<State>, req: Req) -> Resp {
     }
 }
 
-/// Ends a session (its CSRF token checked by the caller) and audits it.
-pub fn logout(st: &State, token: &str, s: &Session, from: std::net::IpAddr) {
-    st.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .close(token);
-    st.audit.record(
-        &s.user,
-        s.role.as_str(),
-        from,
-        "logout",
-        String::new(),
-        Ok(()),
-    );
-}
-
 fn unreachable_route() -> Resp {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "unhandled route",
     )
-}
-
-/// [`may_act`], and a refusal goes to the audit log (who tried what, and why not).
-pub fn may_act_audited(
-    st: &State,
-    req: &Req,
-    s: &Session,
-    token: Option<&str>,
-    what: &str,
-) -> Result<(), Resp> {
-    may_act(req, s, token).inspect_err(|_| {
-        let why = if s.role != herd_core::config::web::WebRole::Admin {
-            "read-only user"
-        } else if !req.same_origin() {
-            "cross-origin request"
-        } else {
-            "missing or wrong CSRF token"
-        };
-        st.audit.record(
-            &s.user,
-            s.role.as_str(),
-            req.ip(),
-            "refused",
-            what.to_string(),
-            Err(why.to_string()),
-        );
-    })
-}
-
-/// Logout changes state too: the CSRF token is needed, whatever the role.
-fn may_act_any_role(req: &Req, s: &Session) -> Result<(), Resp> {
-    let mut admin = s.clone();
-    admin.role = herd_core::config::web::WebRole::Admin;
-    may_act(req, &admin, req.header("x-csrf-token"))
 }
 
 fn info(s: &Session) -> SessionInfo {
@@ -668,94 +550,6 @@ fn info(s: &Session) -> SessionInfo {
 
 fn reply(r: Response) -> Resp {
     http::json(status_of(&r), &r)
-}
-
-/// Outcome of a password check, for the API and the login form alike.
-pub enum LoginOutcome {
-    Ok { token: String, session: Session },
-    Refused,
-    Wait(std::time::Duration),
-}
-
-/// Checks a login: rate limit first (the attempt counts from here), then the password (at
-/// most two argon2 checks at once; an unknown user is checked against a dummy hash, so both
-/// take as long), then opens a session. Names that are not users are not recorded anywhere
-/// (people type passwords into the user field).
-pub async fn check_login(
-    st: &Arc<State>,
-    ip: std::net::IpAddr,
-    user: &str,
-    pw: &str,
-) -> LoginOutcome {
-    let cfg = st.cfg();
-    let found = cfg.users.iter().find(|u| u.name == user).cloned();
-    let allowed = st
-        .limiter
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .attempt(ip, found.as_ref().map(|u| u.name.as_str()), Instant::now());
-    if let Err(wait) = allowed {
-        // Counted, not audited: a flood of attempts must not flood the audit log.
-        st.counters.login("limited");
-        tracing::debug!(%ip, "web: login rate-limited");
-        return LoginOutcome::Wait(wait);
-    }
-    let hash = found.as_ref().map(|u| u.password.clone());
-    // The permit goes with the check: a client that leaves cannot free it while argon2 runs.
-    let ok = match st.verifying.clone().acquire_owned().await {
-        Ok(permit) => {
-            let (pw, st) = (pw.to_string(), st.clone());
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let hash = hash.unwrap_or_else(|| st.dummy_hash());
-                crate::auth::verify_password(&pw, &hash)
-            })
-            .await
-            .unwrap_or(false)
-        }
-        Err(_) => false,
-    };
-    match found {
-        Some(u) if ok => {
-            st.limiter
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .succeeded(ip, &u.name, Instant::now());
-            let (token, session) = st.sessions.lock().unwrap_or_else(|p| p.into_inner()).open(
-                &u,
-                Instant::now(),
-                cfg.session_timeout,
-            );
-            st.counters.login("ok");
-            st.audit
-                .record(&u.name, u.role.as_str(), ip, "login", String::new(), Ok(()));
-            LoginOutcome::Ok { token, session }
-        }
-        Some(u) => {
-            st.counters.login("failed");
-            st.audit.record(
-                &u.name,
-                "",
-                ip,
-                "login-failed",
-                String::new(),
-                Err("wrong password".into()),
-            );
-            LoginOutcome::Refused
-        }
-        None => {
-            st.counters.login("failed");
-            st.audit.record(
-                "(unknown)",
-                "",
-                ip,
-                "login-failed",
-                String::new(),
-                Err("no such user".into()),
-            );
-            LoginOutcome::Refused
-        }
-    }
 }
 
 async fn login(st: &Arc<State>, req: &Req) -> Resp {

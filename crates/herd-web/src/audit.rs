@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::error::AuditError;
+
 /// The log, for appending. Client addresses and user names: for root and the daemon's group
 /// only (0640), and a symlink at the path is not followed.
 fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
@@ -65,14 +67,14 @@ impl Audit {
     /// Whether an action's line can be written now: the log is opened for appending (created
     /// 0640 if missing) and nothing is written. Actions are refused when it cannot be: an
     /// action nobody can account for is not done (`web.audit-log` fails closed).
-    pub fn writable(&self) -> Result<(), String> {
+    pub fn writable(&self) -> Result<(), AuditError> {
         let path = self.path.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(path) = path else {
             return Ok(());
         };
         open(&path)
             .map(drop)
-            .map_err(|e| format!("the audit log {} cannot be written: {e}", path.display()))
+            .map_err(|source| AuditError { path, source })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -17,6 +17,8 @@ use herd_core::addr::client_key;
 use herd_core::config::web::{WebRole, WebUser};
 use subtle::ConstantTimeEq;
 
+pub use crate::error::HashError;
+
 /// Failed logins one client address may make within [`WINDOW`] before it waits.
 pub const MAX_FAILS_PER_ADDR: usize = 5;
 /// Failed logins for one user name within [`WINDOW`], from anywhere, before it waits.
@@ -49,11 +51,11 @@ pub fn same(a: &str, b: &str) -> bool {
 
 /// An argon2id hash of `password` with a random salt and the crate's defaults (OWASP's
 /// minimum: 19 MiB, 2 passes), in PHC form.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+        .map_err(HashError)
 }
 
 /// Checks a password against a PHC string. Slow on purpose (tens of milliseconds).

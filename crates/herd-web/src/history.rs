@@ -4,12 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
-use std::sync::Arc;
 use std::time::Duration;
-
-use herd_core::api::{Request, Response};
-
-use crate::State;
 
 pub const PERIOD: Duration = Duration::from_secs(2);
 /// Ten minutes of two-second samples.
@@ -40,7 +35,7 @@ pub fn check_key(check: &str, target: &str) -> String {
 }
 
 impl History {
-    fn record(
+    pub fn record(
         &mut self,
         services: &[herd_core::api::ServiceStatus],
         checks: &[herd_core::api::HealthCheckStatus],
@@ -69,26 +64,6 @@ impl History {
         for m in [&mut self.cps, &mut self.latency] {
             m.retain(|k, _| seen.contains(k));
         }
-    }
-}
-
-pub async fn sample(st: Arc<State>) {
-    let mut tick = tokio::time::interval(PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let services = match st.call(Request::List { service: None }).await {
-            Response::Services { services } => services,
-            _ => continue,
-        };
-        let checks = match st.call(Request::HealthList).await {
-            Response::Health { checks, .. } => checks,
-            _ => Vec::new(),
-        };
-        st.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(&services, &checks);
     }
 }
 

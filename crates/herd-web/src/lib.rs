@@ -4,207 +4,239 @@
 //! the Unix socket (`herd_core::api`). Everything here is a view of it or an action through it,
 //! so the dashboard, the HTTP API, the CLI and `moncmd` cannot disagree about the state.
 //!
-//! - `http.rs`: the HTTP/1.1 server (hyper), TLS, limits, security headers, routing.
-//! - `auth.rs`: argon2id logins, sessions, CSRF tokens, the login rate limiter.
-//! - `api.rs`: the `/api/v1` routes, one table that both routes requests and generates the
-//!   OpenAPI document.
-//! - `actions.rs`: what an admin can do (drain, weight, enable, disable, silence, ack,
-//!   failover), checked, audited, carried out through the backend.
-//! - `pages.rs`, `assets/`: server-rendered HTML, a little JavaScript (confirmations, live
-//!   updates over server-sent events), no build step.
-//! - `metrics.rs`: the Prometheus text format. `history.rs`: recent rates for the charts.
+//! One way in: [`Web::new`] makes a dashboard that serves nothing, and [`Web::apply`] makes the
+//! running one what a `[web]` section says — start is an apply from nothing, a reload an apply
+//! of the difference, `None` stops it. Every key applies in place.
+//!
+//! Layers, each using only those below it (no module imports one beside or above it):
+//! - `lib.rs`: [`Web`], the apply path, the history sampler.
+//! - `server.rs`: the transport — listeners, TLS, the accept loop and its caps, hyper
+//!   connections, the `Host` check, body limits, security headers.
+//! - `routes.rs`: the dispatch of a path to a handler.
+//! - `api.rs` (the `/api/v1` routes: one table that both routes requests and generates the
+//!   OpenAPI document), `pages.rs` + `assets/` (server-rendered HTML, live updates over
+//!   server-sent events, no build step), `metrics.rs` (`/metrics` through `prometheus-client`).
+//! - `access.rs` (sessions from cookies, logins, the checks every action passes), `actions.rs`
+//!   (what an admin can do, audited, carried out through the backend), `snapshot.rs` (one look
+//!   at the daemon for a page or a scrape).
+//! - `state.rs`: what the handlers share ([`Backend`], the config in force, sessions, caps).
+//! - leaves: `http.rs` (requests, responses, cookies, forms), `auth.rs` (argon2id, sessions,
+//!   CSRF tokens, the login limiter), `audit.rs`, `history.rs` (recent rates for the charts),
+//!   `error.rs`. Tests of the whole: `tests.rs`.
 
+mod access;
 mod actions;
 mod api;
 mod audit;
 pub mod auth;
+mod error;
 mod history;
 mod http;
 mod metrics;
 mod pages;
+mod routes;
+mod server;
 mod snapshot;
+mod state;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use herd_core::api::{Request, Response};
 use herd_core::config::web::WebConfig;
 
+use crate::server::Serving;
+use crate::state::State;
+
 pub use api::openapi;
+pub use error::{AuditError, HashError, TlsError, WebError};
+pub use server::{check_tls, MAX_CONNECTIONS};
+pub use state::{Backend, Info};
 
-/// The daemon's API as the web side sees it: one request in, one response out, exactly as over
-/// the control socket. Calls may block for a moment (a reload reads files); the web server makes
-/// them on tokio's blocking pool.
-pub trait Backend: Send + Sync + 'static {
-    fn call(&self, req: Request) -> Response;
-}
-
-/// What the pages say about this node.
-#[derive(Debug, Clone)]
-pub struct Info {
-    pub version: &'static str,
-    /// This node's name (the agent's, else the host name).
-    pub node: String,
-}
-
-/// The running web server; [`Web::reload`] takes a new `[web]` section.
+/// The dashboard and HTTP API: serving what the last [`Web::apply`] said, or nothing.
 #[derive(Clone)]
 pub struct Web {
     state: Arc<State>,
+    running: Arc<Mutex<Option<Running>>>,
 }
 
 impl std::fmt::Debug for Web {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Web").finish_non_exhaustive()
+        f.debug_struct("Web")
+            .field("listening", &self.local_addr())
+            .finish_non_exhaustive()
     }
 }
 
-struct State {
-    backend: Arc<dyn Backend>,
-    info: Info,
-    cfg: RwLock<Arc<WebConfig>>,
-    tls: bool,
-    sessions: Mutex<auth::Sessions>,
-    limiter: Mutex<auth::Limiter>,
-    /// At most this many argon2 checks at once: each takes ~19 MiB and tens of milliseconds.
-    verifying: Arc<tokio::sync::Semaphore>,
-    /// Compared against when the user name is unknown, so that the answer takes as long.
-    dummy_hash: std::sync::OnceLock<String>,
-    history: Mutex<history::History>,
-    audit: audit::Audit,
-    /// Live pages open at once (each a task refreshing every second).
-    streams: Arc<tokio::sync::Semaphore>,
-    /// Live pages open per session token.
-    session_streams: Arc<http::PerKey<String>>,
-    counters: metrics::WebCounters,
-    /// Set when the daemon starts shutting down.
-    closing: std::sync::atomic::AtomicBool,
-    /// `/metrics`' bearer token, read from `web.metrics-token-file`.
-    metrics_token: RwLock<Option<String>>,
+/// The dashboard while it serves: its listener and the task sampling the charts' history.
+struct Running {
+    serving: Serving,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 /// The token in `web.metrics-token-file` (its first line), if the config names one.
-fn read_token(cfg: &WebConfig) -> Result<Option<String>, String> {
+fn read_token(cfg: &WebConfig) -> Result<Option<String>, WebError> {
     let Some(p) = &cfg.metrics_token_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| format!("web.metrics-token-file: {}: {e}", p.display()))?;
+    let text = std::fs::read_to_string(p).map_err(|source| WebError::TokenFile {
+        path: p.clone(),
+        source,
+    })?;
     let t = text.lines().next().unwrap_or("").trim().to_string();
     if t.len() < 16 {
-        return Err(format!(
-            "web.metrics-token-file: {}: the token is shorter than 16 characters",
-            p.display()
-        ));
+        return Err(WebError::TokenTooShort { path: p.clone() });
     }
     Ok(Some(t))
 }
 
-impl State {
-    /// An argon2id hash of a random password: an unknown user's password is checked against
-    /// it, so that the answer takes as long as for a known user.
-    fn dummy_hash(&self) -> String {
-        self.dummy_hash
-            .get_or_init(|| auth::hash_password(&auth::token()).unwrap_or_default())
-            .clone()
-    }
-
-    fn cfg(&self) -> Arc<WebConfig> {
-        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Calls the backend on the blocking pool.
-    async fn call(self: &Arc<Self>, req: Request) -> Response {
-        let s = self.clone();
-        match tokio::task::spawn_blocking(move || s.backend.call(req)).await {
-            Ok(r) => r,
-            Err(e) => Response::Error(herd_core::api::ApiError::new(
-                herd_core::api::ErrorKind::Internal,
-                format!("the request failed: {e}"),
+impl Web {
+    /// A dashboard that serves nothing until [`Web::apply`] gives it a `[web]` section. Its
+    /// listeners together serve at most `max_connections` clients at once (at most
+    /// [`MAX_CONNECTIONS`]; the daemon sizes it from its open-files limit).
+    pub fn new(backend: Arc<dyn Backend>, info: Info, max_connections: usize) -> Web {
+        Web {
+            state: Arc::new(State::new(
+                backend,
+                info,
+                max_connections.min(MAX_CONNECTIONS),
             )),
+            running: Arc::default(),
         }
     }
-}
 
-impl Web {
-    /// Binds the configured address (before the daemon says it is ready) and loads the TLS
-    /// certificate when there is one; nothing is served until [`Web::spawn`].
-    pub async fn bind(
-        cfg: &WebConfig,
-        backend: Arc<dyn Backend>,
-        info: Info,
-    ) -> Result<(Web, http::Listener), String> {
-        let metrics_token = read_token(cfg)?;
-        let listener = http::Listener::bind(cfg).await?;
-        let state = Arc::new(State {
-            backend,
-            info,
-            tls: cfg.tls.is_some(),
-            cfg: RwLock::new(Arc::new(cfg.clone())),
-            sessions: Mutex::default(),
-            limiter: Mutex::default(),
-            verifying: Arc::new(tokio::sync::Semaphore::new(2)),
-            dummy_hash: std::sync::OnceLock::new(),
-            history: Mutex::default(),
-            audit: audit::Audit::new(cfg.audit_log.clone()),
-            streams: Arc::new(tokio::sync::Semaphore::new(64)),
-            session_streams: http::PerKey::new(pages::STREAMS_PER_SESSION),
-            counters: metrics::WebCounters::default(),
-            closing: Default::default(),
-            metrics_token: RwLock::new(metrics_token),
-        });
-        Ok((Web { state }, listener))
+    /// Makes the dashboard what `cfg` says, in place: from nothing it binds and serves (at
+    /// start, before the daemon says it is ready: the socket is listening when this returns);
+    /// with `None` it stops (nobody can log in, every session ends, the listener closes). A
+    /// change of `listen` binds the new address first and then retires the old listener,
+    /// whose open connections finish; a new certificate serves new connections; users,
+    /// roles, host names, proxies, limits, timeouts, the audit log and the metrics token
+    /// apply at once. What can fail (the token file, the certificate, the bind) is done
+    /// before anything changes: on an error the dashboard goes on as it was. Call it within
+    /// a tokio runtime (an async task or one of its blocking threads).
+    pub fn apply(&self, cfg: Option<&WebConfig>) -> Result<(), WebError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| WebError::NoRuntime)?;
+        let _in_runtime = rt.enter();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(cfg) = cfg else {
+            self.stop(&mut running);
+            return Ok(());
+        };
+        let token = read_token(cfg)?;
+        let acceptor = match &cfg.tls {
+            Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
+            None => None,
+        };
+        // The same address, or the one the kernel chose for port 0: the listener stays.
+        let moved = running
+            .as_ref()
+            .is_none_or(|r| r.serving.addr != cfg.listen && r.serving.local != cfg.listen);
+        let listener = if moved {
+            Some(self.bind_moved(&mut running, cfg.listen)?)
+        } else {
+            None
+        };
+        // Nothing fails from here on.
+        let st = &self.state;
+        st.set_metrics_token(token);
+        st.audit.set_path(cfg.audit_log.clone());
+        st.set_cfg(cfg.clone());
+        if let Some(l) = listener {
+            let tls = Arc::new(RwLock::new(acceptor));
+            let serving = Serving::start(st.clone(), cfg.listen, l, tls);
+            tracing::info!(url = %url(&serving), users = cfg.users.len(), "dashboard");
+            match running.as_mut() {
+                Some(r) => std::mem::replace(&mut r.serving, serving).retire(),
+                None => *running = Some(self.start(serving)),
+            }
+        } else if let Some(r) = running.as_mut() {
+            *r.serving.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        }
+        Ok(())
     }
 
-    /// Serves the listener with at most `max_connections` clients at once (at most
-    /// [`MAX_CONNECTIONS`]) and samples the history; the tasks end with the runtime. The dummy
-    /// hash is made off the start-up path, before the first login is likely to need it.
-    pub fn spawn(&self, listener: http::Listener, max_connections: usize) {
+    /// Binds the address a `[web]` section moves to. Where the running listener holds that
+    /// port on an overlapping address (`127.0.0.1:P` to `0.0.0.0:P`) the two cannot listen at
+    /// once: the old one stops listening first, and if the new address still cannot be
+    /// bound, a new socket takes the old address back (open connections go on either way).
+    fn bind_moved(
+        &self,
+        running: &mut Option<Running>,
+        addr: SocketAddr,
+    ) -> Result<tokio::net::TcpListener, WebError> {
+        let e = match server::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        let Some(r) = running
+            .as_mut()
+            .filter(|r| e.addr_in_use() && r.serving.local.port() == addr.port())
+        else {
+            return Err(e);
+        };
+        r.serving.stop_listening();
+        let e = match server::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        match server::bind(r.serving.local) {
+            Ok(back) => {
+                let (addr, tls) = (r.serving.addr, r.serving.tls.clone());
+                let serving = Serving::start(self.state.clone(), addr, back, tls);
+                std::mem::replace(&mut r.serving, serving).retire();
+            }
+            Err(lost) => tracing::error!("{lost}: the dashboard does not listen any more"),
+        }
+        Err(e)
+    }
+
+    /// Starts what goes with the first listener: the history sampler, and the dummy hash
+    /// (made off the start-up path, before the first login is likely to need it).
+    fn start(&self, serving: Serving) -> Running {
         let st = self.state.clone();
         tokio::task::spawn_blocking(move || {
             st.dummy_hash();
         });
-        let max = max_connections.min(MAX_CONNECTIONS);
-        tokio::spawn(http::serve(self.state.clone(), listener, max));
-        tokio::spawn(history::sample(self.state.clone()));
+        Running {
+            serving,
+            sampler: tokio::spawn(sample(self.state.clone())),
+        }
     }
 
-    /// Applies a reloaded `[web]` section: users, roles, timeouts and the audit log at once
-    /// (sessions of removed users or changed roles end); returns what waits for a restart.
-    /// Without the section, nobody can log in any more and every session ends; the listener
-    /// stays (for `/metrics`) until the daemon restarts.
-    pub fn reload(&self, cfg: Option<&WebConfig>) -> Vec<String> {
-        let Some(cfg) = cfg else {
-            let mut c = (*self.state.cfg()).clone();
-            c.users.clear();
-            *self.state.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
-            self.state
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-            return vec!["web".to_string()];
-        };
-        let old = self.state.cfg();
-        let mut pending = Vec::new();
-        if old.listen != cfg.listen || old.tls != cfg.tls {
-            pending.push("web.listen/tls".to_string());
+    /// Without `[web]`: the listener closes, nobody can log in, every session ends, the audit
+    /// log and the metrics token are forgotten.
+    fn stop(&self, running: &mut Option<Running>) {
+        if let Some(r) = running.take() {
+            r.serving.retire();
+            r.sampler.abort();
+            tracing::info!("dashboard stopped");
         }
-        match read_token(cfg) {
-            Ok(t) => {
-                *self
-                    .state
-                    .metrics_token
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = t
-            }
-            Err(e) => tracing::error!("{e}; keeping the previous metrics token"),
-        }
-        let mut new = cfg.clone();
-        new.listen = old.listen;
-        new.tls = old.tls.clone();
-        self.state.audit.set_path(cfg.audit_log.clone());
-        *self.state.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        pending
+        let st = &self.state;
+        let mut cfg = (*st.cfg()).clone();
+        cfg.users.clear();
+        st.set_cfg(cfg);
+        st.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        st.audit.set_path(None);
+        st.set_metrics_token(None);
+    }
+
+    /// Moves the cap on connections served at once (at most [`MAX_CONNECTIONS`], at least 1),
+    /// as the daemon resizes its listeners' shares of the open-files limit. Lowered below what
+    /// is open, no connection is closed: the difference is taken back as they end.
+    pub fn set_max_connections(&self, max_connections: usize) {
+        self.state
+            .connections
+            .resize(max_connections.min(MAX_CONNECTIONS));
+    }
+
+    /// Where it listens (the port is the kernel's choice when the config said 0); `None`
+    /// without `[web]`.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| r.serving.local)
     }
 
     /// The daemon is shutting down: actions are refused from now on (pages and reads go on).
@@ -214,18 +246,9 @@ impl Web {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Where it listens (the port is the kernel's choice when the config said 0).
-    pub fn url(&self, listener: &http::Listener) -> String {
-        listener.url(self.state.tls)
-    }
-}
-
-pub use http::{check_tls, Listener, MAX_CONNECTIONS};
-
-impl Web {
     /// Whether a line can go to the audit log now (`web.audit-log`; none set: yes). Other
     /// doors to the same actions (the mon port) refuse a change when it cannot.
-    pub fn audit_writable(&self) -> Result<(), String> {
+    pub fn audit_writable(&self) -> Result<(), AuditError> {
         self.state.audit.writable()
     }
 
@@ -246,226 +269,31 @@ impl Web {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use herd_core::api::{AdminState, ApiError, ErrorKind, ServiceStatus, Stats, VrrpStatus};
-    use herd_core::config::web::{WebRole, WebUser};
-    use herd_core::model::{Protocol, RealSpec, ServiceKey};
+fn url(s: &Serving) -> String {
+    let tls = s.tls.read().unwrap_or_else(|p| p.into_inner()).is_some();
+    format!("{}://{}/", if tls { "https" } else { "http" }, s.local)
+}
 
-    /// Answers like a daemon with one service and one VRRP master; records every request.
-    #[derive(Default)]
-    struct Fake(Mutex<Vec<Request>>);
-
-    impl Backend for Fake {
-        fn call(&self, req: Request) -> Response {
-            self.0.lock().unwrap().push(req.clone());
-            match req {
-                Request::List { .. } => Response::Services {
-                    services: vec![ServiceStatus {
-                        spec: herd_core::api::service_spec(
-                            key(),
-                            herd_core::model::SchedulerKind::Rr,
-                        ),
-                        reals: vec![herd_core::api::RealStatus {
-                            spec: RealSpec {
-                                address: "10.0.0.2:80".parse().unwrap(),
-                                weight: 0,
-                                upper_threshold: 5,
-                                lower_threshold: 3,
-                                forward: Default::default(),
-                            },
-                            active_conns: 0,
-                            inactive_conns: 0,
-                            persistent_conns: 0,
-                            overloaded: false,
-                            draining: false,
-                            health: Default::default(),
-                            configured_weight: 4,
-                            admin: AdminState::Draining,
-                            sorry: false,
-                            stats: Stats::default(),
-                            rates: Default::default(),
-                        }],
-                        quorum: None,
-                        stats: Stats::default(),
-                        rates: Default::default(),
-                    }],
-                },
-                Request::HaStatus => Response::Ha {
-                    instances: vec![vrrp()],
-                },
-                Request::Reload => {
-                    Response::Error(ApiError::new(ErrorKind::Config, "bad.toml:1: x"))
-                }
-                _ => Response::Ok,
-            }
-        }
-    }
-
-    fn key() -> ServiceKey {
-        ServiceKey {
-            protocol: Protocol::Tcp,
-            address: "10.0.0.1:80".parse().unwrap(),
-        }
-    }
-
-    fn vrrp() -> VrrpStatus {
-        VrrpStatus {
-            name: "vi_1".into(),
-            interface: "eth0".into(),
-            vrid: 51,
-            version: 3,
-            state: "master".into(),
-            priority: 150,
-            configured_priority: 150,
-            standby: false,
-            master: Some("10.0.0.5".into()),
-            address: "10.0.0.5".into(),
-            advert_interval_ms: 1000,
-            vips: vec!["10.0.0.100/24".into()],
-            transitions: Vec::new(),
-            transitions_total: 25,
-            adverts_sent: 12,
-            adverts_received: 0,
-            dropped: [("auth".to_string(), 2)].into_iter().collect(),
-            handover: None,
-            real_server: false,
-            tracking: Vec::new(),
-        }
-    }
-
-    async fn web(fake: Arc<Fake>) -> Web {
-        let cfg = WebConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..WebConfig::default()
+/// Every [`history::PERIOD`], the rates and latencies for the charts.
+async fn sample(st: Arc<State>) {
+    let mut tick = tokio::time::interval(history::PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let services = match st.call(Request::List { service: None }).await {
+            Response::Services { services } => services,
+            _ => continue,
         };
-        Web::bind(
-            &cfg,
-            fake,
-            Info {
-                version: "9.9",
-                node: "n1".into(),
-            },
-        )
-        .await
-        .unwrap()
-        .0
-    }
-
-    fn admin() -> auth::Session {
-        let u = WebUser {
-            name: "ann".into(),
-            password: String::new(),
-            role: WebRole::Admin,
+        let checks = match st.call(Request::HealthList).await {
+            Response::Health { checks, .. } => checks,
+            _ => Vec::new(),
         };
-        auth::Sessions::default()
-            .open(
-                &u,
-                std::time::Instant::now(),
-                std::time::Duration::from_secs(60),
-            )
-            .1
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn actions_become_the_clis_requests_and_are_audited() {
-        use actions::Action;
-        let fake = Arc::new(Fake::default());
-        let w = web(fake.clone()).await;
-        let s = admin();
-        let ip = "10.9.9.9".parse().unwrap();
-        let svc = key();
-        let real = "10.0.0.2:80".parse().unwrap();
-        for a in [
-            Action::Failover {
-                instances: vec!["vi_1".into()],
-            },
-            Action::Resume { instances: vec![] },
-            Action::Weight {
-                service: svc,
-                real,
-                weight: 9,
-            },
-            Action::Reload,
-        ] {
-            actions::perform(&w.state, &s, ip, a).await;
-        }
-        let got = fake.0.lock().unwrap().clone();
-        assert_eq!(
-            got,
-            vec![
-                Request::HaFailover {
-                    instances: vec!["vi_1".into()]
-                },
-                Request::HaResume { instances: vec![] },
-                Request::List { service: Some(svc) },
-                // The configured thresholds stay; the listed weight (0: drained) is replaced.
-                Request::EditReal {
-                    service: svc,
-                    real: herd_core::api::RealEdit::replacing(RealSpec {
-                        address: real,
-                        weight: 9,
-                        upper_threshold: 5,
-                        lower_threshold: 3,
-                        forward: Default::default()
-                    })
-                },
-                Request::Reload,
-            ]
-        );
-        let audit = w.state.audit.recent();
-        let seen: Vec<(&str, bool)> = audit.iter().map(|e| (e.event.as_str(), e.ok)).collect();
-        assert_eq!(
-            seen,
-            [
-                ("failover", true),
-                ("resume", true),
-                ("weight", true),
-                ("reload", false)
-            ]
-        );
-        assert_eq!(audit[0].detail, "Hand over vi_1 to a backup director");
-        assert_eq!(audit[3].error, "bad.toml:1: x");
-        assert!(audit
-            .iter()
-            .all(|e| e.user == "ann" && e.from == "10.9.9.9"));
-        // Reads through the generic route are not audited.
-        actions::perform(&w.state, &s, ip, Action::Request(Request::HaStatus)).await;
-        assert_eq!(w.state.audit.recent().len(), 4);
-        // Once the daemon shuts down, actions are refused before they reach it; reads go on.
-        w.stop_actions();
-        let n = fake.0.lock().unwrap().len();
-        let r = actions::perform(&w.state, &s, ip, Action::Reload).await;
-        assert!(matches!(r, Response::Error(e) if e.message.contains("shutting down")));
-        assert_eq!(fake.0.lock().unwrap().len(), n);
-        let r = actions::perform(&w.state, &s, ip, Action::Request(Request::HaStatus)).await;
-        assert!(matches!(r, Response::Ha { .. }));
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn vrrp_metrics_have_one_series_per_state() {
-        let w = web(Arc::new(Fake::default())).await;
-        let snap = snapshot::take(&w.state, snapshot::Want::default()).await;
-        let text = metrics::render(&snap, &w.state.counters, 0, "9.9");
-        for (state, v) in [("init", 0), ("backup", 0), ("master", 1), ("fault", 0)] {
-            let line = format!(
-                "herd_vrrp_state{{instance=\"vi_1\",interface=\"eth0\",state=\"{state}\"}} {v}"
-            );
-            assert!(text.contains(&line), "{line}\n{text}");
-        }
-        assert!(text.contains("herd_vrrp_dropped_packets_total{instance=\"vi_1\",interface=\"eth0\",reason=\"auth\"} 2"));
-        assert!(
-            text.contains("herd_vrrp_adverts_sent_total{instance=\"vi_1\",interface=\"eth0\"} 12")
-                && text.contains(
-                    "herd_vrrp_transitions_total{instance=\"vi_1\",interface=\"eth0\"} 25"
-                )
-        );
-        assert!(text.contains("herd_lb_real_admin_state{service=\"TCP 10.0.0.1:80\",protocol=\"tcp\",vip=\"10.0.0.1:80\",real=\"10.0.0.2:80\",state=\"draining\"} 1"));
-        // Every family has HELP and TYPE once, before its samples.
-        let mut seen = std::collections::HashSet::new();
-        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            assert!(seen.insert(l.split(' ').nth(2).unwrap().to_string()), "{l}");
-        }
+        st.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(&services, &checks);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,13 +11,13 @@ use herd_core::api::{AdminState, RealHealth, ServiceStatus};
 use hyper::body::Bytes;
 use hyper::StatusCode;
 
-use crate::actions::{perform, Action};
-use crate::api::{check_login, service_key, LoginOutcome};
+use crate::access::{check_login, logout, may_act_audited, session, LoginOutcome};
+use crate::actions::{perform, service_key, Action};
 use crate::auth::Session;
 use crate::history::{self, sparkline};
 use crate::http::{self, form_pairs, html, local_path, redirect, Req, Resp};
 use crate::snapshot::{self, Snapshot, Standing, Want};
-use crate::State;
+use crate::state::State;
 
 pub const APP_JS: &str = include_str!("../assets/app.js");
 pub const APP_CSS: &str = include_str!("../assets/app.css");
@@ -189,7 +189,7 @@ pub async fn page(st: &Arc<State>, req: &Req) -> Resp {
             message_page("Not found", "No such page."),
         );
     };
-    let Some((_, s)) = http::session(st, req) else {
+    let Some((_, s)) = session(st, req) else {
         return redirect(&format!("/login?next={}", url_enc(page.path())));
     };
     let snap = snapshot::take(st, page.want()).await;
@@ -201,14 +201,11 @@ pub async fn page(st: &Arc<State>, req: &Req) -> Resp {
     )
 }
 
-/// Live pages one session may have open at once (so that one user cannot take them all).
-pub(crate) const STREAMS_PER_SESSION: usize = 8;
-
 /// `GET /events?page=NAME`: the page's live region, re-rendered every second, as server-sent
 /// events named `live`. Ends when the session does.
 pub async fn events(st: &Arc<State>, req: &Req) -> Resp {
-    let Some((token, _)) = http::session(st, req) else {
-        return crate::api::unauthorized();
+    let Some((token, _)) = session(st, req) else {
+        return http::unauthorized();
     };
     let Some(page) = req.param("page").and_then(|p| Page::from_name(&p)) else {
         return http::full(StatusCode::BAD_REQUEST, "text/plain", "unknown page\n");
@@ -984,7 +981,7 @@ fn nodes(o: &mut String, st: &State, snap: &Snapshot) {
 /// `GET /login`, or the form again after a failure (`next` from the form then).
 pub fn login_page(st: &Arc<State>, req: &Req, error: Option<(StatusCode, &str)>) -> Resp {
     let next = local_path(req.param("next"));
-    if error.is_none() && http::session(st, req).is_some() {
+    if error.is_none() && session(st, req).is_some() {
         return redirect(&next);
     }
     login_form_page(st, &next, error)
@@ -1057,7 +1054,7 @@ pub async fn login_form(st: &Arc<State>, req: &Req) -> Resp {
 }
 
 pub fn logout_form(st: &Arc<State>, req: &Req) -> Resp {
-    let Some((token, s)) = http::session(st, req) else {
+    let Some((token, s)) = session(st, req) else {
         return redirect("/login");
     };
     let f = form_pairs(&String::from_utf8_lossy(&req.body));
@@ -1071,7 +1068,7 @@ pub fn logout_form(st: &Arc<State>, req: &Req) -> Resp {
             message_page("Refused", "Missing or wrong CSRF token."),
         );
     }
-    crate::api::logout(st, &token, &s, req.ip());
+    logout(st, &token, &s, req.ip());
     http::with_header(redirect("/login"), "set-cookie", &http::clear_cookie(req))
 }
 
@@ -1086,7 +1083,7 @@ fn form_action(f: &[(String, String)]) -> Result<Action, String> {
     let service = || {
         let v = get("service").unwrap_or_default();
         let (p, a) = v.split_once(' ').ok_or(format!("bad service {v:?}"))?;
-        service_key(p, a).map_err(|e| e.1)
+        service_key(p, a)
     };
     let real = |k: &herd_core::model::ServiceKey| {
         let r = get("real").unwrap_or_default();
@@ -1159,13 +1156,13 @@ fn form_action(f: &[(String, String)]) -> Result<Action, String> {
 /// `POST /action`: a dashboard form. Without `confirmed=1` it answers with a confirmation page
 /// (the JavaScript asks in a dialog and sets it); then it acts and goes back to the page.
 pub async fn action_form(st: &Arc<State>, req: &Req) -> Resp {
-    let Some((_, s)) = http::session(st, req) else {
+    let Some((_, s)) = session(st, req) else {
         return redirect("/login");
     };
     let f = form_pairs(&String::from_utf8_lossy(&req.body));
     let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let what = format!("{} form", get("op").unwrap_or_default());
-    if let Err(r) = crate::api::may_act_audited(st, req, &s, get("_csrf").as_deref(), &what) {
+    if let Err(r) = may_act_audited(st, req, &s, get("_csrf").as_deref(), &what) {
         let why = if is_admin(&s) {
             "Missing or wrong CSRF token: reload the page and try again."
         } else {

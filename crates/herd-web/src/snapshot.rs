@@ -7,7 +7,7 @@ use herd_core::api::{
     SilenceStatus, VrrpStatus,
 };
 
-use crate::State;
+use crate::state::State;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {

@@ -69,7 +69,7 @@ fn web(cfg: &Config, out: &mut Vec<String>) {
     };
     if let Some((cert, key)) = &w.tls {
         if let Err(e) = herd_web::check_tls(cert, key) {
-            out.push(e);
+            out.push(e.to_string());
         }
     }
     if let Some(p) = &w.metrics_token_file {

@@ -6,7 +6,7 @@ use herd_core::config::Config;
 
 use super::exit;
 use crate::daemon::{
-    bind_agent, bind_control, bind_web, check_control, serve, Bound, Daemon, Signals, Source,
+    bind_agent, bind_control, check_control, serve, Bound, Daemon, Signals, Source,
 };
 
 #[derive(Debug, clap::Args)]
@@ -117,13 +117,6 @@ pub async fn daemon_main(
             return exit::CANTCREAT;
         }
     };
-    let web = match bind_web(&daemon).await {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("herd: {e:#}");
-            return exit::CANTCREAT;
-        }
-    };
     let control = match bind_control(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -139,7 +132,6 @@ pub async fn daemon_main(
             control,
             control_path: socket,
             agent,
-            web,
         },
         drain,
         shutdown,

@@ -34,7 +34,7 @@ fn demo_text(a: &Args) -> Result<(String, Option<String>), String> {
         return Ok((DEMO_CONFIG.to_string(), None));
     }
     let password = herd_web::auth::token()[..20].to_string();
-    let hash = herd_web::auth::hash_password(&password)?;
+    let hash = herd_web::auth::hash_password(&password).map_err(|e| e.to_string())?;
     let text = format!(
         "{DEMO_CONFIG}\n# Added by `herd demo`: the dashboard, and a login made up at start.\n\
          [web]\nlisten = \"{}\"\n\n[web.user.admin]\npassword = \"{hash}\"\nrole = \"admin\"\n",

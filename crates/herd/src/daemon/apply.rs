@@ -2,10 +2,10 @@
 //! nothing, a reload applies the new config to the running one, and each subsystem takes only
 //! its difference.
 //!
-//! Order, the same every time: the mon port (a listener that may fail to bind, before anything
-//! else changes), the virtual services and their data plane, VRRP (a director claims a VIP
-//! only once it can serve it), the health monitor (which tells the table its verdicts), the
-//! agent's revocations and sync modules, the dashboard. Each subsystem applies all of its part
+//! Order, the same every time: the listeners that may fail to bind, before anything else
+//! changes (the mon port, the dashboard), the virtual services and their data plane, VRRP (a
+//! director claims a VIP only once it can serve it), the health monitor (which tells the table
+//! its verdicts), the agent's revocations and sync modules. Each subsystem applies all of its part
 //! or none of it; if one fails, the ones before it have applied and the ones after it have
 //! not, the error names the one that failed, and the config kept as "running" stays the old
 //! one (a later reload applies the rest).
@@ -53,12 +53,12 @@ impl Daemon {
         }
         *self.caps.lock().unwrap_or_else(|p| p.into_inner()) = caps;
         self.apply_mon(&next)?;
+        self.apply_web(&next)?;
         let services = self.apply_lb(&next)?;
         let mut pending = Vec::new();
         self.apply_ha(&next)?;
         self.apply_health(&next);
         pending.extend(self.apply_agent(&prev, &next));
-        pending.extend(self.apply_web(&next));
         for p in &pending {
             tracing::warn!("{p} changed: takes effect when the daemon restarts");
         }
@@ -137,14 +137,38 @@ impl Daemon {
         pending
     }
 
-    /// The dashboard.
-    fn apply_web(&self, next: &Config) -> Vec<String> {
-        match (self.web.get(), &next.web) {
-            (Some(w), web) => w.reload(web.as_ref()),
-            (None, Some(_)) if self.reloads.load(std::sync::atomic::Ordering::Relaxed) > 0 => {
-                vec!["web".to_string()]
-            }
-            _ => Vec::new(),
+    /// The dashboard: started, moved, changed or stopped in place (see `herd_web::Web::apply`).
+    fn apply_web(&self, next: &Config) -> Result<(), ApiError> {
+        let max = self.caps().web;
+        let me = self.me()?;
+        let web = self
+            .web
+            .get_or_init(|| herd_web::Web::new(me, web_info(next), max));
+        web.set_max_connections(max);
+        web.apply(next.web.as_ref()).map_err(|e| {
+            let kind = if matches!(e, herd_web::WebError::Bind { .. }) {
+                ErrorKind::Bind
+            } else {
+                ErrorKind::Config
+            };
+            ApiError::new(kind, e.to_string())
+        })?;
+        if let (Some(addr), Some(cfg)) = (web.local_addr(), &next.web) {
+            tracing::info!(%addr, users = cfg.users.len(), "dashboard");
         }
+        Ok(())
+    }
+}
+
+/// What the dashboard's pages say about this node: the agent's name, else the host name.
+fn web_info(cfg: &Config) -> herd_web::Info {
+    let node = cfg.agent.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
+    });
+    herd_web::Info {
+        version: env!("CARGO_PKG_VERSION"),
+        node,
     }
 }

@@ -79,7 +79,8 @@ pub struct Daemon {
     revoked: herd_agent::tls::Revoked,
     /// The sync modules the agent serves (reload replaces them).
     modules: herd_agent::module::Modules,
-    /// The dashboard and HTTP API, when the config has `[web]`.
+    /// The dashboard and HTTP API (serving while the config has `[web]`), made by the first
+    /// apply.
     web: std::sync::OnceLock<herd_web::Web>,
     /// The agents of `[nodes]` as the node watch last saw them (with an agent running).
     nodes: crate::agent::NodeCache,
@@ -107,7 +108,8 @@ impl crate::monproto::Accounts for Daemon {
     }
 
     fn audit_writable(&self) -> Result<(), String> {
-        self.web.get().map_or(Ok(()), |w| w.audit_writable())
+        let web = self.web.get();
+        web.map_or(Ok(()), |w| w.audit_writable().map_err(|e| e.to_string()))
     }
 
     fn audit(
@@ -321,41 +323,12 @@ pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
     crate::agent::bind(&cfg, daemon.revoked.clone(), daemon.modules.clone()).await
 }
 
-/// Binds the dashboard and HTTP API when the config has `[web]` (before the control socket,
-/// whose appearance means ready).
-pub async fn bind_web(daemon: &Arc<Daemon>) -> Result<Option<herd_web::Listener>> {
-    let (web, agent_name) = {
-        let c = daemon.config.lock().unwrap_or_else(|p| p.into_inner());
-        (c.web.clone(), c.agent.name.clone())
-    };
-    let Some(cfg) = web else {
-        return Ok(None);
-    };
-    let node = agent_name.unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".to_string())
-    });
-    let info = herd_web::Info {
-        version: env!("CARGO_PKG_VERSION"),
-        node,
-    };
-    let backend: Arc<dyn herd_web::Backend> = daemon.clone();
-    let (web, listener) = herd_web::Web::bind(&cfg, backend, info)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    tracing::info!(url = %web.url(&listener), users = cfg.users.len(), "dashboard");
-    let _ = daemon.web.set(web);
-    Ok(Some(listener))
-}
-
 /// What start-up bound, handed to [`serve`].
 #[derive(Debug)]
 pub struct Bound {
     pub control: UnixListener,
     pub control_path: PathBuf,
     pub agent: Option<BoundAgent>,
-    pub web: Option<herd_web::Listener>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
@@ -371,7 +344,6 @@ pub async fn serve(
         control,
         control_path,
         agent,
-        web,
     } = bound;
     let Signals {
         mut term,
@@ -389,13 +361,11 @@ pub async fn serve(
             .port;
         crate::agent::spawn_schedules(&agent, port);
         // Only the dashboard shows the nodes: without it, no daemon pings the others.
-        if agent.settings().relay_tls.is_some() && daemon.web.get().is_some() {
+        let dashboard = daemon.web.get().is_some_and(|w| w.local_addr().is_some());
+        if agent.settings().relay_tls.is_some() && dashboard {
             daemon.watching_nodes.store(true, Relaxed);
             crate::agent::spawn_node_watch(&agent, port, daemon.nodes.clone());
         }
-    }
-    if let (Some(w), Some(l)) = (daemon.web.get(), web) {
-        w.spawn(l, daemon.caps().web);
     }
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());
