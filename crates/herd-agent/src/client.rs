@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::agent::KILL_GRACE;
+use crate::deadlines::KILL_GRACE;
 use crate::frame::{write_frames, Frame, FrameReader, Kind, MAX_PAYLOAD};
 pub use crate::proto::Hop as Target;
 use crate::proto::{ExecRequest, Exit, Failure, FailureKind, Pong, Request};

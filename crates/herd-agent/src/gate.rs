@@ -9,7 +9,7 @@
 //! A new connection is never refused for want of room. It displaces the oldest unfinished
 //! handshake of its own source when that source is at its cap, or else, when the budget is
 //! full, the oldest of the source holding the most. Refusing the newcomer instead would let
-//! a few idle connections, renewed every [`crate::agent::HANDSHAKE_TIMEOUT`], lock every admin
+//! a few idle connections, renewed every [`crate::deadlines::HANDSHAKE_TIMEOUT`], lock every admin
 //! out; displacing means a flood must outpace the admin's own handshake (milliseconds) to
 //! keep them out, and a flood from many sources displaces its own connections first.
 //!
@@ -54,6 +54,12 @@ impl<T> Handshakes<T> {
             total: 0,
             sources: HashMap::new(),
         }
+    }
+
+    /// A new budget (a reload's `max-connections`): a lower one displaces nothing at once;
+    /// each new handshake then displaces one while the total is at or above it.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget.max(1);
     }
 
     /// How many handshakes are unfinished.

@@ -13,7 +13,7 @@
 //! got before it runs the command (a grant with stdin and no hash is refused).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_core::nodeset::{contains_name, NodeSet};
@@ -134,16 +134,23 @@ fn sign_grant(
 /// Checks grants for one agent, remembering the run ids it has seen.
 #[derive(Debug)]
 pub struct Checker {
-    verifier: Arc<dyn ClientCertVerifier>,
+    /// The agent's client-certificate verifier (the CA, revocations); a reload that changes
+    /// the CA replaces it, keeping the run ids seen.
+    verifier: RwLock<Arc<dyn ClientCertVerifier>>,
     seen: Mutex<HashMap<String, u64>>,
 }
 
 impl Checker {
     pub fn new(verifier: Arc<dyn ClientCertVerifier>) -> Checker {
         Checker {
-            verifier,
+            verifier: RwLock::new(verifier),
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks the signers of the next grants with `verifier` (a reloaded CA).
+    pub fn set_verifier(&self, verifier: Arc<dyn ClientCertVerifier>) {
+        *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = verifier;
     }
 
     /// The admin who signed `auth`, if it allows `req` on the node `me`. When the command
@@ -177,7 +184,12 @@ impl Checker {
         me: &str,
     ) -> Result<Identity, String> {
         let der = CertificateDer::from(unhex(&auth.cert).ok_or("grant: bad certificate")?);
-        self.verifier
+        let verifier = self
+            .verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        verifier
             .verify_client_cert(&der, &[], UnixTime::now())
             .map_err(|e| format!("grant: the signer's certificate: {e}"))?;
         let id = Identity::from_der(&der).map_err(|e| format!("grant: {e}"))?;
@@ -238,7 +250,6 @@ mod tests {
     use crate::pki;
     use crate::tls::{self, Files};
     use std::collections::HashSet;
-    use std::sync::RwLock;
 
     fn write(
         dir: &std::path::Path,
