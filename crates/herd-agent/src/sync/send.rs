@@ -828,3 +828,7 @@ fn frame_files(
     ship(&mut out, &mut payload, true);
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "send_tests.rs"]
+mod tests;
