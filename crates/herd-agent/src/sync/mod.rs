@@ -1,16 +1,25 @@
-//! `herd sync push` over the agent: the client sends its tree's manifest, the agent compares
-//! it with the destination and asks for the files that differ, the client streams them in that
-//! order, and the agent writes each to a temporary file renamed into place (herd-sync).
+//! `herd sync push` over the agent: the sender sends its tree's manifest, the receiver
+//! compares it with the destination and asks for the files that differ, the sender streams
+//! them in path order, and the receiver writes each to a temporary file renamed into place
+//! (herd-sync). For `herd sync pull` the roles turn: the agent sends (`send.rs`), the client
+//! receives ([`receive`]). Every frame carries the rank of the node it is about, so a relay
+//! (`relay.rs`) passes its subtree's answers up unchanged.
 //!
 //! ```text
-//! client                              agent
-//! Request{sync}  ─────────────────►   checks role (admin) and the destination path
-//! Manifest* , Manifest("") ───────►   scans the destination, plans
-//!                ◄─────────────────   Want* , Want("")        ("F path" whole, "D path" delta)
-//!                ◄─────────────────   Signature* , Signature("") per "D" file (its old copy)
-//! FileData* , FileData("") per file►  writes each file as it arrives; a delta file's data is
-//!                                     its BLAKE3 (32 bytes) then the delta
-//!                ◄─────────────────   SyncDone (or Error)
+//! sender (client)                          receiver (agent)
+//! Request{sync} ────────────────────────►  checks role (or grant) and the destination
+//! Manifest* , Manifest("") ─────────────►  scans the destination, plans
+//!               ◄────────────────────────  Want* , Want("")    lines "F path" (whole) or
+//!                                                               "D path" (delta)
+//!               ◄────────────────────────  Signature* , Signature("") per "D" line, in
+//!                                          order (sent while the files already come)
+//! per file and form (whole once, one delta per distinct old copy), in path order:
+//!   FileStart("F path" | "D <sig> path") ►  <sig>: hex BLAKE3 of the signature the delta
+//!   FileData* , FileData("") ───────────►   was made against; "FZ"/"DZ": each FileData is
+//!                                           zstd; a delta's data is the new content's
+//!                                           BLAKE3 (32 bytes), then the delta
+//! FileStart("") ────────────────────────►  the end of the files
+//!               ◄────────────────────────  SyncDone (or Error)
 //! ```
 
 use std::io::{self, Write};
