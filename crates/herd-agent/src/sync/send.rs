@@ -388,6 +388,16 @@ fn fire(
     });
 }
 
+/// Each node's result so far, by rank.
+type Done = HashMap<u32, Result<SyncDone, Outcome>>;
+
+fn lost(message: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        stage: Stage::Lost,
+        message: message.into(),
+    }
+}
+
 /// One link: the manifest to its head, the wants of each of its nodes (`ranks`), the union
 /// of the files they want, then each node's answer.
 pub async fn send_link<R, W>(
@@ -402,48 +412,81 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let (files, src) = (&tree.files, tree.root.as_path());
     let manifest = chunked(Kind::Manifest, head.rank, &tree.lines);
     if let Err(e) = within("the nodes", write_frames(wr, &manifest)).await {
         return lost_all(&ranks, &e.to_string(), opts);
     }
-    let mut done: HashMap<u32, Result<SyncDone, Outcome>> = HashMap::new();
+    let mut done = Done::new();
     let mut wants: BTreeMap<u32, Wants> = ranks.iter().map(|r| (*r, Wants::default())).collect();
-    // Every node's list of wants (its signatures follow, while the files go out).
+    read_wants(&mut rd, head, &ranks, &mut done, &mut wants).await;
+    refuse_unoffered(&tree.files, &wants, &mut done);
+    let (items, mut deltas) = union(&wants, &done, tree, opts);
+    for (r, w) in &wants {
+        if !done.contains_key(r) {
+            deltas.settle(*r, Some(w));
+        }
+    }
+    // The rest comes while the files go out: signatures, then each node's answer.
+    let pending: Vec<u32> = ranks
+        .iter()
+        .copied()
+        .filter(|r| !done.contains_key(r))
+        .collect();
+    let reader = tokio::spawn(answers(rd, pending, done, wants, deltas));
+    let broken = send_files(wr, items, &tree.root, head.rank, opts).await;
+    // A node that failed (a full disk) stops reading: its error frame says why.
+    let done = match broken {
+        None => reader.await.unwrap_or_default(),
+        Some(_) => tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default(),
+    };
+    let why = broken.unwrap_or_else(|| "the connection closed before the sync ended".into());
+    let out: Results = ranks
+        .iter()
+        .map(|r| (*r, done.get(r).cloned().unwrap_or_else(|| Err(lost(&why)))))
+        .collect();
+    opts.progress.done.fetch_add(out.len() as u64, Relaxed);
+    out
+}
+
+/// Reads until every node of the link has its list of wants (its signatures follow, while
+/// the files go out) or has answered; a broken link ends every node.
+async fn read_wants<R: AsyncRead + Unpin>(
+    rd: &mut FrameReader<R>,
+    head: &Target,
+    ranks: &[u32],
+    done: &mut Done,
+    wants: &mut BTreeMap<u32, Wants>,
+) {
     let mut first = true;
     while ranks
         .iter()
         .any(|r| !done.contains_key(r) && wants[r].list.is_none())
     {
-        let f = match within("the nodes", rd.read()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                let o = if first {
-                    unanswered(&e, head)
-                } else {
-                    Outcome::Failed {
-                        stage: Stage::Lost,
-                        message: e.to_string(),
-                    }
-                };
-                for r in &ranks {
-                    done.entry(*r).or_insert_with(|| Err(o.clone()));
-                }
-                break;
-            }
+        let res = match within("the nodes", rd.read()).await {
+            Ok(Some(f)) => answer(&f, done, wants),
+            Ok(None) => return,
+            // A TLS alert before the first answer is the agent refusing this certificate.
+            Err(e) if first => Err(unanswered(&e, head)),
+            Err(e) => Err(lost(e.to_string())),
         };
         first = false;
-        if let Err(o) = answer(&f, &mut done, &mut wants) {
-            for r in &ranks {
+        if let Err(o) = res {
+            for r in ranks {
                 done.entry(*r).or_insert_with(|| Err(o.clone()));
             }
-            break;
+            return;
         }
     }
-    // A node gets only what the manifest has: regular files (deltas within the sizes they
-    // are made for); one that asks for anything else is answered no more.
-    for (r, w) in &wants {
+}
+
+/// A node gets only what the manifest has: regular files (deltas within the sizes they are
+/// made for); one that asks for anything else is answered no more.
+fn refuse_unoffered(files: &Files, wants: &BTreeMap<u32, Wants>, done: &mut Done) {
+    for (r, w) in wants {
         if done.contains_key(r) {
             continue;
         }
@@ -462,19 +505,25 @@ where
             );
         }
     }
-    // The union: each path once, whole if any node wants it whole; its deltas when ready.
+}
+
+/// The union of the wants of the nodes still in: each path once, whole if any node wants it
+/// whole, and its deltas (made once all their signatures are in) after.
+fn union(
+    wants: &BTreeMap<u32, Wants>,
+    done: &Done,
+    tree: &Tree,
+    opts: &PushOptions,
+) -> (Vec<Item>, Deltas) {
     let mut whole: BTreeMap<String, bool> = BTreeMap::new();
     let mut deltas = Deltas {
         slots: HashMap::new(),
         owed: HashMap::new(),
-        src: src.to_path_buf(),
+        src: tree.root.clone(),
         opts: opts.clone(),
     };
     let mut receivers = HashMap::new();
-    for (r, w) in &wants {
-        if done.contains_key(r) {
-            continue;
-        }
+    for (r, w) in wants.iter().filter(|(r, _)| !done.contains_key(r)) {
         let mut owed = Vec::new();
         for (delta, path) in w.list.iter().flatten() {
             let any = whole.entry(path.clone()).or_default();
@@ -501,7 +550,7 @@ where
     for (path, is_whole) in whole {
         if is_whole {
             // The manifest's size: no second look at the file.
-            let size = files.get(&path).copied().unwrap_or(0);
+            let size = tree.files.get(&path).copied().unwrap_or(0);
             opts.progress.planned.fetch_add(size, Relaxed);
             items.push(Item::Whole(path.clone()));
         }
@@ -509,53 +558,57 @@ where
             items.push(Item::Deltas(path, rx));
         }
     }
-    for (r, w) in &wants {
-        if !done.contains_key(r) {
-            deltas.settle(*r, Some(w));
-        }
-    }
-    // The rest comes while the files go out: signatures, then each node's answer.
-    let pending: Vec<u32> = ranks
-        .iter()
-        .copied()
-        .filter(|r| !done.contains_key(r))
-        .collect();
-    let reader = tokio::spawn(async move {
-        let mut why = None;
-        while pending.iter().any(|r| !done.contains_key(r)) {
-            let f = match within("the nodes", rd.read()).await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    why = Some(e.to_string());
-                    break;
-                }
-            };
-            let ended = matches!(f.kind, Kind::SyncDone | Kind::Error);
-            if let Err(o) = answer(&f, &mut done, &mut wants) {
-                why = o.problem();
+    (items, deltas)
+}
+
+/// The link's frames while the files go out: signatures (each settles its deltas), then
+/// each pending node's answer; a node with none when the link ends is lost.
+async fn answers<R: AsyncRead + Unpin>(
+    mut rd: FrameReader<R>,
+    pending: Vec<u32>,
+    mut done: Done,
+    mut wants: BTreeMap<u32, Wants>,
+    mut deltas: Deltas,
+) -> Done {
+    let mut why = None;
+    while pending.iter().any(|r| !done.contains_key(r)) {
+        let f = match within("the nodes", rd.read()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                why = Some(e.to_string());
                 break;
             }
-            if ended {
-                deltas.settle(f.node, None);
-            } else if f.kind == Kind::Signature {
-                deltas.settle(f.node, wants.get(&f.node));
-            }
+        };
+        let ended = matches!(f.kind, Kind::SyncDone | Kind::Error);
+        if let Err(o) = answer(&f, &mut done, &mut wants) {
+            why = o.problem();
+            break;
         }
-        for r in &pending {
-            done.entry(*r).or_insert_with(|| {
-                Err(Outcome::Failed {
-                    stage: Stage::Lost,
-                    message: why
-                        .clone()
-                        .unwrap_or_else(|| "the connection closed before the sync ended".into()),
-                })
-            });
+        if ended {
+            deltas.settle(f.node, None);
+        } else if f.kind == Kind::Signature {
+            deltas.settle(f.node, wants.get(&f.node));
         }
-        // Whatever still waits for signatures will not get them.
-        drop(deltas);
-        done
-    });
+    }
+    let why = why.unwrap_or_else(|| "the connection closed before the sync ended".into());
+    for r in &pending {
+        done.entry(*r).or_insert_with(|| Err(lost(&why)));
+    }
+    // Whatever still waits for signatures will not get them.
+    drop(deltas);
+    done
+}
+
+/// Frames the files on a blocking thread and writes them at the pace `bwlimit` allows;
+/// what broke the link, if anything did.
+async fn send_files<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    items: Vec<Item>,
+    src: &Path,
+    rank: u32,
+    opts: &PushOptions,
+) -> Option<String> {
     let mut pace = Pace {
         rate: opts.bwlimit,
         start: tokio::time::Instant::now(),
@@ -567,7 +620,7 @@ where
         .map_or(CHUNK, |r| (r / 20).clamp(4096, CHUNK as u64) as usize);
     let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
     let producing = {
-        let (src, rank, zstd) = (src.to_path_buf(), head.rank, opts.compress);
+        let (src, zstd) = (src.to_path_buf(), opts.compress);
         let progress = opts.progress.clone();
         tokio::task::spawn_blocking(move || {
             frame_files(&src, items, rank, batch, zstd, &btx, &progress)
@@ -593,30 +646,7 @@ where
         broken.get_or_insert_with(|| e.clone());
         let _ = wr.shutdown().await;
     }
-    // A node that failed (a full disk) stops reading: its error frame says why.
-    let done = match broken {
-        None => reader.await.unwrap_or_default(),
-        Some(_) => tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default(),
-    };
-    let why = broken.unwrap_or_else(|| "the connection closed before the sync ended".into());
-    let out: Results = ranks
-        .iter()
-        .map(|r| {
-            let res = done.get(r).cloned().unwrap_or_else(|| {
-                Err(Outcome::Failed {
-                    stage: Stage::Lost,
-                    message: why.clone(),
-                })
-            });
-            (*r, res)
-        })
-        .collect();
-    opts.progress.done.fetch_add(out.len() as u64, Relaxed);
-    out
+    broken
 }
 
 /// A frame from a link's nodes while the push is not over: wants, or a node's answer.
