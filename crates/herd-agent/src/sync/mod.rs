@@ -483,39 +483,8 @@ where
             req.dest
         ));
     }
-    let lines = read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?;
-    if let Some(check) = verify {
-        check(&lines)?;
-    }
-    let mut src = parse_manifest(&lines)?;
-    drop(lines);
-    if !req.trusted {
-        // No setuid or setgid program from a peer that is not an admin.
-        for e in &mut src.entries {
-            e.mode &= !0o6000;
-        }
-    }
-    // This side's excludes (a module's) hold whatever the sender's were.
-    drop_excluded(&mut src, &req.exclude);
-    let opts = ScanOptions {
-        hash: req.checksum,
-        exclude: req.exclude.clone(),
-    };
-    let (d, dry) = (dest.clone(), req.dry_run);
-    // The destination is opened once, before it is read; every change below goes through that
-    // handle and no symlink beneath it is followed (herd_sync::dest).
-    let (have, target) = tokio::task::spawn_blocking(move || {
-        if !d.exists() {
-            if dry {
-                return Ok((Manifest::default(), None));
-            }
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-        let target = Dest::open(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        Ok::<_, String>((scan(&d, &opts)?, Some(target)))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let mut src = read_manifest(req, rd, verify).await?;
+    let (have, target) = open_dest(&dest, req).await?;
     if req.module.is_some() && !req.trusted {
         // A module is the admin's directory: a node pushing into it changes what is in it,
         // not the module root's own owner and mode (a manifest saying 0777 would otherwise
@@ -524,15 +493,12 @@ where
             (s.mode, s.uid, s.gid) = (h.mode, h.uid, h.gid);
         }
     }
-    let p = plan(
-        &src,
-        &have,
-        PlanOptions {
-            delete: req.delete,
-            checksum: req.checksum,
-        },
-    );
-    let Some(mut target) = target.filter(|_| !req.dry_run) else {
+    let opts = PlanOptions {
+        delete: req.delete,
+        checksum: req.checksum,
+    };
+    let p = plan(&src, &have, opts);
+    let Some(target) = target.filter(|_| !req.dry_run) else {
         let done = SyncDone {
             changes: p.actions.iter().map(describe).collect(),
             ..SyncDone::default()
@@ -544,133 +510,14 @@ where
             .reader()
             .map_err(|e| format!("{}: {e}", dest.display()))?,
     );
-    // Whole, or as a delta against the old copy when both are big enough.
-    let old_sizes: std::collections::HashMap<&str, u64> = have
-        .entries
-        .iter()
-        .filter_map(|e| match e.kind {
-            herd_sync::manifest::Kind::File { size, .. } => Some((e.path.as_str(), size)),
-            _ => None,
-        })
-        .collect();
-    let mut wants = Vec::new();
-    let mut deltas = std::collections::HashMap::new();
-    let mut hashes = std::collections::HashMap::new();
-    for a in &p.actions {
-        if let Action::Write { entry, basis } = a {
-            if let herd_sync::manifest::Kind::File { hash: Some(h), .. } = &entry.kind {
-                let h =
-                    unhex32(h).ok_or_else(|| format!("manifest: {}: a bad hash", entry.path))?;
-                hashes.insert(entry.path.clone(), h);
-            }
-            let size = match entry.kind {
-                herd_sync::manifest::Kind::File { size, .. } => size,
-                _ => 0,
-            };
-            let old = old_sizes.get(entry.path.as_str()).copied().unwrap_or(0);
-            let delta = *basis && herd_sync::delta::worth_it(size, old);
-            if delta {
-                deltas.insert(entry.path.clone(), size);
-            }
-            wants.extend_from_slice(if delta { b"D " } else { b"F " });
-            wants.extend_from_slice(entry.path.as_bytes());
-            wants.push(b'\n');
-        }
-    }
+    let wanted = Wanted::of(&p, &have)?;
     within(
         "the sender",
-        write_frames(wr, &chunked(Kind::Want, req.rank, &wants)),
+        write_frames(wr, &chunked(Kind::Want, req.rank, &wanted.text)),
     )
     .await
     .map_err(|e| e.to_string())?;
-    // The old copies to sign, in the order the sender expects their signatures.
-    let mut to_sign = Vec::new();
-    for a in &p.actions {
-        if let Action::Write { entry, .. } = a {
-            if deltas.contains_key(&entry.path) {
-                to_sign.push(entry.path.clone());
-            }
-        }
-    }
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-    let p = Arc::new(p);
-    let applying = {
-        let p = p.clone();
-        let mut source = Streamed {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            old: old.clone(),
-            deltas,
-            hashes,
-            received: 0,
-            unpack: None,
-        };
-        tokio::task::spawn_blocking(move || {
-            apply_in(&p, &mut target, &mut source).map(|stats| (stats, source.received))
-        })
-    };
-    tokio::pin!(applying);
-    // Hand the connection's bytes to the writing thread until it is done.
-    let first = rd.take_buffered();
-    let inner = rd.get_mut();
-    let forward = async move {
-        if !first.is_empty() && tx.send(first).await.is_err() {
-            return;
-        }
-        loop {
-            let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
-            match within("the sender", read_some(inner, &mut chunk, CHUNK)).await {
-                Ok(n) if n > 0 => {}
-                // The end of the stream, or a broken one: the writing thread sees it end.
-                _ => return,
-            }
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::pin!(forward);
-    // The signatures go out while files already come in and are written (a delta's old copy
-    // is replaced only once its own delta, made from this signature, has come).
-    let rank = req.rank;
-    let applied = {
-        let signing = async {
-            for basis in to_sign {
-                let old = old.clone();
-                let sig = tokio::task::spawn_blocking(move || {
-                    old.open(&basis)
-                        .and_then(|f| {
-                            let len = f.metadata()?.len();
-                            herd_sync::delta::signature(std::io::BufReader::new(f), len)
-                        })
-                        .map_err(|e| format!("{basis}: {e}"))
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                within(
-                    "the sender",
-                    write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig)),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        };
-        tokio::pin!(signing);
-        let (mut signed, mut forwarded) = (false, false);
-        loop {
-            tokio::select! {
-                res = &mut applying => break res,
-                res = &mut signing, if !signed => {
-                    res?;
-                    signed = true;
-                }
-                () = &mut forward, if !forwarded => forwarded = true,
-            }
-        }
-    };
-    let (stats, received) = applied.map_err(|e| e.to_string())??;
+    let (stats, received) = transfer(req.rank, p, target, old, wanted, rd, wr).await?;
     let done = SyncDone {
         written: stats.written,
         bytes: stats.bytes,
@@ -681,6 +528,214 @@ where
         changes: Vec::new(),
     };
     finish(wr, req.rank, done).await
+}
+
+/// The sender's manifest, checked (the grant of a relayed push), confined (no setuid or
+/// setgid from a peer that is not an admin) and less this side's excludes.
+async fn read_manifest<R: AsyncRead + Unpin>(
+    req: &SyncRequest,
+    rd: &mut FrameReader<R>,
+    verify: Option<&Verify>,
+) -> Result<Manifest, String> {
+    let lines = read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?;
+    if let Some(check) = verify {
+        check(&lines)?;
+    }
+    let mut src = parse_manifest(&lines)?;
+    drop(lines);
+    if !req.trusted {
+        for e in &mut src.entries {
+            e.mode &= !0o6000;
+        }
+    }
+    // This side's excludes (a module's) hold whatever the sender's were.
+    drop_excluded(&mut src, &req.exclude);
+    Ok(src)
+}
+
+/// The destination as it is, and its handle (`None` for a dry run of a destination that
+/// does not exist). It is opened once, before it is read; every change goes through that
+/// handle and no symlink beneath it is followed (herd_sync::dest).
+async fn open_dest(
+    dest: &std::path::Path,
+    req: &SyncRequest,
+) -> Result<(Manifest, Option<Dest>), String> {
+    let opts = ScanOptions {
+        hash: req.checksum,
+        exclude: req.exclude.clone(),
+    };
+    let (d, dry) = (dest.to_path_buf(), req.dry_run);
+    tokio::task::spawn_blocking(move || {
+        if !d.exists() {
+            if dry {
+                return Ok((Manifest::default(), None));
+            }
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let target = Dest::open(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        Ok::<_, String>((scan(&d, &opts).map_err(|e| e.to_string())?, Some(target)))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// What this side asks for: the want lines, the files that come as deltas (path → new size)
+/// and the old copies to sign for them (in the order the sender expects their signatures),
+/// and the content hashes the manifest gives.
+struct Wanted {
+    text: Vec<u8>,
+    deltas: std::collections::HashMap<String, u64>,
+    to_sign: Vec<String>,
+    hashes: std::collections::HashMap<String, [u8; 32]>,
+}
+
+impl Wanted {
+    /// Each file the plan writes: whole, or as a delta against the old copy when both are big
+    /// enough.
+    fn of(p: &herd_sync::plan::Plan, have: &Manifest) -> Result<Wanted, String> {
+        let old_sizes: std::collections::HashMap<&str, u64> = have
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                herd_sync::manifest::Kind::File { size, .. } => Some((e.path.as_str(), size)),
+                _ => None,
+            })
+            .collect();
+        let mut w = Wanted {
+            text: Vec::new(),
+            deltas: Default::default(),
+            to_sign: Vec::new(),
+            hashes: Default::default(),
+        };
+        for a in &p.actions {
+            let Action::Write { entry, basis } = a else {
+                continue;
+            };
+            let size = match &entry.kind {
+                herd_sync::manifest::Kind::File { size, hash } => {
+                    if let Some(h) = hash {
+                        let h = unhex32(h)
+                            .ok_or_else(|| format!("manifest: {}: a bad hash", entry.path))?;
+                        w.hashes.insert(entry.path.clone(), h);
+                    }
+                    *size
+                }
+                _ => 0,
+            };
+            let old = old_sizes.get(entry.path.as_str()).copied().unwrap_or(0);
+            let delta = *basis && herd_sync::delta::worth_it(size, old);
+            if delta {
+                w.deltas.insert(entry.path.clone(), size);
+                w.to_sign.push(entry.path.clone());
+            }
+            w.text.extend_from_slice(if delta { b"D " } else { b"F " });
+            w.text.extend_from_slice(entry.path.as_bytes());
+            w.text.push(b'\n');
+        }
+        Ok(w)
+    }
+}
+
+/// The files: the plan applied on a blocking thread, from the connection's bytes (handed
+/// over as they come), while the signatures of the old copies go out. The write stats and
+/// the content bytes received.
+async fn transfer<R, W>(
+    rank: u32,
+    p: herd_sync::plan::Plan,
+    mut target: Dest,
+    old: Arc<Beneath>,
+    wanted: Wanted,
+    rd: &mut FrameReader<R>,
+    wr: &mut W,
+) -> Result<(herd_sync::apply::Stats, u64), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+    let mut source = Streamed {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+        old: old.clone(),
+        deltas: wanted.deltas,
+        hashes: wanted.hashes,
+        received: 0,
+        unpack: None,
+    };
+    let applying = tokio::task::spawn_blocking(move || {
+        apply_in(&p, &mut target, &mut source).map(|stats| (stats, source.received))
+    });
+    tokio::pin!(applying);
+    let forward = forward(rd, tx);
+    tokio::pin!(forward);
+    // The signatures go out while files already come in and are written (a delta's old copy
+    // is replaced only once its own delta, made from this signature, has come).
+    let signing = sign(rank, old, wanted.to_sign, wr);
+    tokio::pin!(signing);
+    let (mut signed, mut forwarded) = (false, false);
+    let applied = loop {
+        tokio::select! {
+            res = &mut applying => break res,
+            res = &mut signing, if !signed => {
+                res?;
+                signed = true;
+            }
+            () = &mut forward, if !forwarded => forwarded = true,
+        }
+    };
+    applied
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Hands the connection's bytes to the writing thread until it is done (or the stream ends
+/// or breaks: the writing thread then sees it end).
+async fn forward<R: AsyncRead + Unpin>(rd: &mut FrameReader<R>, tx: mpsc::Sender<Vec<u8>>) {
+    let first = rd.take_buffered();
+    let inner = rd.get_mut();
+    if !first.is_empty() && tx.send(first).await.is_err() {
+        return;
+    }
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
+        match within("the sender", read_some(inner, &mut chunk, CHUNK)).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The signature of each old copy a delta is wanted for, in order.
+async fn sign<W: AsyncWrite + Unpin>(
+    rank: u32,
+    old: Arc<Beneath>,
+    to_sign: Vec<String>,
+    wr: &mut W,
+) -> Result<(), String> {
+    for basis in to_sign {
+        let old = old.clone();
+        let sig = tokio::task::spawn_blocking(move || {
+            old.open(&basis)
+                .and_then(|f| {
+                    let len = f.metadata()?.len();
+                    herd_sync::delta::signature(std::io::BufReader::new(f), len)
+                })
+                .map_err(|e| format!("{basis}: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        within(
+            "the sender",
+            write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The receiving side's last word: what it did (or would do), then the end of its stream.
