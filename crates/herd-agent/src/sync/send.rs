@@ -711,11 +711,13 @@ async fn delta_body(
                 .and_then(|b| b.open(&rel))
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .map_err(|e| format!("{rel}: {e}"))?;
-            herd_sync::delta::delta(sig, &data).map(|d| {
-                let mut body = blake3::hash(&data).as_bytes().to_vec();
-                body.extend_from_slice(&d);
-                Arc::new(body)
-            })
+            herd_sync::delta::delta(sig, &data)
+                .map(|d| {
+                    let mut body = blake3::hash(&data).as_bytes().to_vec();
+                    body.extend_from_slice(&d);
+                    Arc::new(body)
+                })
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -814,7 +816,7 @@ fn frame_files(
         let start = file_start(None, zstd, &rel);
         encode_header(Kind::FileStart, rank, start.len(), &mut out);
         out.extend_from_slice(&start);
-        let p = herd_sync::path::join(src, &rel)?;
+        let p = herd_sync::path::join(src, &rel).map_err(|e| e.to_string())?;
         let mut f = beneath
             .open(&rel)
             .map_err(|e| format!("{}: {e}", p.display()))?;
