@@ -186,7 +186,7 @@ fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), ScanError> {
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(ScanError::Thread)))
+            .map(|w| w.join().unwrap_or(Err(ScanError::Thread)))
             .collect()
     });
     for part in hashed {
