@@ -46,7 +46,9 @@ fn identify(tls: &Tls, s: &Settings) -> Option<(Identity, Option<String>)> {
     let der = tls.get_ref().1.peer_certificates()?.first()?;
     match crate::tls::check_identity(der, &s.revoked) {
         Ok(id) => Some((id, None)),
-        Err(why) => Identity::from_der(der).ok().map(|id| (id, Some(why))),
+        Err(why) => Identity::from_der(der)
+            .ok()
+            .map(|id| (id, Some(why.to_string()))),
     }
 }
 
