@@ -325,31 +325,50 @@ pub async fn relay(
 /// A client connection to an agent.
 pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// Why an agent could not be reached (the text is what the node's outcome says).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0:?} is not a DNS name, so no certificate can name it")]
+    NotADnsName(String),
+    #[error("{addr}: {error}")]
+    Tcp { addr: String, error: std::io::Error },
+    #[error("{addr}: TLS: {error}")]
+    Tls { addr: String, error: std::io::Error },
+    #[error("{addr}: no answer within {limit:?}")]
+    Timeout { addr: String, limit: Duration },
+}
+
 /// Connects to an agent and completes the TLS handshake, within `limit`.
 pub async fn connect(
     tls: Arc<rustls::ClientConfig>,
     t: &Target,
     limit: Duration,
-) -> Result<Tls, String> {
-    let name = ServerName::try_from(t.name.clone()).map_err(|_| {
-        format!(
-            "{:?} is not a DNS name, so no certificate can name it",
-            t.name
-        )
-    })?;
+) -> Result<Tls, ConnectError> {
+    let name = ServerName::try_from(t.name.clone())
+        .map_err(|_| ConnectError::NotADnsName(t.name.clone()))?;
+    let addr = || t.addr.clone();
     let attempt = async {
         let tcp = TcpStream::connect(&t.addr)
             .await
-            .map_err(|e| format!("{}: {e}", t.addr))?;
+            .map_err(|error| ConnectError::Tcp {
+                addr: addr(),
+                error,
+            })?;
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(tls)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("{}: TLS: {e}", t.addr))
+            .map_err(|error| ConnectError::Tls {
+                addr: addr(),
+                error,
+            })
     };
     timeout(limit, attempt)
         .await
-        .map_err(|_| format!("{}: no answer within {limit:?}", t.addr))?
+        .map_err(|_| ConnectError::Timeout {
+            addr: addr(),
+            limit,
+        })?
 }
 
 /// The TLS alert in a read error, if the peer sent one.
@@ -373,9 +392,9 @@ async fn session(
     let stream = loop {
         match connect(run.tls.clone(), &head, run.connect_timeout()).await {
             Ok(s) => break s,
-            Err(message) => {
+            Err(e) => {
                 let _ = sink
-                    .send(failure(head.rank, FailureKind::Connect, message))
+                    .send(failure(head.rank, FailureKind::Connect, e.to_string()))
                     .await;
                 if rest.is_empty() {
                     return;
@@ -517,12 +536,10 @@ pub(crate) async fn reach(
     t: &Target,
     limit: Duration,
 ) -> Result<Tls, Outcome> {
-    connect(tls, t, limit)
-        .await
-        .map_err(|message| Outcome::Failed {
-            stage: Stage::Connect,
-            message,
-        })
+    connect(tls, t, limit).await.map_err(|e| Outcome::Failed {
+        stage: Stage::Connect,
+        message: e.to_string(),
+    })
 }
 
 /// A read that failed before the agent answered: a TLS alert there is the agent refusing this

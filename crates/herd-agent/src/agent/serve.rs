@@ -161,7 +161,7 @@ impl Conn<'_> {
             .auth
             .as_ref()
             .ok_or_else(|| "a relayed request carries no grant".to_string())
-            .and_then(|a| self.s.grants.check(a, e, &self.s.name));
+            .and_then(|a| (self.s.grants.check(a, e, &self.s.name)).map_err(|e| e.to_string()));
         match checked {
             Ok(admin) => Some((admin, Some(id.name.clone()))),
             Err(why) => {
@@ -292,7 +292,8 @@ impl Conn<'_> {
             .modules
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .open(name, id, write, &self.s.name);
+            .open(name, id, write, &self.s.name)
+            .map_err(|e| e.to_string());
         if let Err(why) = &res {
             let peer = self.peer;
             tracing::warn!(%peer, who = %id.name, module = name, "agent: {why}");
@@ -426,6 +427,7 @@ impl Conn<'_> {
             checker
                 .check_sync(a, &crate::sync::grant_text(&req, m), &me)
                 .map(|_| ())
+                .map_err(|e| e.to_string())
         }))
     }
 

@@ -181,7 +181,7 @@ fn grant(
 ) -> Result<herd_agent::proto::Auth, String> {
     let (cert, key) = signer(&s.conn, cfg)?;
     let nodes: NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
-    herd_agent::grant::sign(req, &nodes, &cert, key.as_ref())
+    herd_agent::grant::sign(req, &nodes, &cert, key.as_ref()).map_err(|e| e.to_string())
 }
 
 /// The client certificate and its key, to sign grants with.
