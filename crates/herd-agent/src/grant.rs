@@ -45,6 +45,9 @@ pub enum GrantError {
                         (the client is an older herd; or use --no-stdin)"
     )]
     StdinUnhashed,
+    /// A relayed `request` or `push` without the admin's grant.
+    #[error("a relayed {0} carries no grant")]
+    Missing(&'static str),
     #[error("grant: bad certificate")]
     BadCertificate,
     #[error("grant: the signer's certificate: {0}")]

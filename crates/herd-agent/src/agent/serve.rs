@@ -16,6 +16,7 @@ use super::{Agent, Conn, Settings};
 use crate::client;
 use crate::deadlines::{BUSY_GRACE, REQUEST_TIMEOUT, WRITE_STALL};
 use crate::frame::{write_frames, Frame, FrameReader, Kind};
+use crate::grant::GrantError;
 use crate::pki::{Identity, Role};
 use crate::proto::{
     ExecRequest, Failure, FailureKind, Pong, PullRequest, Request, StdinDigest, SyncRequest,
@@ -160,8 +161,9 @@ impl Conn<'_> {
         let checked = e
             .auth
             .as_ref()
-            .ok_or_else(|| "a relayed request carries no grant".to_string())
-            .and_then(|a| (self.s.grants.check(a, e, &self.s.name)).map_err(|e| e.to_string()));
+            .ok_or(GrantError::Missing("request"))
+            .and_then(|a| self.s.grants.check(a, e, &self.s.name))
+            .map_err(|e| e.to_string());
         match checked {
             Ok(admin) => Some((admin, Some(id.name.clone()))),
             Err(why) => {
@@ -401,7 +403,8 @@ impl Conn<'_> {
         }
         let res = crate::sync::receive(&r, &mut rd, &mut wr, verify.as_deref())
             .await
-            .map(|_| ());
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         let failed = res.as_ref().err().cloned();
         self.audit_push_end(caller, &r, failed.as_deref());
         if let Err(e) = res {
@@ -422,12 +425,11 @@ impl Conn<'_> {
             self.s.name.clone(),
             r.clone(),
         );
-        Some(Box::new(move |m: &[u8]| -> Result<(), String> {
-            let a = auth.as_ref().ok_or("a relayed push carries no grant")?;
+        Some(Box::new(move |m: &[u8]| -> Result<(), GrantError> {
+            let a = auth.as_ref().ok_or(GrantError::Missing("push"))?;
             checker
                 .check_sync(a, &crate::sync::grant_text(&req, m), &me)
                 .map(|_| ())
-                .map_err(|e| e.to_string())
         }))
     }
 
@@ -451,7 +453,8 @@ impl Conn<'_> {
             (None, Some(tls)) => {
                 let me = self.s.name.clone();
                 let res = crate::sync::relay(r.clone(), rd, wr, tls, me, verify.as_deref()).await;
-                self.audit_push_end(caller, &r, res.as_ref().err().map(String::as_str));
+                let failed = res.err().map(|e| e.to_string());
+                self.audit_push_end(caller, &r, failed.as_deref());
                 return;
             }
         };

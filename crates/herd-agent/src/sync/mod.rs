@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::frame::{decode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD};
+use crate::grant::GrantError;
 use crate::proto::{Failure, SyncDone, SyncRequest};
 
 /// Splits newline-separated text into frames of at most `MAX_PAYLOAD` bytes (at line
@@ -63,28 +64,30 @@ async fn read_chunked<R: AsyncRead + Unpin>(
     rd: &mut FrameReader<R>,
     kind: Kind,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SyncError> {
     let mut all = Vec::new();
     loop {
         let f = within("the sender", rd.read())
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the connection closed")?;
+            .await?
+            .ok_or(SyncError::Closed)?;
         if f.kind == Kind::Error {
             let why = f
                 .parse::<Failure>()
                 .map(|f| f.message)
                 .unwrap_or_else(|e| e.to_string());
-            return Err(why);
+            return Err(SyncError::Peer(why));
         }
         if f.kind != kind {
-            return Err(format!("expected {kind:?}, got {:?}", f.kind));
+            return Err(SyncError::Unexpected {
+                expected: kind,
+                got: f.kind,
+            });
         }
         if f.payload.is_empty() {
             return Ok(all);
         }
         if all.len() + f.payload.len() > limit {
-            return Err(format!("more than {limit} bytes of {kind:?}"));
+            return Err(SyncError::TooLong { kind, limit });
         }
         all.extend_from_slice(&f.payload);
     }
@@ -115,7 +118,7 @@ const CHUNK: usize = 256 << 10;
 
 /// Checks the manifest's bytes before anything is done with them (a relayed push: the
 /// admin's grant covers their hash).
-pub type Verify = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+pub type Verify = dyn Fn(&[u8]) -> Result<(), GrantError> + Send + Sync;
 
 /// What an admin's grant for a relayed push says: the request as every node gets it (less
 /// its place in the tree) and the manifest's hash.
@@ -146,19 +149,19 @@ pub fn manifest_lines(m: &Manifest) -> Vec<u8> {
     out
 }
 
-pub fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
+pub fn parse_manifest(lines: &[u8]) -> Result<Manifest, SyncError> {
     let mut m = Manifest::default();
     for (i, line) in lines.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
-        let e: Entry =
-            serde_json::from_slice(line).map_err(|e| format!("manifest line {}: {e}", i + 1))?;
-        herd_sync::path::check(&e.path).map_err(|e| format!("manifest: {e}"))?;
+        let e: Entry = serde_json::from_slice(line)
+            .map_err(|error| SyncError::ManifestLine { line: i + 1, error })?;
+        herd_sync::path::check(&e.path)?;
         m.entries.push(e);
     }
     m.entries.sort_by(|a, b| a.path.cmp(&b.path));
-    m.check_tree().map_err(|e| format!("manifest: {e}"))?;
+    m.check_tree()?;
     Ok(m)
 }
 
@@ -467,7 +470,7 @@ pub async fn receive<R, W>(
     rd: &mut FrameReader<R>,
     wr: &mut W,
     verify: Option<&Verify>,
-) -> Result<SyncDone, String>
+) -> Result<SyncDone, SyncError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -478,10 +481,7 @@ where
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(format!(
-            "{:?}: the destination must be an absolute path without '..'",
-            req.dest
-        ));
+        return Err(SyncError::Destination(req.dest.clone()));
     }
     let mut src = read_manifest(req, rd, verify).await?;
     let (have, target) = open_dest(&dest, req).await?;
@@ -505,18 +505,13 @@ where
         };
         return finish(wr, req.rank, done).await;
     };
-    let old = Arc::new(
-        target
-            .reader()
-            .map_err(|e| format!("{}: {e}", dest.display()))?,
-    );
+    let old = Arc::new(target.reader().map_err(SyncError::local(&dest))?);
     let wanted = Wanted::of(&p, &have)?;
     within(
         "the sender",
         write_frames(wr, &chunked(Kind::Want, req.rank, &wanted.text)),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let (stats, received) = transfer(req.rank, p, target, old, wanted, rd, wr).await?;
     let done = SyncDone {
         written: stats.written,
@@ -536,7 +531,7 @@ async fn read_manifest<R: AsyncRead + Unpin>(
     req: &SyncRequest,
     rd: &mut FrameReader<R>,
     verify: Option<&Verify>,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, SyncError> {
     let lines = read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?;
     if let Some(check) = verify {
         check(&lines)?;
@@ -559,7 +554,7 @@ async fn read_manifest<R: AsyncRead + Unpin>(
 async fn open_dest(
     dest: &std::path::Path,
     req: &SyncRequest,
-) -> Result<(Manifest, Option<Dest>), String> {
+) -> Result<(Manifest, Option<Dest>), SyncError> {
     let opts = ScanOptions {
         hash: req.checksum,
         exclude: req.exclude.clone(),
@@ -570,13 +565,12 @@ async fn open_dest(
             if dry {
                 return Ok((Manifest::default(), None));
             }
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(&d).map_err(SyncError::local(&d))?;
         }
-        let target = Dest::open(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        Ok::<_, String>((scan(&d, &opts).map_err(|e| e.to_string())?, Some(target)))
+        let target = Dest::open(&d).map_err(SyncError::local(&d))?;
+        Ok::<_, SyncError>((scan(&d, &opts)?, Some(target)))
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }
 
 /// What this side asks for: the want lines, the files that come as deltas (path → new size)
@@ -592,7 +586,7 @@ struct Wanted {
 impl Wanted {
     /// Each file the plan writes: whole, or as a delta against the old copy when both are big
     /// enough.
-    fn of(p: &herd_sync::plan::Plan, have: &Manifest) -> Result<Wanted, String> {
+    fn of(p: &herd_sync::plan::Plan, have: &Manifest) -> Result<Wanted, SyncError> {
         let old_sizes: std::collections::HashMap<&str, u64> = have
             .entries
             .iter()
@@ -614,8 +608,7 @@ impl Wanted {
             let size = match &entry.kind {
                 herd_sync::manifest::Kind::File { size, hash } => {
                     if let Some(h) = hash {
-                        let h = unhex32(h)
-                            .ok_or_else(|| format!("manifest: {}: a bad hash", entry.path))?;
+                        let h = unhex32(h).ok_or_else(|| SyncError::BadHash(entry.path.clone()))?;
                         w.hashes.insert(entry.path.clone(), h);
                     }
                     *size
@@ -647,7 +640,7 @@ async fn transfer<R, W>(
     wanted: Wanted,
     rd: &mut FrameReader<R>,
     wr: &mut W,
-) -> Result<(herd_sync::apply::Stats, u64), String>
+) -> Result<(herd_sync::apply::Stats, u64), SyncError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -684,9 +677,7 @@ where
             () = &mut forward, if !forwarded => forwarded = true,
         }
     };
-    applied
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(applied??)
 }
 
 /// Hands the connection's bytes to the writing thread until it is done (or the stream ends
@@ -715,7 +706,7 @@ async fn sign<W: AsyncWrite + Unpin>(
     old: Arc<Beneath>,
     to_sign: Vec<String>,
     wr: &mut W,
-) -> Result<(), String> {
+) -> Result<(), SyncError> {
     for basis in to_sign {
         let old = old.clone();
         let sig = tokio::task::spawn_blocking(move || {
@@ -724,16 +715,14 @@ async fn sign<W: AsyncWrite + Unpin>(
                     let len = f.metadata()?.len();
                     herd_sync::delta::signature(std::io::BufReader::new(f), len)
                 })
-                .map_err(|e| format!("{basis}: {e}"))
+                .map_err(SyncError::local(&basis))
         })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
         within(
             "the sender",
             write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig)),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     }
     Ok(())
 }
@@ -743,19 +732,21 @@ async fn finish<W: AsyncWrite + Unpin>(
     wr: &mut W,
     rank: u32,
     done: SyncDone,
-) -> Result<SyncDone, String> {
+) -> Result<SyncDone, SyncError> {
     within(
         "the sender",
         write_frames(wr, &[Frame::json(Kind::SyncDone, rank, &done)]),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let _ = wr.shutdown().await;
     Ok(done)
 }
 
+mod error;
 mod relay;
 mod send;
+
+pub use error::SyncError;
 
 pub use relay::relay;
 pub use send::{pull, push, send_link, DeltaCache, Files, Progress, PushOptions, Tree};

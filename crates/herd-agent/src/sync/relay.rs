@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::send::Wants;
 use super::{
-    chunked, parse_file_start, read_chunked, receive, within, Verify, MAX_MANIFEST, STALL,
+    chunked, parse_file_start, read_chunked, receive, within, SyncError, Verify, MAX_MANIFEST,
+    STALL,
 };
 use crate::client::{plan, reach, Outcome, Target};
 use crate::frame::{write_frames, Frame, FrameReader, Kind};
@@ -50,7 +51,7 @@ pub async fn relay<R, W>(
     tls: Arc<rustls::ClientConfig>,
     me: String,
     verify: Option<&Verify>,
-) -> Result<(), String>
+) -> Result<(), SyncError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -58,7 +59,7 @@ where
     let checked = match read_chunked(&mut up, Kind::Manifest, MAX_MANIFEST).await {
         Err(e) => Err((FailureKind::Agent, e)),
         Ok(m) => match verify.map(|check| check(&m)) {
-            Some(Err(e)) => Err((FailureKind::Refused, format!("refused: {e}"))),
+            Some(Err(e)) => Err((FailureKind::Refused, SyncError::Refused(e))),
             _ => Ok(m),
         },
     };
@@ -67,7 +68,7 @@ where
         Err((kind, e)) => {
             // Nothing runs: this node and its subtree say why.
             let mut wr = up_wr;
-            let mut out = failure(req.rank, kind, e.clone());
+            let mut out = failure(req.rank, kind, e.to_string());
             for t in &req.subtree {
                 out.extend(failure(
                     t.rank,
@@ -112,7 +113,7 @@ where
         let mut rd = FrameReader::new(rd);
         if let Err(e) = receive(&local, &mut rd, &mut wr, None).await {
             let _ = wr
-                .write_all(&failure(local.rank, FailureKind::Agent, e))
+                .write_all(&failure(local.rank, FailureKind::Agent, e.to_string()))
                 .await;
         }
         let _ = wr.shutdown().await;
@@ -179,12 +180,11 @@ where
 
     // The files, each to the links that want it in its form; then the end, to all.
     let mut to: Vec<usize> = Vec::new();
-    let res: Result<(), String> = async {
+    let res: Result<(), SyncError> = async {
         loop {
             let f = within("the sender", up.read())
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the sender went away")?;
+                .await?
+                .ok_or(SyncError::SenderGone)?;
             let bytes = Arc::new(encode(&f));
             match f.kind {
                 Kind::FileStart if f.payload.is_empty() => {
@@ -194,7 +194,7 @@ where
                     return Ok(());
                 }
                 Kind::FileStart => {
-                    let start = parse_file_start(&f.payload).ok_or("a bad file start")?;
+                    let start = parse_file_start(&f.payload).ok_or(SyncError::BadFileStart)?;
                     let key = (start.path.to_string(), start.sig);
                     to = (0..downs.len())
                         .filter(|&i| {
@@ -207,7 +207,7 @@ where
                         .collect();
                 }
                 Kind::FileData => {}
-                k => return Err(format!("expected file data, got {k:?}")),
+                k => return Err(SyncError::NotFileData(k)),
             }
             for &i in &to {
                 // A link whose writer is gone (or stalled: it gives up on its own) has its

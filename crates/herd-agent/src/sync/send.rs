@@ -288,9 +288,9 @@ pub async fn pull(
     })?;
     receive(&local, &mut rd, &mut wr, None)
         .await
-        .map_err(|message| Outcome::Failed {
+        .map_err(|e| Outcome::Failed {
             stage: Stage::Agent,
-            message,
+            message: e.to_string(),
         })
 }
 
