@@ -118,7 +118,7 @@ pub(super) struct Wants {
 
 impl Wants {
     /// Takes a Want or Signature frame; true once the node's wants are complete.
-    pub fn take(&mut self, f: &Frame) -> Result<bool, String> {
+    pub(super) fn take(&mut self, f: &Frame) -> Result<bool, String> {
         match (f.kind, &self.list) {
             (Kind::Want, None) if f.payload.is_empty() => {
                 let list = self
