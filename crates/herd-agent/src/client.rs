@@ -575,7 +575,10 @@ impl Session<'_> {
             );
             return Err(Some((FailureKind::Lost, why)));
         }
-        if !matches!(f.kind, Kind::Stdout | Kind::Stderr | Kind::Exit | Kind::Error) {
+        if !matches!(
+            f.kind,
+            Kind::Stdout | Kind::Stderr | Kind::Exit | Kind::Error
+        ) {
             let why = format!("unexpected {:?} frame", f.kind);
             return Err(Some((FailureKind::Lost, why)));
         }

@@ -222,7 +222,15 @@ async fn children(
             first.extend(chunked(Kind::Manifest, head.rank, manifest));
             let (rd, wr) = tokio::io::split(stream);
             let up = up_tx.clone();
-            downs.push(link(FrameReader::new(rd), wr, first, ranks, up, me, readers));
+            downs.push(link(
+                FrameReader::new(rd),
+                wr,
+                first,
+                ranks,
+                up,
+                me,
+                readers,
+            ));
         }
     }
     downs

@@ -739,43 +739,22 @@ fn frame_files(
     tx: &mpsc::Sender<(Vec<u8>, u64)>,
     progress: &Progress,
 ) -> Result<(), String> {
-    let frame_max = batch.min(MAX_PAYLOAD);
-    let fresh = || Vec::with_capacity(batch + frame_max + 4 * HEADER);
-    let mut out = fresh();
-    let mut payload = 0u64;
-    // Sends the batch when it is full; false when the connection is gone.
-    let ship = |out: &mut Vec<u8>, payload: &mut u64, force: bool| -> bool {
-        if out.len() < batch && !force {
-            return true;
-        }
-        let ok = tx
-            .blocking_send((std::mem::replace(out, fresh()), *payload))
-            .is_ok();
-        *payload = 0;
-        ok
-    };
-    let mut packer = if zstd {
+    let packer = if zstd {
         Some(zstd::bulk::Compressor::new(super::ZSTD_LEVEL).map_err(|e| e.to_string())?)
     } else {
         None
     };
-    // One content frame of `data` (compressed when asked); the payload's size.
-    let mut frame = |data: &[u8], out: &mut Vec<u8>| -> Result<u64, String> {
-        match packer.as_mut() {
-            None => {
-                encode_header(Kind::FileData, rank, data.len(), out);
-                out.extend_from_slice(data);
-                Ok(data.len() as u64)
-            }
-            Some(z) => {
-                let packed = z.compress(data).map_err(|e| format!("zstd: {e}"))?;
-                encode_header(Kind::FileData, rank, packed.len(), out);
-                out.extend_from_slice(&packed);
-                Ok(packed.len() as u64)
-            }
-        }
+    let mut f = Framer {
+        out: Vec::new(),
+        payload: 0,
+        batch,
+        frame_max: batch.min(MAX_PAYLOAD),
+        rank,
+        packer,
+        chunk: Vec::new(),
+        tx,
     };
-    let mut chunk = Vec::new();
+    f.out = f.fresh();
     let beneath =
         herd_sync::path::Beneath::new(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let mut last: Option<String> = None;
@@ -788,77 +767,151 @@ fn frame_files(
             progress.files_sent.fetch_add(1, Relaxed);
             last = Some(path.clone());
         }
-        let rel = match item {
-            Item::Whole(rel) => rel,
-            Item::Deltas(rel, rx) => {
-                // What is framed so far goes out before waiting for the deltas.
-                if !out.is_empty() && !ship(&mut out, &mut payload, true) {
-                    return Ok(());
-                }
-                let bodies = rx
-                    .blocking_recv()
-                    .map_err(|_| format!("{rel}: the nodes' signatures did not all come"))??;
-                for (h, body) in bodies {
-                    let start = file_start(Some(&h), zstd, &rel);
-                    encode_header(Kind::FileStart, rank, start.len(), &mut out);
-                    out.extend_from_slice(&start);
-                    for c in body.chunks(frame_max) {
-                        payload += frame(c, &mut out)?;
-                        if !ship(&mut out, &mut payload, false) {
-                            return Ok(());
-                        }
-                    }
-                    encode_header(Kind::FileData, rank, 0, &mut out);
-                }
-                continue;
+        let more = match item {
+            Item::Whole(rel) => f.whole(src, &beneath, &rel)?,
+            Item::Deltas(rel, rx) => f.deltas(&rel, rx)?,
+        };
+        if !more {
+            // The connection is gone.
+            return Ok(());
+        }
+    }
+    encode_header(Kind::FileStart, rank, 0, &mut f.out);
+    f.ship(true);
+    Ok(())
+}
+
+/// Frames files into batches for the connection.
+struct Framer<'a> {
+    out: Vec<u8>,
+    /// Content bytes in `out`.
+    payload: u64,
+    batch: usize,
+    frame_max: usize,
+    rank: u32,
+    packer: Option<zstd::bulk::Compressor<'static>>,
+    /// A frame's content read for compression.
+    chunk: Vec<u8>,
+    tx: &'a mpsc::Sender<(Vec<u8>, u64)>,
+}
+
+impl Framer<'_> {
+    fn fresh(&self) -> Vec<u8> {
+        Vec::with_capacity(self.batch + self.frame_max + 4 * HEADER)
+    }
+
+    /// Sends the batch when it is full (or `force`); false when the connection is gone.
+    fn ship(&mut self, force: bool) -> bool {
+        if self.out.len() < self.batch && !force {
+            return true;
+        }
+        let fresh = self.fresh();
+        let out = std::mem::replace(&mut self.out, fresh);
+        let ok = self.tx.blocking_send((out, self.payload)).is_ok();
+        self.payload = 0;
+        ok
+    }
+
+    /// One content frame of `data` (compressed when asked); counts its payload.
+    fn frame(&mut self, data: &[u8]) -> Result<(), String> {
+        let n = match self.packer.as_mut() {
+            None => {
+                encode_header(Kind::FileData, self.rank, data.len(), &mut self.out);
+                self.out.extend_from_slice(data);
+                data.len()
+            }
+            Some(z) => {
+                let packed = z.compress(data).map_err(|e| format!("zstd: {e}"))?;
+                encode_header(Kind::FileData, self.rank, packed.len(), &mut self.out);
+                self.out.extend_from_slice(&packed);
+                packed.len()
             }
         };
-        let start = file_start(None, zstd, &rel);
-        encode_header(Kind::FileStart, rank, start.len(), &mut out);
-        out.extend_from_slice(&start);
-        let p = herd_sync::path::join(src, &rel).map_err(|e| e.to_string())?;
-        let mut f = beneath
-            .open(&rel)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+        self.payload += n as u64;
+        Ok(())
+    }
+
+    fn start(&mut self, sig: Option<&[u8; 32]>, rel: &str) {
+        let start = file_start(sig, self.packer.is_some(), rel);
+        encode_header(Kind::FileStart, self.rank, start.len(), &mut self.out);
+        self.out.extend_from_slice(&start);
+    }
+
+    /// A path's deltas, once their bodies are made: what is framed so far goes out before
+    /// waiting for them. False when the connection is gone.
+    fn deltas(
+        &mut self,
+        rel: &str,
+        rx: tokio::sync::oneshot::Receiver<Result<Bodies, String>>,
+    ) -> Result<bool, String> {
+        if !self.out.is_empty() && !self.ship(true) {
+            return Ok(false);
+        }
+        let bodies = rx
+            .blocking_recv()
+            .map_err(|_| format!("{rel}: the nodes' signatures did not all come"))??;
+        for (h, body) in bodies {
+            self.start(Some(&h), rel);
+            for c in body.chunks(self.frame_max) {
+                self.frame(c)?;
+                if !self.ship(false) {
+                    return Ok(false);
+                }
+            }
+            encode_header(Kind::FileData, self.rank, 0, &mut self.out);
+        }
+        Ok(true)
+    }
+
+    /// A whole file, read beneath the root a frame at a time (straight into the batch when
+    /// not compressed). False when the connection is gone.
+    fn whole(
+        &mut self,
+        src: &Path,
+        beneath: &herd_sync::path::Beneath,
+        rel: &str,
+    ) -> Result<bool, String> {
+        self.start(None, rel);
+        let p = herd_sync::path::join(src, rel).map_err(|e| e.to_string())?;
+        let read_err = |e: std::io::Error| format!("{}: {e}", p.display());
+        let mut f = beneath.open(rel).map_err(read_err)?;
+        let max = self.frame_max;
         loop {
-            let n = if zstd {
+            let n = if self.packer.is_some() {
+                let mut chunk = std::mem::take(&mut self.chunk);
                 chunk.clear();
                 let n = (&mut f)
-                    .take(frame_max as u64)
+                    .take(max as u64)
                     .read_to_end(&mut chunk)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                    .map_err(read_err)?;
                 if n > 0 {
-                    payload += frame(&chunk, &mut out)?;
+                    self.frame(&chunk)?;
                 }
+                self.chunk = chunk;
                 n
             } else {
-                let at = out.len();
-                encode_header(Kind::FileData, rank, 0, &mut out);
+                let at = self.out.len();
+                encode_header(Kind::FileData, self.rank, 0, &mut self.out);
                 let n = (&mut f)
-                    .take(frame_max as u64)
-                    .read_to_end(&mut out)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
-                out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
-                payload += n as u64;
+                    .take(max as u64)
+                    .read_to_end(&mut self.out)
+                    .map_err(read_err)?;
+                self.out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
+                self.payload += n as u64;
                 n
             };
-            if n < frame_max {
-                // The end of the file (when n = 0 without zstd, the frame just written).
-                if n > 0 || zstd {
-                    encode_header(Kind::FileData, rank, 0, &mut out);
-                }
+            // The end of the file (when n = 0 without zstd, the frame just written).
+            if n < max && (n > 0 || self.packer.is_some()) {
+                encode_header(Kind::FileData, self.rank, 0, &mut self.out);
             }
-            if !ship(&mut out, &mut payload, false) {
-                return Ok(());
+            if !self.ship(false) {
+                return Ok(false);
             }
-            if n < frame_max {
-                break;
+            if n < max {
+                return Ok(true);
             }
         }
     }
-    encode_header(Kind::FileStart, rank, 0, &mut out);
-    ship(&mut out, &mut payload, true);
-    Ok(())
 }
 
 #[cfg(test)]
