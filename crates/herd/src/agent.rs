@@ -150,65 +150,44 @@ impl Running {
         self.state().watch.as_ref().map(|_| self.nodes.clone())
     }
 
-    /// Takes the agent to what `cfg` says. Must run inside the daemon's tokio runtime (it
-    /// spawns the accept loops); it blocks only to read the certificate files and bind.
-    /// On an error nothing has changed.
+    /// Takes the agent to what `cfg` says: [`Running::prepare`], then [`Prepared::commit`].
+    /// Must run inside the daemon's tokio runtime (it spawns the accept loops); it blocks
+    /// only to read the certificate files and bind. On an error nothing has changed.
     pub fn apply(&self, cfg: &Config) -> Result<Applied, AgentError> {
+        Ok(self.prepare(cfg)?.commit())
+    }
+
+    /// What can fail, done first: the certificates, key and CA read, the audit log's
+    /// directory made, the new listen addresses bound. Nothing changes until
+    /// [`Prepared::commit`]; dropping it instead closes what it bound. (A daemon that
+    /// prepares every subsystem before it commits any applies a reload whole or not at all.)
+    pub fn prepare(&self, cfg: &Config) -> Result<Prepared<'_>, AgentError> {
         let mut want = cfg.agent.clone();
         // No more than the open-files limit leaves for the agent.
         want.max_connections = crate::fdlimit::caps(crate::fdlimit::current(), cfg).agent;
-        let mut st = self.state();
-        if want.listen.is_empty() {
-            self.update_tables(cfg);
-            return Ok(stop(&mut st));
-        }
-        let name = node_name(&want);
-        let loaded = load_tls(&want, &name, self.revoked.clone())?;
-        make_audit_dir(&want)?;
-        let fresh = bind_new(&want.listen, &st.listeners)?;
-        // From here on nothing fails.
-        self.update_tables(cfg);
-        let changed = changes(st.applied.as_ref(), &want);
-        let agent = self.settle_agent(&mut st, &want, name, loaded);
-        serve_listeners(&mut st, &agent, &want.listen, fresh);
-        st.port.store(want.port, Ordering::Relaxed);
-        if st.schedules.is_none() {
-            st.schedules = Some(Task(tokio::spawn(schedules(
-                agent.clone(),
-                st.port.clone(),
-            ))));
-        }
-        match (cfg.web.is_some(), st.watch.is_some()) {
-            // Only the dashboard shows the nodes: without it, no daemon pings the others.
-            (true, false) => {
-                let watch = node_watch(agent.clone(), st.port.clone(), self.nodes.clone());
-                st.watch = Some(Task(tokio::spawn(watch)));
-            }
-            (false, true) => st.watch = None,
-            _ => {}
-        }
-        let listening: Vec<SocketAddr> = st.listeners.iter().map(|(_, l)| l.local_addr()).collect();
-        if !changed.is_empty() {
-            tracing::info!(name = %agent.settings().name, listen = ?listening, max_connections = want.max_connections, changed = ?changed, "node agent");
-        }
-        st.applied = Some(want);
-        Ok(Applied { listening, changed })
+        let serve = if want.listen.is_empty() {
+            None
+        } else {
+            let name = node_name(&want);
+            let loaded = load_tls(&want, &name, self.revoked.clone())?;
+            make_audit_dir(&want)?;
+            let fresh = bind_new(&want.listen, &self.state().listeners)?;
+            Some((name, loaded, fresh))
+        };
+        Ok(Prepared {
+            running: self,
+            want,
+            serve,
+            cluster: cfg.cluster.clone(),
+            modules: cfg.sync_modules.clone(),
+            web: cfg.web.is_some(),
+        })
     }
 
     /// Stops accepting (the connections open finish), the schedules and the node watch:
     /// an apply of nothing.
     pub fn stop(&self) -> Applied {
         stop(&mut self.state())
-    }
-
-    /// Revocations and the module table: replaced in place, so the verifier and open
-    /// transfers see the new ones at once.
-    fn update_tables(&self, cfg: &Config) {
-        set_revoked(&self.revoked, &cfg.agent);
-        self.modules
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(&cfg.cluster, &cfg.sync_modules);
     }
 
     /// The agent with the new settings (made at the first start).
@@ -245,6 +224,76 @@ impl Running {
             }
             None => st.agent.insert(Agent::new(settings)).clone(),
         }
+    }
+}
+
+/// A listener bound for a configured address, not served yet.
+type Bound = (SocketAddr, tokio::net::TcpListener);
+
+/// An apply whose fallible part is done ([`Running::prepare`]).
+pub struct Prepared<'a> {
+    running: &'a Running,
+    want: AgentConfig,
+    /// With an address to listen on: the name, the TLS read, the listeners bound.
+    serve: Option<(String, Loaded, Vec<Bound>)>,
+    cluster: herd_core::cluster::ClusterConfig,
+    modules: Vec<herd_core::cluster::SyncModule>,
+    web: bool,
+}
+
+impl std::fmt::Debug for Prepared<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("agent", &self.want)
+            .field("web", &self.web)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared<'_> {
+    /// Makes it so; nothing here fails.
+    pub fn commit(self) -> Applied {
+        let Prepared {
+            running,
+            want,
+            serve,
+            cluster,
+            modules,
+            web,
+        } = self;
+        set_revoked(&running.revoked, &want);
+        running
+            .modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&cluster, &modules);
+        let mut st = running.state();
+        let Some((name, loaded, fresh)) = serve else {
+            return stop(&mut st);
+        };
+        let changed = changes(st.applied.as_ref(), &want);
+        let agent = running.settle_agent(&mut st, &want, name, loaded);
+        serve_listeners(&mut st, &agent, &want.listen, fresh);
+        st.port.store(want.port, Ordering::Relaxed);
+        if st.schedules.is_none() {
+            let task = tokio::spawn(schedules(agent.clone(), st.port.clone()));
+            st.schedules = Some(Task(task));
+        }
+        match (web, st.watch.is_some()) {
+            // Only the dashboard shows the nodes: without it, no daemon pings the others.
+            (true, false) => {
+                let watch = node_watch(agent.clone(), st.port.clone(), running.nodes.clone());
+                st.watch = Some(Task(tokio::spawn(watch)));
+            }
+            (false, true) => st.watch = None,
+            _ => {}
+        }
+        let listening: Vec<SocketAddr> = st.listeners.iter().map(|(_, l)| l.local_addr()).collect();
+        if !changed.is_empty() {
+            tracing::info!(name = %agent.settings().name, listen = ?listening, max_connections = want.max_connections, changed = ?changed, "node agent");
+        }
+        st.applied = Some(want);
+        Applied { listening, changed }
     }
 }
 
@@ -299,7 +348,7 @@ fn make_audit_dir(cfg: &AgentConfig) -> Result<(), AgentError> {
 fn bind_new(
     listen: &[SocketAddr],
     have: &[(SocketAddr, Listening)],
-) -> Result<Vec<(SocketAddr, tokio::net::TcpListener)>, AgentError> {
+) -> Result<Vec<Bound>, AgentError> {
     listen
         .iter()
         .filter(|a| !have.iter().any(|(h, _)| h == *a))
@@ -325,12 +374,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Stops the listeners `listen` no longer names and serves the new ones, in the config's order.
-fn serve_listeners(
-    st: &mut State,
-    agent: &Arc<Agent>,
-    listen: &[SocketAddr],
-    fresh: Vec<(SocketAddr, tokio::net::TcpListener)>,
-) {
+fn serve_listeners(st: &mut State, agent: &Arc<Agent>, listen: &[SocketAddr], fresh: Vec<Bound>) {
     let mut old: HashMap<SocketAddr, Listening> = st.listeners.drain(..).collect();
     let mut fresh: HashMap<SocketAddr, tokio::net::TcpListener> = fresh.into_iter().collect();
     for addr in listen {
@@ -811,6 +855,26 @@ mod tests {
             ),
             "{refused:?}"
         );
+        running.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepared_apply_that_is_not_committed_changes_nothing() {
+        let pki = Pki::new("prepared");
+        let running = Running::new();
+        let (a, b) = (free_addr(), free_addr());
+        running.apply(&pki.config(&[a], 8)).unwrap();
+        let prepared = running.prepare(&pki.config(&[b], 4)).unwrap();
+        // Bound already, not served.
+        assert!(std::net::TcpListener::bind(b).is_err(), "{b} is not bound");
+        drop(prepared);
+        assert!(std::net::TcpListener::bind(b).is_ok(), "{b} is still bound");
+        assert_eq!(running.agent().unwrap().max_connections(), 8);
+        assert_eq!(ping(pki.admin(), a).await.unwrap(), "n1");
+        // Committed, it takes effect.
+        let applied = running.prepare(&pki.config(&[b], 4)).unwrap().commit();
+        assert_eq!(applied.changed, vec!["listen", "max-connections"]);
+        assert_eq!(ping(pki.admin(), b).await.unwrap(), "n1");
         running.stop();
     }
 
