@@ -105,13 +105,28 @@ struct State {
     watch: Option<Task>,
     /// What was applied last; `None` while no agent runs.
     applied: Option<AgentConfig>,
+    /// The TLS in force and the file contents it was made from.
+    tls: Option<Loaded>,
 }
 
-/// The agent's TLS, read from its files.
+/// The agent's TLS, read from its files. Kept while the files say the same: a new
+/// `ServerConfig` would end every TLS session its tickets resume (the next connection of
+/// every relay and admin would pay a full handshake).
+#[derive(Clone)]
 struct Loaded {
+    /// The paths, and the bytes of the CA, the certificate and the key.
+    source: (Files, [Vec<u8>; 3]),
     server: Arc<rustls::ServerConfig>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     relay: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("files", &self.source.0)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Running {
@@ -169,9 +184,10 @@ impl Running {
             None
         } else {
             let name = node_name(&want);
-            let loaded = load_tls(&want, &name, self.revoked.clone())?;
+            let st = self.state();
+            let loaded = load_tls(&want, &name, self.revoked.clone(), st.tls.as_ref())?;
             make_audit_dir(&want)?;
-            let fresh = bind_new(&want.listen, &self.state().listeners)?;
+            let fresh = bind_new(&want.listen, &st.listeners)?;
             Some((name, loaded, fresh))
         };
         Ok(Prepared {
@@ -198,6 +214,7 @@ impl Running {
         name: String,
         loaded: Loaded,
     ) -> Arc<Agent> {
+        st.tls = Some(loaded.clone());
         let grants = match &st.agent {
             Some(a) => {
                 let g = a.settings().grants.clone();
@@ -313,18 +330,33 @@ fn stop(st: &mut State) -> Applied {
 
 /// The agent's certificate, key and CA, as a server and as a client (to relay to its
 /// subtree), read again from the files.
-fn load_tls(cfg: &AgentConfig, name: &str, revoked: Revoked) -> Result<Loaded, AgentError> {
+///
+/// What is in force is kept when the files hold what they held.
+fn load_tls(
+    cfg: &AgentConfig,
+    name: &str,
+    revoked: Revoked,
+    now: Option<&Loaded>,
+) -> Result<Loaded, AgentError> {
     let (cert, key) = cfg.node_paths(name);
     let files = Files {
         ca: cfg.ca_path(),
         cert,
         key,
     };
+    let read = [&files.ca, &files.cert, &files.key].map(|p| std::fs::read(p).ok());
+    if let (Some(now), [Some(ca), Some(cert), Some(key)]) = (now, &read) {
+        if now.source.0 == files && now.source.1 == [ca, cert, key].map(Clone::clone) {
+            return Ok(now.clone());
+        }
+    }
+    let bytes = read.map(Option::unwrap_or_default);
     let (server, verifier) =
         tls::server_parts(&files, revoked).map_err(|e| AgentError::Certificates(e.to_string()))?;
     let relay = tls::relay_client_config(&files)
         .map_err(|e| AgentError::ClientCertificate(e.to_string()))?;
     Ok(Loaded {
+        source: (files, bytes),
         server,
         verifier,
         relay,
@@ -431,7 +463,7 @@ pub async fn bind(
         return Ok(None);
     }
     let name = node_name(cfg);
-    let loaded = load_tls(cfg, &name, revoked.clone())?;
+    let loaded = load_tls(cfg, &name, revoked.clone(), None)?;
     make_audit_dir(cfg)?;
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
@@ -821,6 +853,12 @@ mod tests {
         running.apply(&pki.config(&[a], 8)).unwrap();
         let old_admin = pki.admin();
         assert_eq!(ping(old_admin.clone(), a).await.unwrap(), "n1");
+        // Files that say the same: the TLS in force stays (and its session tickets with it).
+        let tls = running.agent().unwrap().settings().tls.clone();
+        running.apply(&pki.config(&[a], 6)).unwrap();
+        let agent = running.agent().unwrap();
+        assert!(Arc::ptr_eq(&tls, &agent.settings().tls));
+        assert_eq!(agent.max_connections(), 6);
 
         // An unreadable key: the reload says so and changes nothing (not even the limit).
         let key = pki.dir.join("n1.key");
@@ -835,14 +873,15 @@ mod tests {
             ) && text.contains(&key.display().to_string()),
             "{text}"
         );
-        assert_eq!(running.agent().unwrap().max_connections(), 8);
+        assert_eq!(running.agent().unwrap().max_connections(), 6);
         assert_eq!(ping(old_admin.clone(), a).await.unwrap(), "n1");
         std::fs::write(&key, good_key).unwrap();
 
         // A new CA and certificates under the same names: new handshakes use them.
         pki.renew();
-        let applied = running.apply(&pki.config(&[a], 8)).unwrap();
+        let applied = running.apply(&pki.config(&[a], 6)).unwrap();
         assert!(applied.changed.is_empty(), "{:?}", applied.changed);
+        assert!(!Arc::ptr_eq(&tls, &running.agent().unwrap().settings().tls));
         assert_eq!(ping(pki.admin(), a).await.unwrap(), "n1");
         let refused = ping(old_admin, a).await.unwrap_err();
         assert!(
