@@ -174,6 +174,28 @@ mod tests {
     }
 
     #[test]
+    fn a_lower_budget_is_reached_as_handshakes_come_and_go() {
+        let mut t = Handshakes::new(4, 4);
+        let ids: Vec<_> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|ip| (v4(ip), t.admit(v4(ip), *ip).0))
+            .collect();
+        t.set_budget(2);
+        assert_eq!(t.len(), 4, "nothing is displaced at once");
+        // Each newcomer displaces one while the total is at or above the budget: it never
+        // grows, and comes down to the budget as the others end.
+        assert_eq!(t.admit(v4("10.0.0.5"), "10.0.0.5").1, Some("10.0.0.1"));
+        assert_eq!(t.len(), 4);
+        t.finish(ids[1].0, ids[1].1);
+        t.finish(ids[2].0, ids[2].1);
+        assert_eq!(t.admit(v4("10.0.0.6"), "10.0.0.6").1, Some("10.0.0.4"));
+        assert_eq!(t.len(), 2);
+        t.set_budget(3);
+        assert_eq!(t.admit(v4("10.0.0.7"), "10.0.0.7").1, None);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
     fn finished_handshakes_free_their_place() {
         let mut t = Handshakes::new(2, 2);
         let a = v4("10.0.0.1");
