@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
@@ -449,4 +450,31 @@ fn wants_parse_whole_and_delta_lines_and_count_signatures() {
         take(&mut Wants::default(), Kind::Signature, b"s"),
         Err("unexpected Signature frame".into())
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_that_goes_silent_is_given_up_after_the_stall_time() {
+    let src = Src::new("silent", &[("a", b"aa")]);
+    let (mut peer, sender) = link(vec![0, 1], src.tree(), PushOptions::default());
+    peer.manifest().await;
+    // Node 0 answers, node 1 never does; the link stays open.
+    peer.want(0, "F a\n", &[]).await;
+    let started = tokio::time::Instant::now();
+    let r = results(sender.await.unwrap());
+    let waited = started.elapsed();
+    assert!(
+        waited >= super::super::STALL && waited < super::super::STALL + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    let message = format!("the nodes: nothing for {} s", super::super::STALL.as_secs());
+    for rank in [0, 1] {
+        assert_eq!(
+            r[&rank],
+            Err(Outcome::Failed {
+                stage: Stage::Lost,
+                message: message.clone()
+            })
+        );
+    }
+    drop(peer);
 }
