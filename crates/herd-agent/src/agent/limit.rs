@@ -51,6 +51,11 @@ impl Slots {
     pub fn max(&self) -> usize {
         self.max.load(Ordering::Acquire)
     }
+
+    /// Places taken now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
 }
 
 /// Sockets held at once: a semaphore whose size can change. Shrinking forgets the permits

@@ -157,6 +157,11 @@ impl Agent {
         self.slots.max()
     }
 
+    /// Verified peers served now (each holds one of `max-connections`).
+    pub fn served(&self) -> usize {
+        self.slots.used()
+    }
+
     /// Serves `listener` until the returned handle is dropped or stopped.
     pub fn listen(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<Listening> {
         let addr = listener.local_addr()?;
