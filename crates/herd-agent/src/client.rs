@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::agent::KILL_GRACE;
+use crate::deadlines::KILL_GRACE;
 use crate::frame::{write_frames, Frame, FrameReader, Kind, MAX_PAYLOAD};
 pub use crate::proto::Hop as Target;
 use crate::proto::{ExecRequest, Exit, Failure, FailureKind, Pong, Request};
@@ -325,31 +325,50 @@ pub async fn relay(
 /// A client connection to an agent.
 pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// Why an agent could not be reached (the text is what the node's outcome says).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0:?} is not a DNS name, so no certificate can name it")]
+    NotADnsName(String),
+    #[error("{addr}: {error}")]
+    Tcp { addr: String, error: std::io::Error },
+    #[error("{addr}: TLS: {error}")]
+    Tls { addr: String, error: std::io::Error },
+    #[error("{addr}: no answer within {limit:?}")]
+    Timeout { addr: String, limit: Duration },
+}
+
 /// Connects to an agent and completes the TLS handshake, within `limit`.
 pub async fn connect(
     tls: Arc<rustls::ClientConfig>,
     t: &Target,
     limit: Duration,
-) -> Result<Tls, String> {
-    let name = ServerName::try_from(t.name.clone()).map_err(|_| {
-        format!(
-            "{:?} is not a DNS name, so no certificate can name it",
-            t.name
-        )
-    })?;
+) -> Result<Tls, ConnectError> {
+    let name = ServerName::try_from(t.name.clone())
+        .map_err(|_| ConnectError::NotADnsName(t.name.clone()))?;
+    let addr = || t.addr.clone();
     let attempt = async {
         let tcp = TcpStream::connect(&t.addr)
             .await
-            .map_err(|e| format!("{}: {e}", t.addr))?;
+            .map_err(|error| ConnectError::Tcp {
+                addr: addr(),
+                error,
+            })?;
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(tls)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("{}: TLS: {e}", t.addr))
+            .map_err(|error| ConnectError::Tls {
+                addr: addr(),
+                error,
+            })
     };
     timeout(limit, attempt)
         .await
-        .map_err(|_| format!("{}: no answer within {limit:?}", t.addr))?
+        .map_err(|_| ConnectError::Timeout {
+            addr: addr(),
+            limit,
+        })?
 }
 
 /// The TLS alert in a read error, if the peer sent one.
@@ -363,26 +382,14 @@ fn refusal(e: &std::io::Error) -> Option<String> {
 /// One connection: to `head`, which runs the command and relays it to `rest`.
 async fn session(
     run: Arc<Run>,
-    mut head: Target,
-    mut rest: Vec<Target>,
+    head: Target,
+    rest: Vec<Target>,
     stdin: Option<StdinReceiver>,
-    mut signals: watch::Receiver<Option<i32>>,
+    signals: watch::Receiver<Option<i32>>,
     sink: mpsc::Sender<Frame>,
 ) {
-    // A node that cannot be reached is reported; the next of its group relays instead.
-    let stream = loop {
-        match connect(run.tls.clone(), &head, run.connect_timeout()).await {
-            Ok(s) => break s,
-            Err(message) => {
-                let _ = sink
-                    .send(failure(head.rank, FailureKind::Connect, message))
-                    .await;
-                if rest.is_empty() {
-                    return;
-                }
-                head = rest.remove(0);
-            }
-        }
+    let Some((stream, head, rest)) = reach_group(&run, head, rest, &sink).await else {
+        return;
     };
     let mut pending: HashSet<u32> = rest.iter().map(|t| t.rank).collect();
     pending.insert(head.rank);
@@ -392,26 +399,9 @@ async fn session(
         ..run.request.clone()
     });
     let (rd, mut wr) = tokio::io::split(stream);
-    let report_rest = |pending: &HashSet<u32>, kind: FailureKind, why: &str| {
-        let mut frames: Vec<Frame> = Vec::new();
-        for &r in pending {
-            let msg = if r == head.rank {
-                why.to_string()
-            } else {
-                format!("via {}: {why}", head.name)
-            };
-            frames.push(failure(r, kind, msg));
-        }
-        frames
-    };
     if let Err(e) = write_frames(&mut wr, &[Frame::json(Kind::Request, head.rank, &req)]).await {
-        for f in report_rest(
-            &pending,
-            FailureKind::Lost,
-            &format!("sending the request: {e}"),
-        ) {
-            let _ = sink.send(f).await;
-        }
+        let why = format!("sending the request: {e}");
+        report_rest(&sink, &head, &pending, FailureKind::Lost, &why).await;
         return;
     }
     // One writer task: stdin and signals never wait for the output, nor it for them.
@@ -424,91 +414,187 @@ async fn session(
         }
         let _ = wr.shutdown().await;
     });
-    let rank = head.rank;
-    let feeder = {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Some(mut input) = stdin {
-                while let Some(chunk) = input.recv().await {
-                    for part in chunk.chunks(MAX_PAYLOAD) {
-                        if tx.send(Frame::new(Kind::Stdin, rank, part)).is_err() {
-                            return;
-                        }
-                    }
-                }
-                let _ = tx.send(Frame::new(Kind::StdinEnd, rank, Vec::new()));
-            }
-        })
-    };
+    let feeder = tokio::spawn(feed(stdin, head.rank, tx.clone()));
     let mut rd = FrameReader::new(rd);
-    // The agents end the command at its timeout; past that (the kill grace, the relays'
-    // connects and a margin) the rest of this connection's nodes are reported as gone silent.
-    let silence = run.request.timeout_ms.map(|ms| {
-        tokio::time::Instant::now()
-            + Duration::from_millis(ms)
-            + KILL_GRACE
-            + 4 * run.connect_timeout()
-            + Duration::from_secs(5)
-    });
-    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let mut answered = false;
-    let ended: Option<(FailureKind, String)> = loop {
-        tokio::select! {
-            f = rd.read() => {
-                let f = match f {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break Some((FailureKind::Lost, "the connection closed before the command ended".into())),
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                        break Some((FailureKind::Lost, "the connection broke before the command ended".into()))
-                    }
-                    // TLS 1.3 checks the client's certificate after the client's handshake is
-                    // done: a refusal arrives as an alert on the first read.
-                    Err(e) if !answered => match refusal(&e) {
-                        Some(alert) => break Some((FailureKind::Connect, format!("{}: TLS: the agent refused this certificate ({alert})", head.addr))),
-                        None => break Some((FailureKind::Lost, e.to_string())),
-                    },
-                    Err(e) => break Some((FailureKind::Lost, e.to_string())),
-                };
-                answered = true;
-                if !pending.contains(&f.node) {
-                    break Some((FailureKind::Lost, format!("{} sent a frame about a node it does not serve", head.name)));
-                }
-                let last = matches!(f.kind, Kind::Exit | Kind::Error);
-                if matches!(f.kind, Kind::Stdout | Kind::Stderr | Kind::Exit | Kind::Error) {
-                    let node = f.node;
-                    if sink.send(f).await.is_err() {
-                        break None;
-                    }
-                    if last {
-                        pending.remove(&node);
-                        if pending.is_empty() {
-                            break None;
-                        }
-                    }
-                } else {
-                    break Some((FailureKind::Lost, format!("unexpected {:?} frame", f.kind)));
-                }
-            }
-            r = signals.changed() => {
-                if r.is_ok() {
-                    if let Some(sig) = *signals.borrow_and_update() {
-                        let _ = tx.send(Frame::new(Kind::Signal, rank, vec![sig as u8]));
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(silence.unwrap_or(far)), if silence.is_some() => {
-                break Some((FailureKind::Lost, "no answer after the command's timeout".into()));
-            }
-        }
+    let mut s = Session {
+        head: &head,
+        pending,
+        sink: &sink,
+        tx: &tx,
     };
-    if let Some((kind, why)) = ended {
-        for f in report_rest(&pending, kind, &why) {
-            let _ = sink.send(f).await;
-        }
+    if let Some((kind, why)) = s.pass(&run, &mut rd, signals).await {
+        report_rest(&sink, &head, &s.pending, kind, &why).await;
     }
     feeder.abort();
     drop(tx);
     writer.abort();
+}
+
+/// The group's first node that can be reached, and the rest it relays to; each node that
+/// cannot be reached is reported, and the next of the group relays instead.
+async fn reach_group(
+    run: &Run,
+    mut head: Target,
+    mut rest: Vec<Target>,
+    sink: &mpsc::Sender<Frame>,
+) -> Option<(Tls, Target, Vec<Target>)> {
+    loop {
+        match connect(run.tls.clone(), &head, run.connect_timeout()).await {
+            Ok(s) => return Some((s, head, rest)),
+            Err(e) => {
+                let _ = sink
+                    .send(failure(head.rank, FailureKind::Connect, e.to_string()))
+                    .await;
+                if rest.is_empty() {
+                    return None;
+                }
+                head = rest.remove(0);
+            }
+        }
+    }
+}
+
+/// The nodes of a connection that have not ended, reported with `why` (via its head).
+async fn report_rest(
+    sink: &mpsc::Sender<Frame>,
+    head: &Target,
+    pending: &HashSet<u32>,
+    kind: FailureKind,
+    why: &str,
+) {
+    for &r in pending {
+        let msg = if r == head.rank {
+            why.to_string()
+        } else {
+            format!("via {}: {why}", head.name)
+        };
+        let _ = sink.send(failure(r, kind, msg)).await;
+    }
+}
+
+/// The client's stdin to one connection, in frames, then its end.
+async fn feed(stdin: Option<StdinReceiver>, rank: u32, tx: mpsc::UnboundedSender<Frame>) {
+    let Some(mut input) = stdin else {
+        return;
+    };
+    while let Some(chunk) = input.recv().await {
+        for part in chunk.chunks(MAX_PAYLOAD) {
+            if tx.send(Frame::new(Kind::Stdin, rank, part)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(Frame::new(Kind::StdinEnd, rank, Vec::new()));
+}
+
+/// A connection while its command runs: the nodes not ended yet, where their frames go, and
+/// the writer's queue (for signals).
+struct Session<'a> {
+    head: &'a Target,
+    pending: HashSet<u32>,
+    sink: &'a mpsc::Sender<Frame>,
+    tx: &'a mpsc::UnboundedSender<Frame>,
+}
+
+impl Session<'_> {
+    /// Passes the agent's frames on until every node has ended; signals go the other way.
+    /// `Some` when the connection ends first: how its remaining nodes fail.
+    async fn pass<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        run: &Run,
+        rd: &mut FrameReader<R>,
+        mut signals: watch::Receiver<Option<i32>>,
+    ) -> Option<(FailureKind, String)> {
+        // The agents end the command at its timeout; past that (the kill grace, the relays'
+        // connects and a margin) the rest of this connection's nodes are reported as gone
+        // silent.
+        let silence = run.request.timeout_ms.map(|ms| {
+            tokio::time::Instant::now()
+                + Duration::from_millis(ms)
+                + KILL_GRACE
+                + 4 * run.connect_timeout()
+                + Duration::from_secs(5)
+        });
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut answered = false;
+        loop {
+            tokio::select! {
+                f = rd.read() => {
+                    let f = match f {
+                        Ok(Some(f)) => f,
+                        Ok(None) => return Some((FailureKind::Lost, "the connection closed before the command ended".into())),
+                        Err(e) => return Some(self.broken(&e, answered)),
+                    };
+                    answered = true;
+                    if let Err(ended) = self.forward(f).await {
+                        return ended;
+                    }
+                }
+                r = signals.changed() => {
+                    if r.is_ok() {
+                        if let Some(sig) = *signals.borrow_and_update() {
+                            let _ = self.tx.send(Frame::new(Kind::Signal, self.head.rank, vec![sig as u8]));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(silence.unwrap_or(far)), if silence.is_some() => {
+                    return Some((FailureKind::Lost, "no answer after the command's timeout".into()));
+                }
+            }
+        }
+    }
+
+    /// A read that failed: TLS 1.3 checks the client's certificate after the client's
+    /// handshake is done, so a refusal arrives as an alert on the first read.
+    fn broken(&self, e: &std::io::Error, answered: bool) -> (FailureKind, String) {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            return (
+                FailureKind::Lost,
+                "the connection broke before the command ended".into(),
+            );
+        }
+        match refusal(e).filter(|_| !answered) {
+            Some(alert) => (
+                FailureKind::Connect,
+                format!(
+                    "{}: TLS: the agent refused this certificate ({alert})",
+                    self.head.addr
+                ),
+            ),
+            None => (FailureKind::Lost, e.to_string()),
+        }
+    }
+
+    /// One frame from the agent to the sink. `Err(None)`: every node has ended (or the sink
+    /// is gone); `Err(Some(..))`: the frame ends the connection.
+    async fn forward(&mut self, f: Frame) -> Result<(), Option<(FailureKind, String)>> {
+        if !self.pending.contains(&f.node) {
+            let why = format!(
+                "{} sent a frame about a node it does not serve",
+                self.head.name
+            );
+            return Err(Some((FailureKind::Lost, why)));
+        }
+        if !matches!(
+            f.kind,
+            Kind::Stdout | Kind::Stderr | Kind::Exit | Kind::Error
+        ) {
+            let why = format!("unexpected {:?} frame", f.kind);
+            return Err(Some((FailureKind::Lost, why)));
+        }
+        let last = matches!(f.kind, Kind::Exit | Kind::Error);
+        let node = f.node;
+        if self.sink.send(f).await.is_err() {
+            return Err(None);
+        }
+        if last {
+            self.pending.remove(&node);
+            if self.pending.is_empty() {
+                return Err(None);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// [`connect`], its failure as a node's outcome.
@@ -517,12 +603,10 @@ pub(crate) async fn reach(
     t: &Target,
     limit: Duration,
 ) -> Result<Tls, Outcome> {
-    connect(tls, t, limit)
-        .await
-        .map_err(|message| Outcome::Failed {
-            stage: Stage::Connect,
-            message,
-        })
+    connect(tls, t, limit).await.map_err(|e| Outcome::Failed {
+        stage: Stage::Connect,
+        message: e.to_string(),
+    })
 }
 
 /// A read that failed before the agent answered: a TLS alert there is the agent refusing this

@@ -9,7 +9,7 @@
 //! A new connection is never refused for want of room. It displaces the oldest unfinished
 //! handshake of its own source when that source is at its cap, or else, when the budget is
 //! full, the oldest of the source holding the most. Refusing the newcomer instead would let
-//! a few idle connections, renewed every [`crate::agent::HANDSHAKE_TIMEOUT`], lock every admin
+//! a few idle connections, renewed every [`crate::deadlines::HANDSHAKE_TIMEOUT`], lock every admin
 //! out; displacing means a flood must outpace the admin's own handshake (milliseconds) to
 //! keep them out, and a flood from many sources displaces its own connections first.
 //!
@@ -54,6 +54,12 @@ impl<T> Handshakes<T> {
             total: 0,
             sources: HashMap::new(),
         }
+    }
+
+    /// A new budget (a reload's `max-connections`): a lower one displaces nothing at once;
+    /// each new handshake then displaces one while the total is at or above it.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget.max(1);
     }
 
     /// How many handshakes are unfinished.
@@ -165,6 +171,28 @@ mod tests {
         assert_eq!(t.admit(b, "b2").1, Some("c0"));
         assert_eq!(t.finish(c, c_id), None, "already displaced");
         assert_eq!(t.len(), 6);
+    }
+
+    #[test]
+    fn a_lower_budget_is_reached_as_handshakes_come_and_go() {
+        let mut t = Handshakes::new(4, 4);
+        let ids: Vec<_> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|ip| (v4(ip), t.admit(v4(ip), *ip).0))
+            .collect();
+        t.set_budget(2);
+        assert_eq!(t.len(), 4, "nothing is displaced at once");
+        // Each newcomer displaces one while the total is at or above the budget: it never
+        // grows, and comes down to the budget as the others end.
+        assert_eq!(t.admit(v4("10.0.0.5"), "10.0.0.5").1, Some("10.0.0.1"));
+        assert_eq!(t.len(), 4);
+        t.finish(ids[1].0, ids[1].1);
+        t.finish(ids[2].0, ids[2].1);
+        assert_eq!(t.admit(v4("10.0.0.6"), "10.0.0.6").1, Some("10.0.0.4"));
+        assert_eq!(t.len(), 2);
+        t.set_budget(3);
+        assert_eq!(t.admit(v4("10.0.0.7"), "10.0.0.7").1, None);
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

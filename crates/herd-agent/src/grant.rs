@@ -13,7 +13,7 @@
 //! got before it runs the command (a grant with stdin and no hash is refused).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_core::nodeset::{contains_name, NodeSet};
@@ -28,6 +28,57 @@ use crate::proto::{Auth, ExecRequest, StdinDigest};
 
 /// How far a grant's time may be from the agent's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// Why a grant could not be signed, or does not allow a request here.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("no randomness")]
+    NoRandomness,
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the client key is not an ECDSA P-256 key (herd cert issue makes those)")]
+    KeyType,
+    #[error("{0}")]
+    Sign(#[from] rustls::Error),
+    #[error(
+        "grant: stdin through relays needs the grant to cover its hash \
+                        (the client is an older herd; or use --no-stdin)"
+    )]
+    StdinUnhashed,
+    /// A relayed `request` or `push` without the admin's grant.
+    #[error("a relayed {0} carries no grant")]
+    Missing(&'static str),
+    #[error("grant: bad certificate")]
+    BadCertificate,
+    #[error("grant: the signer's certificate: {0}")]
+    Signer(rustls::Error),
+    #[error("grant: {0}")]
+    Identity(crate::pki::PkiError),
+    #[error("grant: signed by a {0} certificate, not an admin's")]
+    NotAdmin(Role),
+    #[error("grant: bad signature encoding")]
+    SignatureEncoding,
+    #[error("grant: the signature does not verify: {0:?}")]
+    Signature(webpki::Error),
+    #[error("grant: {0}")]
+    Malformed(serde_json::Error),
+    /// `what`: "a sync" or "a command", what it was signed for.
+    #[error("grant: signed for {0}, not for this request")]
+    OtherKind(&'static str),
+    #[error("grant: the request is not the one the admin signed")]
+    OtherRequest,
+    #[error("grant: {0}")]
+    NodeSet(herd_core::nodeset::NodeSetError),
+    #[error("grant: signed for {nodes}, not for {me}")]
+    OtherNodes { nodes: String, me: String },
+    #[error(
+        "grant: issued {ahead}s from this node's clock (at most {}s; are the clocks in sync?)",
+        MAX_SKEW.as_secs()
+    )]
+    Skew { ahead: i64 },
+    #[error("grant: this run was already served here (a replay)")]
+    Replay,
+}
 
 /// What the admin signs (serialised to JSON; the signature covers those exact bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +129,7 @@ pub fn sign(
     nodes: &NodeSet,
     cert: &CertificateDer<'_>,
     key: &dyn SigningKey,
-) -> Result<Auth, String> {
+) -> Result<Auth, GrantError> {
     sign_grant(req, false, nodes, cert, key)
 }
 
@@ -89,7 +140,7 @@ pub fn sign_sync(
     nodes: &NodeSet,
     cert: &CertificateDer<'_>,
     key: &dyn SigningKey,
-) -> Result<Auth, String> {
+) -> Result<Auth, GrantError> {
     let req = ExecRequest {
         command: what.to_string(),
         ..ExecRequest::default()
@@ -103,12 +154,12 @@ fn sign_grant(
     nodes: &NodeSet,
     cert: &CertificateDer<'_>,
     key: &dyn SigningKey,
-) -> Result<Auth, String> {
+) -> Result<Auth, GrantError> {
     let mut run = [0u8; 16];
     rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut run)
-        .map_err(|_| "no randomness")?;
+        .map_err(|_| GrantError::NoRandomness)?;
     let grant = Grant {
         command: req.command.clone(),
         timeout_ms: req.timeout_ms,
@@ -119,11 +170,11 @@ fn sign_grant(
         issued: now_secs(),
         sync,
     };
-    let signed = serde_json::to_string(&grant).map_err(|e| e.to_string())?;
+    let signed = serde_json::to_string(&grant)?;
     let signer = key
         .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
-        .ok_or("the client key is not an ECDSA P-256 key (herd cert issue makes those)")?;
-    let sig = signer.sign(signed.as_bytes()).map_err(|e| e.to_string())?;
+        .ok_or(GrantError::KeyType)?;
+    let sig = signer.sign(signed.as_bytes())?;
     Ok(Auth {
         cert: hex(cert),
         signed,
@@ -134,34 +185,37 @@ fn sign_grant(
 /// Checks grants for one agent, remembering the run ids it has seen.
 #[derive(Debug)]
 pub struct Checker {
-    verifier: Arc<dyn ClientCertVerifier>,
+    /// The agent's client-certificate verifier (the CA, revocations); a reload that changes
+    /// the CA replaces it, keeping the run ids seen.
+    verifier: RwLock<Arc<dyn ClientCertVerifier>>,
     seen: Mutex<HashMap<String, u64>>,
 }
 
 impl Checker {
     pub fn new(verifier: Arc<dyn ClientCertVerifier>) -> Checker {
         Checker {
-            verifier,
+            verifier: RwLock::new(verifier),
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks the signers of the next grants with `verifier` (a reloaded CA).
+    pub fn set_verifier(&self, verifier: Arc<dyn ClientCertVerifier>) {
+        *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = verifier;
     }
 
     /// The admin who signed `auth`, if it allows `req` on the node `me`. When the command
     /// reads stdin, the grant names its hash (`req.stdin_digest`, the same), which the caller
     /// must check against the bytes it gets before running anything.
-    pub fn check(&self, auth: &Auth, req: &ExecRequest, me: &str) -> Result<Identity, String> {
+    pub fn check(&self, auth: &Auth, req: &ExecRequest, me: &str) -> Result<Identity, GrantError> {
         if req.stdin && req.stdin_digest.is_none() {
-            return Err(
-                "grant: stdin through relays needs the grant to cover its hash \
-                        (the client is an older herd; or use --no-stdin)"
-                    .into(),
-            );
+            return Err(GrantError::StdinUnhashed);
         }
         self.check_grant(auth, req, false, me)
     }
 
     /// The admin who signed `auth`, if it allows the sync described by `what` on `me`.
-    pub fn check_sync(&self, auth: &Auth, what: &str, me: &str) -> Result<Identity, String> {
+    pub fn check_sync(&self, auth: &Auth, what: &str, me: &str) -> Result<Identity, GrantError> {
         let req = ExecRequest {
             command: what.to_string(),
             ..ExecRequest::default()
@@ -175,19 +229,21 @@ impl Checker {
         req: &ExecRequest,
         sync: bool,
         me: &str,
-    ) -> Result<Identity, String> {
-        let der = CertificateDer::from(unhex(&auth.cert).ok_or("grant: bad certificate")?);
-        self.verifier
+    ) -> Result<Identity, GrantError> {
+        let der = CertificateDer::from(unhex(&auth.cert).ok_or(GrantError::BadCertificate)?);
+        let verifier = self
+            .verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        verifier
             .verify_client_cert(&der, &[], UnixTime::now())
-            .map_err(|e| format!("grant: the signer's certificate: {e}"))?;
-        let id = Identity::from_der(&der).map_err(|e| format!("grant: {e}"))?;
+            .map_err(GrantError::Signer)?;
+        let id = Identity::from_der(&der).map_err(GrantError::Identity)?;
         if id.role != Role::Admin {
-            return Err(format!(
-                "grant: signed by a {} certificate, not an admin's",
-                id.role
-            ));
+            return Err(GrantError::NotAdmin(id.role));
         }
-        let sig = unhex(&auth.sig).ok_or("grant: bad signature encoding")?;
+        let sig = unhex(&auth.sig).ok_or(GrantError::SignatureEncoding)?;
         webpki::EndEntityCert::try_from(&der)
             .and_then(|c| {
                 c.verify_signature(
@@ -196,37 +252,39 @@ impl Checker {
                     &sig,
                 )
             })
-            .map_err(|e| format!("grant: the signature does not verify: {e:?}"))?;
-        let g: Grant = serde_json::from_str(&auth.signed).map_err(|e| format!("grant: {e}"))?;
+            .map_err(GrantError::Signature)?;
+        let g: Grant = serde_json::from_str(&auth.signed).map_err(GrantError::Malformed)?;
         if g.sync != sync {
-            return Err(format!(
-                "grant: signed for {}, not for this request",
-                if g.sync { "a sync" } else { "a command" }
-            ));
+            return Err(GrantError::OtherKind(if g.sync {
+                "a sync"
+            } else {
+                "a command"
+            }));
         }
         if g.command != req.command
             || g.timeout_ms != req.timeout_ms
             || g.stdin != req.stdin
             || g.stdin_digest != req.stdin_digest
         {
-            return Err("grant: the request is not the one the admin signed".into());
+            return Err(GrantError::OtherRequest);
         }
         // Checked without expanding the set: a node of a 1000-node run checks one name.
-        if !contains_name(&g.nodes, me).map_err(|e| format!("grant: {e}"))? {
-            return Err(format!("grant: signed for {}, not for {me}", g.nodes));
+        if !contains_name(&g.nodes, me).map_err(GrantError::NodeSet)? {
+            return Err(GrantError::OtherNodes {
+                nodes: g.nodes,
+                me: me.to_string(),
+            });
         }
         let now = now_secs();
         if g.issued.abs_diff(now) > MAX_SKEW.as_secs() {
-            return Err(format!(
-                "grant: issued {}s from this node's clock (at most {}s; are the clocks in sync?)",
-                g.issued as i64 - now as i64,
-                MAX_SKEW.as_secs()
-            ));
+            return Err(GrantError::Skew {
+                ahead: g.issued as i64 - now as i64,
+            });
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.retain(|_, issued| issued.abs_diff(now) <= 2 * MAX_SKEW.as_secs());
         if seen.insert(g.run.clone(), g.issued).is_some() {
-            return Err("grant: this run was already served here (a replay)".into());
+            return Err(GrantError::Replay);
         }
         Ok(id)
     }
@@ -238,7 +296,6 @@ mod tests {
     use crate::pki;
     use crate::tls::{self, Files};
     use std::collections::HashSet;
-    use std::sync::RwLock;
 
     fn write(
         dir: &std::path::Path,
@@ -289,10 +346,12 @@ mod tests {
         assert!(checker
             .check(&auth, &req, "n2")
             .unwrap_err()
+            .to_string()
             .contains("replay"));
         assert!(checker
             .check(&auth, &req, "n4")
             .unwrap_err()
+            .to_string()
             .contains("not for n4"));
         let other = ExecRequest {
             command: "rm -rf /".into(),
@@ -302,6 +361,7 @@ mod tests {
         assert!(checker
             .check(&auth2, &other, "n1")
             .unwrap_err()
+            .to_string()
             .contains("not the one"));
         let mut forged = sign(&req, &nodes, &cert, signer.as_ref()).unwrap();
         forged.signed = forged.signed.replace("uptime", "reboot");
@@ -312,6 +372,7 @@ mod tests {
         assert!(checker
             .check(&forged, &forged_req, "n1")
             .unwrap_err()
+            .to_string()
             .contains("does not verify"));
         // Signed with a node's key: refused.
         let ncert = pki::load_certs(&nc).unwrap().remove(0);
@@ -320,6 +381,7 @@ mod tests {
         assert!(checker
             .check(&by_node, &req, "n1")
             .unwrap_err()
+            .to_string()
             .contains("not an admin"));
         // A sync grant runs no command, and a command's grant is no sync's.
         let what = "sync dest=/srv manifest=ab12";
@@ -331,16 +393,19 @@ mod tests {
         assert!(checker
             .check(&sync, &as_command, "n1")
             .unwrap_err()
+            .to_string()
             .contains("signed for a sync"));
         assert!(checker
             .check_sync(&sync, "sync dest=/etc manifest=ab12", "n1")
             .unwrap_err()
+            .to_string()
             .contains("not the one"));
         assert_eq!(checker.check_sync(&sync, what, "n3").unwrap().name, "alice");
         let command = sign(&as_command, &nodes, &cert, signer.as_ref()).unwrap();
         assert!(checker
             .check_sync(&command, what, "n1")
             .unwrap_err()
+            .to_string()
             .contains("signed for a command"));
         // Stdin: the grant covers its hash; another stdin, or one without a hash, is refused.
         let with_stdin = ExecRequest {
@@ -357,6 +422,7 @@ mod tests {
         assert!(checker
             .check(&auth4, &changed, "n1")
             .unwrap_err()
+            .to_string()
             .contains("not the one"));
         assert_eq!(
             checker.check(&auth4, &with_stdin, "n1").unwrap().name,
@@ -370,6 +436,7 @@ mod tests {
         assert!(checker
             .check(&auth5, &unhashed, "n1")
             .unwrap_err()
+            .to_string()
             .contains("cover its hash"));
         // A revoked admin: refused.
         revoked.write().unwrap().insert(admin.serial.clone());
@@ -377,6 +444,7 @@ mod tests {
         assert!(checker
             .check(&auth3, &req, "n1")
             .unwrap_err()
+            .to_string()
             .contains("certificate"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,6 +9,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::pki::Identity;
 
+/// Why a module cannot serve a transfer (each text is what the peer is told).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    #[error("{node} has no module {name:?}")]
+    Unknown { node: String, name: String },
+    /// `what`: "pull" or "push into"; `why`: "" or " (it is read-only)".
+    #[error("refused: {who:?} ({role} certificate) may not {what} module {name:?}{why}")]
+    Refused {
+        who: String,
+        role: crate::pki::Role,
+        what: &'static str,
+        name: String,
+        why: &'static str,
+    },
+    #[error("module {name:?} is busy: {max} transfers at once (max-connections); try later")]
+    Busy { name: String, max: usize },
+}
+
 #[derive(Debug, Default)]
 pub struct Table {
     /// For the node sets and groups the access lists name.
@@ -69,9 +87,18 @@ impl Table {
     }
 
     /// Module `name` for a transfer by `id` (`write`: a push into it), or why not.
-    pub fn open(&self, name: &str, id: &Identity, write: bool, node: &str) -> Result<Open, String> {
+    pub fn open(
+        &self,
+        name: &str,
+        id: &Identity,
+        write: bool,
+        node: &str,
+    ) -> Result<Open, ModuleError> {
         let Some(s) = self.modules.get(name) else {
-            return Err(format!("{node} has no module {name:?}"));
+            return Err(ModuleError::Unknown {
+                node: node.to_string(),
+                name: name.to_string(),
+            });
         };
         if !s
             .module
@@ -83,19 +110,24 @@ impl Table {
             } else {
                 ""
             };
-            return Err(format!(
-                "refused: {:?} ({} certificate) may not {what} module {name:?}{why}",
-                id.name, id.role
-            ));
+            return Err(ModuleError::Refused {
+                who: id.name.clone(),
+                role: id.role,
+                what,
+                name: name.to_string(),
+                why,
+            });
         }
         let slot = match &s.slots {
             None => None,
-            Some(sem) => Some(sem.clone().try_acquire_owned().map_err(|_| {
-                format!(
-                    "module {name:?} is busy: {} transfers at once (max-connections); try later",
-                    s.module.max_connections
-                )
-            })?),
+            Some(sem) => Some(
+                sem.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ModuleError::Busy {
+                        name: name.to_string(),
+                        max: s.module.max_connections,
+                    })?,
+            ),
         };
         Ok(Open {
             module: s.module.clone(),
@@ -138,7 +170,7 @@ mod tests {
         let mut t = Table::new(&cluster, &[module(1)]);
         let n1 = id("node1", Role::Node);
         let first = t.open("www", &n1, false, "me").unwrap();
-        let busy = t.open("www", &n1, false, "me").unwrap_err();
+        let busy = t.open("www", &n1, false, "me").unwrap_err().to_string();
         assert!(busy.contains("busy"), "{busy}");
         // A reload with the same limit keeps the transfer's slot taken.
         t.update(&cluster, &[module(1)]);
@@ -149,14 +181,15 @@ mod tests {
         // Who may: the list, admins; not others, not for writing a read-only module.
         let e = t
             .open("www", &id("node3", Role::Node), false, "me")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("may not pull"), "{e}");
         assert!(t
             .open("www", &id("alice", Role::Admin), false, "me")
             .is_ok());
-        let e = t.open("www", &n1, true, "me").unwrap_err();
+        let e = t.open("www", &n1, true, "me").unwrap_err().to_string();
         assert!(e.contains("read-only"), "{e}");
-        let e = t.open("nope", &n1, false, "me").unwrap_err();
+        let e = t.open("nope", &n1, false, "me").unwrap_err().to_string();
         assert_eq!(e, "me has no module \"nope\"");
         // No limit: any number at once.
         t.update(&cluster, &[module(0)]);

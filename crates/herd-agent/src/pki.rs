@@ -58,6 +58,44 @@ impl fmt::Display for Role {
     }
 }
 
+/// Why a certificate could not be read, made or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("not a readable X.509 certificate")]
+    Unreadable,
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error("a herd certificate carries exactly one role ({ROLE_URI}…), this one {0}")]
+    Roles(usize),
+    #[error("the certificate names nobody (no CN)")]
+    NoName,
+    #[error("no randomness")]
+    NoRandomness,
+    #[error("{0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error(
+        "{0:?} cannot be a node name in a certificate: use letters, digits, '-' and '.' \
+         (a DNS name)"
+    )]
+    NodeName(String),
+    #[error("{0:?}: a certificate name is 1 to 64 printable characters")]
+    Name(String),
+    #[error("the CA certificate: {0}")]
+    CaCertificate(rustls::pki_types::pem::Error),
+    #[error("the CA certificate names no CA (no CN)")]
+    CaName,
+    #[error("the CA key: {0}")]
+    CaKey(rcgen::Error),
+    /// A PEM file that cannot be read.
+    #[error("{}: {error}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        error: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate in it", .0.display())]
+    NoCertificate(std::path::PathBuf),
+}
+
 /// Who a certificate names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -70,23 +108,18 @@ pub struct Identity {
 
 impl Identity {
     /// Reads a herd certificate; an error if it carries no name or no (single) role.
-    pub fn from_der(der: &[u8]) -> Result<Identity, String> {
-        let info = x509::parse(der).ok_or("not a readable X.509 certificate")?;
+    pub fn from_der(der: &[u8]) -> Result<Identity, PkiError> {
+        let info = x509::parse(der).ok_or(PkiError::Unreadable)?;
         let roles: Vec<Role> = info
             .uris
             .iter()
             .filter_map(|u| u.strip_prefix(ROLE_URI))
-            .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role {r:?}")))
+            .map(|r| Role::parse(r).ok_or_else(|| PkiError::UnknownRole(r.to_string())))
             .collect::<Result<_, _>>()?;
         let [role] = roles[..] else {
-            return Err(format!(
-                "a herd certificate carries exactly one role ({ROLE_URI}…), this one {}",
-                roles.len()
-            ));
+            return Err(PkiError::Roles(roles.len()));
         };
-        let name = info
-            .common_name
-            .ok_or("the certificate names nobody (no CN)")?;
+        let name = info.common_name.ok_or(PkiError::NoName)?;
         Ok(Identity {
             name,
             role,
@@ -114,12 +147,12 @@ fn dn(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn serial() -> Result<SerialNumber, String> {
+fn serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
     rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut bytes)
-        .map_err(|_| "no randomness".to_string())?;
+        .map_err(|_| PkiError::NoRandomness)?;
     bytes[0] &= 0x7f; // positive
     bytes[0] |= 0x40; // and 16 bytes long, without a leading zero
     Ok(SerialNumber::from_slice(&bytes))
@@ -141,8 +174,8 @@ fn ca_params(common_name: &str) -> CertificateParams {
 }
 
 /// A new cluster CA named `common_name`.
-pub fn new_ca(common_name: &str, days: u32) -> Result<Issued, String> {
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
+pub fn new_ca(common_name: &str, days: u32) -> Result<Issued, PkiError> {
+    let key = KeyPair::generate()?;
     let mut p = ca_params(common_name);
     p.serial_number = Some(serial()?);
     validity(&mut p, days);
@@ -150,7 +183,7 @@ pub fn new_ca(common_name: &str, days: u32) -> Result<Issued, String> {
         .serial_number
         .as_ref()
         .map(|s| x509::serial_hex(&s.to_bytes()));
-    let cert = p.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = p.self_signed(&key)?;
     Ok(Issued {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -159,7 +192,7 @@ pub fn new_ca(common_name: &str, days: u32) -> Result<Issued, String> {
 }
 
 /// Whether `name` can be a node's name in its certificate (a DNS name: the client checks it).
-pub fn check_node_name(name: &str) -> Result<(), String> {
+pub fn check_node_name(name: &str) -> Result<(), PkiError> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
@@ -172,10 +205,7 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} cannot be a node name in a certificate: use letters, digits, '-' and '.' \
-             (a DNS name)"
-        ))
+        Err(PkiError::NodeName(name.to_string()))
     }
 }
 
@@ -186,38 +216,32 @@ pub fn issue(
     name: &str,
     role: Role,
     days: u32,
-) -> Result<Issued, String> {
+) -> Result<Issued, PkiError> {
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(format!(
-            "{name:?}: a certificate name is 1 to 64 printable characters"
-        ));
+        return Err(PkiError::Name(name.to_string()));
     }
     if role == Role::Node {
         check_node_name(name)?;
     }
-    let ca_der = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
-        .map_err(|e| format!("the CA certificate: {e}"))?;
+    let ca_der =
+        CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(PkiError::CaCertificate)?;
     let ca_name = x509::parse(&ca_der)
         .and_then(|i| i.common_name)
-        .ok_or("the CA certificate names no CA (no CN)")?;
-    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| format!("the CA key: {e}"))?;
+        .ok_or(PkiError::CaName)?;
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(PkiError::CaKey)?;
     let issuer = Issuer::new(ca_params(&ca_name), ca_key);
 
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
+    let key = KeyPair::generate()?;
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(name);
     p.serial_number = Some(serial()?);
     validity(&mut p, days);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let uri = format!("{ROLE_URI}{role}");
-    p.subject_alt_names = vec![SanType::URI(
-        uri.try_into().map_err(|e: rcgen::Error| e.to_string())?,
-    )];
+    p.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     if role == Role::Node {
-        p.subject_alt_names.push(SanType::DnsName(
-            name.try_into().map_err(|e: rcgen::Error| e.to_string())?,
-        ));
+        p.subject_alt_names.push(SanType::DnsName(name.try_into()?));
         p.extended_key_usages
             .push(ExtendedKeyUsagePurpose::ServerAuth);
     }
@@ -225,7 +249,7 @@ pub fn issue(
         .serial_number
         .as_ref()
         .map(|s| x509::serial_hex(&s.to_bytes()));
-    let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+    let cert = p.signed_by(&key, &issuer)?;
     Ok(Issued {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -234,19 +258,25 @@ pub fn issue(
 }
 
 /// The certificates in a PEM file (a chain or one certificate).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|error| PkiError::File {
+            path: path.to_path_buf(),
+            error,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in it", path.display()));
+        return Err(PkiError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
 }
 
 /// The private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|error| PkiError::File {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 #[cfg(test)]

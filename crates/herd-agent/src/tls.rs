@@ -26,6 +26,32 @@ use crate::pki::{self, Identity};
 /// Serials (lower-case hex) of revoked certificates; shared so that a reload applies at once.
 pub type Revoked = Arc<RwLock<HashSet<String>>>;
 
+/// Why a TLS side could not be set up, or a peer's certificate is not good (any more).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("{}: not a usable CA certificate: {error}", path.display())]
+    Ca {
+        path: std::path::PathBuf,
+        error: Error,
+    },
+    #[error("{0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("{0}")]
+    Rustls(#[from] Error),
+    /// This side's certificate or key, refused by rustls.
+    #[error("{}: {error}", path.display())]
+    Identity {
+        path: std::path::PathBuf,
+        error: Error,
+    },
+    #[error("the certificate of {0:?} is revoked")]
+    Revoked(String),
+    #[error("the certificate of {0:?} has expired")]
+    Expired(String),
+}
+
 /// Paths of the CA certificate, and of this side's certificate and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Files {
@@ -43,24 +69,25 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-fn roots(ca: &Path) -> Result<Arc<RootCertStore>, String> {
+fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in pki::load_certs(ca)? {
-        roots
-            .add(c)
-            .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+        roots.add(c).map_err(|error| TlsError::Ca {
+            path: ca.to_path_buf(),
+            error,
+        })?;
     }
     Ok(Arc::new(roots))
 }
 
 fn identity(
     files: &Files,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     Ok((pki::load_certs(&files.cert)?, pki::load_key(&files.key)?))
 }
 
 /// The agent's side.
-pub fn server_config(files: &Files, revoked: Revoked) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(files: &Files, revoked: Revoked) -> Result<Arc<ServerConfig>, TlsError> {
     server_parts(files, revoked).map(|(c, _)| c)
 }
 
@@ -68,10 +95,9 @@ pub fn server_config(files: &Files, revoked: Revoked) -> Result<Arc<ServerConfig
 pub fn server_parts(
     files: &Files,
     revoked: Revoked,
-) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), String> {
-    let inner = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
-        .build()
-        .map_err(|e| e.to_string())?;
+) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), TlsError> {
+    let inner =
+        WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider()).build()?;
     let verifier: Arc<dyn ClientCertVerifier> = Arc::new(HerdClientVerifier {
         inner,
         revoked,
@@ -79,59 +105,65 @@ pub fn server_parts(
     });
     let (certs, key) = identity(files)?;
     let mut cfg = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .map_err(|error| TlsError::Identity {
+            path: files.cert.clone(),
+            error,
+        })?;
     // One ticket per connection (stateless, under a key that lives in this process only): a
     // relay that comes back resumes without certificates and signatures. A resumed session
     // skips the verifier, so the agent checks revocation and expiry again after every
     // handshake (`check_identity`).
     cfg.send_tls13_tickets = 1;
-    cfg.ticketer = ring::Ticketer::new().map_err(|e| e.to_string())?;
+    cfg.ticketer = ring::Ticketer::new()?;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok((Arc::new(cfg), verifier))
 }
 
 /// A private key for signing grants.
-pub fn signing_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, String> {
+pub fn signing_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, TlsError> {
     provider()
         .key_provider
         .load_private_key(pki::load_key(path)?)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|error| TlsError::Identity {
+            path: path.to_path_buf(),
+            error,
+        })
 }
 
 /// The client's side of `herd exec`: a new process each run, so no resumption.
-pub fn client_config(files: &Files) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(files: &Files) -> Result<Arc<ClientConfig>, TlsError> {
     client_config_with(files, rustls::client::Resumption::disabled())
 }
 
 /// The client's side of an agent relaying to its subtree: long-lived, so it keeps a ticket per
 /// node and resumes the next run's connections.
-pub fn relay_client_config(files: &Files) -> Result<Arc<ClientConfig>, String> {
+pub fn relay_client_config(files: &Files) -> Result<Arc<ClientConfig>, TlsError> {
     client_config_with(files, rustls::client::Resumption::in_memory_sessions(8192))
 }
 
 fn client_config_with(
     files: &Files,
     resumption: rustls::client::Resumption,
-) -> Result<Arc<ClientConfig>, String> {
-    let inner = WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider())
-        .build()
-        .map_err(|e| e.to_string())?;
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let inner =
+        WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider()).build()?;
     let verifier = Arc::new(HerdServerVerifier {
         inner,
         known: Known::default(),
     });
     let (certs, key) = identity(files)?;
     let mut cfg = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .map_err(|error| TlsError::Identity {
+            path: files.cert.clone(),
+            error,
+        })?;
     cfg.resumption = resumption;
     Ok(Arc::new(cfg))
 }
@@ -180,19 +212,19 @@ fn unix_now() -> u64 {
 }
 
 /// After a handshake (full or resumed): the peer's identity, if not revoked or expired.
-pub fn check_identity(der: &[u8], revoked: &Revoked) -> Result<Identity, String> {
+pub fn check_identity(der: &[u8], revoked: &Revoked) -> Result<Identity, TlsError> {
     let id = Identity::from_der(der)?;
     if revoked
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .contains(&id.serial)
     {
-        return Err(format!("the certificate of {:?} is revoked", id.name));
+        return Err(TlsError::Revoked(id.name));
     }
     if u64::try_from(id.not_after).is_ok_and(|end| end > unix_now()) {
         Ok(id)
     } else {
-        Err(format!("the certificate of {:?} has expired", id.name))
+        Err(TlsError::Expired(id.name))
     }
 }
 

@@ -46,21 +46,44 @@ pub struct Stats {
     pub refused: Vec<(String, String)>,
 }
 
-fn io(rel: &str, e: impl std::fmt::Display) -> String {
-    format!("{rel}: {e}")
+/// Why a plan could not be applied (the entries applied before stay).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The destination's root could not be opened.
+    #[error("{}: {error}", root.display())]
+    Root {
+        root: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    /// A change to `path` failed.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    /// New content for `path` could not be written (or came wrong from its source).
+    #[error("{path}: {error}{}", full_hint(error))]
+    Write { path: String, error: std::io::Error },
+}
+
+fn io(rel: &str, error: std::io::Error) -> ApplyError {
+    ApplyError::Io {
+        path: rel.to_string(),
+        error,
+    }
 }
 
 /// Applies `plan` under `root`, taking content from `src`. An error that would leave the tree
 /// inconsistent (a write or rename failing: disk full, permissions, a symlink or a file where
 /// a directory should be) stops the sync and is returned; refusals of single entries are
 /// collected in the stats.
-pub fn apply(plan: &Plan, root: &Path, src: &mut dyn Source) -> Result<Stats, String> {
-    let mut dest = Dest::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+pub fn apply(plan: &Plan, root: &Path, src: &mut dyn Source) -> Result<Stats, ApplyError> {
+    let mut dest = Dest::open(root).map_err(|error| ApplyError::Root {
+        root: root.to_path_buf(),
+        error,
+    })?;
     apply_in(plan, &mut dest, src)
 }
 
 /// [`apply`] to a destination already open.
-pub fn apply_in(plan: &Plan, dest: &mut Dest, src: &mut dyn Source) -> Result<Stats, String> {
+pub fn apply_in(plan: &Plan, dest: &mut Dest, src: &mut dyn Source) -> Result<Stats, ApplyError> {
     let mut st = Stats::default();
     for a in &plan.actions {
         match a {
@@ -73,7 +96,10 @@ pub fn apply_in(plan: &Plan, dest: &mut Dest, src: &mut dyn Source) -> Result<St
             Action::Write { entry, .. } => {
                 let n = dest
                     .write(entry, &mut |f| src.copy_to(&entry.path, f))
-                    .map_err(|err| write_error(&entry.path, &err))?;
+                    .map_err(|error| ApplyError::Write {
+                        path: entry.path.clone(),
+                        error,
+                    })?;
                 st.written += 1;
                 st.bytes += n;
             }
@@ -100,11 +126,11 @@ pub fn apply_in(plan: &Plan, dest: &mut Dest, src: &mut dyn Source) -> Result<St
     Ok(st)
 }
 
-fn write_error(rel: &str, err: &std::io::Error) -> String {
-    let hint = if err.raw_os_error() == Some(28) {
+/// What a full disk means for the sync.
+fn full_hint(err: &std::io::Error) -> &'static str {
+    if err.raw_os_error() == Some(28) {
         " (the destination's file system is full; the old file is untouched)"
     } else {
         ""
-    };
-    format!("{rel}: {err}{hint}")
+    }
 }

@@ -49,11 +49,30 @@ pub fn signature(mut old: impl Read, len: u64) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Why a delta could not be made or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("a malformed signature")]
+    Signature,
+    #[error("delta: {0}")]
+    Diff(#[from] fast_rsync::DiffError),
+    /// The delta's commands do not make sense (a peer's bytes).
+    #[error("delta: {0}")]
+    Malformed(String),
+    #[error("old copy: {0}")]
+    OldCopy(io::Error),
+    /// Where the new content goes.
+    #[error("{0}")]
+    Write(io::Error),
+    #[error("the delta did not rebuild the file (its hash differs)")]
+    Hash,
+}
+
 /// The delta from the old copy behind `signature` to `new`.
-pub fn delta(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, String> {
-    let sig = Signature::deserialize(signature).map_err(|_| "a malformed signature".to_string())?;
+pub fn delta(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    let sig = Signature::deserialize(signature).map_err(|_| DeltaError::Signature)?;
     let mut out = Vec::new();
-    diff(&sig.index(), new, &mut out).map_err(|e| format!("delta: {e}"))?;
+    diff(&sig.index(), new, &mut out)?;
     Ok(out)
 }
 
@@ -65,12 +84,12 @@ const OP_LITERAL_N8: u8 = 0x44;
 const OP_COPY_N1_N1: u8 = 0x45;
 const OP_COPY_N8_N8: u8 = 0x54;
 
-fn bad(what: &str) -> String {
-    format!("delta: {what}")
+fn bad(what: &str) -> DeltaError {
+    DeltaError::Malformed(what.to_string())
 }
 
 /// The next `n` bytes of `d`.
-fn take<'a>(d: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+fn take<'a>(d: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], DeltaError> {
     if d.len() < n {
         return Err(bad(&format!("truncated {what}")));
     }
@@ -80,7 +99,7 @@ fn take<'a>(d: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> 
 }
 
 /// A big-endian number of `n` bytes.
-fn int(d: &mut &[u8], n: usize, what: &str) -> Result<u64, String> {
+fn int(d: &mut &[u8], n: usize, what: &str) -> Result<u64, DeltaError> {
     Ok(take(d, n, what)?
         .iter()
         .fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
@@ -95,18 +114,18 @@ struct Rebuilt<'a> {
 }
 
 impl Rebuilt<'_> {
-    fn room(&self, n: u64) -> Result<(), String> {
+    fn room(&self, n: u64) -> Result<(), DeltaError> {
         if self.written + n > self.size {
             return Err(bad("it writes more than the file's size"));
         }
         Ok(())
     }
 
-    fn emit(&mut self, data: &[u8]) -> Result<(), String> {
+    fn emit(&mut self, data: &[u8]) -> Result<(), DeltaError> {
         self.room(data.len() as u64)?;
         self.written += data.len() as u64;
         self.hasher.update(data);
-        self.out.write_all(data).map_err(|e| e.to_string())
+        self.out.write_all(data).map_err(DeltaError::Write)
     }
 }
 
@@ -120,9 +139,9 @@ pub fn patch(
     size: u64,
     hash: &[u8; 32],
     out: &mut dyn Write,
-) -> Result<(), String> {
+) -> Result<(), DeltaError> {
     use std::os::unix::fs::FileExt;
-    let old_len = old.metadata().map_err(|e| format!("old copy: {e}"))?.len();
+    let old_len = old.metadata().map_err(DeltaError::OldCopy)?.len();
     let d = &mut &delta[..];
     if int(d, 4, "magic")? != u64::from(DELTA_MAGIC) {
         return Err(bad("not an rsync delta"));
@@ -159,7 +178,7 @@ pub fn patch(
                     let n = len.min(1 << 20) as usize;
                     buf.resize(n, 0);
                     old.read_exact_at(&mut buf, at)
-                        .map_err(|e| format!("old copy: {e}"))?;
+                        .map_err(DeltaError::OldCopy)?;
                     new.emit(&buf)?;
                     at += n as u64;
                     len -= n as u64;
@@ -172,7 +191,7 @@ pub fn patch(
         return Err(bad("data after its end"));
     }
     if new.written != size || new.hasher.finalize().as_bytes() != hash {
-        return Err("the delta did not rebuild the file (its hash differs)".into());
+        return Err(DeltaError::Hash);
     }
     Ok(())
 }
@@ -275,7 +294,9 @@ mod tests {
         oob.extend((old.len() as u64 - 10).to_be_bytes());
         oob.extend(20u64.to_be_bytes());
         oob.push(OP_END);
-        let e = patch(&basis, &oob, 20, &hash, &mut Vec::new()).unwrap_err();
+        let e = patch(&basis, &oob, 20, &hash, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside"), "{e}");
         assert!(delta(vec![1, 2, 3], &new).is_err());
     }

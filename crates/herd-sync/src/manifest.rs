@@ -60,24 +60,21 @@ impl Manifest {
     /// directory, every path checked ([`path::check`]) and there once, and every other
     /// entry's parent a directory of the manifest. A hand-made manifest cannot then put a
     /// file under something that is not a directory of the tree (`link/file`, `file/file`).
-    pub fn check_tree(&self) -> Result<(), String> {
+    pub fn check_tree(&self) -> Result<(), TreeError> {
         let mut dirs = std::collections::HashSet::new();
         match self.entries.first() {
             Some(e) if e.path.is_empty() && e.is_dir() => {}
-            _ => return Err("the root directory is missing".into()),
+            _ => return Err(TreeError::NoRoot),
         }
         for (i, e) in self.entries.iter().enumerate() {
             path::check(&e.path)?;
             if i > 0 && self.entries[i - 1].path >= e.path {
-                return Err(format!("{:?}: listed twice or out of order", e.path));
+                return Err(TreeError::Order(e.path.clone()));
             }
             if i > 0 {
                 let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
                 if !dirs.contains(parent) {
-                    return Err(format!(
-                        "{:?}: its parent is not a directory of the tree",
-                        e.path
-                    ));
+                    return Err(TreeError::Parent(e.path.clone()));
                 }
             }
             if e.is_dir() {
@@ -86,6 +83,41 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// A manifest that is not a tree (a peer's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error(transparent)]
+    Path(#[from] path::PathError),
+    #[error("the root directory is missing")]
+    NoRoot,
+    #[error("{0:?}: listed twice or out of order")]
+    Order(String),
+    #[error("{0:?}: its parent is not a directory of the tree")]
+    Parent(String),
+}
+
+/// Why a tree could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// `path` (the root, a directory, a file being hashed, a symlink) could not be read.
+    #[error("{}: {error}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(std::path::PathBuf),
+    #[error(transparent)]
+    Path(#[from] path::PathError),
+    #[error("a hashing thread failed")]
+    Thread,
+}
+
+fn io_at(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> ScanError {
+    let path = path.into();
+    move |error| ScanError::Io { path, error }
 }
 
 /// Options of a scan.
@@ -99,10 +131,10 @@ pub struct ScanOptions {
 }
 
 /// Reads the tree under `root` (a directory; it is not followed if it is a symlink).
-pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Manifest, String> {
-    let meta = fs::symlink_metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Manifest, ScanError> {
+    let meta = fs::symlink_metadata(root).map_err(io_at(root))?;
     if !meta.is_dir() {
-        return Err(format!("{}: not a directory", root.display()));
+        return Err(ScanError::NotADirectory(root.to_path_buf()));
     }
     let mut m = Manifest::default();
     m.entries.push(entry(String::new(), &meta, Kind::Dir));
@@ -116,7 +148,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Manifest, String> {
 
 /// Hashes every file of `m`, on as many threads as there are cores (largest files first, each
 /// thread taking the next file when it is done).
-fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
+fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), ScanError> {
     let mut files: Vec<(u64, usize)> = m
         .entries
         .iter()
@@ -132,8 +164,8 @@ fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
         .map_or(2, |n| n.get())
         .min(files.len().max(1));
     let entries = &m.entries;
-    let beneath = path::Beneath::new(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let hashed: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
+    let beneath = path::Beneath::new(root).map_err(io_at(root))?;
+    let hashed: Vec<Result<Vec<(usize, String)>, ScanError>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -146,10 +178,7 @@ fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
                         let rel = &entries[i].path;
                         // Beneath the root: a symlink put in the path since the scan is
                         // not followed (the hash of a file outside would leave the host).
-                        let h = beneath
-                            .open(rel)
-                            .and_then(hash_open)
-                            .map_err(|e| format!("{rel}: {e}"))?;
+                        let h = beneath.open(rel).and_then(hash_open).map_err(io_at(rel))?;
                         out.push((i, h));
                     }
                 })
@@ -157,10 +186,7 @@ fn hash_all(root: &Path, m: &mut Manifest) -> Result<(), String> {
             .collect();
         workers
             .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err("a hashing thread failed".into()))
-            })
+            .map(|w| w.join().unwrap_or(Err(ScanError::Thread)))
             .collect()
     });
     for part in hashed {
@@ -185,18 +211,18 @@ fn entry(path: String, meta: &fs::Metadata, kind: Kind) -> Entry {
     }
 }
 
-fn walk(root: &Path, rel: &str, opts: &ScanOptions, m: &mut Manifest) -> Result<(), String> {
+fn walk(root: &Path, rel: &str, opts: &ScanOptions, m: &mut Manifest) -> Result<(), ScanError> {
     let dir = path::join(root, rel)?;
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
-        Err(e) if rel.is_empty() => return Err(format!("{}: {e}", dir.display())),
+        Err(e) if rel.is_empty() => return Err(io_at(&dir)(e)),
         Err(e) => {
             m.skipped.push((rel.to_string(), e.to_string()));
             return Ok(());
         }
     };
     for item in rd {
-        let item = item.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let item = item.map_err(io_at(&dir))?;
         let Some(name) = item.file_name().to_str().map(str::to_string) else {
             m.skipped
                 .push((format!("{rel}/{:?}", item.file_name()), "not UTF-8".into()));
@@ -227,7 +253,7 @@ fn walk(root: &Path, rel: &str, opts: &ScanOptions, m: &mut Manifest) -> Result<
             };
             m.entries.push(entry(child, &meta, kind));
         } else if ft.is_symlink() {
-            let target = fs::read_link(item.path()).map_err(|e| format!("{child}: {e}"))?;
+            let target = fs::read_link(item.path()).map_err(io_at(&child))?;
             let Some(target) = target.to_str().map(str::to_string) else {
                 m.skipped.push((child, "symlink target not UTF-8".into()));
                 continue;

@@ -5,22 +5,35 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, openat2, Mode, OFlags, ResolveFlags};
 
+/// A manifest path that is not one (a peer's manifest, or a peer asking for a path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("{0:?}: an absolute path")]
+    Absolute(String),
+    #[error("{0:?}: a NUL byte in a path")]
+    Nul(String),
+    #[error("{0:?}: an empty or '.' component")]
+    Empty(String),
+    #[error("{0:?}: '..' leads out of the tree")]
+    Parent(String),
+}
+
 /// Checks a manifest path (`dir/file`, '/'-separated, relative): no empty, `.` or `..`
 /// components, no NUL, not absolute. The root itself is the empty path.
-pub fn check(rel: &str) -> Result<(), String> {
+pub fn check(rel: &str) -> Result<(), PathError> {
     if rel.is_empty() {
         return Ok(());
     }
     if rel.starts_with('/') {
-        return Err(format!("{rel:?}: an absolute path"));
+        return Err(PathError::Absolute(rel.to_string()));
     }
     if rel.contains('\0') {
-        return Err(format!("{rel:?}: a NUL byte in a path"));
+        return Err(PathError::Nul(rel.to_string()));
     }
     for c in rel.split('/') {
         match c {
-            "" | "." => return Err(format!("{rel:?}: an empty or '.' component")),
-            ".." => return Err(format!("{rel:?}: '..' leads out of the tree")),
+            "" | "." => return Err(PathError::Empty(rel.to_string())),
+            ".." => return Err(PathError::Parent(rel.to_string())),
             _ => {}
         }
     }
@@ -28,7 +41,7 @@ pub fn check(rel: &str) -> Result<(), String> {
 }
 
 /// `root` joined with a checked relative path.
-pub fn join(root: &Path, rel: &str) -> Result<PathBuf, String> {
+pub fn join(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
     check(rel)?;
     Ok(if rel.is_empty() {
         root.to_path_buf()

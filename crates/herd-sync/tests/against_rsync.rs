@@ -205,7 +205,7 @@ fn a_symlink_leading_out_is_refused_and_nothing_is_left_half_written() {
         &scan(&dst.0, &ScanOptions::default()).unwrap(),
         PlanOptions::default(),
     );
-    let err = apply(&p, &dst.0, &mut Failing).unwrap_err();
+    let err = apply(&p, &dst.0, &mut Failing).unwrap_err().to_string();
     assert!(err.contains("ok.txt: connection lost"), "{err}");
     assert_eq!(fs::read(dst.0.join("ok.txt")).unwrap(), b"fine\n");
     let left: Vec<_> = fs::read_dir(&dst.0)

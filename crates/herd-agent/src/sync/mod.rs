@@ -1,16 +1,25 @@
-//! `herd sync push` over the agent: the client sends its tree's manifest, the agent compares
-//! it with the destination and asks for the files that differ, the client streams them in that
-//! order, and the agent writes each to a temporary file renamed into place (herd-sync).
+//! `herd sync push` over the agent: the sender sends its tree's manifest, the receiver
+//! compares it with the destination and asks for the files that differ, the sender streams
+//! them in path order, and the receiver writes each to a temporary file renamed into place
+//! (herd-sync). For `herd sync pull` the roles turn: the agent sends (`send.rs`), the client
+//! receives ([`receive`]). Every frame carries the rank of the node it is about, so a relay
+//! (`relay.rs`) passes its subtree's answers up unchanged.
 //!
 //! ```text
-//! client                              agent
-//! Request{sync}  ─────────────────►   checks role (admin) and the destination path
-//! Manifest* , Manifest("") ───────►   scans the destination, plans
-//!                ◄─────────────────   Want* , Want("")        ("F path" whole, "D path" delta)
-//!                ◄─────────────────   Signature* , Signature("") per "D" file (its old copy)
-//! FileData* , FileData("") per file►  writes each file as it arrives; a delta file's data is
-//!                                     its BLAKE3 (32 bytes) then the delta
-//!                ◄─────────────────   SyncDone (or Error)
+//! sender (client)                          receiver (agent)
+//! Request{sync} ────────────────────────►  checks role (or grant) and the destination
+//! Manifest* , Manifest("") ─────────────►  scans the destination, plans
+//!               ◄────────────────────────  Want* , Want("")    lines "F path" (whole) or
+//!                                                               "D path" (delta)
+//!               ◄────────────────────────  Signature* , Signature("") per "D" line, in
+//!                                          order (sent while the files already come)
+//! per file and form (whole once, one delta per distinct old copy), in path order:
+//!   FileStart("F path" | "D <sig> path") ►  <sig>: hex BLAKE3 of the signature the delta
+//!   FileData* , FileData("") ───────────►   was made against; "FZ"/"DZ": each FileData is
+//!                                           zstd; a delta's data is the new content's
+//!                                           BLAKE3 (32 bytes), then the delta
+//! FileStart("") ────────────────────────►  the end of the files
+//!               ◄────────────────────────  SyncDone (or Error)
 //! ```
 
 use std::io::{self, Write};
@@ -26,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::frame::{decode_header, write_frames, Frame, FrameReader, Kind, HEADER, MAX_PAYLOAD};
+use crate::grant::GrantError;
 use crate::proto::{Failure, SyncDone, SyncRequest};
 
 /// Splits newline-separated text into frames of at most `MAX_PAYLOAD` bytes (at line
@@ -54,28 +64,30 @@ async fn read_chunked<R: AsyncRead + Unpin>(
     rd: &mut FrameReader<R>,
     kind: Kind,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SyncError> {
     let mut all = Vec::new();
     loop {
         let f = within("the sender", rd.read())
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the connection closed")?;
+            .await?
+            .ok_or(SyncError::Closed)?;
         if f.kind == Kind::Error {
             let why = f
                 .parse::<Failure>()
                 .map(|f| f.message)
                 .unwrap_or_else(|e| e.to_string());
-            return Err(why);
+            return Err(SyncError::Peer(why));
         }
         if f.kind != kind {
-            return Err(format!("expected {kind:?}, got {:?}", f.kind));
+            return Err(SyncError::Unexpected {
+                expected: kind,
+                got: f.kind,
+            });
         }
         if f.payload.is_empty() {
             return Ok(all);
         }
         if all.len() + f.payload.len() > limit {
-            return Err(format!("more than {limit} bytes of {kind:?}"));
+            return Err(SyncError::TooLong { kind, limit });
         }
         all.extend_from_slice(&f.payload);
     }
@@ -106,7 +118,7 @@ const CHUNK: usize = 256 << 10;
 
 /// Checks the manifest's bytes before anything is done with them (a relayed push: the
 /// admin's grant covers their hash).
-pub type Verify = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+pub type Verify = dyn Fn(&[u8]) -> Result<(), GrantError> + Send + Sync;
 
 /// What an admin's grant for a relayed push says: the request as every node gets it (less
 /// its place in the tree) and the manifest's hash.
@@ -137,19 +149,19 @@ pub fn manifest_lines(m: &Manifest) -> Vec<u8> {
     out
 }
 
-pub fn parse_manifest(lines: &[u8]) -> Result<Manifest, String> {
+pub fn parse_manifest(lines: &[u8]) -> Result<Manifest, SyncError> {
     let mut m = Manifest::default();
     for (i, line) in lines.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
-        let e: Entry =
-            serde_json::from_slice(line).map_err(|e| format!("manifest line {}: {e}", i + 1))?;
-        herd_sync::path::check(&e.path).map_err(|e| format!("manifest: {e}"))?;
+        let e: Entry = serde_json::from_slice(line)
+            .map_err(|error| SyncError::ManifestLine { line: i + 1, error })?;
+        herd_sync::path::check(&e.path)?;
         m.entries.push(e);
     }
     m.entries.sort_by(|a, b| a.path.cmp(&b.path));
-    m.check_tree().map_err(|e| format!("manifest: {e}"))?;
+    m.check_tree()?;
     Ok(m)
 }
 
@@ -458,7 +470,7 @@ pub async fn receive<R, W>(
     rd: &mut FrameReader<R>,
     wr: &mut W,
     verify: Option<&Verify>,
-) -> Result<SyncDone, String>
+) -> Result<SyncDone, SyncError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -469,44 +481,10 @@ where
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(format!(
-            "{:?}: the destination must be an absolute path without '..'",
-            req.dest
-        ));
+        return Err(SyncError::Destination(req.dest.clone()));
     }
-    let lines = read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?;
-    if let Some(check) = verify {
-        check(&lines)?;
-    }
-    let mut src = parse_manifest(&lines)?;
-    drop(lines);
-    if !req.trusted {
-        // No setuid or setgid program from a peer that is not an admin.
-        for e in &mut src.entries {
-            e.mode &= !0o6000;
-        }
-    }
-    // This side's excludes (a module's) hold whatever the sender's were.
-    drop_excluded(&mut src, &req.exclude);
-    let opts = ScanOptions {
-        hash: req.checksum,
-        exclude: req.exclude.clone(),
-    };
-    let (d, dry) = (dest.clone(), req.dry_run);
-    // The destination is opened once, before it is read; every change below goes through that
-    // handle and no symlink beneath it is followed (herd_sync::dest).
-    let (have, target) = tokio::task::spawn_blocking(move || {
-        if !d.exists() {
-            if dry {
-                return Ok((Manifest::default(), None));
-            }
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-        let target = Dest::open(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        Ok::<_, String>((scan(&d, &opts)?, Some(target)))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let mut src = read_manifest(req, rd, verify).await?;
+    let (have, target) = open_dest(&dest, req).await?;
     if req.module.is_some() && !req.trusted {
         // A module is the admin's directory: a node pushing into it changes what is in it,
         // not the module root's own owner and mode (a manifest saying 0777 would otherwise
@@ -515,153 +493,26 @@ where
             (s.mode, s.uid, s.gid) = (h.mode, h.uid, h.gid);
         }
     }
-    let p = plan(
-        &src,
-        &have,
-        PlanOptions {
-            delete: req.delete,
-            checksum: req.checksum,
-        },
-    );
-    let Some(mut target) = target.filter(|_| !req.dry_run) else {
+    let opts = PlanOptions {
+        delete: req.delete,
+        checksum: req.checksum,
+    };
+    let p = plan(&src, &have, opts);
+    let Some(target) = target.filter(|_| !req.dry_run) else {
         let done = SyncDone {
             changes: p.actions.iter().map(describe).collect(),
             ..SyncDone::default()
         };
         return finish(wr, req.rank, done).await;
     };
-    let old = Arc::new(
-        target
-            .reader()
-            .map_err(|e| format!("{}: {e}", dest.display()))?,
-    );
-    // Whole, or as a delta against the old copy when both are big enough.
-    let old_sizes: std::collections::HashMap<&str, u64> = have
-        .entries
-        .iter()
-        .filter_map(|e| match e.kind {
-            herd_sync::manifest::Kind::File { size, .. } => Some((e.path.as_str(), size)),
-            _ => None,
-        })
-        .collect();
-    let mut wants = Vec::new();
-    let mut deltas = std::collections::HashMap::new();
-    let mut hashes = std::collections::HashMap::new();
-    for a in &p.actions {
-        if let Action::Write { entry, basis } = a {
-            if let herd_sync::manifest::Kind::File { hash: Some(h), .. } = &entry.kind {
-                let h =
-                    unhex32(h).ok_or_else(|| format!("manifest: {}: a bad hash", entry.path))?;
-                hashes.insert(entry.path.clone(), h);
-            }
-            let size = match entry.kind {
-                herd_sync::manifest::Kind::File { size, .. } => size,
-                _ => 0,
-            };
-            let old = old_sizes.get(entry.path.as_str()).copied().unwrap_or(0);
-            let delta = *basis && herd_sync::delta::worth_it(size, old);
-            if delta {
-                deltas.insert(entry.path.clone(), size);
-            }
-            wants.extend_from_slice(if delta { b"D " } else { b"F " });
-            wants.extend_from_slice(entry.path.as_bytes());
-            wants.push(b'\n');
-        }
-    }
+    let old = Arc::new(target.reader().map_err(SyncError::local(&dest))?);
+    let wanted = Wanted::of(&p, &have)?;
     within(
         "the sender",
-        write_frames(wr, &chunked(Kind::Want, req.rank, &wants)),
+        write_frames(wr, &chunked(Kind::Want, req.rank, &wanted.text)),
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    // The old copies to sign, in the order the sender expects their signatures.
-    let mut to_sign = Vec::new();
-    for a in &p.actions {
-        if let Action::Write { entry, .. } = a {
-            if deltas.contains_key(&entry.path) {
-                to_sign.push(entry.path.clone());
-            }
-        }
-    }
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-    let p = Arc::new(p);
-    let applying = {
-        let p = p.clone();
-        let mut source = Streamed {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            old: old.clone(),
-            deltas,
-            hashes,
-            received: 0,
-            unpack: None,
-        };
-        tokio::task::spawn_blocking(move || {
-            apply_in(&p, &mut target, &mut source).map(|stats| (stats, source.received))
-        })
-    };
-    tokio::pin!(applying);
-    // Hand the connection's bytes to the writing thread until it is done.
-    let first = rd.take_buffered();
-    let inner = rd.get_mut();
-    let forward = async move {
-        if !first.is_empty() && tx.send(first).await.is_err() {
-            return;
-        }
-        loop {
-            let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
-            match within("the sender", read_some(inner, &mut chunk, CHUNK)).await {
-                Ok(n) if n > 0 => {}
-                // The end of the stream, or a broken one: the writing thread sees it end.
-                _ => return,
-            }
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::pin!(forward);
-    // The signatures go out while files already come in and are written (a delta's old copy
-    // is replaced only once its own delta, made from this signature, has come).
-    let rank = req.rank;
-    let applied = {
-        let signing = async {
-            for basis in to_sign {
-                let old = old.clone();
-                let sig = tokio::task::spawn_blocking(move || {
-                    old.open(&basis)
-                        .and_then(|f| {
-                            let len = f.metadata()?.len();
-                            herd_sync::delta::signature(std::io::BufReader::new(f), len)
-                        })
-                        .map_err(|e| format!("{basis}: {e}"))
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                within(
-                    "the sender",
-                    write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig)),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        };
-        tokio::pin!(signing);
-        let (mut signed, mut forwarded) = (false, false);
-        loop {
-            tokio::select! {
-                res = &mut applying => break res,
-                res = &mut signing, if !signed => {
-                    res?;
-                    signed = true;
-                }
-                () = &mut forward, if !forwarded => forwarded = true,
-            }
-        }
-    };
-    let (stats, received) = applied.map_err(|e| e.to_string())??;
+    .await?;
+    let (stats, received) = transfer(req.rank, p, target, old, wanted, rd, wr).await?;
     let done = SyncDone {
         written: stats.written,
         bytes: stats.bytes,
@@ -674,24 +525,228 @@ where
     finish(wr, req.rank, done).await
 }
 
+/// The sender's manifest, checked (the grant of a relayed push), confined (no setuid or
+/// setgid from a peer that is not an admin) and less this side's excludes.
+async fn read_manifest<R: AsyncRead + Unpin>(
+    req: &SyncRequest,
+    rd: &mut FrameReader<R>,
+    verify: Option<&Verify>,
+) -> Result<Manifest, SyncError> {
+    let lines = read_chunked(rd, Kind::Manifest, MAX_MANIFEST).await?;
+    if let Some(check) = verify {
+        check(&lines)?;
+    }
+    let mut src = parse_manifest(&lines)?;
+    drop(lines);
+    if !req.trusted {
+        for e in &mut src.entries {
+            e.mode &= !0o6000;
+        }
+    }
+    // This side's excludes (a module's) hold whatever the sender's were.
+    drop_excluded(&mut src, &req.exclude);
+    Ok(src)
+}
+
+/// The destination as it is, and its handle (`None` for a dry run of a destination that
+/// does not exist). It is opened once, before it is read; every change goes through that
+/// handle and no symlink beneath it is followed (herd_sync::dest).
+async fn open_dest(
+    dest: &std::path::Path,
+    req: &SyncRequest,
+) -> Result<(Manifest, Option<Dest>), SyncError> {
+    let opts = ScanOptions {
+        hash: req.checksum,
+        exclude: req.exclude.clone(),
+    };
+    let (d, dry) = (dest.to_path_buf(), req.dry_run);
+    tokio::task::spawn_blocking(move || {
+        if !d.exists() {
+            if dry {
+                return Ok((Manifest::default(), None));
+            }
+            std::fs::create_dir_all(&d).map_err(SyncError::local(&d))?;
+        }
+        let target = Dest::open(&d).map_err(SyncError::local(&d))?;
+        Ok::<_, SyncError>((scan(&d, &opts)?, Some(target)))
+    })
+    .await?
+}
+
+/// What this side asks for: the want lines, the files that come as deltas (path → new size)
+/// and the old copies to sign for them (in the order the sender expects their signatures),
+/// and the content hashes the manifest gives.
+struct Wanted {
+    text: Vec<u8>,
+    deltas: std::collections::HashMap<String, u64>,
+    to_sign: Vec<String>,
+    hashes: std::collections::HashMap<String, [u8; 32]>,
+}
+
+impl Wanted {
+    /// Each file the plan writes: whole, or as a delta against the old copy when both are big
+    /// enough.
+    fn of(p: &herd_sync::plan::Plan, have: &Manifest) -> Result<Wanted, SyncError> {
+        let old_sizes: std::collections::HashMap<&str, u64> = have
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                herd_sync::manifest::Kind::File { size, .. } => Some((e.path.as_str(), size)),
+                _ => None,
+            })
+            .collect();
+        let mut w = Wanted {
+            text: Vec::new(),
+            deltas: Default::default(),
+            to_sign: Vec::new(),
+            hashes: Default::default(),
+        };
+        for a in &p.actions {
+            let Action::Write { entry, basis } = a else {
+                continue;
+            };
+            let size = match &entry.kind {
+                herd_sync::manifest::Kind::File { size, hash } => {
+                    if let Some(h) = hash {
+                        let h = unhex32(h).ok_or_else(|| SyncError::BadHash(entry.path.clone()))?;
+                        w.hashes.insert(entry.path.clone(), h);
+                    }
+                    *size
+                }
+                _ => 0,
+            };
+            let old = old_sizes.get(entry.path.as_str()).copied().unwrap_or(0);
+            let delta = *basis && herd_sync::delta::worth_it(size, old);
+            if delta {
+                w.deltas.insert(entry.path.clone(), size);
+                w.to_sign.push(entry.path.clone());
+            }
+            w.text.extend_from_slice(if delta { b"D " } else { b"F " });
+            w.text.extend_from_slice(entry.path.as_bytes());
+            w.text.push(b'\n');
+        }
+        Ok(w)
+    }
+}
+
+/// The files: the plan applied on a blocking thread, from the connection's bytes (handed
+/// over as they come), while the signatures of the old copies go out. The write stats and
+/// the content bytes received.
+async fn transfer<R, W>(
+    rank: u32,
+    p: herd_sync::plan::Plan,
+    mut target: Dest,
+    old: Arc<Beneath>,
+    wanted: Wanted,
+    rd: &mut FrameReader<R>,
+    wr: &mut W,
+) -> Result<(herd_sync::apply::Stats, u64), SyncError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+    let mut source = Streamed {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+        old: old.clone(),
+        deltas: wanted.deltas,
+        hashes: wanted.hashes,
+        received: 0,
+        unpack: None,
+    };
+    let applying = tokio::task::spawn_blocking(move || {
+        apply_in(&p, &mut target, &mut source).map(|stats| (stats, source.received))
+    });
+    tokio::pin!(applying);
+    let forward = forward(rd, tx);
+    tokio::pin!(forward);
+    // The signatures go out while files already come in and are written (a delta's old copy
+    // is replaced only once its own delta, made from this signature, has come).
+    let signing = sign(rank, old, wanted.to_sign, wr);
+    tokio::pin!(signing);
+    let (mut signed, mut forwarded) = (false, false);
+    let applied = loop {
+        tokio::select! {
+            res = &mut applying => break res,
+            res = &mut signing, if !signed => {
+                res?;
+                signed = true;
+            }
+            () = &mut forward, if !forwarded => forwarded = true,
+        }
+    };
+    Ok(applied??)
+}
+
+/// Hands the connection's bytes to the writing thread until it is done (or the stream ends
+/// or breaks: the writing thread then sees it end).
+async fn forward<R: AsyncRead + Unpin>(rd: &mut FrameReader<R>, tx: mpsc::Sender<Vec<u8>>) {
+    let first = rd.take_buffered();
+    let inner = rd.get_mut();
+    if !first.is_empty() && tx.send(first).await.is_err() {
+        return;
+    }
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
+        match within("the sender", read_some(inner, &mut chunk, CHUNK)).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The signature of each old copy a delta is wanted for, in order.
+async fn sign<W: AsyncWrite + Unpin>(
+    rank: u32,
+    old: Arc<Beneath>,
+    to_sign: Vec<String>,
+    wr: &mut W,
+) -> Result<(), SyncError> {
+    for basis in to_sign {
+        let old = old.clone();
+        let sig = tokio::task::spawn_blocking(move || {
+            old.open(&basis)
+                .and_then(|f| {
+                    let len = f.metadata()?.len();
+                    herd_sync::delta::signature(std::io::BufReader::new(f), len)
+                })
+                .map_err(SyncError::local(&basis))
+        })
+        .await??;
+        within(
+            "the sender",
+            write_frames(&mut *wr, &chunked(Kind::Signature, rank, &sig)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The receiving side's last word: what it did (or would do), then the end of its stream.
 async fn finish<W: AsyncWrite + Unpin>(
     wr: &mut W,
     rank: u32,
     done: SyncDone,
-) -> Result<SyncDone, String> {
+) -> Result<SyncDone, SyncError> {
     within(
         "the sender",
         write_frames(wr, &[Frame::json(Kind::SyncDone, rank, &done)]),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let _ = wr.shutdown().await;
     Ok(done)
 }
 
+mod error;
 mod relay;
 mod send;
+
+pub use error::SyncError;
 
 pub use relay::relay;
 pub use send::{pull, push, send_link, DeltaCache, Files, Progress, PushOptions, Tree};

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::send::Wants;
 use super::{
-    chunked, parse_file_start, read_chunked, receive, within, Verify, MAX_MANIFEST, STALL,
+    chunked, parse_file_start, read_chunked, receive, within, SyncError, Verify, MAX_MANIFEST,
+    STALL,
 };
 use crate::client::{plan, reach, Outcome, Target};
 use crate::frame::{write_frames, Frame, FrameReader, Kind};
@@ -50,41 +51,79 @@ pub async fn relay<R, W>(
     tls: Arc<rustls::ClientConfig>,
     me: String,
     verify: Option<&Verify>,
-) -> Result<(), String>
+) -> Result<(), SyncError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let checked = match read_chunked(&mut up, Kind::Manifest, MAX_MANIFEST).await {
-        Err(e) => Err((FailureKind::Agent, e)),
-        Ok(m) => match verify.map(|check| check(&m)) {
-            Some(Err(e)) => Err((FailureKind::Refused, format!("refused: {e}"))),
-            _ => Ok(m),
-        },
-    };
-    let manifest = match checked {
+    let manifest = match read_checked(&mut up, verify).await {
         Ok(m) => Arc::new(m),
         Err((kind, e)) => {
             // Nothing runs: this node and its subtree say why.
-            let mut wr = up_wr;
-            let mut out = failure(req.rank, kind, e.clone());
-            for t in &req.subtree {
-                out.extend(failure(
-                    t.rank,
-                    kind,
-                    format!("not run: its relay {me}: {e}"),
-                ));
-            }
-            let _ = wr.write_all(&out).await;
-            let _ = wr.flush().await;
-            let _ = wr.shutdown().await;
+            refuse_all(up_wr, &req, &me, kind, &e.to_string()).await;
             return Err(e);
         }
     };
-    // Everything going up is written by one task, in the order it comes.
+    let (up_tx, upward) = upward(up_wr);
+    let mut readers = tokio::task::JoinSet::new();
+    let (own, mine) = own_copy(&req, &manifest, &up_tx, &me, &mut readers);
+    let mut downs = vec![mine];
+    downs.extend(children(&req, tls, &manifest, &up_tx, &me, &mut readers).await);
+    let res = route_files(&mut up, &downs).await;
+    // The links below finish on their own (each node answers); their readers end with them.
+    drop(downs);
+    if let Err(e) = &res {
+        tracing::warn!(me = %me, "sync relay: {e}");
+    }
+    while readers.join_next().await.is_some() {}
+    let _ = own.await;
+    drop(up_tx);
+    let _ = upward.await;
+    res
+}
+
+/// The manifest from above, and the grant that must cover it (a relayed push); how to fail
+/// when either does not hold.
+async fn read_checked<R: AsyncRead + Unpin>(
+    up: &mut FrameReader<R>,
+    verify: Option<&Verify>,
+) -> Result<Vec<u8>, (FailureKind, SyncError)> {
+    let m = read_chunked(up, Kind::Manifest, MAX_MANIFEST)
+        .await
+        .map_err(|e| (FailureKind::Agent, e))?;
+    match verify.map(|check| check(&m)) {
+        Some(Err(e)) => Err((FailureKind::Refused, SyncError::Refused(e))),
+        _ => Ok(m),
+    }
+}
+
+/// A push that does not run: this node's error, and its subtree's, then the end.
+async fn refuse_all<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    req: &SyncRequest,
+    me: &str,
+    kind: FailureKind,
+    why: &str,
+) {
+    let mut out = failure(req.rank, kind, why.to_string());
+    for t in &req.subtree {
+        out.extend(failure(
+            t.rank,
+            kind,
+            format!("not run: its relay {me}: {why}"),
+        ));
+    }
+    let _ = wr.write_all(&out).await;
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+}
+
+/// Everything going up is written by one task, in the order it comes.
+fn upward<W: AsyncWrite + Unpin + Send + 'static>(
+    mut wr: W,
+) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
     let (up_tx, mut up_rx) = mpsc::channel::<Vec<u8>>(64);
-    let upward = tokio::spawn(async move {
-        let mut wr = up_wr;
+    let task = tokio::spawn(async move {
         while let Some(b) = up_rx.recv().await {
             if within("the link above", wr.write_all(&b)).await.is_err() {
                 return;
@@ -96,10 +135,18 @@ where
         let _ = wr.flush().await;
         let _ = wr.shutdown().await;
     });
-    let mut downs = Vec::new();
-    let mut readers = tokio::task::JoinSet::new();
+    (up_tx, task)
+}
 
-    // This node's own copy: the receiving side, over an in-memory pipe.
+/// This node's own copy: the receiving side, over an in-memory pipe, as a link like the
+/// others.
+fn own_copy(
+    req: &SyncRequest,
+    manifest: &[u8],
+    up_tx: &mpsc::Sender<Vec<u8>>,
+    me: &str,
+    readers: &mut tokio::task::JoinSet<()>,
+) -> (tokio::task::JoinHandle<()>, Down) {
     let (mine, theirs) = tokio::io::duplex(1 << 20);
     let local = SyncRequest {
         subtree: Vec::new(),
@@ -112,28 +159,40 @@ where
         let mut rd = FrameReader::new(rd);
         if let Err(e) = receive(&local, &mut rd, &mut wr, None).await {
             let _ = wr
-                .write_all(&failure(local.rank, FailureKind::Agent, e))
+                .write_all(&failure(local.rank, FailureKind::Agent, e.to_string()))
                 .await;
         }
         let _ = wr.shutdown().await;
     });
     let (rd, wr) = tokio::io::split(theirs);
-    let first = chunked(Kind::Manifest, req.rank, &manifest);
-    downs.push(link(
+    let first = chunked(Kind::Manifest, req.rank, manifest);
+    let down = link(
         FrameReader::new(rd),
         wr,
         first,
         vec![req.rank],
         up_tx.clone(),
-        &me,
-        &mut readers,
-    ));
+        me,
+        readers,
+    );
+    (own, down)
+}
 
-    // The children: groups of the subtree, each reached through its first reachable node.
+/// The children: groups of the subtree, each reached through its first reachable node (the
+/// others of the group it relays to); a node not reached is reported up.
+async fn children(
+    req: &SyncRequest,
+    tls: Arc<rustls::ClientConfig>,
+    manifest: &[u8],
+    up_tx: &mpsc::Sender<Vec<u8>>,
+    me: &str,
+    readers: &mut tokio::task::JoinSet<()>,
+) -> Vec<Down> {
     let limit = match req.connect_timeout_ms {
         0 => Duration::from_secs(10),
         ms => Duration::from_millis(ms),
     };
+    let mut downs = Vec::new();
     for (head, sub) in plan(req.subtree.clone(), (req.fanout as usize).max(1)) {
         let mut group: Vec<Target> = std::iter::once(head).chain(sub).collect();
         while !group.is_empty() {
@@ -145,12 +204,9 @@ where
                         Outcome::Failed { message, .. } => message,
                         o => o.problem().unwrap_or_default(),
                     };
+                    let msg = format!("via {me}: {why}");
                     let _ = up_tx
-                        .send(failure(
-                            head.rank,
-                            FailureKind::Connect,
-                            format!("via {me}: {why}"),
-                        ))
+                        .send(failure(head.rank, FailureKind::Connect, msg))
                         .await;
                     continue;
                 }
@@ -163,70 +219,63 @@ where
             let mut ranks = vec![head.rank];
             ranks.extend(child.subtree.iter().map(|t| t.rank));
             let mut first = vec![Frame::json(Kind::Request, head.rank, &Request::Sync(child))];
-            first.extend(chunked(Kind::Manifest, head.rank, &manifest));
+            first.extend(chunked(Kind::Manifest, head.rank, manifest));
             let (rd, wr) = tokio::io::split(stream);
+            let up = up_tx.clone();
             downs.push(link(
                 FrameReader::new(rd),
                 wr,
                 first,
                 ranks,
-                up_tx.clone(),
-                &me,
-                &mut readers,
+                up,
+                me,
+                readers,
             ));
         }
     }
+    downs
+}
 
-    // The files, each to the links that want it in its form; then the end, to all.
+/// The files from above, each to the links that want it in its form; then the end, to all.
+async fn route_files<R: AsyncRead + Unpin>(
+    up: &mut FrameReader<R>,
+    downs: &[Down],
+) -> Result<(), SyncError> {
     let mut to: Vec<usize> = Vec::new();
-    let res: Result<(), String> = async {
-        loop {
-            let f = within("the sender", up.read())
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the sender went away")?;
-            let bytes = Arc::new(encode(&f));
-            match f.kind {
-                Kind::FileStart if f.payload.is_empty() => {
-                    for d in &downs {
-                        let _ = tokio::time::timeout(STALL, d.tx.send(bytes.clone())).await;
-                    }
-                    return Ok(());
+    loop {
+        let f = within("the sender", up.read())
+            .await?
+            .ok_or(SyncError::SenderGone)?;
+        let bytes = Arc::new(encode(&f));
+        match f.kind {
+            Kind::FileStart if f.payload.is_empty() => {
+                for d in downs {
+                    let _ = tokio::time::timeout(STALL, d.tx.send(bytes.clone())).await;
                 }
-                Kind::FileStart => {
-                    let start = parse_file_start(&f.payload).ok_or("a bad file start")?;
-                    let key = (start.path.to_string(), start.sig);
-                    to = (0..downs.len())
-                        .filter(|&i| {
-                            downs[i]
-                                .wanted
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .contains(&key)
-                        })
-                        .collect();
-                }
-                Kind::FileData => {}
-                k => return Err(format!("expected file data, got {k:?}")),
+                return Ok(());
             }
-            for &i in &to {
-                // A link whose writer is gone (or stalled: it gives up on its own) has its
-                // nodes reported by its reader.
-                let _ = tokio::time::timeout(STALL, downs[i].tx.send(bytes.clone())).await;
+            Kind::FileStart => {
+                let start = parse_file_start(&f.payload).ok_or(SyncError::BadFileStart)?;
+                let key = (start.path.to_string(), start.sig);
+                to = (0..downs.len())
+                    .filter(|&i| {
+                        downs[i]
+                            .wanted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains(&key)
+                    })
+                    .collect();
             }
+            Kind::FileData => {}
+            k => return Err(SyncError::NotFileData(k)),
+        }
+        for &i in &to {
+            // A link whose writer is gone (or stalled: it gives up on its own) has its
+            // nodes reported by its reader.
+            let _ = tokio::time::timeout(STALL, downs[i].tx.send(bytes.clone())).await;
         }
     }
-    .await;
-    // The links below finish on their own (each node answers); their readers end with them.
-    drop(downs);
-    if let Err(e) = &res {
-        tracing::warn!(me = %me, "sync relay: {e}");
-    }
-    while readers.join_next().await.is_some() {}
-    let _ = own.await;
-    drop(up_tx);
-    let _ = upward.await;
-    res
 }
 
 /// Starts a link below: a writer (its first frames, then what the router sends it) and a

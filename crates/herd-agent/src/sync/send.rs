@@ -118,7 +118,7 @@ pub(super) struct Wants {
 
 impl Wants {
     /// Takes a Want or Signature frame; true once the node's wants are complete.
-    pub fn take(&mut self, f: &Frame) -> Result<bool, String> {
+    pub(super) fn take(&mut self, f: &Frame) -> Result<bool, String> {
         match (f.kind, &self.list) {
             (Kind::Want, None) if f.payload.is_empty() => {
                 let list = self
@@ -288,9 +288,9 @@ pub async fn pull(
     })?;
     receive(&local, &mut rd, &mut wr, None)
         .await
-        .map_err(|message| Outcome::Failed {
+        .map_err(|e| Outcome::Failed {
             stage: Stage::Agent,
-            message,
+            message: e.to_string(),
         })
 }
 
@@ -388,6 +388,16 @@ fn fire(
     });
 }
 
+/// Each node's result so far, by rank.
+type Done = HashMap<u32, Result<SyncDone, Outcome>>;
+
+fn lost(message: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        stage: Stage::Lost,
+        message: message.into(),
+    }
+}
+
 /// One link: the manifest to its head, the wants of each of its nodes (`ranks`), the union
 /// of the files they want, then each node's answer.
 pub async fn send_link<R, W>(
@@ -402,48 +412,81 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let (files, src) = (&tree.files, tree.root.as_path());
     let manifest = chunked(Kind::Manifest, head.rank, &tree.lines);
     if let Err(e) = within("the nodes", write_frames(wr, &manifest)).await {
         return lost_all(&ranks, &e.to_string(), opts);
     }
-    let mut done: HashMap<u32, Result<SyncDone, Outcome>> = HashMap::new();
+    let mut done = Done::new();
     let mut wants: BTreeMap<u32, Wants> = ranks.iter().map(|r| (*r, Wants::default())).collect();
-    // Every node's list of wants (its signatures follow, while the files go out).
+    read_wants(&mut rd, head, &ranks, &mut done, &mut wants).await;
+    refuse_unoffered(&tree.files, &wants, &mut done);
+    let (items, mut deltas) = union(&wants, &done, tree, opts);
+    for (r, w) in &wants {
+        if !done.contains_key(r) {
+            deltas.settle(*r, Some(w));
+        }
+    }
+    // The rest comes while the files go out: signatures, then each node's answer.
+    let pending: Vec<u32> = ranks
+        .iter()
+        .copied()
+        .filter(|r| !done.contains_key(r))
+        .collect();
+    let reader = tokio::spawn(answers(rd, pending, done, wants, deltas));
+    let broken = send_files(wr, items, &tree.root, head.rank, opts).await;
+    // A node that failed (a full disk) stops reading: its error frame says why.
+    let done = match broken {
+        None => reader.await.unwrap_or_default(),
+        Some(_) => tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default(),
+    };
+    let why = broken.unwrap_or_else(|| "the connection closed before the sync ended".into());
+    let out: Results = ranks
+        .iter()
+        .map(|r| (*r, done.get(r).cloned().unwrap_or_else(|| Err(lost(&why)))))
+        .collect();
+    opts.progress.done.fetch_add(out.len() as u64, Relaxed);
+    out
+}
+
+/// Reads until every node of the link has its list of wants (its signatures follow, while
+/// the files go out) or has answered; a broken link ends every node.
+async fn read_wants<R: AsyncRead + Unpin>(
+    rd: &mut FrameReader<R>,
+    head: &Target,
+    ranks: &[u32],
+    done: &mut Done,
+    wants: &mut BTreeMap<u32, Wants>,
+) {
     let mut first = true;
     while ranks
         .iter()
         .any(|r| !done.contains_key(r) && wants[r].list.is_none())
     {
-        let f = match within("the nodes", rd.read()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                let o = if first {
-                    unanswered(&e, head)
-                } else {
-                    Outcome::Failed {
-                        stage: Stage::Lost,
-                        message: e.to_string(),
-                    }
-                };
-                for r in &ranks {
-                    done.entry(*r).or_insert_with(|| Err(o.clone()));
-                }
-                break;
-            }
+        let res = match within("the nodes", rd.read()).await {
+            Ok(Some(f)) => answer(&f, done, wants),
+            Ok(None) => return,
+            // A TLS alert before the first answer is the agent refusing this certificate.
+            Err(e) if first => Err(unanswered(&e, head)),
+            Err(e) => Err(lost(e.to_string())),
         };
         first = false;
-        if let Err(o) = answer(&f, &mut done, &mut wants) {
-            for r in &ranks {
+        if let Err(o) = res {
+            for r in ranks {
                 done.entry(*r).or_insert_with(|| Err(o.clone()));
             }
-            break;
+            return;
         }
     }
-    // A node gets only what the manifest has: regular files (deltas within the sizes they
-    // are made for); one that asks for anything else is answered no more.
-    for (r, w) in &wants {
+}
+
+/// A node gets only what the manifest has: regular files (deltas within the sizes they are
+/// made for); one that asks for anything else is answered no more.
+fn refuse_unoffered(files: &Files, wants: &BTreeMap<u32, Wants>, done: &mut Done) {
+    for (r, w) in wants {
         if done.contains_key(r) {
             continue;
         }
@@ -462,19 +505,25 @@ where
             );
         }
     }
-    // The union: each path once, whole if any node wants it whole; its deltas when ready.
+}
+
+/// The union of the wants of the nodes still in: each path once, whole if any node wants it
+/// whole, and its deltas (made once all their signatures are in) after.
+fn union(
+    wants: &BTreeMap<u32, Wants>,
+    done: &Done,
+    tree: &Tree,
+    opts: &PushOptions,
+) -> (Vec<Item>, Deltas) {
     let mut whole: BTreeMap<String, bool> = BTreeMap::new();
     let mut deltas = Deltas {
         slots: HashMap::new(),
         owed: HashMap::new(),
-        src: src.to_path_buf(),
+        src: tree.root.clone(),
         opts: opts.clone(),
     };
     let mut receivers = HashMap::new();
-    for (r, w) in &wants {
-        if done.contains_key(r) {
-            continue;
-        }
+    for (r, w) in wants.iter().filter(|(r, _)| !done.contains_key(r)) {
         let mut owed = Vec::new();
         for (delta, path) in w.list.iter().flatten() {
             let any = whole.entry(path.clone()).or_default();
@@ -501,7 +550,7 @@ where
     for (path, is_whole) in whole {
         if is_whole {
             // The manifest's size: no second look at the file.
-            let size = files.get(&path).copied().unwrap_or(0);
+            let size = tree.files.get(&path).copied().unwrap_or(0);
             opts.progress.planned.fetch_add(size, Relaxed);
             items.push(Item::Whole(path.clone()));
         }
@@ -509,53 +558,57 @@ where
             items.push(Item::Deltas(path, rx));
         }
     }
-    for (r, w) in &wants {
-        if !done.contains_key(r) {
-            deltas.settle(*r, Some(w));
-        }
-    }
-    // The rest comes while the files go out: signatures, then each node's answer.
-    let pending: Vec<u32> = ranks
-        .iter()
-        .copied()
-        .filter(|r| !done.contains_key(r))
-        .collect();
-    let reader = tokio::spawn(async move {
-        let mut why = None;
-        while pending.iter().any(|r| !done.contains_key(r)) {
-            let f = match within("the nodes", rd.read()).await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    why = Some(e.to_string());
-                    break;
-                }
-            };
-            let ended = matches!(f.kind, Kind::SyncDone | Kind::Error);
-            if let Err(o) = answer(&f, &mut done, &mut wants) {
-                why = o.problem();
+    (items, deltas)
+}
+
+/// The link's frames while the files go out: signatures (each settles its deltas), then
+/// each pending node's answer; a node with none when the link ends is lost.
+async fn answers<R: AsyncRead + Unpin>(
+    mut rd: FrameReader<R>,
+    pending: Vec<u32>,
+    mut done: Done,
+    mut wants: BTreeMap<u32, Wants>,
+    mut deltas: Deltas,
+) -> Done {
+    let mut why = None;
+    while pending.iter().any(|r| !done.contains_key(r)) {
+        let f = match within("the nodes", rd.read()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                why = Some(e.to_string());
                 break;
             }
-            if ended {
-                deltas.settle(f.node, None);
-            } else if f.kind == Kind::Signature {
-                deltas.settle(f.node, wants.get(&f.node));
-            }
+        };
+        let ended = matches!(f.kind, Kind::SyncDone | Kind::Error);
+        if let Err(o) = answer(&f, &mut done, &mut wants) {
+            why = o.problem();
+            break;
         }
-        for r in &pending {
-            done.entry(*r).or_insert_with(|| {
-                Err(Outcome::Failed {
-                    stage: Stage::Lost,
-                    message: why
-                        .clone()
-                        .unwrap_or_else(|| "the connection closed before the sync ended".into()),
-                })
-            });
+        if ended {
+            deltas.settle(f.node, None);
+        } else if f.kind == Kind::Signature {
+            deltas.settle(f.node, wants.get(&f.node));
         }
-        // Whatever still waits for signatures will not get them.
-        drop(deltas);
-        done
-    });
+    }
+    let why = why.unwrap_or_else(|| "the connection closed before the sync ended".into());
+    for r in &pending {
+        done.entry(*r).or_insert_with(|| Err(lost(&why)));
+    }
+    // Whatever still waits for signatures will not get them.
+    drop(deltas);
+    done
+}
+
+/// Frames the files on a blocking thread and writes them at the pace `bwlimit` allows;
+/// what broke the link, if anything did.
+async fn send_files<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    items: Vec<Item>,
+    src: &Path,
+    rank: u32,
+    opts: &PushOptions,
+) -> Option<String> {
     let mut pace = Pace {
         rate: opts.bwlimit,
         start: tokio::time::Instant::now(),
@@ -567,7 +620,7 @@ where
         .map_or(CHUNK, |r| (r / 20).clamp(4096, CHUNK as u64) as usize);
     let (btx, mut brx) = mpsc::channel::<(Vec<u8>, u64)>(4);
     let producing = {
-        let (src, rank, zstd) = (src.to_path_buf(), head.rank, opts.compress);
+        let (src, zstd) = (src.to_path_buf(), opts.compress);
         let progress = opts.progress.clone();
         tokio::task::spawn_blocking(move || {
             frame_files(&src, items, rank, batch, zstd, &btx, &progress)
@@ -593,30 +646,7 @@ where
         broken.get_or_insert_with(|| e.clone());
         let _ = wr.shutdown().await;
     }
-    // A node that failed (a full disk) stops reading: its error frame says why.
-    let done = match broken {
-        None => reader.await.unwrap_or_default(),
-        Some(_) => tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default(),
-    };
-    let why = broken.unwrap_or_else(|| "the connection closed before the sync ended".into());
-    let out: Results = ranks
-        .iter()
-        .map(|r| {
-            let res = done.get(r).cloned().unwrap_or_else(|| {
-                Err(Outcome::Failed {
-                    stage: Stage::Lost,
-                    message: why.clone(),
-                })
-            });
-            (*r, res)
-        })
-        .collect();
-    opts.progress.done.fetch_add(out.len() as u64, Relaxed);
-    out
+    broken
 }
 
 /// A frame from a link's nodes while the push is not over: wants, or a node's answer.
@@ -681,11 +711,13 @@ async fn delta_body(
                 .and_then(|b| b.open(&rel))
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .map_err(|e| format!("{rel}: {e}"))?;
-            herd_sync::delta::delta(sig, &data).map(|d| {
-                let mut body = blake3::hash(&data).as_bytes().to_vec();
-                body.extend_from_slice(&d);
-                Arc::new(body)
-            })
+            herd_sync::delta::delta(sig, &data)
+                .map(|d| {
+                    let mut body = blake3::hash(&data).as_bytes().to_vec();
+                    body.extend_from_slice(&d);
+                    Arc::new(body)
+                })
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -707,43 +739,22 @@ fn frame_files(
     tx: &mpsc::Sender<(Vec<u8>, u64)>,
     progress: &Progress,
 ) -> Result<(), String> {
-    let frame_max = batch.min(MAX_PAYLOAD);
-    let fresh = || Vec::with_capacity(batch + frame_max + 4 * HEADER);
-    let mut out = fresh();
-    let mut payload = 0u64;
-    // Sends the batch when it is full; false when the connection is gone.
-    let ship = |out: &mut Vec<u8>, payload: &mut u64, force: bool| -> bool {
-        if out.len() < batch && !force {
-            return true;
-        }
-        let ok = tx
-            .blocking_send((std::mem::replace(out, fresh()), *payload))
-            .is_ok();
-        *payload = 0;
-        ok
-    };
-    let mut packer = if zstd {
+    let packer = if zstd {
         Some(zstd::bulk::Compressor::new(super::ZSTD_LEVEL).map_err(|e| e.to_string())?)
     } else {
         None
     };
-    // One content frame of `data` (compressed when asked); the payload's size.
-    let mut frame = |data: &[u8], out: &mut Vec<u8>| -> Result<u64, String> {
-        match packer.as_mut() {
-            None => {
-                encode_header(Kind::FileData, rank, data.len(), out);
-                out.extend_from_slice(data);
-                Ok(data.len() as u64)
-            }
-            Some(z) => {
-                let packed = z.compress(data).map_err(|e| format!("zstd: {e}"))?;
-                encode_header(Kind::FileData, rank, packed.len(), out);
-                out.extend_from_slice(&packed);
-                Ok(packed.len() as u64)
-            }
-        }
+    let mut f = Framer {
+        out: Vec::new(),
+        payload: 0,
+        batch,
+        frame_max: batch.min(MAX_PAYLOAD),
+        rank,
+        packer,
+        chunk: Vec::new(),
+        tx,
     };
-    let mut chunk = Vec::new();
+    f.out = f.fresh();
     let beneath =
         herd_sync::path::Beneath::new(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let mut last: Option<String> = None;
@@ -756,75 +767,153 @@ fn frame_files(
             progress.files_sent.fetch_add(1, Relaxed);
             last = Some(path.clone());
         }
-        let rel = match item {
-            Item::Whole(rel) => rel,
-            Item::Deltas(rel, rx) => {
-                // What is framed so far goes out before waiting for the deltas.
-                if !out.is_empty() && !ship(&mut out, &mut payload, true) {
-                    return Ok(());
-                }
-                let bodies = rx
-                    .blocking_recv()
-                    .map_err(|_| format!("{rel}: the nodes' signatures did not all come"))??;
-                for (h, body) in bodies {
-                    let start = file_start(Some(&h), zstd, &rel);
-                    encode_header(Kind::FileStart, rank, start.len(), &mut out);
-                    out.extend_from_slice(&start);
-                    for c in body.chunks(frame_max) {
-                        payload += frame(c, &mut out)?;
-                        if !ship(&mut out, &mut payload, false) {
-                            return Ok(());
-                        }
-                    }
-                    encode_header(Kind::FileData, rank, 0, &mut out);
-                }
-                continue;
+        let more = match item {
+            Item::Whole(rel) => f.whole(src, &beneath, &rel)?,
+            Item::Deltas(rel, rx) => f.deltas(&rel, rx)?,
+        };
+        if !more {
+            // The connection is gone.
+            return Ok(());
+        }
+    }
+    encode_header(Kind::FileStart, rank, 0, &mut f.out);
+    f.ship(true);
+    Ok(())
+}
+
+/// Frames files into batches for the connection.
+struct Framer<'a> {
+    out: Vec<u8>,
+    /// Content bytes in `out`.
+    payload: u64,
+    batch: usize,
+    frame_max: usize,
+    rank: u32,
+    packer: Option<zstd::bulk::Compressor<'static>>,
+    /// A frame's content read for compression.
+    chunk: Vec<u8>,
+    tx: &'a mpsc::Sender<(Vec<u8>, u64)>,
+}
+
+impl Framer<'_> {
+    fn fresh(&self) -> Vec<u8> {
+        Vec::with_capacity(self.batch + self.frame_max + 4 * HEADER)
+    }
+
+    /// Sends the batch when it is full (or `force`); false when the connection is gone.
+    fn ship(&mut self, force: bool) -> bool {
+        if self.out.len() < self.batch && !force {
+            return true;
+        }
+        let fresh = self.fresh();
+        let out = std::mem::replace(&mut self.out, fresh);
+        let ok = self.tx.blocking_send((out, self.payload)).is_ok();
+        self.payload = 0;
+        ok
+    }
+
+    /// One content frame of `data` (compressed when asked); counts its payload.
+    fn frame(&mut self, data: &[u8]) -> Result<(), String> {
+        let n = match self.packer.as_mut() {
+            None => {
+                encode_header(Kind::FileData, self.rank, data.len(), &mut self.out);
+                self.out.extend_from_slice(data);
+                data.len()
+            }
+            Some(z) => {
+                let packed = z.compress(data).map_err(|e| format!("zstd: {e}"))?;
+                encode_header(Kind::FileData, self.rank, packed.len(), &mut self.out);
+                self.out.extend_from_slice(&packed);
+                packed.len()
             }
         };
-        let start = file_start(None, zstd, &rel);
-        encode_header(Kind::FileStart, rank, start.len(), &mut out);
-        out.extend_from_slice(&start);
-        let p = herd_sync::path::join(src, &rel)?;
-        let mut f = beneath
-            .open(&rel)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+        self.payload += n as u64;
+        Ok(())
+    }
+
+    fn start(&mut self, sig: Option<&[u8; 32]>, rel: &str) {
+        let start = file_start(sig, self.packer.is_some(), rel);
+        encode_header(Kind::FileStart, self.rank, start.len(), &mut self.out);
+        self.out.extend_from_slice(&start);
+    }
+
+    /// A path's deltas, once their bodies are made: what is framed so far goes out before
+    /// waiting for them. False when the connection is gone.
+    fn deltas(
+        &mut self,
+        rel: &str,
+        rx: tokio::sync::oneshot::Receiver<Result<Bodies, String>>,
+    ) -> Result<bool, String> {
+        if !self.out.is_empty() && !self.ship(true) {
+            return Ok(false);
+        }
+        let bodies = rx
+            .blocking_recv()
+            .map_err(|_| format!("{rel}: the nodes' signatures did not all come"))??;
+        for (h, body) in bodies {
+            self.start(Some(&h), rel);
+            for c in body.chunks(self.frame_max) {
+                self.frame(c)?;
+                if !self.ship(false) {
+                    return Ok(false);
+                }
+            }
+            encode_header(Kind::FileData, self.rank, 0, &mut self.out);
+        }
+        Ok(true)
+    }
+
+    /// A whole file, read beneath the root a frame at a time (straight into the batch when
+    /// not compressed). False when the connection is gone.
+    fn whole(
+        &mut self,
+        src: &Path,
+        beneath: &herd_sync::path::Beneath,
+        rel: &str,
+    ) -> Result<bool, String> {
+        self.start(None, rel);
+        let p = herd_sync::path::join(src, rel).map_err(|e| e.to_string())?;
+        let read_err = |e: std::io::Error| format!("{}: {e}", p.display());
+        let mut f = beneath.open(rel).map_err(read_err)?;
+        let max = self.frame_max;
         loop {
-            let n = if zstd {
+            let n = if self.packer.is_some() {
+                let mut chunk = std::mem::take(&mut self.chunk);
                 chunk.clear();
                 let n = (&mut f)
-                    .take(frame_max as u64)
+                    .take(max as u64)
                     .read_to_end(&mut chunk)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                    .map_err(read_err)?;
                 if n > 0 {
-                    payload += frame(&chunk, &mut out)?;
+                    self.frame(&chunk)?;
                 }
+                self.chunk = chunk;
                 n
             } else {
-                let at = out.len();
-                encode_header(Kind::FileData, rank, 0, &mut out);
+                let at = self.out.len();
+                encode_header(Kind::FileData, self.rank, 0, &mut self.out);
                 let n = (&mut f)
-                    .take(frame_max as u64)
-                    .read_to_end(&mut out)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
-                out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
-                payload += n as u64;
+                    .take(max as u64)
+                    .read_to_end(&mut self.out)
+                    .map_err(read_err)?;
+                self.out[at..at + 4].copy_from_slice(&((5 + n) as u32).to_be_bytes());
+                self.payload += n as u64;
                 n
             };
-            if n < frame_max {
-                // The end of the file (when n = 0 without zstd, the frame just written).
-                if n > 0 || zstd {
-                    encode_header(Kind::FileData, rank, 0, &mut out);
-                }
+            // The end of the file (when n = 0 without zstd, the frame just written).
+            if n < max && (n > 0 || self.packer.is_some()) {
+                encode_header(Kind::FileData, self.rank, 0, &mut self.out);
             }
-            if !ship(&mut out, &mut payload, false) {
-                return Ok(());
+            if !self.ship(false) {
+                return Ok(false);
             }
-            if n < frame_max {
-                break;
+            if n < max {
+                return Ok(true);
             }
         }
     }
-    encode_header(Kind::FileStart, rank, 0, &mut out);
-    ship(&mut out, &mut payload, true);
-    Ok(())
 }
+
+#[cfg(test)]
+#[path = "send_tests.rs"]
+mod tests;

@@ -143,14 +143,15 @@ pub fn init(a: InitArgs) -> u8 {
                 dir.display()
             ));
         }
-        let ca = pki::new_ca(&a.name, pki::CA_DAYS)?;
+        let ca = pki::new_ca(&a.name, pki::CA_DAYS).map_err(|e| e.to_string())?;
         let admin = pki::issue(
             &ca.cert_pem,
             &ca.key_pem,
             &a.admin,
             Role::Admin,
             pki::CERT_DAYS,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         write_pair(&dir, "ca", &ca, a.force)?;
         write_pair(&dir, "admin", &admin, a.force)?;
         println!(
@@ -201,7 +202,8 @@ pub fn run(cmd: Cmd) -> u8 {
                 };
                 let out = out.unwrap_or(dir);
                 for name in names {
-                    let issued = pki::issue(&ca_crt, &ca_key, &name, role, days)?;
+                    let issued = pki::issue(&ca_crt, &ca_key, &name, role, days)
+                        .map_err(|e| e.to_string())?;
                     write_pair(&out, &name, &issued, force)?;
                     println!(
                         "{}/{name}.crt and {name}.key: {role} {name:?}, serial {}, valid {days} days",
@@ -223,10 +225,12 @@ pub fn run(cmd: Cmd) -> u8 {
             let mut code = exit::OK;
             let mut all = Vec::new();
             for f in files {
-                let shown = pki::load_certs(&f).and_then(|certs| {
-                    let info = x509::parse(&certs[0]).ok_or("not a readable certificate")?;
-                    Ok((info, Identity::from_der(&certs[0]).ok()))
-                });
+                let shown = pki::load_certs(&f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|certs| {
+                        let info = x509::parse(&certs[0]).ok_or("not a readable certificate")?;
+                        Ok((info, Identity::from_der(&certs[0]).ok()))
+                    });
                 match shown {
                     Ok((info, id)) => {
                         let name = info.common_name.clone().unwrap_or_default();

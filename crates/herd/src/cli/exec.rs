@@ -169,7 +169,7 @@ fn client_files(c: &Conn, cfg: &Config) -> Files {
 }
 
 pub(super) fn tls_config(c: &Conn, cfg: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
-    tls::client_config(&client_files(c, cfg))
+    tls::client_config(&client_files(c, cfg)).map_err(|e| e.to_string())
 }
 
 /// The admin's grant for this run, so that relays can carry it (see herd_agent::grant).
@@ -181,7 +181,7 @@ fn grant(
 ) -> Result<herd_agent::proto::Auth, String> {
     let (cert, key) = signer(&s.conn, cfg)?;
     let nodes: NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
-    herd_agent::grant::sign(req, &nodes, &cert, key.as_ref())
+    herd_agent::grant::sign(req, &nodes, &cert, key.as_ref()).map_err(|e| e.to_string())
 }
 
 /// The client certificate and its key, to sign grants with.
@@ -196,8 +196,13 @@ pub(super) fn signer(
     String,
 > {
     let files = client_files(c, cfg);
-    let cert = herd_agent::pki::load_certs(&files.cert)?.remove(0);
-    Ok((cert, tls::signing_key(&files.key)?))
+    let cert = herd_agent::pki::load_certs(&files.cert)
+        .map_err(|e| e.to_string())?
+        .remove(0);
+    Ok((
+        cert,
+        tls::signing_key(&files.key).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// `--json` of a command over nodes: one object per node (its name added), in node order.

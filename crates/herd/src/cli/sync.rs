@@ -195,6 +195,7 @@ fn push(a: PushArgs) -> u8 {
         let nodes: herd_core::nodeset::NodeSet = targets.iter().map(|t| t.name.as_str()).collect();
         let signed = signer(&a.select.conn, &cfg).and_then(|(cert, key)| {
             herd_agent::grant::sign_sync(&text, &nodes, &cert, key.as_ref())
+                .map_err(|e| e.to_string())
         });
         match signed {
             Ok(auth) => req.auth = Some(auth),
