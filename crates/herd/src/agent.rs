@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use herd_agent::agent::{Agent, Listening, Settings};
 use herd_agent::client::Target;
 use herd_agent::grant::Checker;
@@ -451,46 +451,6 @@ fn changes(old: Option<&AgentConfig>, new: &AgentConfig) -> Vec<&'static str> {
     keys.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect()
 }
 
-/// Loads the agent's certificates and binds its addresses; `None` when `[agent] listen` is
-/// empty. Nothing is served until [`Agent::spawn`]. (The start-up of a daemon that does not
-/// use [`Running`] yet.)
-pub async fn bind(
-    cfg: &AgentConfig,
-    revoked: Revoked,
-    modules: Modules,
-) -> Result<Option<(Arc<Agent>, Vec<tokio::net::TcpListener>)>> {
-    if cfg.listen.is_empty() {
-        return Ok(None);
-    }
-    let name = node_name(cfg);
-    let loaded = load_tls(cfg, &name, revoked.clone(), None)?;
-    make_audit_dir(cfg)?;
-    let mut listeners = Vec::new();
-    for addr in &cfg.listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("agent.listen: cannot bind {addr}"))?;
-        listeners.push(l);
-    }
-    let agent = Agent::new(Settings {
-        name,
-        tls: loaded.server,
-        revoked,
-        user: cfg.user.clone(),
-        audit_log: cfg.audit_log.clone(),
-        max_connections: cfg.max_connections,
-        grants: Arc::new(Checker::new(loaded.verifier)),
-        relay_tls: Some(loaded.relay),
-        modules,
-    });
-    Ok(Some((agent, listeners)))
-}
-
-/// [`schedules`] on a port that does not change (a daemon without [`Running`]).
-pub fn spawn_schedules(agent: &Arc<Agent>, port: u16) {
-    tokio::spawn(schedules(agent.clone(), Arc::new(AtomicU16::new(port))));
-}
-
 /// A module whose schedule is due on this node: the module, its schedule, where to pull from.
 type Due = (
     herd_core::cluster::SyncModule,
@@ -600,15 +560,6 @@ const NODE_WATCH_EVERY: Duration = Duration::from_secs(10);
 
 /// What the node watch last saw: this node's name and every node of `[nodes]`.
 pub type NodeCache = Arc<Mutex<(Option<String>, Vec<herd_core::api::NodeStatus>)>>;
-
-/// [`node_watch`] on a port that does not change (a daemon without [`Running`]).
-pub fn spawn_node_watch(agent: &Arc<Agent>, port: u16, cache: NodeCache) {
-    tokio::spawn(node_watch(
-        agent.clone(),
-        Arc::new(AtomicU16::new(port)),
-        cache,
-    ));
-}
 
 /// Pings every node of `[nodes]` (this one too) with this node's certificate every
 /// [`NODE_WATCH_EVERY`], at most 64 at a time, and keeps the answers in `cache`. The node list

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use herd_core::config::Config;
 
 use super::exit;
-use crate::daemon::{
-    bind_agent, bind_control, check_control, serve, Bound, Daemon, Signals, Source,
-};
+use crate::daemon::{bind_control, check_control, serve, Bound, Daemon, Signals, Source};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -110,13 +108,6 @@ pub async fn daemon_main(
             return exit::CANTCREAT;
         }
     };
-    let agent = match bind_agent(&daemon).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("herd: {e:#}");
-            return exit::CANTCREAT;
-        }
-    };
     let control = match bind_control(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -131,7 +122,6 @@ pub async fn daemon_main(
         Bound {
             control,
             control_path: socket,
-            agent,
         },
         drain,
         shutdown,

@@ -3,9 +3,9 @@
 //! its difference.
 //!
 //! Order, the same every time: the listeners that may fail to bind, before anything else
-//! changes (the mon port, the dashboard), the virtual services and their data plane, VRRP (a
-//! director claims a VIP only once it can serve it), the health monitor (which tells the table
-//! its verdicts), the agent's revocations and sync modules. Each subsystem applies all of its part
+//! changes (the mon port, the dashboard, the node agent with its sync modules), the virtual
+//! services and their data plane, VRRP (a director claims a VIP only once it can serve it),
+//! the health monitor (which tells the table its verdicts). Each subsystem applies all of its part
 //! or none of it; if one fails, the ones before it have applied and the ones after it have
 //! not, the error names the one that failed, and the config kept as "running" stays the old
 //! one (a later reload applies the rest).
@@ -22,8 +22,6 @@ use super::{lb_error, Daemon};
 pub struct Applied {
     /// Virtual services now configured.
     pub services: usize,
-    /// Changed keys that take effect only at the next start.
-    pub pending: Vec<String>,
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -39,7 +37,6 @@ impl Daemon {
 
     /// Makes the running state equal to `next` (see the module's doc for the order).
     pub(crate) fn apply(&self, next: Config) -> Result<Applied, ApiError> {
-        let prev = self.config().clone();
         let limit = crate::fdlimit::current();
         let caps = crate::fdlimit::caps(limit, &next);
         if caps != self.caps() {
@@ -54,16 +51,12 @@ impl Daemon {
         *self.caps.lock().unwrap_or_else(|p| p.into_inner()) = caps;
         self.apply_mon(&next)?;
         self.apply_web(&next)?;
+        self.apply_agent(&next)?;
         let services = self.apply_lb(&next)?;
-        let mut pending = Vec::new();
         self.apply_ha(&next)?;
         self.apply_health(&next);
-        pending.extend(self.apply_agent(&prev, &next));
-        for p in &pending {
-            tracing::warn!("{p} changed: takes effect when the daemon restarts");
-        }
         *self.config() = next;
-        Ok(Applied { services, pending })
+        Ok(Applied { services })
     }
 
     /// The mon client protocol's port: its address and limits.
@@ -120,21 +113,22 @@ impl Daemon {
         self.monitor.apply(next);
     }
 
-    /// The agent's revocations (at once, for new connections) and sync modules (at once, for
-    /// new transfers); its other settings at restart.
-    fn apply_agent(&self, prev: &Config, next: &Config) -> Vec<String> {
-        let mut pending = Vec::new();
-        let mut agent = next.agent.clone();
-        agent.revoked.clone_from(&prev.agent.revoked);
-        if prev != &Config::default() && agent != prev.agent {
-            pending.push("agent".to_string());
+    /// The node agent: every `[agent]` key in place (new addresses bound first, certificate
+    /// files read again, limits resized), the revoked serials, the sync modules and their
+    /// schedules, the node watch. A failure changes nothing of the agent.
+    fn apply_agent(&self, next: &Config) -> Result<(), ApiError> {
+        let applied = self.agent.apply(next).map_err(|e| {
+            let kind = if matches!(e, crate::agent::AgentError::Bind { .. }) {
+                ErrorKind::Bind
+            } else {
+                ErrorKind::Config
+            };
+            ApiError::new(kind, e.to_string())
+        })?;
+        if !applied.changed.is_empty() {
+            tracing::info!(changed = ?applied.changed, listening = ?applied.listening, "node agent");
         }
-        crate::agent::set_revoked(&self.revoked, &next.agent);
-        self.modules
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(&next.cluster, &next.sync_modules);
-        pending
+        Ok(())
     }
 
     /// The dashboard: started, moved, changed or stopped in place (see `herd_web::Web::apply`).

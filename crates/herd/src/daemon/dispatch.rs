@@ -6,9 +6,10 @@ impl Daemon {
     /// The node watch's last look; before its first, or without an agent, the configured
     /// nodes, not pinged.
     pub(super) fn nodes(&self) -> Response {
-        let watching = self.watching_nodes.load(Relaxed);
-        if watching {
-            let (this, nodes) = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let watch = self.agent.node_watch();
+        let watching = watch.is_some();
+        if let Some(cache) = watch {
+            let (this, nodes) = cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if this.is_some() {
                 return Response::Nodes { this, nodes };
             }

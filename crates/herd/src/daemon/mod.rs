@@ -75,16 +75,11 @@ pub struct Daemon {
     reloads: AtomicU64,
     /// VRRP: the instances of the config applied last (none is fine).
     ha: herd_ha::Ha,
-    /// The agent's revoked serials, shared with its TLS verifier (reload replaces them).
-    revoked: herd_agent::tls::Revoked,
-    /// The sync modules the agent serves (reload replaces them).
-    modules: herd_agent::module::Modules,
+    /// The node agent (with the sync modules, their schedules and the node watch).
+    agent: crate::agent::Running,
     /// The dashboard and HTTP API (serving while the config has `[web]`), made by the first
     /// apply.
     web: std::sync::OnceLock<herd_web::Web>,
-    /// The agents of `[nodes]` as the node watch last saw them (with an agent running).
-    nodes: crate::agent::NodeCache,
-    watching_nodes: std::sync::atomic::AtomicBool,
     /// The connection caps of the mon port, the dashboard and the agent, sized by each apply
     /// from the open-files limit (see `fdlimit`).
     caps: Mutex<crate::fdlimit::Caps>,
@@ -177,16 +172,10 @@ impl Daemon {
         Ok(Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
             caps: Mutex::new(crate::fdlimit::Caps::default()),
-            revoked: crate::agent::revoked_set(&empty.agent),
-            modules: Arc::new(std::sync::RwLock::new(herd_agent::module::Table::new(
-                &empty.cluster,
-                &empty.sync_modules,
-            ))),
+            agent: crate::agent::Running::new(),
             ha,
             web: std::sync::OnceLock::new(),
             mon: crate::monproto::Port::default(),
-            nodes: Arc::default(),
-            watching_nodes: std::sync::atomic::AtomicBool::new(false),
             source,
             table,
             monitor,
@@ -212,7 +201,8 @@ impl Daemon {
     }
 
     /// Re-reads the config and applies the difference (see [`Daemon::apply`]). Returns the
-    /// changed keys that wait for a restart (none today).
+    /// changed keys that wait for a restart: none, every key applies in place (the API keeps
+    /// the list for a key that one day cannot).
     pub fn reload(&self) -> Result<Vec<String>, ApiError> {
         let cfg = self
             .source
@@ -221,7 +211,7 @@ impl Daemon {
         let applied = self.apply(cfg)?;
         let n = self.reloads.fetch_add(1, Relaxed) + 1;
         tracing::info!(reloads = n, services = applied.services, "config reloaded");
-        Ok(applied.pending)
+        Ok(Vec::new())
     }
 
     /// Masters resign and hand their addresses over (called before the drain, so that a
@@ -311,24 +301,11 @@ impl Director for TableDirector {
     }
 }
 
-/// The node agent with its addresses bound, not yet serving.
-pub type BoundAgent = (Arc<herd_agent::agent::Agent>, Vec<tokio::net::TcpListener>);
-
-/// Binds the node agent when `[agent] listen` names addresses (before the control socket,
-/// whose appearance means ready).
-pub async fn bind_agent(daemon: &Daemon) -> Result<Option<BoundAgent>> {
-    let mut cfg = daemon.config().agent.clone();
-    // No more than the open-files limit leaves for the agent.
-    cfg.max_connections = daemon.caps().agent;
-    crate::agent::bind(&cfg, daemon.revoked.clone(), daemon.modules.clone()).await
-}
-
 /// What start-up bound, handed to [`serve`].
 #[derive(Debug)]
 pub struct Bound {
     pub control: UnixListener,
     pub control_path: PathBuf,
-    pub agent: Option<BoundAgent>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` resolves), then drains; a second
@@ -343,30 +320,12 @@ pub async fn serve(
     let Bound {
         control,
         control_path,
-        agent,
     } = bound;
     let Signals {
         mut term,
         mut int,
         mut hup,
     } = signals;
-    if let Some((agent, listeners)) = agent {
-        tracing::info!(name = %agent.settings().name, "node agent");
-        agent.spawn(listeners);
-        let port = daemon
-            .config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .agent
-            .port;
-        crate::agent::spawn_schedules(&agent, port);
-        // Only the dashboard shows the nodes: without it, no daemon pings the others.
-        let dashboard = daemon.web.get().is_some_and(|w| w.local_addr().is_some());
-        if agent.settings().relay_tls.is_some() && dashboard {
-            daemon.watching_nodes.store(true, Relaxed);
-            crate::agent::spawn_node_watch(&agent, port, daemon.nodes.clone());
-        }
-    }
     let ctl = tokio::spawn(serve_control(daemon.clone(), control));
     let hk = tokio::spawn(daemon.clone().housekeeping());
     tracing::info!(socket = %control_path.display(), "ready");
@@ -386,6 +345,8 @@ pub async fn serve(
         }
     }
     ctl.abort();
+    // The agent stops accepting; its sessions (a command running) finish.
+    daemon.agent.stop();
     // The dashboard still shows the drain, but takes no more actions.
     if let Some(w) = daemon.web.get() {
         w.stop_actions();
