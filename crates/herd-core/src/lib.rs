@@ -10,7 +10,6 @@
 //!   [`cluster`]: the cluster's nodes, their agents' addresses, and groups.
 //! - [`api`]: requests and responses of the control API (Unix socket now, HTTP later).
 //! - [`backoff`]: how long an accept loop waits after a failed accept.
-//! - [`ipvsadm`]: the ipvsadm-compatible command line: argument parsing and output formats.
 //!
 //! This crate does no I/O beyond reading a config file on request.
 
@@ -22,7 +21,6 @@ pub mod config;
 pub mod ha;
 pub mod health;
 pub mod import;
-pub mod ipvsadm;
 pub mod model;
 pub mod nodeset;
 pub mod period;

@@ -9,7 +9,7 @@ use super::resolve::{
 use super::{
     Command, ListOptions, UsageError, UsageErrorKind, DEFAULT_PERSISTENT_TIMEOUT, MAX_TIMEOUT,
 };
-use crate::model::{
+use herd_core::model::{
     Forward, Persistence, Protocol, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec,
     Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
 };
