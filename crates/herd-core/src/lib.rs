@@ -4,7 +4,6 @@
 //! - [`config`]: the strict TOML config and its validation (errors name file, line and key).
 //! - [`health`]: the health monitor's checks, alert rules and sinks; [`period`]: mon's time
 //!   periods (`wd {Mon-Fri} hr {7am-10pm}`).
-//! - [`import`]: other tools' configs (mon.cf) converted to herd's.
 //! - [`ha`]: the VRRP instances of director failover.
 //! - [`nodeset`]: node sets in ClusterShell's syntax (`node[01-20]`, `@web`, `,!&^`);
 //!   [`cluster`]: the cluster's nodes, their agents' addresses, and groups.
@@ -20,7 +19,6 @@ pub mod cluster;
 pub mod config;
 pub mod ha;
 pub mod health;
-pub mod import;
 pub mod model;
 pub mod nodeset;
 pub mod period;

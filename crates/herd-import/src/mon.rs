@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::config::split_words;
+use herd_core::config::split_words;
 
 /// A remark about the conversion, at a line of the mon.cf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -473,7 +473,7 @@ fn render(
                 }
                 let _ = writeln!(out, "  exec = {}", q(cmd));
                 if !p.spec.trim().is_empty() {
-                    match crate::period::Period::parse(p.spec.trim()) {
+                    match herd_core::period::Period::parse(p.spec.trim()) {
                         Ok(_) => {
                             let _ = writeln!(out, "  period = {}", q(p.spec.trim()));
                         }
@@ -516,7 +516,7 @@ fn render(
 /// timeout: the interval, capped at 30 s.
 fn timeout_for(interval: Option<&str>) -> String {
     let secs = interval
-        .and_then(|i| crate::config::parse_duration(i).ok())
+        .and_then(|i| herd_core::config::parse_duration(i).ok())
         .map_or(30, |d| d.as_secs().clamp(1, 30));
     format!("{secs}s")
 }
@@ -640,8 +640,8 @@ fn key(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::health::{AlertOn, OnFailure, Sink, Targets};
+    use herd_core::config::Config;
+    use herd_core::health::{AlertOn, OnFailure, Sink, Targets};
 
     fn check(src: &str) -> (Config, Imported) {
         let imp = import(src);
@@ -762,9 +762,9 @@ mod tests {
         let http = &cfg.health.checks[0];
         assert_eq!(
             http.kind,
-            crate::health::CheckKind::Exec {
+            herd_core::health::CheckKind::Exec {
                 command: vec!["http.monitor".into(), "-p".into(), "8080".into()],
-                protocol: crate::health::ExecProtocol::Mon,
+                protocol: herd_core::health::ExecProtocol::Mon,
                 no_hosts: false
             }
         );
@@ -777,5 +777,44 @@ mod tests {
             "{:?}",
             imp.notes
         );
+    }
+
+    /// The converted text and the notes, byte for byte, for fixtures that between them take
+    /// every branch of the renderer (the golden files were written by the renderer before it
+    /// was split into functions).
+    #[test]
+    fn output_and_notes_match_the_golden_files() {
+        let cases = [
+            (
+                include_str!("fixtures/seed001-mon.cf"),
+                include_str!("fixtures/seed001-mon.toml"),
+                include_str!("fixtures/seed001-mon.notes"),
+            ),
+            (
+                include_str!("fixtures/seed004-mon.cf"),
+                include_str!("fixtures/seed004-mon.toml"),
+                include_str!("fixtures/seed004-mon.notes"),
+            ),
+            (
+                include_str!("fixtures/seed004-first-mon.cf"),
+                include_str!("fixtures/seed004-first-mon.toml"),
+                include_str!("fixtures/seed004-first-mon.notes"),
+            ),
+            (
+                include_str!("fixtures/every-branch-mon.cf"),
+                include_str!("fixtures/every-branch-mon.toml"),
+                include_str!("fixtures/every-branch-mon.notes"),
+            ),
+        ];
+        for (src, toml, notes) in cases {
+            let imp = import(src);
+            assert_eq!(imp.toml, toml);
+            let got: String = imp
+                .notes
+                .iter()
+                .map(|n| format!("{}: {}\n", n.line, n.text))
+                .collect();
+            assert_eq!(got, notes);
+        }
     }
 }
