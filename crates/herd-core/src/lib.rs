@@ -21,5 +21,4 @@ pub mod ha;
 pub mod health;
 pub mod model;
 pub mod nodeset;
-pub mod period;
 pub mod x509;

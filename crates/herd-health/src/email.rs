@@ -4,7 +4,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use herd_core::health::{Smtp, SmtpTls};
-use herd_core::period::LocalTime;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -95,7 +94,7 @@ fn ctime(secs: u64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let t = LocalTime::at(UNIX_EPOCH + Duration::from_secs(secs));
+    let t = crate::localtime::at(UNIX_EPOCH + Duration::from_secs(secs));
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
         DAYS[usize::from(t.wday % 7)],

@@ -1,6 +1,7 @@
 //! herd-health: health monitoring that drives the director (mon, reborn).
 //!
-//! - [`rules`]: the rule engine, without I/O: results in; state changes, alerts and holds out.
+//! - [`localtime`]: the system's local time, which the rule engine (the `herd-rules` crate)
+//!   evaluates alert periods in.
 //! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history.
 //! - [`history`]: the SQLite history and downtime log.
 //! - [`alert`]: alert sinks (mon's alert protocol for programs, webhooks, e-mail, the log).
@@ -14,7 +15,7 @@ pub mod alert;
 pub mod dns;
 pub mod email;
 pub mod history;
+pub mod localtime;
 pub mod monitor;
 pub mod probe;
-pub mod rules;
 pub mod tls;

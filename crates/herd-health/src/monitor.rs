@@ -21,16 +21,16 @@ use herd_core::api::{
     SilenceStatus,
 };
 use herd_core::config::{find_service, host_port, real_matches, Config};
-use herd_core::health::{AlertOn, CheckKind, CheckSpec, HealthConfig, OnFailure, Sink, Targets};
+use herd_core::health::HealthConfig;
 use herd_core::model::ServiceKey;
-use herd_core::period::LocalTime;
+use herd_rules::spec::{AlertOn, CheckKind, CheckSpec, OnFailure, Sink, Targets};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::alert::{self, Kind, Notice};
 use crate::history::Store;
 use crate::probe::{self, ExecEnv};
-use crate::rules::{Engine, Event, Key, Silence, Status};
+use herd_rules::{Engine, Event, Key, Silence, Status};
 
 /// What the monitor needs from the director.
 pub trait Director: Send + Sync + fmt::Debug {
@@ -664,7 +664,9 @@ async fn run_target(inner: Arc<Inner>, key: Key, first: Duration) {
                     first_failure = now / 1000;
                 }
             }
-            let events = inner.engine().observe(key, outcome, now, &LocalTime::now());
+            let events = inner
+                .engine()
+                .observe(key, outcome, now, &crate::localtime::now());
             inner.handle(events, (first_failure, last_failure, last_success));
             down = inner.engine().target(key).status == Status::Down;
         }

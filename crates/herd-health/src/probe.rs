@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herd_core::health::{CheckKind, ExecProtocol};
+use herd_rules::spec::{CheckKind, ExecProtocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::rules::{Outcome, Verdict};
+use herd_rules::{Outcome, Verdict};
 
 /// Output kept from a probe (mon keeps what its monitors print; herd keeps the first 4 KiB and
 /// drains the rest so the program never blocks on a full pipe).

@@ -584,7 +584,7 @@ fn render_alert(
     }
     let _ = writeln!(out, "  exec = {}", q(cmd));
     if !p.spec.trim().is_empty() {
-        match herd_core::period::Period::parse(p.spec.trim()) {
+        match herd_rules::period::Period::parse(p.spec.trim()) {
             Ok(_) => {
                 let _ = writeln!(out, "  period = {}", q(p.spec.trim()));
             }
@@ -757,7 +757,7 @@ fn key(s: &str) -> String {
 mod tests {
     use super::*;
     use herd_core::config::Config;
-    use herd_core::health::{AlertOn, OnFailure, Sink, Targets};
+    use herd_rules::spec::{AlertOn, OnFailure, Sink, Targets};
 
     fn check(src: &str) -> (Config, Imported) {
         let imp = import(src);
@@ -878,9 +878,9 @@ mod tests {
         let http = &cfg.health.checks[0];
         assert_eq!(
             http.kind,
-            herd_core::health::CheckKind::Exec {
+            herd_rules::spec::CheckKind::Exec {
                 command: vec!["http.monitor".into(), "-p".into(), "8080".into()],
-                protocol: herd_core::health::ExecProtocol::Mon,
+                protocol: herd_rules::spec::ExecProtocol::Mon,
                 no_hosts: false
             }
         );

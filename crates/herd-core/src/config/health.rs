@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{duration, format_duration, ConfigError, LbConfig, Lines, RawDuration};
-use crate::health::{
-    AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, HealthConfig, OnFailure, Sink,
-    Targets, Tls, DEFAULT_CERT_WARNING,
+use crate::health::{HealthConfig, DEFAULT_CERT_WARNING};
+use herd_rules::period::Period;
+use herd_rules::spec::{
+    AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, OnFailure, Sink, Targets, Tls,
 };
-use crate::period::Period;
 
 use super::smtp::{self, RawAddresses, RawSmtp, SmtpOut};
 

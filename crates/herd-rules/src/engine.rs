@@ -25,8 +25,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use herd_core::health::{AlertOn, CheckSpec};
-use herd_core::period::LocalTime;
+use crate::period::LocalTime;
+use crate::spec::{AlertOn, CheckSpec};
 use serde::Serialize;
 
 /// A probe's verdict.

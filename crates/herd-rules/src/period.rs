@@ -53,16 +53,6 @@ pub struct LocalTime {
 }
 
 impl LocalTime {
-    /// The system's local time zone (TZ env / /etc/localtime via jiff), at the given instant.
-    pub fn at(t: SystemTime) -> LocalTime {
-        in_zone(t, &TimeZone::system())
-    }
-
-    /// The current local time.
-    pub fn now() -> LocalTime {
-        LocalTime::at(SystemTime::now())
-    }
-
     /// The local time of a civil date and time of day, with its weekday and day of the year
     /// filled in; `None` if there is no such date or time of day.
     pub fn new(
@@ -107,8 +97,9 @@ impl LocalTime {
 }
 
 /// `t` in the time zone `tz`. Instants outside jiff's range (years -9999 to 9999) are clamped
-/// to it.
-pub(crate) fn in_zone(t: SystemTime, tz: &TimeZone) -> LocalTime {
+/// to it. The caller chooses the zone (the system's is read by herd-health, not here) and the
+/// instant.
+pub fn in_zone(t: SystemTime, tz: &TimeZone) -> LocalTime {
     let ts = Timestamp::try_from(t).unwrap_or(if t < SystemTime::UNIX_EPOCH {
         Timestamp::MIN
     } else {
@@ -632,18 +623,6 @@ mod tests {
         if let Some(t) = UNIX_EPOCH.checked_sub(far) {
             assert_eq!(in_zone(t, &TimeZone::UTC).year, -9999);
         }
-    }
-
-    #[test]
-    fn at_and_now_use_the_system_zone() {
-        let t = LocalTime::at(UNIX_EPOCH + Duration::from_secs(1_709_220_645));
-        assert!((2024..=2024).contains(&t.year));
-        assert!(matches!((t.month, t.mday), (2, 29) | (3, 1)));
-        assert_eq!((t.minute % 15, t.second), (0, 45));
-        let now = LocalTime::now();
-        assert!(now.year >= 2024);
-        assert!((1..=12).contains(&now.month) && now.hour < 24 && now.wday < 7);
-        assert!((1..=366).contains(&now.yday));
     }
 
     /// Time::Period's own loop: the 1st is in week 1 and every later Sunday starts a week.
