@@ -15,10 +15,7 @@
 pub mod addr;
 pub mod api;
 pub mod backoff;
-pub mod cluster;
 pub mod config;
-pub mod ha;
-pub mod health;
 pub mod model;
 pub mod nodeset;
 pub mod x509;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd_core::api::{TrackStatus, VrrpStatus, VrrpTransition};
-use herd_core::ha::{Vip, VrrpConfig, VrrpInstance};
+use herd_core::config::vrrp::{Vip, VrrpConfig, VrrpInstance};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};

@@ -15,8 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use herd_core::config::health::{HealthConfig, DEFAULT_CERT_WARNING};
 use herd_core::config::{parse_http_url, HttpUrl};
-use herd_core::health::{HealthConfig, DEFAULT_CERT_WARNING};
 use herd_rules::spec::{Sink, Tls};
 use serde::Serialize;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use herd_core::health::{Smtp, SmtpTls};
+use herd_core::config::smtp::{Smtp, SmtpTls};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;

@@ -20,8 +20,8 @@ use herd_core::api::{
     DeliveryStatus, DowntimeEntry, HealthCheckStatus, HealthEvent, HealthTargetStatus, RealHealth,
     SilenceStatus,
 };
+use herd_core::config::health::HealthConfig;
 use herd_core::config::{find_service, host_port, real_matches, Config};
-use herd_core::health::HealthConfig;
 use herd_core::model::ServiceKey;
 use herd_rules::spec::{AlertOn, CheckKind, CheckSpec, OnFailure, Sink, Targets};
 use tokio::sync::{mpsc, Semaphore};

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use herd_agent::agent::{Agent, Settings};
 use herd_agent::grant::Checker;
 use herd_agent::tls::{self, Files, Revoked};
-use herd_core::cluster::AgentConfig;
+use herd_core::config::agent::AgentConfig;
 
 /// This node's name: `[agent] name`, else the host name up to the first dot.
 pub fn node_name(cfg: &AgentConfig) -> String {

@@ -1,20 +1,94 @@
-//! The `[health]` section: raw form, validation into [`crate::health`], and rendering back.
+//! The `[health]` section: raw form, validated form ([`HealthConfig`]; the checks themselves
+//! are [`herd_rules::spec`]'s), validation, and rendering back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-use toml::Spanned;
-
+use super::smtp::{self, RawAddresses, RawSmtp, Smtp, SmtpOut};
 use super::{duration, format_duration, ConfigError, LbConfig, Lines, RawDuration};
-use crate::health::{HealthConfig, DEFAULT_CERT_WARNING};
 use herd_rules::period::Period;
 use herd_rules::spec::{
     AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, OnFailure, Sink, Targets, Tls,
 };
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
 
-use super::smtp::{self, RawAddresses, RawSmtp, SmtpOut};
+/// The `[health]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// At most this many checks run at once (mon's `maxprocs`); further ones wait their turn.
+    pub max_concurrent: usize,
+    /// A check's first run starts at a random point within this long after start-up (mon's
+    /// `randstart`); `None` = within the check's own interval.
+    pub randstart: Option<Duration>,
+    /// Directories searched, in order, for an `exec` check's program given without a `/`
+    /// (mon's `mondir`).
+    pub mondir: Vec<PathBuf>,
+    /// Directories searched for an `exec` alert's program given without a `/` (`alertdir`).
+    pub alertdir: Vec<PathBuf>,
+    /// The SQLite file that keeps the history and the downtime log across restarts; `None` =
+    /// the last 2000 events in memory only.
+    pub history: Option<PathBuf>,
+    /// History older than this is deleted.
+    pub history_retention: Duration,
+    /// Named lists of hosts (mon's `hostgroup`).
+    pub hostgroups: BTreeMap<String, Vec<String>>,
+    /// The mail server that `email` alerts go through.
+    pub smtp: Option<Smtp>,
+    /// Where to speak mon's client protocol (`moncmd`, `monshow`; mon's port is 2583);
+    /// `None` = off. Read at start-up.
+    pub mon_listen: Option<std::net::SocketAddr>,
+    /// The mon port on an address that is not loopback, knowingly (its `login` sends a
+    /// password in the clear).
+    pub mon_insecure: bool,
+    /// Clients the mon port serves at once; more are told so and closed. The daemon lowers
+    /// it further when the process has few file descriptors.
+    pub mon_max_connections: usize,
+    /// A mon client that sends nothing for this long is disconnected.
+    pub mon_idle_timeout: Duration,
+    pub checks: Vec<herd_rules::spec::CheckSpec>,
+}
+
+/// Default of `health.history-retention`: 90 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+
+/// Default of `health.mon-max-connections`.
+pub const DEFAULT_MON_MAX_CONNECTIONS: usize = 64;
+
+/// Default of `health.mon-idle-timeout`.
+pub const DEFAULT_MON_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of `health.max-concurrent`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            randstart: None,
+            mondir: vec![
+                PathBuf::from("/usr/lib/mon/mon.d"),
+                PathBuf::from("/usr/local/lib/mon/mon.d"),
+            ],
+            alertdir: vec![
+                PathBuf::from("/usr/lib/mon/alert.d"),
+                PathBuf::from("/usr/local/lib/mon/alert.d"),
+            ],
+            history: None,
+            history_retention: DEFAULT_RETENTION,
+            hostgroups: BTreeMap::new(),
+            smtp: None,
+            mon_listen: None,
+            mon_insecure: false,
+            mon_max_connections: DEFAULT_MON_MAX_CONNECTIONS,
+            mon_idle_timeout: DEFAULT_MON_IDLE_TIMEOUT,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// Default of an https check's `cert-warning`: 14 days.
+pub const DEFAULT_CERT_WARNING: Duration = Duration::from_secs(14 * 86400);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -1420,8 +1494,8 @@ impl From<&AlertSpec> for AlertOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::smtp::{Smtp, SmtpTls};
     use crate::config::Config;
-    use crate::health::{Smtp, SmtpTls};
 
     const GOOD: &str = r#"
 [[lb.service]]

@@ -17,22 +17,24 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-mod agent;
-mod cluster;
-mod health;
-mod smtp;
-mod sync;
-mod vrrp;
+pub mod agent;
+pub mod cluster;
+pub mod health;
+pub mod smtp;
+pub mod sync;
+pub mod vrrp;
 pub mod web;
 
 pub use agent::{listen_address, normalize_serial};
 pub use vrrp::parse_vip;
 
+use agent::AgentConfig;
+use cluster::ClusterConfig;
+use health::HealthConfig;
+use vrrp::VrrpConfig;
+
 pub use health::{find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl};
 
-use crate::cluster::{AgentConfig, ClusterConfig};
-use crate::ha::VrrpConfig;
-use crate::health::HealthConfig;
 use crate::model::{
     netmask_to_prefix, prefix_to_netmask, Forward, Persistence, Protocol, Quorum, RealSpec,
     SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
@@ -261,9 +263,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub agent: AgentConfig,
     /// `[sync.module.*]`, in name order.
-    pub sync_modules: Vec<crate::cluster::SyncModule>,
+    pub sync_modules: Vec<sync::SyncModule>,
     /// `[sync] fanout`: `herd sync push` connections beyond which agents relay (None: the
-    /// default, [`crate::cluster::SYNC_FANOUT`]).
+    /// default, [`sync::SYNC_FANOUT`]).
     pub sync_fanout: Option<usize>,
     /// `[web]`: the dashboard and HTTP API; none without the section.
     pub web: Option<web::WebConfig>,
