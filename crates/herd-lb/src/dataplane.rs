@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_core::api::ApiError;
-use herd_core::config::LbConfig;
+use herd_core::config::lb::LbConfig;
 use herd_core::model::Timeouts;
 
 use crate::service::Service;

@@ -1,8 +1,9 @@
 //! The `[health]` section: raw form, validated form ([`HealthConfig`]; the checks themselves
 //! are [`herd_rules::spec`]'s), validation, and rendering back.
 
+use super::lb::LbConfig;
 use super::smtp::{self, RawAddresses, RawSmtp, Smtp, SmtpOut};
-use super::{duration, format_duration, ConfigError, LbConfig, Lines, RawDuration};
+use super::{duration, format_duration, ConfigError, Lines, RawDuration};
 use herd_rules::period::Period;
 use herd_rules::spec::{
     AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, OnFailure, Sink, Targets, Tls,
@@ -1174,7 +1175,7 @@ pub fn real_matches(addr: std::net::SocketAddr, entry: &str) -> bool {
 }
 
 /// The service a check's `service = ...` names: by name, else by `VIP:port` address.
-pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::ServiceConfig> {
+pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::lb::ServiceConfig> {
     lb.services
         .iter()
         .find(|x| x.spec.name.as_deref() == Some(s))

@@ -1,6 +1,7 @@
 //! `[[vrrp.instance]]`: director failover.
 
-use super::{duration, duration_value, format_duration, ConfigError, LbConfig, Lines, RawDuration};
+use super::lb::LbConfig;
+use super::{duration, duration_value, format_duration, ConfigError, Lines, RawDuration};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::IpAddr;

@@ -1,0 +1,91 @@
+//! The value syntax every section shares: durations, socket addresses, real server addresses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A duration in the config: an integer number of seconds or a string with a unit
+/// (`"500ms"`, `"30s"`, `"15m"`, `"2h"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Secs(i64),
+    Text(String),
+}
+
+/// Parses `"10us"`, `"500ms"`, `"30s"`, `"15m"`, `"2h"`, `"1d"` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 30s, 15m, 2h)"))?;
+    let d = match unit.trim() {
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86400)),
+        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+    };
+    Ok(d)
+}
+
+/// Renders a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}us", d.as_micros())
+    } else if d.subsec_millis() != 0 || d.as_secs() == 0 && !d.is_zero() {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// The longest duration any setting takes (a year): far beyond any sensible timeout, and far
+/// from where adding it to a clock could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
+
+pub(super) fn duration(d: &Spanned<RawDuration>) -> Result<Duration, String> {
+    duration_value(d.get_ref())
+}
+
+pub fn duration_value(d: &RawDuration) -> Result<Duration, String> {
+    let v = match d {
+        RawDuration::Secs(n) if *n >= 0 => Duration::from_secs(*n as u64),
+        RawDuration::Secs(n) => return Err(format!("{n} is negative")),
+        RawDuration::Text(s) => parse_duration(s)?,
+    };
+    if v > MAX_DURATION {
+        return Err(format!("{} is longer than a year", format_duration(v)));
+    }
+    Ok(v)
+}
+
+pub(super) fn secs_u32(d: Duration) -> Result<u32, String> {
+    u32::try_from(d.as_secs()).map_err(|_| format!("{}s is too long", d.as_secs()))
+}
+
+/// Parses `VIP:port` — `127.0.0.1:80` or `[::1]:80`. A port is required.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("invalid address {s:?} (expected IPv4:port or [IPv6]:port)"))
+}
+
+/// Parses a real server address; without a port it takes the virtual service's port, as
+/// ipvsadm does.
+pub fn parse_real_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| format!("invalid address {s:?} (expected IP or IP:port)"))
+}
