@@ -6,13 +6,15 @@ use super::smtp::{self, RawAddresses, RawSmtp, Smtp, SmtpOut};
 use super::{duration, format_duration, ConfigError, Lines, RawDuration};
 use herd_rules::period::Period;
 use herd_rules::spec::{
-    AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, OnFailure, Sink, Targets, Tls,
+    AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, OnFailure, Sink, Targets,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
+
+mod check;
 
 /// The `[health]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,7 +287,7 @@ pub(super) fn validate(
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, rc) in raw.check.iter().enumerate() {
         let key = format!("health.check[{i}]");
-        if let Some(c) = check(l, &key, rc, lb, &h, errs) {
+        if let Some(c) = check::check(l, &key, rc, lb, &h, errs) {
             if names.insert(c.name.clone(), i).is_some() {
                 errs.push(l.err(
                     Some(&rc.get_ref().name),
@@ -354,470 +356,6 @@ fn find_cycle(checks: &[CheckSpec]) -> Option<Vec<String>> {
         }
     }
     None
-}
-
-fn check(
-    l: &Lines<'_>,
-    key: &str,
-    rc: &Spanned<RawCheck>,
-    lb: &LbConfig,
-    h: &HealthConfig,
-    errs: &mut Vec<ConfigError>,
-) -> Option<CheckSpec> {
-    let r = rc.get_ref();
-    let before = errs.len();
-    let name = r.name.get_ref().clone();
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        errs.push(l.err(
-            Some(&r.name),
-            format!("{key}.name"),
-            "must be a non-empty word without spaces",
-        ));
-    }
-    let kind_name = r.kind.get_ref().as_str();
-    // Keys that belong to one probe type only.
-    let only = |field: bool, span: Option<usize>, k: &str, types: &[&str], errs: &mut Vec<_>| {
-        if field && !types.contains(&kind_name) {
-            errs.push(ConfigError {
-                file: l.file.to_string(),
-                line: span.map(|s| l.line(s)),
-                key: format!("{key}.{k}"),
-                reason: format!("only for type {}", types.join(" or ")),
-            });
-        }
-    };
-    only(
-        r.send.is_some(),
-        r.send.as_ref().map(|s| s.span().start),
-        "send",
-        &["tcp", "udp"],
-        errs,
-    );
-    only(
-        r.expect.is_some(),
-        r.expect.as_ref().map(|s| s.span().start),
-        "expect",
-        &["tcp", "http", "https", "udp", "dns"],
-        errs,
-    );
-    for (f, k) in [
-        (r.query.as_ref().map(|s| s.span().start), "query"),
-        (r.query_type.as_ref().map(|s| s.span().start), "query-type"),
-    ] {
-        only(f.is_some(), f, k, &["dns"], errs);
-    }
-    for (f, k) in [
-        (r.method.as_ref().map(|s| s.span().start), "method"),
-        (r.path.as_ref().map(|s| s.span().start), "path"),
-        (r.host.as_ref().map(|s| s.span().start), "host"),
-        (r.status.as_ref().map(|s| s.span().start), "status"),
-    ] {
-        only(f.is_some(), f, k, &["http", "https"], errs);
-    }
-    for (f, k) in [
-        (r.sni.as_ref().map(|s| s.span().start), "sni"),
-        (r.tls_ca.as_ref().map(|s| s.span().start), "tls-ca"),
-        (
-            r.cert_warning.as_ref().map(|s| s.span().start),
-            "cert-warning",
-        ),
-    ] {
-        only(f.is_some(), f, k, &["https"], errs);
-    }
-    if r.tls_verify.is_some() && kind_name != "https" {
-        errs.push(l.err(
-            Some(&r.kind),
-            format!("{key}.tls-verify"),
-            "only for type https",
-        ));
-    }
-    for (f, k) in [
-        (r.command.as_ref().map(|s| s.span().start), "command"),
-        (r.protocol.as_ref().map(|s| s.span().start), "protocol"),
-    ] {
-        only(f.is_some(), f, k, &["exec"], errs);
-    }
-
-    let kind = match kind_name {
-        "tcp" => CheckKind::Tcp {
-            send: r.send.as_ref().map(|s| unescape(s.get_ref())),
-            expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
-        },
-        "http" | "https" => {
-            let method = r
-                .method
-                .as_ref()
-                .map_or("GET".to_string(), |m| m.get_ref().to_ascii_uppercase());
-            if !method.chars().all(|c| c.is_ascii_alphabetic()) || method.is_empty() {
-                errs.push(l.err(
-                    r.method.as_ref(),
-                    format!("{key}.method"),
-                    "not an HTTP method",
-                ));
-            }
-            let path = r
-                .path
-                .as_ref()
-                .map_or("/".to_string(), |p| p.get_ref().clone());
-            if !path.starts_with('/') || path.contains(char::is_whitespace) {
-                errs.push(l.err(
-                    r.path.as_ref(),
-                    format!("{key}.path"),
-                    "must start with / and contain no spaces",
-                ));
-            }
-            let mut status = Vec::new();
-            match &r.status {
-                None => status.push((200, 399)),
-                Some(s) => {
-                    for item in s.get_ref() {
-                        match parse_status(item) {
-                            Ok(range) => status.push(range),
-                            Err(e) => errs.push(l.err(Some(s), format!("{key}.status"), e)),
-                        }
-                    }
-                    if s.get_ref().is_empty() {
-                        errs.push(l.err(
-                            Some(s),
-                            format!("{key}.status"),
-                            "needs at least one status",
-                        ));
-                    }
-                }
-            }
-            if let Some(e) = &r.expect {
-                if let Err(err) = regex_lite::Regex::new(e.get_ref()) {
-                    errs.push(l.err(
-                        Some(e),
-                        format!("{key}.expect"),
-                        format!("bad regex: {err}"),
-                    ));
-                }
-            }
-            let tls = (kind_name == "https").then(|| Tls {
-                sni: r.sni.as_ref().map(|s| s.get_ref().clone()),
-                verify: r.tls_verify.unwrap_or(true),
-                ca: r.tls_ca.as_ref().map(|p| PathBuf::from(p.get_ref())),
-                expiry_warning: match &r.cert_warning {
-                    None => DEFAULT_CERT_WARNING,
-                    Some(d) => duration(d).unwrap_or_else(|e| {
-                        errs.push(l.err(Some(d), format!("{key}.cert-warning"), e));
-                        DEFAULT_CERT_WARNING
-                    }),
-                },
-            });
-            CheckKind::Http {
-                method,
-                path,
-                host: r.host.as_ref().map(|h| h.get_ref().clone()),
-                status,
-                expect: r.expect.as_ref().map(|e| e.get_ref().clone()),
-                tls,
-            }
-        }
-        "icmp" => {
-            if let Some(p) = &r.port {
-                errs.push(l.err(Some(p), format!("{key}.port"), "ICMP has no ports"));
-            }
-            CheckKind::Icmp
-        }
-        "udp" => {
-            let Some(send) = &r.send else {
-                errs.push(l.err(
-                    Some(&r.kind),
-                    format!("{key}.send"),
-                    "type udp needs send (the datagram)",
-                ));
-                return None;
-            };
-            CheckKind::Udp {
-                send: unescape(send.get_ref()),
-                expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
-            }
-        }
-        "dns" => {
-            let Some(q) = &r.query else {
-                errs.push(l.err(
-                    Some(&r.kind),
-                    format!("{key}.query"),
-                    "type dns needs query (a name to look up)",
-                ));
-                return None;
-            };
-            let name = q.get_ref().trim_end_matches('.');
-            if name.is_empty()
-                || name.len() > 253
-                || name.split('.').any(|l| l.is_empty() || l.len() > 63)
-                || name.contains(char::is_whitespace)
-            {
-                errs.push(l.err(
-                    Some(q),
-                    format!("{key}.query"),
-                    format!("{:?} is not a domain name", q.get_ref()),
-                ));
-            }
-            let qt = r
-                .query_type
-                .as_ref()
-                .map_or("A".to_string(), |t| t.get_ref().to_ascii_uppercase());
-            if !DNS_TYPES.contains(&qt.as_str()) {
-                errs.push(l.err(
-                    r.query_type.as_ref(),
-                    format!("{key}.query-type"),
-                    format!(
-                        "unknown type {qt:?} (expected one of {})",
-                        DNS_TYPES.join(" ")
-                    ),
-                ));
-            }
-            CheckKind::Dns {
-                query: q.get_ref().clone(),
-                query_type: qt,
-                expect: r.expect.as_ref().map(|s| s.get_ref().clone()),
-            }
-        }
-        "exec" => {
-            let Some(cmd) = &r.command else {
-                errs.push(l.err(
-                    Some(&r.kind),
-                    format!("{key}.command"),
-                    "type exec needs a command",
-                ));
-                return None;
-            };
-            let (mut words, no_hosts) = match command(cmd.get_ref()) {
-                Ok(w) => w,
-                Err(e) => {
-                    errs.push(l.err(Some(cmd), format!("{key}.command"), e));
-                    return None;
-                }
-            };
-            let protocol = match r.protocol.as_ref().map(|p| p.get_ref().as_str()) {
-                None | Some("mon") => ExecProtocol::Mon,
-                Some("nagios") => ExecProtocol::Nagios,
-                Some(other) => {
-                    errs.push(l.err(
-                        r.protocol.as_ref(),
-                        format!("{key}.protocol"),
-                        format!("unknown protocol {other:?} (expected mon or nagios)"),
-                    ));
-                    ExecProtocol::Mon
-                }
-            };
-            words.shrink_to_fit();
-            CheckKind::Exec {
-                command: words,
-                protocol,
-                no_hosts,
-            }
-        }
-        other => {
-            errs.push(l.err(
-                Some(&r.kind),
-                format!("{key}.type"),
-                format!(
-                    "unknown check type {other:?} (expected icmp, tcp, http, https, udp, dns or exec)"
-                ),
-            ));
-            return None;
-        }
-    };
-
-    let targets = match (&r.service, &r.hosts, &r.group) {
-        (Some(s), None, None) => {
-            if find_service(lb, s.get_ref()).is_none() {
-                errs.push(l.err(
-                    Some(s),
-                    format!("{key}.service"),
-                    format!("no lb.service named or at {:?}", s.get_ref()),
-                ));
-            }
-            Targets::Service(s.get_ref().clone())
-        }
-        (None, Some(hs), None) => {
-            if hs.get_ref().is_empty() {
-                errs.push(l.err(Some(hs), format!("{key}.hosts"), "needs at least one host"));
-            }
-            Targets::Hosts(hs.get_ref().clone())
-        }
-        (None, None, Some(g)) => {
-            if !h.hostgroups.contains_key(g.get_ref()) {
-                errs.push(l.err(
-                    Some(g),
-                    format!("{key}.group"),
-                    format!("no health.hostgroups entry {:?}", g.get_ref()),
-                ));
-            }
-            Targets::Group(g.get_ref().clone())
-        }
-        _ => {
-            errs.push(l.err(
-                Some(&r.name),
-                key.to_string(),
-                "needs exactly one of service, hosts or group",
-            ));
-            return None;
-        }
-    };
-
-    let mut reals = Vec::new();
-    if let Some(rs) = &r.reals {
-        match (&targets, &r.service) {
-            (Targets::Service(name), Some(_)) => {
-                let svc = find_service(lb, name);
-                for x in rs.get_ref() {
-                    let known = svc.is_some_and(|svc| {
-                        svc.reals.iter().any(|real| real_matches(real.address, x))
-                    });
-                    if svc.is_some() && !known {
-                        errs.push(l.err(
-                            Some(rs),
-                            format!("{key}.reals"),
-                            format!("{x:?} is not a real server of {name}"),
-                        ));
-                    }
-                }
-                reals = rs.get_ref().clone();
-            }
-            _ => errs.push(l.err(
-                Some(rs),
-                format!("{key}.reals"),
-                "only for checks of a service's real servers",
-            )),
-        }
-    }
-
-    let port = match &r.port {
-        None => None,
-        Some(p) => match u16::try_from(*p.get_ref()) {
-            Ok(v) if v > 0 => Some(v),
-            _ => {
-                errs.push(l.err(
-                    Some(p),
-                    format!("{key}.port"),
-                    format!("{} is out of range 1..=65535", p.get_ref()),
-                ));
-                None
-            }
-        },
-    };
-    let hosts: &[String] = match &targets {
-        Targets::Hosts(hs) => hs,
-        Targets::Group(g) => h.hostgroups.get(g).map_or(&[], |v| v.as_slice()),
-        Targets::Service(_) => &[],
-    };
-    if r.port.is_none()
-        && matches!(kind_name, "tcp" | "udp")
-        && !hosts.iter().all(|h| host_port(h).1.is_some())
-    {
-        errs.push(l.err(
-            Some(&r.kind),
-            format!("{key}.port"),
-            format!("a {kind_name} check of hosts needs a port"),
-        ));
-    }
-
-    let mut dur = |v: &Option<Spanned<RawDuration>>, k: &str, default: Duration| match v {
-        None => default,
-        Some(d) => match duration(d) {
-            Ok(x) if !x.is_zero() => x,
-            Ok(_) => {
-                errs.push(l.err(Some(d), format!("{key}.{k}"), "must be greater than zero"));
-                default
-            }
-            Err(e) => {
-                errs.push(l.err(Some(d), format!("{key}.{k}"), e));
-                default
-            }
-        },
-    };
-    let interval = dur(&r.interval, "interval", DEFAULT_INTERVAL);
-    let failure_interval = dur(&r.failure_interval, "failure-interval", interval);
-    let timeout = dur(&r.timeout, "timeout", DEFAULT_TIMEOUT.min(interval));
-
-    let mut count = |v: &Option<Spanned<i64>>, k: &str, default: u32| match v {
-        None => default,
-        Some(n) => match u32::try_from(*n.get_ref()) {
-            Ok(x) if (1..=100).contains(&x) => x,
-            _ => {
-                errs.push(l.err(
-                    Some(n),
-                    format!("{key}.{k}"),
-                    format!("{} is out of range 1..=100", n.get_ref()),
-                ));
-                default
-            }
-        },
-    };
-    let rise = count(&r.rise, "rise", DEFAULT_RISE);
-    let fall = count(&r.fall, "fall", DEFAULT_FALL);
-
-    let on_failure = match r.on_failure.as_ref().map(|s| s.get_ref().as_str()) {
-        None | Some("quiesce") => OnFailure::Quiesce,
-        Some("remove") => OnFailure::Remove,
-        Some(other) => {
-            errs.push(l.err(
-                r.on_failure.as_ref(),
-                format!("{key}.on-failure"),
-                format!("unknown action {other:?} (expected quiesce or remove)"),
-            ));
-            OnFailure::Quiesce
-        }
-    };
-    if r.on_failure.is_some() && !matches!(targets, Targets::Service(_)) {
-        errs.push(l.err(
-            r.on_failure.as_ref(),
-            format!("{key}.on-failure"),
-            "only for checks of a service's real servers",
-        ));
-    }
-    let flap = r.flap.as_ref().and_then(|f| {
-        let raw = f.get_ref();
-        let changes = u32::try_from(raw.changes)
-            .ok()
-            .filter(|c| (2..=1000).contains(c));
-        let window = super::duration_value(&raw.window)
-            .ok()
-            .filter(|w| !w.is_zero());
-        match (changes, window) {
-            (Some(changes), Some(window)) => Some(Flap { changes, window }),
-            _ => {
-                errs.push(l.err(
-                    Some(f),
-                    format!("{key}.flap"),
-                    "needs changes in 2..=1000 and a window greater than zero",
-                ));
-                None
-            }
-        }
-    });
-
-    let mut alerts = Vec::new();
-    for (j, ra) in r.alert.iter().enumerate() {
-        if let Some(a) = alert(l, &format!("{key}.alert[{j}]"), ra, h.smtp.is_some(), errs) {
-            alerts.push(a);
-        }
-    }
-    if errs.len() != before {
-        return None;
-    }
-    Some(CheckSpec {
-        name,
-        kind,
-        targets,
-        reals,
-        port,
-        interval,
-        failure_interval,
-        timeout,
-        rise,
-        fall,
-        depends: r.depends.iter().map(|d| d.get_ref().clone()).collect(),
-        on_failure,
-        flap,
-        alerts,
-        disabled: r.disabled.unwrap_or(false),
-    })
 }
 
 fn alert(
@@ -1497,6 +1035,7 @@ mod tests {
     use super::*;
     use crate::config::smtp::{Smtp, SmtpTls};
     use crate::config::Config;
+    use herd_rules::spec::Tls;
 
     const GOOD: &str = r#"
 [[lb.service]]
@@ -1769,6 +1308,54 @@ reals = ["127.0.0.12"]
         match Config::parse("h.toml", &src) {
             Ok(_) => panic!("accepted:\n{src}"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    /// A value each type-specific key accepts.
+    fn sample(k: &str) -> &'static str {
+        match k {
+            "status" => "[\"200\"]",
+            "tls-verify" => "false",
+            "cert-warning" => "\"1d\"",
+            "query-type" => "\"A\"",
+            "method" => "\"GET\"",
+            "path" => "\"/\"",
+            "tls-ca" => "\"/ca.pem\"",
+            "protocol" => "\"mon\"",
+            "query" => "\"example.com\"",
+            "command" => "\"true\"",
+            _ => "\"x\"",
+        }
+    }
+
+    /// Every key of the type-keys table is refused, with the table's list of types, by a type
+    /// that does not take it (icmp takes none of them), and accepted by every type that does.
+    #[test]
+    fn type_specific_keys_follow_the_table() {
+        for (k, types) in check::TYPE_KEYS {
+            let src = format!(
+                "[[health.check]]\nname = \"x\"\ntype = \"icmp\"\nhosts = [\"a\"]\n{k} = {}\n",
+                sample(k)
+            );
+            let want = format!("health.check[0].{k}: only for type {}", types.join(" or "));
+            let err = err_of(&src);
+            assert!(err.contains(&want), "{k}: {err}");
+            for t in *types {
+                let mut keys = vec![("hosts", "[\"a:1\"]")];
+                match *t {
+                    "udp" => keys.push(("send", "\"x\"")),
+                    "dns" => keys.push(("query", "\"example.com\"")),
+                    "exec" => keys.push(("command", "\"true\"")),
+                    _ => {}
+                }
+                keys.retain(|(key, _)| key != k);
+                keys.push((k, sample(k)));
+                let body: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+                let src = format!("[lb]\n[[health.check]]\nname = \"x\"\ntype = \"{t}\"\n{body}");
+                if let Err(e) = Config::parse("h.toml", &src) {
+                    panic!("{t} with {k}:\n{src}\n{e}");
+                }
+            }
         }
     }
 
