@@ -225,7 +225,49 @@ fn service(
         fallback: raw.hash_fallback.unwrap_or(false),
         port: raw.hash_port.unwrap_or(false),
     };
-    let persistence = match &raw.persistence {
+    let persistence = persistence(l, prefix, raw, address, errs);
+    if raw.proxy_protocol == Some(true) && protocol == Protocol::Udp {
+        errs.push(l.err(
+            raw.protocol.as_ref(),
+            format!("{prefix}.proxy-protocol"),
+            "the PROXY protocol is supported for TCP services only",
+        ));
+    }
+    let key = ServiceKey { protocol, address };
+    let spec = ServiceSpec {
+        key,
+        name: raw.name.as_ref().map(|n| n.get_ref().clone()),
+        scheduler,
+        sched_flags,
+        persistence,
+        proxy_protocol: raw.proxy_protocol.unwrap_or(false),
+    };
+
+    let mut reals = Vec::new();
+    let mut seen = HashSet::new();
+    for (j, r) in raw.real.iter().enumerate() {
+        let rp = format!("{prefix}.real[{j}]");
+        if let Some(real) = real(l, &rp, r.get_ref(), &spec, &mut seen, errs) {
+            reals.push(real);
+        }
+    }
+    let quorum = quorum(l, prefix, raw, &spec, &reals, errs);
+    (errs.len() == before).then_some(ServiceConfig {
+        spec,
+        reals,
+        quorum,
+    })
+}
+
+/// `persistence` and `persistence-netmask` of a service at `address`.
+fn persistence(
+    l: &Lines<'_>,
+    prefix: &str,
+    raw: &RawService,
+    address: SocketAddr,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Persistence> {
+    match &raw.persistence {
         None => {
             if let Some(m) = &raw.persistence_netmask {
                 errs.push(l.err(
@@ -276,106 +318,89 @@ fn service(
                 prefix: prefix_len,
             })
         }
+    }
+}
+
+/// One real server of the service `spec`; `None` if its address is unusable. `seen`: the
+/// service's real servers so far.
+fn real(
+    l: &Lines<'_>,
+    rp: &str,
+    rr: &RawReal,
+    spec: &ServiceSpec,
+    seen: &mut HashSet<SocketAddr>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<RealSpec> {
+    let address = match parse_real_addr(rr.address.get_ref(), spec.key.address.port()) {
+        Ok(a) if a.port() == 0 => {
+            errs.push(l.err(
+                Some(&rr.address),
+                format!("{rp}.address"),
+                format!("{a}: a real server needs a port other than 0"),
+            ));
+            return None;
+        }
+        Ok(a) => a,
+        Err(e) => {
+            errs.push(l.err(Some(&rr.address), format!("{rp}.address"), e));
+            return None;
+        }
     };
-    if raw.proxy_protocol == Some(true) && protocol == Protocol::Udp {
+    if address.is_ipv6() != spec.key.address.is_ipv6() {
         errs.push(l.err(
-            raw.protocol.as_ref(),
-            format!("{prefix}.proxy-protocol"),
-            "the PROXY protocol is supported for TCP services only",
+            Some(&rr.address),
+            format!("{rp}.address"),
+            "address family differs from the virtual service's",
         ));
     }
-    let key = ServiceKey { protocol, address };
-    let spec = ServiceSpec {
-        key,
-        name: raw.name.as_ref().map(|n| n.get_ref().clone()),
-        scheduler,
-        sched_flags,
-        persistence,
-        proxy_protocol: raw.proxy_protocol.unwrap_or(false),
-    };
-
-    let mut reals = Vec::new();
-    let mut seen = HashSet::new();
-    for (j, r) in raw.real.iter().enumerate() {
-        let rp = format!("{prefix}.real[{j}]");
-        let rr = r.get_ref();
-        let address = match parse_real_addr(rr.address.get_ref(), address.port()) {
-            Ok(a) if a.port() == 0 => {
-                errs.push(l.err(
-                    Some(&rr.address),
-                    format!("{rp}.address"),
-                    format!("{a}: a real server needs a port other than 0"),
-                ));
-                continue;
-            }
-            Ok(a) => a,
-            Err(e) => {
-                errs.push(l.err(Some(&rr.address), format!("{rp}.address"), e));
-                continue;
-            }
-        };
-        if address.is_ipv6() != spec.key.address.is_ipv6() {
-            errs.push(l.err(
-                Some(&rr.address),
-                format!("{rp}.address"),
-                "address family differs from the virtual service's",
-            ));
-        }
-        if !seen.insert(address) {
-            errs.push(l.err(
-                Some(&rr.address),
-                format!("{rp}.address"),
-                format!("duplicate real server {address} in {key}"),
-            ));
-        }
-        let weight = ranged(l, errs, &rr.weight, &format!("{rp}.weight"), MAX_WEIGHT, 1);
-        let upper = ranged(
-            l,
-            errs,
-            &rr.upper_threshold,
-            &format!("{rp}.upper-threshold"),
-            MAX_THRESHOLD,
-            0,
-        );
-        let lower = ranged(
-            l,
-            errs,
-            &rr.lower_threshold,
-            &format!("{rp}.lower-threshold"),
-            MAX_THRESHOLD,
-            0,
-        );
-        // The kernel refuses a lower threshold above the upper one, also when there is no
-        // upper threshold (0).
-        if lower > upper {
-            if let Some(lt) = &rr.lower_threshold {
-                errs.push(l.err(
-                    Some(lt),
-                    format!("{rp}.lower-threshold"),
-                    format!("{lower} is above the upper threshold {upper}"),
-                ));
-            }
-        }
-        let forward = match &rr.forward {
-            None => Forward::default(),
-            Some(f) => f.get_ref().parse().unwrap_or_else(|e: String| {
-                errs.push(l.err(Some(f), format!("{rp}.forward"), e));
-                Forward::default()
-            }),
-        };
-        reals.push(RealSpec {
-            address,
-            weight,
-            upper_threshold: upper,
-            lower_threshold: lower,
-            forward,
-        });
+    if !seen.insert(address) {
+        errs.push(l.err(
+            Some(&rr.address),
+            format!("{rp}.address"),
+            format!("duplicate real server {address} in {}", spec.key),
+        ));
     }
-    let quorum = quorum(l, prefix, raw, &spec, &reals, errs);
-    (errs.len() == before).then_some(ServiceConfig {
-        spec,
-        reals,
-        quorum,
+    let weight = ranged(l, errs, &rr.weight, &format!("{rp}.weight"), MAX_WEIGHT, 1);
+    let upper = ranged(
+        l,
+        errs,
+        &rr.upper_threshold,
+        &format!("{rp}.upper-threshold"),
+        MAX_THRESHOLD,
+        0,
+    );
+    let lower = ranged(
+        l,
+        errs,
+        &rr.lower_threshold,
+        &format!("{rp}.lower-threshold"),
+        MAX_THRESHOLD,
+        0,
+    );
+    // The kernel refuses a lower threshold above the upper one, also when there is no
+    // upper threshold (0).
+    if lower > upper {
+        if let Some(lt) = &rr.lower_threshold {
+            errs.push(l.err(
+                Some(lt),
+                format!("{rp}.lower-threshold"),
+                format!("{lower} is above the upper threshold {upper}"),
+            ));
+        }
+    }
+    let forward = match &rr.forward {
+        None => Forward::default(),
+        Some(f) => f.get_ref().parse().unwrap_or_else(|e: String| {
+            errs.push(l.err(Some(f), format!("{rp}.forward"), e));
+            Forward::default()
+        }),
+    };
+    Some(RealSpec {
+        address,
+        weight,
+        upper_threshold: upper,
+        lower_threshold: lower,
+        forward,
     })
 }
 
