@@ -654,7 +654,7 @@ fn is_lvs(cmd: &str) -> bool {
 
 /// `lvs.alert -P tcp -V VIP:port -R RIP[:port] -W w -F dr|nat|tun [-X down]`.
 fn parse_lvs(cmd: &str) -> Result<Lvs, String> {
-    let words = split_words(cmd)?;
+    let words = split_words(cmd).map_err(|e| e.to_string())?;
     let mut opt = BTreeMap::new();
     let mut it = words.iter().skip(1);
     while let Some(w) = it.next() {

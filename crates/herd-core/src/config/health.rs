@@ -555,12 +555,32 @@ pub struct HttpUrl {
     pub path: String,
 }
 
+/// A webhook URL that [`parse_http_url`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{0:?} is not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("{0:?}: bad port")]
+    BadPort(String),
+}
+
+/// A command line that [`split_words`] cannot split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WordsError {
+    #[error("unclosed single quote")]
+    UnclosedSingleQuote,
+    #[error("unclosed double quote")]
+    UnclosedDoubleQuote,
+    #[error("a backslash at the end")]
+    TrailingBackslash,
+}
+
 /// A webhook URL: `http[s]://host[:port][/path]`.
-pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, UrlError> {
     let (tls, rest) = match url.split_once("://") {
         Some(("http", rest)) => (false, rest),
         Some(("https", rest)) => (true, rest),
-        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+        _ => return Err(UrlError::NotHttp(url.to_string())),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -568,7 +588,7 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
     };
     let (host, port) = host_port(authority);
     if host.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
+        return Err(UrlError::NotHttp(url.to_string()));
     }
     if authority.ends_with(':')
         || (authority
@@ -576,7 +596,7 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
             .is_some_and(|(h, _)| !h.contains(':'))
             && port.is_none())
     {
-        return Err(format!("{url:?}: bad port"));
+        return Err(UrlError::BadPort(url.to_string()));
     }
     Ok(HttpUrl {
         tls,
@@ -611,7 +631,7 @@ fn parse_status(s: &str) -> Result<(u16, u16), String> {
 fn command(c: &RawCommand) -> Result<(Vec<String>, bool), String> {
     let mut words = match c {
         RawCommand::Words(w) => w.clone(),
-        RawCommand::Line(s) => split_words(s)?,
+        RawCommand::Line(s) => split_words(s).map_err(|e| e.to_string())?,
     };
     let mut no_hosts = false;
     if let Some(last) = words.last_mut() {
@@ -632,7 +652,7 @@ fn command(c: &RawCommand) -> Result<(Vec<String>, bool), String> {
 /// Splits a command line into words the way `sh` would, without any expansion: single quotes
 /// keep everything, double quotes keep everything but `\"` and `\\`, a backslash outside
 /// quotes escapes the next character.
-pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+pub fn split_words(s: &str) -> Result<Vec<String>, WordsError> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -651,7 +671,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(x) => cur.push(x),
-                        None => return Err("unclosed single quote".into()),
+                        None => return Err(WordsError::UnclosedSingleQuote),
                     }
                 }
             }
@@ -666,10 +686,10 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
                                 cur.push('\\');
                                 cur.push(x);
                             }
-                            None => return Err("unclosed double quote".into()),
+                            None => return Err(WordsError::UnclosedDoubleQuote),
                         },
                         Some(x) => cur.push(x),
-                        None => return Err("unclosed double quote".into()),
+                        None => return Err(WordsError::UnclosedDoubleQuote),
                     }
                 }
             }
@@ -677,7 +697,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
                 in_word = true;
                 match chars.next() {
                     Some(x) => cur.push(x),
-                    None => return Err("a backslash at the end".into()),
+                    None => return Err(WordsError::TrailingBackslash),
                 }
             }
             c => {

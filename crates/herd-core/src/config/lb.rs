@@ -14,8 +14,9 @@ use super::values::{
 };
 use super::{ConfigError, Lines};
 use crate::model::{
-    netmask_to_prefix, prefix_to_netmask, Forward, Persistence, Protocol, Quorum, RealSpec,
-    SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
+    netmask_to_prefix, prefix_to_netmask, Forward, ModelError, Persistence, Protocol, Quorum,
+    RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD,
+    MAX_WEIGHT,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,12 +201,13 @@ fn service(
     let before = errs.len();
     let protocol = match &raw.protocol {
         None => Protocol::Tcp,
-        Some(p) => p.get_ref().parse().unwrap_or_else(|e: String| {
+        Some(p) => p.get_ref().parse().unwrap_or_else(|e: ModelError| {
             errs.push(l.err(Some(p), format!("{prefix}.protocol"), e));
             Protocol::Tcp
         }),
     };
     let address = parse_socket_addr(raw.address.get_ref())
+        .map_err(|e| e.to_string())
         .and_then(|a| match a.port() {
             0 => Err(format!("{a}: a virtual service needs a port other than 0")),
             _ => Ok(a),
@@ -216,7 +218,7 @@ fn service(
         });
     let scheduler = match &raw.scheduler {
         None => SchedulerKind::Wlc,
-        Some(s) => s.get_ref().parse().unwrap_or_else(|e: String| {
+        Some(s) => s.get_ref().parse().unwrap_or_else(|e: ModelError| {
             errs.push(l.err(Some(s), format!("{prefix}.scheduler"), e));
             SchedulerKind::Wlc
         }),
@@ -390,7 +392,7 @@ fn real(
     }
     let forward = match &rr.forward {
         None => Forward::default(),
-        Some(f) => f.get_ref().parse().unwrap_or_else(|e: String| {
+        Some(f) => f.get_ref().parse().unwrap_or_else(|e: ModelError| {
             errs.push(l.err(Some(f), format!("{rp}.forward"), e));
             Forward::default()
         }),

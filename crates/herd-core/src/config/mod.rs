@@ -26,7 +26,7 @@ pub mod vrrp;
 pub mod web;
 
 pub use agent::{listen_address, normalize_serial};
-pub use vrrp::parse_vip;
+pub use vrrp::{parse_vip, VipError};
 
 use agent::AgentConfig;
 use cluster::ClusterConfig;
@@ -35,12 +35,15 @@ use health::HealthConfig;
 use lb::LbConfig;
 use vrrp::VrrpConfig;
 
-pub use health::{find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl};
+pub use health::{
+    find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl, UrlError,
+    WordsError,
+};
 
 use values::duration;
 pub use values::{
     duration_value, format_duration, parse_duration, parse_real_addr, parse_socket_addr,
-    RawDuration, MAX_DURATION,
+    AddressError, DurationError, RawDuration, MAX_DURATION,
 };
 
 /// One problem in a config file.
@@ -133,24 +136,24 @@ impl Lines<'_> {
         &self,
         span: Option<&Spanned<T>>,
         key: impl Into<String>,
-        reason: impl Into<String>,
+        reason: impl fmt::Display,
     ) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             line: span.map(|s| self.line(s.span().start)),
             key: key.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 
     /// Parses every item of a list of strings with `parse`; each item it refuses is an error
     /// at the list's line, with `parse`'s reason.
-    fn each<T>(
+    fn each<T, E: fmt::Display>(
         &self,
         list: &Spanned<Vec<String>>,
         key: &str,
         errs: &mut Vec<ConfigError>,
-        parse: impl Fn(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, E>,
     ) -> Vec<T> {
         let mut out = Vec::with_capacity(list.get_ref().len());
         for item in list.get_ref() {

@@ -192,25 +192,40 @@ fn ifname(s: &str) -> Result<(), String> {
     }
 }
 
+/// A virtual address that [`parse_vip`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VipError {
+    #[error("{0:?} is not an address[/prefix]")]
+    NotAddress(String),
+    #[error("{text:?}: prefix must be 0..={max}")]
+    Prefix { text: String, max: u8 },
+    /// Unspecified, multicast and loopback addresses.
+    #[error("{0:?} cannot be a virtual address")]
+    NotVirtual(String),
+}
+
 /// `10.0.0.100/24`, `fd00::100/64`, or a bare address (a host prefix).
-pub fn parse_vip(s: &str) -> Result<Vip, String> {
+pub fn parse_vip(s: &str) -> Result<Vip, VipError> {
     let (a, p) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
     };
-    let addr: IpAddr = a
-        .parse()
-        .map_err(|_| format!("{s:?} is not an address[/prefix]"))?;
+    let addr: IpAddr = a.parse().map_err(|_| VipError::NotAddress(s.to_string()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match p {
         None => max,
         Some(p) => match p.parse::<u8>() {
             Ok(n) if n <= max => n,
-            _ => return Err(format!("{s:?}: prefix must be 0..={max}")),
+            _ => {
+                return Err(VipError::Prefix {
+                    text: s.to_string(),
+                    max,
+                })
+            }
         },
     };
     if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
-        return Err(format!("{s:?} cannot be a virtual address"));
+        return Err(VipError::NotVirtual(s.to_string()));
     }
     Ok(Vip { addr, prefix })
 }
@@ -270,12 +285,12 @@ struct Findings<'a, 'b> {
 }
 
 impl Findings<'_, '_> {
-    fn bad(&mut self, span: Option<&dyn Spanless>, key: &str, reason: String) {
+    fn bad(&mut self, span: Option<&dyn Spanless>, key: &str, reason: impl std::fmt::Display) {
         self.errs.push(ConfigError {
             file: self.l.file.to_string(),
             line: span.map(|s| self.l.line(s.start())),
             key: format!("{}.{key}", self.p),
-            reason,
+            reason: reason.to_string(),
         });
     }
 }
@@ -448,29 +463,25 @@ fn vips(ctx: &mut Findings<'_, '_>, r: &RawInstance, version: u8) -> Vec<Vip> {
         }
     }
     if r.vips.get_ref().is_empty() {
-        ctx.bad(
-            Some(&r.vips),
-            "vips",
-            "needs at least one virtual address".into(),
-        );
+        ctx.bad(Some(&r.vips), "vips", "needs at least one virtual address");
     }
     let v6 = vips.first().is_some_and(|v| v.addr.is_ipv6());
     if vips.iter().any(|v| v.addr.is_ipv6() != v6) {
         ctx.bad(
             Some(&r.vips),
             "vips",
-            "mixes IPv4 and IPv6: a VRRP instance carries one family (make two instances)".into(),
+            "mixes IPv4 and IPv6: a VRRP instance carries one family (make two instances)",
         );
     }
     if v6 && version == 2 {
         ctx.bad(
             Some(&r.vips),
             "vips",
-            "VRRPv2 carries IPv4 only: use version = 3".into(),
+            "VRRPv2 carries IPv4 only: use version = 3",
         );
     }
     if vips.len() > 255 {
-        ctx.bad(Some(&r.vips), "vips", "more than 255 addresses".into());
+        ctx.bad(Some(&r.vips), "vips", "more than 255 addresses");
     }
     vips
 }
@@ -509,13 +520,13 @@ fn auth(
 ) -> (Option<PathBuf>, Option<String>) {
     let auth_key_file = r.auth_key_file.as_ref().and_then(|f| {
         if f.get_ref().is_empty() {
-            ctx.bad(Some(f), "auth-key-file", "an empty path".into());
+            ctx.bad(Some(f), "auth-key-file", "an empty path");
             None
         } else if version == 2 {
             ctx.bad(
                 Some(f),
                 "auth-key-file",
-                "herd's authentication is VRRPv3 only".into(),
+                "herd's authentication is VRRPv3 only",
             );
             None
         } else {
@@ -527,12 +538,11 @@ fn auth(
             ctx.bad(
                 Some(pw),
                 "auth-pass",
-                "VRRPv3 has no password (RFC 5798 §9): use auth-key-file between herd directors"
-                    .into(),
+                "VRRPv3 has no password (RFC 5798 §9): use auth-key-file between herd directors",
             );
             None
         } else if pw.get_ref().is_empty() || pw.get_ref().len() > 8 {
-            ctx.bad(Some(pw), "auth-pass", "must be 1 to 8 bytes".into());
+            ctx.bad(Some(pw), "auth-pass", "must be 1 to 8 bytes");
             None
         } else {
             Some(pw.get_ref().clone())
@@ -574,7 +584,7 @@ fn hook_timers(ctx: &mut Findings<'_, '_>, r: &RawInstance) -> (Duration, Durati
         Some(d) => match duration(d) {
             Ok(v) if !v.is_zero() => v,
             Ok(_) => {
-                ctx.bad(Some(d), "notify-timeout", "must be above 0".into());
+                ctx.bad(Some(d), "notify-timeout", "must be above 0");
                 Duration::from_secs(10)
             }
             Err(e) => {
@@ -588,7 +598,7 @@ fn hook_timers(ctx: &mut Findings<'_, '_>, r: &RawInstance) -> (Duration, Durati
         Some(d) => match duration(d) {
             Ok(v) if v <= Duration::from_secs(3600) => v,
             Ok(_) => {
-                ctx.bad(Some(d), "handover-window", "must be at most 1h".into());
+                ctx.bad(Some(d), "handover-window", "must be at most 1h");
                 DEFAULT_HANDOVER
             }
             Err(e) => {
@@ -624,7 +634,7 @@ fn track_scripts(ctx: &mut Findings<'_, '_>, r: &RawInstance) -> Vec<TrackScript
         Some(d) => match duration_value(d) {
             Ok(v) if !v.is_zero() => Ok(v),
             Ok(_) => Err("must be above 0".to_string()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         },
     };
     let count = |v: Option<i64>| match v {
@@ -636,7 +646,7 @@ fn track_scripts(ctx: &mut Findings<'_, '_>, r: &RawInstance) -> Vec<TrackScript
     for t in &r.track_script {
         let sc = t.get_ref();
         if sc.command.trim().is_empty() {
-            ctx.bad(Some(t), "track-script.command", "is empty".into());
+            ctx.bad(Some(t), "track-script.command", "is empty");
         }
         let interval = dur(&sc.interval, Duration::from_secs(1))
             .map_err(|e| ctx.bad(Some(t), "track-script.interval", e));

@@ -58,7 +58,12 @@ pub(super) struct Ck<'a, 'b> {
 }
 
 impl Ck<'_, '_> {
-    fn err<T>(&self, span: Option<&Spanned<T>>, k: &str, reason: impl Into<String>) -> ConfigError {
+    fn err<T>(
+        &self,
+        span: Option<&Spanned<T>>,
+        k: &str,
+        reason: impl std::fmt::Display,
+    ) -> ConfigError {
         self.l.err(span, format!("{}.{k}", self.key), reason)
     }
 }
