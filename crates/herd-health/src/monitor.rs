@@ -345,7 +345,7 @@ impl Monitor {
             created_ms: now,
         };
         let (c, t) = (s.check.clone(), s.target.clone());
-        let id = self.inner.engine().silence(s)?;
+        let id = self.inner.engine().silence(s).map_err(|e| e.to_string())?;
         self.inner.record(
             c.as_deref().unwrap_or("*"),
             t.as_deref().unwrap_or("*"),

@@ -29,6 +29,17 @@ use crate::period::LocalTime;
 use crate::spec::{AlertOn, CheckSpec};
 use serde::Serialize;
 
+/// A silence that names something the engine does not know, so it would silence nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SilenceError {
+    #[error("no check named {0:?}")]
+    NoCheck(String),
+    #[error("check {check} has no target {target:?}")]
+    NoTargetOfCheck { check: String, target: String },
+    #[error("no check has a target {0:?}")]
+    NoTarget(String),
+}
+
 /// A probe's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -369,14 +380,17 @@ impl Engine {
 
     /// Adds a silence and returns its id. Unknown check or target names are errors, so that
     /// a typo does not silence nothing.
-    pub fn silence(&mut self, mut s: Silence) -> Result<u64, String> {
+    pub fn silence(&mut self, mut s: Silence) -> Result<u64, SilenceError> {
         if let Some(c) = &s.check {
             let i = self
                 .check_index(c)
-                .ok_or_else(|| format!("no check named {c:?}"))?;
+                .ok_or_else(|| SilenceError::NoCheck(c.clone()))?;
             if let Some(t) = &s.target {
                 if !self.checks[i].targets.iter().any(|x| &x.name == t) {
-                    return Err(format!("check {c} has no target {t:?}"));
+                    return Err(SilenceError::NoTargetOfCheck {
+                        check: c.clone(),
+                        target: t.clone(),
+                    });
                 }
             }
         } else if let Some(t) = &s.target {
@@ -385,7 +399,7 @@ impl Engine {
                 .iter()
                 .any(|c| c.targets.iter().any(|x| &x.name == t))
             {
-                return Err(format!("no check has a target {t:?}"));
+                return Err(SilenceError::NoTarget(t.clone()));
             }
         }
         s.id = self.next_silence;
