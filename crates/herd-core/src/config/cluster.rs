@@ -41,7 +41,7 @@ impl ClusterConfig {
     /// `node`'s agent as `host:port` (`port` when its address names none).
     pub fn agent_address(&self, node: &str, port: u16) -> String {
         let addr = self.address(node);
-        match super::host_port(addr) {
+        match super::values::host_port(addr) {
             (_, Some(_)) => addr.to_string(),
             (h, None) if h.contains(':') => format!("[{h}]:{port}"),
             (h, None) => format!("{h}:{port}"),

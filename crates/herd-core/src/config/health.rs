@@ -3,6 +3,7 @@
 
 use super::lb::LbConfig;
 use super::smtp::{self, RawAddresses, RawSmtp, Smtp, SmtpOut};
+use super::values::host_port;
 use super::{duration, format_duration, ConfigError, Lines, RawDuration};
 use herd_rules::period::Period;
 use herd_rules::spec::{
@@ -524,24 +525,6 @@ fn alert(
         max,
         timeout,
     })
-}
-
-/// Splits `"host:port"`, `"[v6]:port"`, `"v4"`, `"v6"` or `"name"` into host and port.
-pub fn host_port(s: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((h, p)) = rest.split_once("]:") {
-            return (h, p.parse().ok());
-        }
-        return (rest.trim_end_matches(']'), None);
-    }
-    match s.rsplit_once(':') {
-        // One colon: host:port. More: a bare IPv6 address.
-        Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (s, None),
-        },
-        _ => (s, None),
-    }
 }
 
 /// A parsed webhook URL.

@@ -6,6 +6,11 @@
 //!    [`ConfigError`] that names file, line and key (`herd.toml:12: lb.service[0].real[1].weight:
 //!    70000 is out of range 0..=65535`).
 //!
+//! Each section is one module holding its raw form, its validated form and its validation
+//! (`daemon`, `lb`, `health`, `smtp`, `vrrp`, `cluster`, `agent`, `sync`, `web`); the value
+//! syntax they share (durations, addresses) is `values`. This module holds only the top level:
+//! loading and parsing, the errors, and the list of sections.
+//!
 //! Nothing here binds a socket: validation happens before the daemon touches the network.
 
 use std::fmt;
@@ -36,13 +41,12 @@ use lb::LbConfig;
 use vrrp::VrrpConfig;
 
 pub use health::{
-    find_service, host_port, parse_http_url, real_matches, split_words, HttpUrl, UrlError,
-    WordsError,
+    find_service, parse_http_url, real_matches, split_words, HttpUrl, UrlError, WordsError,
 };
 
 use values::duration;
 pub use values::{
-    duration_value, format_duration, parse_duration, parse_real_addr, parse_socket_addr,
+    duration_value, format_duration, host_port, parse_duration, parse_real_addr, parse_socket_addr,
     AddressError, DurationError, RawDuration, MAX_DURATION,
 };
 

@@ -1,6 +1,7 @@
 //! `[health.smtp]`: the mail relay of `email` alerts, and the addresses those alerts name.
 
-use super::{host_port, ConfigError, Lines};
+use super::values::host_port;
+use super::{ConfigError, Lines};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use toml::Spanned;

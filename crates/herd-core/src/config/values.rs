@@ -1,4 +1,5 @@
-//! The value syntax every section shares: durations, socket addresses, real server addresses.
+//! The value syntax every section shares: durations, socket addresses, real server addresses,
+//! `host[:port]`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -120,4 +121,22 @@ pub fn parse_real_addr(s: &str, default_port: u16) -> Result<SocketAddr, Address
     bare.parse::<std::net::IpAddr>()
         .map(|ip| SocketAddr::new(ip, default_port))
         .map_err(|_| AddressError::NotIp(s.to_string()))
+}
+
+/// Splits `"host:port"`, `"[v6]:port"`, `"v4"`, `"v6"` or `"name"` into host and port.
+pub fn host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once("]:") {
+            return (h, p.parse().ok());
+        }
+        return (rest.trim_end_matches(']'), None);
+    }
+    match s.rsplit_once(':') {
+        // One colon: host:port. More: a bare IPv6 address.
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (s, None),
+        },
+        _ => (s, None),
+    }
 }

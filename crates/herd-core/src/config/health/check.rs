@@ -9,12 +9,11 @@ use herd_rules::spec::{CheckKind, CheckSpec, ExecProtocol, Flap, OnFailure, Targ
 use toml::Spanned;
 
 use super::super::lb::LbConfig;
-use super::super::values::{duration, duration_value, RawDuration};
+use super::super::values::{duration, duration_value, host_port, RawDuration};
 use super::super::{ConfigError, Lines};
 use super::{
-    alert, command, find_service, host_port, parse_status, real_matches, unescape, HealthConfig,
-    RawCheck, DEFAULT_CERT_WARNING, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT,
-    DNS_TYPES,
+    alert, command, find_service, parse_status, real_matches, unescape, HealthConfig, RawCheck,
+    DEFAULT_CERT_WARNING, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, DNS_TYPES,
 };
 
 /// The keys that only some probe types take, with those types, in the order their errors are
