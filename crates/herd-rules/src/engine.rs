@@ -29,15 +29,16 @@ use crate::period::LocalTime;
 use crate::spec::{AlertOn, CheckSpec};
 use serde::Serialize;
 
-/// A silence that names something the engine does not know, so it would silence nothing.
+/// A silence that names a check or target the engine does not know (it would silence
+/// nothing); the variant says which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SilenceError {
     #[error("no check named {0:?}")]
-    NoCheck(String),
+    Check(String),
     #[error("check {check} has no target {target:?}")]
-    NoTargetOfCheck { check: String, target: String },
+    TargetOfCheck { check: String, target: String },
     #[error("no check has a target {0:?}")]
-    NoTarget(String),
+    Target(String),
 }
 
 /// A probe's verdict.
@@ -384,10 +385,10 @@ impl Engine {
         if let Some(c) = &s.check {
             let i = self
                 .check_index(c)
-                .ok_or_else(|| SilenceError::NoCheck(c.clone()))?;
+                .ok_or_else(|| SilenceError::Check(c.clone()))?;
             if let Some(t) = &s.target {
                 if !self.checks[i].targets.iter().any(|x| &x.name == t) {
-                    return Err(SilenceError::NoTargetOfCheck {
+                    return Err(SilenceError::TargetOfCheck {
                         check: c.clone(),
                         target: t.clone(),
                     });
@@ -399,7 +400,7 @@ impl Engine {
                 .iter()
                 .any(|c| c.targets.iter().any(|x| &x.name == t))
             {
-                return Err(SilenceError::NoTarget(t.clone()));
+                return Err(SilenceError::Target(t.clone()));
             }
         }
         s.id = self.next_silence;

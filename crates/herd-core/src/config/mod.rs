@@ -195,21 +195,32 @@ impl Config {
     fn from_raw(file: &str, src: &str, raw: RawConfig) -> Result<Config, ConfigErrors> {
         let l = Lines { src, file };
         let mut errs = Vec::new();
-        let mut cfg = Config::default();
-
-        cfg.daemon = daemon::validate(&l, &raw.daemon, &mut errs);
-        cfg.lb = lb::validate(&l, &raw.lb, &mut errs);
-        if let Some(h) = &raw.health {
-            cfg.health = health::validate(&l, h, &cfg.lb, &mut errs);
-        }
-        if let Some(v) = &raw.vrrp {
-            cfg.vrrp = vrrp::validate(&l, v, &cfg.lb, &mut errs);
-        }
-        cfg.cluster = cluster::validate(&l, raw.nodes.as_ref(), raw.groups.as_ref(), &mut errs);
-        cfg.agent = agent::validate(&l, raw.agent.as_ref(), &mut errs);
-        cfg.sync_modules = sync::validate(&l, raw.sync.as_ref(), &cfg.cluster, &mut errs);
-        cfg.sync_fanout = sync::fanout(&l, raw.sync.as_ref(), &mut errs);
-        cfg.web = web::validate(&l, raw.web.as_ref(), &mut errs);
+        // The sections, in the order their errors are reported; [health] and [vrrp] refer to
+        // [lb]'s services, [sync] to [nodes] and [groups].
+        let daemon = daemon::validate(&l, &raw.daemon, &mut errs);
+        let lb = lb::validate(&l, &raw.lb, &mut errs);
+        let health = raw.health.as_ref().map_or_else(HealthConfig::default, |h| {
+            health::validate(&l, h, &lb, &mut errs)
+        });
+        let vrrp = raw.vrrp.as_ref().map_or_else(VrrpConfig::default, |v| {
+            vrrp::validate(&l, v, &lb, &mut errs)
+        });
+        let cluster = cluster::validate(&l, raw.nodes.as_ref(), raw.groups.as_ref(), &mut errs);
+        let agent = agent::validate(&l, raw.agent.as_ref(), &mut errs);
+        let sync_modules = sync::validate(&l, raw.sync.as_ref(), &cluster, &mut errs);
+        let sync_fanout = sync::fanout(&l, raw.sync.as_ref(), &mut errs);
+        let web = web::validate(&l, raw.web.as_ref(), &mut errs);
+        let cfg = Config {
+            daemon,
+            lb,
+            health,
+            vrrp,
+            cluster,
+            agent,
+            sync_modules,
+            sync_fanout,
+            web,
+        };
 
         if errs.is_empty() {
             Ok(cfg)
