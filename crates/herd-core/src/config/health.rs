@@ -380,11 +380,47 @@ fn alert(
             AlertOn::Down
         }
     };
+    let sink = sink(l, key, ra, have_smtp, errs);
+    let period = match &r.period {
+        None => Period::always(),
+        Some(p) => match Period::parse(p.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                errs.push(l.err(Some(p), format!("{key}.period"), e));
+                Period::always()
+            }
+        },
+    };
+    let (every, within, timeout, after, max) = repeat_rules(l, key, ra, on, errs);
+    if errs.len() != before {
+        return None;
+    }
+    Some(AlertSpec {
+        on,
+        sink,
+        period,
+        every,
+        after,
+        within,
+        max,
+        timeout,
+    })
+}
+
+/// Exactly one of `exec`, `webhook`, `email` or `log = true`.
+fn sink(
+    l: &Lines<'_>,
+    key: &str,
+    ra: &Spanned<RawAlert>,
+    have_smtp: bool,
+    errs: &mut Vec<ConfigError>,
+) -> Sink {
+    let r = ra.get_ref();
     let sinks = usize::from(r.exec.is_some())
         + usize::from(r.webhook.is_some())
         + usize::from(r.email.is_some())
         + usize::from(r.log.unwrap_or(false));
-    let sink = if sinks != 1 {
+    if sinks != 1 {
         errs.push(l.err(
             Some(ra),
             key.to_string(),
@@ -400,66 +436,93 @@ fn alert(
             }
         }
     } else if let Some(url) = &r.webhook {
-        match parse_http_url(url.get_ref()) {
-            Ok(u) => Sink::Webhook {
-                url: url.get_ref().clone(),
-                tls_ca: match &r.tls_ca {
-                    Some(ca) if !u.tls => {
-                        errs.push(l.err(
-                            Some(ca),
-                            format!("{key}.tls-ca"),
-                            "only for https:// webhooks",
-                        ));
-                        None
-                    }
-                    Some(ca) if ca.get_ref().is_empty() => {
-                        errs.push(l.err(Some(ca), format!("{key}.tls-ca"), "an empty path"));
-                        None
-                    }
-                    ca => ca.as_ref().map(|c| PathBuf::from(c.get_ref())),
-                },
-            },
-            Err(e) => {
-                errs.push(l.err(Some(url), format!("{key}.webhook"), e));
-                Sink::Log
-            }
-        }
+        webhook(l, key, r, url, errs)
     } else if let Some(to) = &r.email {
-        if let Some(ca) = &r.tls_ca {
-            errs.push(l.err(
-                Some(ca),
-                format!("{key}.tls-ca"),
-                "only for https:// webhooks",
-            ));
-        }
-        match smtp::addresses(to.get_ref()) {
-            Ok(_) if !have_smtp => {
-                errs.push(l.err(
-                    Some(to),
-                    format!("{key}.email"),
-                    "e-mail alerts need a [health.smtp] section (server, from)",
-                ));
-                Sink::Log
-            }
-            Ok(to) => Sink::Email { to },
-            Err(e) => {
-                errs.push(l.err(Some(to), format!("{key}.email"), e));
-                Sink::Log
-            }
-        }
+        email(l, key, r, to, have_smtp, errs)
     } else {
         Sink::Log
-    };
-    let period = match &r.period {
-        None => Period::always(),
-        Some(p) => match Period::parse(p.get_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                errs.push(l.err(Some(p), format!("{key}.period"), e));
-                Period::always()
-            }
+    }
+}
+
+/// A webhook sink; `tls-ca` for https:// URLs only.
+fn webhook(
+    l: &Lines<'_>,
+    key: &str,
+    r: &RawAlert,
+    url: &Spanned<String>,
+    errs: &mut Vec<ConfigError>,
+) -> Sink {
+    match parse_http_url(url.get_ref()) {
+        Ok(u) => Sink::Webhook {
+            url: url.get_ref().clone(),
+            tls_ca: match &r.tls_ca {
+                Some(ca) if !u.tls => {
+                    errs.push(l.err(
+                        Some(ca),
+                        format!("{key}.tls-ca"),
+                        "only for https:// webhooks",
+                    ));
+                    None
+                }
+                Some(ca) if ca.get_ref().is_empty() => {
+                    errs.push(l.err(Some(ca), format!("{key}.tls-ca"), "an empty path"));
+                    None
+                }
+                ca => ca.as_ref().map(|c| PathBuf::from(c.get_ref())),
+            },
         },
-    };
+        Err(e) => {
+            errs.push(l.err(Some(url), format!("{key}.webhook"), e));
+            Sink::Log
+        }
+    }
+}
+
+/// An e-mail sink, which needs `[health.smtp]`.
+fn email(
+    l: &Lines<'_>,
+    key: &str,
+    r: &RawAlert,
+    to: &Spanned<RawAddresses>,
+    have_smtp: bool,
+    errs: &mut Vec<ConfigError>,
+) -> Sink {
+    if let Some(ca) = &r.tls_ca {
+        errs.push(l.err(
+            Some(ca),
+            format!("{key}.tls-ca"),
+            "only for https:// webhooks",
+        ));
+    }
+    match smtp::addresses(to.get_ref()) {
+        Ok(_) if !have_smtp => {
+            errs.push(l.err(
+                Some(to),
+                format!("{key}.email"),
+                "e-mail alerts need a [health.smtp] section (server, from)",
+            ));
+            Sink::Log
+        }
+        Ok(to) => Sink::Email { to },
+        Err(e) => {
+            errs.push(l.err(Some(to), format!("{key}.email"), e));
+            Sink::Log
+        }
+    }
+}
+
+/// An alert's repetition rules and timeout: `(every, within, timeout, after, max)`; all but
+/// the timeout are for down alerts only, and `within` needs `after`.
+type RepeatRules = (Option<Duration>, Option<Duration>, Duration, u32, u32);
+
+fn repeat_rules(
+    l: &Lines<'_>,
+    key: &str,
+    ra: &Spanned<RawAlert>,
+    on: AlertOn,
+    errs: &mut Vec<ConfigError>,
+) -> RepeatRules {
+    let r = ra.get_ref();
     let mut opt_dur = |v: &Option<Spanned<RawDuration>>, k: &str| match v {
         None => None,
         Some(d) => match duration(d) {
@@ -512,19 +575,7 @@ fn alert(
     if r.within.is_some() && r.after.is_none() {
         errs.push(l.err(r.within.as_ref(), format!("{key}.within"), "needs after"));
     }
-    if errs.len() != before {
-        return None;
-    }
-    Some(AlertSpec {
-        on,
-        sink,
-        period,
-        every,
-        after,
-        within,
-        max,
-        timeout,
-    })
+    (every, within, timeout, after, max)
 }
 
 /// A parsed webhook URL.
