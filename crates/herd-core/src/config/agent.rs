@@ -1,10 +1,12 @@
 //! `[agent]`: the node agent (TCP 2875, mutual TLS) and what `herd exec` uses to reach it.
 
-use super::{ConfigError, Lines};
-use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use super::error::{ConfigError, Lines};
 
 /// The port of the node agent (gexec's).
 pub const AGENT_PORT: u16 = 2875;

@@ -1,9 +1,11 @@
 //! `[nodes]` and `[groups]`.
 
-use super::{ConfigError, Lines};
-use crate::nodeset::{NodeSet, NodeSetError};
 use std::collections::BTreeMap;
+
 use toml::Spanned;
+
+use super::error::{ConfigError, Lines};
+use crate::nodeset::{NodeSet, NodeSetError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterConfig {

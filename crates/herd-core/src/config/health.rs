@@ -1,19 +1,22 @@
 //! The `[health]` section: raw form, validated form ([`HealthConfig`]; the checks themselves
 //! are [`herd_rules::spec`]'s), validation, and rendering back.
 
-use super::lb::LbConfig;
-use super::smtp::{self, RawAddresses, RawSmtp, Smtp, SmtpOut};
-use super::values::host_port;
-use super::{duration, format_duration, ConfigError, Lines, RawDuration};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
 use herd_rules::period::Period;
 use herd_rules::spec::{
     AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, OnFailure, Sink, Targets,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::time::Duration;
 use toml::Spanned;
+
+use super::error::{ConfigError, Lines};
+use super::lb::LbConfig;
+use super::smtp::{self, RawAddresses, RawSmtp, Smtp, SmtpOut};
+use super::values::host_port;
+use super::values::{duration, format_duration, RawDuration};
 
 mod check;
 
@@ -772,7 +775,7 @@ pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::lb::Serv
         .iter()
         .find(|x| x.spec.name.as_deref() == Some(s))
         .or_else(|| {
-            let addr = super::parse_socket_addr(s).ok()?;
+            let addr = super::values::parse_socket_addr(s).ok()?;
             lb.services.iter().find(|x| x.spec.key.address == addr)
         })
 }

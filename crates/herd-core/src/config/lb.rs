@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::error::{ConfigError, Lines};
 use super::values::{
     duration, format_duration, parse_real_addr, parse_socket_addr, secs_u32, RawDuration,
 };
-use super::{ConfigError, Lines};
 use crate::model::{
     netmask_to_prefix, prefix_to_netmask, Forward, ModelError, Persistence, Protocol, Quorum,
     RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD,

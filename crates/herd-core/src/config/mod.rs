@@ -13,15 +13,14 @@
 //!
 //! Nothing here binds a socket: validation happens before the daemon touches the network.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
 pub mod agent;
 pub mod cluster;
 pub mod daemon;
+mod error;
 pub mod health;
 pub mod lb;
 pub mod smtp;
@@ -32,6 +31,9 @@ pub mod web;
 
 pub use agent::{listen_address, normalize_serial};
 pub use vrrp::{parse_vip, VipError};
+
+use error::Lines;
+pub use error::{ConfigError, ConfigErrors};
 
 use agent::AgentConfig;
 use cluster::ClusterConfig;
@@ -44,47 +46,10 @@ pub use health::{
     find_service, parse_http_url, real_matches, split_words, HttpUrl, UrlError, WordsError,
 };
 
-use values::duration;
 pub use values::{
     duration_value, format_duration, host_port, parse_duration, parse_real_addr, parse_socket_addr,
     AddressError, DurationError, RawDuration, MAX_DURATION,
 };
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub key: String,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.key, self.reason),
-            None => write!(f, "{}: {}: {}", self.file, self.key, self.reason),
-        }
-    }
-}
-
-/// All problems found in a config file; displayed one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -118,56 +83,6 @@ pub struct Config {
     pub sync_fanout: Option<usize>,
     /// `[web]`: the dashboard and HTTP API; none without the section.
     pub web: Option<web::WebConfig>,
-}
-
-/// Maps byte offsets of the source to 1-based line numbers.
-struct Lines<'a> {
-    src: &'a str,
-    file: &'a str,
-}
-
-impl Lines<'_> {
-    fn line(&self, offset: usize) -> usize {
-        let end = offset.min(self.src.len());
-        self.src.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    fn err<T>(
-        &self,
-        span: Option<&Spanned<T>>,
-        key: impl Into<String>,
-        reason: impl fmt::Display,
-    ) -> ConfigError {
-        ConfigError {
-            file: self.file.to_string(),
-            line: span.map(|s| self.line(s.span().start)),
-            key: key.into(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// Parses every item of a list of strings with `parse`; each item it refuses is an error
-    /// at the list's line, with `parse`'s reason.
-    fn each<T, E: fmt::Display>(
-        &self,
-        list: &Spanned<Vec<String>>,
-        key: &str,
-        errs: &mut Vec<ConfigError>,
-        parse: impl Fn(&str) -> Result<T, E>,
-    ) -> Vec<T> {
-        let mut out = Vec::with_capacity(list.get_ref().len());
-        for item in list.get_ref() {
-            match parse(item) {
-                Ok(v) => out.push(v),
-                Err(why) => errs.push(self.err(Some(list), key, why)),
-            }
-        }
-        out
-    }
 }
 
 impl Config {

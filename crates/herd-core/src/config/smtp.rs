@@ -1,10 +1,12 @@
 //! `[health.smtp]`: the mail relay of `email` alerts, and the addresses those alerts name.
 
-use super::values::host_port;
-use super::{ConfigError, Lines};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use super::error::{ConfigError, Lines};
+use super::values::host_port;
 
 /// The SMTP relay of `email` alerts (`[health.smtp]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,14 @@
 //! `[sync.module.NAME]`: trees a node serves to `herd sync pull`, and pull schedules.
 
-use super::cluster::ClusterConfig;
-use super::{duration, format_duration, ConfigError, Lines, RawDuration};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use super::cluster::ClusterConfig;
+use super::error::{ConfigError, Lines};
+use super::values::{duration, format_duration, RawDuration};
 
 /// `herd sync push` sends to this many nodes at once, and agents relay to the rest: content
 /// is bandwidth, and a source that sends each byte twice, to two relays, is done far sooner

@@ -1,13 +1,16 @@
 //! `[[vrrp.instance]]`: director failover.
 
-use super::lb::LbConfig;
-use super::{duration, duration_value, format_duration, ConfigError, Lines, RawDuration};
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use super::error::{ConfigError, Lines};
+use super::lb::LbConfig;
+use super::values::{duration, duration_value, format_duration, RawDuration};
 
 /// A virtual address with its prefix length (`10.0.0.100/24`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{duration, format_duration, ConfigError, Lines, RawDuration};
+use super::error::{ConfigError, Lines};
+use super::values::{duration, format_duration, RawDuration};
 
 /// Where the dashboard listens when `[web]` names no address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";

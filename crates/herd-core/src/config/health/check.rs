@@ -8,9 +8,9 @@ use std::time::Duration;
 use herd_rules::spec::{CheckKind, CheckSpec, ExecProtocol, Flap, OnFailure, Targets, Tls};
 use toml::Spanned;
 
+use super::super::error::{ConfigError, Lines};
 use super::super::lb::LbConfig;
 use super::super::values::{duration, duration_value, host_port, RawDuration};
-use super::super::{ConfigError, Lines};
 use super::{
     alert, command, find_service, parse_status, real_matches, unescape, HealthConfig, RawCheck,
     DEFAULT_CERT_WARNING, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, DNS_TYPES,
