@@ -212,6 +212,17 @@ pub(super) fn validate(
     errs: &mut Vec<ConfigError>,
 ) -> HealthConfig {
     let mut h = HealthConfig::default();
+    settings(l, raw, &mut h, errs);
+    mon_port(l, raw, &mut h, errs);
+    if let Some(raw_smtp) = &raw.smtp {
+        h.smtp = smtp::validate(l, raw_smtp, errs);
+    }
+    checks(l, raw, lb, &mut h, errs);
+    h
+}
+
+/// The monitor's own settings: concurrency, directories, history, host groups.
+fn settings(l: &Lines<'_>, raw: &RawHealth, h: &mut HealthConfig, errs: &mut Vec<ConfigError>) {
     if let Some(n) = &raw.max_concurrent {
         match usize::try_from(*n.get_ref()) {
             Ok(v) if (1..=10_000).contains(&v) => h.max_concurrent = v,
@@ -258,7 +269,10 @@ pub(super) fn validate(
         }
         h.hostgroups.insert(name.clone(), hosts.get_ref().clone());
     }
+}
 
+/// mon's client port: where, whether off loopback knowingly, and its limits.
+fn mon_port(l: &Lines<'_>, raw: &RawHealth, h: &mut HealthConfig, errs: &mut Vec<ConfigError>) {
     if let Some(m) = &raw.mon_listen {
         match m.get_ref().parse() {
             Ok(a) => h.mon_listen = Some(a),
@@ -283,15 +297,21 @@ pub(super) fn validate(
             ));
         }
     }
-    mon_limits(l, raw, &mut h, errs);
-    if let Some(raw_smtp) = &raw.smtp {
-        h.smtp = smtp::validate(l, raw_smtp, errs);
-    }
+    mon_limits(l, raw, h, errs);
+}
 
+/// The checks, their unique names and their dependencies (known names, no cycles).
+fn checks(
+    l: &Lines<'_>,
+    raw: &RawHealth,
+    lb: &LbConfig,
+    h: &mut HealthConfig,
+    errs: &mut Vec<ConfigError>,
+) {
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, rc) in raw.check.iter().enumerate() {
         let key = format!("health.check[{i}]");
-        if let Some(c) = check::check(l, &key, rc, lb, &h, errs) {
+        if let Some(c) = check::check(l, &key, rc, lb, h, errs) {
             if names.insert(c.name.clone(), i).is_some() {
                 errs.push(l.err(
                     Some(&rc.get_ref().name),
@@ -322,7 +342,6 @@ pub(super) fn validate(
             reason: format!("dependency cycle: {}", cycle.join(" -> ")),
         });
     }
-    h
 }
 
 fn find_cycle(checks: &[CheckSpec]) -> Option<Vec<String>> {
@@ -986,70 +1005,75 @@ impl From<&CheckSpec> for CheckOut {
             protocol: None,
             alert: c.alerts.iter().map(AlertOut::from).collect(),
         };
-        match &c.kind {
-            CheckKind::Tcp { send, expect } => {
-                out.send = send.clone();
-                out.expect = expect.clone();
-            }
-            CheckKind::Http {
-                method,
-                path,
-                host,
-                status,
-                expect,
-                tls,
-            } => {
-                if let Some(t) = tls {
-                    out.sni = t.sni.clone();
-                    out.tls_verify = Some(t.verify);
-                    out.tls_ca = t.ca.as_ref().map(|p| p.display().to_string());
-                    out.cert_warning = Some(format_duration(t.expiry_warning));
-                }
-                out.method = Some(method.clone());
-                out.path = Some(path.clone());
-                out.host = host.clone();
-                out.status = Some(
-                    status
-                        .iter()
-                        .map(|&(a, b)| {
-                            if a == b {
-                                a.to_string()
-                            } else {
-                                format!("{a}-{b}")
-                            }
-                        })
-                        .collect(),
-                );
-                out.expect = expect.clone();
-            }
-            CheckKind::Icmp => {}
-            CheckKind::Udp { send, expect } => {
-                out.send = Some(send.clone());
-                out.expect = expect.clone();
-            }
-            CheckKind::Dns {
-                query,
-                query_type,
-                expect,
-            } => {
-                out.query = Some(query.clone());
-                out.query_type = Some(query_type.clone());
-                out.expect = expect.clone();
-            }
-            CheckKind::Exec {
-                command,
-                protocol,
-                no_hosts,
-            } => {
-                let mut words = command.clone();
-                if *no_hosts {
-                    words.push(";;".into());
-                }
-                out.command = Some(words);
-                out.protocol = Some(*protocol);
-            }
-        }
+        kind_keys(&mut out, &c.kind);
         out
+    }
+}
+
+/// The keys of a check's own type.
+fn kind_keys(out: &mut CheckOut, kind: &CheckKind) {
+    match kind {
+        CheckKind::Tcp { send, expect } => {
+            out.send = send.clone();
+            out.expect = expect.clone();
+        }
+        CheckKind::Http {
+            method,
+            path,
+            host,
+            status,
+            expect,
+            tls,
+        } => {
+            if let Some(t) = tls {
+                out.sni = t.sni.clone();
+                out.tls_verify = Some(t.verify);
+                out.tls_ca = t.ca.as_ref().map(|p| p.display().to_string());
+                out.cert_warning = Some(format_duration(t.expiry_warning));
+            }
+            out.method = Some(method.clone());
+            out.path = Some(path.clone());
+            out.host = host.clone();
+            out.status = Some(
+                status
+                    .iter()
+                    .map(|&(a, b)| {
+                        if a == b {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        }
+                    })
+                    .collect(),
+            );
+            out.expect = expect.clone();
+        }
+        CheckKind::Icmp => {}
+        CheckKind::Udp { send, expect } => {
+            out.send = Some(send.clone());
+            out.expect = expect.clone();
+        }
+        CheckKind::Dns {
+            query,
+            query_type,
+            expect,
+        } => {
+            out.query = Some(query.clone());
+            out.query_type = Some(query_type.clone());
+            out.expect = expect.clone();
+        }
+        CheckKind::Exec {
+            command,
+            protocol,
+            no_hosts,
+        } => {
+            let mut words = command.clone();
+            if *no_hosts {
+                words.push(";;".into());
+            }
+            out.command = Some(words);
+            out.protocol = Some(*protocol);
+        }
     }
 }
 

@@ -211,6 +211,13 @@ pub(super) fn validate(
     if let Some(p) = &raw.metrics_token_file {
         cfg.metrics_token_file = path(p, "web.metrics-token-file", errs);
     }
+    allowed_names(l, raw, &mut cfg, errs);
+    users(l, raw, &mut cfg, errs);
+    Some(cfg)
+}
+
+/// `hostnames` (the Host headers served) and `trusted-proxies`.
+fn allowed_names(l: &Lines<'_>, raw: &RawWeb, cfg: &mut WebConfig, errs: &mut Vec<ConfigError>) {
     if let Some(h) = &raw.hostnames {
         cfg.hostnames = l.each(h, "web.hostnames", errs, |n| {
             let ok = !n.is_empty()
@@ -229,6 +236,10 @@ pub(super) fn validate(
             })
         });
     }
+}
+
+/// `[web.user.NAME]`: a name, an argon2id hash and a role each.
+fn users(l: &Lines<'_>, raw: &RawWeb, cfg: &mut WebConfig, errs: &mut Vec<ConfigError>) {
     for (name, u) in &raw.user {
         let key = |k: &str| format!("web.user.{name}.{k}");
         if !user_name_ok(name) {
@@ -263,7 +274,6 @@ pub(super) fn validate(
             role,
         });
     }
-    Some(cfg)
 }
 
 /// `10.0.0.5`, `10.0.0.0/8`, `::1`, `fd00::/8` → address and prefix length.
