@@ -179,36 +179,7 @@ pub(super) fn validate(
         }
         cfg.name = Some(n.get_ref().clone());
     }
-    let path = |v: &Option<Spanned<String>>, key: &str, errs: &mut Vec<ConfigError>| {
-        let p = v.as_ref()?;
-        if p.get_ref().is_empty() {
-            errs.push(l.err(Some(p), format!("agent.{key}"), "an empty path"));
-            return None;
-        }
-        Some(PathBuf::from(p.get_ref()))
-    };
-    if let Some(dir) = path(&r.pki, "pki", errs) {
-        cfg.pki = dir;
-    }
-    cfg.ca = path(&r.ca, "ca", errs);
-    cfg.cert = path(&r.cert, "cert", errs);
-    cfg.key = path(&r.key, "key", errs);
-    cfg.client_cert = path(&r.client_cert, "client-cert", errs);
-    cfg.client_key = path(&r.client_key, "client-key", errs);
-    if r.cert.is_some() != r.key.is_some() {
-        errs.push(l.err(
-            r.cert.as_ref().or(r.key.as_ref()),
-            "agent.cert",
-            "cert and key go together",
-        ));
-    }
-    if r.client_cert.is_some() != r.client_key.is_some() {
-        errs.push(l.err(
-            r.client_cert.as_ref().or(r.client_key.as_ref()),
-            "agent.client-cert",
-            "client-cert and client-key go together",
-        ));
-    }
+    identity_paths(l, r, &mut cfg, errs);
     if let Some(list) = &r.revoked {
         cfg.revoked = l.each(list, "agent.revoked", errs, |s| {
             normalize_serial(s).ok_or_else(|| {
@@ -240,6 +211,46 @@ pub(super) fn validate(
         )),
         Some(p) => cfg.audit_log = Some(PathBuf::from(p)),
     }
+    limits(l, r, &mut cfg, errs);
+    cfg
+}
+
+/// `pki`, and the CA, certificate and key files that override its defaults (in pairs).
+fn identity_paths(l: &Lines<'_>, r: &RawAgent, cfg: &mut AgentConfig, errs: &mut Vec<ConfigError>) {
+    let path = |v: &Option<Spanned<String>>, key: &str, errs: &mut Vec<ConfigError>| {
+        let p = v.as_ref()?;
+        if p.get_ref().is_empty() {
+            errs.push(l.err(Some(p), format!("agent.{key}"), "an empty path"));
+            return None;
+        }
+        Some(PathBuf::from(p.get_ref()))
+    };
+    if let Some(dir) = path(&r.pki, "pki", errs) {
+        cfg.pki = dir;
+    }
+    cfg.ca = path(&r.ca, "ca", errs);
+    cfg.cert = path(&r.cert, "cert", errs);
+    cfg.key = path(&r.key, "key", errs);
+    cfg.client_cert = path(&r.client_cert, "client-cert", errs);
+    cfg.client_key = path(&r.client_key, "client-key", errs);
+    if r.cert.is_some() != r.key.is_some() {
+        errs.push(l.err(
+            r.cert.as_ref().or(r.key.as_ref()),
+            "agent.cert",
+            "cert and key go together",
+        ));
+    }
+    if r.client_cert.is_some() != r.client_key.is_some() {
+        errs.push(l.err(
+            r.client_cert.as_ref().or(r.client_key.as_ref()),
+            "agent.client-cert",
+            "client-cert and client-key go together",
+        ));
+    }
+}
+
+/// `max-connections` and `fanout`.
+fn limits(l: &Lines<'_>, r: &RawAgent, cfg: &mut AgentConfig, errs: &mut Vec<ConfigError>) {
     let count = |v: &Option<Spanned<i64>>, key: &str, max: i64, errs: &mut Vec<ConfigError>| {
         let n = v.as_ref()?;
         if (1..=max).contains(n.get_ref()) {
@@ -259,7 +270,6 @@ pub(super) fn validate(
     if let Some(n) = count(&r.fanout, "fanout", 65_536, errs) {
         cfg.fanout = n;
     }
-    cfg
 }
 
 #[derive(Debug, Serialize)]

@@ -188,45 +188,10 @@ pub(super) fn validate(
                 0
             }
         };
-        let schedule = m.schedule.as_ref().map(|s| {
-            if s.from.get_ref().is_empty() {
-                errs.push(l.err(
-                    Some(&s.from),
-                    key("schedule.from"),
-                    "the node serving the module",
-                ));
-            }
-            if let Err(e) = cluster.resolve(s.nodes.get_ref()) {
-                errs.push(l.err(Some(&s.nodes), key("schedule.nodes"), e.to_string()));
-            }
-            let every = match duration(&s.every) {
-                Ok(d) if d >= std::time::Duration::from_secs(1) => d,
-                Ok(_) => {
-                    errs.push(l.err(Some(&s.every), key("schedule.every"), "at least 1s"));
-                    std::time::Duration::from_secs(1)
-                }
-                Err(e) => {
-                    errs.push(l.err(Some(&s.every), key("schedule.every"), e));
-                    std::time::Duration::from_secs(300)
-                }
-            };
-            if let Some(d) = &s.dest {
-                if !abs_path(d.get_ref()) {
-                    errs.push(l.err(
-                        Some(d),
-                        key("schedule.dest"),
-                        "an absolute path without '..'",
-                    ));
-                }
-            }
-            PullSchedule {
-                from: s.from.get_ref().clone(),
-                nodes: s.nodes.get_ref().clone(),
-                every,
-                dest: s.dest.as_ref().map(|d| PathBuf::from(d.get_ref())),
-                delete: s.delete,
-            }
-        });
+        let schedule = m
+            .schedule
+            .as_ref()
+            .map(|s| schedule(l, name, s, cluster, errs));
         out.push(SyncModule {
             name: name.clone(),
             path: PathBuf::from(m.path.get_ref()),
@@ -239,6 +204,54 @@ pub(super) fn validate(
         });
     }
     out
+}
+
+/// `[sync.module.NAME.schedule]`.
+fn schedule(
+    l: &Lines<'_>,
+    name: &str,
+    s: &RawSchedule,
+    cluster: &ClusterConfig,
+    errs: &mut Vec<ConfigError>,
+) -> PullSchedule {
+    let key = |k: &str| format!("sync.module.{name}.{k}");
+    if s.from.get_ref().is_empty() {
+        errs.push(l.err(
+            Some(&s.from),
+            key("schedule.from"),
+            "the node serving the module",
+        ));
+    }
+    if let Err(e) = cluster.resolve(s.nodes.get_ref()) {
+        errs.push(l.err(Some(&s.nodes), key("schedule.nodes"), e.to_string()));
+    }
+    let every = match duration(&s.every) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => d,
+        Ok(_) => {
+            errs.push(l.err(Some(&s.every), key("schedule.every"), "at least 1s"));
+            std::time::Duration::from_secs(1)
+        }
+        Err(e) => {
+            errs.push(l.err(Some(&s.every), key("schedule.every"), e));
+            std::time::Duration::from_secs(300)
+        }
+    };
+    if let Some(d) = &s.dest {
+        if !abs_path(d.get_ref()) {
+            errs.push(l.err(
+                Some(d),
+                key("schedule.dest"),
+                "an absolute path without '..'",
+            ));
+        }
+    }
+    PullSchedule {
+        from: s.from.get_ref().clone(),
+        nodes: s.nodes.get_ref().clone(),
+        every,
+        dest: s.dest.as_ref().map(|d| PathBuf::from(d.get_ref())),
+        delete: s.delete,
+    }
 }
 
 #[derive(Debug, Serialize)]
