@@ -614,3 +614,95 @@ pub(super) fn lb_out(lb: &LbConfig) -> LbOut {
         service: lb.services.iter().map(ServiceOut::from).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::time::Duration;
+
+    /// Each bad input names the file, the line and the key.
+    fn check_err(src: &str, expect: &str) {
+        let err = Config::parse("bad.toml", src).unwrap_err().to_string();
+        assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
+    }
+
+    #[test]
+    fn bad_inputs_name_line_and_key() {
+        let svc = "[[lb.service]]\naddress = \"127.0.0.1:80\"\n";
+        check_err(
+            &format!("{svc}quorum = 0\n"),
+            "bad.toml:3: lb.service[0].quorum: 0 is out of range 1..",
+        );
+        check_err(
+            &format!("{svc}quorum = 2\nquorum-hysteresis = 2\n"),
+            "bad.toml:4: lb.service[0].quorum-hysteresis: 2 must be at least 0 and below quorum (2)",
+        );
+        check_err(
+            &format!("{svc}sorry-server = \"127.0.0.9\"\n"),
+            "bad.toml:2: lb.service[0].sorry-server: needs quorum",
+        );
+        check_err(
+            &format!("{svc}quorum = 1\nsorry-server = \"127.0.0.2\"\n[[lb.service.real]]\naddress = \"127.0.0.2\"\n"),
+            "bad.toml:4: lb.service[0].sorry-server: 127.0.0.2:80 is one of the service's real servers",
+        );
+        check_err("[lb]\nwrkers = 2\n", "bad.toml:2: lb.wrkers: unknown field");
+        check_err(
+            "[lb]\nworkers = \"many\"\n",
+            "bad.toml:2: lb.workers: invalid type",
+        );
+        check_err(
+            "[[lb.service]]\naddress = \"1.2.3.4:80\"\n  [[lb.service.real]]\n  weight = \"x\"\n",
+            "bad.toml:4: lb.service.real.weight: invalid type",
+        );
+        check_err(
+            "[[lb.service]]\naddress = \"127.0.0.1\"\n",
+            "bad.toml:2: lb.service[0].address: invalid address",
+        );
+        check_err(
+            "[[lb.service]]\naddress = \"1.2.3.4:80\"\nscheduler = \"fast\"\n",
+            "bad.toml:3: lb.service[0].scheduler: unknown scheduler",
+        );
+        check_err(
+            &format!("{svc}{svc}"),
+            "bad.toml:4: lb.service[1].address: duplicate virtual service TCP 127.0.0.1:80",
+        );
+        check_err(
+            &format!("{svc}[[lb.service.real]]\naddress = \"127.0.0.2:80\"\nweight = 70000\n"),
+            "bad.toml:5: lb.service[0].real[0].weight: 70000 is out of range 0..=65535",
+        );
+        check_err(
+            &format!("{svc}[[lb.service.real]]\naddress = \"127.0.0.2\"\n[[lb.service.real]]\naddress = \"127.0.0.2:80\"\n"),
+            "bad.toml:6: lb.service[0].real[1].address: duplicate real server 127.0.0.2:80",
+        );
+        check_err("[lb\n", "bad.toml:1: (syntax)");
+        check_err(
+            "[[lb.service]]\naddress = \"127.0.0.1:0\"\n",
+            "bad.toml:2: lb.service[0].address: 127.0.0.1:0: a virtual service needs a port",
+        );
+        check_err(
+            "[daemon]\ndrain-timeout = 9223372036854775807\n",
+            "bad.toml:2: daemon.drain-timeout: 9223372036854775807s is longer than a year",
+        );
+        check_err("[[lb.service]]\nprotocol = \"udp\"\naddress = \"127.0.0.1:53\"\nproxy-protocol = true\n", "bad.toml:2: lb.service[0].proxy-protocol: the PROXY protocol is supported for TCP services only");
+        check_err(
+            "[lb]\ntimeouts = { tcp = \"5 parsecs\" }\n",
+            "bad.toml:2: lb.timeouts.tcp: invalid duration",
+        );
+        check_err(
+            "[lb]\nidle-poll = \"5ms\"\n",
+            "bad.toml:2: lb.idle-poll: must be at most 1ms",
+        );
+    }
+
+    #[test]
+    fn idle_poll_defaults_to_10us_and_round_trips() {
+        let cfg = Config::parse("a.toml", "").unwrap();
+        assert_eq!(cfg.lb.idle_poll, Duration::from_micros(10));
+        for (text, want) in [("\"0\"", 0), ("\"250us\"", 250), ("\"1ms\"", 1000)] {
+            let cfg = Config::parse("a.toml", &format!("[lb]\nidle-poll = {text}\n")).unwrap();
+            assert_eq!(cfg.lb.idle_poll, Duration::from_micros(want));
+            let again = Config::parse("out.toml", &cfg.to_toml()).unwrap();
+            assert_eq!(again.lb.idle_poll, cfg.lb.idle_poll);
+        }
+    }
+}
