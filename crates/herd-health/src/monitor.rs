@@ -24,13 +24,13 @@ use herd_core::config::health::HealthConfig;
 use herd_core::config::{find_service, host_port, real_matches, Config};
 use herd_core::model::ServiceKey;
 use herd_rules::spec::{AlertOn, CheckKind, CheckSpec, OnFailure, Sink, Targets};
+use herd_rules::{Engine, Event, Key, Silence, Status};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::alert::{self, Kind, Notice};
 use crate::history::Store;
 use crate::probe::{self, ExecEnv};
-use herd_rules::{Engine, Event, Key, Silence, Status};
 
 /// What the monitor needs from the director.
 pub trait Director: Send + Sync + fmt::Debug {
