@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use herd_core::cluster::{ClusterConfig, SyncModule};
+use herd_core::config::cluster::ClusterConfig;
+use herd_core::config::sync::SyncModule;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::pki::Identity;

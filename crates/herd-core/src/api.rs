@@ -1,4 +1,5 @@
-//! The control API: one set of types for the CLI (over the Unix socket) and, later, the HTTP API.
+//! The control API: one set of types for the CLI (over the Unix socket), the dashboard's HTTP API
+//! (herd-web) and the mon port.
 //!
 //! Wire format on the Unix socket: one JSON [`Request`] per line, answered by one JSON
 //! [`Response`] per line. A connection may carry several requests in sequence.

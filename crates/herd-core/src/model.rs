@@ -49,14 +49,37 @@ impl fmt::Display for Protocol {
 }
 
 impl FromStr for Protocol {
-    type Err = String;
+    type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
-            _ => Err(format!("unknown protocol {s:?} (expected tcp or udp)")),
+            _ => Err(ModelError::UnknownProtocol(s.to_string())),
         }
     }
+}
+
+/// A name or mask of the director's vocabulary that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown protocol {0:?} (expected tcp or udp)")]
+    UnknownProtocol(String),
+    #[error("unknown scheduler {0:?} (expected one of {names})", names = scheduler_names())]
+    UnknownScheduler(String),
+    #[error("unknown scheduler flag {0:?}")]
+    UnknownSchedFlag(String),
+    #[error("unknown forwarding method {0:?} (expected route, masq or tunnel)")]
+    UnknownForward(String),
+    #[error("invalid netmask {0:?}")]
+    InvalidNetmask(String),
+    #[error("netmask {0:?} is not contiguous")]
+    NonContiguousNetmask(String),
+}
+
+/// The schedulers' names, space-separated, for [`ModelError::UnknownScheduler`].
+fn scheduler_names() -> String {
+    let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
+    names.join(" ")
 }
 
 /// The fourteen IPVS scheduling methods, with the kernel's names.
@@ -138,18 +161,12 @@ impl fmt::Display for SchedulerKind {
 }
 
 impl FromStr for SchedulerKind {
-    type Err = String;
+    type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         SchedulerKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown scheduler {s:?} (expected one of {})",
-                    names.join(" ")
-                )
-            })
+            .ok_or_else(|| ModelError::UnknownScheduler(s.to_string()))
     }
 }
 
@@ -194,13 +211,13 @@ impl SchedFlags {
     }
 
     /// Parses ipvsadm's `-b` argument: a comma-separated list of flag names.
-    pub fn parse_ipvs(s: &str) -> Result<Self, String> {
+    pub fn parse_ipvs(s: &str) -> Result<Self, ModelError> {
         let mut flags = SchedFlags::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "sh-fallback" | "mh-fallback" => flags.fallback = true,
                 "sh-port" | "mh-port" => flags.port = true,
-                other => return Err(format!("unknown scheduler flag {other:?}")),
+                other => return Err(ModelError::UnknownSchedFlag(other.to_string())),
             }
         }
         Ok(flags)
@@ -257,15 +274,13 @@ impl fmt::Display for Forward {
 }
 
 impl FromStr for Forward {
-    type Err = String;
+    type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "route" | "dr" | "gatewaying" => Ok(Forward::Route),
             "masq" | "nat" | "masquerading" => Ok(Forward::Masq),
             "tunnel" | "tun" | "ipip" => Ok(Forward::Tunnel),
-            _ => Err(format!(
-                "unknown forwarding method {s:?} (expected route, masq or tunnel)"
-            )),
+            _ => Err(ModelError::UnknownForward(s.to_string())),
         }
     }
 }
@@ -323,7 +338,7 @@ pub fn mask_addr(ip: IpAddr, prefix: u8) -> IpAddr {
 
 /// Converts a dotted netmask (`255.255.255.0`) into a prefix length, refusing non-contiguous
 /// masks.
-pub fn netmask_to_prefix(mask: &str) -> Result<u8, String> {
+pub fn netmask_to_prefix(mask: &str) -> Result<u8, ModelError> {
     if let Ok(n) = mask.parse::<u8>() {
         if n <= 128 {
             return Ok(n);
@@ -331,14 +346,14 @@ pub fn netmask_to_prefix(mask: &str) -> Result<u8, String> {
     }
     let addr: IpAddr = mask
         .parse()
-        .map_err(|_| format!("invalid netmask {mask:?}"))?;
+        .map_err(|_| ModelError::InvalidNetmask(mask.to_string()))?;
     let (bits, width) = match addr {
         IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32u32),
         IpAddr::V6(v6) => (u128::from(v6), 128u32),
     };
     let ones = bits.leading_ones();
     if bits.checked_shl(ones).unwrap_or(0) != 0 {
-        return Err(format!("netmask {mask:?} is not contiguous"));
+        return Err(ModelError::NonContiguousNetmask(mask.to_string()));
     }
     Ok(ones.min(width) as u8)
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
-use herd_core::ha::Vip;
+use herd_core::config::vrrp::Vip;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{AddressMessageBuilder, Handle};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::ha::TrackScript;
+use herd_core::config::vrrp::TrackScript;
 use tokio::process::Command;
 
 /// `fall` failures in a row make a passing script failing; `rise` passes make it pass again.

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herd_core::ha::{Notify, Vip, VrrpConfig, VrrpInstance};
+use herd_core::config::vrrp::{Notify, Vip, VrrpConfig, VrrpInstance};
 use herd_ha::Ha;
 use herd_testkit::{require_root, wait_until, Host, Lan};
 

@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use herd_core::config::health::{HealthConfig, DEFAULT_CERT_WARNING};
 use herd_core::config::{parse_http_url, HttpUrl};
-use herd_core::health::{HealthConfig, Sink, Tls, DEFAULT_CERT_WARNING};
+use herd_rules::spec::{Sink, Tls};
 
 use crate::notice::{Delivery, Kind, Notice};
 use crate::program::{dirs, find_program, run_program};
@@ -70,7 +71,7 @@ pub async fn send(sink: &Sink, notice: &Notice, timeout: Duration, cfg: &HealthC
 /// any 2xx answer is success. An https URL's certificate is verified against `tls_ca`, else
 /// the system's CAs.
 async fn webhook(url: &str, tls_ca: Option<&Path>, n: &Notice) -> Result<(), String> {
-    let u = parse_http_url(url)?;
+    let u = parse_http_url(url).map_err(|e| e.to_string())?;
     let s = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
         .await
         .map_err(|e| format!("{url}: connect: {e}"))?;

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use herd_core::health::{Smtp, SmtpTls};
-use herd_core::period::LocalTime;
+use herd_core::config::smtp::{Smtp, SmtpTls};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -157,7 +156,7 @@ fn ctime(secs: u64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let t = LocalTime::at(UNIX_EPOCH + Duration::from_secs(secs));
+    let t = crate::clock::local_at(UNIX_EPOCH + Duration::from_secs(secs));
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
         DAYS[usize::from(t.wday % 7)],

@@ -1,6 +1,7 @@
 //! herd-health: health monitoring that drives the director (mon, reborn).
 //!
-//! - [`rules`]: the rule engine, without I/O: results in; state changes, alerts and holds out.
+//! - the rule engine, without I/O, is the `herd-rules` crate: results in; state changes, alerts
+//!   and holds out.
 //! - [`monitor`]: the runner: schedules, the director's real servers, alert dispatch, history;
 //!   one way in from a config, [`monitor::Monitor::apply`] (start, reload and stop alike).
 //! - [`history`]: the SQLite history and downtime log.
@@ -13,7 +14,8 @@
 //!   and output.
 //! - `program`: running a program in its own process group with a timeout (exec probes and
 //!   exec alerts).
-//! - [`clock`]: the wall clock (`wall_ms`), the one place it is read for stamps.
+//! - [`clock`]: the wall clock (`wall_ms`) and the local time zone (`local_now`), the one place
+//!   either is read.
 //!
 //! Uses between modules go one way: `monitor` → `probe`, `alert`, `history`, `rules`; the
 //! probes and the sinks → the small shared modules (`notice`, `program`, `clock`, `tls`, `dns`);
@@ -29,5 +31,4 @@ pub mod monitor;
 pub mod notice;
 pub mod probe;
 pub(crate) mod program;
-pub mod rules;
 pub mod tls;

@@ -9,14 +9,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use herd_core::health::{CheckKind, ExecProtocol};
+use herd_rules::spec::{CheckKind, ExecProtocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::clock::wall_ms;
 pub use crate::program::MAX_OUTPUT;
 use crate::program::{dirs, find_program, read_capped, run_program};
-use crate::rules::{Outcome, Verdict};
+use herd_rules::{Outcome, Verdict};
 
 /// Largest HTTP response head + body read by the http probe.
 const MAX_HTTP: usize = 64 * 1024;
@@ -180,7 +180,7 @@ async fn tcp(
 async fn https(
     s: TcpStream,
     addr: SocketAddr,
-    tls: &herd_core::health::Tls,
+    tls: &herd_rules::spec::Tls,
     host_header: &str,
     req: &str,
 ) -> Result<(Vec<u8>, Option<i64>), Outcome> {

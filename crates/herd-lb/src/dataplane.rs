@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_core::api::{AdminState, RealHealth};
-use herd_core::config::LbConfig;
+use herd_core::config::lb::LbConfig;
 use herd_core::model::{ServiceKey, Timeouts};
 
 use crate::service::Service;

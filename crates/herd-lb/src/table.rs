@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use herd_core::api::{AdminState, ConnEntry, RealEdit, RealHealth, ServiceEdit, ServiceStatus};
-use herd_core::config::{LbConfig, ServiceConfig};
+use herd_core::config::lb::{LbConfig, ServiceConfig};
 use herd_core::model::{RealSpec, ServiceKey, ServiceSpec, Timeouts, MAX_THRESHOLD, MAX_WEIGHT};
 
 use crate::dataplane::{Change, DataPlane, DataPlaneError, Settings};

@@ -1120,7 +1120,12 @@ fn form_action(f: &[(String, String)]) -> Result<Action, String> {
         }
         Some("silence") => {
             let secs = match opt("duration") {
-                Some(d) => Some(herd_core::config::parse_duration(&d)?.as_secs().max(1)),
+                Some(d) => Some(
+                    herd_core::config::parse_duration(&d)
+                        .map_err(|e| e.to_string())?
+                        .as_secs()
+                        .max(1),
+                ),
                 None => None,
             };
             Ok(Action::Silence {

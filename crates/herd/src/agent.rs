@@ -22,7 +22,7 @@ use herd_agent::client::Target;
 use herd_agent::grant::Checker;
 use herd_agent::module::Modules;
 use herd_agent::tls::{self, Files, Revoked};
-use herd_core::cluster::AgentConfig;
+use herd_core::config::agent::AgentConfig;
 use herd_core::config::Config;
 use tokio::task::JoinHandle;
 
@@ -253,8 +253,8 @@ pub struct Prepared<'a> {
     want: AgentConfig,
     /// With an address to listen on: the name, the TLS read, the listeners bound.
     serve: Option<(String, Loaded, Vec<Bound>)>,
-    cluster: herd_core::cluster::ClusterConfig,
-    modules: Vec<herd_core::cluster::SyncModule>,
+    cluster: herd_core::config::cluster::ClusterConfig,
+    modules: Vec<herd_core::config::sync::SyncModule>,
     web: bool,
 }
 
@@ -453,8 +453,8 @@ fn changes(old: Option<&AgentConfig>, new: &AgentConfig) -> Vec<&'static str> {
 
 /// A module whose schedule is due on this node: the module, its schedule, where to pull from.
 type Due = (
-    herd_core::cluster::SyncModule,
-    herd_core::cluster::PullSchedule,
+    herd_core::config::sync::SyncModule,
+    herd_core::config::sync::PullSchedule,
     Target,
 );
 
@@ -521,8 +521,8 @@ fn due(
 
 async fn scheduled_pull(
     tls: Arc<rustls::ClientConfig>,
-    m: herd_core::cluster::SyncModule,
-    sch: herd_core::cluster::PullSchedule,
+    m: herd_core::config::sync::SyncModule,
+    sch: herd_core::config::sync::PullSchedule,
     from: Target,
     running: Arc<Mutex<HashSet<String>>>,
 ) {

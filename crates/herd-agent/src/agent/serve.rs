@@ -474,7 +474,7 @@ impl Conn<'_> {
 
 /// Scans a module and sends it to the client that pulls it.
 async fn send_module<R, W>(
-    m: &herd_core::cluster::SyncModule,
+    m: &herd_core::config::sync::SyncModule,
     id: &Identity,
     peer: SocketAddr,
     req: &PullRequest,

@@ -6,8 +6,94 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{ConfigError, Lines};
-use crate::cluster::AgentConfig;
+use super::error::{ConfigError, Lines};
+
+/// The port of the node agent (gexec's).
+pub const AGENT_PORT: u16 = 2875;
+
+/// `[agent]`: this node's agent, and how `herd exec` reaches the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Addresses the agent binds; none = no agent on this node.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// The port of nodes whose `[nodes]` address has none.
+    pub port: u16,
+    /// This node's name (`HERD_NODE`, `herd exec -X`); default: the host name.
+    pub name: Option<String>,
+    /// Where `herd init` and `herd cert issue` keep keys and certificates.
+    pub pki: PathBuf,
+    /// Default `<pki>/ca.crt`.
+    pub ca: Option<PathBuf>,
+    /// The agent's own; default `<pki>/<name>.crt` and `.key`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// What `herd exec` presents; default `<pki>/admin.crt` and `.key`.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Serials of revoked certificates (normalised lower-case hex).
+    pub revoked: Vec<String>,
+    /// Admin commands run as this user.
+    pub user: String,
+    /// None: no audit log.
+    pub audit_log: Option<PathBuf>,
+    pub max_connections: usize,
+    /// Connections `herd exec` holds at once.
+    pub fanout: usize,
+}
+
+/// Where the PKI lives unless `[agent] pki` says otherwise.
+pub const DEFAULT_PKI: &str = "/etc/herd/pki";
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: Vec::new(),
+            port: AGENT_PORT,
+            name: None,
+            pki: PathBuf::from(DEFAULT_PKI),
+            ca: None,
+            cert: None,
+            key: None,
+            client_cert: None,
+            client_key: None,
+            revoked: Vec::new(),
+            user: "root".to_string(),
+            audit_log: Some(PathBuf::from("/var/log/herd/audit.log")),
+            max_connections: 1024,
+            fanout: 128,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca.clone().unwrap_or_else(|| self.pki.join("ca.crt"))
+    }
+
+    /// The agent's certificate and key, for a node called `name`.
+    pub fn node_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.cert
+                .clone()
+                .unwrap_or_else(|| self.pki.join(format!("{name}.crt"))),
+            self.key
+                .clone()
+                .unwrap_or_else(|| self.pki.join(format!("{name}.key"))),
+        )
+    }
+
+    /// The certificate and key `herd exec` presents.
+    pub fn client_paths(&self) -> (PathBuf, PathBuf) {
+        (
+            self.client_cert
+                .clone()
+                .unwrap_or_else(|| self.pki.join("admin.crt")),
+            self.client_key
+                .clone()
+                .unwrap_or_else(|| self.pki.join("admin.key")),
+        )
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -93,36 +179,7 @@ pub(super) fn validate(
         }
         cfg.name = Some(n.get_ref().clone());
     }
-    let path = |v: &Option<Spanned<String>>, key: &str, errs: &mut Vec<ConfigError>| {
-        let p = v.as_ref()?;
-        if p.get_ref().is_empty() {
-            errs.push(l.err(Some(p), format!("agent.{key}"), "an empty path"));
-            return None;
-        }
-        Some(PathBuf::from(p.get_ref()))
-    };
-    if let Some(dir) = path(&r.pki, "pki", errs) {
-        cfg.pki = dir;
-    }
-    cfg.ca = path(&r.ca, "ca", errs);
-    cfg.cert = path(&r.cert, "cert", errs);
-    cfg.key = path(&r.key, "key", errs);
-    cfg.client_cert = path(&r.client_cert, "client-cert", errs);
-    cfg.client_key = path(&r.client_key, "client-key", errs);
-    if r.cert.is_some() != r.key.is_some() {
-        errs.push(l.err(
-            r.cert.as_ref().or(r.key.as_ref()),
-            "agent.cert",
-            "cert and key go together",
-        ));
-    }
-    if r.client_cert.is_some() != r.client_key.is_some() {
-        errs.push(l.err(
-            r.client_cert.as_ref().or(r.client_key.as_ref()),
-            "agent.client-cert",
-            "client-cert and client-key go together",
-        ));
-    }
+    identity_paths(l, r, &mut cfg, errs);
     if let Some(list) = &r.revoked {
         cfg.revoked = l.each(list, "agent.revoked", errs, |s| {
             normalize_serial(s).ok_or_else(|| {
@@ -154,6 +211,46 @@ pub(super) fn validate(
         )),
         Some(p) => cfg.audit_log = Some(PathBuf::from(p)),
     }
+    limits(l, r, &mut cfg, errs);
+    cfg
+}
+
+/// `pki`, and the CA, certificate and key files that override its defaults (in pairs).
+fn identity_paths(l: &Lines<'_>, r: &RawAgent, cfg: &mut AgentConfig, errs: &mut Vec<ConfigError>) {
+    let path = |v: &Option<Spanned<String>>, key: &str, errs: &mut Vec<ConfigError>| {
+        let p = v.as_ref()?;
+        if p.get_ref().is_empty() {
+            errs.push(l.err(Some(p), format!("agent.{key}"), "an empty path"));
+            return None;
+        }
+        Some(PathBuf::from(p.get_ref()))
+    };
+    if let Some(dir) = path(&r.pki, "pki", errs) {
+        cfg.pki = dir;
+    }
+    cfg.ca = path(&r.ca, "ca", errs);
+    cfg.cert = path(&r.cert, "cert", errs);
+    cfg.key = path(&r.key, "key", errs);
+    cfg.client_cert = path(&r.client_cert, "client-cert", errs);
+    cfg.client_key = path(&r.client_key, "client-key", errs);
+    if r.cert.is_some() != r.key.is_some() {
+        errs.push(l.err(
+            r.cert.as_ref().or(r.key.as_ref()),
+            "agent.cert",
+            "cert and key go together",
+        ));
+    }
+    if r.client_cert.is_some() != r.client_key.is_some() {
+        errs.push(l.err(
+            r.client_cert.as_ref().or(r.client_key.as_ref()),
+            "agent.client-cert",
+            "client-cert and client-key go together",
+        ));
+    }
+}
+
+/// `max-connections` and `fanout`.
+fn limits(l: &Lines<'_>, r: &RawAgent, cfg: &mut AgentConfig, errs: &mut Vec<ConfigError>) {
     let count = |v: &Option<Spanned<i64>>, key: &str, max: i64, errs: &mut Vec<ConfigError>| {
         let n = v.as_ref()?;
         if (1..=max).contains(n.get_ref()) {
@@ -173,7 +270,6 @@ pub(super) fn validate(
     if let Some(n) = count(&r.fanout, "fanout", 65_536, errs) {
         cfg.fanout = n;
     }
-    cfg
 }
 
 #[derive(Debug, Serialize)]
@@ -226,8 +322,8 @@ pub(super) fn agent_out(c: &AgentConfig) -> Option<AgentOut> {
 
 #[cfg(test)]
 mod tests {
+    use super::AGENT_PORT;
     use super::*;
-    use crate::cluster::AGENT_PORT;
 
     #[test]
     fn serials_normalize_as_herd_prints_them() {

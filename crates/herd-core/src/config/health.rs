@@ -1,20 +1,108 @@
-//! The `[health]` section: raw form, validation into [`crate::health`], and rendering back.
+//! The `[health]` section: raw form, validated form ([`HealthConfig`]; the checks themselves
+//! are [`herd_rules::spec`]'s), validation, and rendering back.
+//!
+//! Here: the raw form, [`HealthConfig`], the section's settings and the checks' list and
+//! dependencies, and the value syntax checks share (commands, URLs, statuses). One check's keys
+//! are `health/check.rs` (the table of which keys each type takes); one alert's are
+//! `health/alert.rs`; rendering back to TOML is `health/render.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use herd_rules::spec::CheckSpec;
+use serde::Deserialize;
 use toml::Spanned;
 
-use super::{duration, format_duration, ConfigError, LbConfig, Lines, RawDuration};
-use crate::health::{
-    AlertOn, AlertSpec, CheckKind, CheckSpec, ExecProtocol, Flap, HealthConfig, OnFailure, Sink,
-    Targets, Tls, DEFAULT_CERT_WARNING,
-};
-use crate::period::Period;
+use super::error::{ConfigError, Lines};
+use super::lb::LbConfig;
+use super::smtp::{self, RawAddresses, RawSmtp, Smtp};
+use super::values::host_port;
+use super::values::{duration, RawDuration};
 
-use super::smtp::{self, RawAddresses, RawSmtp, SmtpOut};
+mod alert;
+mod check;
+mod render;
+
+use alert::alert;
+pub(in crate::config) use render::HealthOut;
+
+/// The `[health]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// At most this many checks run at once (mon's `maxprocs`); further ones wait their turn.
+    pub max_concurrent: usize,
+    /// A check's first run starts at a random point within this long after start-up (mon's
+    /// `randstart`); `None` = within the check's own interval.
+    pub randstart: Option<Duration>,
+    /// Directories searched, in order, for an `exec` check's program given without a `/`
+    /// (mon's `mondir`).
+    pub mondir: Vec<PathBuf>,
+    /// Directories searched for an `exec` alert's program given without a `/` (`alertdir`).
+    pub alertdir: Vec<PathBuf>,
+    /// The SQLite file that keeps the history and the downtime log across restarts; `None` =
+    /// the last 2000 events in memory only.
+    pub history: Option<PathBuf>,
+    /// History older than this is deleted.
+    pub history_retention: Duration,
+    /// Named lists of hosts (mon's `hostgroup`).
+    pub hostgroups: BTreeMap<String, Vec<String>>,
+    /// The mail server that `email` alerts go through.
+    pub smtp: Option<Smtp>,
+    /// Where to speak mon's client protocol (`moncmd`, `monshow`; mon's port is 2583);
+    /// `None` = off. Read at start-up.
+    pub mon_listen: Option<std::net::SocketAddr>,
+    /// The mon port on an address that is not loopback, knowingly (its `login` sends a
+    /// password in the clear).
+    pub mon_insecure: bool,
+    /// Clients the mon port serves at once; more are told so and closed. The daemon lowers
+    /// it further when the process has few file descriptors.
+    pub mon_max_connections: usize,
+    /// A mon client that sends nothing for this long is disconnected.
+    pub mon_idle_timeout: Duration,
+    pub checks: Vec<herd_rules::spec::CheckSpec>,
+}
+
+/// Default of `health.history-retention`: 90 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+
+/// Default of `health.mon-max-connections`.
+pub const DEFAULT_MON_MAX_CONNECTIONS: usize = 64;
+
+/// Default of `health.mon-idle-timeout`.
+pub const DEFAULT_MON_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of `health.max-concurrent`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            randstart: None,
+            mondir: vec![
+                PathBuf::from("/usr/lib/mon/mon.d"),
+                PathBuf::from("/usr/local/lib/mon/mon.d"),
+            ],
+            alertdir: vec![
+                PathBuf::from("/usr/lib/mon/alert.d"),
+                PathBuf::from("/usr/local/lib/mon/alert.d"),
+            ],
+            history: None,
+            history_retention: DEFAULT_RETENTION,
+            hostgroups: BTreeMap::new(),
+            smtp: None,
+            mon_listen: None,
+            mon_insecure: false,
+            mon_max_connections: DEFAULT_MON_MAX_CONNECTIONS,
+            mon_idle_timeout: DEFAULT_MON_IDLE_TIMEOUT,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// Default of an https check's `cert-warning`: 14 days.
+pub const DEFAULT_CERT_WARNING: Duration = Duration::from_secs(14 * 86400);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -131,6 +219,17 @@ pub(super) fn validate(
     errs: &mut Vec<ConfigError>,
 ) -> HealthConfig {
     let mut h = HealthConfig::default();
+    settings(l, raw, &mut h, errs);
+    mon_port(l, raw, &mut h, errs);
+    if let Some(raw_smtp) = &raw.smtp {
+        h.smtp = smtp::validate(l, raw_smtp, errs);
+    }
+    checks(l, raw, lb, &mut h, errs);
+    h
+}
+
+/// The monitor's own settings: concurrency, directories, history, host groups.
+fn settings(l: &Lines<'_>, raw: &RawHealth, h: &mut HealthConfig, errs: &mut Vec<ConfigError>) {
     if let Some(n) = &raw.max_concurrent {
         match usize::try_from(*n.get_ref()) {
             Ok(v) if (1..=10_000).contains(&v) => h.max_concurrent = v,
@@ -177,7 +276,10 @@ pub(super) fn validate(
         }
         h.hostgroups.insert(name.clone(), hosts.get_ref().clone());
     }
+}
 
+/// mon's client port: where, whether off loopback knowingly, and its limits.
+fn mon_port(l: &Lines<'_>, raw: &RawHealth, h: &mut HealthConfig, errs: &mut Vec<ConfigError>) {
     if let Some(m) = &raw.mon_listen {
         match m.get_ref().parse() {
             Ok(a) => h.mon_listen = Some(a),
@@ -202,15 +304,21 @@ pub(super) fn validate(
             ));
         }
     }
-    mon_limits(l, raw, &mut h, errs);
-    if let Some(raw_smtp) = &raw.smtp {
-        h.smtp = smtp::validate(l, raw_smtp, errs);
-    }
+    mon_limits(l, raw, h, errs);
+}
 
+/// The checks, their unique names and their dependencies (known names, no cycles).
+fn checks(
+    l: &Lines<'_>,
+    raw: &RawHealth,
+    lb: &LbConfig,
+    h: &mut HealthConfig,
+    errs: &mut Vec<ConfigError>,
+) {
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, rc) in raw.check.iter().enumerate() {
         let key = format!("health.check[{i}]");
-        if let Some(c) = check(l, &key, rc, lb, &h, errs) {
+        if let Some(c) = check::check(l, &key, rc, lb, h, errs) {
             if names.insert(c.name.clone(), i).is_some() {
                 errs.push(l.err(
                     Some(&rc.get_ref().name),
@@ -241,7 +349,6 @@ pub(super) fn validate(
             reason: format!("dependency cycle: {}", cycle.join(" -> ")),
         });
     }
-    h
 }
 
 fn find_cycle(checks: &[CheckSpec]) -> Option<Vec<String>> {
@@ -281,656 +388,6 @@ fn find_cycle(checks: &[CheckSpec]) -> Option<Vec<String>> {
     None
 }
 
-fn check(
-    l: &Lines<'_>,
-    key: &str,
-    rc: &Spanned<RawCheck>,
-    lb: &LbConfig,
-    h: &HealthConfig,
-    errs: &mut Vec<ConfigError>,
-) -> Option<CheckSpec> {
-    let r = rc.get_ref();
-    let before = errs.len();
-    let name = r.name.get_ref().clone();
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        errs.push(l.err(
-            Some(&r.name),
-            format!("{key}.name"),
-            "must be a non-empty word without spaces",
-        ));
-    }
-    let kind_name = r.kind.get_ref().as_str();
-    // Keys that belong to one probe type only.
-    let only = |field: bool, span: Option<usize>, k: &str, types: &[&str], errs: &mut Vec<_>| {
-        if field && !types.contains(&kind_name) {
-            errs.push(ConfigError {
-                file: l.file.to_string(),
-                line: span.map(|s| l.line(s)),
-                key: format!("{key}.{k}"),
-                reason: format!("only for type {}", types.join(" or ")),
-            });
-        }
-    };
-    only(
-        r.send.is_some(),
-        r.send.as_ref().map(|s| s.span().start),
-        "send",
-        &["tcp", "udp"],
-        errs,
-    );
-    only(
-        r.expect.is_some(),
-        r.expect.as_ref().map(|s| s.span().start),
-        "expect",
-        &["tcp", "http", "https", "udp", "dns"],
-        errs,
-    );
-    for (f, k) in [
-        (r.query.as_ref().map(|s| s.span().start), "query"),
-        (r.query_type.as_ref().map(|s| s.span().start), "query-type"),
-    ] {
-        only(f.is_some(), f, k, &["dns"], errs);
-    }
-    for (f, k) in [
-        (r.method.as_ref().map(|s| s.span().start), "method"),
-        (r.path.as_ref().map(|s| s.span().start), "path"),
-        (r.host.as_ref().map(|s| s.span().start), "host"),
-        (r.status.as_ref().map(|s| s.span().start), "status"),
-    ] {
-        only(f.is_some(), f, k, &["http", "https"], errs);
-    }
-    for (f, k) in [
-        (r.sni.as_ref().map(|s| s.span().start), "sni"),
-        (r.tls_ca.as_ref().map(|s| s.span().start), "tls-ca"),
-        (
-            r.cert_warning.as_ref().map(|s| s.span().start),
-            "cert-warning",
-        ),
-    ] {
-        only(f.is_some(), f, k, &["https"], errs);
-    }
-    if r.tls_verify.is_some() && kind_name != "https" {
-        errs.push(l.err(
-            Some(&r.kind),
-            format!("{key}.tls-verify"),
-            "only for type https",
-        ));
-    }
-    for (f, k) in [
-        (r.command.as_ref().map(|s| s.span().start), "command"),
-        (r.protocol.as_ref().map(|s| s.span().start), "protocol"),
-    ] {
-        only(f.is_some(), f, k, &["exec"], errs);
-    }
-
-    let kind = match kind_name {
-        "tcp" => CheckKind::Tcp {
-            send: r.send.as_ref().map(|s| unescape(s.get_ref())),
-            expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
-        },
-        "http" | "https" => {
-            let method = r
-                .method
-                .as_ref()
-                .map_or("GET".to_string(), |m| m.get_ref().to_ascii_uppercase());
-            if !method.chars().all(|c| c.is_ascii_alphabetic()) || method.is_empty() {
-                errs.push(l.err(
-                    r.method.as_ref(),
-                    format!("{key}.method"),
-                    "not an HTTP method",
-                ));
-            }
-            let path = r
-                .path
-                .as_ref()
-                .map_or("/".to_string(), |p| p.get_ref().clone());
-            if !path.starts_with('/') || path.contains(char::is_whitespace) {
-                errs.push(l.err(
-                    r.path.as_ref(),
-                    format!("{key}.path"),
-                    "must start with / and contain no spaces",
-                ));
-            }
-            let mut status = Vec::new();
-            match &r.status {
-                None => status.push((200, 399)),
-                Some(s) => {
-                    for item in s.get_ref() {
-                        match parse_status(item) {
-                            Ok(range) => status.push(range),
-                            Err(e) => errs.push(l.err(Some(s), format!("{key}.status"), e)),
-                        }
-                    }
-                    if s.get_ref().is_empty() {
-                        errs.push(l.err(
-                            Some(s),
-                            format!("{key}.status"),
-                            "needs at least one status",
-                        ));
-                    }
-                }
-            }
-            if let Some(e) = &r.expect {
-                if let Err(err) = regex_lite::Regex::new(e.get_ref()) {
-                    errs.push(l.err(
-                        Some(e),
-                        format!("{key}.expect"),
-                        format!("bad regex: {err}"),
-                    ));
-                }
-            }
-            let tls = (kind_name == "https").then(|| Tls {
-                sni: r.sni.as_ref().map(|s| s.get_ref().clone()),
-                verify: r.tls_verify.unwrap_or(true),
-                ca: r.tls_ca.as_ref().map(|p| PathBuf::from(p.get_ref())),
-                expiry_warning: match &r.cert_warning {
-                    None => DEFAULT_CERT_WARNING,
-                    Some(d) => duration(d).unwrap_or_else(|e| {
-                        errs.push(l.err(Some(d), format!("{key}.cert-warning"), e));
-                        DEFAULT_CERT_WARNING
-                    }),
-                },
-            });
-            CheckKind::Http {
-                method,
-                path,
-                host: r.host.as_ref().map(|h| h.get_ref().clone()),
-                status,
-                expect: r.expect.as_ref().map(|e| e.get_ref().clone()),
-                tls,
-            }
-        }
-        "icmp" => {
-            if let Some(p) = &r.port {
-                errs.push(l.err(Some(p), format!("{key}.port"), "ICMP has no ports"));
-            }
-            CheckKind::Icmp
-        }
-        "udp" => {
-            let Some(send) = &r.send else {
-                errs.push(l.err(
-                    Some(&r.kind),
-                    format!("{key}.send"),
-                    "type udp needs send (the datagram)",
-                ));
-                return None;
-            };
-            CheckKind::Udp {
-                send: unescape(send.get_ref()),
-                expect: r.expect.as_ref().map(|s| unescape(s.get_ref())),
-            }
-        }
-        "dns" => {
-            let Some(q) = &r.query else {
-                errs.push(l.err(
-                    Some(&r.kind),
-                    format!("{key}.query"),
-                    "type dns needs query (a name to look up)",
-                ));
-                return None;
-            };
-            let name = q.get_ref().trim_end_matches('.');
-            if name.is_empty()
-                || name.len() > 253
-                || name.split('.').any(|l| l.is_empty() || l.len() > 63)
-                || name.contains(char::is_whitespace)
-            {
-                errs.push(l.err(
-                    Some(q),
-                    format!("{key}.query"),
-                    format!("{:?} is not a domain name", q.get_ref()),
-                ));
-            }
-            let qt = r
-                .query_type
-                .as_ref()
-                .map_or("A".to_string(), |t| t.get_ref().to_ascii_uppercase());
-            if !DNS_TYPES.contains(&qt.as_str()) {
-                errs.push(l.err(
-                    r.query_type.as_ref(),
-                    format!("{key}.query-type"),
-                    format!(
-                        "unknown type {qt:?} (expected one of {})",
-                        DNS_TYPES.join(" ")
-                    ),
-                ));
-            }
-            CheckKind::Dns {
-                query: q.get_ref().clone(),
-                query_type: qt,
-                expect: r.expect.as_ref().map(|s| s.get_ref().clone()),
-            }
-        }
-        "exec" => {
-            let Some(cmd) = &r.command else {
-                errs.push(l.err(
-                    Some(&r.kind),
-                    format!("{key}.command"),
-                    "type exec needs a command",
-                ));
-                return None;
-            };
-            let (mut words, no_hosts) = match command(cmd.get_ref()) {
-                Ok(w) => w,
-                Err(e) => {
-                    errs.push(l.err(Some(cmd), format!("{key}.command"), e));
-                    return None;
-                }
-            };
-            let protocol = match r.protocol.as_ref().map(|p| p.get_ref().as_str()) {
-                None | Some("mon") => ExecProtocol::Mon,
-                Some("nagios") => ExecProtocol::Nagios,
-                Some(other) => {
-                    errs.push(l.err(
-                        r.protocol.as_ref(),
-                        format!("{key}.protocol"),
-                        format!("unknown protocol {other:?} (expected mon or nagios)"),
-                    ));
-                    ExecProtocol::Mon
-                }
-            };
-            words.shrink_to_fit();
-            CheckKind::Exec {
-                command: words,
-                protocol,
-                no_hosts,
-            }
-        }
-        other => {
-            errs.push(l.err(
-                Some(&r.kind),
-                format!("{key}.type"),
-                format!(
-                    "unknown check type {other:?} (expected icmp, tcp, http, https, udp, dns or exec)"
-                ),
-            ));
-            return None;
-        }
-    };
-
-    let targets = match (&r.service, &r.hosts, &r.group) {
-        (Some(s), None, None) => {
-            if find_service(lb, s.get_ref()).is_none() {
-                errs.push(l.err(
-                    Some(s),
-                    format!("{key}.service"),
-                    format!("no lb.service named or at {:?}", s.get_ref()),
-                ));
-            }
-            Targets::Service(s.get_ref().clone())
-        }
-        (None, Some(hs), None) => {
-            if hs.get_ref().is_empty() {
-                errs.push(l.err(Some(hs), format!("{key}.hosts"), "needs at least one host"));
-            }
-            Targets::Hosts(hs.get_ref().clone())
-        }
-        (None, None, Some(g)) => {
-            if !h.hostgroups.contains_key(g.get_ref()) {
-                errs.push(l.err(
-                    Some(g),
-                    format!("{key}.group"),
-                    format!("no health.hostgroups entry {:?}", g.get_ref()),
-                ));
-            }
-            Targets::Group(g.get_ref().clone())
-        }
-        _ => {
-            errs.push(l.err(
-                Some(&r.name),
-                key.to_string(),
-                "needs exactly one of service, hosts or group",
-            ));
-            return None;
-        }
-    };
-
-    let mut reals = Vec::new();
-    if let Some(rs) = &r.reals {
-        match (&targets, &r.service) {
-            (Targets::Service(name), Some(_)) => {
-                let svc = find_service(lb, name);
-                for x in rs.get_ref() {
-                    let known = svc.is_some_and(|svc| {
-                        svc.reals.iter().any(|real| real_matches(real.address, x))
-                    });
-                    if svc.is_some() && !known {
-                        errs.push(l.err(
-                            Some(rs),
-                            format!("{key}.reals"),
-                            format!("{x:?} is not a real server of {name}"),
-                        ));
-                    }
-                }
-                reals = rs.get_ref().clone();
-            }
-            _ => errs.push(l.err(
-                Some(rs),
-                format!("{key}.reals"),
-                "only for checks of a service's real servers",
-            )),
-        }
-    }
-
-    let port = match &r.port {
-        None => None,
-        Some(p) => match u16::try_from(*p.get_ref()) {
-            Ok(v) if v > 0 => Some(v),
-            _ => {
-                errs.push(l.err(
-                    Some(p),
-                    format!("{key}.port"),
-                    format!("{} is out of range 1..=65535", p.get_ref()),
-                ));
-                None
-            }
-        },
-    };
-    let hosts: &[String] = match &targets {
-        Targets::Hosts(hs) => hs,
-        Targets::Group(g) => h.hostgroups.get(g).map_or(&[], |v| v.as_slice()),
-        Targets::Service(_) => &[],
-    };
-    if r.port.is_none()
-        && matches!(kind_name, "tcp" | "udp")
-        && !hosts.iter().all(|h| host_port(h).1.is_some())
-    {
-        errs.push(l.err(
-            Some(&r.kind),
-            format!("{key}.port"),
-            format!("a {kind_name} check of hosts needs a port"),
-        ));
-    }
-
-    let mut dur = |v: &Option<Spanned<RawDuration>>, k: &str, default: Duration| match v {
-        None => default,
-        Some(d) => match duration(d) {
-            Ok(x) if !x.is_zero() => x,
-            Ok(_) => {
-                errs.push(l.err(Some(d), format!("{key}.{k}"), "must be greater than zero"));
-                default
-            }
-            Err(e) => {
-                errs.push(l.err(Some(d), format!("{key}.{k}"), e));
-                default
-            }
-        },
-    };
-    let interval = dur(&r.interval, "interval", DEFAULT_INTERVAL);
-    let failure_interval = dur(&r.failure_interval, "failure-interval", interval);
-    let timeout = dur(&r.timeout, "timeout", DEFAULT_TIMEOUT.min(interval));
-
-    let mut count = |v: &Option<Spanned<i64>>, k: &str, default: u32| match v {
-        None => default,
-        Some(n) => match u32::try_from(*n.get_ref()) {
-            Ok(x) if (1..=100).contains(&x) => x,
-            _ => {
-                errs.push(l.err(
-                    Some(n),
-                    format!("{key}.{k}"),
-                    format!("{} is out of range 1..=100", n.get_ref()),
-                ));
-                default
-            }
-        },
-    };
-    let rise = count(&r.rise, "rise", DEFAULT_RISE);
-    let fall = count(&r.fall, "fall", DEFAULT_FALL);
-
-    let on_failure = match r.on_failure.as_ref().map(|s| s.get_ref().as_str()) {
-        None | Some("quiesce") => OnFailure::Quiesce,
-        Some("remove") => OnFailure::Remove,
-        Some(other) => {
-            errs.push(l.err(
-                r.on_failure.as_ref(),
-                format!("{key}.on-failure"),
-                format!("unknown action {other:?} (expected quiesce or remove)"),
-            ));
-            OnFailure::Quiesce
-        }
-    };
-    if r.on_failure.is_some() && !matches!(targets, Targets::Service(_)) {
-        errs.push(l.err(
-            r.on_failure.as_ref(),
-            format!("{key}.on-failure"),
-            "only for checks of a service's real servers",
-        ));
-    }
-    let flap = r.flap.as_ref().and_then(|f| {
-        let raw = f.get_ref();
-        let changes = u32::try_from(raw.changes)
-            .ok()
-            .filter(|c| (2..=1000).contains(c));
-        let window = super::duration_value(&raw.window)
-            .ok()
-            .filter(|w| !w.is_zero());
-        match (changes, window) {
-            (Some(changes), Some(window)) => Some(Flap { changes, window }),
-            _ => {
-                errs.push(l.err(
-                    Some(f),
-                    format!("{key}.flap"),
-                    "needs changes in 2..=1000 and a window greater than zero",
-                ));
-                None
-            }
-        }
-    });
-
-    let mut alerts = Vec::new();
-    for (j, ra) in r.alert.iter().enumerate() {
-        if let Some(a) = alert(l, &format!("{key}.alert[{j}]"), ra, h.smtp.is_some(), errs) {
-            alerts.push(a);
-        }
-    }
-    if errs.len() != before {
-        return None;
-    }
-    Some(CheckSpec {
-        name,
-        kind,
-        targets,
-        reals,
-        port,
-        interval,
-        failure_interval,
-        timeout,
-        rise,
-        fall,
-        depends: r.depends.iter().map(|d| d.get_ref().clone()).collect(),
-        on_failure,
-        flap,
-        alerts,
-        disabled: r.disabled.unwrap_or(false),
-    })
-}
-
-fn alert(
-    l: &Lines<'_>,
-    key: &str,
-    ra: &Spanned<RawAlert>,
-    have_smtp: bool,
-    errs: &mut Vec<ConfigError>,
-) -> Option<AlertSpec> {
-    let r = ra.get_ref();
-    let before = errs.len();
-    let on = match r.on.as_ref().map(|s| s.get_ref().as_str()) {
-        None | Some("down") => AlertOn::Down,
-        Some("up") => AlertOn::Up,
-        Some(other) => {
-            errs.push(l.err(
-                r.on.as_ref(),
-                format!("{key}.on"),
-                format!("unknown event {other:?} (expected down or up)"),
-            ));
-            AlertOn::Down
-        }
-    };
-    let sinks = usize::from(r.exec.is_some())
-        + usize::from(r.webhook.is_some())
-        + usize::from(r.email.is_some())
-        + usize::from(r.log.unwrap_or(false));
-    let sink = if sinks != 1 {
-        errs.push(l.err(
-            Some(ra),
-            key.to_string(),
-            "needs exactly one of exec, webhook, email or log = true",
-        ));
-        Sink::Log
-    } else if let Some(cmd) = &r.exec {
-        match command(cmd.get_ref()) {
-            Ok((command, _)) => Sink::Exec { command },
-            Err(e) => {
-                errs.push(l.err(Some(cmd), format!("{key}.exec"), e));
-                Sink::Log
-            }
-        }
-    } else if let Some(url) = &r.webhook {
-        match parse_http_url(url.get_ref()) {
-            Ok(u) => Sink::Webhook {
-                url: url.get_ref().clone(),
-                tls_ca: match &r.tls_ca {
-                    Some(ca) if !u.tls => {
-                        errs.push(l.err(
-                            Some(ca),
-                            format!("{key}.tls-ca"),
-                            "only for https:// webhooks",
-                        ));
-                        None
-                    }
-                    Some(ca) if ca.get_ref().is_empty() => {
-                        errs.push(l.err(Some(ca), format!("{key}.tls-ca"), "an empty path"));
-                        None
-                    }
-                    ca => ca.as_ref().map(|c| PathBuf::from(c.get_ref())),
-                },
-            },
-            Err(e) => {
-                errs.push(l.err(Some(url), format!("{key}.webhook"), e));
-                Sink::Log
-            }
-        }
-    } else if let Some(to) = &r.email {
-        if let Some(ca) = &r.tls_ca {
-            errs.push(l.err(
-                Some(ca),
-                format!("{key}.tls-ca"),
-                "only for https:// webhooks",
-            ));
-        }
-        match smtp::addresses(to.get_ref()) {
-            Ok(_) if !have_smtp => {
-                errs.push(l.err(
-                    Some(to),
-                    format!("{key}.email"),
-                    "e-mail alerts need a [health.smtp] section (server, from)",
-                ));
-                Sink::Log
-            }
-            Ok(to) => Sink::Email { to },
-            Err(e) => {
-                errs.push(l.err(Some(to), format!("{key}.email"), e));
-                Sink::Log
-            }
-        }
-    } else {
-        Sink::Log
-    };
-    let period = match &r.period {
-        None => Period::always(),
-        Some(p) => match Period::parse(p.get_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                errs.push(l.err(Some(p), format!("{key}.period"), e));
-                Period::always()
-            }
-        },
-    };
-    let mut opt_dur = |v: &Option<Spanned<RawDuration>>, k: &str| match v {
-        None => None,
-        Some(d) => match duration(d) {
-            Ok(x) if !x.is_zero() => Some(x),
-            Ok(_) => {
-                errs.push(l.err(Some(d), format!("{key}.{k}"), "must be greater than zero"));
-                None
-            }
-            Err(e) => {
-                errs.push(l.err(Some(d), format!("{key}.{k}"), e));
-                None
-            }
-        },
-    };
-    let every = opt_dur(&r.every, "every");
-    let within = opt_dur(&r.within, "within");
-    let timeout = opt_dur(&r.timeout, "timeout").unwrap_or(DEFAULT_ALERT_TIMEOUT);
-    let mut num = |v: &Option<Spanned<i64>>, k: &str, lo: u32, default: u32| match v {
-        None => default,
-        Some(n) => match u32::try_from(*n.get_ref()) {
-            Ok(x) if x >= lo && x <= 1_000_000 => x,
-            _ => {
-                errs.push(l.err(
-                    Some(n),
-                    format!("{key}.{k}"),
-                    format!("{} is out of range {lo}..=1000000", n.get_ref()),
-                ));
-                default
-            }
-        },
-    };
-    let after = num(&r.after, "after", 1, 1);
-    let max = num(&r.max, "max", 0, 0);
-    if on == AlertOn::Up {
-        for (set, k) in [
-            (r.every.is_some(), "every"),
-            (r.after.is_some(), "after"),
-            (r.within.is_some(), "within"),
-            (r.max.is_some(), "max"),
-        ] {
-            if set {
-                errs.push(l.err(
-                    Some(ra),
-                    format!("{key}.{k}"),
-                    "only for on = \"down\" alerts",
-                ));
-            }
-        }
-    }
-    if r.within.is_some() && r.after.is_none() {
-        errs.push(l.err(r.within.as_ref(), format!("{key}.within"), "needs after"));
-    }
-    if errs.len() != before {
-        return None;
-    }
-    Some(AlertSpec {
-        on,
-        sink,
-        period,
-        every,
-        after,
-        within,
-        max,
-        timeout,
-    })
-}
-
-/// Splits `"host:port"`, `"[v6]:port"`, `"v4"`, `"v6"` or `"name"` into host and port.
-pub fn host_port(s: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((h, p)) = rest.split_once("]:") {
-            return (h, p.parse().ok());
-        }
-        return (rest.trim_end_matches(']'), None);
-    }
-    match s.rsplit_once(':') {
-        // One colon: host:port. More: a bare IPv6 address.
-        Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (s, None),
-        },
-        _ => (s, None),
-    }
-}
-
 /// A parsed webhook URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
@@ -942,12 +399,32 @@ pub struct HttpUrl {
     pub path: String,
 }
 
+/// A webhook URL that [`parse_http_url`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{0:?} is not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("{0:?}: bad port")]
+    BadPort(String),
+}
+
+/// A command line that [`split_words`] cannot split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WordsError {
+    #[error("unclosed single quote")]
+    UnclosedSingleQuote,
+    #[error("unclosed double quote")]
+    UnclosedDoubleQuote,
+    #[error("a backslash at the end")]
+    TrailingBackslash,
+}
+
 /// A webhook URL: `http[s]://host[:port][/path]`.
-pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, UrlError> {
     let (tls, rest) = match url.split_once("://") {
         Some(("http", rest)) => (false, rest),
         Some(("https", rest)) => (true, rest),
-        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+        _ => return Err(UrlError::NotHttp(url.to_string())),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -955,7 +432,7 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
     };
     let (host, port) = host_port(authority);
     if host.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
+        return Err(UrlError::NotHttp(url.to_string()));
     }
     if authority.ends_with(':')
         || (authority
@@ -963,7 +440,7 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
             .is_some_and(|(h, _)| !h.contains(':'))
             && port.is_none())
     {
-        return Err(format!("{url:?}: bad port"));
+        return Err(UrlError::BadPort(url.to_string()));
     }
     Ok(HttpUrl {
         tls,
@@ -998,7 +475,7 @@ fn parse_status(s: &str) -> Result<(u16, u16), String> {
 fn command(c: &RawCommand) -> Result<(Vec<String>, bool), String> {
     let mut words = match c {
         RawCommand::Words(w) => w.clone(),
-        RawCommand::Line(s) => split_words(s)?,
+        RawCommand::Line(s) => split_words(s).map_err(|e| e.to_string())?,
     };
     let mut no_hosts = false;
     if let Some(last) = words.last_mut() {
@@ -1019,7 +496,7 @@ fn command(c: &RawCommand) -> Result<(Vec<String>, bool), String> {
 /// Splits a command line into words the way `sh` would, without any expansion: single quotes
 /// keep everything, double quotes keep everything but `\"` and `\\`, a backslash outside
 /// quotes escapes the next character.
-pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+pub fn split_words(s: &str) -> Result<Vec<String>, WordsError> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -1038,7 +515,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(x) => cur.push(x),
-                        None => return Err("unclosed single quote".into()),
+                        None => return Err(WordsError::UnclosedSingleQuote),
                     }
                 }
             }
@@ -1053,10 +530,10 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
                                 cur.push('\\');
                                 cur.push(x);
                             }
-                            None => return Err("unclosed double quote".into()),
+                            None => return Err(WordsError::UnclosedDoubleQuote),
                         },
                         Some(x) => cur.push(x),
-                        None => return Err("unclosed double quote".into()),
+                        None => return Err(WordsError::UnclosedDoubleQuote),
                     }
                 }
             }
@@ -1064,7 +541,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
                 in_word = true;
                 match chars.next() {
                     Some(x) => cur.push(x),
-                    None => return Err("a backslash at the end".into()),
+                    None => return Err(WordsError::TrailingBackslash),
                 }
             }
             c => {
@@ -1100,12 +577,12 @@ pub fn real_matches(addr: std::net::SocketAddr, entry: &str) -> bool {
 }
 
 /// The service a check's `service = ...` names: by name, else by `VIP:port` address.
-pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::ServiceConfig> {
+pub fn find_service<'a>(lb: &'a LbConfig, s: &str) -> Option<&'a super::lb::ServiceConfig> {
     lb.services
         .iter()
         .find(|x| x.spec.name.as_deref() == Some(s))
         .or_else(|| {
-            let addr = super::parse_socket_addr(s).ok()?;
+            let addr = super::values::parse_socket_addr(s).ok()?;
             lb.services.iter().find(|x| x.spec.key.address == addr)
         })
 }
@@ -1133,295 +610,13 @@ fn mon_limits(l: &Lines<'_>, raw: &RawHealth, h: &mut HealthConfig, errs: &mut V
     }
 }
 
-// --- rendering -------------------------------------------------------------------------------
-
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(super) struct HealthOut {
-    max_concurrent: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    randstart: Option<String>,
-    mondir: Vec<String>,
-    alertdir: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    history: Option<String>,
-    history_retention: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    hostgroups: BTreeMap<String, Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    smtp: Option<SmtpOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mon_listen: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    mon_insecure: bool,
-    mon_max_connections: usize,
-    mon_idle_timeout: String,
-    check: Vec<CheckOut>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct CheckOut {
-    name: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hosts: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    reals: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    interval: String,
-    failure_interval: String,
-    timeout: String,
-    rise: u32,
-    fall: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    depends: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    on_failure: Option<OnFailure>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flap: Option<FlapOut>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    disabled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    send: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expect: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sni: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_verify: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_ca: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cert_warning: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    query: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    query_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    command: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    protocol: Option<ExecProtocol>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    alert: Vec<AlertOut>,
-}
-
-#[derive(Serialize)]
-struct FlapOut {
-    changes: u32,
-    window: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct AlertOut {
-    on: AlertOn,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exec: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    webhook: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_ca: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    log: bool,
-    period: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    every: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    after: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    within: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max: Option<u32>,
-    timeout: String,
-}
-
-impl From<&HealthConfig> for HealthOut {
-    fn from(h: &HealthConfig) -> Self {
-        let paths = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect();
-        HealthOut {
-            max_concurrent: h.max_concurrent,
-            randstart: h.randstart.map(format_duration),
-            mondir: paths(&h.mondir),
-            alertdir: paths(&h.alertdir),
-            history: h.history.as_ref().map(|p| p.display().to_string()),
-            history_retention: format_duration(h.history_retention),
-            hostgroups: h.hostgroups.clone(),
-            smtp: h.smtp.as_ref().map(SmtpOut::from),
-            mon_listen: h.mon_listen.map(|a| a.to_string()),
-            mon_insecure: h.mon_insecure,
-            mon_max_connections: h.mon_max_connections,
-            mon_idle_timeout: format_duration(h.mon_idle_timeout),
-            check: h.checks.iter().map(CheckOut::from).collect(),
-        }
-    }
-}
-
-impl From<&CheckSpec> for CheckOut {
-    fn from(c: &CheckSpec) -> Self {
-        let (service, hosts, group) = match &c.targets {
-            Targets::Service(s) => (Some(s.clone()), None, None),
-            Targets::Hosts(h) => (None, Some(h.clone()), None),
-            Targets::Group(g) => (None, None, Some(g.clone())),
-        };
-        let mut out = CheckOut {
-            name: c.name.clone(),
-            kind: c.kind.type_name(),
-            service,
-            hosts,
-            group,
-            reals: c.reals.clone(),
-            port: c.port,
-            interval: format_duration(c.interval),
-            failure_interval: format_duration(c.failure_interval),
-            timeout: format_duration(c.timeout),
-            rise: c.rise,
-            fall: c.fall,
-            depends: c.depends.clone(),
-            on_failure: matches!(c.targets, Targets::Service(_)).then_some(c.on_failure),
-            flap: c.flap.map(|f| FlapOut {
-                changes: f.changes,
-                window: format_duration(f.window),
-            }),
-            disabled: c.disabled,
-            send: None,
-            expect: None,
-            method: None,
-            path: None,
-            host: None,
-            status: None,
-            sni: None,
-            tls_verify: None,
-            tls_ca: None,
-            cert_warning: None,
-            query: None,
-            query_type: None,
-            command: None,
-            protocol: None,
-            alert: c.alerts.iter().map(AlertOut::from).collect(),
-        };
-        match &c.kind {
-            CheckKind::Tcp { send, expect } => {
-                out.send = send.clone();
-                out.expect = expect.clone();
-            }
-            CheckKind::Http {
-                method,
-                path,
-                host,
-                status,
-                expect,
-                tls,
-            } => {
-                if let Some(t) = tls {
-                    out.sni = t.sni.clone();
-                    out.tls_verify = Some(t.verify);
-                    out.tls_ca = t.ca.as_ref().map(|p| p.display().to_string());
-                    out.cert_warning = Some(format_duration(t.expiry_warning));
-                }
-                out.method = Some(method.clone());
-                out.path = Some(path.clone());
-                out.host = host.clone();
-                out.status = Some(
-                    status
-                        .iter()
-                        .map(|&(a, b)| {
-                            if a == b {
-                                a.to_string()
-                            } else {
-                                format!("{a}-{b}")
-                            }
-                        })
-                        .collect(),
-                );
-                out.expect = expect.clone();
-            }
-            CheckKind::Icmp => {}
-            CheckKind::Udp { send, expect } => {
-                out.send = Some(send.clone());
-                out.expect = expect.clone();
-            }
-            CheckKind::Dns {
-                query,
-                query_type,
-                expect,
-            } => {
-                out.query = Some(query.clone());
-                out.query_type = Some(query_type.clone());
-                out.expect = expect.clone();
-            }
-            CheckKind::Exec {
-                command,
-                protocol,
-                no_hosts,
-            } => {
-                let mut words = command.clone();
-                if *no_hosts {
-                    words.push(";;".into());
-                }
-                out.command = Some(words);
-                out.protocol = Some(*protocol);
-            }
-        }
-        out
-    }
-}
-
-impl From<&AlertSpec> for AlertOut {
-    fn from(a: &AlertSpec) -> Self {
-        let down = a.on == AlertOn::Down;
-        AlertOut {
-            on: a.on,
-            exec: match &a.sink {
-                Sink::Exec { command } => Some(command.clone()),
-                _ => None,
-            },
-            webhook: match &a.sink {
-                Sink::Webhook { url, .. } => Some(url.clone()),
-                _ => None,
-            },
-            tls_ca: match &a.sink {
-                Sink::Webhook {
-                    tls_ca: Some(ca), ..
-                } => Some(ca.display().to_string()),
-                _ => None,
-            },
-            email: match &a.sink {
-                Sink::Email { to } => Some(to.clone()),
-                _ => None,
-            },
-            log: a.sink == Sink::Log,
-            period: a.period.to_string(),
-            every: a.every.map(format_duration),
-            after: (down && (a.after != 1 || a.within.is_some())).then_some(a.after),
-            within: a.within.map(format_duration),
-            max: (down && a.max != 0).then_some(a.max),
-            timeout: format_duration(a.timeout),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::smtp::{Smtp, SmtpTls};
     use crate::config::Config;
-    use crate::health::{Smtp, SmtpTls};
+    use herd_rules::spec::Tls;
+    use herd_rules::spec::{AlertOn, CheckKind, ExecProtocol, OnFailure, Sink, Targets};
 
     const GOOD: &str = r#"
 [[lb.service]]
@@ -1694,6 +889,54 @@ reals = ["127.0.0.12"]
         match Config::parse("h.toml", &src) {
             Ok(_) => panic!("accepted:\n{src}"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    /// A value each type-specific key accepts.
+    fn sample(k: &str) -> &'static str {
+        match k {
+            "status" => "[\"200\"]",
+            "tls-verify" => "false",
+            "cert-warning" => "\"1d\"",
+            "query-type" => "\"A\"",
+            "method" => "\"GET\"",
+            "path" => "\"/\"",
+            "tls-ca" => "\"/ca.pem\"",
+            "protocol" => "\"mon\"",
+            "query" => "\"example.com\"",
+            "command" => "\"true\"",
+            _ => "\"x\"",
+        }
+    }
+
+    /// Every key of the type-keys table is refused, with the table's list of types, by a type
+    /// that does not take it (icmp takes none of them), and accepted by every type that does.
+    #[test]
+    fn type_specific_keys_follow_the_table() {
+        for (k, types) in check::TYPE_KEYS {
+            let src = format!(
+                "[[health.check]]\nname = \"x\"\ntype = \"icmp\"\nhosts = [\"a\"]\n{k} = {}\n",
+                sample(k)
+            );
+            let want = format!("health.check[0].{k}: only for type {}", types.join(" or "));
+            let err = err_of(&src);
+            assert!(err.contains(&want), "{k}: {err}");
+            for t in *types {
+                let mut keys = vec![("hosts", "[\"a:1\"]")];
+                match *t {
+                    "udp" => keys.push(("send", "\"x\"")),
+                    "dns" => keys.push(("query", "\"example.com\"")),
+                    "exec" => keys.push(("command", "\"true\"")),
+                    _ => {}
+                }
+                keys.retain(|(key, _)| key != k);
+                keys.push((k, sample(k)));
+                let body: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+                let src = format!("[lb]\n[[health.check]]\nname = \"x\"\ntype = \"{t}\"\n{body}");
+                if let Err(e) = Config::parse("h.toml", &src) {
+                    panic!("{t} with {k}:\n{src}\n{e}");
+                }
+            }
         }
     }
 

@@ -5,8 +5,48 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{host_port, ConfigError, Lines};
-use crate::health::{Smtp, SmtpTls};
+use super::error::{ConfigError, Lines};
+use super::values::host_port;
+
+/// The SMTP relay of `email` alerts (`[health.smtp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    /// Host name or address of the relay.
+    pub host: String,
+    pub port: u16,
+    /// The envelope sender and `From:` address.
+    pub from: String,
+    pub tls: SmtpTls,
+    /// Trusted CAs (PEM) for the relay's certificate; default: Mozilla's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// AUTH (PLAIN or LOGIN) user; the password is read from `password_file` at each send.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpTls {
+    /// Plain text (a relay on loopback).
+    None,
+    /// STARTTLS when the relay offers it, else plain text.
+    Opportunistic,
+    /// STARTTLS, or fail.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+}
+
+impl SmtpTls {
+    /// The port that goes with the mode when the config gives none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Tls => 465,
+            _ => 25,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

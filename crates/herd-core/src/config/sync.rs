@@ -6,8 +6,69 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{duration, format_duration, ConfigError, Lines, RawDuration};
-use crate::cluster::{ClusterConfig, PullSchedule, SyncModule};
+use super::cluster::ClusterConfig;
+use super::error::{ConfigError, Lines};
+use super::values::{duration, format_duration, RawDuration};
+
+/// `herd sync push` sends to this many nodes at once, and agents relay to the rest: content
+/// is bandwidth, and a source that sends each byte twice, to two relays, is done far sooner
+/// than one that sends it to every node (`[sync] fanout`, `--fanout`).
+pub const SYNC_FANOUT: usize = 2;
+
+/// `[sync.module.NAME]`: a tree this node serves to `herd sync pull NODE::NAME` (rsyncd.conf's
+/// modules), and optionally takes pushes into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncModule {
+    pub name: String,
+    /// The module's root on the node that serves it.
+    pub path: PathBuf,
+    /// No pushes into the module (rsyncd's `read only`, default yes).
+    pub read_only: bool,
+    /// Who may pull: node sets (`@web`, `node[1-8]`: those nodes' certificates) and roles
+    /// (`role:read-only`); admins always may.
+    pub allow: Vec<String>,
+    /// Who may push with `herd sync push --module` when not read-only; admins always may.
+    pub write: Vec<String>,
+    /// Transfers served at once (0: no limit).
+    pub max_connections: usize,
+    /// Paths left out, both ways (rsync's patterns).
+    pub exclude: Vec<String>,
+    /// Nodes that pull this module on a timer (the seeds' cron line).
+    pub schedule: Option<PullSchedule>,
+}
+
+/// `[sync.module.NAME.schedule]`: every node of `nodes` pulls `from::NAME` into `dest` every
+/// `every`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSchedule {
+    /// The node that serves the module.
+    pub from: String,
+    /// Who pulls (a node set expression).
+    pub nodes: String,
+    pub every: std::time::Duration,
+    /// Default: the module's path.
+    pub dest: Option<PathBuf>,
+    pub delete: bool,
+}
+
+impl SyncModule {
+    /// Whether a peer with this name and role may pull (`write`: push into) the module.
+    pub fn permits(&self, cluster: &ClusterConfig, name: &str, role: &str, write: bool) -> bool {
+        if role == "admin" {
+            return true;
+        }
+        if write && self.read_only {
+            return false;
+        }
+        let list = if write { &self.write } else { &self.allow };
+        list.iter().any(|entry| match entry.strip_prefix("role:") {
+            Some(r) => r == role,
+            // A node set names nodes: a certificate of another role with a node's name
+            // (a read-only user "node1") is not that node.
+            None => role == "node" && cluster.resolve(entry).is_ok_and(|set| set.contains(name)),
+        })
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -127,45 +188,10 @@ pub(super) fn validate(
                 0
             }
         };
-        let schedule = m.schedule.as_ref().map(|s| {
-            if s.from.get_ref().is_empty() {
-                errs.push(l.err(
-                    Some(&s.from),
-                    key("schedule.from"),
-                    "the node serving the module",
-                ));
-            }
-            if let Err(e) = cluster.resolve(s.nodes.get_ref()) {
-                errs.push(l.err(Some(&s.nodes), key("schedule.nodes"), e.to_string()));
-            }
-            let every = match duration(&s.every) {
-                Ok(d) if d >= std::time::Duration::from_secs(1) => d,
-                Ok(_) => {
-                    errs.push(l.err(Some(&s.every), key("schedule.every"), "at least 1s"));
-                    std::time::Duration::from_secs(1)
-                }
-                Err(e) => {
-                    errs.push(l.err(Some(&s.every), key("schedule.every"), e));
-                    std::time::Duration::from_secs(300)
-                }
-            };
-            if let Some(d) = &s.dest {
-                if !abs_path(d.get_ref()) {
-                    errs.push(l.err(
-                        Some(d),
-                        key("schedule.dest"),
-                        "an absolute path without '..'",
-                    ));
-                }
-            }
-            PullSchedule {
-                from: s.from.get_ref().clone(),
-                nodes: s.nodes.get_ref().clone(),
-                every,
-                dest: s.dest.as_ref().map(|d| PathBuf::from(d.get_ref())),
-                delete: s.delete,
-            }
-        });
+        let schedule = m
+            .schedule
+            .as_ref()
+            .map(|s| schedule(l, name, s, cluster, errs));
         out.push(SyncModule {
             name: name.clone(),
             path: PathBuf::from(m.path.get_ref()),
@@ -178,6 +204,54 @@ pub(super) fn validate(
         });
     }
     out
+}
+
+/// `[sync.module.NAME.schedule]`.
+fn schedule(
+    l: &Lines<'_>,
+    name: &str,
+    s: &RawSchedule,
+    cluster: &ClusterConfig,
+    errs: &mut Vec<ConfigError>,
+) -> PullSchedule {
+    let key = |k: &str| format!("sync.module.{name}.{k}");
+    if s.from.get_ref().is_empty() {
+        errs.push(l.err(
+            Some(&s.from),
+            key("schedule.from"),
+            "the node serving the module",
+        ));
+    }
+    if let Err(e) = cluster.resolve(s.nodes.get_ref()) {
+        errs.push(l.err(Some(&s.nodes), key("schedule.nodes"), e.to_string()));
+    }
+    let every = match duration(&s.every) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => d,
+        Ok(_) => {
+            errs.push(l.err(Some(&s.every), key("schedule.every"), "at least 1s"));
+            std::time::Duration::from_secs(1)
+        }
+        Err(e) => {
+            errs.push(l.err(Some(&s.every), key("schedule.every"), e));
+            std::time::Duration::from_secs(300)
+        }
+    };
+    if let Some(d) = &s.dest {
+        if !abs_path(d.get_ref()) {
+            errs.push(l.err(
+                Some(d),
+                key("schedule.dest"),
+                "an absolute path without '..'",
+            ));
+        }
+    }
+    PullSchedule {
+        from: s.from.get_ref().clone(),
+        nodes: s.nodes.get_ref().clone(),
+        every,
+        dest: s.dest.as_ref().map(|d| PathBuf::from(d.get_ref())),
+        delete: s.delete,
+    }
 }
 
 #[derive(Debug, Serialize)]

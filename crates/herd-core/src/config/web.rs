@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{duration, format_duration, ConfigError, Lines, RawDuration};
+use super::error::{ConfigError, Lines};
+use super::values::{duration, format_duration, RawDuration};
 
 /// Where the dashboard listens when `[web]` names no address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -210,6 +211,13 @@ pub(super) fn validate(
     if let Some(p) = &raw.metrics_token_file {
         cfg.metrics_token_file = path(p, "web.metrics-token-file", errs);
     }
+    allowed_names(l, raw, &mut cfg, errs);
+    users(l, raw, &mut cfg, errs);
+    Some(cfg)
+}
+
+/// `hostnames` (the Host headers served) and `trusted-proxies`.
+fn allowed_names(l: &Lines<'_>, raw: &RawWeb, cfg: &mut WebConfig, errs: &mut Vec<ConfigError>) {
     if let Some(h) = &raw.hostnames {
         cfg.hostnames = l.each(h, "web.hostnames", errs, |n| {
             let ok = !n.is_empty()
@@ -228,6 +236,10 @@ pub(super) fn validate(
             })
         });
     }
+}
+
+/// `[web.user.NAME]`: a name, an argon2id hash and a role each.
+fn users(l: &Lines<'_>, raw: &RawWeb, cfg: &mut WebConfig, errs: &mut Vec<ConfigError>) {
     for (name, u) in &raw.user {
         let key = |k: &str| format!("web.user.{name}.{k}");
         if !user_name_ok(name) {
@@ -262,7 +274,6 @@ pub(super) fn validate(
             role,
         });
     }
-    Some(cfg)
 }
 
 /// `10.0.0.5`, `10.0.0.0/8`, `::1`, `fd00::/8` → address and prefix length.
@@ -358,4 +369,129 @@ pub(super) fn web_out(c: Option<&WebConfig>) -> Option<WebOut> {
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$oHjFL8CY0WImNjp2Eu+MyA$HRNYyKlzlxaL6Kx8OuDstOAH8CC25m2jYibKg/kuEsc";
+
+    /// Each bad input names the file, the line and the key.
+    fn check_err(src: &str, expect: &str) {
+        let err = Config::parse("bad.toml", src).unwrap_err().to_string();
+        assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
+    }
+
+    #[test]
+    fn the_web_section_parses_round_trips_and_names_its_errors() {
+        let src = format!(
+            "[web]\nlisten = \"[::1]:9443\"\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\n\
+             session-timeout = \"30m\"\nmetrics-public = false\n\
+             trusted-proxies = [\"10.0.0.0/8\", \"::1\"]\n\n\
+             [web.user.ann]\npassword = \"{HASH}\"\nrole = \"admin\"\n\n\
+             [web.user.\"rob@ops\"]\npassword = \"{HASH}\"\nrole = \"read-only\"\n"
+        );
+        let cfg = Config::parse("w.toml", &src).unwrap();
+        let w = cfg.web.as_ref().unwrap();
+        assert_eq!(w.listen, "[::1]:9443".parse().unwrap());
+        assert_eq!(w.session_timeout, Duration::from_secs(1800));
+        assert!(!w.metrics_public);
+        assert_eq!(
+            w.users
+                .iter()
+                .map(|u| (u.name.as_str(), u.role))
+                .collect::<Vec<_>>(),
+            [("ann", WebRole::Admin), ("rob@ops", WebRole::ReadOnly)]
+        );
+        assert_eq!(Config::parse("out.toml", &cfg.to_toml()).unwrap(), cfg);
+        // No section, no web server; users alone imply the default address.
+        assert!(Config::parse("n.toml", "").unwrap().web.is_none());
+        let only = format!("[web.user.ann]\npassword = \"{HASH}\"\nrole = \"admin\"\n");
+        let w = Config::parse("u.toml", &only).unwrap().web.unwrap();
+        assert_eq!(w.listen.to_string(), DEFAULT_LISTEN);
+
+        check_err(
+            "[web]\nlisten = \"9000\"\n",
+            "bad.toml:2: web.listen: \"9000\" is not an address with a port",
+        );
+        check_err(
+            "[web]\ntls-cert = \"/c.pem\"\n",
+            "bad.toml:2: web.tls-cert: needs web.tls-key too",
+        );
+        check_err(
+            "[web]\ntls-cert = \"c.pem\"\ntls-key = \"/k\"\n",
+            "bad.toml:2: web.tls-cert: an absolute path",
+        );
+        check_err(
+            "[web]\nsession-timeout = \"5s\"\n",
+            "bad.toml:2: web.session-timeout: at least 1m",
+        );
+        check_err(
+            "[web]\ntrusted-proxies = [\"10.0.0.0/40\"]\n",
+            "bad.toml:2: web.trusted-proxies: \"10.0.0.0/40\" is not an address or a network",
+        );
+        check_err(
+            "[web]\nmetrics-token-file = \"t\"\n",
+            "bad.toml:2: web.metrics-token-file: an absolute path",
+        );
+        check_err(
+            "[web]\nport = 9000\n",
+            "bad.toml:2: web.port: unknown field",
+        );
+        // Plain HTTP beyond loopback only when the config says it knows.
+        check_err(
+            "[web]\nlisten = \"0.0.0.0:9000\"\n",
+            "bad.toml:2: web.listen: plain HTTP on 0.0.0.0:9000, which is not a loopback address",
+        );
+        check_err(
+            "[web]\nlisten = \"[2001:db8::1]:9000\"\n",
+            "web.listen: plain HTTP on [2001:db8::1]:9000",
+        );
+        for ok in [
+            "[web]\nlisten = \"0.0.0.0:9000\"\ninsecure = true\n",
+            "[web]\nlisten = \"[::ffff:127.0.0.2]:9000\"\n",
+            "[web]\nlisten = \"10.0.0.1:9443\"\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\n",
+        ] {
+            let cfg = Config::parse("ok.toml", ok).unwrap();
+            assert_eq!(
+                Config::parse("out.toml", &cfg.to_toml()).unwrap(),
+                cfg,
+                "{ok}"
+            );
+        }
+        check_err(
+            "[health]\nmon-listen = \"0.0.0.0:2583\"\n",
+            "bad.toml:2: health.mon-listen: 0.0.0.0:2583 is not a loopback address",
+        );
+        let cfg = Config::parse(
+            "ok.toml",
+            "[health]\nmon-listen = \"0.0.0.0:2583\"\nmon-insecure = true\n",
+        )
+        .unwrap();
+        assert!(cfg.health.mon_insecure);
+        assert_eq!(Config::parse("out.toml", &cfg.to_toml()).unwrap(), cfg);
+        check_err(
+            "[web.user.ann]\npassword = \"hunter2\"\nrole = \"admin\"\n",
+            "bad.toml:2: web.user.ann.password: not an argon2id hash",
+        );
+        check_err(
+            &format!(
+                "[web.user.ann]\npassword = \"{}\"\nrole = \"admin\"\n",
+                HASH.replace("argon2id", "argon2i")
+            ),
+            "web.user.ann.password: not an argon2id hash",
+        );
+        check_err(
+            &format!("[web.user.ann]\npassword = \"{HASH}\"\nrole = \"root\"\n"),
+            "bad.toml:3: web.user.ann.role: unknown role \"root\" (expected admin or read-only)",
+        );
+        check_err(
+            &format!("[web.user.\"a b\"]\npassword = \"{HASH}\"\nrole = \"admin\"\n"),
+            "bad.toml:2: web.user.\"a b\": a user name is",
+        );
+    }
 }

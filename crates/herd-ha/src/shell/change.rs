@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herd_core::ha::{Vip, VrrpInstance};
+use herd_core::config::vrrp::{Vip, VrrpInstance};
 
 use super::group::{Change, Group};
 use super::io::{Dev, Io};

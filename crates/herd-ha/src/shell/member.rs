@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use herd_core::api::{TrackStatus, VrrpStatus, VrrpTransition};
-use herd_core::ha::VrrpInstance;
+use herd_core::config::vrrp::VrrpInstance;
 
 use super::io::{Datagram, Watch};
 use crate::auth::{Key, Replay, Sequence};

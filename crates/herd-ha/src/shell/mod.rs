@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use herd_core::api::VrrpStatus;
-use herd_core::ha::VrrpConfig;
+use herd_core::config::vrrp::VrrpConfig;
 use tokio::sync::{mpsc, oneshot};
 
 use self::group::Failing;

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use herd_core::ha::Vip;
+use herd_core::config::vrrp::Vip;
 
 use super::group::Group;
 use super::io::{Dev, Io};

@@ -1,7 +1,7 @@
 //! What an apply does: the difference between the running instances and a new config,
 //! without I/O. Instances are told apart by name.
 
-use herd_core::ha::VrrpInstance;
+use herd_core::config::vrrp::VrrpInstance;
 
 /// The instances of a config grouped as the shell runs them: one group per interface and
 /// address family (one raw socket each).
@@ -73,7 +73,7 @@ pub(crate) fn plan(old: &[VrrpInstance], new: &[VrrpInstance]) -> Plan {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use herd_core::ha::{Notify, Vip};
+    use herd_core::config::vrrp::{Notify, Vip};
     use std::time::Duration;
 
     pub(crate) fn instance(name: &str, iface: &str, vrid: u8, priority: u8) -> VrrpInstance {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use herd_core::ha::{VrrpConfig, VrrpInstance};
+use herd_core::config::vrrp::{VrrpConfig, VrrpInstance};
 use tokio::sync::{mpsc, oneshot};
 
 use super::group::{Change, Failing, Group, GroupCmd};

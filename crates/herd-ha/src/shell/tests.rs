@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_core::ha::{TrackInterface, TrackScript, Vip, VrrpInstance};
+use herd_core::config::vrrp::{TrackInterface, TrackScript, Vip, VrrpInstance};
 use tokio::sync::{mpsc, oneshot};
 
 use super::group::{Change, Group, GroupCmd};

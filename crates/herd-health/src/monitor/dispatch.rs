@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::health::{HealthConfig, Sink};
+use herd_core::config::health::HealthConfig;
+use herd_rules::spec::Sink;
 use tokio::sync::mpsc;
 
 use crate::alert;

@@ -8,7 +8,7 @@
 //! apply of an empty config (or dropping the monitor). A probe task whose check and target
 //! are unchanged keeps running on its timer; an added one starts, a removed one stops, a
 //! changed one restarts; target states, silences and disables carry over by name (see
-//! [`Engine::adopt`](crate::rules::Engine::adopt)), and the director is told the verdict on every real server.
+//! [`Engine::adopt`](herd_rules::Engine::adopt)), and the director is told the verdict on every real server.
 //!
 //! Scheduling (mon's, plus thresholds): each (check, target) has one task, so a check never
 //! runs twice at once against the same target. Runs start every `interval` (`failure-interval`
@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herd_core::api::{DowntimeEntry, HealthEvent, RealHealth};
+use herd_core::config::health::HealthConfig;
 use herd_core::config::Config;
-use herd_core::health::HealthConfig;
 use herd_core::model::ServiceKey;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -53,7 +53,7 @@ use self::run::{ProbeFuture, Prober, Runner, Step, Times};
 use self::state::State;
 use crate::clock::{local_now, wall_ms};
 use crate::probe::ExecEnv;
-use crate::rules::{Key, Outcome, Status};
+use herd_rules::{Key, Outcome, Status};
 
 pub use self::dispatch::GROUP_WAIT;
 pub use self::error::MonitorError;

@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use herd_core::config::{find_service, host_port, real_matches, Config};
-use herd_core::health::{CheckKind, CheckSpec, Targets};
 use herd_core::model::ServiceKey;
+use herd_rules::spec::{CheckKind, CheckSpec, Targets};
 
 use crate::probe;
-use crate::rules::Key;
+use herd_rules::Key;
 
 /// Who a probe task stands for: a check and one of its targets, by name, because indices
 /// move when an apply adds or removes checks and names do not. `nth` tells apart targets

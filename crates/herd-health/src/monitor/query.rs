@@ -9,7 +9,7 @@ use herd_core::api::{
     DeliveryStatus, DowntimeEntry, HealthCheckStatus, HealthEvent, HealthTargetStatus,
     SilenceStatus,
 };
-use herd_core::health::CheckSpec;
+use herd_rules::spec::CheckSpec;
 
 use super::dispatch::{count, describe, sink_name};
 use super::error::MonitorError;
@@ -19,7 +19,7 @@ use crate::alert;
 use crate::clock::wall_ms;
 use crate::history::Store;
 use crate::notice::{Kind, Notice};
-use crate::rules::{Engine, Key, Silence, TargetState};
+use herd_rules::{Engine, Key, Silence, TargetState};
 
 impl Monitor {
     /// Checks and their targets, for `herd health list` and the dashboard.
@@ -120,7 +120,7 @@ impl Monitor {
             .state()
             .engine
             .silence(s)
-            .map_err(MonitorError::Refused)?;
+            .map_err(|e| MonitorError::Refused(e.to_string()))?;
         self.inner.record(
             c.as_deref().unwrap_or("*"),
             t.as_deref().unwrap_or("*"),

@@ -4,15 +4,15 @@
 use std::net::SocketAddr;
 
 use herd_core::api::DowntimeEntry;
-use herd_core::health::AlertOn;
 use herd_core::model::ServiceKey;
+use herd_rules::spec::AlertOn;
 
 use super::dispatch::Pending;
 use super::plan::group_name;
 use super::state::State;
 use crate::clock::wall_ms;
 use crate::notice::Kind;
-use crate::rules::{Event, Key, Status};
+use herd_rules::{Event, Key, Status};
 
 /// One thing to do, in the order the events asked for it.
 #[derive(Debug)]

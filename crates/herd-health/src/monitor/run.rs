@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::plan::{resolve_addr, Schedule, TaskId};
 use crate::clock::wall_ms;
 use crate::probe::{self, ExecEnv};
-use crate::rules::Outcome;
+use herd_rules::Outcome;
 
 /// A probe's future.
 pub(super) type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;

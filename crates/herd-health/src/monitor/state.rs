@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use herd_core::api::RealHealth;
-use herd_core::health::{HealthConfig, OnFailure};
+use herd_core::config::health::HealthConfig;
 use herd_core::model::ServiceKey;
+use herd_rules::spec::OnFailure;
 use tokio::sync::Semaphore;
 
 use super::dispatch::Counters;
 use super::plan::{Plan, TaskId};
 use crate::clock::wall_ms;
-use crate::rules::{Engine, Key, Status};
+use herd_rules::{Engine, Key, Status};
 
 /// What the last applied config says, with what the rule engine knows.
 #[derive(Debug)]

@@ -5,7 +5,6 @@ use std::time::UNIX_EPOCH;
 
 use herd_core::api::{HealthCheckStatus, Request, Response};
 use herd_core::config::parse_duration;
-use herd_core::period::LocalTime;
 use herd_health::clock::wall_ms;
 
 use super::{call, exit};
@@ -327,7 +326,8 @@ fn span(s: u64) -> String {
 
 /// Local wall-clock time of a Unix-epoch millisecond: `HH:MM:SS` today, else with the date.
 pub(super) fn clock(ms: u64) -> String {
-    let at = |ms: u64| LocalTime::at(UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    let at =
+        |ms: u64| herd_health::clock::local_at(UNIX_EPOCH + std::time::Duration::from_millis(ms));
     let t = at(ms);
     let today = at(wall_ms());
     let hms = format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second);

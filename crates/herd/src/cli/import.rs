@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use herd_core::config::Config;
-use herd_core::import::mon;
+use herd_import::mon;
 
 use super::exit;
 

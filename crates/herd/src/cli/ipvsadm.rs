@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use herd_core::api::{Request, Response};
-use herd_core::ipvsadm::{
+use herd_ipvsadm::{
     api_error_report, format_connections, format_daemon, format_list, format_save, format_timeouts,
     help_text, parse_args_with, parse_restore_partial, unreachable_message, version_text, Command,
     HostTables, ListView,

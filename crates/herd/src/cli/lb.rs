@@ -146,7 +146,7 @@ fn key(service: &str, udp: bool) -> Result<ServiceKey, u8> {
     })
 }
 
-fn usage(msg: String) -> u8 {
+fn usage(msg: impl std::fmt::Display) -> u8 {
     eprintln!("herd: {msg}");
     exit::USAGE
 }

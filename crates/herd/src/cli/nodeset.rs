@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use herd_core::cluster::ClusterConfig;
+use herd_core::config::cluster::ClusterConfig;
 use herd_core::config::Config;
 use herd_core::nodeset::{NodeSet, NodeSetError};
 

@@ -158,7 +158,7 @@ fn push(a: PushArgs) -> u8 {
         None => a
             .fanout
             .or(cfg.sync_fanout)
-            .unwrap_or(herd_core::cluster::SYNC_FANOUT),
+            .unwrap_or(herd_core::config::sync::SYNC_FANOUT),
     }
     .max(1);
     let relayed = targets.len() > fanout;

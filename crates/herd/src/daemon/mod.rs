@@ -19,7 +19,8 @@ use anyhow::{Context, Result};
 use herd_core::api::{
     ApiError, DaemonStatus, ErrorKind, RealHealth, Request, Response, API_VERSION, MAX_MESSAGE,
 };
-use herd_core::config::{Config, LbConfig};
+use herd_core::config::lb::LbConfig;
+use herd_core::config::Config;
 use herd_core::model::ServiceKey;
 use herd_health::monitor::{Director, Monitor};
 use herd_lb::dataplane::{DataPlane, Settings};

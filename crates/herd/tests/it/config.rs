@@ -204,7 +204,7 @@ fn the_director_unit_is_sandboxed_and_the_agent_unit_can_change_its_node() {
         let socket = std::path::Path::new(herd::client::DEFAULT_SOCKET);
         assert_eq!(socket.parent().unwrap(), std::path::Path::new("/run/herd"));
         assert!(has(u, "RuntimeDirectory", "herd"));
-        let audit = herd_core::cluster::AgentConfig::default()
+        let audit = herd_core::config::agent::AgentConfig::default()
             .audit_log
             .unwrap();
         assert_eq!(

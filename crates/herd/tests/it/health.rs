@@ -519,7 +519,7 @@ fn under_wrk_load_a_stopped_server_goes_out_and_back_without_failed_requests() {
 #[test]
 fn herd_import_mon_cf_on_the_seeds_yields_configs_that_validate() {
     let dir = TempDir::new("hc_import");
-    let fixtures = crate::util::repo_root().join("crates/herd-core/src/import/fixtures");
+    let fixtures = crate::util::repo_root().join("crates/herd-import/src/fixtures");
     for name in ["seed001-mon.cf", "seed004-mon.cf", "seed004-first-mon.cf"] {
         let out = std::process::Command::new(crate::util::herd_bin())
             .args(["import", "mon.cf"])

@@ -53,16 +53,6 @@ pub struct LocalTime {
 }
 
 impl LocalTime {
-    /// The system's local time zone (TZ env / /etc/localtime via jiff), at the given instant.
-    pub fn at(t: SystemTime) -> LocalTime {
-        in_zone(t, &TimeZone::system())
-    }
-
-    /// The current local time.
-    pub fn now() -> LocalTime {
-        LocalTime::at(SystemTime::now())
-    }
-
     /// The local time of a civil date and time of day, with its weekday and day of the year
     /// filled in; `None` if there is no such date or time of day.
     pub fn new(
@@ -107,8 +97,9 @@ impl LocalTime {
 }
 
 /// `t` in the time zone `tz`. Instants outside jiff's range (years -9999 to 9999) are clamped
-/// to it.
-pub(crate) fn in_zone(t: SystemTime, tz: &TimeZone) -> LocalTime {
+/// to it. The caller chooses the zone (the system's is read by herd-health, not here) and the
+/// instant.
+pub fn in_zone(t: SystemTime, tz: &TimeZone) -> LocalTime {
     let ts = Timestamp::try_from(t).unwrap_or(if t < SystemTime::UNIX_EPOCH {
         Timestamp::MIN
     } else {
@@ -125,6 +116,34 @@ pub(crate) fn in_zone(t: SystemTime, tz: &TimeZone) -> LocalTime {
         minute: dt.minute().unsigned_abs(),
         second: dt.second().unsigned_abs(),
     }
+}
+
+/// Why a period's text does not parse: a short sentence naming the bad token, shown to users
+/// as `file:line: key: <error>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    #[error("empty sub-period before \",\"")]
+    EmptySubPeriod,
+    #[error("missing scale name before \"{{\"")]
+    MissingScale,
+    #[error("unexpected \"}}\"")]
+    UnexpectedClose,
+    #[error("unknown scale \"{0}\"")]
+    UnknownScale(String),
+    #[error("expected \"{{\" after \"{0}\"")]
+    ExpectedOpen(String),
+    #[error("unclosed brace")]
+    Unclosed,
+    #[error("unexpected \"{{\" inside braces")]
+    NestedOpen,
+    #[error("unexpected \",\" inside braces (separate values with spaces)")]
+    CommaInBraces,
+    #[error("no values in \"{0} {{}}\"")]
+    NoValues(String),
+    #[error("\"{value}\" is not {noun}")]
+    NotAValue { value: String, noun: &'static str },
+    #[error("\"{0}\" is not a range")]
+    NotARange(String),
 }
 
 /// A parsed time period; see the [module documentation](self) for the syntax.
@@ -346,7 +365,7 @@ impl Period {
     /// Parses Time::Period syntax; the error is a short human sentence naming the bad token
     /// (it is shown to users as `file:line: key: <error>`), e.g. "unknown scale \"wk2\"",
     /// "\"8xm\" is not an hour", "unclosed brace".
-    pub fn parse(s: &str) -> Result<Period, String> {
+    pub fn parse(s: &str) -> Result<Period, PeriodError> {
         let src = s.trim();
         if src.is_empty() {
             return Ok(Period::always());
@@ -370,15 +389,15 @@ impl Period {
                         if !subs.is_empty() && rest.chars().all(|c| c == ',' || c.is_whitespace()) {
                             break;
                         }
-                        return Err("empty sub-period before \",\"".to_string());
+                        return Err(PeriodError::EmptySubPeriod);
                     }
                     subs.push(SubPeriod {
                         scales: std::mem::take(&mut scales),
                     });
                     rest = &rest[1..];
                 }
-                '{' => return Err("missing scale name before \"{\"".to_string()),
-                '}' => return Err("unexpected \"}\"".to_string()),
+                '{' => return Err(PeriodError::MissingScale),
+                '}' => return Err(PeriodError::UnexpectedClose),
                 _ => {
                     let (scale, after) = parse_scale(rest)?;
                     scales.push(scale);
@@ -428,24 +447,22 @@ impl Default for Period {
 
 /// Parses `name {ranges}` at the start of `s` (which starts with neither whitespace nor one
 /// of `{},`); returns it and the text after its `}`.
-fn parse_scale(s: &str) -> Result<(Scale, &str), String> {
+fn parse_scale(s: &str) -> Result<(Scale, &str), PeriodError> {
     let end = s
         .find(|c: char| c.is_whitespace() || matches!(c, '{' | '}' | ','))
         .unwrap_or(s.len());
     let name = &s[..end];
-    let unit = Unit::from_name(name).ok_or_else(|| format!("unknown scale \"{name}\""))?;
+    let unit = Unit::from_name(name).ok_or_else(|| PeriodError::UnknownScale(name.to_string()))?;
     let rest = s[end..].trim_start();
     let Some(body) = rest.strip_prefix('{') else {
-        return Err(format!("expected \"{{\" after \"{name}\""));
+        return Err(PeriodError::ExpectedOpen(name.to_string()));
     };
     let Some(close) = body.find(['{', '}', ',']) else {
-        return Err("unclosed brace".to_string());
+        return Err(PeriodError::Unclosed);
     };
     match body[close..].chars().next() {
-        Some('{') => return Err("unexpected \"{\" inside braces".to_string()),
-        Some(',') => {
-            return Err("unexpected \",\" inside braces (separate values with spaces)".to_string())
-        }
+        Some('{') => return Err(PeriodError::NestedOpen),
+        Some(',') => return Err(PeriodError::CommaInBraces),
         _ => {}
     }
     let ranges = range_tokens(&body[..close])
@@ -453,7 +470,7 @@ fn parse_scale(s: &str) -> Result<(Scale, &str), String> {
         .map(|token| parse_range(unit, token))
         .collect::<Result<Vec<_>, _>>()?;
     if ranges.is_empty() {
-        return Err(format!("no values in \"{name} {{}}\""));
+        return Err(PeriodError::NoValues(name.to_string()));
     }
     let scale = Scale {
         name: name.to_string(),
@@ -475,10 +492,12 @@ fn range_tokens(body: &str) -> Vec<String> {
     tokens
 }
 
-fn parse_range(unit: Unit, text: String) -> Result<Range, String> {
+fn parse_range(unit: Unit, text: String) -> Result<Range, PeriodError> {
     let value = |v: &str| {
-        unit.parse_value(v)
-            .ok_or_else(|| format!("\"{v}\" is not {}", unit.noun()))
+        unit.parse_value(v).ok_or_else(|| PeriodError::NotAValue {
+            value: v.to_string(),
+            noun: unit.noun(),
+        })
     };
     let (lo, hi) = match text.split_once('-') {
         None => {
@@ -487,7 +506,7 @@ fn parse_range(unit: Unit, text: String) -> Result<Range, String> {
         }
         Some((a, b)) => {
             if a.is_empty() || b.is_empty() || b.contains('-') {
-                return Err(format!("\"{text}\" is not a range"));
+                return Err(PeriodError::NotARange(text));
             }
             (value(a)?, value(b)?)
         }
@@ -528,9 +547,9 @@ impl fmt::Display for Period {
 }
 
 impl FromStr for Period {
-    type Err = String;
+    type Err = PeriodError;
 
-    fn from_str(s: &str) -> Result<Period, String> {
+    fn from_str(s: &str) -> Result<Period, PeriodError> {
         Period::parse(s)
     }
 }
@@ -632,18 +651,6 @@ mod tests {
         if let Some(t) = UNIX_EPOCH.checked_sub(far) {
             assert_eq!(in_zone(t, &TimeZone::UTC).year, -9999);
         }
-    }
-
-    #[test]
-    fn at_and_now_use_the_system_zone() {
-        let t = LocalTime::at(UNIX_EPOCH + Duration::from_secs(1_709_220_645));
-        assert!((2024..=2024).contains(&t.year));
-        assert!(matches!((t.month, t.mday), (2, 29) | (3, 1)));
-        assert_eq!((t.minute % 15, t.second), (0, 45));
-        let now = LocalTime::now();
-        assert!(now.year >= 2024);
-        assert!((1..=12).contains(&now.month) && now.hour < 24 && now.wday < 7);
-        assert!((1..=366).contains(&now.yday));
     }
 
     /// Time::Period's own loop: the 1st is in week 1 and every later Sunday starts a week.
@@ -1167,8 +1174,16 @@ mod tests {
             ("wd {Mon},, hr {1}", "empty sub-period before \",\""),
         ];
         for (input, want) in cases {
-            assert_eq!(Period::parse(input), Err(want.to_string()), "{input:?}");
-            assert_eq!(input.parse::<Period>(), Err(want.to_string()), "{input:?}");
+            assert_eq!(
+                Period::parse(input).map_err(|e| e.to_string()),
+                Err(want.to_string()),
+                "{input:?}"
+            );
+            assert_eq!(
+                input.parse::<Period>().map_err(|e| e.to_string()),
+                Err(want.to_string()),
+                "{input:?}"
+            );
         }
     }
 
@@ -1176,7 +1191,7 @@ mod tests {
     fn later_sub_periods_are_checked_too() {
         // inPeriod would say "yes" here on any day without looking past the first comma.
         assert_eq!(
-            Period::parse("wd {Sun-Sat}, hr {25}"),
+            Period::parse("wd {Sun-Sat}, hr {25}").map_err(|e| e.to_string()),
             Err("\"25\" is not an hour".to_string())
         );
     }

@@ -25,9 +25,21 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use herd_core::health::{AlertOn, CheckSpec};
-use herd_core::period::LocalTime;
+use crate::period::LocalTime;
+use crate::spec::{AlertOn, CheckSpec};
 use serde::Serialize;
+
+/// A silence that names a check or target the engine does not know (it would silence
+/// nothing); the variant says which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SilenceError {
+    #[error("no check named {0:?}")]
+    Check(String),
+    #[error("check {check} has no target {target:?}")]
+    TargetOfCheck { check: String, target: String },
+    #[error("no check has a target {0:?}")]
+    Target(String),
+}
 
 /// A probe's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -369,14 +381,17 @@ impl Engine {
 
     /// Adds a silence and returns its id. Unknown check or target names are errors, so that
     /// a typo does not silence nothing.
-    pub fn silence(&mut self, mut s: Silence) -> Result<u64, String> {
+    pub fn silence(&mut self, mut s: Silence) -> Result<u64, SilenceError> {
         if let Some(c) = &s.check {
             let i = self
                 .check_index(c)
-                .ok_or_else(|| format!("no check named {c:?}"))?;
+                .ok_or_else(|| SilenceError::Check(c.clone()))?;
             if let Some(t) = &s.target {
                 if !self.checks[i].targets.iter().any(|x| &x.name == t) {
-                    return Err(format!("check {c} has no target {t:?}"));
+                    return Err(SilenceError::TargetOfCheck {
+                        check: c.clone(),
+                        target: t.clone(),
+                    });
                 }
             }
         } else if let Some(t) = &s.target {
@@ -385,7 +400,7 @@ impl Engine {
                 .iter()
                 .any(|c| c.targets.iter().any(|x| &x.name == t))
             {
-                return Err(format!("no check has a target {t:?}"));
+                return Err(SilenceError::Target(t.clone()));
             }
         }
         s.id = self.next_silence;
@@ -457,152 +472,25 @@ impl Engine {
         let spec = &c.spec;
         let t = &mut c.targets[key.target];
         let passes = outcome.verdict.passes();
-        if passes {
-            t.ok_run = t.ok_run.saturating_add(1);
-            t.fail_run = 0;
-        } else {
-            t.fail_run = t.fail_run.saturating_add(1);
-            t.ok_run = 0;
-            t.last_failure.clone_from(&outcome.summary);
-            t.failures.push_back(now_ms);
-            if t.failures.len() > MAX_FAILURES_KEPT {
-                t.failures.pop_front();
-            }
-        }
-
-        // State, with hysteresis.
-        let from = t.status;
-        let to = match from {
-            Status::Unknown if passes => Status::Up,
-            Status::Unknown => Status::Down,
-            Status::Up if t.fail_run >= spec.fall.max(1) => Status::Down,
-            Status::Down if t.ok_run >= spec.rise.max(1) => Status::Up,
-            s => s,
-        };
-        if to != from {
-            let from_since_ms = t.since_ms;
-            t.status = to;
-            t.since_ms = now_ms;
-            out.push(Event::StateChanged {
-                key,
-                from,
-                to,
-                from_since_ms,
-            });
-            if from != Status::Unknown {
-                t.changes.push_back(now_ms);
-            }
-            if to == Status::Down {
-                // A new outage: its own alert counters.
-                for r in &mut t.rules {
-                    *r = RuleState::default();
-                }
-            }
-        }
-
-        // Flap detection.
-        if let Some(flap) = spec.flap {
-            let window = ms(flap.window);
-            while t
-                .changes
-                .front()
-                .is_some_and(|&c| now_ms.saturating_sub(c) > window)
-            {
-                t.changes.pop_front();
-            }
-            if !t.flapping && t.changes.len() >= flap.changes.max(1) as usize {
-                t.flapping = true;
-                out.push(Event::Flapping { key, started: true });
-            } else if t.flapping && t.changes.is_empty() {
-                t.flapping = false;
-                out.push(Event::Flapping {
-                    key,
-                    started: false,
-                });
-            }
-        }
+        count_result(t, &outcome, now_ms);
+        let (from, to) = transition(spec, t, key, passes, now_ms, &mut out);
+        detect_flapping(spec, t, key, now_ms, &mut out);
         let hold = if t.flapping {
             Some(Suppression::Flapping)
         } else {
             outside_hold
         };
-
+        let alert = Firing {
+            key,
+            outcome: &outcome,
+            hold: &hold,
+            now_ms,
+            local,
+        };
         match t.status {
-            Status::Down => {
-                for (i, rule) in spec.alerts.iter().enumerate() {
-                    if rule.on != AlertOn::Down {
-                        continue;
-                    }
-                    let rs = &t.rules[i];
-                    let after = rule.after.max(1);
-                    let enough = match rule.within {
-                        None => t.fail_run >= after,
-                        Some(w) => {
-                            let since = now_ms.saturating_sub(ms(w));
-                            t.failures.iter().rev().take_while(|&&f| f >= since).count()
-                                >= after as usize
-                        }
-                    };
-                    let due = match (rs.last_ms, rule.every) {
-                        (None, _) => true,
-                        (Some(last), Some(every)) => now_ms.saturating_sub(last) >= ms(every),
-                        (Some(_), None) => false,
-                    };
-                    let under_max = rule.max == 0 || rs.sent < rule.max;
-                    if !(enough && due && under_max && rule.period.contains(local)) {
-                        continue;
-                    }
-                    let rs = &mut t.rules[i];
-                    match &hold {
-                        Some(why) => {
-                            if !rs.held {
-                                rs.held = true;
-                                out.push(Event::Suppressed {
-                                    key,
-                                    rule: i,
-                                    on: AlertOn::Down,
-                                    why: why.clone(),
-                                });
-                            }
-                        }
-                        None => {
-                            rs.sent += 1;
-                            rs.last_ms = Some(now_ms);
-                            t.down_alerted = true;
-                            out.push(Event::Alert {
-                                key,
-                                rule: i,
-                                on: AlertOn::Down,
-                                summary: outcome.summary.clone(),
-                                detail: outcome.detail.clone(),
-                            });
-                        }
-                    }
-                }
-            }
+            Status::Down => down_alerts(spec, t, &alert, &mut out),
             Status::Up if t.down_alerted && hold != Some(Suppression::Flapping) => {
-                // The outage is over; its up alert goes out now or never.
-                t.down_alerted = false;
-                for (i, rule) in spec.alerts.iter().enumerate() {
-                    if rule.on != AlertOn::Up || !rule.period.contains(local) {
-                        continue;
-                    }
-                    out.push(match &hold {
-                        Some(why) => Event::Suppressed {
-                            key,
-                            rule: i,
-                            on: AlertOn::Up,
-                            why: why.clone(),
-                        },
-                        None => Event::Alert {
-                            key,
-                            rule: i,
-                            on: AlertOn::Up,
-                            summary: outcome.summary.clone(),
-                            detail: outcome.detail.clone(),
-                        },
-                    });
-                }
+                up_alerts(spec, t, &alert, &mut out)
             }
             _ => {}
         }
@@ -642,6 +530,186 @@ impl Engine {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One result into the target's runs of passes and failures.
+fn count_result(t: &mut TargetState, outcome: &Outcome, now_ms: u64) {
+    let passes = outcome.verdict.passes();
+    if passes {
+        t.ok_run = t.ok_run.saturating_add(1);
+        t.fail_run = 0;
+    } else {
+        t.fail_run = t.fail_run.saturating_add(1);
+        t.ok_run = 0;
+        t.last_failure.clone_from(&outcome.summary);
+        t.failures.push_back(now_ms);
+        if t.failures.len() > MAX_FAILURES_KEPT {
+            t.failures.pop_front();
+        }
+    }
+}
+
+/// The target's state after the result, with hysteresis; a change is an event, and a new
+/// outage starts its alert counters afresh.
+fn transition(
+    spec: &CheckSpec,
+    t: &mut TargetState,
+    key: Key,
+    passes: bool,
+    now_ms: u64,
+    out: &mut Vec<Event>,
+) -> (Status, Status) {
+    let from = t.status;
+    let to = match from {
+        Status::Unknown if passes => Status::Up,
+        Status::Unknown => Status::Down,
+        Status::Up if t.fail_run >= spec.fall.max(1) => Status::Down,
+        Status::Down if t.ok_run >= spec.rise.max(1) => Status::Up,
+        s => s,
+    };
+    if to != from {
+        let from_since_ms = t.since_ms;
+        t.status = to;
+        t.since_ms = now_ms;
+        out.push(Event::StateChanged {
+            key,
+            from,
+            to,
+            from_since_ms,
+        });
+        if from != Status::Unknown {
+            t.changes.push_back(now_ms);
+        }
+        if to == Status::Down {
+            // A new outage: its own alert counters.
+            for r in &mut t.rules {
+                *r = RuleState::default();
+            }
+        }
+    }
+    (from, to)
+}
+
+/// Flapping starts at `flap.changes` changes within `flap.window` and ends once the target has
+/// kept its state for a whole window.
+fn detect_flapping(
+    spec: &CheckSpec,
+    t: &mut TargetState,
+    key: Key,
+    now_ms: u64,
+    out: &mut Vec<Event>,
+) {
+    if let Some(flap) = spec.flap {
+        let window = ms(flap.window);
+        while t
+            .changes
+            .front()
+            .is_some_and(|&c| now_ms.saturating_sub(c) > window)
+        {
+            t.changes.pop_front();
+        }
+        if !t.flapping && t.changes.len() >= flap.changes.max(1) as usize {
+            t.flapping = true;
+            out.push(Event::Flapping { key, started: true });
+        } else if t.flapping && t.changes.is_empty() {
+            t.flapping = false;
+            out.push(Event::Flapping {
+                key,
+                started: false,
+            });
+        }
+    }
+}
+
+/// What the alert rules of one result are evaluated with.
+struct Firing<'a> {
+    key: Key,
+    outcome: &'a Outcome,
+    /// Why alerts are held now, if they are.
+    hold: &'a Option<Suppression>,
+    now_ms: u64,
+    local: &'a LocalTime,
+}
+
+/// While the target is down: every down rule that agrees fires (or is reported held, once).
+fn down_alerts(spec: &CheckSpec, t: &mut TargetState, f: &Firing<'_>, out: &mut Vec<Event>) {
+    let (key, now_ms, local) = (f.key, f.now_ms, f.local);
+    for (i, rule) in spec.alerts.iter().enumerate() {
+        if rule.on != AlertOn::Down {
+            continue;
+        }
+        let rs = &t.rules[i];
+        let after = rule.after.max(1);
+        let enough = match rule.within {
+            None => t.fail_run >= after,
+            Some(w) => {
+                let since = now_ms.saturating_sub(ms(w));
+                t.failures.iter().rev().take_while(|&&f| f >= since).count() >= after as usize
+            }
+        };
+        let due = match (rs.last_ms, rule.every) {
+            (None, _) => true,
+            (Some(last), Some(every)) => now_ms.saturating_sub(last) >= ms(every),
+            (Some(_), None) => false,
+        };
+        let under_max = rule.max == 0 || rs.sent < rule.max;
+        if !(enough && due && under_max && rule.period.contains(local)) {
+            continue;
+        }
+        let rs = &mut t.rules[i];
+        match f.hold {
+            Some(why) => {
+                if !rs.held {
+                    rs.held = true;
+                    out.push(Event::Suppressed {
+                        key,
+                        rule: i,
+                        on: AlertOn::Down,
+                        why: why.clone(),
+                    });
+                }
+            }
+            None => {
+                rs.sent += 1;
+                rs.last_ms = Some(now_ms);
+                t.down_alerted = true;
+                out.push(Event::Alert {
+                    key,
+                    rule: i,
+                    on: AlertOn::Down,
+                    summary: f.outcome.summary.clone(),
+                    detail: f.outcome.detail.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// The target is up again after a down alert: the up rules fire now or never.
+fn up_alerts(spec: &CheckSpec, t: &mut TargetState, f: &Firing<'_>, out: &mut Vec<Event>) {
+    let (key, local) = (f.key, f.local);
+    // The outage is over; its up alert goes out now or never.
+    t.down_alerted = false;
+    for (i, rule) in spec.alerts.iter().enumerate() {
+        if rule.on != AlertOn::Up || !rule.period.contains(local) {
+            continue;
+        }
+        out.push(match f.hold {
+            Some(why) => Event::Suppressed {
+                key,
+                rule: i,
+                on: AlertOn::Up,
+                why: why.clone(),
+            },
+            None => Event::Alert {
+                key,
+                rule: i,
+                on: AlertOn::Up,
+                summary: f.outcome.summary.clone(),
+                detail: f.outcome.detail.clone(),
+            },
+        });
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::Protocol;
+use herd_core::model::Protocol;
 
 /// Looks up names for the ipvsadm front end. Every method may answer `None`; then numbers are
 /// used, as ipvsadm does when a lookup fails.

@@ -9,7 +9,7 @@ use super::resolve::{
 use super::{
     Command, ListOptions, UsageError, UsageErrorKind, DEFAULT_PERSISTENT_TIMEOUT, MAX_TIMEOUT,
 };
-use crate::model::{
+use herd_core::model::{
     Forward, Persistence, Protocol, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec,
     Timeouts, MAX_THRESHOLD, MAX_WEIGHT,
 };
@@ -719,6 +719,14 @@ fn option(e: &mut Entry, got: Got<'_>, resolver: &dyn Resolver) -> Result<(), Us
             e.set(Opt::LThreshold)?;
             e.l_threshold = number(&value, MAX_THRESHOLD, "illegal l_threshold specified")?;
         }
+        _ => return flag_option(e, got.id, got.token, value),
+    }
+    Ok(())
+}
+
+/// The options that set a listing flag or a tunnel detail, and the ones herd refuses.
+fn flag_option(e: &mut Entry, id: Id, token: &str, value: String) -> Result<(), UsageError> {
+    match id {
         Id::Connection => {
             e.set(Opt::Connection)?;
             e.list.connections = true;
@@ -789,56 +797,32 @@ fn option(e: &mut Entry, got: Got<'_>, resolver: &dyn Resolver) -> Result<(), Us
         Id::TunNoCsum => e.set(Opt::TunNoCsum)?,
         Id::TunCsum => e.set(Opt::TunCsum)?,
         Id::TunRemCsum => e.set(Opt::TunRemCsum)?,
-        Id::Ipv6 => return Err(invalid("-6 used before -f\n")),
-        Id::Fwmark => {
-            return Err(UsageError::unsupported(
-                "firewall-mark services (-f, --fwmark-service) are",
-            ))
-        }
-        Id::Sctp => {
-            return Err(UsageError::unsupported(
-                "SCTP services (--sctp-service) are",
-            ))
-        }
-        Id::Ops => {
-            return Err(UsageError::unsupported(
-                "one-packet scheduling (-o, --ops) is",
-            ))
-        }
-        Id::Pe => return Err(UsageError::unsupported("persistence engines (--pe) are")),
+        _ => return Err(refused(id, token)),
+    }
+    Ok(())
+}
+
+/// Why ipvsadm's options that herd does not take, and commands in an option's place, are
+/// refused.
+fn refused(id: Id, token: &str) -> UsageError {
+    match id {
+        Id::Ipv6 => invalid("-6 used before -f\n"),
+        Id::Fwmark => UsageError::unsupported("firewall-mark services (-f, --fwmark-service) are"),
+        Id::Sctp => UsageError::unsupported("SCTP services (--sctp-service) are"),
+        Id::Ops => UsageError::unsupported("one-packet scheduling (-o, --ops) is"),
+        Id::Pe => UsageError::unsupported("persistence engines (--pe) are"),
         Id::McastInterface
         | Id::Syncid
         | Id::McastGroup
         | Id::McastPort
         | Id::McastTtl
         | Id::SyncMaxlen => {
-            return Err(UsageError::unsupported(
-                "the connection synchronization daemon and its options are",
-            ))
+            UsageError::unsupported("the connection synchronization daemon and its options are")
         }
-        Id::AddService
-        | Id::EditService
-        | Id::DeleteService
-        | Id::Clear
-        | Id::List
-        | Id::Zero
-        | Id::AddServer
-        | Id::EditServer
-        | Id::DeleteServer
-        | Id::Set
-        | Id::Help
-        | Id::Version
-        | Id::Restore
-        | Id::Save
-        | Id::StartDaemon
-        | Id::StopDaemon => {
-            return Err(UsageError::invalid(format!(
-                "invalid option `{}'",
-                got.token
-            )))
-        }
+        // Commands are not options here; the service and server options never come here
+        // (`option` takes them), nor do the flags (`flag_option` takes them).
+        _ => UsageError::invalid(format!("invalid option `{token}'")),
     }
-    Ok(())
 }
 
 /// ipvsadm's `parse_sched_flags`, for the scheduler given (or `wlc`).

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use herd_core::health::{AlertOn, AlertSpec, CheckKind, CheckSpec, Flap, OnFailure, Sink, Targets};
-use herd_core::period::{LocalTime, Period};
+use crate::period::{LocalTime, Period};
+use crate::spec::{AlertOn, AlertSpec, CheckKind, CheckSpec, Flap, OnFailure, Sink, Targets};
 
 use super::*;
 

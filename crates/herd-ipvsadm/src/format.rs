@@ -6,8 +6,10 @@ use std::net::IpAddr;
 
 use super::resolve::{addrport_name, truncate_bytes, Resolver};
 use super::{ListOptions, CONN_TAB_SIZE, IPVS_VERSION};
-use crate::api::{ConnEntry, RealStatus, ServiceStatus};
-use crate::model::{prefix_to_netmask, Forward, Protocol, SchedulerKind, ServiceSpec, Timeouts};
+use herd_core::api::{ConnEntry, RealStatus, ServiceStatus};
+use herd_core::model::{
+    prefix_to_netmask, Forward, Protocol, SchedulerKind, ServiceSpec, Timeouts,
+};
 
 /// ipvsadm's `FMT_*` flags.
 #[derive(Debug, Clone, Copy, Default)]

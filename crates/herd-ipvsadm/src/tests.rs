@@ -8,8 +8,8 @@ use proptest::prelude::*;
 
 use super::resolve::{inet_aton, ntop6, strtol_exact};
 use super::*;
-use crate::api::{ConnEntry, ErrorKind, Rates, RealStatus, ServiceStatus, Stats};
-use crate::model::{
+use herd_core::api::{ConnEntry, ErrorKind, Rates, RealStatus, ServiceStatus, Stats};
+use herd_core::model::{
     Forward, Persistence, Protocol, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec,
     Timeouts,
 };
@@ -1951,7 +1951,7 @@ fn disabled_reals_are_not_listed() {
     let mut t = seed001();
     let out = format_list(&t, &list_opts(|o| o.numeric = true), &NumericOnly);
     assert!(out.contains("211.238.41.166"), "{out}");
-    t[0].reals[0].admin = crate::api::AdminState::Disabled;
+    t[0].reals[0].admin = herd_core::api::AdminState::Disabled;
     let out = format_list(&t, &list_opts(|o| o.numeric = true), &NumericOnly);
     assert!(!out.contains("211.238.41.166"), "{out}");
     assert!(!format_save(&t, true, &NumericOnly).contains("211.238.41.166"));
@@ -2453,7 +2453,7 @@ fn api_errors_map_to_ipvsadm_messages() {
         1
     );
 
-    let e = crate::api::ApiError::new(
+    let e = herd_core::api::ApiError::new(
         ErrorKind::Bind,
         "cannot bind 1.2.3.4:80: Address already in use",
     );
@@ -2461,7 +2461,8 @@ fn api_errors_map_to_ipvsadm_messages() {
         api_error_report(&e, &add),
         s("cannot bind 1.2.3.4:80: Address already in use", 255)
     );
-    let e = crate::api::ApiError::new(ErrorKind::ServiceExists, "service TCP 1.2.3.4:80 exists");
+    let e =
+        herd_core::api::ApiError::new(ErrorKind::ServiceExists, "service TCP 1.2.3.4:80 exists");
     assert_eq!(api_error_report(&e, &add), s("Service already exists", 255));
     assert_eq!(unreachable_message("Connection refused").1, 2);
 }

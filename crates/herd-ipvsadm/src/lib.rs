@@ -1,6 +1,9 @@
-//! The ipvsadm-compatible front end: argument parsing, output formats and error messages.
+//! herd-ipvsadm: the ipvsadm-compatible front end of `herd ipvsadm`: argument parsing, output
+//! formats and error messages. It turns ipvsadm's command line into herd's control requests
+//! ([`herd_core::api::Request`]) and herd's answers into ipvsadm's output; the CLI
+//! (`crates/herd/src/cli/ipvsadm.rs`) sends the requests.
 //!
-//! Everything here is pure: no sockets, no files, no DNS. Names (`http`, `localhost`) come from
+//! Invariant: everything here is pure: no sockets, no files, no DNS. Names (`http`, `localhost`) come from
 //! a [`Resolver`] the caller supplies; [`HostTables`] builds one from the text of `/etc/services`
 //! and `/etc/hosts`.
 //!
@@ -28,8 +31,8 @@ mod tests;
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::api::{ApiError, ErrorKind};
-use crate::model::{RealSpec, ServiceKey, ServiceSpec, Timeouts};
+use herd_core::api::{ApiError, ErrorKind};
+use herd_core::model::{RealSpec, ServiceKey, ServiceSpec, Timeouts};
 
 pub use format::{format_connections, format_daemon, format_list, format_save, format_timeouts};
 pub use help::{help_text, version_text};
