@@ -13,16 +13,19 @@
 //! - [`x509`]: a small DER reader (certificate validity, serial, names).
 //! - [`addr`]: what counts as one client for per-client limits.
 //! - [`backoff`]: how long an accept loop waits after a failed accept.
+//! - [`clock`]: the wall clock, for the shells' stamps (the one place it is read).
 //!
 //! Elsewhere: the health checks' own types and mon's periods are herd-rules' (herd-core
 //! depends on it for validation); the ipvsadm front end is herd-ipvsadm; importers of other
 //! tools' configs are herd-import.
 //!
-//! This crate does no I/O beyond reading a config file on request.
+//! This crate does no I/O beyond reading a config file on request (and the wall clock in
+//! [`clock`], for its callers).
 
 pub mod addr;
 pub mod api;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod model;
 pub mod nodeset;

@@ -4,17 +4,13 @@
 //! rule engine is told is "now"; the local time (TZ, /etc/localtime, via jiff) is what its
 //! alert periods are evaluated in (the conversion is herd-rules' `period::in_zone`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use herd_rules::period::{in_zone, LocalTime};
 use jiff::tz::TimeZone;
 
-/// Milliseconds since the Unix epoch (0 before it).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+/// Milliseconds since the Unix epoch: herd-core's one wall clock.
+pub use herd_core::clock::wall_ms;
 
 /// The system's local time at the given instant.
 pub fn local_at(t: SystemTime) -> LocalTime {

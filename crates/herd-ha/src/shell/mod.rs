@@ -25,7 +25,7 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use herd_core::api::VrrpStatus;
 use herd_core::config::vrrp::VrrpConfig;
@@ -53,18 +53,8 @@ pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// The wall clock in milliseconds: when transitions happened.
-pub(crate) fn wall_ms() -> u64 {
-    wall_us() / 1000
-}
-
-/// The wall clock in microseconds: the auth trailer's sequence numbers.
-pub(crate) fn wall_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+/// The wall clock: when transitions happened (ms), the auth trailer's sequence numbers (µs).
+pub(crate) use herd_core::clock::{wall_ms, wall_us};
 
 /// What an apply did, by instance name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! `herd daemon`: the node daemon.
 //!
-//! Start-up order (the same every time, so that nothing is half-up):
+//! Start-up order (the same every time, so that nothing is half-up; `cli/daemon.rs` runs it):
 //! 1. parse and validate the config without touching the network;
-//! 2. bind the control socket and the virtual services (start-up is a reload from an empty
-//!    table, so it shares the reload path);
-//! 3. serve: the control API, the data plane, housekeeping;
-//! 4. on SIGTERM/SIGINT stop accepting and drain open connections, for at most
-//!    `daemon.drain-timeout`; SIGHUP (or `herd reload`) reloads.
+//! 2. refuse if another daemon answers on the control socket;
+//! 3. apply the config to a daemon running nothing ([`apply`]: listeners, virtual services,
+//!    VRRP, health checks, the agent — the same path a reload takes);
+//! 4. bind the control socket, whose appearance means ready; serve the control API and
+//!    housekeeping ([`control`]);
+//! 5. on SIGTERM/SIGINT stop accepting, let VRRP masters resign, and drain open connections
+//!    for at most `daemon.drain-timeout`; SIGHUP (or `herd reload`) reloads.
 
 use std::io;
 use std::net::SocketAddr;
