@@ -86,11 +86,6 @@ fn identity(
     Ok((pki::load_certs(&files.cert)?, pki::load_key(&files.key)?))
 }
 
-/// The agent's side.
-pub fn server_config(files: &Files, revoked: Revoked) -> Result<Arc<ServerConfig>, TlsError> {
-    server_parts(files, revoked).map(|(c, _)| c)
-}
-
 /// The agent's side, and its client-certificate verifier (which also checks grants' signers).
 pub fn server_parts(
     files: &Files,

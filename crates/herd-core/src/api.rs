@@ -13,8 +13,10 @@ use crate::model::{
     Timeouts,
 };
 
-/// Version of the API, bumped on incompatible changes.
-pub const API_VERSION: u32 = 1;
+/// Version of the API, bumped on incompatible changes. 2: `EditService` and `EditReal` carry
+/// the fields to change ([`ServiceEdit`], [`RealEdit`]); an absent field is kept, where in 1 it
+/// took its default.
+pub const API_VERSION: u32 = 2;
 
 /// Largest request or response line accepted on the control socket.
 pub const MAX_MESSAGE: usize = 16 << 20;

@@ -1,6 +1,6 @@
-//! The wall clock, for the shells that stamp what they record with it (transitions, history,
-//! alerts, authentication sequence numbers). The one place in herd it is read; the cores take
-//! time as an argument, and timers use the monotonic clock (tokio's, so tests can pause it).
+//! The wall clock, for the shells that stamp what they record with it (VRRP transitions and
+//! authentication sequence numbers, the monitor's history and alerts). The cores take time as
+//! an argument, and timers use the monotonic clock (tokio's, so tests can pause it).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -13,7 +13,7 @@
 //! - [`x509`]: a small DER reader (certificate validity, serial, names).
 //! - [`addr`]: what counts as one client for per-client limits.
 //! - [`backoff`]: how long an accept loop waits after a failed accept.
-//! - [`clock`]: the wall clock, for the shells' stamps (the one place it is read).
+//! - [`clock`]: the wall clock, for the shells' stamps.
 //!
 //! Elsewhere: the health checks' own types and mon's periods are herd-rules' (herd-core
 //! depends on it for validation); the ipvsadm front end is herd-ipvsadm; importers of other

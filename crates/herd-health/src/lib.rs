@@ -14,10 +14,11 @@
 //!   and output.
 //! - `program`: running a program in its own process group with a timeout (exec probes and
 //!   exec alerts).
-//! - [`clock`]: the wall clock (`wall_ms`) and the local time zone (`local_now`), the one place
-//!   either is read.
+//! - [`clock`]: the wall clock (`wall_ms`, herd-core's) and the local time zone (`local_now`),
+//!   the one place in this crate either is read.
 //!
-//! Uses between modules go one way: `monitor` → `probe`, `alert`, `history`, `rules`; the
+//! Uses between modules go one way: `monitor` → `probe`, `alert`, `history` (and the
+//! `herd-rules` engine); the
 //! probes and the sinks → the small shared modules (`notice`, `program`, `clock`, `tls`, `dns`);
 //! nothing depends on `monitor`. Timers run on tokio's clock (tests pause it); the time of day
 //! (stamps, the engine's "now", alert periods) is read only in `clock`.

@@ -64,10 +64,6 @@ impl Table {
         }
     }
 
-    pub fn data_plane(&self) -> &Arc<dyn DataPlane> {
-        &self.dp
-    }
-
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
     }

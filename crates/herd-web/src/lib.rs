@@ -226,6 +226,11 @@ impl Web {
     /// Moves the cap on connections served at once (at most [`MAX_CONNECTIONS`], at least 1),
     /// as the daemon resizes its listeners' shares of the open-files limit. Lowered below what
     /// is open, no connection is closed: the difference is taken back as they end.
+    /// What the pages say about this node (the agent's name changed in a reload).
+    pub fn set_info(&self, info: Info) {
+        self.state.set_info(info);
+    }
+
     pub fn set_max_connections(&self, max_connections: usize) {
         self.state
             .connections

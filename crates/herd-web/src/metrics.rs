@@ -501,7 +501,7 @@ pub async fn serve(st: &Arc<State>, req: &Req) -> Resp {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .live(std::time::Instant::now(), idle);
-    let body = render(&snap, &st.counters, sessions, st.info.version);
+    let body = render(&snap, &st.counters, sessions, st.info().version);
     http::full(StatusCode::OK, CONTENT_TYPE, body)
 }
 

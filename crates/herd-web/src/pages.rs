@@ -163,14 +163,14 @@ fn layout(st: &State, s: &Session, page: Page, notice: &str, live: &str, extra: 
          <input type=\"hidden\" name=\"_csrf\" value=\"{}\"><button class=\"link\">Log out</button></form></span></header>\
          <main><h1>{}</h1>{notice}<div id=\"live\" data-page=\"{}\" aria-live=\"polite\">{live}</div>{extra}</main>\
          <footer>herd {} on {} · <span id=\"conn\" class=\"muted\">static</span></footer></body></html>",
-        head(&format!("herd · {} · {}", page.title(), st.info.node)),
+        head(&format!("herd · {} · {}", page.title(), st.info().node)),
         esc(&s.user),
         s.role,
         esc(&s.csrf),
         esc(page.title()),
         page.name(),
-        esc(st.info.version),
-        esc(&st.info.node),
+        esc(st.info().version),
+        esc(&st.info().node),
     )
 }
 
@@ -907,8 +907,8 @@ fn nodes(o: &mut String, st: &State, snap: &Snapshot) {
     let mut row = |k: &str, v: String| {
         let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
     };
-    row("Name", st.info.node.clone());
-    row("Version", st.info.version.to_string());
+    row("Name", st.info().node);
+    row("Version", st.info().version.to_string());
     if let Some(d) = &snap.status {
         row("Uptime", format!("{} s", d.uptime_secs));
         row(
@@ -1005,7 +1005,7 @@ fn login_form_page(st: &State, next: &str, error: Option<(StatusCode, &str)>) ->
              <label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
              <button id=\"login\">Log in</button></form></main></body></html>",
             head("herd · log in"),
-            esc(&st.info.node),
+            esc(&st.info().node),
             esc(next)
         ),
     )

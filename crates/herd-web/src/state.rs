@@ -37,7 +37,8 @@ const VERIFYING: usize = 2;
 
 pub(crate) struct State {
     pub backend: Arc<dyn Backend>,
-    pub info: Info,
+    /// What the pages say about this node (a reload may rename it).
+    info: RwLock<Info>,
     /// The `[web]` section in force (without `[web]`: no users, nothing served).
     cfg: RwLock<Arc<WebConfig>>,
     pub sessions: Mutex<auth::Sessions>,
@@ -65,10 +66,19 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// What the pages say about this node now.
+    pub fn info(&self) -> Info {
+        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_info(&self, info: Info) {
+        *self.info.write().unwrap_or_else(|p| p.into_inner()) = info;
+    }
+
     pub fn new(backend: Arc<dyn Backend>, info: Info, max_connections: usize) -> State {
         State {
             backend,
-            info,
+            info: RwLock::new(info),
             cfg: RwLock::new(Arc::new(WebConfig::default())),
             sessions: Mutex::default(),
             limiter: Mutex::default(),

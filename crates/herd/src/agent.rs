@@ -43,7 +43,7 @@ pub fn revoked_set(cfg: &AgentConfig) -> Revoked {
 }
 
 /// Replaces the revoked serials (reload applies them at once, to new connections).
-pub fn set_revoked(revoked: &Revoked, cfg: &AgentConfig) {
+fn set_revoked(revoked: &Revoked, cfg: &AgentConfig) {
     *revoked.write().unwrap_or_else(|p| p.into_inner()) = cfg.revoked.iter().cloned().collect();
 }
 
@@ -148,11 +148,6 @@ impl Running {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The sync modules the agent serves (and `herd sync` reads).
-    pub fn modules(&self) -> &Modules {
-        &self.modules
     }
 
     /// The agent, once started (it stays after a stop).

@@ -1,6 +1,6 @@
 //! The control socket's requests, as any local client that can open the socket could send
 //! them: the daemon reads a line and parses it with `serde_json::from_slice::<Request>`
-//! (`serve_client` in `herd/src/daemon.rs`), so this target does exactly that with arbitrary
+//! (`serve_client` in `herd/src/daemon/control.rs`), so this target does exactly that with arbitrary
 //! bytes. Parsing must never panic, and every request it accepts must serialize (what the CLI
 //! sends) and parse back to an equal request: otherwise the CLI and the daemon could disagree
 //! about what was asked.

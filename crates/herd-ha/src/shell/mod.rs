@@ -135,19 +135,6 @@ impl Ha {
         })
     }
 
-    /// [`new`](Self::new) and an [`apply`](Self::apply) of `cfg`: every instance starts (as
-    /// backup, or master for an address owner). Fails, with nothing running, if an interface
-    /// is missing, has no address of the instance's family, or a socket cannot be opened
-    /// (VRRP needs CAP_NET_RAW and CAP_NET_ADMIN). Blocks.
-    pub fn start(cfg: &VrrpConfig) -> Result<Ha, HaError> {
-        let ha = Ha::new()?;
-        if let Err(e) = ha.apply(cfg) {
-            ha.finish();
-            return Err(e);
-        }
-        Ok(ha)
-    }
-
     /// Goes from the running instances to `cfg`'s, matched by name: new ones start, removed
     /// ones resign and remove their VIPs, those whose interface, VRID, family or version
     /// changed are replaced (the old one resigns, a new one starts), and every other change

@@ -205,8 +205,7 @@ impl Inner {
         lock(&self.tasks)
     }
 
-    /// [`Monitor::apply`]; with `from`, the engine's state is taken over from another
-    /// monitor's instead of this one's.
+    /// [`Monitor::apply`].
     fn apply(self: &Arc<Self>, config: &Config) {
         let mut plan = Plan::new(config);
         let wanted = std::mem::take(&mut plan.tasks);

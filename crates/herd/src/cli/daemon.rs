@@ -88,7 +88,8 @@ pub async fn daemon_main(
             return exit::SOFTWARE;
         }
     };
-    // 2. Bind: the virtual services, then the control socket (whose appearance means ready).
+    // 2. Refuse if another daemon answers; 3. apply the config (every listener, the services,
+    // VRRP, checks, the agent); 4. the control socket (whose appearance means ready).
     if let Err(e) = check_control(&socket).await {
         eprintln!("herd: {e:#}");
         return exit::CANTCREAT;

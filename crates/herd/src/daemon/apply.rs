@@ -1,21 +1,29 @@
 //! One path from the running state to a config: start-up applies a config to a daemon running
 //! nothing, a reload applies the new config to the running one, and each subsystem takes only
-//! its difference.
+//! its difference. One apply at a time (a SIGHUP, `herd reload` and the dashboard's Reload
+//! wait for each other).
 //!
-//! Order, the same every time: the listeners that may fail to bind, before anything else
-//! changes (the mon port, the dashboard, the node agent with its sync modules), the virtual
-//! services and their data plane, VRRP (a director claims a VIP only once it can serve it),
-//! the health monitor (which tells the table its verdicts). Each subsystem applies all of its part
-//! or none of it; if one fails, the ones before it have applied and the ones after it have
-//! not, the error names the one that failed, and the config kept as "running" stays the old
-//! one (a later reload applies the rest).
+//! Order, the same every time:
+//! 1. the agent **prepares**: certificates read, new addresses bound — nothing changes yet;
+//! 2. the listeners that may fail to bind, each in place: the mon port, the dashboard;
+//! 3. the virtual services and the data plane's workers;
+//! 4. VRRP (a director claims a VIP only once it can serve it);
+//! 5. what can no longer fail: the agent's prepared change is committed, the health monitor
+//!    applied (it tells the table its verdicts).
+//!
+//! Each subsystem applies all of its part or none of it. If one fails, the error names it; the
+//! agent and the monitor are unchanged, the listeners of step 2 and the steps before the one
+//! that failed have applied, and the config kept as "running" stays the old one (a later reload
+//! applies the rest).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use herd_core::api::{ApiError, ErrorKind};
+use herd_core::api::{ApiError, ErrorKind, Request, Response};
+use herd_core::config::web::WebUser;
 use herd_core::config::Config;
 
 use super::{lb_error, Daemon};
+use crate::fdlimit::Caps;
 
 /// What an apply did.
 #[derive(Debug, Default)]
@@ -29,16 +37,21 @@ fn failed(what: &str, e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Daemon {
-    fn me(&self) -> Result<Arc<Daemon>, ApiError> {
-        self.me
-            .upgrade()
-            .ok_or_else(|| failed("the daemon", "is shutting down"))
-    }
-
     /// Makes the running state equal to `next` (see the module's doc for the order).
     pub(crate) fn apply(&self, next: Config) -> Result<Applied, ApiError> {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let limit = crate::fdlimit::current();
         let caps = crate::fdlimit::caps(limit, &next);
+        let agent = self.agent.prepare(&next).map_err(agent_error)?;
+        self.apply_mon(&next, caps)?;
+        self.apply_web(&next, caps)?;
+        let services = self.apply_lb(&next)?;
+        self.apply_ha(&next)?;
+        let applied = agent.commit();
+        if !applied.changed.is_empty() {
+            tracing::info!(changed = ?applied.changed, listening = ?applied.listening, "node agent");
+        }
+        self.monitor.apply(&next);
         if caps != self.caps() {
             tracing::info!(
                 open_files = limit,
@@ -49,46 +62,65 @@ impl Daemon {
             );
         }
         *self.caps.lock().unwrap_or_else(|p| p.into_inner()) = caps;
-        self.apply_mon(&next)?;
-        self.apply_web(&next)?;
-        self.apply_agent(&next)?;
-        let services = self.apply_lb(&next)?;
-        self.apply_ha(&next)?;
-        self.apply_health(&next);
         *self.config() = next;
         Ok(Applied { services })
     }
 
     /// The mon client protocol's port: its address and limits.
-    fn apply_mon(&self, next: &Config) -> Result<(), ApiError> {
+    fn apply_mon(&self, next: &Config, caps: Caps) -> Result<(), ApiError> {
         let limits = crate::monproto::Limits {
-            max_connections: self.caps().mon,
+            max_connections: caps.mon,
             idle: next.health.mon_idle_timeout,
         };
-        let me = self.me()?;
-        let backend: Arc<dyn herd_web::Backend> = me.clone();
-        let accounts: Arc<dyn crate::monproto::Accounts> = me;
+        let handle = Arc::new(Handle(self.me.clone()));
         self.mon
-            .apply(next.health.mon_listen, limits, backend, accounts)
+            .apply(next.health.mon_listen, limits, handle.clone(), handle)
             .map_err(|e| ApiError::new(ErrorKind::Bind, e.to_string()))
     }
 
-    /// The virtual services (the table and, through it, the data plane) and the number of
-    /// data-plane workers. Returns how many services there are.
-    fn apply_lb(&self, next: &Config) -> Result<usize, ApiError> {
-        let services = {
-            let mut table = self.table();
-            table.apply_config(&next.lb).map_err(lb_error)?;
-            table.services().len()
-        };
-        let workers = super::worker_count(next.lb.workers);
-        if workers != self.dp.workers() {
-            self.dp
-                .set_workers(workers)
-                .map_err(|e| ApiError::new(ErrorKind::Bind, format!("lb.workers: {e}")))?;
-            tracing::info!(workers, "data-plane workers");
+    /// The dashboard: started, moved, changed or stopped in place (see `herd_web::Web::apply`).
+    fn apply_web(&self, next: &Config, caps: Caps) -> Result<(), ApiError> {
+        let handle = Arc::new(Handle(self.me.clone()));
+        let web = self
+            .web
+            .get_or_init(|| herd_web::Web::new(handle, web_info(next), caps.web));
+        web.apply(next.web.as_ref()).map_err(|e| {
+            let kind = if matches!(e, herd_web::WebError::Bind { .. }) {
+                ErrorKind::Bind
+            } else {
+                ErrorKind::Config
+            };
+            ApiError::new(kind, e.to_string())
+        })?;
+        web.set_max_connections(caps.web);
+        web.set_info(web_info(next));
+        if let (Some(addr), Some(cfg)) = (web.local_addr(), &next.web) {
+            tracing::info!(%addr, users = cfg.users.len(), "dashboard");
         }
-        Ok(services)
+        Ok(())
+    }
+
+    /// The virtual services (the table and, through it, the data plane) and the number of
+    /// data-plane workers, together: if the services cannot be applied, the workers go back.
+    /// Returns how many services there are.
+    fn apply_lb(&self, next: &Config) -> Result<usize, ApiError> {
+        let (before, want) = (self.dp.workers(), super::worker_count(next.lb.workers));
+        if want != before {
+            self.dp
+                .set_workers(want)
+                .map_err(|e| ApiError::new(ErrorKind::Bind, format!("lb.workers: {e}")))?;
+            tracing::info!(workers = want, "data-plane workers");
+        }
+        let mut table = self.table();
+        if let Err(e) = table.apply_config(&next.lb) {
+            if want != before {
+                if let Err(back) = self.dp.set_workers(before) {
+                    tracing::error!(error = %back, "lb.workers: cannot go back to {before}");
+                }
+            }
+            return Err(lb_error(e));
+        }
+        Ok(table.services().len())
     }
 
     /// VRRP instances, changed in place (priorities, intervals, VIPs, peers, hooks,
@@ -105,53 +137,15 @@ impl Daemon {
         }
         Ok(())
     }
+}
 
-    /// The health monitor: unchanged checks keep running on their timers, the rest start,
-    /// stop or restart; then the director hears every verdict (the table lock is not held
-    /// here: the monitor takes it).
-    fn apply_health(&self, next: &Config) {
-        self.monitor.apply(next);
-    }
-
-    /// The node agent: every `[agent]` key in place (new addresses bound first, certificate
-    /// files read again, limits resized), the revoked serials, the sync modules and their
-    /// schedules, the node watch. A failure changes nothing of the agent.
-    fn apply_agent(&self, next: &Config) -> Result<(), ApiError> {
-        let applied = self.agent.apply(next).map_err(|e| {
-            let kind = if matches!(e, crate::agent::AgentError::Bind { .. }) {
-                ErrorKind::Bind
-            } else {
-                ErrorKind::Config
-            };
-            ApiError::new(kind, e.to_string())
-        })?;
-        if !applied.changed.is_empty() {
-            tracing::info!(changed = ?applied.changed, listening = ?applied.listening, "node agent");
-        }
-        Ok(())
-    }
-
-    /// The dashboard: started, moved, changed or stopped in place (see `herd_web::Web::apply`).
-    fn apply_web(&self, next: &Config) -> Result<(), ApiError> {
-        let max = self.caps().web;
-        let me = self.me()?;
-        let web = self
-            .web
-            .get_or_init(|| herd_web::Web::new(me, web_info(next), max));
-        web.set_max_connections(max);
-        web.apply(next.web.as_ref()).map_err(|e| {
-            let kind = if matches!(e, herd_web::WebError::Bind { .. }) {
-                ErrorKind::Bind
-            } else {
-                ErrorKind::Config
-            };
-            ApiError::new(kind, e.to_string())
-        })?;
-        if let (Some(addr), Some(cfg)) = (web.local_addr(), &next.web) {
-            tracing::info!(%addr, users = cfg.users.len(), "dashboard");
-        }
-        Ok(())
-    }
+fn agent_error(e: crate::agent::AgentError) -> ApiError {
+    let kind = if matches!(e, crate::agent::AgentError::Bind { .. }) {
+        ErrorKind::Bind
+    } else {
+        ErrorKind::Config
+    };
+    ApiError::new(kind, e.to_string())
 }
 
 /// What the dashboard's pages say about this node: the agent's name, else the host name.
@@ -164,5 +158,60 @@ fn web_info(cfg: &Config) -> herd_web::Info {
     herd_web::Info {
         version: env!("CARGO_PKG_VERSION"),
         node,
+    }
+}
+
+/// The daemon as its listeners (the dashboard, the mon port) reach it: held weakly, so that a
+/// daemon that fails to start, or ends, is dropped with everything it bound.
+#[derive(Debug)]
+struct Handle(Weak<Daemon>);
+
+impl Handle {
+    fn daemon(&self) -> Option<Arc<Daemon>> {
+        self.0.upgrade()
+    }
+}
+
+impl herd_web::Backend for Handle {
+    fn call(&self, req: Request) -> Response {
+        match self.daemon() {
+            Some(d) => d.handle(req),
+            None => Response::Error(failed("the daemon", "is shutting down")),
+        }
+    }
+}
+
+/// The mon port's logins are the dashboard's, and its changes go to the dashboard's audit log
+/// when there is one.
+impl crate::monproto::Accounts for Handle {
+    fn users(&self) -> Vec<WebUser> {
+        let Some(d) = self.daemon() else {
+            return Vec::new();
+        };
+        let cfg = d.config();
+        cfg.web
+            .as_ref()
+            .map(|w| w.users.clone())
+            .unwrap_or_default()
+    }
+
+    fn audit_writable(&self) -> Result<(), String> {
+        let d = self.daemon().ok_or("the daemon is shutting down")?;
+        let web = d.web.get();
+        web.map_or(Ok(()), |w| w.audit_writable().map_err(|e| e.to_string()))
+    }
+
+    fn audit(
+        &self,
+        user: &str,
+        role: &str,
+        peer: std::net::IpAddr,
+        event: &str,
+        detail: String,
+        result: Result<(), String>,
+    ) {
+        if let Some(web) = self.daemon().as_ref().and_then(|d| d.web.get()) {
+            web.audit(user, role, peer, event, detail, result);
+        }
     }
 }

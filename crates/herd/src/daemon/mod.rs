@@ -71,6 +71,8 @@ pub struct Daemon {
     config: Mutex<Config>,
     /// This daemon, for the listeners an apply starts (they call back into it).
     me: std::sync::Weak<Daemon>,
+    /// Held for the length of an apply: one at a time.
+    applying: Mutex<()>,
     /// The mon client protocol's port.
     mon: crate::monproto::Port,
     dp: Arc<dyn DataPlane>,
@@ -91,37 +93,6 @@ pub struct Daemon {
 impl herd_web::Backend for Daemon {
     fn call(&self, req: Request) -> Response {
         self.handle(req)
-    }
-}
-
-/// The mon port's logins are the dashboard's, and its changes go to the dashboard's audit log
-/// when there is one.
-impl crate::monproto::Accounts for Daemon {
-    fn users(&self) -> Vec<herd_core::config::web::WebUser> {
-        let cfg = self.config();
-        cfg.web
-            .as_ref()
-            .map(|w| w.users.clone())
-            .unwrap_or_default()
-    }
-
-    fn audit_writable(&self) -> Result<(), String> {
-        let web = self.web.get();
-        web.map_or(Ok(()), |w| w.audit_writable().map_err(|e| e.to_string()))
-    }
-
-    fn audit(
-        &self,
-        user: &str,
-        role: &str,
-        peer: std::net::IpAddr,
-        event: &str,
-        detail: String,
-        result: Result<(), String>,
-    ) {
-        if let Some(web) = self.web.get() {
-            web.audit(user, role, peer, event, detail, result);
-        }
     }
 }
 
@@ -174,6 +145,7 @@ impl Daemon {
         let empty = Config::default();
         Ok(Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
+            applying: Mutex::new(()),
             caps: Mutex::new(crate::fdlimit::Caps::default()),
             agent: crate::agent::Running::new(),
             ha,

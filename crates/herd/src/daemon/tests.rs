@@ -7,7 +7,7 @@ use std::sync::Arc;
 use herd_core::api::RealEdit;
 use herd_core::api::{Request, Response};
 use herd_core::model::ServiceKey;
-use herd_lb::dataplane::{Change, Event, Recording, Settings};
+use herd_lb::dataplane::{Change, DataPlane, Event, Recording, Settings};
 
 use super::{Daemon, Source};
 
@@ -84,6 +84,33 @@ async fn a_weight_change_reaches_the_data_plane_from_the_api_and_from_a_reload()
         changes(&rec),
         vec![Change::Admin(real2(), herd_core::api::AdminState::Draining)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_reload_the_data_plane_refuses_leaves_the_workers_and_the_running_config_as_they_were() {
+    let dir = tempdir();
+    let (d, rec) = daemon(dir.path(), &config(1));
+    let before = d.config().clone();
+    let workers = rec.workers();
+    rec.take();
+    // Three workers and a second service, which the data plane refuses to bind.
+    let text = format!(
+        "[lb]\nworkers = 3\n{}[[lb.service]]\nprotocol = \"tcp\"\naddress = \"127.0.0.1:18081\"\nscheduler = \"rr\"\n",
+        config(7)
+    );
+    std::fs::write(dir.path().join("herd.toml"), text).unwrap();
+    rec.fail_apply
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = d.reload().unwrap_err();
+    assert!(err.message.contains("cannot listen on"), "{err:?}");
+    // The workers went to 3 and back; the table and the running config are the old ones.
+    let events = rec.take();
+    assert!(events.contains(&Event::Workers(3)), "{events:?}");
+    assert_eq!(events.last(), Some(&Event::Workers(workers)), "{events:?}");
+    assert_eq!(rec.workers(), workers);
+    assert_eq!(*d.config(), before);
+    let weight = d.table().get(&vip()).unwrap().reals()[0].weight;
+    assert_eq!(weight, 1);
 }
 
 /// A directory removed on drop.

@@ -51,6 +51,9 @@ pub trait Accounts: Send + Sync + 'static {
 #[derive(Default)]
 pub struct Port {
     running: Mutex<Option<Running>>,
+    /// Kept across moves: the clients being served (on an old address too) count against the
+    /// cap, and the login limiter remembers failures.
+    shared: std::sync::OnceLock<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for Port {
@@ -60,10 +63,8 @@ impl std::fmt::Debug for Port {
 }
 
 struct Running {
-    /// As configured, and as bound (port 0 resolved).
+    /// As configured.
     addr: SocketAddr,
-    bound: SocketAddr,
-    shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
@@ -101,44 +102,36 @@ impl Port {
         backend: Arc<dyn Backend>,
         accounts: Arc<dyn Accounts>,
     ) -> std::io::Result<()> {
+        let shared = self.shared.get_or_init(|| {
+            Arc::new(Shared {
+                limits: Mutex::new(limits),
+                open: AtomicUsize::new(0),
+                backend,
+                accounts,
+                gate: Arc::default(),
+            })
+        });
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(addr) = addr else {
             *running = None;
             return Ok(());
         };
-        if let Some(r) = running.as_ref().filter(|r| r.addr == addr) {
-            *r.shared.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+        if running.as_ref().is_some_and(|r| r.addr == addr) {
+            *shared.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
             return Ok(());
         }
         let listener = bind(addr)?;
-        let shared = Arc::new(Shared {
-            limits: Mutex::new(limits),
-            open: AtomicUsize::new(0),
-            backend,
-            accounts,
-            gate: Arc::default(),
-        });
+        *shared.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!(addr = %bound, max_connections = limits.max_connections, "mon client protocol");
         let task = tokio::spawn(serve(listener, shared.clone()));
-        *running = Some(Running {
-            addr,
-            bound,
-            shared,
-            task,
-        });
+        *running = Some(Running { addr, task });
         Ok(())
     }
 
     /// Stops accepting (the apply to nothing); connections being served continue.
     pub fn stop(&self) {
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    /// The address served now, as bound (port 0 resolved).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.as_ref().map(|r| r.bound)
     }
 }
 

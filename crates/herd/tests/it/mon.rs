@@ -278,11 +278,12 @@ fn a_reload_moves_the_mon_port_and_changes_its_cap_in_place() {
     assert_eq!(old.last("version"), "220 version completed");
     let pid = m.d.ok(&["status", "--json"]);
     let pid = serde_json::from_str::<Value>(&pid).unwrap()["pid"].clone();
-    // Moved to another address, with room for one client only.
+    // Moved to another address, with room for two clients: the one still on the old address
+    // counts, so one more.
     let moved = m.net.addr(3, 2583);
     let cfg = m.cfg.replace(
         &format!("mon-listen = \"{}\"", m.port),
-        &format!("mon-listen = \"{moved}\"\nmon-max-connections = 1"),
+        &format!("mon-listen = \"{moved}\"\nmon-max-connections = 2"),
     );
     m.d.write_config(&cfg);
     let out = m.d.ok(&["reload"]);
