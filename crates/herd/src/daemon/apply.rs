@@ -72,18 +72,14 @@ impl Daemon {
             max_connections: caps.mon,
             idle: next.health.mon_idle_timeout,
         };
-        let handle = Arc::new(Handle(self.me.clone()));
         self.mon
-            .apply(next.health.mon_listen, limits, handle.clone(), handle)
+            .apply(next.health.mon_listen, limits)
             .map_err(|e| ApiError::new(ErrorKind::Bind, e.to_string()))
     }
 
     /// The dashboard: started, moved, changed or stopped in place (see `herd_web::Web::apply`).
     fn apply_web(&self, next: &Config, caps: Caps) -> Result<(), ApiError> {
-        let handle = Arc::new(Handle(self.me.clone()));
-        let web = self
-            .web
-            .get_or_init(|| herd_web::Web::new(handle, web_info(next), caps.web));
+        let web = &self.web;
         web.apply(next.web.as_ref()).map_err(|e| {
             let kind = if matches!(e, herd_web::WebError::Bind { .. }) {
                 ErrorKind::Bind
@@ -149,7 +145,7 @@ fn agent_error(e: crate::agent::AgentError) -> ApiError {
 }
 
 /// What the dashboard's pages say about this node: the agent's name, else the host name.
-fn web_info(cfg: &Config) -> herd_web::Info {
+pub(super) fn web_info(cfg: &Config) -> herd_web::Info {
     let node = cfg.agent.name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -164,7 +160,7 @@ fn web_info(cfg: &Config) -> herd_web::Info {
 /// The daemon as its listeners (the dashboard, the mon port) reach it: held weakly, so that a
 /// daemon that fails to start, or ends, is dropped with everything it bound.
 #[derive(Debug)]
-struct Handle(Weak<Daemon>);
+pub(super) struct Handle(pub(super) Weak<Daemon>);
 
 impl Handle {
     fn daemon(&self) -> Option<Arc<Daemon>> {
@@ -197,8 +193,7 @@ impl crate::monproto::Accounts for Handle {
 
     fn audit_writable(&self) -> Result<(), String> {
         let d = self.daemon().ok_or("the daemon is shutting down")?;
-        let web = d.web.get();
-        web.map_or(Ok(()), |w| w.audit_writable().map_err(|e| e.to_string()))
+        d.web.audit_writable().map_err(|e| e.to_string())
     }
 
     fn audit(
@@ -210,8 +205,8 @@ impl crate::monproto::Accounts for Handle {
         detail: String,
         result: Result<(), String>,
     ) {
-        if let Some(web) = self.daemon().as_ref().and_then(|d| d.web.get()) {
-            web.audit(user, role, peer, event, detail, result);
+        if let Some(d) = self.daemon() {
+            d.web.audit(user, role, peer, event, detail, result);
         }
     }
 }

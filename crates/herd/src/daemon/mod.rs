@@ -69,8 +69,6 @@ pub struct Daemon {
     monitor: Monitor,
     /// The last config applied, for what a save keeps besides the table (daemon settings).
     config: Mutex<Config>,
-    /// This daemon, for the listeners an apply starts (they call back into it).
-    me: std::sync::Weak<Daemon>,
     /// Held for the length of an apply: one at a time.
     applying: Mutex<()>,
     /// The mon client protocol's port.
@@ -84,16 +82,10 @@ pub struct Daemon {
     agent: crate::agent::Running,
     /// The dashboard and HTTP API (serving while the config has `[web]`), made by the first
     /// apply.
-    web: std::sync::OnceLock<herd_web::Web>,
+    web: herd_web::Web,
     /// The connection caps of the mon port, the dashboard and the agent, sized by each apply
     /// from the open-files limit (see `fdlimit`).
     caps: Mutex<crate::fdlimit::Caps>,
-}
-
-impl herd_web::Backend for Daemon {
-    fn call(&self, req: Request) -> Response {
-        self.handle(req)
-    }
 }
 
 /// Number of data-plane workers for a config value (0 = one per core).
@@ -143,21 +135,25 @@ impl Daemon {
         let ha = herd_ha::Ha::new()
             .map_err(|e| ApiError::new(ErrorKind::Internal, format!("cannot start VRRP: {e}")))?;
         let empty = Config::default();
-        Ok(Arc::new_cyclic(|me| Daemon {
-            me: me.clone(),
-            applying: Mutex::new(()),
-            caps: Mutex::new(crate::fdlimit::Caps::default()),
-            agent: crate::agent::Running::new(),
-            ha,
-            web: std::sync::OnceLock::new(),
-            mon: crate::monproto::Port::default(),
-            source,
-            table,
-            monitor,
-            config: Mutex::new(empty),
-            dp,
-            started: Instant::now(),
-            reloads: AtomicU64::new(0),
+        Ok(Arc::new_cyclic(|me| {
+            // The listeners reach the daemon through a weak handle: a daemon that fails to
+            // start, or ends, is dropped with everything it bound.
+            let handle = Arc::new(apply::Handle(me.clone()));
+            Daemon {
+                applying: Mutex::new(()),
+                caps: Mutex::new(crate::fdlimit::Caps::default()),
+                agent: crate::agent::Running::new(),
+                ha,
+                web: herd_web::Web::new(handle.clone(), apply::web_info(&empty), 0),
+                mon: crate::monproto::Port::new(handle.clone(), handle),
+                source,
+                table,
+                monitor,
+                config: Mutex::new(empty),
+                dp,
+                started: Instant::now(),
+                reloads: AtomicU64::new(0),
+            }
         }))
     }
 
@@ -323,9 +319,7 @@ pub async fn serve(
     // The agent stops accepting; its sessions (a command running) finish.
     daemon.agent.stop();
     // The dashboard still shows the drain, but takes no more actions.
-    if let Some(w) = daemon.web.get() {
-        w.stop_actions();
-    }
+    daemon.web.stop_actions();
     daemon.mon.stop();
     let _ = std::fs::remove_file(&control_path);
     {

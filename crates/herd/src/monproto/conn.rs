@@ -48,12 +48,11 @@ pub trait Accounts: Send + Sync + 'static {
 
 /// The mon port: nothing, or one address being served. [`Port::apply`] takes it from one to
 /// the other (start, reload and stop are all an apply).
-#[derive(Default)]
 pub struct Port {
     running: Mutex<Option<Running>>,
     /// Kept across moves: the clients being served (on an old address too) count against the
     /// cap, and the login limiter remembers failures.
-    shared: std::sync::OnceLock<Arc<Shared>>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Port {
@@ -95,22 +94,27 @@ impl Port {
     /// Serves `addr` with `limits` (`None`: stops accepting). A new address is bound before
     /// the old one closes; if it cannot be bound, the port stays as it was and the error says
     /// why. Connections being served continue either way. Call within a tokio runtime.
-    pub fn apply(
-        &self,
-        addr: Option<SocketAddr>,
-        limits: Limits,
-        backend: Arc<dyn Backend>,
-        accounts: Arc<dyn Accounts>,
-    ) -> std::io::Result<()> {
-        let shared = self.shared.get_or_init(|| {
-            Arc::new(Shared {
+    /// A port serving nothing yet, whose clients reach `backend` and log in against
+    /// `accounts`.
+    pub fn new(backend: Arc<dyn Backend>, accounts: Arc<dyn Accounts>) -> Port {
+        let limits = Limits {
+            max_connections: 1,
+            idle: Duration::from_secs(60),
+        };
+        Port {
+            running: Mutex::new(None),
+            shared: Arc::new(Shared {
                 limits: Mutex::new(limits),
                 open: AtomicUsize::new(0),
                 backend,
                 accounts,
                 gate: Arc::default(),
-            })
-        });
+            }),
+        }
+    }
+
+    pub fn apply(&self, addr: Option<SocketAddr>, limits: Limits) -> std::io::Result<()> {
+        let shared = &self.shared;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(addr) = addr else {
             *running = None;
