@@ -167,15 +167,7 @@ impl Conn<'_> {
         match checked {
             Ok(admin) => Some((admin, Some(id.name.clone()))),
             Err(why) => {
-                let peer = self.peer;
-                tracing::warn!(%peer, via = %id.name, "agent: relayed request refused: {why}");
-                let _ = self.audit(&AuditRecord {
-                    event: "refused",
-                    request: "exec",
-                    command: Some(&e.command),
-                    reason: Some(&why),
-                    ..AuditRecord::new(id, peer, self.s)
-                });
+                self.refused_relay(id, &e.command, &why);
                 let _ = refuse(wr, req, &self.s.name, format!("refused: {why}")).await;
                 None
             }
@@ -254,6 +246,20 @@ impl Conn<'_> {
         let _ = timeout(BUSY_GRACE, wr.shutdown()).await;
     }
 
+    /// Logs and audits a relayed run refused (a grant that does not hold, stdin that does
+    /// not match it); `via` is the relaying node.
+    fn refused_relay(&self, via: &Identity, command: &str, why: &str) {
+        let peer = self.peer;
+        tracing::warn!(%peer, via = %via.name, "agent: relayed request refused: {why}");
+        let _ = self.audit(&AuditRecord {
+            event: "refused",
+            request: "exec",
+            command: Some(command),
+            reason: Some(why),
+            ..AuditRecord::new(via, peer, self.s)
+        });
+    }
+
     /// The whole stdin of a run whose grant covers it (a run through relays), checked against
     /// the grant's hash; `None` when stdin streams (a direct run). A refusal is audited.
     async fn granted_stdin<R: AsyncRead + Unpin>(
@@ -268,15 +274,7 @@ impl Conn<'_> {
         match read_stdin(rd, want).await {
             Ok(data) => Ok(Some(Arc::new(data))),
             Err(why) => {
-                let peer = self.peer;
-                tracing::warn!(%peer, via = %id.name, "agent: relayed request refused: {why}");
-                let _ = self.audit(&AuditRecord {
-                    event: "refused",
-                    request: "exec",
-                    command: Some(&req.command),
-                    reason: Some(&why),
-                    ..AuditRecord::new(id, peer, self.s)
-                });
+                self.refused_relay(id, &req.command, &why);
                 Err(format!("refused: {why}"))
             }
         }
