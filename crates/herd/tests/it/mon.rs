@@ -298,6 +298,18 @@ fn a_reload_moves_the_mon_port_and_changes_its_cap_in_place() {
         second.reply(),
         ["520 too many connections, try again later"]
     );
+    // A reload cannot open the mon port beyond loopback without `mon-insecure`: the config
+    // is refused whole and the port stays where it was.
+    let open = m.cfg.replace(
+        &format!("mon-listen = \"{}\"", m.port),
+        "mon-listen = \"0.0.0.0:2583\"",
+    );
+    m.d.write_config(&open);
+    let out = m.d.herd(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("mon-listen"), "{err}");
+    assert_eq!(first.last("version"), "220 version completed");
     // An address that cannot be bound: refused, and the port stays where it was.
     let taken = std::net::TcpListener::bind(m.net.addr(4, 2583)).unwrap();
     let bad = m.cfg.replace(
